@@ -1,0 +1,483 @@
+//! Image augmentations with torchvision's semantics, on planar RGB `f32` images in `[0, 1]`.
+//!
+//! Each transform is a plain function so it can be tested alone; [`Pipeline`] chains them in the
+//! order of a preset. The W-MSE CIFAR preset (the authors' order and defaults) is
+//! `RandomApply(ColorJitter(0.4, 0.4, 0.4, 0.1), p=0.8) → RandomGrayscale(p=0.1) →
+//! RandomResizedCrop(32, scale=(0.2, 1), ratio=(3/4, 4/3), bicubic) → RandomHorizontalFlip(0.5) →
+//! Normalize(mean, std)`.
+
+use rand::seq::SliceRandom;
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+/// A planar RGB image: three `height × width` planes, values in `[0, 1]` until normalised.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rgb {
+    pub height: usize,
+    pub width: usize,
+    pub data: Vec<f32>,
+}
+
+impl Rgb {
+    /// From planar bytes (as the CIFAR binary stores them), scaled to `[0, 1]` like `ToTensor`.
+    pub fn from_planar_u8(bytes: &[u8], height: usize, width: usize) -> Rgb {
+        assert_eq!(bytes.len(), 3 * height * width, "planar RGB needs 3·H·W bytes");
+        Rgb { height, width, data: bytes.iter().map(|&b| b as f32 / 255.0).collect() }
+    }
+
+    fn plane_len(&self) -> usize {
+        self.height * self.width
+    }
+}
+
+/// ITU-R 601-2 luma, as PIL's `convert("L")` and torchvision's `rgb_to_grayscale` use.
+pub const LUMA: [f32; 3] = [0.299, 0.587, 0.114];
+
+fn luma_plane(img: &Rgb) -> Vec<f32> {
+    let n = img.plane_len();
+    let (r, rest) = img.data.split_at(n);
+    let (g, b) = rest.split_at(n);
+    (0..n).map(|i| LUMA[0] * r[i] + LUMA[1] * g[i] + LUMA[2] * b[i]).collect()
+}
+
+/// `clamp(f·x + (1 − f)·other, 0, 1)` with `other` given per pixel of a plane (or a constant).
+fn blend(img: &mut Rgb, factor: f32, other: impl Fn(usize) -> f32) {
+    let n = img.plane_len();
+    for (i, v) in img.data.iter_mut().enumerate() {
+        *v = (factor * *v + (1.0 - factor) * other(i % n)).clamp(0.0, 1.0);
+    }
+}
+
+/// Brightness: blend with black.
+pub fn adjust_brightness(img: &mut Rgb, factor: f32) {
+    blend(img, factor, |_| 0.0);
+}
+
+/// Contrast: blend with the mean of the image's grayscale version.
+pub fn adjust_contrast(img: &mut Rgb, factor: f32) {
+    let gray = luma_plane(img);
+    let mean = gray.iter().sum::<f32>() / gray.len() as f32;
+    blend(img, factor, |_| mean);
+}
+
+/// Saturation: blend with the image's grayscale version, pixel by pixel.
+pub fn adjust_saturation(img: &mut Rgb, factor: f32) {
+    let gray = luma_plane(img);
+    blend(img, factor, |i| gray[i]);
+}
+
+/// Hue: rotate the hue channel of HSV by `factor` turns (`factor ∈ [−0.5, 0.5]`).
+pub fn adjust_hue(img: &mut Rgb, factor: f32) {
+    let n = img.plane_len();
+    for i in 0..n {
+        let (r, g, b) = (img.data[i], img.data[n + i], img.data[2 * n + i]);
+        let (h, s, v) = rgb_to_hsv(r, g, b);
+        let (r, g, b) = hsv_to_rgb((h + factor).rem_euclid(1.0), s, v);
+        img.data[i] = r;
+        img.data[n + i] = g;
+        img.data[2 * n + i] = b;
+    }
+}
+
+/// HSV with every component in `[0, 1]` (torchvision's `_rgb2hsv`).
+pub fn rgb_to_hsv(r: f32, g: f32, b: f32) -> (f32, f32, f32) {
+    let max = r.max(g).max(b);
+    let min = r.min(g).min(b);
+    let delta = max - min;
+    let s = if max > 0.0 { delta / max } else { 0.0 };
+    let h = if delta == 0.0 {
+        0.0
+    } else if max == r {
+        ((g - b) / delta).rem_euclid(6.0) / 6.0
+    } else if max == g {
+        ((b - r) / delta + 2.0) / 6.0
+    } else {
+        ((r - g) / delta + 4.0) / 6.0
+    };
+    (h, s, max)
+}
+
+/// Inverse of [`rgb_to_hsv`].
+pub fn hsv_to_rgb(h: f32, s: f32, v: f32) -> (f32, f32, f32) {
+    let h6 = (h * 6.0).rem_euclid(6.0);
+    let sector = h6.floor();
+    let f = h6 - sector;
+    let p = (v * (1.0 - s)).clamp(0.0, 1.0);
+    let q = (v * (1.0 - s * f)).clamp(0.0, 1.0);
+    let t = (v * (1.0 - s * (1.0 - f))).clamp(0.0, 1.0);
+    match sector as u32 {
+        0 => (v, t, p),
+        1 => (q, v, p),
+        2 => (p, v, t),
+        3 => (p, q, v),
+        4 => (t, p, v),
+        _ => (v, p, q),
+    }
+}
+
+/// Replace every channel by the luma (three identical planes, as `RandomGrayscale` keeps 3).
+pub fn to_grayscale(img: &mut Rgb) {
+    let gray = luma_plane(img);
+    let n = img.plane_len();
+    for c in 0..3 {
+        img.data[c * n..(c + 1) * n].copy_from_slice(&gray);
+    }
+}
+
+/// Mirror left to right.
+pub fn hflip(img: &mut Rgb) {
+    for row in img.data.chunks_mut(img.width) {
+        row.reverse();
+    }
+}
+
+/// `(x − mean_c) / std_c` per channel.
+pub fn normalise(img: &mut Rgb, mean: [f32; 3], std: [f32; 3]) {
+    let n = img.plane_len();
+    for c in 0..3 {
+        for v in &mut img.data[c * n..(c + 1) * n] {
+            *v = (*v - mean[c]) / std[c];
+        }
+    }
+}
+
+/// A crop window: top row, left column, height, width.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    pub top: usize,
+    pub left: usize,
+    pub height: usize,
+    pub width: usize,
+}
+
+/// torchvision's `RandomResizedCrop.get_params`: ten tries at a random area fraction in `scale`
+/// and log-uniform aspect ratio in `ratio`, then a centre crop with the ratio clamped.
+pub fn random_resized_crop_window(
+    rng: &mut impl Rng,
+    height: usize,
+    width: usize,
+    scale: (f32, f32),
+    ratio: (f32, f32),
+) -> Window {
+    let area = (height * width) as f32;
+    let (log_lo, log_hi) = (ratio.0.ln(), ratio.1.ln());
+    for _ in 0..10 {
+        let target_area = area * rng.random_range(scale.0..=scale.1);
+        let aspect = rng.random_range(log_lo..=log_hi).exp();
+        let w = (target_area * aspect).sqrt().round() as usize;
+        let h = (target_area / aspect).sqrt().round() as usize;
+        if 0 < w && w <= width && 0 < h && h <= height {
+            let top = rng.random_range(0..=height - h);
+            let left = rng.random_range(0..=width - w);
+            return Window { top, left, height: h, width: w };
+        }
+    }
+    let in_ratio = width as f32 / height as f32;
+    let (w, h) = if in_ratio < ratio.0 {
+        (width, ((width as f32 / ratio.0).round() as usize).min(height))
+    } else if in_ratio > ratio.1 {
+        (((height as f32 * ratio.1).round() as usize).min(width), height)
+    } else {
+        (width, height)
+    };
+    Window { top: (height - h) / 2, left: (width - w) / 2, height: h, width: w }
+}
+
+/// Keys's cubic convolution kernel with a = −0.5, the kernel PIL and torchvision call bicubic.
+fn bicubic_kernel(x: f32) -> f32 {
+    const A: f32 = -0.5;
+    let x = x.abs();
+    if x < 1.0 {
+        ((A + 2.0) * x - (A + 3.0)) * x * x + 1.0
+    } else if x < 2.0 {
+        (((x - 5.0) * x + 8.0) * x - 4.0) * A
+    } else {
+        0.0
+    }
+}
+
+/// Resampling weights along one axis, PIL's `precompute_coeffs`: the kernel is stretched by the
+/// downscaling factor (antialiasing), clipped to the input and normalised to sum to one.
+/// Returns, per output position, the first input index and the weights from there.
+fn axis_weights(in_len: usize, out_len: usize) -> Vec<(usize, Vec<f32>)> {
+    let scale = in_len as f32 / out_len as f32;
+    let filter_scale = scale.max(1.0);
+    let support = 2.0 * filter_scale;
+    (0..out_len)
+        .map(|i| {
+            let centre = (i as f32 + 0.5) * scale;
+            let lo = ((centre - support + 0.5).floor().max(0.0)) as usize;
+            let hi = ((centre + support + 0.5).floor() as usize).min(in_len);
+            let mut w: Vec<f32> = (lo..hi)
+                .map(|x| bicubic_kernel((x as f32 - centre + 0.5) / filter_scale))
+                .collect();
+            let total: f32 = w.iter().sum();
+            if total != 0.0 {
+                w.iter_mut().for_each(|v| *v /= total);
+            }
+            (lo, w)
+        })
+        .collect()
+}
+
+/// Crop `window` out of `img` and resize it to `out_h × out_w` with bicubic resampling
+/// (separable, horizontal pass first, as PIL does), clamped to `[0, 1]`.
+pub fn resized_crop_bicubic(img: &Rgb, window: Window, out_h: usize, out_w: usize) -> Rgb {
+    let wx = axis_weights(window.width, out_w);
+    let wy = axis_weights(window.height, out_h);
+    let n = img.plane_len();
+    let mut out = vec![0.0f32; 3 * out_h * out_w];
+    let mut tmp = vec![0.0f32; window.height * out_w];
+    for c in 0..3 {
+        let plane = &img.data[c * n..(c + 1) * n];
+        for y in 0..window.height {
+            let row = &plane[(window.top + y) * img.width + window.left..][..window.width];
+            for (x, (lo, w)) in wx.iter().enumerate() {
+                tmp[y * out_w + x] = w.iter().zip(&row[*lo..]).map(|(a, b)| a * b).sum();
+            }
+        }
+        let dst = &mut out[c * out_h * out_w..(c + 1) * out_h * out_w];
+        for (y, (lo, w)) in wy.iter().enumerate() {
+            for x in 0..out_w {
+                let v: f32 = w.iter().enumerate().map(|(k, a)| a * tmp[(lo + k) * out_w + x]).sum();
+                dst[y * out_w + x] = v.clamp(0.0, 1.0);
+            }
+        }
+    }
+    Rgb { height: out_h, width: out_w, data: out }
+}
+
+/// `ColorJitter(brightness, contrast, saturation, hue)` applied with probability `p`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ColorJitter {
+    pub brightness: f32,
+    pub contrast: f32,
+    pub saturation: f32,
+    pub hue: f32,
+    pub p: f32,
+}
+
+impl ColorJitter {
+    /// Draw the four factors, then apply the four adjustments in a random order (torchvision).
+    pub fn apply(&self, img: &mut Rgb, rng: &mut impl Rng) {
+        let factor = |rng: &mut _, s: f32| -> Option<f32> {
+            (s > 0.0).then(|| Rng::random_range(rng, (1.0 - s).max(0.0)..=1.0 + s))
+        };
+        let b = factor(rng, self.brightness);
+        let c = factor(rng, self.contrast);
+        let s = factor(rng, self.saturation);
+        let h = (self.hue > 0.0).then(|| rng.random_range(-self.hue..=self.hue));
+        let mut order = [0u8, 1, 2, 3];
+        order.shuffle(rng);
+        for op in order {
+            match op {
+                0 => b.map(|f| adjust_brightness(img, f)),
+                1 => c.map(|f| adjust_contrast(img, f)),
+                2 => s.map(|f| adjust_saturation(img, f)),
+                _ => h.map(|f| adjust_hue(img, f)),
+            };
+        }
+    }
+}
+
+/// A chain of augmentations, configured from an experiment file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pipeline {
+    /// Output side in pixels (square crops).
+    pub size: usize,
+    pub color_jitter: ColorJitter,
+    pub grayscale_p: f32,
+    /// Random resized crop: area fraction range.
+    pub crop_scale: (f32, f32),
+    /// Random resized crop: aspect ratio range.
+    pub crop_ratio: (f32, f32),
+    pub flip_p: f32,
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
+}
+
+impl Pipeline {
+    /// The W-MSE authors' CIFAR pipeline (SPEC §3) with the given normalisation.
+    pub fn wmse_cifar(mean: [f32; 3], std: [f32; 3]) -> Pipeline {
+        Pipeline {
+            size: 32,
+            color_jitter: ColorJitter {
+                brightness: 0.4,
+                contrast: 0.4,
+                saturation: 0.4,
+                hue: 0.1,
+                p: 0.8,
+            },
+            grayscale_p: 0.1,
+            crop_scale: (0.2, 1.0),
+            crop_ratio: (3.0 / 4.0, 4.0 / 3.0),
+            flip_p: 0.5,
+            mean,
+            std,
+        }
+    }
+
+    /// Reject settings torchvision would reject, naming the field.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |field: &str, what: String| Err(Error::Augment(format!("{field}: {what}")));
+        let j = &self.color_jitter;
+        for (field, p) in [("color_jitter.p", j.p), ("grayscale_p", self.grayscale_p), ("flip_p", self.flip_p)] {
+            if !(0.0..=1.0).contains(&p) {
+                return bad(field, format!("a probability in [0, 1] expected, got {p}"));
+            }
+        }
+        for (field, v) in [("brightness", j.brightness), ("contrast", j.contrast), ("saturation", j.saturation)] {
+            if v < 0.0 || !v.is_finite() {
+                return bad(&format!("color_jitter.{field}"), format!("a non-negative factor expected, got {v}"));
+            }
+        }
+        if !(0.0..=0.5).contains(&j.hue) {
+            return bad("color_jitter.hue", format!("a value in [0, 0.5] expected, got {}", j.hue));
+        }
+        let (lo, hi) = self.crop_scale;
+        if !(0.0 < lo && lo <= hi && hi <= 1.0) {
+            return bad("crop_scale", format!("0 < lo ≤ hi ≤ 1 expected, got ({lo}, {hi})"));
+        }
+        let (lo, hi) = self.crop_ratio;
+        if !(0.0 < lo && lo <= hi) {
+            return bad("crop_ratio", format!("0 < lo ≤ hi expected, got ({lo}, {hi})"));
+        }
+        if self.size == 0 {
+            return bad("size", "a positive size expected, got 0".into());
+        }
+        if self.std.iter().any(|s| *s <= 0.0) {
+            return bad("std", format!("positive values expected, got {:?}", self.std));
+        }
+        Ok(())
+    }
+
+    /// One augmented, normalised view of `img`, all draws from `rng`.
+    pub fn view(&self, img: &Rgb, rng: &mut impl Rng) -> Rgb {
+        let mut x = img.clone();
+        if rng.random::<f32>() < self.color_jitter.p {
+            self.color_jitter.apply(&mut x, rng);
+        }
+        if rng.random::<f32>() < self.grayscale_p {
+            to_grayscale(&mut x);
+        }
+        let window =
+            random_resized_crop_window(rng, x.height, x.width, self.crop_scale, self.crop_ratio);
+        let mut x = resized_crop_bicubic(&x, window, self.size, self.size);
+        if rng.random::<f32>() < self.flip_p {
+            hflip(&mut x);
+        }
+        normalise(&mut x, self.mean, self.std);
+        x
+    }
+
+    /// The evaluation transform: no augmentation, normalisation only.
+    pub fn plain(&self, img: &Rgb) -> Rgb {
+        let mut x = img.clone();
+        normalise(&mut x, self.mean, self.std);
+        x
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    fn ramp(h: usize, w: usize) -> Rgb {
+        let n = h * w;
+        let data = (0..3 * n).map(|i| ((i % n) % w) as f32 / (w - 1) as f32).collect();
+        Rgb { height: h, width: w, data }
+    }
+
+    #[test]
+    fn resize_to_same_size_is_identity() {
+        let img = ramp(8, 8);
+        let w = Window { top: 0, left: 0, height: 8, width: 8 };
+        let out = resized_crop_bicubic(&img, w, 8, 8);
+        for (a, b) in out.data.iter().zip(&img.data) {
+            assert!((a - b).abs() < 1e-6);
+        }
+    }
+
+    #[test]
+    fn resize_keeps_constant_images_and_ramps_monotone() {
+        let img = Rgb { height: 10, width: 10, data: vec![0.25; 300] };
+        let out = resized_crop_bicubic(&img, Window { top: 1, left: 2, height: 7, width: 5 }, 32, 32);
+        assert!(out.data.iter().all(|v| (v - 0.25).abs() < 1e-6));
+        let out = resized_crop_bicubic(&ramp(32, 32), Window { top: 0, left: 0, height: 32, width: 32 }, 8, 8);
+        let row = &out.data[..8];
+        assert!(row.windows(2).all(|p| p[0] < p[1]), "{row:?}");
+        // Antialiased downsampling of a linear ramp averages symmetric windows: the mean is kept.
+        let mean: f32 = row.iter().sum::<f32>() / 8.0;
+        assert!((mean - 0.5).abs() < 0.02, "{mean}");
+    }
+
+    #[test]
+    fn pil_weights_for_two_to_one_downscale() {
+        // Downscaling 4 → 2: scale 2, support 4, centre of output 0 is 1.0; inputs 0..3.
+        let w = axis_weights(4, 2);
+        assert_eq!(w[0].0, 0);
+        let raw: Vec<f32> = (0..4).map(|x| bicubic_kernel((x as f32 - 1.0 + 0.5) / 2.0)).collect();
+        let total: f32 = raw.iter().sum();
+        for (a, b) in w[0].1.iter().zip(raw.iter().map(|r| r / total)) {
+            assert!((a - b).abs() < 1e-6);
+        }
+    }
+
+    #[test]
+    fn hsv_round_trip_and_hue_shift() {
+        for &(r, g, b) in &[(0.2, 0.4, 0.6), (0.9, 0.1, 0.1), (0.5, 0.5, 0.5), (0.0, 1.0, 0.3)] {
+            let (h, s, v) = rgb_to_hsv(r, g, b);
+            let (r2, g2, b2) = hsv_to_rgb(h, s, v);
+            assert!((r - r2).abs() < 1e-6 && (g - g2).abs() < 1e-6 && (b - b2).abs() < 1e-6);
+        }
+        // Pure red shifted by a third of a turn becomes pure green.
+        let mut img = Rgb { height: 1, width: 1, data: vec![1.0, 0.0, 0.0] };
+        adjust_hue(&mut img, 1.0 / 3.0);
+        assert!((img.data[0]).abs() < 1e-5 && (img.data[1] - 1.0).abs() < 1e-5, "{:?}", img.data);
+    }
+
+    #[test]
+    fn grayscale_brightness_contrast_saturation() {
+        let mut img = Rgb { height: 1, width: 2, data: vec![1.0, 0.0, 0.0, 1.0, 0.0, 0.0] };
+        let mut g = img.clone();
+        to_grayscale(&mut g);
+        assert!((g.data[0] - 0.299).abs() < 1e-6 && (g.data[2] - 0.299).abs() < 1e-6);
+        assert!((g.data[1] - 0.587).abs() < 1e-6 && (g.data[5] - 0.587).abs() < 1e-6);
+        let mut s = img.clone();
+        adjust_saturation(&mut s, 0.0);
+        assert_eq!(s, g);
+        let mut c = img.clone();
+        adjust_contrast(&mut c, 0.0);
+        let mean = (0.299 + 0.587) / 2.0;
+        assert!(c.data.iter().all(|v| (v - mean).abs() < 1e-6));
+        adjust_brightness(&mut img, 2.0);
+        assert_eq!(img.data, vec![1.0, 0.0, 0.0, 1.0, 0.0, 0.0]);
+    }
+
+    #[test]
+    fn crop_window_respects_scale_and_ratio() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        for _ in 0..1000 {
+            let w = random_resized_crop_window(&mut rng, 32, 32, (0.2, 1.0), (0.75, 4.0 / 3.0));
+            assert!(w.top + w.height <= 32 && w.left + w.width <= 32);
+            let frac = (w.height * w.width) as f32 / 1024.0;
+            assert!(frac > 0.15, "{w:?}");
+        }
+    }
+
+    #[test]
+    fn validate_names_the_field() {
+        let mut p = Pipeline::wmse_cifar([0.5; 3], [0.5; 3]);
+        assert!(p.validate().is_ok());
+        p.crop_scale = (0.8, 0.2);
+        assert!(p.validate().unwrap_err().to_string().contains("crop_scale"));
+        p = Pipeline::wmse_cifar([0.5; 3], [0.5; 3]);
+        p.color_jitter.hue = 0.7;
+        assert!(p.validate().unwrap_err().to_string().contains("color_jitter.hue"));
+    }
+}

@@ -1,0 +1,36 @@
+use std::path::PathBuf;
+use thiserror::Error;
+
+/// Everything that can be wrong with a dataset on disk or a request for its pixels.
+#[derive(Debug, Error)]
+pub enum Error {
+    #[error(
+        "{dataset}: missing {path}\n  expected: {expected}\n  get it: {hint}"
+    )]
+    Missing { dataset: &'static str, path: PathBuf, expected: String, hint: String },
+    #[error(
+        "{dataset}: {path} has {actual} bytes, expected {expected} bytes ({records} records of \
+         {record_len} bytes); the file is truncated or not the official binary version\n  get it: {hint}"
+    )]
+    Size {
+        dataset: &'static str,
+        path: PathBuf,
+        actual: u64,
+        expected: u64,
+        records: usize,
+        record_len: usize,
+        hint: String,
+    },
+    #[error("{dataset}: {path}: record {record} has label {label}, expected 0..{classes}")]
+    Label { dataset: &'static str, path: PathBuf, record: usize, label: u8, classes: usize },
+    #[error("{dataset}: {path}: {what}")]
+    Format { dataset: &'static str, path: PathBuf, what: String },
+    #[error("cannot read {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("unknown dataset `{0}`: expected one of cifar10")]
+    UnknownDataset(String),
+    #[error("augmentation: {0}")]
+    Augment(String),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;

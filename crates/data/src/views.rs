@@ -1,0 +1,92 @@
+//! Batches of augmented views and of plain (evaluation) images, as NCHW `f32` buffers.
+
+use rayon::prelude::*;
+
+use crate::augment::{Pipeline, Rgb};
+use crate::seed::{rng_for, Purpose};
+use crate::ImageSet;
+
+/// `views` buffers, one per view, each `indices.len() × 3 × size × size` (NCHW).
+///
+/// View `v` of image `i` in epoch `e` is drawn from the stream (seed, Augment, e, i, v) alone, so the
+/// same views come out whatever the thread count, batch composition or resume point.
+pub fn augmented_views(
+    set: &ImageSet,
+    indices: &[usize],
+    views: usize,
+    pipeline: &Pipeline,
+    seed: u64,
+    epoch: u64,
+) -> Vec<Vec<f32>> {
+    let per_image: Vec<Vec<Rgb>> = indices
+        .par_iter()
+        .map(|&i| {
+            let img = Rgb::from_planar_u8(set.image(i), set.height, set.width);
+            (0..views)
+                .map(|v| {
+                    let mut rng = rng_for(seed, Purpose::Augment, epoch, i as u64, v as u64);
+                    pipeline.view(&img, &mut rng)
+                })
+                .collect()
+        })
+        .collect();
+    (0..views)
+        .map(|v| per_image.iter().flat_map(|imgs| imgs[v].data.iter().copied()).collect())
+        .collect()
+}
+
+/// The evaluation images `indices`, normalised and otherwise unchanged (NCHW).
+pub fn plain_batch(set: &ImageSet, indices: &[usize], pipeline: &Pipeline) -> Vec<f32> {
+    let imgs: Vec<Rgb> = indices
+        .par_iter()
+        .map(|&i| pipeline.plain(&Rgb::from_planar_u8(set.image(i), set.height, set.width)))
+        .collect();
+    imgs.into_iter().flat_map(|x| x.data).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Split;
+
+    fn tiny_set(n: usize) -> ImageSet {
+        ImageSet {
+            name: "synthetic",
+            split: Split::Train,
+            height: 32,
+            width: 32,
+            pixels: (0..n * 3072).map(|i| (i * 7 % 251) as u8).collect(),
+            labels: (0..n).map(|i| (i % 10) as u8).collect(),
+            class_names: (0..10).map(|i| i.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn same_views_whatever_the_thread_count_or_batch() {
+        let set = tiny_set(16);
+        let p = Pipeline::wmse_cifar([0.5; 3], [0.25; 3]);
+        let idx: Vec<usize> = (0..16).collect();
+        let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+        let a = one.install(|| augmented_views(&set, &idx, 3, &p, 11, 2));
+        let four = rayon::ThreadPoolBuilder::new().num_threads(4).build().unwrap();
+        let b = four.install(|| augmented_views(&set, &idx, 3, &p, 11, 2));
+        assert_eq!(a, b);
+        // Image 5 alone gets the same views as inside the batch.
+        let c = augmented_views(&set, &[5], 3, &p, 11, 2);
+        for v in 0..3 {
+            assert_eq!(c[v][..], a[v][5 * 3072..6 * 3072]);
+        }
+        // Views differ from each other and across epochs.
+        assert_ne!(a[0], a[1]);
+        assert_ne!(a, augmented_views(&set, &idx, 3, &p, 11, 3));
+    }
+
+    #[test]
+    fn plain_batch_is_normalised_pixels() {
+        let set = tiny_set(2);
+        let p = Pipeline::wmse_cifar([0.5; 3], [0.25; 3]);
+        let out = plain_batch(&set, &[1], &p);
+        let expected = (set.image(1)[7] as f32 / 255.0 - 0.5) / 0.25;
+        assert!((out[7] - expected).abs() < 1e-6);
+    }
+}
