@@ -1,1 +1,12 @@
+//! Encoders and heads, built through candle's `VarBuilder` (`vb.pp("layer1")`), as plain structs
+//! implementing `ModuleT` (training flag for BatchNorm).
 
+mod error;
+pub mod init;
+pub mod mlp;
+pub mod resnet;
+
+pub use error::{Error, Result};
+pub use init::SeededVarMap;
+pub use mlp::{Mlp, MlpConfig};
+pub use resnet::{ResNet, ResNetConfig};

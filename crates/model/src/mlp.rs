@@ -1,0 +1,107 @@
+//! The projector (and predictor) MLP: `Linear → BN → ReLU` per hidden layer, then a last
+//! `Linear` without bias — the VICReg / Barlow Twins authors' shape.
+
+use candle_core::{Result, Tensor};
+use candle_nn::{BatchNorm, BatchNormConfig, Init, Linear, ModuleT, VarBuilder};
+
+use crate::Error;
+
+/// Widths of an MLP: `input`, then every layer's output (`widths.last()` is the embedding size).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MlpConfig {
+    pub input: usize,
+    pub widths: Vec<usize>,
+    /// Whether the last Linear has a bias (the FAIR projectors have none).
+    pub last_bias: bool,
+}
+
+impl MlpConfig {
+    pub fn validate(&self) -> crate::Result<()> {
+        if self.widths.is_empty() {
+            return Err(Error::Config { field: "projector", what: "at least one layer width expected".into() });
+        }
+        if let Some(w) = std::iter::once(&self.input).chain(&self.widths).find(|w| **w == 0) {
+            return Err(Error::Config { field: "projector", what: format!("widths must be positive, got {w}") });
+        }
+        Ok(())
+    }
+
+    pub fn output_dim(&self) -> usize {
+        *self.widths.last().unwrap_or(&self.input)
+    }
+}
+
+/// PyTorch's `nn.Linear` initialisation: weight and bias uniform in ±1/sqrt(fan_in).
+pub fn linear(in_dim: usize, out_dim: usize, bias: bool, vb: VarBuilder) -> Result<Linear> {
+    let bound = 1.0 / (in_dim as f64).sqrt();
+    let init = Init::Uniform { lo: -bound, up: bound };
+    let w = vb.get_with_hints((out_dim, in_dim), "weight", init)?;
+    let b = if bias { Some(vb.get_with_hints(out_dim, "bias", init)?) } else { None };
+    Ok(Linear::new(w, b))
+}
+
+/// BatchNorm with PyTorch's defaults (eps 1e-5, momentum 0.1, affine).
+pub fn batch_norm(features: usize, vb: VarBuilder) -> Result<BatchNorm> {
+    candle_nn::batch_norm(features, BatchNormConfig { eps: 1e-5, remove_mean: true, affine: true, momentum: 0.1 }, vb)
+}
+
+#[derive(Debug, Clone)]
+pub struct Mlp {
+    hidden: Vec<(Linear, BatchNorm)>,
+    last: Linear,
+}
+
+impl Mlp {
+    /// Layers at `vb.pp("layers.{i}")`: hidden `i` has `linear` and `bn`, the last has `linear`.
+    pub fn new(cfg: &MlpConfig, vb: VarBuilder) -> crate::Result<Self> {
+        cfg.validate()?;
+        let mut hidden = Vec::new();
+        let mut in_dim = cfg.input;
+        let n = cfg.widths.len();
+        for (i, &w) in cfg.widths[..n - 1].iter().enumerate() {
+            let l = vb.pp(format!("layers.{i}"));
+            hidden.push((linear(in_dim, w, true, l.pp("linear"))?, batch_norm(w, l.pp("bn"))?));
+            in_dim = w;
+        }
+        let last = linear(in_dim, cfg.widths[n - 1], cfg.last_bias, vb.pp(format!("layers.{}", n - 1)).pp("linear"))?;
+        Ok(Self { hidden, last })
+    }
+}
+
+impl ModuleT for Mlp {
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let mut x = x.clone();
+        for (lin, bn) in &self.hidden {
+            x = bn.forward_t(&x.apply(lin)?, train)?.relu()?;
+        }
+        x.apply(&self.last)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::SeededVarMap;
+    use candle_core::{DType, Device};
+
+    #[test]
+    fn shapes_and_bias_layout() {
+        let map = SeededVarMap::new(0);
+        let vb = map.builder(DType::F32, &Device::Cpu);
+        let cfg = MlpConfig { input: 8, widths: vec![16, 16, 4], last_bias: false };
+        let mlp = Mlp::new(&cfg, vb).unwrap();
+        let x = Tensor::ones((5, 8), DType::F32, &Device::Cpu).unwrap();
+        assert_eq!(mlp.forward_t(&x, true).unwrap().dims(), &[5, 4]);
+        let names: Vec<String> = map.named_vars().into_iter().map(|(n, _)| n).collect();
+        assert!(names.contains(&"layers.0.bn.running_var".to_string()));
+        assert!(names.contains(&"layers.2.linear.weight".to_string()));
+        assert!(!names.contains(&"layers.2.linear.bias".to_string()));
+        assert!(names.contains(&"layers.1.linear.bias".to_string()));
+    }
+
+    #[test]
+    fn rejects_empty_widths() {
+        let cfg = MlpConfig { input: 8, widths: vec![], last_bias: false };
+        assert!(cfg.validate().unwrap_err().to_string().contains("projector"));
+    }
+}

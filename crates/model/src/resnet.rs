@@ -1,0 +1,204 @@
+//! ResNet-18 (BasicBlock, [2, 2, 2, 2]) as torchvision builds it, with the small-image stem the
+//! CIFAR papers use (3×3 stride-1 conv1, no max-pool) and a width multiplier (1.0 = 64-128-256-512).
+//! The output is the globally average-pooled feature (512 × width).
+
+use candle_core::{Result, Tensor, D};
+use candle_nn::init::{FanInOut, NonLinearity, NormalOrUniform};
+use candle_nn::{BatchNorm, Conv2d, Conv2dConfig, Init, ModuleT, VarBuilder};
+
+use crate::mlp::batch_norm;
+use crate::Error;
+
+/// Which stem and how wide.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResNetConfig {
+    /// Only 18 for now (BasicBlock [2, 2, 2, 2]).
+    pub depth: usize,
+    /// Channel multiplier: 1.0 gives 64-128-256-512.
+    pub width: f64,
+    /// 3×3 stride-1 conv1 without max-pool (CIFAR) instead of 7×7 stride-2 + max-pool (ImageNet).
+    pub small_stem: bool,
+    /// Zero the last BN γ of each residual branch (FAIR code), so each block starts as identity.
+    pub zero_init_residual: bool,
+}
+
+impl ResNetConfig {
+    pub fn resnet18(width: f64) -> Self {
+        Self { depth: 18, width, small_stem: true, zero_init_residual: false }
+    }
+
+    /// Channels of the four stages.
+    pub fn stage_widths(&self) -> [usize; 4] {
+        [64, 128, 256, 512].map(|c| ((c as f64 * self.width).round() as usize).max(1))
+    }
+
+    pub fn output_dim(&self) -> usize {
+        self.stage_widths()[3]
+    }
+
+    pub fn validate(&self) -> crate::Result<()> {
+        if self.depth != 18 {
+            return Err(Error::Config { field: "encoder.depth", what: format!("only 18 is built, got {}", self.depth) });
+        }
+        if !(self.width > 0.0 && self.width.is_finite()) {
+            return Err(Error::Config { field: "encoder.width", what: format!("a positive multiplier expected, got {}", self.width) });
+        }
+        Ok(())
+    }
+}
+
+/// torchvision's ResNet conv initialisation: Kaiming normal, fan-out, ReLU gain.
+const CONV_INIT: Init = Init::Kaiming {
+    dist: NormalOrUniform::Normal,
+    fan: FanInOut::FanOut,
+    non_linearity: NonLinearity::ReLU,
+};
+
+fn conv(cin: usize, cout: usize, k: usize, stride: usize, vb: VarBuilder) -> Result<Conv2d> {
+    let w = vb.get_with_hints((cout, cin, k, k), "weight", CONV_INIT)?;
+    let cfg = Conv2dConfig { padding: k / 2, stride, dilation: 1, groups: 1, cudnn_fwd_algo: None };
+    Ok(Conv2d::new(w, None, cfg))
+}
+
+fn bn_zero_gamma(c: usize, vb: VarBuilder) -> Result<BatchNorm> {
+    // Create γ first with zeros; batch_norm then finds it and keeps it.
+    vb.get_with_hints(c, "weight", Init::Const(0.0))?;
+    batch_norm(c, vb)
+}
+
+#[derive(Debug, Clone)]
+struct BasicBlock {
+    conv1: Conv2d,
+    bn1: BatchNorm,
+    conv2: Conv2d,
+    bn2: BatchNorm,
+    downsample: Option<(Conv2d, BatchNorm)>,
+}
+
+impl BasicBlock {
+    fn new(cin: usize, cout: usize, stride: usize, zero_init: bool, vb: VarBuilder) -> Result<Self> {
+        let downsample = if stride != 1 || cin != cout {
+            let d = vb.pp("downsample");
+            Some((conv(cin, cout, 1, stride, d.pp("0"))?, batch_norm(cout, d.pp("1"))?))
+        } else {
+            None
+        };
+        Ok(Self {
+            conv1: conv(cin, cout, 3, stride, vb.pp("conv1"))?,
+            bn1: batch_norm(cout, vb.pp("bn1"))?,
+            conv2: conv(cout, cout, 3, 1, vb.pp("conv2"))?,
+            bn2: if zero_init { bn_zero_gamma(cout, vb.pp("bn2"))? } else { batch_norm(cout, vb.pp("bn2"))? },
+            downsample,
+        })
+    }
+}
+
+impl ModuleT for BasicBlock {
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let y = self.bn1.forward_t(&x.apply(&self.conv1)?, train)?.relu()?;
+        let y = self.bn2.forward_t(&y.apply(&self.conv2)?, train)?;
+        let shortcut = match &self.downsample {
+            Some((c, bn)) => bn.forward_t(&x.apply(c)?, train)?,
+            None => x.clone(),
+        };
+        (y + shortcut)?.relu()
+    }
+}
+
+/// The encoder: stem, four stages of two BasicBlocks, global average pool.
+#[derive(Debug, Clone)]
+pub struct ResNet {
+    conv1: Conv2d,
+    bn1: BatchNorm,
+    max_pool: bool,
+    blocks: Vec<BasicBlock>,
+    output_dim: usize,
+}
+
+impl ResNet {
+    /// Variables follow torchvision's names (`conv1`, `bn1`, `layer1.0.conv1`, …).
+    pub fn new(cfg: &ResNetConfig, vb: VarBuilder) -> crate::Result<Self> {
+        cfg.validate()?;
+        let widths = cfg.stage_widths();
+        let (k, stride) = if cfg.small_stem { (3, 1) } else { (7, 2) };
+        let conv1 = conv(3, widths[0], k, stride, vb.pp("conv1"))?;
+        let bn1 = batch_norm(widths[0], vb.pp("bn1"))?;
+        let mut blocks = Vec::new();
+        let mut cin = widths[0];
+        for (stage, &cout) in widths.iter().enumerate() {
+            for b in 0..2 {
+                let stride = if stage > 0 && b == 0 { 2 } else { 1 };
+                let path = vb.pp(format!("layer{}", stage + 1)).pp(b.to_string());
+                blocks.push(BasicBlock::new(cin, cout, stride, cfg.zero_init_residual, path)?);
+                cin = cout;
+            }
+        }
+        Ok(Self { conv1, bn1, max_pool: !cfg.small_stem, blocks, output_dim: widths[3] })
+    }
+
+    pub fn output_dim(&self) -> usize {
+        self.output_dim
+    }
+}
+
+impl ModuleT for ResNet {
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let mut x = self.bn1.forward_t(&x.apply(&self.conv1)?, train)?.relu()?;
+        if self.max_pool {
+            x = x.pad_with_same(D::Minus1, 1, 1)?.pad_with_same(D::Minus2, 1, 1)?.max_pool2d_with_stride(3, 2)?;
+        }
+        for block in &self.blocks {
+            x = block.forward_t(&x, train)?;
+        }
+        x.mean(D::Minus1)?.mean(D::Minus1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::SeededVarMap;
+    use candle_core::{DType, Device};
+
+    #[test]
+    fn resnet18_shapes_and_parameter_count() {
+        let map = SeededVarMap::new(0);
+        let net = ResNet::new(&ResNetConfig::resnet18(1.0), map.builder(DType::F32, &Device::Cpu)).unwrap();
+        assert_eq!(net.output_dim(), 512);
+        let trainable: usize = map
+            .named_vars()
+            .iter()
+            .filter(|(n, _)| !n.ends_with("running_mean") && !n.ends_with("running_var"))
+            .map(|(_, v)| v.elem_count())
+            .sum();
+        // torchvision resnet18 without fc is 11,176,512 parameters; the 3×3 stem replaces the
+        // 7×7 conv1 (9,408 weights) by a 3×3 one (1,728): 11,168,832.
+        assert_eq!(trainable, 11_168_832);
+    }
+
+    #[test]
+    fn width_multiplier_and_eval_mode() {
+        let map = SeededVarMap::new(1);
+        let net = ResNet::new(&ResNetConfig::resnet18(0.25), map.builder(DType::F32, &Device::Cpu)).unwrap();
+        assert_eq!(net.output_dim(), 128);
+        let x = Tensor::randn(0f32, 1.0, (4, 3, 32, 32), &Device::Cpu).unwrap();
+        let before = map.named_vars().into_iter().find(|(n, _)| n == "bn1.running_mean").unwrap().1;
+        let before = before.as_tensor().to_vec1::<f32>().unwrap();
+        let y = net.forward_t(&x, false).unwrap();
+        assert_eq!(y.dims(), &[4, 128]);
+        let after = map.named_vars().into_iter().find(|(n, _)| n == "bn1.running_mean").unwrap().1;
+        assert_eq!(before, after.as_tensor().to_vec1::<f32>().unwrap(), "eval mode must not touch running stats");
+        net.forward_t(&x, true).unwrap();
+        let after = map.named_vars().into_iter().find(|(n, _)| n == "bn1.running_mean").unwrap().1;
+        assert_ne!(before, after.as_tensor().to_vec1::<f32>().unwrap(), "training mode updates running stats");
+    }
+
+    #[test]
+    fn imagenet_stem_downsamples() {
+        let map = SeededVarMap::new(1);
+        let cfg = ResNetConfig { small_stem: false, ..ResNetConfig::resnet18(0.125) };
+        let net = ResNet::new(&cfg, map.builder(DType::F32, &Device::Cpu)).unwrap();
+        let x = Tensor::randn(0f32, 1.0, (2, 3, 64, 64), &Device::Cpu).unwrap();
+        assert_eq!(net.forward_t(&x, true).unwrap().dims(), &[2, 64]);
+    }
+}
