@@ -210,9 +210,7 @@ fn axis_weights(in_len: usize, out_len: usize) -> Vec<(usize, Vec<f32>)> {
             let centre = (i as f32 + 0.5) * scale;
             let lo = ((centre - support + 0.5).floor().max(0.0)) as usize;
             let hi = ((centre + support + 0.5).floor() as usize).min(in_len);
-            let mut w: Vec<f32> = (lo..hi)
-                .map(|x| bicubic_kernel((x as f32 - centre + 0.5) / filter_scale))
-                .collect();
+            let mut w: Vec<f32> = (lo..hi).map(|x| bicubic_kernel((x as f32 - centre + 0.5) / filter_scale)).collect();
             let total: f32 = w.iter().sum();
             if total != 0.0 {
                 w.iter_mut().for_each(|v| *v /= total);
@@ -305,13 +303,7 @@ impl Pipeline {
     pub fn wmse_cifar(mean: [f32; 3], std: [f32; 3]) -> Pipeline {
         Pipeline {
             size: 32,
-            color_jitter: ColorJitter {
-                brightness: 0.4,
-                contrast: 0.4,
-                saturation: 0.4,
-                hue: 0.1,
-                p: 0.8,
-            },
+            color_jitter: ColorJitter { brightness: 0.4, contrast: 0.4, saturation: 0.4, hue: 0.1, p: 0.8 },
             grayscale_p: 0.1,
             crop_scale: (0.2, 1.0),
             crop_ratio: (3.0 / 4.0, 4.0 / 3.0),
@@ -364,8 +356,7 @@ impl Pipeline {
         if rng.random::<f32>() < self.grayscale_p {
             to_grayscale(&mut x);
         }
-        let window =
-            random_resized_crop_window(rng, x.height, x.width, self.crop_scale, self.crop_ratio);
+        let window = random_resized_crop_window(rng, x.height, x.width, self.crop_scale, self.crop_ratio);
         let mut x = resized_crop_bicubic(&x, window, self.size, self.size);
         if rng.random::<f32>() < self.flip_p {
             hflip(&mut x);

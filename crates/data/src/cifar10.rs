@@ -27,13 +27,9 @@ fn hint(root: &Path) -> String {
 /// The batch files of a split, in order.
 pub fn files(split: Split) -> Vec<&'static str> {
     match split {
-        Split::Train => vec![
-            "data_batch_1.bin",
-            "data_batch_2.bin",
-            "data_batch_3.bin",
-            "data_batch_4.bin",
-            "data_batch_5.bin",
-        ],
+        Split::Train => {
+            vec!["data_batch_1.bin", "data_batch_2.bin", "data_batch_3.bin", "data_batch_4.bin", "data_batch_5.bin"]
+        }
         Split::Test => vec!["test_batch.bin"],
     }
 }
@@ -83,8 +79,7 @@ fn class_names(root: &Path) -> Result<Vec<String>> {
     let Ok(text) = std::fs::read_to_string(&path) else {
         return Ok(DEFAULT_CLASS_NAMES.iter().map(|s| s.to_string()).collect());
     };
-    let names: Vec<String> =
-        text.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect();
+    let names: Vec<String> = text.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect();
     if names.len() != CLASSES {
         return Err(Error::Format {
             dataset: NAME,
@@ -119,15 +114,7 @@ pub fn load(root: &Path, split: Split) -> Result<ImageSet> {
             pixels.extend_from_slice(&chunk[1..]);
         }
     }
-    Ok(ImageSet {
-        name: NAME,
-        split,
-        height: SIDE,
-        width: SIDE,
-        pixels,
-        labels,
-        class_names: class_names(root)?,
-    })
+    Ok(ImageSet { name: NAME, split, height: SIDE, width: SIDE, pixels, labels, class_names: class_names(root)? })
 }
 
 #[cfg(test)]

@@ -4,9 +4,7 @@ use thiserror::Error;
 /// Everything that can be wrong with a dataset on disk or a request for its pixels.
 #[derive(Debug, Error)]
 pub enum Error {
-    #[error(
-        "{dataset}: missing {path}\n  expected: {expected}\n  get it: {hint}"
-    )]
+    #[error("{dataset}: missing {path}\n  expected: {expected}\n  get it: {hint}")]
     Missing { dataset: &'static str, path: PathBuf, expected: String, hint: String },
     #[error(
         "{dataset}: {path} has {actual} bytes, expected {expected} bytes ({records} records of \

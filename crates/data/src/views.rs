@@ -30,9 +30,7 @@ pub fn augmented_views(
                 .collect()
         })
         .collect();
-    (0..views)
-        .map(|v| per_image.iter().flat_map(|imgs| imgs[v].data.iter().copied()).collect())
-        .collect()
+    (0..views).map(|v| per_image.iter().flat_map(|imgs| imgs[v].data.iter().copied()).collect()).collect()
 }
 
 /// The evaluation images `indices`, normalised and otherwise unchanged (NCHW).

@@ -72,8 +72,7 @@ pub fn covariance(z: &Tensor) -> Result<Tensor> {
 pub fn vicreg(za: &Tensor, zb: &Tensor, w: &VicregWeights) -> Result<VicregTerms> {
     check_pair("vicreg", za, zb)?;
     let invariance = invariance(za, zb)?;
-    let variance =
-        ((variance(za, w.gamma, w.eps)? + variance(zb, w.gamma, w.eps)?)? * 0.5)?;
+    let variance = ((variance(za, w.gamma, w.eps)? + variance(zb, w.gamma, w.eps)?)? * 0.5)?;
     let covariance = (covariance(za)? + covariance(zb)?)?;
     let loss = ((invariance.affine(w.sim_coeff, 0.0)? + variance.affine(w.std_coeff, 0.0)?)?
         + covariance.affine(w.cov_coeff, 0.0)?)?;
@@ -85,11 +84,7 @@ pub(crate) fn check_pair(loss: &'static str, za: &Tensor, zb: &Tensor) -> Result
     if za.rank() != 2 || za.dims() != zb.dims() {
         return Err(Error::Shape {
             loss,
-            what: format!(
-                "expected two (N, D) matrices of the same shape, got {:?} and {:?}",
-                za.dims(),
-                zb.dims()
-            ),
+            what: format!("expected two (N, D) matrices of the same shape, got {:?} and {:?}", za.dims(), zb.dims()),
         });
     }
     if za.dim(0)? < 2 {

@@ -51,9 +51,8 @@ fn fnv1a(name: &str) -> u64 {
 /// Draw the initial values of one variable from `init`.
 pub fn draw(init: &Init, shape: &Shape, rng: &mut impl Rng) -> Vec<f32> {
     let n = shape.elem_count();
-    let uniform = |rng: &mut _, lo: f64, up: f64| -> Vec<f32> {
-        (0..n).map(|_| Rng::random_range(rng, lo..up) as f32).collect()
-    };
+    let uniform =
+        |rng: &mut _, lo: f64, up: f64| -> Vec<f32> { (0..n).map(|_| Rng::random_range(rng, lo..up) as f32).collect() };
     let normal = |rng: &mut _, mean: f64, std: f64| -> Vec<f32> {
         (0..n)
             .map(|_| {

@@ -1,11 +1,13 @@
 //! Encoders and heads, built through candle's `VarBuilder` (`vb.pp("layer1")`), as plain structs
 //! implementing `ModuleT` (training flag for BatchNorm).
 
+pub mod conv;
 mod error;
 pub mod init;
 pub mod mlp;
 pub mod resnet;
 
+pub use conv::{Conv2d, ConvImpl};
 pub use error::{Error, Result};
 pub use init::SeededVarMap;
 pub use mlp::{Mlp, MlpConfig};

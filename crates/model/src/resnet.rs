@@ -4,7 +4,9 @@
 
 use candle_core::{Result, Tensor, D};
 use candle_nn::init::{FanInOut, NonLinearity, NormalOrUniform};
-use candle_nn::{BatchNorm, Conv2d, Conv2dConfig, Init, ModuleT, VarBuilder};
+use candle_nn::{BatchNorm, Init, ModuleT, VarBuilder};
+
+use crate::conv::{Conv2d, ConvImpl};
 
 use crate::mlp::batch_norm;
 use crate::Error;
@@ -20,11 +22,13 @@ pub struct ResNetConfig {
     pub small_stem: bool,
     /// Zero the last BN γ of each residual branch (FAIR code), so each block starts as identity.
     pub zero_init_residual: bool,
+    /// Convolution kernels (im2col + GEMM, or candle's reference).
+    pub conv: ConvImpl,
 }
 
 impl ResNetConfig {
     pub fn resnet18(width: f64) -> Self {
-        Self { depth: 18, width, small_stem: true, zero_init_residual: false }
+        Self { depth: 18, width, small_stem: true, zero_init_residual: false, conv: ConvImpl::default() }
     }
 
     /// Channels of the four stages.
@@ -38,26 +42,28 @@ impl ResNetConfig {
 
     pub fn validate(&self) -> crate::Result<()> {
         if self.depth != 18 {
-            return Err(Error::Config { field: "encoder.depth", what: format!("only 18 is built, got {}", self.depth) });
+            return Err(Error::Config {
+                field: "encoder.depth",
+                what: format!("only 18 is built, got {}", self.depth),
+            });
         }
         if !(self.width > 0.0 && self.width.is_finite()) {
-            return Err(Error::Config { field: "encoder.width", what: format!("a positive multiplier expected, got {}", self.width) });
+            return Err(Error::Config {
+                field: "encoder.width",
+                what: format!("a positive multiplier expected, got {}", self.width),
+            });
         }
         Ok(())
     }
 }
 
 /// torchvision's ResNet conv initialisation: Kaiming normal, fan-out, ReLU gain.
-const CONV_INIT: Init = Init::Kaiming {
-    dist: NormalOrUniform::Normal,
-    fan: FanInOut::FanOut,
-    non_linearity: NonLinearity::ReLU,
-};
+const CONV_INIT: Init =
+    Init::Kaiming { dist: NormalOrUniform::Normal, fan: FanInOut::FanOut, non_linearity: NonLinearity::ReLU };
 
-fn conv(cin: usize, cout: usize, k: usize, stride: usize, vb: VarBuilder) -> Result<Conv2d> {
+fn conv(cin: usize, cout: usize, k: usize, stride: usize, imp: ConvImpl, vb: VarBuilder) -> Result<Conv2d> {
     let w = vb.get_with_hints((cout, cin, k, k), "weight", CONV_INIT)?;
-    let cfg = Conv2dConfig { padding: k / 2, stride, dilation: 1, groups: 1, cudnn_fwd_algo: None };
-    Ok(Conv2d::new(w, None, cfg))
+    Ok(Conv2d::new(w, stride, k / 2, imp))
 }
 
 fn bn_zero_gamma(c: usize, vb: VarBuilder) -> Result<BatchNorm> {
@@ -76,17 +82,17 @@ struct BasicBlock {
 }
 
 impl BasicBlock {
-    fn new(cin: usize, cout: usize, stride: usize, zero_init: bool, vb: VarBuilder) -> Result<Self> {
+    fn new(cin: usize, cout: usize, stride: usize, zero_init: bool, imp: ConvImpl, vb: VarBuilder) -> Result<Self> {
         let downsample = if stride != 1 || cin != cout {
             let d = vb.pp("downsample");
-            Some((conv(cin, cout, 1, stride, d.pp("0"))?, batch_norm(cout, d.pp("1"))?))
+            Some((conv(cin, cout, 1, stride, imp, d.pp("0"))?, batch_norm(cout, d.pp("1"))?))
         } else {
             None
         };
         Ok(Self {
-            conv1: conv(cin, cout, 3, stride, vb.pp("conv1"))?,
+            conv1: conv(cin, cout, 3, stride, imp, vb.pp("conv1"))?,
             bn1: batch_norm(cout, vb.pp("bn1"))?,
-            conv2: conv(cout, cout, 3, 1, vb.pp("conv2"))?,
+            conv2: conv(cout, cout, 3, 1, imp, vb.pp("conv2"))?,
             bn2: if zero_init { bn_zero_gamma(cout, vb.pp("bn2"))? } else { batch_norm(cout, vb.pp("bn2"))? },
             downsample,
         })
@@ -121,7 +127,7 @@ impl ResNet {
         cfg.validate()?;
         let widths = cfg.stage_widths();
         let (k, stride) = if cfg.small_stem { (3, 1) } else { (7, 2) };
-        let conv1 = conv(3, widths[0], k, stride, vb.pp("conv1"))?;
+        let conv1 = conv(3, widths[0], k, stride, cfg.conv, vb.pp("conv1"))?;
         let bn1 = batch_norm(widths[0], vb.pp("bn1"))?;
         let mut blocks = Vec::new();
         let mut cin = widths[0];
@@ -129,7 +135,7 @@ impl ResNet {
             for b in 0..2 {
                 let stride = if stage > 0 && b == 0 { 2 } else { 1 };
                 let path = vb.pp(format!("layer{}", stage + 1)).pp(b.to_string());
-                blocks.push(BasicBlock::new(cin, cout, stride, cfg.zero_init_residual, path)?);
+                blocks.push(BasicBlock::new(cin, cout, stride, cfg.zero_init_residual, cfg.conv, path)?);
                 cin = cout;
             }
         }

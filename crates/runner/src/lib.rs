@@ -1,1 +1,27 @@
+//! The runner ties the lower crates together: experiment files → [`RunSpec`]s → training and
+//! evaluation → the SQLite results store.
 
+pub mod bench;
+pub mod config;
+mod error;
+pub mod eval;
+pub mod machine;
+pub mod method;
+pub mod optim;
+pub mod spec;
+pub mod store;
+pub mod train;
+mod validate;
+
+pub use config::{ExperimentFile, Override};
+pub use error::{Error, Result};
+pub use spec::RunSpec;
+pub use store::Store;
+pub use train::{execute, RunContext, RunOutcome};
+
+pub use candle_core::Device;
+
+/// The CPU; device selection (`--device cuda[:N]`) arrives with the GPU path.
+pub fn default_device() -> Device {
+    Device::Cpu
+}

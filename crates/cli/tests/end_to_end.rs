@@ -1,0 +1,203 @@
+//! End to end on the real CIFAR-10 (a small slice): `infomax reproduce smoke` trains, evaluates,
+//! stores and renders; a second call trains nothing; bad input fails clearly and writes nothing.
+//!
+//! Needs the dataset: `INFOMAX_DATA` (CI points it at `../shared/datasets`), else `./datasets`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use rusqlite::Connection;
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+}
+
+fn data_root() -> PathBuf {
+    let root = workspace_root();
+    let dir = std::env::var_os("INFOMAX_DATA").map(PathBuf::from).unwrap_or_else(|| root.join("datasets"));
+    let dir = if dir.is_absolute() { dir } else { root.join(dir) };
+    assert!(
+        dir.join("cifar-10-batches-bin").is_dir(),
+        "the end-to-end test needs CIFAR-10: set INFOMAX_DATA (e.g. INFOMAX_DATA=../shared/datasets); looked in {}",
+        dir.display()
+    );
+    dir
+}
+
+fn infomax(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_infomax")).current_dir(workspace_root()).args(args).output().unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+/// The smoke experiment shrunk to a slice: 256 training images, 4 steps of 64, a k-NN bank of
+/// 500 and 200 test images. It checks the plumbing end to end, not that the model learns.
+const SLICE: &[&str] = &[
+    "--set",
+    "train.epochs=1",
+    "--set",
+    "train.train_images=256",
+    "--set",
+    "train.batch_size=64",
+    "--set",
+    "projector=[256, 256]",
+    "--set",
+    "eval.bank_images=500",
+    "--set",
+    "eval.test_images=200",
+    "--no-progress",
+];
+
+#[test]
+fn smoke_experiment_on_a_real_slice_stores_rows_and_renders_the_table() {
+    let data = data_root();
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("results.sqlite");
+    let out = tmp.path().join("html");
+    let mut args = vec!["reproduce", "smoke", "--profile", "smoke", "--data-dir", data.to_str().unwrap()];
+    args.extend(["--db", db.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    args.extend(SLICE);
+    let first = infomax(&args);
+    assert!(first.status.success(), "{}", text(&first));
+    assert!(text(&first).contains("run 1 finished"), "{}", text(&first));
+
+    let c = Connection::open(&db).unwrap();
+    let (method, dataset, profile, status, hash, json, version): (
+        String,
+        String,
+        String,
+        String,
+        String,
+        String,
+        String,
+    ) = c
+        .query_row(
+            "SELECT method, dataset, profile, status, config_hash, config_json, code_version FROM runs",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?)),
+        )
+        .unwrap();
+    assert_eq!(
+        (method.as_str(), dataset.as_str(), profile.as_str(), status.as_str()),
+        ("vicreg", "cifar10", "smoke", "finished")
+    );
+    assert_eq!(hash.len(), 64);
+    let cfg: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(cfg["train"]["train_images"], 256);
+    assert_eq!(cfg["encoder"]["width"], 0.25);
+    assert!(version.starts_with("infomax "), "{version}");
+
+    let (epoch, loss, ips): (i64, f64, f64) = c
+        .query_row("SELECT epoch, loss, images_per_second FROM epochs", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap();
+    assert_eq!(epoch, 1);
+    assert!(loss.is_finite() && loss > 0.0 && ips > 0.0);
+    let mut terms: Vec<String> = c
+        .prepare("SELECT name FROM epoch_terms ORDER BY name")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    terms.sort();
+    assert_eq!(terms, ["diag.embedding_std", "loss.covariance", "loss.invariance", "loss.variance"]);
+
+    let evals: Vec<(i64, String, i64, f64, f64, i64, i64)> = c
+        .prepare(
+            "SELECT epoch, protocol, k, top1, top5, bank_size, test_size FROM evaluations ORDER BY epoch, protocol",
+        )
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let keys: Vec<(i64, &str, i64)> = evals.iter().map(|e| (e.0, e.1.as_str(), e.2)).collect();
+    assert_eq!(
+        keys,
+        [(0, "knn-cosine", 200), (0, "knn-euclidean", 5), (1, "knn-cosine", 200), (1, "knn-euclidean", 5)]
+    );
+    for e in &evals {
+        assert!((0.0..=100.0).contains(&e.3) && e.3 <= e.4, "{e:?}");
+        assert_eq!((e.5, e.6), (500, 200));
+    }
+    // 10 balanced classes: a 5-way top-5 far above chance even for a random encoder.
+    assert!(evals.iter().all(|e| e.4 > 30.0), "{evals:?}");
+
+    let html = std::fs::read_to_string(out.join("index.html")).unwrap();
+    assert!(html.contains("<td>vicreg</td>") && html.contains("<td>cifar10</td>") && html.contains("<td>smoke</td>"));
+    let init = format!("{:.2}", evals[0].3);
+    let trained = format!("{:.2}", evals[2].3);
+    assert!(html.contains(&init) && html.contains(&trained), "report shows the stored 200-NN numbers");
+    assert!(html.contains("1 / 1"), "epochs done / planned");
+
+    // Idempotent: the same configuration is not trained again.
+    let second = infomax(&args);
+    assert!(second.status.success(), "{}", text(&second));
+    assert!(text(&second).contains("already finished"), "{}", text(&second));
+    let runs: i64 = c.query_row("SELECT count(*) FROM runs", [], |r| r.get(0)).unwrap();
+    assert_eq!(runs, 1);
+
+    // `infomax report` alone re-renders from the database.
+    std::fs::remove_file(out.join("index.html")).unwrap();
+    let report = infomax(&["report", "--db", db.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert!(report.status.success(), "{}", text(&report));
+    assert!(std::fs::read_to_string(out.join("index.html")).unwrap().contains(&trained));
+}
+
+#[test]
+fn missing_dataset_fails_clearly_and_records_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("r.sqlite");
+    let empty = tmp.path().join("no-data");
+    std::fs::create_dir_all(&empty).unwrap();
+    let mut args = vec!["reproduce", "smoke", "--data-dir", empty.to_str().unwrap(), "--db", db.to_str().unwrap()];
+    args.extend(["--out", tmp.path().to_str().unwrap()]);
+    args.extend(SLICE);
+    let o = infomax(&args);
+    assert!(!o.status.success());
+    let msg = text(&o);
+    assert!(msg.contains("cifar-10-batches-bin") && msg.contains("cifar-10-binary.tar.gz"), "{msg}");
+    let runs: i64 = Connection::open(&db).unwrap().query_row("SELECT count(*) FROM runs", [], |r| r.get(0)).unwrap();
+    assert_eq!(runs, 0, "bad input leaves no run behind");
+}
+
+#[test]
+fn bad_overrides_and_unknown_experiments_name_what_is_wrong() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("r.sqlite");
+    let o = infomax(&["reproduce", "smoke", "--db", db.to_str().unwrap(), "--set", "train.epoch=3"]);
+    assert!(!o.status.success());
+    let msg = text(&o);
+    assert!(msg.contains("experiments/smoke.toml") && msg.contains("train") && msg.contains("epoch"), "{msg}");
+    let o = infomax(&["reproduce", "nonesuch", "--db", db.to_str().unwrap()]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("no experiment named `nonesuch`") && text(&o).contains("smoke"), "{}", text(&o));
+    let o = infomax(&["reproduce", "smoke", "--profile", "huge", "--db", db.to_str().unwrap()]);
+    assert!(text(&o).contains("no profile `huge`") && text(&o).contains("paper"), "{}", text(&o));
+}
+
+#[test]
+fn bench_train_step_prints_the_json_object() {
+    let o = infomax(&[
+        "bench",
+        "train-step",
+        "--width",
+        "0.125",
+        "--batch",
+        "16",
+        "--steps",
+        "1",
+        "--projector",
+        "64,64",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    for key in ["images_per_second", "seconds_per_step", "peak_rss_bytes", "width", "batch"] {
+        assert!(v.get(key).is_some(), "{key} missing in {v}");
+    }
+    assert_eq!(v["batch"], 16);
+    assert!(v["images_per_second"].as_f64().unwrap() > 0.0 && v["peak_rss_bytes"].as_u64().unwrap() > 0);
+}

@@ -1,0 +1,31 @@
+use std::path::PathBuf;
+use thiserror::Error;
+
+/// Everything the runner reports: the file, the field and what was expected wherever they are known.
+#[derive(Debug, Error)]
+pub enum Error {
+    #[error("{path}: {what}")]
+    Experiment { path: PathBuf, what: String },
+    #[error("{path}: field `{field}`: {what}")]
+    Field { path: PathBuf, field: String, what: String },
+    #[error("--set {arg}: {what}")]
+    Override { arg: String, what: String },
+    #[error("results database {path}: {source}")]
+    Store { path: PathBuf, source: rusqlite::Error },
+    #[error("results database {path}: {what}")]
+    StoreSchema { path: PathBuf, what: String },
+    #[error("run {run}: {what}")]
+    Run { run: String, what: String },
+    #[error(transparent)]
+    Data(#[from] infomax_data::Error),
+    #[error(transparent)]
+    Model(#[from] infomax_model::Error),
+    #[error(transparent)]
+    Loss(#[from] infomax_losses::Error),
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+}
+
+pub type Result<T> = std::result::Result<T, Error>;

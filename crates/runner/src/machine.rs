@@ -1,0 +1,37 @@
+//! Facts about the environment stored with every run: the code version and the machine.
+
+/// `infomax <crate version>+<git describe>` of the build.
+pub fn code_version() -> String {
+    format!("infomax {}+{}", env!("CARGO_PKG_VERSION"), env!("INFOMAX_GIT_DESCRIBE"))
+}
+
+fn first_line_with(path: &str, key: &str) -> Option<String> {
+    let text = std::fs::read_to_string(path).ok()?;
+    text.lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_once([':', '=']))
+        .map(|(_, v)| v.trim().trim_matches('"').to_string())
+}
+
+/// CPU model, usable threads, memory, OS and compute device, in one line.
+pub fn describe(device: &candle_core::Device) -> String {
+    let cpu = first_line_with("/proc/cpuinfo", "model name").unwrap_or_else(|| std::env::consts::ARCH.to_string());
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let mem = first_line_with("/proc/meminfo", "MemTotal")
+        .and_then(|v| v.trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map(|kb| format!("{:.1} GiB", kb / 1024.0 / 1024.0))
+        .unwrap_or_else(|| "unknown memory".into());
+    let os = first_line_with("/etc/os-release", "PRETTY_NAME").unwrap_or_else(|| std::env::consts::OS.to_string());
+    let dev = match device {
+        candle_core::Device::Cpu => "cpu".to_string(),
+        other => format!("{other:?}"),
+    };
+    format!("{cpu}, {threads} threads, {mem}, {os}, device {dev}")
+}
+
+/// Peak resident set size of this process in bytes (`VmHWM`), where the OS reports it.
+pub fn peak_rss_bytes() -> Option<u64> {
+    first_line_with("/proc/self/status", "VmHWM")
+        .and_then(|v| v.trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kb| kb * 1024)
+}

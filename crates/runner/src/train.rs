@@ -1,0 +1,257 @@
+//! Training and evaluating one run, writing every epoch and evaluation to the store as it
+//! happens.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use candle_core::{Device, Tensor, D};
+use indicatif::{ProgressBar, ProgressStyle};
+use infomax_data::seed::{rng_for, Purpose};
+use infomax_data::views::augmented_views;
+use infomax_data::{cifar10, ImageSet, Split};
+use rand::seq::SliceRandom;
+
+use crate::eval::{extract_features, knn_cosine_weighted, knn_euclidean_majority};
+use crate::method::{loss_for, Network};
+use crate::optim::{Adam, Lars, Optimizer, WarmupCosine};
+use crate::spec::{Dataset, OptimizerKind, RunSpec};
+use crate::store::{EpochRecord, EvalRecord, RunStatus, Store};
+use crate::{Error, Result};
+
+/// Where a run reads data and writes results.
+pub struct RunContext<'a> {
+    pub data_root: PathBuf,
+    pub store: &'a Store,
+    pub device: Device,
+    /// Draw progress bars (they also hide themselves when stderr is not a terminal).
+    pub progress: bool,
+    pub code_version: String,
+    pub machine: String,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RunOutcome {
+    /// A run with the same config hash had already finished (or diverged): nothing was trained.
+    AlreadyDone {
+        run_id: i64,
+        status: String,
+    },
+    Finished {
+        run_id: i64,
+    },
+    Diverged {
+        run_id: i64,
+        epoch: usize,
+        step: usize,
+    },
+}
+
+fn load(root: &std::path::Path, dataset: Dataset, split: Split) -> Result<ImageSet> {
+    Ok(match dataset {
+        Dataset::Cifar10 => cifar10::load(root, split)?,
+    })
+}
+
+fn bar(ctx: &RunContext, len: u64, prefix: String) -> ProgressBar {
+    if !ctx.progress {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::new(len).with_prefix(prefix);
+    pb.set_style(
+        ProgressStyle::with_template("{prefix:>12} [{bar:30}] {pos}/{len} {per_sec} ETA {eta} {msg}")
+            .expect("static template")
+            .progress_chars("=> "),
+    );
+    pb
+}
+
+/// The data a run trains and evaluates on, loaded and checked before the run is recorded.
+struct RunData {
+    full_train: ImageSet,
+    train: ImageSet,
+    test: ImageSet,
+}
+
+impl RunData {
+    fn load(spec: &RunSpec, root: &std::path::Path) -> Result<Self> {
+        let full_train = load(root, spec.dataset, Split::Train)?;
+        let test = load(root, spec.dataset, Split::Test)?;
+        let train =
+            if spec.train.train_images > 0 { full_train.head(spec.train.train_images) } else { full_train.clone() };
+        if train.len() < spec.train.batch_size {
+            return Err(Error::Run {
+                run: spec.hash(),
+                what: format!("{} training images, fewer than one batch of {}", train.len(), spec.train.batch_size),
+            });
+        }
+        Ok(Self { full_train, train, test })
+    }
+}
+
+/// Train (unless already done), evaluate and store one run.
+///
+/// Bad input (a missing dataset, too few images) fails before anything is written; a run that
+/// fails later keeps what it recorded and is marked `failed` with the reason.
+pub fn execute(spec: &RunSpec, ctx: &RunContext) -> Result<RunOutcome> {
+    let hash = spec.hash();
+    if let Some((run_id, status)) = ctx.store.completed_run(&hash)? {
+        return Ok(RunOutcome::AlreadyDone { run_id, status });
+    }
+    let data = RunData::load(spec, &ctx.data_root)?;
+    let stale = ctx.store.mark_interrupted(&hash)?;
+    if stale > 0 {
+        tracing::warn!("{stale} earlier attempt(s) of this run were left unfinished; training it again from the start");
+    }
+    let run_id = ctx.store.start_run(spec, &ctx.code_version, &ctx.machine)?;
+    match train_and_evaluate(spec, ctx, &data, run_id) {
+        Ok(outcome) => {
+            match &outcome {
+                RunOutcome::Diverged { epoch, step, .. } => {
+                    let detail = format!("loss not finite at epoch {epoch}, step {step}");
+                    ctx.store.finish_run(run_id, RunStatus::Diverged, Some(&detail))?;
+                }
+                _ => ctx.store.finish_run(run_id, RunStatus::Finished, None)?,
+            }
+            Ok(outcome)
+        }
+        Err(e) => {
+            // Keep what was recorded and say why the run stopped.
+            let _ = ctx.store.finish_run(run_id, RunStatus::Failed, Some(&e.to_string()));
+            Err(e)
+        }
+    }
+}
+
+fn train_and_evaluate(spec: &RunSpec, ctx: &RunContext, data: &RunData, run_id: i64) -> Result<RunOutcome> {
+    let RunData { full_train, train, test } = data;
+    let bank_n = if spec.eval.bank_images > 0 { spec.eval.bank_images.min(full_train.len()) } else { full_train.len() };
+    let test_n = if spec.eval.test_images > 0 { spec.eval.test_images.min(test.len()) } else { test.len() };
+    let bank_idx: Vec<usize> = (0..bank_n).collect();
+    let test_idx: Vec<usize> = (0..test_n).collect();
+
+    let net = Network::new(spec, &ctx.device)?;
+    let loss_fn = loss_for(spec);
+    let params = net.params();
+    let o = &spec.optimizer;
+    let mut opt: Box<dyn Optimizer> = match o.kind {
+        OptimizerKind::Lars => Box::new(Lars::new(params, o.weight_decay, o.momentum, o.eta)),
+        OptimizerKind::Adam => Box::new(Adam::new(params, o.betas, o.adam_eps, o.weight_decay)),
+    };
+    let b = spec.train.batch_size;
+    let steps_per_epoch = train.len() / b;
+    let schedule = WarmupCosine {
+        peak: spec.peak_lr(),
+        warmup_steps: (o.warmup_epochs * steps_per_epoch as f64).round() as usize,
+        total_steps: spec.train.epochs * steps_per_epoch,
+        end_factor: o.end_lr_factor,
+    };
+
+    let evaluate = |epoch: usize| -> Result<()> {
+        let pb = bar(ctx, (bank_n + test_n) as u64, format!("eval ep {epoch}"));
+        let classes = full_train.num_classes();
+        let bank =
+            extract_features(&net, full_train, &bank_idx, &spec.augment, spec.eval.batch_size, &ctx.device, |n| {
+                pb.inc(n as u64)
+            })?;
+        let queries = extract_features(&net, test, &test_idx, &spec.augment, spec.eval.batch_size, &ctx.device, |n| {
+            pb.inc(n as u64)
+        })?;
+        pb.finish_and_clear();
+        let knn5 = knn_euclidean_majority(&bank, &queries, 5, classes)?;
+        let knn200 = knn_cosine_weighted(&bank, &queries, 200, 0.1, classes)?;
+        for (protocol, k, acc) in [("knn-euclidean", 5, knn5), ("knn-cosine", 200, knn200)] {
+            ctx.store.record_eval(
+                run_id,
+                &EvalRecord {
+                    epoch,
+                    protocol: protocol.into(),
+                    k,
+                    top1: acc.top1,
+                    top5: acc.top5,
+                    bank_size: bank_n,
+                    test_size: test_n,
+                },
+            )?;
+        }
+        tracing::info!("epoch {epoch}: 5-NN top-1 {:.2} %, 200-NN top-1 {:.2} %", knn5.top1, knn200.top1);
+        Ok(())
+    };
+
+    evaluate(0)?;
+    let mut step = 0usize;
+    for epoch in 1..=spec.train.epochs {
+        let started = Instant::now();
+        let mut order: Vec<usize> = (0..train.len()).collect();
+        order.shuffle(&mut rng_for(spec.seed, Purpose::Shuffle, epoch as u64, 0, 0));
+        let pb = bar(ctx, steps_per_epoch as u64, format!("epoch {epoch}/{}", spec.train.epochs));
+        let mut sums: Vec<(String, f64)> = Vec::new();
+        let mut loss_sum = 0.0;
+        let mut lr = 0.0;
+        for s in 0..steps_per_epoch {
+            let idx = &order[s * b..(s + 1) * b];
+            let views = augmented_views(train, idx, spec.train.views, &spec.augment, spec.seed, epoch as u64)
+                .into_iter()
+                .map(|v| Tensor::from_vec(v, (b, 3, train.height, train.width), &ctx.device))
+                .collect::<candle_core::Result<Vec<_>>>()?;
+            lr = schedule.lr(step);
+            let z = net.embed_views(&views)?;
+            let out = loss_fn.loss(&z)?;
+            let loss = out.loss.to_scalar::<f32>()? as f64;
+            if !loss.is_finite() {
+                pb.finish_and_clear();
+                tracing::error!("epoch {epoch} step {s}: loss is {loss}; the run diverged");
+                return Ok(RunOutcome::Diverged { run_id, epoch, step: s });
+            }
+            let grads = out.loss.backward()?;
+            opt.step(&grads, lr)?;
+            loss_sum += loss;
+            let mut terms: Vec<(String, f64)> = Vec::with_capacity(out.terms.len() + 1);
+            for (name, t) in &out.terms {
+                terms.push((format!("loss.{name}"), t.to_scalar::<f32>()? as f64));
+            }
+            terms.push(("diag.embedding_std".into(), normalised_std(&z[0])?));
+            if sums.is_empty() {
+                sums = terms.iter().map(|(n, _)| (n.clone(), 0.0)).collect();
+            }
+            sums.iter_mut().zip(&terms).for_each(|(acc, (_, v))| acc.1 += v);
+            step += 1;
+            pb.set_message(format!("loss {:.4} lr {lr:.4}", loss_sum / (s + 1) as f64));
+            pb.inc(1);
+        }
+        pb.finish_and_clear();
+        let wall = started.elapsed().as_secs_f64();
+        let n = steps_per_epoch.max(1) as f64;
+        let record = EpochRecord {
+            epoch,
+            loss: loss_sum / n,
+            lr,
+            images_per_second: (steps_per_epoch * b) as f64 / wall,
+            wall_seconds: wall,
+            terms: sums.into_iter().map(|(name, v)| (name, v / n)).collect(),
+        };
+        tracing::info!(
+            "epoch {epoch}/{}: loss {:.4}, {:.1} img/s, {:.0} s",
+            spec.train.epochs,
+            record.loss,
+            record.images_per_second,
+            wall
+        );
+        ctx.store.record_epoch(run_id, &record)?;
+        let every = spec.eval.every_epochs;
+        if epoch == spec.train.epochs || (every > 0 && epoch % every == 0) {
+            evaluate(epoch)?;
+        }
+    }
+    Ok(RunOutcome::Finished { run_id })
+}
+
+/// Collapse diagnostic: the mean over dimensions of the batch std of L2-normalised embeddings.
+/// Collapsed embeddings give 0; well-spread ones give about 1/sqrt(D).
+pub fn normalised_std(z: &Tensor) -> Result<f64> {
+    let z = z.detach();
+    let norms = z.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?.clamp(1e-12, f64::MAX)?;
+    let zn = z.broadcast_div(&norms)?;
+    let var = infomax_losses::stats::variance_unbiased(&zn)?;
+    Ok(var.sqrt()?.mean_all()?.to_scalar::<f32>()? as f64)
+}
