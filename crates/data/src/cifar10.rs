@@ -186,7 +186,9 @@ mod tests {
     /// The real dataset, when the data root holds it (CI points INFOMAX_DATA at it).
     #[test]
     fn real_cifar10_has_official_counts() {
-        let root = crate::root::data_root(None);
+        // Tests run from the crate's folder: a relative INFOMAX_DATA is read from the workspace root.
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let root = workspace.join(crate::root::data_root(None));
         if std::env::var_os(crate::root::DATA_ENV).is_none() && !root.join(DIR).exists() {
             eprintln!("INFOMAX_DATA not set and ./datasets has no CIFAR-10: nothing to check");
             return;

@@ -1,0 +1,25 @@
+# infomax tasks. `just --list` shows them.
+
+data := env_var_or_default("INFOMAX_DATA", "datasets")
+
+# Train, evaluate, store and report an experiment: just reproduce smoke --profile smoke
+reproduce NAME *ARGS:
+    INFOMAX_DATA={{data}} cargo run --release -p infomax-cli -- reproduce {{NAME}} {{ARGS}}
+
+# Every test, with the real CIFAR-10 from INFOMAX_DATA (default ../shared/datasets).
+test:
+    INFOMAX_DATA="${INFOMAX_DATA:-$PWD/../shared/datasets}" cargo test --release --workspace
+
+# Training-step throughput and peak memory (ResNet-18 + 2048-2048 projector, VICReg, LARS).
+bench:
+    cargo run --release -p infomax-cli -- bench train-step --width 1.0 --batch 128 --steps 3
+    cargo run --release -p infomax-cli -- bench train-step --width 0.25 --batch 128 --steps 5
+
+# Re-render reports/index.html from reports/results.sqlite.
+report *ARGS:
+    cargo run --release -p infomax-cli -- report {{ARGS}}
+
+# Formatting and clippy, as CI runs them.
+lint:
+    cargo fmt --all -- --check
+    cargo clippy --release --all-targets -- -D warnings
