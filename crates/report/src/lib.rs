@@ -48,7 +48,10 @@ pub struct RunRow {
     pub knn5_trained: Option<f64>,
     pub bank_size: Option<i64>,
     pub test_size: Option<i64>,
+    /// Seconds spent in training epochs.
     pub train_seconds: f64,
+    /// Seconds from start to end of the run (training and every evaluation); none while running.
+    pub total_seconds: Option<f64>,
     pub images_per_second: Option<f64>,
     pub started_at: String,
     pub code_version: String,
@@ -91,7 +94,8 @@ pub fn load_runs(db: &Path) -> Result<Vec<RunRow>> {
                (SELECT test_size FROM evaluations v WHERE v.run_id = r.id ORDER BY v.epoch DESC LIMIT 1),
                (SELECT COALESCE(SUM(wall_seconds), 0.0) FROM epochs e WHERE e.run_id = r.id),
                (SELECT AVG(images_per_second) FROM epochs e WHERE e.run_id = r.id),
-               r.started_at, r.code_version, r.machine
+               r.started_at, r.code_version, r.machine,
+               (julianday(r.finished_at) - julianday(r.started_at)) * 86400.0
         FROM runs r ORDER BY r.id DESC"#;
     let mut stmt = conn.prepare(sql).map_err(err)?;
     let rows = stmt
@@ -115,6 +119,7 @@ pub fn load_runs(db: &Path) -> Result<Vec<RunRow>> {
                 bank_size: r.get(14)?,
                 test_size: r.get(15)?,
                 train_seconds: r.get(16)?,
+                total_seconds: r.get(21)?,
                 images_per_second: r.get(17)?,
                 started_at: r.get(18)?,
                 code_version: r.get(19)?,
@@ -235,6 +240,7 @@ mod tests {
         assert_eq!(r.knn5_trained, None);
         assert_eq!(r.epochs_done, 2);
         assert_eq!(r.train_seconds, 22.0);
+        assert_eq!(r.total_seconds, None, "the fixture run has no end time");
     }
 
     #[test]
