@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use infomax_runner::bench::{train_step, TrainStepBench};
+use infomax_runner::spec::ConvKernels;
 use infomax_runner::{execute, ExperimentFile, Override, RunContext, RunOutcome, Store};
 
 #[derive(Parser)]
@@ -92,6 +93,9 @@ enum BenchCommand {
         /// Projector widths, comma-separated.
         #[arg(long, value_delimiter = ',', default_value = "2048,2048")]
         projector: Vec<usize>,
+        /// Convolution kernels: im2col (GEMM-lowered) or candle (candle's reference kernels).
+        #[arg(long, default_value = "im2col")]
+        conv: ConvKernels,
         /// Print one JSON object instead of text.
         #[arg(long)]
         json: bool,
@@ -188,14 +192,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
             println!("report: {}", index.display());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Bench(BenchCommand::TrainStep { width, batch, views, steps, warmup, projector, json }) => {
-            let cfg = TrainStepBench { width, batch, views, steps, warmup, projector };
+        Command::Bench(BenchCommand::TrainStep { width, batch, views, steps, warmup, projector, conv, json }) => {
+            let cfg = TrainStepBench { width, batch, views, steps, warmup, projector, conv };
             let r = train_step(&cfg, &device)?;
             if json {
                 println!("{}", serde_json::to_string(&r)?);
             } else {
                 println!(
-                    "train step, ResNet-18 width {width}, batch {batch}, {views} views, projector {:?}: \
+                    "train step, ResNet-18 width {width}, batch {batch}, {views} views, projector {:?}, {conv:?} convolutions: \
                      {:.1} images/s, {:.3} s/step, peak RSS {:.2} GB ({})",
                     cfg.projector,
                     r.images_per_second,

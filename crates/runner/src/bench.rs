@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::method::{loss_for, Network};
 use crate::optim::{Lars, Optimizer};
-use crate::spec::{Dataset, Method, RunSpec};
+use crate::spec::{ConvKernels, Dataset, Method, RunSpec};
 use crate::{Error, Result};
 
 #[derive(Debug, Clone)]
@@ -21,6 +21,7 @@ pub struct TrainStepBench {
     pub steps: usize,
     pub warmup: usize,
     pub projector: Vec<usize>,
+    pub conv: ConvKernels,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -37,6 +38,7 @@ pub fn train_step(cfg: &TrainStepBench, device: &Device) -> Result<TrainStepResu
     let mut spec = RunSpec::defaults(Method::Vicreg, Dataset::Cifar10);
     spec.encoder.width = cfg.width;
     spec.projector = cfg.projector.clone();
+    spec.encoder.conv = cfg.conv;
     spec.train.batch_size = cfg.batch;
     spec.train.views = cfg.views;
     spec.train.epochs = 1;

@@ -64,6 +64,18 @@ pub enum ConvKernels {
     Candle,
 }
 
+impl std::str::FromStr for ConvKernels {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "im2col" => Ok(ConvKernels::Im2col),
+            "candle" => Ok(ConvKernels::Candle),
+            other => Err(format!("`im2col` or `candle` expected, got `{other}`")),
+        }
+    }
+}
+
 /// VICReg's coefficients (SPEC §1).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
