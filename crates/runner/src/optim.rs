@@ -28,6 +28,13 @@ pub trait Optimizer {
     fn step(&mut self, grads: &GradStore, lr: f64) -> Result<()>;
 }
 
+/// The gradient of `p`, cut from the graph that produced it. candle builds gradients with
+/// tracked ops, so a state buffer made from an undetached gradient would keep every step's
+/// forward graph (all activations) alive: memory would grow by a whole step's worth per step.
+fn detached_grad(grads: &GradStore, p: &Var) -> Option<Tensor> {
+    grads.get(p.as_tensor()).map(Tensor::detach)
+}
+
 /// Per-step schedule: linear warm-up from 0 to `peak`, then cosine to `end_factor × peak`
 /// (the FAIR `adjust_learning_rate`).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -77,9 +84,9 @@ impl Lars {
         if p.is_one_dimensional() {
             return Ok(g.clone());
         }
-        let w = p.var.as_tensor();
-        let g = (g + (w * self.weight_decay)?)?;
-        let (pn, gn) = (norm(w)?, norm(&g)?);
+        let w = p.var.as_tensor().detach();
+        let g = (g + (&w * self.weight_decay)?)?;
+        let (pn, gn) = (norm(&w)?, norm(&g)?);
         // q = η‖p‖/‖g‖ where both norms are positive, else 1; computed on the device, no sync.
         let ratio = ((&pn * self.eta)? / &gn)?;
         let zero = Tensor::zeros((), pn.dtype(), pn.device())?;
@@ -92,8 +99,8 @@ impl Lars {
 impl Optimizer for Lars {
     fn step(&mut self, grads: &GradStore, lr: f64) -> Result<()> {
         for i in 0..self.params.len() {
-            let Some(g) = grads.get(self.params[i].var.as_tensor()) else { continue };
-            let g = self.adapted(&self.params[i], g)?;
+            let Some(g) = detached_grad(grads, &self.params[i].var) else { continue };
+            let g = self.adapted(&self.params[i], &g)?;
             let mu = match &self.momentum_buffers[i] {
                 Some(m) => ((m * self.momentum)? + g)?,
                 None => g,
@@ -131,8 +138,9 @@ impl Optimizer for Adam {
         let c2 = 1.0 - b2.powi(self.step);
         for i in 0..self.params.len() {
             let p = &self.params[i].var;
-            let Some(g) = grads.get(p.as_tensor()) else { continue };
-            let g = if self.weight_decay != 0.0 { (g + (p.as_tensor() * self.weight_decay)?)? } else { g.clone() };
+            let Some(g) = detached_grad(grads, p) else { continue };
+            let w = p.as_tensor().detach();
+            let g = if self.weight_decay != 0.0 { (g + (w * self.weight_decay)?)? } else { g };
             let (m, v) = match &self.moments[i] {
                 Some((m, v)) => (((m * b1)? + (&g * (1.0 - b1))?)?, ((v * b2)? + (g.sqr()? * (1.0 - b2))?)?),
                 None => ((&g * (1.0 - b1))?, (g.sqr()? * (1.0 - b2))?),
@@ -200,6 +208,26 @@ mod tests {
         // Second step with the same gradient: μ = 0.9 μ + g for the bias: 1 + 2 + ... = 0 − 0.5·(0.9·2 + 2).
         opt.step(&grads, 0.5).unwrap();
         assert!((values(&b)[0] - (0.0 - 0.5 * 3.8)).abs() < 1e-6);
+    }
+
+    /// State buffers must not hold the graph that produced the gradients: differentiating a
+    /// buffer reaches no parameter (else every step's activations would stay alive).
+    #[test]
+    fn optimiser_state_is_cut_from_the_graph() {
+        let w = param("w", &[1.0, 2.0, 3.0, 4.0], &[2, 2]);
+        let x = Var::from_slice(&[0.5f32, -1.0, 2.0, 1.5], (2, 2), &Device::Cpu).unwrap();
+        let loss = w.var.as_tensor().matmul(x.as_tensor()).unwrap().sqr().unwrap().sum_all().unwrap();
+        let grads = loss.backward().unwrap();
+        let mut lars = Lars::new(vec![w.clone()], 0.1, 0.9, 0.001);
+        lars.step(&grads, 0.1).unwrap();
+        let mu = lars.momentum_buffers[0].as_ref().unwrap();
+        let back = mu.sum_all().unwrap().backward().unwrap();
+        assert!(back.get(x.as_tensor()).is_none() && back.get(w.var.as_tensor()).is_none());
+        let mut adam = Adam::new(vec![w.clone()], (0.9, 0.999), 1e-8, 0.1);
+        adam.step(&grads, 0.1).unwrap();
+        let (m, v) = adam.moments[0].as_ref().unwrap();
+        let back = (m.sum_all().unwrap() + v.sum_all().unwrap()).unwrap().backward().unwrap();
+        assert!(back.get(x.as_tensor()).is_none() && back.get(w.var.as_tensor()).is_none());
     }
 
     #[test]
