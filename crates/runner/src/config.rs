@@ -306,3 +306,29 @@ train = { epochs = 9 }
         assert!("nokey".parse::<Override>().is_err());
     }
 }
+
+#[cfg(test)]
+mod shipped_files {
+    use super::*;
+
+    /// Every profile of every experiment file in `experiments/` resolves to a valid run.
+    #[test]
+    fn every_shipped_profile_resolves() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../experiments");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().and_then(|e| e.to_str()) != Some("toml") {
+                continue;
+            }
+            let file = ExperimentFile::load(&path).unwrap();
+            assert!(!file.profiles.is_empty(), "{}: no profiles", path.display());
+            for name in file.profiles.keys() {
+                let spec = file.resolve(name, &[]).unwrap_or_else(|e| panic!("{e}"));
+                assert_eq!(&spec.profile, name);
+                seen += 1;
+            }
+        }
+        assert!(seen >= 3, "smoke.toml alone has three profiles");
+    }
+}
