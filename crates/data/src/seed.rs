@@ -5,17 +5,15 @@ use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 /// What a random stream is used for; part of every derived seed so streams never collide.
+/// (Parameter initialisation has its own per-name streams: `infomax_model::SeededVarMap`.)
+/// The values are part of every stored run's randomness: never renumber them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u64)]
 pub enum Purpose {
-    /// Parameter initialisation (index = hash of the parameter's name).
-    Init = 1,
     /// The per-epoch shuffle of the training set.
     Shuffle = 2,
     /// The augmentation of one view of one image (index = image index, sub = view).
     Augment = 3,
-    /// Anything a loss draws (e.g. W-MSE sub-batch permutations).
-    Loss = 4,
 }
 
 /// SplitMix64's finaliser: a bijective mix with good avalanche, enough to separate streams.
@@ -38,11 +36,6 @@ pub fn derive_seed(run_seed: u64, purpose: Purpose, epoch: u64, index: u64, sub:
 /// A ChaCha8 generator for one coordinate (ChaCha's output is stable across crate versions).
 pub fn rng_for(run_seed: u64, purpose: Purpose, epoch: u64, index: u64, sub: u64) -> ChaCha8Rng {
     ChaCha8Rng::seed_from_u64(derive_seed(run_seed, purpose, epoch, index, sub))
-}
-
-/// FNV-1a of a string, to turn names (parameter paths) into stream indices.
-pub fn name_index(name: &str) -> u64 {
-    name.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3))
 }
 
 #[cfg(test)]

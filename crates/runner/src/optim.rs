@@ -205,7 +205,7 @@ mod tests {
         let got = values(&w);
         assert!((got[0] as f64 - ew[0]).abs() < 1e-6 && (got[1] as f64 - ew[1]).abs() < 1e-6, "{got:?} vs {ew:?}");
         assert!((values(&b)[0] - 0.0).abs() < 1e-6);
-        // Second step with the same gradient: μ = 0.9 μ + g for the bias: 1 + 2 + ... = 0 − 0.5·(0.9·2 + 2).
+        // Second step with the same gradient: the bias's μ = 0.9·2 + 2 = 3.8, so p = 0 − 0.5·3.8.
         opt.step(&grads, 0.5).unwrap();
         assert!((values(&b)[0] - (0.0 - 0.5 * 3.8)).abs() < 1e-6);
     }
