@@ -12,8 +12,8 @@ test:
 
 # Training-step throughput and peak memory (ResNet-18 + 2048-2048 projector, VICReg, LARS).
 bench:
-    cargo run --release -p infomax-cli -- bench train-step --width 1.0 --batch 128 --steps 3
-    cargo run --release -p infomax-cli -- bench train-step --width 0.25 --batch 128 --steps 5
+    cargo run --release -p infomax-cli -- bench train-step --width 1.0 --batch 128 --steps 3 --projector 2048,2048
+    cargo run --release -p infomax-cli -- bench train-step --width 0.25 --batch 128 --steps 5 --projector 2048,2048
 
 # Re-render reports/index.html from reports/results.sqlite.
 report *ARGS:

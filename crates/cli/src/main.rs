@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use infomax_runner::bench::{train_step, TrainStepBench};
-use infomax_runner::spec::ConvKernels;
+use infomax_runner::spec::{ConvKernels, Method};
 use infomax_runner::{execute, ExperimentFile, Override, RunContext, RunOutcome, Store};
 
 #[derive(Parser)]
@@ -65,6 +65,29 @@ enum Command {
     },
     /// Render reports/index.html from the results database.
     Report,
+    /// Evaluate a method's loss and its gradient on embeddings from .npy files, to check infomax
+    /// against another framework on the same numbers.
+    ///
+    /// Views are (N, D) float32 or float64 arrays, all the same shape, N ≥ 2. byol and simsiam
+    /// take [online prediction, target projection] (or k predictions then k targets).
+    Loss {
+        /// barlow-twins, vicreg, w-mse, simclr, byol or simsiam.
+        #[arg(long)]
+        method: Method,
+        /// The views' .npy files.
+        #[arg(long, num_args = 2.., required = true, value_name = "FILE")]
+        views: Vec<PathBuf>,
+        /// A loss parameter: barlow-twins lambda; vicreg sim_coeff, std_coeff, cov_coeff, gamma, eps;
+        /// w-mse w_size (default N), w_iter, eps, seed; simclr tau.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// Write ∂loss/∂view_i as DIR/grad_i.npy (float32).
+        #[arg(long, value_name = "DIR")]
+        grad_out: Option<PathBuf>,
+        /// Print one JSON object: {"method", "loss", "terms"}.
+        #[arg(long)]
+        json: bool,
+    },
     /// Micro-benchmarks.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -72,9 +95,13 @@ enum Command {
 
 #[derive(Subcommand)]
 enum BenchCommand {
-    /// Time the full training step (every view forward, VICReg loss, backward, LARS update) on
-    /// synthetic 32×32 images, after warm-up; prints images/s (images, not views) and peak RSS.
+    /// Time the full training step (every view forward, the method's loss, backward, optimiser
+    /// update) on synthetic 32×32 images, after warm-up; prints images/s (images, not views) and
+    /// peak RSS.
     TrainStep {
+        /// vicreg, barlow-twins, w-mse, simclr, byol or simsiam.
+        #[arg(long, default_value = "vicreg")]
+        method: Method,
         /// ResNet-18 width multiplier (1.0 = 64-128-256-512).
         #[arg(long, default_value_t = 1.0)]
         width: f64,
@@ -90,9 +117,9 @@ enum BenchCommand {
         /// Untimed warm-up steps.
         #[arg(long, default_value_t = 1)]
         warmup: usize,
-        /// Projector widths, comma-separated.
-        #[arg(long, value_delimiter = ',', default_value = "2048,2048")]
-        projector: Vec<usize>,
+        /// Projector widths, comma-separated (default: the method's own head).
+        #[arg(long, value_delimiter = ',')]
+        projector: Option<Vec<usize>>,
         /// Convolution kernels: im2col (GEMM-lowered) or candle (candle's reference kernels).
         #[arg(long, default_value = "im2col")]
         conv: ConvKernels,
@@ -192,16 +219,53 @@ fn run(cli: Cli) -> Result<ExitCode> {
             println!("report: {}", index.display());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Bench(BenchCommand::TrainStep { width, batch, views, steps, warmup, projector, conv, json }) => {
-            let cfg = TrainStepBench { width, batch, views, steps, warmup, projector, conv };
+        Command::Loss { method, views, set, grad_out, json } => {
+            let set = set
+                .iter()
+                .map(|kv| {
+                    kv.split_once('=')
+                        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+                        .with_context(|| format!("--set {kv}: KEY=VALUE expected"))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let r = infomax_runner::inspect::inspect(method, &views, &set)?;
+            if json {
+                println!("{}", r.to_json());
+            } else {
+                println!("{} loss: {}", method.name(), r.loss);
+                for (name, v) in &r.terms {
+                    println!("  {name}: {v}");
+                }
+            }
+            if let Some(dir) = grad_out {
+                let written = r.write_gradients(&dir)?;
+                if !json {
+                    println!("gradients: {} files in {}", written.len(), dir.display());
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench(BenchCommand::TrainStep {
+            method,
+            width,
+            batch,
+            views,
+            steps,
+            warmup,
+            projector,
+            conv,
+            json,
+        }) => {
+            let cfg = TrainStepBench { method, width, batch, views, steps, warmup, projector, conv };
             let r = train_step(&cfg, &device)?;
             if json {
                 println!("{}", serde_json::to_string(&r)?);
             } else {
                 println!(
-                    "train step, ResNet-18 width {width}, batch {batch}, {views} views, projector {:?}, {conv:?} convolutions: \
-                     {:.1} images/s, {:.3} s/step, peak RSS {:.2} GB ({})",
-                    cfg.projector,
+                    "train step, {} on ResNet-18 width {width}, batch {batch}, {views} views, projector {}, {conv:?} \
+                     convolutions: {:.1} images/s, {:.3} s/step, peak RSS {:.2} GB ({})",
+                    method.name(),
+                    cfg.projector.as_ref().map_or("default".to_string(), |p| format!("{p:?}")),
                     r.images_per_second,
                     r.seconds_per_step,
                     r.peak_rss_bytes as f64 / 1e9,

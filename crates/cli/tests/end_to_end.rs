@@ -42,7 +42,7 @@ const SLICE: &[&str] = &[
     "--set",
     "train.batch_size=64",
     "--set",
-    "projector=[256, 256]",
+    "projector.widths=[256, 256]",
     "--set",
     "eval.bank_images=500",
     "--set",

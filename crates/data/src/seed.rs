@@ -14,6 +14,8 @@ pub enum Purpose {
     Shuffle = 2,
     /// The augmentation of one view of one image (index = image index, sub = view).
     Augment = 3,
+    /// W-MSE's sub-batch permutations of one step (epoch, index = step within the epoch).
+    Whiten = 4,
 }
 
 /// SplitMix64's finaliser: a bijective mix with good avalanche, enough to separate streams.

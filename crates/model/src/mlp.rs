@@ -1,5 +1,7 @@
 //! The projector (and predictor) MLP: `Linear → BN → ReLU` per hidden layer, then a last
-//! `Linear` without bias — the VICReg / Barlow Twins authors' shape.
+//! `Linear`, optionally followed by a BatchNorm. Biases are configurable because the authors
+//! differ: VICReg's last Linear has none, Barlow Twins' and SimSiam's Linears have none at all,
+//! the W-MSE code's heads have them everywhere.
 
 use candle_core::{Result, Tensor};
 use candle_nn::{BatchNorm, BatchNormConfig, Init, Linear, ModuleT, VarBuilder};
@@ -11,8 +13,12 @@ use crate::Error;
 pub struct MlpConfig {
     pub input: usize,
     pub widths: Vec<usize>,
+    /// Whether the hidden Linears have biases.
+    pub hidden_bias: bool,
     /// Whether the last Linear has a bias (the FAIR projectors have none).
     pub last_bias: bool,
+    /// A BatchNorm (PyTorch defaults, affine) after the last Linear.
+    pub output_bn: bool,
 }
 
 impl MlpConfig {
@@ -49,10 +55,12 @@ pub fn batch_norm(features: usize, vb: VarBuilder) -> Result<BatchNorm> {
 pub struct Mlp {
     hidden: Vec<(Linear, BatchNorm)>,
     last: Linear,
+    output_bn: Option<BatchNorm>,
 }
 
 impl Mlp {
-    /// Layers at `vb.pp("layers.{i}")`: hidden `i` has `linear` and `bn`, the last has `linear`.
+    /// Layers at `vb.pp("layers.{i}")`: hidden `i` has `linear` and `bn`, the last has `linear`
+    /// (and `bn` with `output_bn`).
     pub fn new(cfg: &MlpConfig, vb: VarBuilder) -> crate::Result<Self> {
         cfg.validate()?;
         let mut hidden = Vec::new();
@@ -60,11 +68,13 @@ impl Mlp {
         let n = cfg.widths.len();
         for (i, &w) in cfg.widths[..n - 1].iter().enumerate() {
             let l = vb.pp(format!("layers.{i}"));
-            hidden.push((linear(in_dim, w, true, l.pp("linear"))?, batch_norm(w, l.pp("bn"))?));
+            hidden.push((linear(in_dim, w, cfg.hidden_bias, l.pp("linear"))?, batch_norm(w, l.pp("bn"))?));
             in_dim = w;
         }
-        let last = linear(in_dim, cfg.widths[n - 1], cfg.last_bias, vb.pp(format!("layers.{}", n - 1)).pp("linear"))?;
-        Ok(Self { hidden, last })
+        let l = vb.pp(format!("layers.{}", n - 1));
+        let last = linear(in_dim, cfg.widths[n - 1], cfg.last_bias, l.pp("linear"))?;
+        let output_bn = if cfg.output_bn { Some(batch_norm(cfg.widths[n - 1], l.pp("bn"))?) } else { None };
+        Ok(Self { hidden, last, output_bn })
     }
 }
 
@@ -74,7 +84,11 @@ impl ModuleT for Mlp {
         for (lin, bn) in &self.hidden {
             x = bn.forward_t(&x.apply(lin)?, train)?.relu()?;
         }
-        x.apply(&self.last)
+        let x = x.apply(&self.last)?;
+        match &self.output_bn {
+            Some(bn) => bn.forward_t(&x, train),
+            None => Ok(x),
+        }
     }
 }
 
@@ -88,7 +102,7 @@ mod tests {
     fn shapes_and_bias_layout() {
         let map = SeededVarMap::new(0);
         let vb = map.builder(DType::F32, &Device::Cpu);
-        let cfg = MlpConfig { input: 8, widths: vec![16, 16, 4], last_bias: false };
+        let cfg = MlpConfig { input: 8, widths: vec![16, 16, 4], hidden_bias: true, last_bias: false, output_bn: true };
         let mlp = Mlp::new(&cfg, vb).unwrap();
         let x = Tensor::ones((5, 8), DType::F32, &Device::Cpu).unwrap();
         assert_eq!(mlp.forward_t(&x, true).unwrap().dims(), &[5, 4]);
@@ -97,11 +111,12 @@ mod tests {
         assert!(names.contains(&"layers.2.linear.weight".to_string()));
         assert!(!names.contains(&"layers.2.linear.bias".to_string()));
         assert!(names.contains(&"layers.1.linear.bias".to_string()));
+        assert!(names.contains(&"layers.2.bn.weight".to_string()));
     }
 
     #[test]
     fn rejects_empty_widths() {
-        let cfg = MlpConfig { input: 8, widths: vec![], last_bias: false };
+        let cfg = MlpConfig { input: 8, widths: vec![], hidden_bias: true, last_bias: false, output_bn: false };
         assert!(cfg.validate().unwrap_err().to_string().contains("projector"));
     }
 }

@@ -1,5 +1,5 @@
-//! `infomax bench train-step`: the full training step (every view forward, VICReg loss,
-//! backward, LARS update) on synthetic images, timed after warm-up.
+//! `infomax bench train-step`: the full training step of a method (every view forward, loss,
+//! backward, optimiser update, BYOL's EMA) on synthetic images, timed after warm-up.
 
 use std::time::Instant;
 
@@ -8,19 +8,21 @@ use rand::SeedableRng;
 use rand_distr::{Distribution, StandardNormal};
 use serde::Serialize;
 
-use crate::method::{loss_for, Network};
-use crate::optim::{Lars, Optimizer};
+use crate::method::{Network, Objective, StepContext};
 use crate::spec::{ConvKernels, Dataset, Method, RunSpec};
+use crate::train::optimizer_for;
 use crate::{Error, Result};
 
 #[derive(Debug, Clone)]
 pub struct TrainStepBench {
+    pub method: Method,
     pub width: f64,
     pub batch: usize,
     pub views: usize,
     pub steps: usize,
     pub warmup: usize,
-    pub projector: Vec<usize>,
+    /// Projector widths; `None` keeps the method's default head.
+    pub projector: Option<Vec<usize>>,
     pub conv: ConvKernels,
 }
 
@@ -35,9 +37,20 @@ pub struct TrainStepResult {
 }
 
 pub fn train_step(cfg: &TrainStepBench, device: &Device) -> Result<TrainStepResult> {
-    let mut spec = RunSpec::defaults(Method::Vicreg, Dataset::Cifar10);
+    let mut spec = RunSpec::defaults(cfg.method, Dataset::Cifar10);
     spec.encoder.width = cfg.width;
-    spec.projector = cfg.projector.clone();
+    if let Some(widths) = &cfg.projector {
+        spec.projector.widths = widths.clone();
+        if let Some(p) = &mut spec.predictor {
+            *p.widths.last_mut().expect("validated head") = *widths.last().unwrap_or(&1);
+        }
+    }
+    if let Some(w) = &mut spec.wmse {
+        // The authors' 128 where it divides the batch, else the whole batch (their default).
+        if cfg.batch % w.w_size != 0 {
+            w.w_size = cfg.batch;
+        }
+    }
     spec.encoder.conv = cfg.conv;
     spec.train.batch_size = cfg.batch;
     spec.train.views = cfg.views;
@@ -49,9 +62,8 @@ pub fn train_step(cfg: &TrainStepBench, device: &Device) -> Result<TrainStepResu
         return Err(Error::Run { run: "bench".into(), what: "--steps: at least 1 expected".into() });
     }
     let net = Network::new(&spec, device)?;
-    let loss_fn = loss_for(&spec);
-    let o = &spec.optimizer;
-    let mut opt = Lars::new(net.params(), o.weight_decay, o.momentum, o.eta);
+    let objective = Objective::for_spec(&spec);
+    let mut opt = optimizer_for(&spec, &net);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
     let views = (0..cfg.views)
         .map(|_| {
@@ -60,11 +72,12 @@ pub fn train_step(cfg: &TrainStepBench, device: &Device) -> Result<TrainStepResu
         })
         .collect::<candle_core::Result<Vec<_>>>()?;
     let lr = spec.peak_lr();
+    let ctx = StepContext { seed: 0, epoch: 1, step: 0, progress: 0.0 };
     let mut one_step = || -> Result<()> {
-        let z = net.embed_views(&views)?;
-        let out = loss_fn.loss(&z)?;
+        let out = objective.step_loss(&net, &views, &ctx)?;
         let grads = out.loss.backward()?;
         opt.step(&grads, lr)?;
+        objective.after_step(&net, &ctx)?;
         // Wait for the device so the timing covers the work.
         out.loss.to_scalar::<f32>()?;
         Ok(())

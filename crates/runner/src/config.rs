@@ -229,7 +229,7 @@ reproduces = "nothing"
 [base]
 method = "vicreg"
 dataset = "cifar10"
-projector = [64, 32]
+projector = { widths = [64, 32] }
 optimizer = { warmup_epochs = 1 }
 
 [base.train]
@@ -256,7 +256,7 @@ train = { epochs = 9 }
         let s = f.resolve("smoke", &[]).unwrap();
         assert_eq!(s.encoder.width, 0.25);
         assert_eq!(s.train.epochs, 3);
-        assert_eq!(s.projector, vec![64, 32]);
+        assert_eq!(s.projector.widths, vec![64, 32]);
         assert_eq!(s.optimizer.momentum, 0.9, "default kept");
         assert_eq!(s.profile, "smoke");
         let o: Override = "train.epochs=5".parse().unwrap();

@@ -24,6 +24,9 @@ pub enum Error {
     Loss(#[from] infomax_losses::Error),
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
+    /// An input file (e.g. a `.npy` view) that cannot be used.
+    #[error("{path}: {what}")]
+    File { path: PathBuf, what: String },
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
 }

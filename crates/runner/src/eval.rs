@@ -51,7 +51,7 @@ pub fn extract_features(
     device: &Device,
     mut tick: impl FnMut(usize),
 ) -> Result<Features> {
-    let dim = net.encoder.output_dim();
+    let dim = net.online.encoder.output_dim();
     let mut data = Vec::with_capacity(indices.len() * dim);
     for chunk in indices.chunks(batch_size) {
         let pixels = plain_batch(set, chunk, pipeline);

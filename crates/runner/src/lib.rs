@@ -5,6 +5,7 @@ pub mod bench;
 pub mod config;
 mod error;
 pub mod eval;
+pub mod inspect;
 pub mod machine;
 pub mod method;
 pub mod optim;

@@ -71,12 +71,14 @@ pub struct Lars {
     pub weight_decay: f64,
     pub momentum: f64,
     pub eta: f64,
+    /// Learning-rate multiplier of the 1-D parameters (Barlow Twins' separate bias/BN group).
+    pub one_d_lr_factor: f64,
 }
 
 impl Lars {
     pub fn new(params: Vec<Param>, weight_decay: f64, momentum: f64, eta: f64) -> Self {
         let momentum_buffers = vec![None; params.len()];
-        Self { params, momentum_buffers, weight_decay, momentum, eta }
+        Self { params, momentum_buffers, weight_decay, momentum, eta, one_d_lr_factor: 1.0 }
     }
 
     /// The adapted gradient of one parameter (weight decay and trust ratio applied).
@@ -105,7 +107,51 @@ impl Optimizer for Lars {
                 Some(m) => ((m * self.momentum)? + g)?,
                 None => g,
             };
+            let lr = lr_of(&self.params[i], lr, self.one_d_lr_factor);
             let p = &self.params[i].var;
+            p.set(&(p.as_tensor() - (&mu * lr)?)?)?;
+            self.momentum_buffers[i] = Some(mu);
+        }
+        Ok(())
+    }
+}
+
+fn lr_of(p: &Param, lr: f64, one_d_lr_factor: f64) -> f64 {
+    if p.is_one_dimensional() {
+        lr * one_d_lr_factor
+    } else {
+        lr
+    }
+}
+
+/// SGD with momentum and L2 weight decay on every parameter (`torch.optim.SGD`, as SimSiam uses):
+/// `g ← g + wd·p`, `μ ← m·μ + g`, `p ← p − lr·μ`.
+pub struct Sgd {
+    params: Vec<Param>,
+    momentum_buffers: Vec<Option<Tensor>>,
+    pub weight_decay: f64,
+    pub momentum: f64,
+    pub one_d_lr_factor: f64,
+}
+
+impl Sgd {
+    pub fn new(params: Vec<Param>, weight_decay: f64, momentum: f64) -> Self {
+        let momentum_buffers = vec![None; params.len()];
+        Self { params, momentum_buffers, weight_decay, momentum, one_d_lr_factor: 1.0 }
+    }
+}
+
+impl Optimizer for Sgd {
+    fn step(&mut self, grads: &GradStore, lr: f64) -> Result<()> {
+        for i in 0..self.params.len() {
+            let p = &self.params[i].var;
+            let Some(g) = detached_grad(grads, p) else { continue };
+            let g = if self.weight_decay != 0.0 { (g + (p.as_tensor().detach() * self.weight_decay)?)? } else { g };
+            let mu = match &self.momentum_buffers[i] {
+                Some(m) => ((m * self.momentum)? + g)?,
+                None => g,
+            };
+            let lr = lr_of(&self.params[i], lr, self.one_d_lr_factor);
             p.set(&(p.as_tensor() - (&mu * lr)?)?)?;
             self.momentum_buffers[i] = Some(mu);
         }
@@ -121,12 +167,13 @@ pub struct Adam {
     pub betas: (f64, f64),
     pub eps: f64,
     pub weight_decay: f64,
+    pub one_d_lr_factor: f64,
 }
 
 impl Adam {
     pub fn new(params: Vec<Param>, betas: (f64, f64), eps: f64, weight_decay: f64) -> Self {
         let moments = vec![None; params.len()];
-        Self { params, moments, step: 0, betas, eps, weight_decay }
+        Self { params, moments, step: 0, betas, eps, weight_decay, one_d_lr_factor: 1.0 }
     }
 }
 
@@ -147,6 +194,7 @@ impl Optimizer for Adam {
             };
             let denom = ((&v / c2)?.sqrt()? + self.eps)?;
             let update = ((&m / c1)? / denom)?;
+            let lr = lr_of(&self.params[i], lr, self.one_d_lr_factor);
             p.set(&(p.as_tensor() - (update * lr)?)?)?;
             self.moments[i] = Some((m, v));
         }
@@ -228,6 +276,27 @@ mod tests {
         let (m, v) = adam.moments[0].as_ref().unwrap();
         let back = (m.sum_all().unwrap() + v.sum_all().unwrap()).unwrap().backward().unwrap();
         assert!(back.get(x.as_tensor()).is_none() && back.get(w.var.as_tensor()).is_none());
+    }
+
+    #[test]
+    fn sgd_steps_and_bias_lr_factor_match_hand_computation() {
+        // W = [[1, 2]], grad [[1, 0]], wd 0.5: g = [1.5, 1]; μ = g; p = [1 − 0.1·1.5, 2 − 0.1·1].
+        // The bias [1], grad [2], lr factor 0.5: g = 2 + 0.5 = 2.5; p = 1 − 0.05·2.5.
+        let w = param("w", &[1.0, 2.0], &[1, 2]);
+        let b = param("b", &[1.0], &[1]);
+        let mut grads = store_for(&[&w, &b]);
+        grads.insert(w.var.as_tensor(), Tensor::new(&[[1.0f32, 0.0]], &Device::Cpu).unwrap());
+        grads.insert(b.var.as_tensor(), Tensor::new(&[2.0f32], &Device::Cpu).unwrap());
+        let mut opt = Sgd::new(vec![w.clone(), b.clone()], 0.5, 0.9);
+        opt.one_d_lr_factor = 0.5;
+        opt.step(&grads, 0.1).unwrap();
+        let got = values(&w);
+        assert!((got[0] - 0.85).abs() < 1e-6 && (got[1] - 1.9).abs() < 1e-6, "{got:?}");
+        assert!((values(&b)[0] - (1.0 - 0.05 * 2.5)).abs() < 1e-6);
+        // Second step: μ_w = 0.9·[1.5, 1] + [1 + 0.425, 0.95] = [2.775, 1.85].
+        opt.step(&grads, 0.1).unwrap();
+        let got = values(&w);
+        assert!((got[0] - (0.85 - 0.2775)).abs() < 1e-6 && (got[1] - (1.9 - 0.185)).abs() < 1e-6, "{got:?}");
     }
 
     #[test]

@@ -11,13 +11,36 @@ use sha2::{Digest, Sha256};
 #[serde(rename_all = "kebab-case")]
 pub enum Method {
     Vicreg,
+    BarlowTwins,
+    WMse,
+    Simclr,
+    Byol,
+    Simsiam,
 }
 
 impl Method {
+    pub const ALL: [Method; 6] =
+        [Method::Vicreg, Method::BarlowTwins, Method::WMse, Method::Simclr, Method::Byol, Method::Simsiam];
+
     pub fn name(self) -> &'static str {
         match self {
             Method::Vicreg => "vicreg",
+            Method::BarlowTwins => "barlow-twins",
+            Method::WMse => "w-mse",
+            Method::Simclr => "simclr",
+            Method::Byol => "byol",
+            Method::Simsiam => "simsiam",
         }
+    }
+}
+
+impl std::str::FromStr for Method {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        Method::ALL.into_iter().find(|m| m.name() == s).ok_or_else(|| {
+            format!("unknown method `{s}`; expected one of {}", Method::ALL.map(Method::name).join(", "))
+        })
     }
 }
 
@@ -76,6 +99,32 @@ impl std::str::FromStr for ConvKernels {
     }
 }
 
+/// An MLP head (projector or predictor): `Linear → BN → ReLU` per hidden width, then a last
+/// `Linear`, optionally followed by a BatchNorm.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeadSpec {
+    /// Layer widths; the last is the head's output size.
+    pub widths: Vec<usize>,
+    /// Bias in the hidden Linears (Barlow Twins' and SimSiam's have none).
+    pub hidden_bias: bool,
+    /// Bias in the last Linear (the FAIR projectors have none; the W-MSE code's heads do).
+    pub last_bias: bool,
+    /// A BatchNorm after the last Linear (the W-MSE code's SimCLR `bn_last`; SimSiam's projector).
+    pub output_bn: bool,
+    /// Forward all views through the head as one batch, so its BatchNorms see every view's rows
+    /// together (the W-MSE code's W-MSE and SimCLR); otherwise view by view (FAIR code, BYOL).
+    pub joint_views: bool,
+}
+
+impl HeadSpec {
+    /// `Linear → BN → ReLU` hidden layers with biases and a biased last Linear, views forwarded
+    /// one by one.
+    pub fn mlp(widths: &[usize]) -> Self {
+        HeadSpec { widths: widths.to_vec(), hidden_bias: true, last_bias: true, output_bn: false, joint_views: false }
+    }
+}
+
 /// VICReg's coefficients (SPEC §1).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -87,11 +136,55 @@ pub struct VicregSpec {
     pub eps: f64,
 }
 
+/// Barlow Twins' redundancy-reduction weight.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BarlowTwinsSpec {
+    pub lambda: f64,
+}
+
+/// W-MSE's whitening (SPEC §1).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WmseSpec {
+    /// Rows per whitened sub-batch; divides the batch size and exceeds the embedding size.
+    pub w_size: usize,
+    /// Random sub-batch partitions per step.
+    pub w_iter: usize,
+    /// Covariance shrinkage towards the identity.
+    pub eps: f64,
+}
+
+/// SimCLR's NT-Xent temperature.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimclrSpec {
+    pub tau: f64,
+}
+
+/// BYOL's target network: EMA rate τ rising from `tau_base` to 1 on a cosine over training.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ByolSpec {
+    pub tau_base: f64,
+}
+
+/// VICReg's variance hinge added to any method's loss, on each view's projector output:
+/// `coeff · mean_views mean_j max(0, γ − sqrt(Var(z^j) + ε))` (the VICReg paper's Fig. 3).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VarianceRegSpec {
+    pub coeff: f64,
+    pub gamma: f64,
+    pub eps: f64,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum OptimizerKind {
     Lars,
     Adam,
+    Sgd,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -102,7 +195,9 @@ pub struct OptimizerSpec {
     pub lr: f64,
     pub lr_batch_scaling: bool,
     pub weight_decay: f64,
-    /// LARS momentum.
+    /// Learning-rate multiplier for biases and BatchNorm parameters (Barlow Twins: 0.0048 / 0.2).
+    pub one_d_lr_factor: f64,
+    /// LARS and SGD momentum.
     pub momentum: f64,
     /// LARS trust coefficient η.
     pub eta: f64,
@@ -149,11 +244,25 @@ pub struct RunSpec {
     pub dataset: Dataset,
     pub seed: u64,
     pub encoder: EncoderSpec,
-    /// Projector layer widths; the last is the embedding size.
-    pub projector: Vec<usize>,
-    /// Present exactly when `method = "vicreg"`.
+    /// The projector; its output is the embedding the loss sees.
+    pub projector: HeadSpec,
+    /// BYOL's and SimSiam's predictor, on the projector's output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub predictor: Option<HeadSpec>,
+    /// Each method's parameters: present exactly when `method` is that method.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vicreg: Option<VicregSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub barlow_twins: Option<BarlowTwinsSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wmse: Option<WmseSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub simclr: Option<SimclrSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub byol: Option<ByolSpec>,
+    /// VICReg's variance term added to any method (absent: not added).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variance_reg: Option<VarianceRegSpec>,
     pub optimizer: OptimizerSpec,
     pub train: TrainSpec,
     pub augment: Pipeline,
@@ -183,10 +292,44 @@ impl RunSpec {
         }
     }
 
-    /// Built-in defaults for a method and dataset: the values a file may leave out.
+    /// Built-in defaults for a method and dataset: the values a file may leave out. Each method
+    /// starts from its authors' CIFAR recipe (SPEC §1): the FAIR methods (VICReg, Barlow Twins)
+    /// with LARS and a 2048-wide projector, the W-MSE paper's methods (W-MSE and its SimCLR and
+    /// BYOL baselines) with Adam 3e-3 and the 1024 → 64 head, SimSiam with SGD.
     pub fn defaults(method: Method, dataset: Dataset) -> RunSpec {
         let (mean, std) = dataset.mean_std();
-        RunSpec {
+        let lars = OptimizerSpec {
+            kind: OptimizerKind::Lars,
+            lr: 0.3,
+            lr_batch_scaling: true,
+            weight_decay: 1e-6,
+            one_d_lr_factor: 1.0,
+            momentum: 0.9,
+            eta: 0.001,
+            betas: (0.9, 0.999),
+            adam_eps: 1e-8,
+            warmup_epochs: 10.0,
+            end_lr_factor: 0.001,
+        };
+        // The W-MSE code: Adam 3e-3, L2 1e-6, 500 warm-up iterations (≈ 5 epochs of batch 512).
+        let adam = OptimizerSpec {
+            kind: OptimizerKind::Adam,
+            lr: 3e-3,
+            lr_batch_scaling: false,
+            weight_decay: 1e-6,
+            warmup_epochs: 5.0,
+            end_lr_factor: 0.0,
+            ..lars.clone()
+        };
+        let wmse_head = HeadSpec { joint_views: true, ..HeadSpec::mlp(&[1024, 64]) };
+        let fair = |bias: bool| HeadSpec {
+            widths: vec![2048, 2048, 2048],
+            hidden_bias: bias,
+            last_bias: false,
+            output_bn: false,
+            joint_views: false,
+        };
+        let mut spec = RunSpec {
             experiment: String::new(),
             profile: String::new(),
             method,
@@ -199,30 +342,75 @@ impl RunSpec {
                 zero_init_residual: false,
                 conv: ConvKernels::Im2col,
             },
-            projector: vec![2048, 2048, 2048],
-            vicreg: (method == Method::Vicreg).then_some(VicregSpec {
-                sim_coeff: 25.0,
-                std_coeff: 25.0,
-                cov_coeff: 1.0,
-                gamma: 1.0,
-                eps: 1e-4,
-            }),
-            optimizer: OptimizerSpec {
-                kind: OptimizerKind::Lars,
-                lr: 0.3,
-                lr_batch_scaling: true,
-                weight_decay: 1e-6,
-                momentum: 0.9,
-                eta: 0.001,
-                betas: (0.9, 0.999),
-                adam_eps: 1e-8,
-                warmup_epochs: 10.0,
-                end_lr_factor: 0.001,
-            },
+            projector: fair(true),
+            predictor: None,
+            vicreg: None,
+            barlow_twins: None,
+            wmse: None,
+            simclr: None,
+            byol: None,
+            variance_reg: None,
+            optimizer: lars.clone(),
             train: TrainSpec { epochs: 1000, batch_size: 256, views: 2, train_images: 0 },
             augment: Pipeline::wmse_cifar(mean, std),
             eval: EvalSpec { bank_images: 0, test_images: 0, every_epochs: 0, batch_size: 500 },
+        };
+        match method {
+            Method::Vicreg => {
+                spec.vicreg =
+                    Some(VicregSpec { sim_coeff: 25.0, std_coeff: 25.0, cov_coeff: 1.0, gamma: 1.0, eps: 1e-4 });
+            }
+            Method::BarlowTwins => {
+                spec.projector = fair(false);
+                spec.barlow_twins = Some(BarlowTwinsSpec { lambda: infomax_losses::barlow_twins::DEFAULT_LAMBDA });
+                spec.optimizer = OptimizerSpec { lr: 0.2, one_d_lr_factor: 0.0048 / 0.2, ..lars };
+            }
+            Method::WMse => {
+                spec.projector = wmse_head;
+                spec.wmse = Some(WmseSpec { w_size: 128, w_iter: 1, eps: 0.0 });
+                spec.optimizer = adam;
+                spec.train.batch_size = 512;
+            }
+            Method::Simclr => {
+                spec.projector = HeadSpec { output_bn: true, ..wmse_head };
+                spec.simclr = Some(SimclrSpec { tau: infomax_losses::simclr::DEFAULT_TAU });
+                spec.optimizer = adam;
+                spec.train.batch_size = 512;
+            }
+            Method::Byol => {
+                spec.projector = HeadSpec::mlp(&[1024, 64]);
+                spec.predictor = Some(HeadSpec::mlp(&[1024, 64]));
+                spec.byol = Some(ByolSpec { tau_base: 0.99 });
+                spec.optimizer = adam;
+                spec.train.batch_size = 512;
+            }
+            Method::Simsiam => {
+                // SimSiam's CIFAR recipe: 2-layer 2048 projector ending in BN, 512-wide predictor,
+                // SGD lr 0.03 × batch/256, momentum 0.9, wd 5e-4, cosine, no warm-up.
+                spec.projector = HeadSpec {
+                    widths: vec![2048, 2048],
+                    hidden_bias: false,
+                    last_bias: false,
+                    output_bn: true,
+                    joint_views: false,
+                };
+                spec.predictor = Some(HeadSpec { hidden_bias: false, ..HeadSpec::mlp(&[512, 2048]) });
+                spec.optimizer = OptimizerSpec {
+                    kind: OptimizerKind::Sgd,
+                    lr: 0.03,
+                    weight_decay: 5e-4,
+                    warmup_epochs: 0.0,
+                    end_lr_factor: 0.0,
+                    ..lars
+                };
+            }
         }
+        spec
+    }
+
+    /// The embedding size the loss sees.
+    pub fn embedding_dim(&self) -> usize {
+        self.projector.widths.last().copied().unwrap_or(0)
     }
 }
 
@@ -250,5 +438,19 @@ mod tests {
         assert!((s.peak_lr() - 0.6).abs() < 1e-12);
         s.optimizer.lr_batch_scaling = false;
         assert!((s.peak_lr() - 0.3).abs() < 1e-12);
+    }
+
+    #[test]
+    fn every_method_has_its_parameters_and_a_name_that_parses_back() {
+        for m in Method::ALL {
+            let s = RunSpec::defaults(m, Dataset::Cifar10);
+            assert_eq!(m.name().parse::<Method>().unwrap(), m);
+            let present = [s.vicreg.is_some(), s.barlow_twins.is_some(), s.wmse.is_some(), s.simclr.is_some()];
+            let byol = s.byol.is_some();
+            assert_eq!(present.iter().filter(|p| **p).count() + byol as usize, usize::from(m != Method::Simsiam));
+            assert_eq!(s.predictor.is_some(), matches!(m, Method::Byol | Method::Simsiam));
+            assert!(crate::validate::validate(&s).is_ok(), "{m:?}: {:?}", crate::validate::validate(&s));
+        }
+        assert!("vicrag".parse::<Method>().unwrap_err().contains("barlow-twins"));
     }
 }

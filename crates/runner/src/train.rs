@@ -12,8 +12,8 @@ use infomax_data::{cifar10, ImageSet, Split};
 use rand::seq::SliceRandom;
 
 use crate::eval::{extract_features, knn_cosine_weighted, knn_euclidean_majority};
-use crate::method::{loss_for, Network};
-use crate::optim::{Adam, Lars, Optimizer, WarmupCosine};
+use crate::method::{Network, Objective, StepContext};
+use crate::optim::{Adam, Lars, Optimizer, Sgd, WarmupCosine};
 use crate::spec::{Dataset, OptimizerKind, RunSpec};
 use crate::store::{EpochRecord, EvalRecord, RunStatus, Store};
 use crate::{Error, Result};
@@ -131,13 +131,9 @@ fn train_and_evaluate(spec: &RunSpec, ctx: &RunContext, data: &RunData, run_id: 
     let test_idx: Vec<usize> = (0..test_n).collect();
 
     let net = Network::new(spec, &ctx.device)?;
-    let loss_fn = loss_for(spec);
-    let params = net.params();
+    let objective = Objective::for_spec(spec);
     let o = &spec.optimizer;
-    let mut opt: Box<dyn Optimizer> = match o.kind {
-        OptimizerKind::Lars => Box::new(Lars::new(params, o.weight_decay, o.momentum, o.eta)),
-        OptimizerKind::Adam => Box::new(Adam::new(params, o.betas, o.adam_eps, o.weight_decay)),
-    };
+    let mut opt = optimizer_for(spec, &net);
     let b = spec.train.batch_size;
     let steps_per_epoch = train.len() / b;
     let schedule = WarmupCosine {
@@ -195,8 +191,13 @@ fn train_and_evaluate(spec: &RunSpec, ctx: &RunContext, data: &RunData, run_id: 
                 .map(|v| Tensor::from_vec(v, (b, 3, train.height, train.width), &ctx.device))
                 .collect::<candle_core::Result<Vec<_>>>()?;
             lr = schedule.lr(step);
-            let z = net.embed_views(&views)?;
-            let out = loss_fn.loss(&z)?;
+            let step_ctx = StepContext {
+                seed: spec.seed,
+                epoch: epoch as u64,
+                step: s as u64,
+                progress: step as f64 / schedule.total_steps.max(1) as f64,
+            };
+            let out = objective.step_loss(&net, &views, &step_ctx)?;
             let loss = out.loss.to_scalar::<f32>()? as f64;
             if !loss.is_finite() {
                 pb.finish_and_clear();
@@ -205,12 +206,14 @@ fn train_and_evaluate(spec: &RunSpec, ctx: &RunContext, data: &RunData, run_id: 
             }
             let grads = out.loss.backward()?;
             opt.step(&grads, lr)?;
+            objective.after_step(&net, &step_ctx)?;
             loss_sum += loss;
             let mut terms: Vec<(String, f64)> = Vec::with_capacity(out.terms.len() + 1);
             for (name, t) in &out.terms {
                 terms.push((format!("loss.{name}"), t.to_scalar::<f32>()? as f64));
             }
-            terms.push(("diag.embedding_std".into(), normalised_std(&z[0])?));
+            terms.push(("diag.embedding_std".into(), normalised_std(&out.embeddings[0])?));
+            terms.push(("diag.effective_rank".into(), infomax_losses::stats::effective_rank(&out.embeddings[0])?));
             if sums.is_empty() {
                 sums = terms.iter().map(|(n, _)| (n.clone(), 0.0)).collect();
             }
@@ -244,6 +247,29 @@ fn train_and_evaluate(spec: &RunSpec, ctx: &RunContext, data: &RunData, run_id: 
         }
     }
     Ok(RunOutcome::Finished { run_id })
+}
+
+/// The optimiser a run's spec names, over the online network's parameters.
+pub fn optimizer_for(spec: &RunSpec, net: &Network) -> Box<dyn Optimizer> {
+    let o = &spec.optimizer;
+    let params = net.params();
+    match o.kind {
+        OptimizerKind::Lars => {
+            let mut lars = Lars::new(params, o.weight_decay, o.momentum, o.eta);
+            lars.one_d_lr_factor = o.one_d_lr_factor;
+            Box::new(lars)
+        }
+        OptimizerKind::Adam => {
+            let mut adam = Adam::new(params, o.betas, o.adam_eps, o.weight_decay);
+            adam.one_d_lr_factor = o.one_d_lr_factor;
+            Box::new(adam)
+        }
+        OptimizerKind::Sgd => {
+            let mut sgd = Sgd::new(params, o.weight_decay, o.momentum);
+            sgd.one_d_lr_factor = o.one_d_lr_factor;
+            Box::new(sgd)
+        }
+    }
 }
 
 /// Collapse diagnostic: the mean over dimensions of the batch std of L2-normalised embeddings.

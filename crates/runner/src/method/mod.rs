@@ -1,39 +1,72 @@
 //! A method = which heads exist + how views are formed + which loss. Everything shared (the
-//! encoder, the projector, forwarding each view) lives here once; each method's file holds only
-//! what differs.
+//! encoder, the projector and predictor, forwarding the views, the BYOL target network, the
+//! optional variance term) lives here once; each method's file holds only what differs.
 
+mod barlow_twins;
+mod byol;
+mod simclr;
+mod simsiam;
 mod vicreg;
+mod wmse;
+
+use std::collections::HashMap;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::ModuleT;
 use infomax_model::{ConvImpl, Mlp, MlpConfig, ResNet, ResNetConfig, SeededVarMap};
 
 use crate::optim::{is_running_statistic, Param};
-use crate::spec::{ConvKernels, Method, RunSpec};
-use crate::Result;
+use crate::spec::{ConvKernels, HeadSpec, Method, RunSpec, VarianceRegSpec};
+use crate::{Error, Result};
 
-/// The loss to differentiate and its named, unweighted terms (scalars), for the records.
-pub struct LossOutput {
+/// Where a training step is: for the methods that draw randomness (W-MSE's sub-batches) or
+/// follow a schedule (BYOL's EMA rate).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepContext {
+    pub seed: u64,
+    pub epoch: u64,
+    pub step: u64,
+    /// Fraction of training done, in [0, 1].
+    pub progress: f64,
+}
+
+/// The loss to differentiate, its named unweighted terms (scalars) for the records, and the
+/// projector outputs of every view for the collapse diagnostics.
+pub struct StepOutput {
     pub loss: Tensor,
     pub terms: Vec<(&'static str, Tensor)>,
+    pub embeddings: Vec<Tensor>,
 }
 
-/// What differs between methods: how the views' embeddings become a loss.
-pub trait SslLoss {
-    fn loss(&self, embeddings: &[Tensor]) -> Result<LossOutput>;
+/// What differs between methods: how the views are forwarded and become a loss.
+pub trait SslMethod {
+    fn step_loss(&self, net: &Network, views: &[Tensor], ctx: &StepContext) -> Result<StepOutput>;
+
+    /// Runs after each optimiser step (BYOL moves its target network here).
+    fn after_step(&self, _net: &Network, _ctx: &StepContext) -> Result<()> {
+        Ok(())
+    }
 }
 
-/// Encoder and projector with their variables.
-pub struct Network {
-    pub vars: SeededVarMap,
+/// An encoder and its projector: the online branch, or BYOL's target.
+pub struct Branch {
     pub encoder: ResNet,
     pub projector: Mlp,
+    joint_views: bool,
 }
 
-impl Network {
-    /// Build the encoder (`encoder.*`) and projector (`projector.*`), initialised from `spec.seed`.
-    pub fn new(spec: &RunSpec, device: &Device) -> Result<Self> {
-        let vars = SeededVarMap::new(spec.seed);
+fn head(spec: &HeadSpec, input: usize) -> MlpConfig {
+    MlpConfig {
+        input,
+        widths: spec.widths.clone(),
+        hidden_bias: spec.hidden_bias,
+        last_bias: spec.last_bias,
+        output_bn: spec.output_bn,
+    }
+}
+
+impl Branch {
+    fn new(spec: &RunSpec, vars: &SeededVarMap, device: &Device) -> Result<Self> {
         let vb = vars.builder(DType::F32, device);
         let enc = ResNetConfig {
             depth: 18,
@@ -46,12 +79,64 @@ impl Network {
             },
         };
         let encoder = ResNet::new(&enc, vb.pp("encoder"))?;
-        let proj = MlpConfig { input: encoder.output_dim(), widths: spec.projector.clone(), last_bias: false };
-        let projector = Mlp::new(&proj, vb.pp("projector"))?;
-        Ok(Self { vars, encoder, projector })
+        let projector = Mlp::new(&head(&spec.projector, encoder.output_dim()), vb.pp("projector"))?;
+        Ok(Self { encoder, projector, joint_views: spec.projector.joint_views })
     }
 
-    /// Trainable parameters in a stable order (running statistics excluded).
+    /// Training-mode projector outputs of each view. The encoder sees each view on its own (its
+    /// BatchNorms use that view's statistics, as every author's code forwards it); the projector
+    /// too, unless `joint_views`, where it sees all views as one batch (the W-MSE code).
+    pub fn embed_views(&self, views: &[Tensor]) -> Result<Vec<Tensor>> {
+        let h = views.iter().map(|x| self.encoder.forward_t(x, true)).collect::<candle_core::Result<Vec<_>>>()?;
+        if self.joint_views {
+            let n = h[0].dim(0)?;
+            let z = self.projector.forward_t(&Tensor::cat(&h, 0)?, true)?;
+            return Ok((0..views.len()).map(|i| z.narrow(0, i * n, n)).collect::<candle_core::Result<Vec<_>>>()?);
+        }
+        Ok(h.iter().map(|h| self.projector.forward_t(h, true)).collect::<candle_core::Result<Vec<_>>>()?)
+    }
+}
+
+/// BYOL's target: a copy of the online branch, moved towards it by EMA, never by gradients.
+pub struct Target {
+    pub vars: SeededVarMap,
+    pub branch: Branch,
+}
+
+/// The online network (encoder, projector, predictor) with its variables, and BYOL's target.
+pub struct Network {
+    pub vars: SeededVarMap,
+    pub online: Branch,
+    pub predictor: Option<Mlp>,
+    pub target: Option<Target>,
+}
+
+impl Network {
+    /// Build the encoder (`encoder.*`), projector (`projector.*`) and predictor (`predictor.*`),
+    /// initialised from `spec.seed`; for BYOL also the target, initialised identically.
+    pub fn new(spec: &RunSpec, device: &Device) -> Result<Self> {
+        let vars = SeededVarMap::new(spec.seed);
+        let online = Branch::new(spec, &vars, device)?;
+        let predictor = match &spec.predictor {
+            Some(p) => {
+                let vb = vars.builder(DType::F32, device);
+                Some(Mlp::new(&head(p, spec.embedding_dim()), vb.pp("predictor"))?)
+            }
+            None => None,
+        };
+        let target = if spec.method == Method::Byol {
+            // The same seed and names give the same initial values: the target starts as a copy.
+            let vars = SeededVarMap::new(spec.seed);
+            let branch = Branch::new(spec, &vars, device)?;
+            Some(Target { vars, branch })
+        } else {
+            None
+        };
+        Ok(Self { vars, online, predictor, target })
+    }
+
+    /// Trainable parameters of the online network in a stable order (running statistics and
+    /// the target excluded).
     pub fn params(&self) -> Vec<Param> {
         self.vars
             .named_vars()
@@ -61,61 +146,176 @@ impl Network {
             .collect()
     }
 
-    /// Training-mode embeddings of each view, each view through BatchNorm on its own statistics
-    /// (as the authors forward the two branches separately).
     pub fn embed_views(&self, views: &[Tensor]) -> Result<Vec<Tensor>> {
-        views
-            .iter()
-            .map(|x| {
-                let h = self.encoder.forward_t(x, true)?;
-                Ok(self.projector.forward_t(&h, true)?)
-            })
-            .collect()
+        self.online.embed_views(views)
+    }
+
+    /// The predictor applied to each view's embedding (BYOL, SimSiam).
+    pub fn predict(&self, z: &[Tensor]) -> Result<Vec<Tensor>> {
+        let p = self.predictor.as_ref().ok_or_else(|| Error::Run {
+            run: String::new(),
+            what: "this method needs a [predictor] and the run has none".into(),
+        })?;
+        Ok(z.iter().map(|z| p.forward_t(z, true)).collect::<candle_core::Result<Vec<_>>>()?)
+    }
+
+    /// The target's projections of each view, without gradient (BYOL).
+    pub fn target_embed(&self, views: &[Tensor]) -> Result<Vec<Tensor>> {
+        let t = self.target.as_ref().ok_or_else(|| Error::Run {
+            run: String::new(),
+            what: "this method needs a target network and the run has none".into(),
+        })?;
+        Ok(t.branch.embed_views(views)?.iter().map(Tensor::detach).collect())
+    }
+
+    /// `θ_target ← τ θ_target + (1 − τ) θ_online` for every parameter; the target's BatchNorm
+    /// running statistics are its own (the W-MSE code averages `parameters()` only).
+    pub fn update_target(&self, tau: f64) -> Result<()> {
+        let Some(t) = &self.target else { return Ok(()) };
+        let online: HashMap<String, candle_core::Var> = self.vars.named_vars().into_iter().collect();
+        for (name, tv) in t.vars.named_vars() {
+            if is_running_statistic(&name) {
+                continue;
+            }
+            let ov = online.get(&name).ok_or_else(|| Error::Run {
+                run: String::new(),
+                what: format!("target variable {name} has no online counterpart"),
+            })?;
+            let mixed = (tv.as_tensor().affine(tau, 0.0)? + ov.as_tensor().detach().affine(1.0 - tau, 0.0)?)?;
+            tv.set(&mixed)?;
+        }
+        Ok(())
     }
 
     /// Evaluation-mode encoder features (running BN statistics, no projector).
     pub fn features(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(self.encoder.forward_t(x, false)?.detach())
+        Ok(self.online.encoder.forward_t(x, false)?.detach())
     }
 }
 
-/// The loss of a run's method.
-pub fn loss_for(spec: &RunSpec) -> Box<dyn SslLoss> {
-    match spec.method {
-        Method::Vicreg => Box::new(vicreg::Vicreg::from_spec(spec)),
+/// A run's training objective: its method's loss, plus VICReg's variance term when asked.
+pub struct Objective {
+    method: Box<dyn SslMethod>,
+    variance_reg: Option<VarianceRegSpec>,
+}
+
+impl Objective {
+    pub fn for_spec(spec: &RunSpec) -> Self {
+        let method: Box<dyn SslMethod> = match spec.method {
+            Method::Vicreg => Box::new(vicreg::Vicreg::from_spec(spec)),
+            Method::BarlowTwins => Box::new(barlow_twins::BarlowTwins::from_spec(spec)),
+            Method::WMse => Box::new(wmse::Wmse::from_spec(spec)),
+            Method::Simclr => Box::new(simclr::Simclr::from_spec(spec)),
+            Method::Byol => Box::new(byol::Byol::from_spec(spec)),
+            Method::Simsiam => Box::new(simsiam::Simsiam),
+        };
+        Self { method, variance_reg: spec.variance_reg.clone() }
+    }
+
+    pub fn step_loss(&self, net: &Network, views: &[Tensor], ctx: &StepContext) -> Result<StepOutput> {
+        let mut out = self.method.step_loss(net, views, ctx)?;
+        if let Some(v) = &self.variance_reg {
+            let mut total: Option<Tensor> = None;
+            for z in &out.embeddings {
+                let t = infomax_losses::vicreg::variance(z, v.gamma, v.eps)?;
+                total = Some(match total {
+                    Some(acc) => (acc + t)?,
+                    None => t,
+                });
+            }
+            let mean = (total.expect("at least two views") / out.embeddings.len() as f64)?;
+            out.loss = (&out.loss + mean.affine(v.coeff, 0.0)?)?;
+            out.terms.push(("variance_reg", mean));
+        }
+        Ok(out)
+    }
+
+    pub fn after_step(&self, net: &Network, ctx: &StepContext) -> Result<()> {
+        self.method.after_step(net, ctx)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::optim::{Lars, Optimizer};
-    use crate::spec::Dataset;
+    use crate::optim::{Adam, Lars, Optimizer};
+    use crate::spec::{Dataset, VarianceRegSpec};
 
-    /// A few LARS steps on one fixed batch lower the VICReg loss: gradients reach every
-    /// parameter with the right sign.
-    #[test]
-    fn training_steps_lower_the_loss_on_a_fixed_batch() {
-        let mut spec = RunSpec::defaults(Method::Vicreg, Dataset::Cifar10);
+    fn tiny(method: Method) -> RunSpec {
+        let mut spec = RunSpec::defaults(method, Dataset::Cifar10);
         spec.encoder.width = 0.125;
-        spec.projector = vec![64, 64];
-        let dev = Device::Cpu;
-        let net = Network::new(&spec, &dev).unwrap();
-        let loss_fn = loss_for(&spec);
-        let mut opt = Lars::new(net.params(), 1e-6, 0.9, 0.001);
-        let a = Tensor::randn(0f32, 1.0, (32, 3, 16, 16), &dev).unwrap();
-        let b = (&a + Tensor::randn(0f32, 0.3, (32, 3, 16, 16), &dev).unwrap()).unwrap();
-        let mut losses = Vec::new();
-        for _ in 0..6 {
-            let z = net.embed_views(&[a.clone(), b.clone()]).unwrap();
-            let out = loss_fn.loss(&z).unwrap();
-            losses.push(out.loss.to_scalar::<f32>().unwrap());
-            let grads = out.loss.backward().unwrap();
-            for p in net.params() {
-                assert!(grads.get(p.var.as_tensor()).is_some(), "{} gets no gradient", p.name);
-            }
-            opt.step(&grads, 0.3).unwrap();
+        let emb = if method == Method::WMse { 8 } else { 32 };
+        spec.projector.widths = vec![32, emb];
+        if let Some(p) = &mut spec.predictor {
+            p.widths = vec![32, emb];
         }
-        assert!(losses[5] < losses[0] * 0.9, "{losses:?}");
+        if let Some(w) = &mut spec.wmse {
+            w.w_size = 16;
+        }
+        spec
+    }
+
+    /// A few optimiser steps on one fixed batch lower each method's loss: gradients reach every
+    /// online parameter with the right sign, and never BYOL's target.
+    #[test]
+    fn every_method_lowers_its_loss_on_a_fixed_batch() {
+        let dev = Device::Cpu;
+        let a = Tensor::randn(0f32, 1.0, (32, 3, 16, 16), &dev).unwrap();
+        let noisy = |s: f32| (&a + Tensor::randn(0f32, s, (32, 3, 16, 16), &dev).unwrap()).unwrap();
+        for method in Method::ALL {
+            let mut spec = tiny(method);
+            if method == Method::Simsiam {
+                spec.variance_reg = Some(VarianceRegSpec { coeff: 1.0, gamma: 1.0, eps: 1e-4 });
+            }
+            let views: Vec<Tensor> = (0..spec.train.views).map(|i| noisy(0.2 + 0.1 * i as f32)).collect();
+            let net = Network::new(&spec, &dev).unwrap();
+            let objective = Objective::for_spec(&spec);
+            let mut opt: Box<dyn Optimizer> = match method {
+                Method::Vicreg | Method::BarlowTwins => Box::new(Lars::new(net.params(), 1e-6, 0.9, 0.001)),
+                _ => Box::new(Adam::new(net.params(), (0.9, 0.999), 1e-8, 0.0)),
+            };
+            let lr = if matches!(method, Method::Vicreg | Method::BarlowTwins) { 0.3 } else { 1e-3 };
+            let mut losses = Vec::new();
+            for step in 0..8 {
+                let ctx = StepContext { seed: 0, epoch: 1, step, progress: step as f64 / 8.0 };
+                let out = objective.step_loss(&net, &views, &ctx).unwrap();
+                losses.push(out.loss.to_scalar::<f32>().unwrap());
+                if method == Method::Simsiam {
+                    assert!(out.terms.iter().any(|(n, _)| *n == "variance_reg"));
+                }
+                let grads = out.loss.backward().unwrap();
+                for p in net.params() {
+                    assert!(grads.get(p.var.as_tensor()).is_some(), "{method:?}: {} gets no gradient", p.name);
+                }
+                if let Some(t) = &net.target {
+                    for (name, v) in t.vars.named_vars() {
+                        assert!(grads.get(v.as_tensor()).is_none(), "BYOL's target {name} got a gradient");
+                    }
+                }
+                opt.step(&grads, lr).unwrap();
+                objective.after_step(&net, &ctx).unwrap();
+            }
+            assert!(losses[7] < losses[0], "{method:?}: {losses:?}");
+        }
+    }
+
+    /// BYOL's target starts as an exact copy of the online branch and then follows it by EMA.
+    #[test]
+    fn byol_target_starts_as_a_copy_and_moves_by_ema() {
+        let spec = tiny(Method::Byol);
+        let net = Network::new(&spec, &Device::Cpu).unwrap();
+        let target = net.target.as_ref().unwrap();
+        let online: HashMap<String, candle_core::Var> = net.vars.named_vars().into_iter().collect();
+        let name = "projector.layers.1.linear.weight";
+        let values = |v: &candle_core::Var| -> Vec<f32> { v.as_tensor().flatten_all().unwrap().to_vec1().unwrap() };
+        let tv = target.vars.named_vars().into_iter().find(|(n, _)| n == name).unwrap().1;
+        assert_eq!(values(&tv), values(&online[name]));
+        assert_eq!(target.vars.named_vars().len(), net.vars.named_vars().len() - 8, "predictor excluded");
+        let before = values(&tv);
+        online[name].set(&online[name].as_tensor().zeros_like().unwrap()).unwrap();
+        net.update_target(0.75).unwrap();
+        for (after, b) in values(&tv).iter().zip(&before) {
+            assert!((after - 0.75 * b).abs() < 1e-7);
+        }
     }
 }

@@ -1,10 +1,10 @@
 //! VICReg (SPEC §1): projector `Linear → BN → ReLU` per hidden layer and a bias-free last
-//! Linear (built by [`super::Network`]); two views; the loss of `infomax_losses::vicreg`.
+//! Linear; two views forwarded one by one; the loss of `infomax_losses::vicreg`.
 
 use candle_core::Tensor;
 use infomax_losses::VicregWeights;
 
-use super::{LossOutput, SslLoss};
+use super::{Network, SslMethod, StepContext, StepOutput};
 use crate::spec::RunSpec;
 use crate::Result;
 
@@ -27,12 +27,14 @@ impl Vicreg {
     }
 }
 
-impl SslLoss for Vicreg {
-    fn loss(&self, z: &[Tensor]) -> Result<LossOutput> {
+impl SslMethod for Vicreg {
+    fn step_loss(&self, net: &Network, views: &[Tensor], _ctx: &StepContext) -> Result<StepOutput> {
+        let z = net.embed_views(views)?;
         let t = infomax_losses::vicreg(&z[0], &z[1], &self.weights)?;
-        Ok(LossOutput {
+        Ok(StepOutput {
             loss: t.loss,
             terms: vec![("invariance", t.invariance), ("variance", t.variance), ("covariance", t.covariance)],
+            embeddings: z,
         })
     }
 }
