@@ -78,7 +78,7 @@ enum Command {
         #[arg(long, num_args = 2.., required = true, value_name = "FILE")]
         views: Vec<PathBuf>,
         /// A loss parameter: barlow-twins lambda; vicreg sim_coeff, std_coeff, cov_coeff, gamma, eps;
-        /// w-mse w_size (default N), w_iter, eps, seed; simclr tau.
+        /// w-mse w_size (default N), w_iter, eps, seed, permute (0: consecutive sub-batches); simclr tau.
         #[arg(long = "set", value_name = "KEY=VALUE")]
         set: Vec<String>,
         /// Write ∂loss/∂view_i as DIR/grad_i.npy (float32).

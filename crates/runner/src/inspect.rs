@@ -50,7 +50,7 @@ pub fn keys(method: Method) -> &'static [(&'static str, f64)] {
         Method::Vicreg => {
             &[("sim_coeff", 25.0), ("std_coeff", 25.0), ("cov_coeff", 1.0), ("gamma", 1.0), ("eps", 1e-4)]
         }
-        Method::WMse => &[("w_size", 0.0), ("w_iter", 1.0), ("eps", 0.0), ("seed", 0.0)],
+        Method::WMse => &[("w_size", 0.0), ("w_iter", 1.0), ("eps", 0.0), ("seed", 0.0), ("permute", 1.0)],
         Method::Simclr => &[("tau", infomax_losses::simclr::DEFAULT_TAU)],
         Method::Byol | Method::Simsiam => &[],
     }
@@ -164,11 +164,21 @@ pub fn inspect(method: Method, paths: &[PathBuf], set: &[(String, String)]) -> R
                 w => w,
             };
             let cfg = WmseConfig { w_size, w_iter: whole("w_iter", values["w_iter"])?, eps: values["eps"] };
+            // permute = 1: random sub-batches as in training, drawn from `seed`; permute = 0:
+            // consecutive rows (the first w_size rows are the first sub-batch), so that another
+            // framework can reproduce the grouping.
+            let permute = match whole("permute", values["permute"])? {
+                0 => false,
+                1 => true,
+                _ => return Err(Error::Override { arg: "permute".into(), what: "0 or 1 expected".into() }),
+            };
             let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(whole("seed", values["seed"])? as u64);
             let permutations: Vec<Vec<usize>> = (0..cfg.w_iter)
                 .map(|_| {
                     let mut p: Vec<usize> = (0..n).collect();
-                    p.shuffle(&mut rng);
+                    if permute {
+                        p.shuffle(&mut rng);
+                    }
                     p
                 })
                 .collect();
