@@ -50,6 +50,72 @@ const SLICE: &[&str] = &[
     "--no-progress",
 ];
 
+/// Every other method trains from its own experiment file on a tiny real slice (2 steps of 64,
+/// ResNet-18 at width 0.125, small heads), with its terms and collapse diagnostics stored; W-MSE
+/// with 4 views and BYOL and SimSiam with the variance term on top.
+#[test]
+fn every_method_trains_from_its_experiment_file() {
+    let data = data_root();
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("results.sqlite");
+    let out = tmp.path().join("html");
+    let cases: &[(&str, &[&str], &[&str])] = &[
+        ("barlow-twins", &["projector.widths=[64, 64, 64]"], &["loss.off_diagonal", "loss.on_diagonal"]),
+        ("w-mse", &["projector.widths=[64, 16]", "wmse.w_size=32", "train.views=4"], &[]),
+        ("simclr", &["projector.widths=[64, 16]"], &[]),
+        (
+            "byol",
+            &[
+                "projector.widths=[64, 16]",
+                "predictor.widths=[64, 16]",
+                "variance_reg={coeff=1.0, gamma=1.0, eps=1e-4}",
+            ],
+            &["loss.variance_reg"],
+        ),
+        ("simsiam", &["projector.widths=[64, 64]", "predictor.widths=[16, 64]"], &[]),
+    ];
+    for (i, (experiment, sets, method_terms)) in cases.iter().enumerate() {
+        let mut args = vec!["reproduce", experiment, "--profile", "smoke", "--data-dir", data.to_str().unwrap()];
+        args.extend(["--db", db.to_str().unwrap(), "--out", out.to_str().unwrap(), "--no-progress"]);
+        let mut all = vec![
+            "train.epochs=1",
+            "train.train_images=128",
+            "train.batch_size=64",
+            "encoder.width=0.125",
+            "eval.bank_images=200",
+            "eval.test_images=100",
+        ];
+        all.extend_from_slice(sets);
+        for s in &all {
+            args.extend(["--set", s]);
+        }
+        let o = infomax(&args);
+        assert!(o.status.success(), "{experiment}: {}", text(&o));
+        let run_id = i as i64 + 1;
+        assert!(text(&o).contains(&format!("run {run_id} finished")), "{}", text(&o));
+        let c = Connection::open(&db).unwrap();
+        let method: String = c.query_row("SELECT method FROM runs WHERE id = ?1", [run_id], |r| r.get(0)).unwrap();
+        assert_eq!(&method, experiment);
+        let mut terms: Vec<(String, f64)> = c
+            .prepare("SELECT name, value FROM epoch_terms WHERE run_id = ?1 ORDER BY name")
+            .unwrap()
+            .query_map([run_id], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        terms.sort_by(|a, b| a.0.cmp(&b.0));
+        let names: Vec<&str> = terms.iter().map(|t| t.0.as_str()).collect();
+        let mut want = vec!["diag.effective_rank", "diag.embedding_std"];
+        want.extend_from_slice(method_terms);
+        assert_eq!(names, want, "{experiment}");
+        let rank = terms[0].1;
+        assert!(rank > 1.0 && rank.is_finite(), "{experiment}: effective rank {rank}");
+        let evals: i64 =
+            c.query_row("SELECT count(*) FROM evaluations WHERE run_id = ?1", [run_id], |r| r.get(0)).unwrap();
+        assert_eq!(evals, 4, "{experiment}: k-NN before and after");
+    }
+}
+
 #[test]
 fn smoke_experiment_on_a_real_slice_stores_rows_and_renders_the_table() {
     let data = data_root();
@@ -102,7 +168,10 @@ fn smoke_experiment_on_a_real_slice_stores_rows_and_renders_the_table() {
         .map(Result::unwrap)
         .collect();
     terms.sort();
-    assert_eq!(terms, ["diag.embedding_std", "loss.covariance", "loss.invariance", "loss.variance"]);
+    assert_eq!(
+        terms,
+        ["diag.effective_rank", "diag.embedding_std", "loss.covariance", "loss.invariance", "loss.variance"]
+    );
 
     let evals: Vec<(i64, String, i64, f64, f64, i64, i64)> = c
         .prepare(

@@ -93,7 +93,8 @@ fn vicreg_value_terms_and_gradients_by_hand() {
 #[test]
 fn byol_target_gradient_is_zero_and_wmse_whole_batch_is_permutation_free() {
     let dir = tempfile::tempdir().unwrap();
-    let rows: Vec<Vec<f64>> = (0..8).map(|i| (0..3).map(|j| (((i * 3 + j) * (i * 3 + j)) as f64 * 0.7).sin()).collect()).collect();
+    let rows: Vec<Vec<f64>> =
+        (0..8).map(|i| (0..3).map(|j| (((i * 3 + j) * (i * 3 + j)) as f64 * 0.7).sin()).collect()).collect();
     let refs: Vec<&[f64]> = rows.iter().map(|r| r.as_slice()).collect();
     let p = write_npy(dir.path(), "p.npy", &refs);
     let shifted: Vec<Vec<f64>> = rows.iter().map(|r| r.iter().map(|x| x * 1.5 + 0.2).rev().collect()).collect();
