@@ -17,8 +17,11 @@ pub struct MlpConfig {
     pub hidden_bias: bool,
     /// Whether the last Linear has a bias (the FAIR projectors have none).
     pub last_bias: bool,
-    /// A BatchNorm (PyTorch defaults, affine) after the last Linear.
+    /// A BatchNorm (PyTorch defaults) after the last Linear.
     pub output_bn: bool,
+    /// Whether that BatchNorm has a learnable scale and shift. SimSiam's has none (a learnable
+    /// scale could shrink dimensions away); the W-MSE code's SimCLR `bn_last` has them.
+    pub output_bn_affine: bool,
 }
 
 impl MlpConfig {
@@ -48,7 +51,12 @@ pub fn linear(in_dim: usize, out_dim: usize, bias: bool, vb: VarBuilder) -> Resu
 
 /// BatchNorm with PyTorch's defaults (eps 1e-5, momentum 0.1, affine).
 pub fn batch_norm(features: usize, vb: VarBuilder) -> Result<BatchNorm> {
-    candle_nn::batch_norm(features, BatchNormConfig { eps: 1e-5, remove_mean: true, affine: true, momentum: 0.1 }, vb)
+    batch_norm_with(features, true, vb)
+}
+
+/// BatchNorm with PyTorch's defaults, with or without the learnable scale and shift.
+pub fn batch_norm_with(features: usize, affine: bool, vb: VarBuilder) -> Result<BatchNorm> {
+    candle_nn::batch_norm(features, BatchNormConfig { eps: 1e-5, remove_mean: true, affine, momentum: 0.1 }, vb)
 }
 
 #[derive(Debug, Clone)]
@@ -73,7 +81,11 @@ impl Mlp {
         }
         let l = vb.pp(format!("layers.{}", n - 1));
         let last = linear(in_dim, cfg.widths[n - 1], cfg.last_bias, l.pp("linear"))?;
-        let output_bn = if cfg.output_bn { Some(batch_norm(cfg.widths[n - 1], l.pp("bn"))?) } else { None };
+        let output_bn = if cfg.output_bn {
+            Some(batch_norm_with(cfg.widths[n - 1], cfg.output_bn_affine, l.pp("bn"))?)
+        } else {
+            None
+        };
         Ok(Self { hidden, last, output_bn })
     }
 }
@@ -102,7 +114,14 @@ mod tests {
     fn shapes_and_bias_layout() {
         let map = SeededVarMap::new(0);
         let vb = map.builder(DType::F32, &Device::Cpu);
-        let cfg = MlpConfig { input: 8, widths: vec![16, 16, 4], hidden_bias: true, last_bias: false, output_bn: true };
+        let cfg = MlpConfig {
+            input: 8,
+            widths: vec![16, 16, 4],
+            hidden_bias: true,
+            last_bias: false,
+            output_bn: true,
+            output_bn_affine: true,
+        };
         let mlp = Mlp::new(&cfg, vb).unwrap();
         let x = Tensor::ones((5, 8), DType::F32, &Device::Cpu).unwrap();
         assert_eq!(mlp.forward_t(&x, true).unwrap().dims(), &[5, 4]);
@@ -114,9 +133,40 @@ mod tests {
         assert!(names.contains(&"layers.2.bn.weight".to_string()));
     }
 
+    /// Without affine, the output BatchNorm has running statistics but nothing to learn.
+    #[test]
+    fn output_bn_without_affine_has_no_scale_or_shift() {
+        let map = SeededVarMap::new(0);
+        let vb = map.builder(DType::F32, &Device::Cpu);
+        let cfg = MlpConfig {
+            input: 8,
+            widths: vec![16, 4],
+            hidden_bias: false,
+            last_bias: false,
+            output_bn: true,
+            output_bn_affine: false,
+        };
+        let mlp = Mlp::new(&cfg, vb).unwrap();
+        let names: Vec<String> = map.named_vars().into_iter().map(|(n, _)| n).collect();
+        assert!(names.contains(&"layers.1.bn.running_var".to_string()));
+        assert!(!names.iter().any(|n| n == "layers.1.bn.weight" || n == "layers.0.linear.bias"), "{names:?}");
+        let x = Tensor::randn(0f32, 1.0, (6, 8), &Device::Cpu).unwrap();
+        let y = mlp.forward_t(&x, true).unwrap();
+        // Standardised per dimension: zero mean, unit (biased) variance up to eps.
+        let var: Vec<f32> = y.sqr().unwrap().mean(0).unwrap().to_vec1().unwrap();
+        assert!(var.iter().all(|v| (v - 1.0).abs() < 1e-3), "{var:?}");
+    }
+
     #[test]
     fn rejects_empty_widths() {
-        let cfg = MlpConfig { input: 8, widths: vec![], hidden_bias: true, last_bias: false, output_bn: false };
+        let cfg = MlpConfig {
+            input: 8,
+            widths: vec![],
+            hidden_bias: true,
+            last_bias: false,
+            output_bn: false,
+            output_bn_affine: true,
+        };
         assert!(cfg.validate().unwrap_err().to_string().contains("projector"));
     }
 }

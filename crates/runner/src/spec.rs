@@ -112,6 +112,8 @@ pub struct HeadSpec {
     pub last_bias: bool,
     /// A BatchNorm after the last Linear (the W-MSE code's SimCLR `bn_last`; SimSiam's projector).
     pub output_bn: bool,
+    /// Whether that BatchNorm learns a scale and shift (SimCLR's `bn_last` does; SimSiam's does not).
+    pub output_bn_affine: bool,
     /// Forward all views through the head as one batch, so its BatchNorms see every view's rows
     /// together (the W-MSE code's W-MSE and SimCLR); otherwise view by view (FAIR code, BYOL).
     pub joint_views: bool,
@@ -121,7 +123,14 @@ impl HeadSpec {
     /// `Linear → BN → ReLU` hidden layers with biases and a biased last Linear, views forwarded
     /// one by one.
     pub fn mlp(widths: &[usize]) -> Self {
-        HeadSpec { widths: widths.to_vec(), hidden_bias: true, last_bias: true, output_bn: false, joint_views: false }
+        HeadSpec {
+            widths: widths.to_vec(),
+            hidden_bias: true,
+            last_bias: true,
+            output_bn: false,
+            output_bn_affine: true,
+            joint_views: false,
+        }
     }
 }
 
@@ -327,6 +336,7 @@ impl RunSpec {
             hidden_bias: bias,
             last_bias: false,
             output_bn: false,
+            output_bn_affine: true,
             joint_views: false,
         };
         let mut spec = RunSpec {
@@ -392,6 +402,7 @@ impl RunSpec {
                     hidden_bias: false,
                     last_bias: false,
                     output_bn: true,
+                    output_bn_affine: false,
                     joint_views: false,
                 };
                 spec.predictor = Some(HeadSpec { hidden_bias: false, ..HeadSpec::mlp(&[512, 2048]) });

@@ -62,6 +62,7 @@ fn head(spec: &HeadSpec, input: usize) -> MlpConfig {
         hidden_bias: spec.hidden_bias,
         last_bias: spec.last_bias,
         output_bn: spec.output_bn,
+        output_bn_affine: spec.output_bn_affine,
     }
 }
 
