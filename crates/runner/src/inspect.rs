@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor, Var};
 use infomax_losses::{VicregWeights, WmseConfig};
-use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
 use crate::spec::Method;
@@ -173,15 +172,7 @@ pub fn inspect(method: Method, paths: &[PathBuf], set: &[(String, String)]) -> R
                 _ => return Err(Error::Override { arg: "permute".into(), what: "0 or 1 expected".into() }),
             };
             let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(whole("seed", values["seed"])? as u64);
-            let permutations: Vec<Vec<usize>> = (0..cfg.w_iter)
-                .map(|_| {
-                    let mut p: Vec<usize> = (0..n).collect();
-                    if permute {
-                        p.shuffle(&mut rng);
-                    }
-                    p
-                })
-                .collect();
+            let permutations = crate::method::wmse::sub_batch_permutations(n, cfg.w_iter, permute.then_some(&mut rng));
             infomax_losses::wmse(&inputs, &cfg, &permutations)?
         }
         Method::Simclr => infomax_losses::simclr(&inputs, values["tau"])?,

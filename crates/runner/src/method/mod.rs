@@ -7,7 +7,7 @@ mod byol;
 mod simclr;
 mod simsiam;
 mod vicreg;
-mod wmse;
+pub(crate) mod wmse;
 
 use std::collections::HashMap;
 

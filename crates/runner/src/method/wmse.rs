@@ -11,6 +11,20 @@ use super::{Network, SslMethod, StepContext, StepOutput};
 use crate::spec::RunSpec;
 use crate::Result;
 
+/// `w_iter` orderings of `0..n` whose consecutive `w_size` chunks are the whitened sub-batches:
+/// shuffled by `rng`, or in row order without one.
+pub fn sub_batch_permutations(n: usize, w_iter: usize, mut rng: Option<&mut impl rand::Rng>) -> Vec<Vec<usize>> {
+    (0..w_iter)
+        .map(|_| {
+            let mut p: Vec<usize> = (0..n).collect();
+            if let Some(rng) = rng.as_deref_mut() {
+                p.shuffle(rng);
+            }
+            p
+        })
+        .collect()
+}
+
 pub struct Wmse {
     cfg: WmseConfig,
 }
@@ -27,13 +41,7 @@ impl SslMethod for Wmse {
         let z = net.embed_views(views)?;
         let n = z[0].dim(0)?;
         let mut rng = rng_for(ctx.seed, Purpose::Whiten, ctx.epoch, ctx.step, 0);
-        let permutations: Vec<Vec<usize>> = (0..self.cfg.w_iter)
-            .map(|_| {
-                let mut p: Vec<usize> = (0..n).collect();
-                p.shuffle(&mut rng);
-                p
-            })
-            .collect();
+        let permutations = sub_batch_permutations(n, self.cfg.w_iter, Some(&mut rng));
         let loss = infomax_losses::wmse(&z, &self.cfg, &permutations)?;
         Ok(StepOutput { loss, terms: Vec::new(), embeddings: z })
     }
