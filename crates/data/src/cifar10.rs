@@ -2,8 +2,9 @@
 //! each 10,000 records of one label byte and 3,072 pixel bytes (1,024 R, then G, then B, each
 //! plane row-major 32×32), plus `batches.meta.txt` with the class names.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
+use crate::files::{fetch_hint, read_names, require_dir, Expected};
 use crate::{Error, ImageSet, Result, Split};
 
 pub const NAME: &str = "cifar10";
@@ -21,7 +22,11 @@ const DEFAULT_CLASS_NAMES: [&str; CLASSES] =
     ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"];
 
 fn hint(root: &Path) -> String {
-    format!("download {URL} and extract it so that {} exists", root.join(DIR).display())
+    fetch_hint(NAME, URL, root, DIR)
+}
+
+fn expected(hint: &str) -> Expected<'_> {
+    Expected { dataset: NAME, records: RECORDS_PER_FILE, record_len: RECORD_LEN, hint }
 }
 
 /// The batch files of a split, in order.
@@ -31,44 +36,17 @@ pub fn files(split: Split) -> Vec<&'static str> {
             vec!["data_batch_1.bin", "data_batch_2.bin", "data_batch_3.bin", "data_batch_4.bin", "data_batch_5.bin"]
         }
         Split::Test => vec!["test_batch.bin"],
+        Split::Unlabeled => Vec::new(),
     }
 }
 
 /// Check that every file of a split exists with exactly the official size, without reading it.
 pub fn check(root: &Path, split: Split) -> Result<()> {
     let dir = root.join(DIR);
-    if !dir.is_dir() {
-        return Err(Error::Missing {
-            dataset: NAME,
-            path: dir,
-            expected: format!("a folder with {}", files(split).join(", ")),
-            hint: hint(root),
-        });
-    }
+    let hint = hint(root);
+    require_dir(NAME, &dir, &files(split).join(", "), &hint)?;
     for f in files(split) {
-        check_file(root, &dir.join(f))?;
-    }
-    Ok(())
-}
-
-fn check_file(root: &Path, path: &PathBuf) -> Result<()> {
-    let expected = (RECORDS_PER_FILE * RECORD_LEN) as u64;
-    let meta = std::fs::metadata(path).map_err(|_| Error::Missing {
-        dataset: NAME,
-        path: path.clone(),
-        expected: format!("{expected} bytes ({RECORDS_PER_FILE} records of {RECORD_LEN} bytes)"),
-        hint: hint(root),
-    })?;
-    if meta.len() != expected {
-        return Err(Error::Size {
-            dataset: NAME,
-            path: path.clone(),
-            actual: meta.len(),
-            expected,
-            records: RECORDS_PER_FILE,
-            record_len: RECORD_LEN,
-            hint: hint(root),
-        });
+        expected(&hint).check(&dir.join(f))?;
     }
     Ok(())
 }
@@ -76,35 +54,24 @@ fn check_file(root: &Path, path: &PathBuf) -> Result<()> {
 /// Read the class names from `batches.meta.txt`, or the official names when it is absent.
 fn class_names(root: &Path) -> Result<Vec<String>> {
     let path = root.join(DIR).join("batches.meta.txt");
-    let Ok(text) = std::fs::read_to_string(&path) else {
+    if !path.exists() {
         return Ok(DEFAULT_CLASS_NAMES.iter().map(|s| s.to_string()).collect());
-    };
-    let names: Vec<String> = text.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect();
-    if names.len() != CLASSES {
-        return Err(Error::Format {
-            dataset: NAME,
-            path,
-            what: format!("expected {CLASSES} class names, one per line, found {}", names.len()),
-        });
     }
-    Ok(names)
+    read_names(NAME, &path, CLASSES, &hint(root))
 }
 
 /// Load a split, checking every file's size and every label.
 pub fn load(root: &Path, split: Split) -> Result<ImageSet> {
     check(root, split)?;
     let dir = root.join(DIR);
+    let hint = hint(root);
     let files = files(split);
     let n = files.len() * RECORDS_PER_FILE;
     let mut pixels = Vec::with_capacity(n * (RECORD_LEN - 1));
     let mut labels = Vec::with_capacity(n);
     for f in files {
         let path = dir.join(f);
-        let bytes = std::fs::read(&path).map_err(|source| Error::Io { path: path.clone(), source })?;
-        if bytes.len() != RECORDS_PER_FILE * RECORD_LEN {
-            // The file changed between the size check and the read.
-            check_file(root, &path)?;
-        }
+        let bytes = expected(&hint).read(&path)?;
         for (record, chunk) in bytes.chunks_exact(RECORD_LEN).enumerate() {
             let label = chunk[0];
             if label as usize >= CLASSES {
@@ -114,7 +81,7 @@ pub fn load(root: &Path, split: Split) -> Result<ImageSet> {
             pixels.extend_from_slice(&chunk[1..]);
         }
     }
-    Ok(ImageSet { name: NAME, split, height: SIDE, width: SIDE, pixels, labels, class_names: class_names(root)? })
+    Ok(ImageSet::new(NAME, split, (SIDE, SIDE), pixels, labels, class_names(root)?))
 }
 
 #[cfg(test)]
@@ -165,7 +132,7 @@ mod tests {
     fn missing_folder_and_missing_file_are_named() {
         let tmp = tempfile::tempdir().unwrap();
         let err = load(tmp.path(), Split::Train).unwrap_err().to_string();
-        assert!(err.contains(DIR) && err.contains("get it"), "{err}");
+        assert!(err.contains(DIR) && err.contains("datasets fetch cifar10"), "{err}");
         write_split(tmp.path(), Split::Test, |_| RECORDS_PER_FILE * RECORD_LEN);
         let err = load(tmp.path(), Split::Train).unwrap_err().to_string();
         assert!(err.contains("data_batch_1.bin") && err.contains("30730000 bytes"), "{err}");

@@ -25,7 +25,9 @@ pub enum Error {
     Format { dataset: &'static str, path: PathBuf, what: String },
     #[error("cannot read {path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
-    #[error("unknown dataset `{0}`: expected one of cifar10")]
+    #[error("{dataset} has no split `{split}`: expected one of {expected}")]
+    Split { dataset: &'static str, split: String, expected: String },
+    #[error("unknown dataset `{0}`: expected one of cifar10, cifar100, stl10, tiny-imagenet")]
     UnknownDataset(String),
     #[error("augmentation: {0}")]
     Augment(String),

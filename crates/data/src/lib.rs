@@ -5,12 +5,19 @@
 //! touches a tensor library, so the runner decides where the pixels go (CPU or GPU).
 
 pub mod augment;
+pub mod cache;
 pub mod cifar10;
+pub mod cifar100;
+pub mod dataset;
 mod error;
+mod files;
 pub mod image;
 pub mod root;
 pub mod seed;
+pub mod stl10;
+pub mod tiny_imagenet;
 pub mod views;
 
+pub use self::image::{ImageSet, Split};
+pub use dataset::Dataset;
 pub use error::{Error, Result};
-pub use image::{ImageSet, Split};

@@ -48,15 +48,14 @@ mod tests {
     use crate::Split;
 
     fn tiny_set(n: usize) -> ImageSet {
-        ImageSet {
-            name: "synthetic",
-            split: Split::Train,
-            height: 32,
-            width: 32,
-            pixels: (0..n * 3072).map(|i| (i * 7 % 251) as u8).collect(),
-            labels: (0..n).map(|i| (i % 10) as u8).collect(),
-            class_names: (0..10).map(|i| i.to_string()).collect(),
-        }
+        ImageSet::new(
+            "synthetic",
+            Split::Train,
+            (32, 32),
+            (0..n * 3072).map(|i| (i * 7 % 251) as u8).collect(),
+            (0..n).map(|i| (i % 10) as u8).collect(),
+            (0..10).map(|i| i.to_string()).collect(),
+        )
     }
 
     #[test]

@@ -1,0 +1,232 @@
+//! The four datasets of the papers' tables, by name: where each lives under the data root, its
+//! splits and counts, its official download, and the loader that reads it.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{cifar10, cifar100, stl10, tiny_imagenet, Error, ImageSet, Result, Split};
+
+/// A dataset with a loader. Names (CLI, experiment files, database) are the serde names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Dataset {
+    Cifar10,
+    Cifar100,
+    Stl10,
+    TinyImagenet,
+}
+
+/// One official download: the archive, its published size and MD5, and the folder it holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Archive {
+    pub url: &'static str,
+    pub file_name: &'static str,
+    pub bytes: u64,
+    pub md5: &'static str,
+}
+
+impl Dataset {
+    pub const ALL: [Dataset; 4] = [Dataset::Cifar10, Dataset::Cifar100, Dataset::Stl10, Dataset::TinyImagenet];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Dataset::Cifar10 => cifar10::NAME,
+            Dataset::Cifar100 => cifar100::NAME,
+            Dataset::Stl10 => stl10::NAME,
+            Dataset::TinyImagenet => tiny_imagenet::NAME,
+        }
+    }
+
+    /// The official folder under the data root.
+    pub fn dir(self) -> &'static str {
+        match self {
+            Dataset::Cifar10 => cifar10::DIR,
+            Dataset::Cifar100 => cifar100::DIR,
+            Dataset::Stl10 => stl10::DIR,
+            Dataset::TinyImagenet => tiny_imagenet::DIR,
+        }
+    }
+
+    /// The splits with images, and how many each holds in the official release.
+    /// Tiny-ImageNet's `test` is its labelled `val` folder (its own test images have no labels).
+    pub fn splits(self) -> &'static [(Split, usize)] {
+        match self {
+            Dataset::Cifar10 | Dataset::Cifar100 => &[(Split::Train, 50_000), (Split::Test, 10_000)],
+            Dataset::Stl10 => &[(Split::Train, 5_000), (Split::Test, 8_000), (Split::Unlabeled, 100_000)],
+            Dataset::TinyImagenet => &[(Split::Train, 100_000), (Split::Test, 10_000)],
+        }
+    }
+
+    /// The splits self-supervised pre-training reads: STL-10 adds its unlabeled images (SPEC §3).
+    pub fn pretrain_splits(self) -> &'static [Split] {
+        match self {
+            Dataset::Stl10 => &[Split::Train, Split::Unlabeled],
+            _ => &[Split::Train],
+        }
+    }
+
+    pub fn classes(self) -> usize {
+        match self {
+            Dataset::Cifar10 | Dataset::Stl10 => 10,
+            Dataset::Cifar100 => 100,
+            Dataset::TinyImagenet => 200,
+        }
+    }
+
+    /// Stored image side in pixels (all four are square).
+    pub fn side(self) -> usize {
+        match self {
+            Dataset::Cifar10 | Dataset::Cifar100 => 32,
+            Dataset::Stl10 => stl10::SIDE,
+            Dataset::TinyImagenet => tiny_imagenet::SIDE,
+        }
+    }
+
+    /// The W-MSE code's per-channel normalisation (SPEC §3).
+    pub fn mean_std(self) -> ([f32; 3], [f32; 3]) {
+        match self {
+            Dataset::Cifar10 => (cifar10::MEAN, cifar10::STD),
+            Dataset::Cifar100 => ([0.5071, 0.4867, 0.4408], [0.2675, 0.2565, 0.2761]),
+            Dataset::Stl10 => ([0.43, 0.42, 0.39], [0.27, 0.26, 0.27]),
+            Dataset::TinyImagenet => ([0.480, 0.448, 0.398], [0.277, 0.269, 0.282]),
+        }
+    }
+
+    /// The training crop side of the W-MSE code: 32 on CIFAR, 64 on STL-10 and Tiny-ImageNet.
+    pub fn crop_size(self) -> usize {
+        match self {
+            Dataset::Cifar10 | Dataset::Cifar100 => 32,
+            Dataset::Stl10 | Dataset::TinyImagenet => 64,
+        }
+    }
+
+    /// The evaluation transform `(resize, centre crop)`, `None` for images used as stored:
+    /// STL-10's are resized to 70 (bicubic) and centre-cropped to 64 (SPEC §3).
+    pub fn eval_resize_crop(self) -> Option<(usize, usize)> {
+        match self {
+            Dataset::Stl10 => Some((70, 64)),
+            _ => None,
+        }
+    }
+
+    pub fn archive(self) -> Archive {
+        match self {
+            Dataset::Cifar10 => Archive {
+                url: cifar10::URL,
+                file_name: "cifar-10-binary.tar.gz",
+                bytes: 170_052_171,
+                md5: "c32a1d4ab5d03f1284b67883e8d87530",
+            },
+            Dataset::Cifar100 => Archive {
+                url: cifar100::URL,
+                file_name: "cifar-100-binary.tar.gz",
+                bytes: 168_513_733,
+                md5: "03b5dce01913d631647c71ecec9e9cb8",
+            },
+            Dataset::Stl10 => Archive {
+                url: stl10::URL,
+                file_name: "stl10_binary.tar.gz",
+                bytes: 2_640_397_119,
+                md5: "91f7769df0f17e558f3565bffb0c7dfb",
+            },
+            Dataset::TinyImagenet => Archive {
+                url: tiny_imagenet::URL,
+                file_name: "tiny-imagenet-200.zip",
+                bytes: 248_100_043,
+                md5: "90528d7ca1a48142e341f4ef8d21d0de",
+            },
+        }
+    }
+
+    /// Published MD5s of the files inside the official archive, where known.
+    pub fn official_md5s(self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            Dataset::Cifar10 => &[
+                ("data_batch_1.bin", "5dd7e06a14cb22eb9f671a540d1b7c25"),
+                ("data_batch_2.bin", "5ea93a67294ea407fff1d09f752e9692"),
+                ("data_batch_3.bin", "942cd6a4bcdd0dd3c604fbe906cb4421"),
+                ("data_batch_4.bin", "ae636b3ba5c66a11e91e8cb52e771fcb"),
+                ("data_batch_5.bin", "53f37980c15c3d472c316c40844f3f0d"),
+                ("test_batch.bin", "803d5f7f4d78ea53de84dbe85f74fb6d"),
+            ],
+            Dataset::Cifar100 => {
+                &[("train.bin", "6172c7755cfe09b2fe270c85cebc1b15"), ("test.bin", "4499cfba6c016c1be1438163640a0898")]
+            }
+            Dataset::Stl10 => &[
+                ("train_X.bin", "918c2871b30a85fa023e0c44e0bee87f"),
+                ("train_y.bin", "5a34089d4802c674881badbb80307741"),
+                ("test_X.bin", "7f263ba9f9e0b06b93213547f721ac82"),
+                ("test_y.bin", "36f9794fa4beb8a2c72628de14fa638e"),
+                ("unlabeled_X.bin", "5242ba1fed5e4be9e1e742405eb56ca4"),
+            ],
+            // The archive's MD5 is published; its 120,000 JPEGs are checked by decoding them.
+            Dataset::TinyImagenet => &[],
+        }
+    }
+
+    /// Whether the dataset's folder exists under `root` (not whether it is complete).
+    pub fn is_present(self, root: &Path) -> bool {
+        root.join(self.dir()).is_dir()
+    }
+
+    /// Load one split, checking sizes, counts and labels.
+    pub fn load(self, root: &Path, split: Split) -> Result<ImageSet> {
+        if !self.splits().iter().any(|(s, _)| *s == split) {
+            return Err(Error::Split {
+                dataset: self.name(),
+                split: split.to_string(),
+                expected: self.splits().iter().map(|(s, _)| s.name()).collect::<Vec<_>>().join(", "),
+            });
+        }
+        match self {
+            Dataset::Cifar10 => cifar10::load(root, split),
+            Dataset::Cifar100 => cifar100::load(root, split),
+            Dataset::Stl10 => stl10::load(root, split),
+            Dataset::TinyImagenet => tiny_imagenet::load(root, split),
+        }
+    }
+
+    /// The images self-supervised training reads (STL-10: train followed by unlabeled, no labels).
+    pub fn load_pretrain(self, root: &Path) -> Result<ImageSet> {
+        let mut splits = self.pretrain_splits().iter();
+        let first = self.load(root, *splits.next().expect("every dataset pre-trains on a split"))?;
+        splits.try_fold(first, |acc, s| Ok(acc.concat(&self.load(root, *s)?)))
+    }
+}
+
+impl std::fmt::Display for Dataset {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Dataset {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        Dataset::ALL.into_iter().find(|d| d.name() == s).ok_or_else(|| Error::UnknownDataset(s.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_through_serde_and_from_str() {
+        for d in Dataset::ALL {
+            let json = serde_json::to_string(&d).unwrap();
+            assert_eq!(json, format!("\"{}\"", d.name()));
+            assert_eq!(d.name().parse::<Dataset>().unwrap(), d);
+        }
+        let err = "imagenet".parse::<Dataset>().unwrap_err().to_string();
+        assert!(err.contains("cifar10, cifar100, stl10, tiny-imagenet"), "{err}");
+    }
+
+    #[test]
+    fn unknown_split_names_the_valid_ones() {
+        let err = Dataset::Cifar10.load(Path::new("/nonexistent"), Split::Unlabeled).unwrap_err().to_string();
+        assert!(err.contains("unlabeled") && err.contains("train, test"), "{err}");
+    }
+}
