@@ -1,10 +1,17 @@
 //! Image augmentations with torchvision's semantics, on planar RGB `f32` images in `[0, 1]`.
 //!
-//! Each transform is a plain function so it can be tested alone; [`Pipeline`] chains them in the
-//! order of a preset. The W-MSE CIFAR preset (the authors' order and defaults) is
-//! `RandomApply(ColorJitter(0.4, 0.4, 0.4, 0.1), p=0.8) → RandomGrayscale(p=0.1) →
-//! RandomResizedCrop(32, scale=(0.2, 1), ratio=(3/4, 4/3), bicubic) → RandomHorizontalFlip(0.5) →
-//! Normalize(mean, std)`.
+//! Each transform is a plain function so it can be tested alone; a [`Pipeline`] chains them for
+//! one view and an [`Augment`] holds the two pipelines of a preset (view 0, 2, … and view 1, 3, …),
+//! the normalisation and the evaluation transform. Two presets (SPEC §3):
+//! - `wmse` (the W-MSE authors' symmetric pipeline): `RandomApply(ColorJitter(0.4, 0.4, 0.4,
+//!   0.1), p=0.8) → RandomGrayscale(0.1) → RandomResizedCrop(size, scale=(0.2, 1), ratio=(3/4,
+//!   4/3), bicubic) → RandomHorizontalFlip(0.5)`, the same for every view;
+//! - `fair` (Barlow Twins / VICReg, asymmetric): `RandomResizedCrop(size, scale=(0.08, 1),
+//!   bicubic) → RandomHorizontalFlip(0.5) → RandomApply(ColorJitter(0.4, 0.4, 0.2, 0.1), p=0.8) →
+//!   RandomGrayscale(0.2) → GaussianBlur(σ ∈ [0.1, 2]) with p 1.0 / 0.1 → Solarize(128) with
+//!   p 0.0 / 0.2`;
+//!
+//! then `Normalize(mean, std)` of the dataset.
 
 use rand::seq::SliceRandom;
 use rand::Rng;
@@ -281,43 +288,193 @@ impl ColorJitter {
     }
 }
 
-/// A chain of augmentations, configured from an experiment file.
+/// σ-Gaussian blur, separable, with a kernel of radius ⌈3σ⌉ (so the kernel holds all but
+/// 0.3 % of the Gaussian, as PIL's `GaussianBlur(radius=σ)` the FAIR code uses) and reflect
+/// padding at the borders (torchvision's `gaussian_blur`).
+pub fn gaussian_blur(img: &mut Rgb, sigma: f32) {
+    let radius = ((3.0 * sigma).ceil() as usize).max(1).min(img.height.min(img.width).saturating_sub(1));
+    if radius == 0 {
+        return;
+    }
+    let kernel: Vec<f32> = {
+        let raw: Vec<f32> =
+            (0..=2 * radius).map(|i| (-((i as f32 - radius as f32).powi(2)) / (2.0 * sigma * sigma)).exp()).collect();
+        let total: f32 = raw.iter().sum();
+        raw.into_iter().map(|v| v / total).collect()
+    };
+    // Reflect (without repeating the edge): index −1 → 1, n → n − 2.
+    let reflect = |i: isize, n: usize| -> usize {
+        let n = n as isize;
+        let i = if i < 0 { -i } else { i };
+        (if i >= n { 2 * (n - 1) - i } else { i }) as usize
+    };
+    let (h, w) = (img.height, img.width);
+    let mut tmp = vec![0.0f32; h * w];
+    for plane in img.data.chunks_mut(h * w) {
+        for y in 0..h {
+            for x in 0..w {
+                tmp[y * w + x] = kernel
+                    .iter()
+                    .enumerate()
+                    .map(|(k, kv)| kv * plane[y * w + reflect(x as isize + k as isize - radius as isize, w)])
+                    .sum();
+            }
+        }
+        for y in 0..h {
+            for x in 0..w {
+                plane[y * w + x] = kernel
+                    .iter()
+                    .enumerate()
+                    .map(|(k, kv)| kv * tmp[reflect(y as isize + k as isize - radius as isize, h) * w + x])
+                    .sum();
+            }
+        }
+    }
+}
+
+/// The threshold of PIL's `ImageOps.solarize(img, 128)` on values in `[0, 1]`.
+pub const SOLARIZE_THRESHOLD: f32 = 128.0 / 255.0;
+
+/// Invert every value at or above the threshold (PIL: `v if v < 128 else 255 − v`).
+pub fn solarize(img: &mut Rgb) {
+    for v in &mut img.data {
+        if *v >= SOLARIZE_THRESHOLD - 1e-6 {
+            *v = 1.0 - *v;
+        }
+    }
+}
+
+/// Resize the whole image so its shorter side is `resize` (bicubic), then cut the central
+/// `crop × crop` square (torchvision's `Resize(resize)` then `CenterCrop(crop)`).
+pub fn resize_centre_crop(img: &Rgb, resize: usize, crop: usize) -> Rgb {
+    let (h, w) = (img.height, img.width);
+    let (rh, rw) = if h <= w { (resize, resize * w / h) } else { (resize * h / w, resize) };
+    let full = Window { top: 0, left: 0, height: h, width: w };
+    let resized = resized_crop_bicubic(img, full, rh, rw);
+    let top = ((rh - crop) as f32 / 2.0).round() as usize;
+    let left = ((rw - crop) as f32 / 2.0).round() as usize;
+    let mut data = Vec::with_capacity(3 * crop * crop);
+    for plane in resized.data.chunks(rh * rw) {
+        for y in top..top + crop {
+            data.extend_from_slice(&plane[y * rw + left..y * rw + left + crop]);
+        }
+    }
+    Rgb { height: crop, width: crop, data }
+}
+
+/// In which order a pipeline crops and colours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Order {
+    /// W-MSE: colour jitter, grayscale, then crop and flip.
+    ColourFirst,
+    /// FAIR: crop and flip, then colour jitter, grayscale, blur and solarisation.
+    CropFirst,
+}
+
+/// One view's chain of augmentations, configured from an experiment file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Pipeline {
+    pub order: Order,
     /// Output side in pixels (square crops).
     pub size: usize,
-    pub color_jitter: ColorJitter,
-    pub grayscale_p: f32,
     /// Random resized crop: area fraction range.
     pub crop_scale: (f32, f32),
     /// Random resized crop: aspect ratio range.
     pub crop_ratio: (f32, f32),
     pub flip_p: f32,
+    pub color_jitter: ColorJitter,
+    pub grayscale_p: f32,
+    /// Gaussian blur: probability and the range σ is drawn from uniformly.
+    pub blur_p: f32,
+    pub blur_sigma: (f32, f32),
+    /// Solarisation (threshold 128) probability.
+    pub solarize_p: f32,
+}
+
+/// A named set of augmentation defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Preset {
+    /// The W-MSE authors' symmetric pipeline.
+    Wmse,
+    /// Barlow Twins' and VICReg's asymmetric pair.
+    Fair,
+}
+
+impl Preset {
+    pub fn name(self) -> &'static str {
+        match self {
+            Preset::Wmse => "wmse",
+            Preset::Fair => "fair",
+        }
+    }
+}
+
+/// Everything a run does to pixels: the two view pipelines, the normalisation, and the
+/// evaluation transform.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Augment {
+    /// Which preset the defaults came from (every field below may still be overridden).
+    pub preset: Preset,
+    /// Views 0, 2, 4, …
+    pub view_a: Pipeline,
+    /// Views 1, 3, 5, …
+    pub view_b: Pipeline,
     pub mean: [f32; 3],
     pub std: [f32; 3],
+    /// Evaluation: resize the shorter side to this (bicubic), 0 = keep the stored size.
+    pub eval_resize: usize,
+    /// Evaluation: centre crop to this side, 0 = no crop.
+    pub eval_crop: usize,
 }
 
 impl Pipeline {
-    /// The W-MSE authors' CIFAR pipeline (SPEC §3) with the given normalisation.
-    pub fn wmse_cifar(mean: [f32; 3], std: [f32; 3]) -> Pipeline {
+    /// The W-MSE authors' pipeline at crop side `size`.
+    pub fn wmse(size: usize) -> Pipeline {
         Pipeline {
-            size: 32,
-            color_jitter: ColorJitter { brightness: 0.4, contrast: 0.4, saturation: 0.4, hue: 0.1, p: 0.8 },
-            grayscale_p: 0.1,
+            order: Order::ColourFirst,
+            size,
             crop_scale: (0.2, 1.0),
             crop_ratio: (3.0 / 4.0, 4.0 / 3.0),
             flip_p: 0.5,
-            mean,
-            std,
+            color_jitter: ColorJitter { brightness: 0.4, contrast: 0.4, saturation: 0.4, hue: 0.1, p: 0.8 },
+            grayscale_p: 0.1,
+            blur_p: 0.0,
+            blur_sigma: (0.1, 2.0),
+            solarize_p: 0.0,
+        }
+    }
+
+    /// One of the FAIR pair at crop side `size`: blur and solarisation probabilities differ.
+    pub fn fair(size: usize, blur_p: f32, solarize_p: f32) -> Pipeline {
+        Pipeline {
+            order: Order::CropFirst,
+            size,
+            crop_scale: (0.08, 1.0),
+            crop_ratio: (3.0 / 4.0, 4.0 / 3.0),
+            flip_p: 0.5,
+            color_jitter: ColorJitter { brightness: 0.4, contrast: 0.4, saturation: 0.2, hue: 0.1, p: 0.8 },
+            grayscale_p: 0.2,
+            blur_p,
+            blur_sigma: (0.1, 2.0),
+            solarize_p,
         }
     }
 
     /// Reject settings torchvision would reject, naming the field.
-    pub fn validate(&self) -> Result<()> {
-        let bad = |field: &str, what: String| Err(Error::Augment(format!("{field}: {what}")));
+    pub fn validate(&self, view: &str) -> Result<()> {
+        let bad = |field: &str, what: String| Err(Error::Augment(format!("{view}.{field}: {what}")));
         let j = &self.color_jitter;
-        for (field, p) in [("color_jitter.p", j.p), ("grayscale_p", self.grayscale_p), ("flip_p", self.flip_p)] {
+        for (field, p) in [
+            ("color_jitter.p", j.p),
+            ("grayscale_p", self.grayscale_p),
+            ("flip_p", self.flip_p),
+            ("blur_p", self.blur_p),
+            ("solarize_p", self.solarize_p),
+        ] {
             if !(0.0..=1.0).contains(&p) {
                 return bad(field, format!("a probability in [0, 1] expected, got {p}"));
             }
@@ -338,36 +495,132 @@ impl Pipeline {
         if !(0.0 < lo && lo <= hi) {
             return bad("crop_ratio", format!("0 < lo ≤ hi expected, got ({lo}, {hi})"));
         }
+        let (lo, hi) = self.blur_sigma;
+        if !(0.0 < lo && lo <= hi && hi.is_finite()) {
+            return bad("blur_sigma", format!("0 < lo ≤ hi expected, got ({lo}, {hi})"));
+        }
         if self.size == 0 {
             return bad("size", "a positive size expected, got 0".into());
-        }
-        if self.std.iter().any(|s| *s <= 0.0) {
-            return bad("std", format!("positive values expected, got {:?}", self.std));
         }
         Ok(())
     }
 
-    /// One augmented, normalised view of `img`, all draws from `rng`.
-    pub fn view(&self, img: &Rgb, rng: &mut impl Rng) -> Rgb {
-        let mut x = img.clone();
-        if rng.random::<f32>() < self.color_jitter.p {
-            self.color_jitter.apply(&mut x, rng);
+    /// One augmented view of `img` (values in `[0, 1]`, not normalised), all draws from `rng`.
+    pub fn apply(&self, img: &Rgb, rng: &mut impl Rng) -> Rgb {
+        let crop = |x: &Rgb, rng: &mut _| {
+            let window = random_resized_crop_window(rng, x.height, x.width, self.crop_scale, self.crop_ratio);
+            let mut x = resized_crop_bicubic(x, window, self.size, self.size);
+            if Rng::random::<f32>(rng) < self.flip_p {
+                hflip(&mut x);
+            }
+            x
+        };
+        let colour = |x: &mut Rgb, rng: &mut _| {
+            if Rng::random::<f32>(rng) < self.color_jitter.p {
+                self.color_jitter.apply(x, rng);
+            }
+            if Rng::random::<f32>(rng) < self.grayscale_p {
+                to_grayscale(x);
+            }
+        };
+        match self.order {
+            Order::ColourFirst => {
+                let mut x = img.clone();
+                colour(&mut x, rng);
+                crop(&x, rng)
+            }
+            Order::CropFirst => {
+                let mut x = crop(img, rng);
+                colour(&mut x, rng);
+                if self.blur_p > 0.0 && rng.random::<f32>() < self.blur_p {
+                    let sigma = rng.random_range(self.blur_sigma.0..=self.blur_sigma.1);
+                    gaussian_blur(&mut x, sigma);
+                }
+                if self.solarize_p > 0.0 && rng.random::<f32>() < self.solarize_p {
+                    solarize(&mut x);
+                }
+                x
+            }
         }
-        if rng.random::<f32>() < self.grayscale_p {
-            to_grayscale(&mut x);
+    }
+}
+
+impl Augment {
+    /// A preset's defaults for images cropped to `size`, normalised with `mean` and `std`.
+    pub fn preset(preset: Preset, size: usize, mean: [f32; 3], std: [f32; 3]) -> Augment {
+        let (view_a, view_b) = match preset {
+            Preset::Wmse => (Pipeline::wmse(size), Pipeline::wmse(size)),
+            Preset::Fair => (Pipeline::fair(size, 1.0, 0.0), Pipeline::fair(size, 0.1, 0.2)),
+        };
+        Augment { preset, view_a, view_b, mean, std, eval_resize: 0, eval_crop: 0 }
+    }
+
+    /// The W-MSE authors' CIFAR pipeline (SPEC §3) with the given normalisation.
+    pub fn wmse_cifar(mean: [f32; 3], std: [f32; 3]) -> Augment {
+        Augment::preset(Preset::Wmse, 32, mean, std)
+    }
+
+    /// The pipeline of view `v`.
+    pub fn pipeline(&self, v: usize) -> &Pipeline {
+        if v % 2 == 0 {
+            &self.view_a
+        } else {
+            &self.view_b
         }
-        let window = random_resized_crop_window(rng, x.height, x.width, self.crop_scale, self.crop_ratio);
-        let mut x = resized_crop_bicubic(&x, window, self.size, self.size);
-        if rng.random::<f32>() < self.flip_p {
-            hflip(&mut x);
+    }
+
+    /// Side of the training views.
+    pub fn size(&self) -> usize {
+        self.view_a.size
+    }
+
+    /// Side of the evaluation images, given the stored side.
+    pub fn eval_size(&self, stored: usize) -> usize {
+        match (self.eval_resize, self.eval_crop) {
+            (_, c) if c > 0 => c,
+            (r, _) if r > 0 => r,
+            _ => stored,
         }
+    }
+
+    /// Reject settings torchvision would reject, naming the field.
+    pub fn validate(&self) -> Result<()> {
+        self.view_a.validate("view_a")?;
+        self.view_b.validate("view_b")?;
+        if self.view_a.size != self.view_b.size {
+            return Err(Error::Augment(format!(
+                "view_a.size {} and view_b.size {} differ: every view of a batch has one size",
+                self.view_a.size, self.view_b.size
+            )));
+        }
+        if self.std.iter().any(|s| *s <= 0.0) {
+            return Err(Error::Augment(format!("std: positive values expected, got {:?}", self.std)));
+        }
+        if self.eval_crop > 0 && self.eval_resize > 0 && self.eval_crop > self.eval_resize {
+            return Err(Error::Augment(format!(
+                "eval_crop {} is larger than eval_resize {}",
+                self.eval_crop, self.eval_resize
+            )));
+        }
+        Ok(())
+    }
+
+    /// View `v` of `img`, augmented and normalised, all draws from `rng`.
+    pub fn view(&self, v: usize, img: &Rgb, rng: &mut impl Rng) -> Rgb {
+        let mut x = self.pipeline(v).apply(img, rng);
         normalise(&mut x, self.mean, self.std);
         x
     }
 
-    /// The evaluation transform: no augmentation, normalisation only.
-    pub fn plain(&self, img: &Rgb) -> Rgb {
-        let mut x = img.clone();
+    /// The evaluation image: resized and centre-cropped when configured, then normalised.
+    pub fn eval(&self, img: &Rgb) -> Rgb {
+        let mut x = match (self.eval_resize, self.eval_crop) {
+            (0, 0) => img.clone(),
+            (r, c) => {
+                let r = if r == 0 { img.height.min(img.width) } else { r };
+                resize_centre_crop(img, r, if c == 0 { r } else { c })
+            }
+        };
         normalise(&mut x, self.mean, self.std);
         x
     }
@@ -463,12 +716,75 @@ mod tests {
 
     #[test]
     fn validate_names_the_field() {
-        let mut p = Pipeline::wmse_cifar([0.5; 3], [0.5; 3]);
+        let mut p = Augment::wmse_cifar([0.5; 3], [0.5; 3]);
         assert!(p.validate().is_ok());
-        p.crop_scale = (0.8, 0.2);
-        assert!(p.validate().unwrap_err().to_string().contains("crop_scale"));
-        p = Pipeline::wmse_cifar([0.5; 3], [0.5; 3]);
-        p.color_jitter.hue = 0.7;
-        assert!(p.validate().unwrap_err().to_string().contains("color_jitter.hue"));
+        p.view_a.crop_scale = (0.8, 0.2);
+        assert!(p.validate().unwrap_err().to_string().contains("view_a.crop_scale"));
+        p = Augment::preset(Preset::Fair, 32, [0.5; 3], [0.5; 3]);
+        p.view_b.color_jitter.hue = 0.7;
+        assert!(p.validate().unwrap_err().to_string().contains("view_b.color_jitter.hue"));
+        p = Augment::preset(Preset::Fair, 32, [0.5; 3], [0.5; 3]);
+        p.view_b.size = 16;
+        assert!(p.validate().unwrap_err().to_string().contains("view_b.size 16 differ"));
+    }
+
+    #[test]
+    fn blur_keeps_constants_and_mass_and_spreads_a_point_like_a_gaussian() {
+        let mut flat = Rgb { height: 9, width: 9, data: vec![0.3; 243] };
+        gaussian_blur(&mut flat, 1.5);
+        assert!(flat.data.iter().all(|v| (v - 0.3).abs() < 1e-6));
+        let mut point = Rgb { height: 21, width: 21, data: vec![0.0; 3 * 441] };
+        point.data[10 * 21 + 10] = 1.0;
+        gaussian_blur(&mut point, 1.0);
+        let total: f32 = point.data[..441].iter().sum();
+        assert!((total - 1.0).abs() < 1e-5, "mass kept away from the borders: {total}");
+        // Separable Gaussian: neighbour ratios are exp(−1/2σ²) along an axis and its square diagonally.
+        let c = point.data[10 * 21 + 10];
+        let ratio = point.data[10 * 21 + 11] / c;
+        let diag = point.data[11 * 21 + 11] / c;
+        assert!((ratio - (-0.5f32).exp()).abs() < 1e-4, "{ratio}");
+        assert!((diag - (-1.0f32).exp()).abs() < 1e-4, "{diag}");
+    }
+
+    #[test]
+    fn solarize_inverts_from_128_up() {
+        let mut img = Rgb { height: 1, width: 1, data: vec![127.0 / 255.0, 128.0 / 255.0, 1.0] };
+        solarize(&mut img);
+        let expected = [127.0 / 255.0, 127.0 / 255.0, 0.0];
+        assert!(img.data.iter().zip(expected).all(|(a, b)| (a - b).abs() < 1e-6), "{:?}", img.data);
+    }
+
+    #[test]
+    fn stl10_evaluation_resizes_to_70_and_crops_the_centre_64() {
+        let mut a = Augment::preset(Preset::Wmse, 64, [0.0; 3], [1.0; 3]);
+        a.eval_resize = 70;
+        a.eval_crop = 64;
+        let img = ramp(96, 96);
+        let out = a.eval(&img);
+        assert_eq!((out.height, out.width, out.data.len()), (64, 64, 3 * 64 * 64));
+        assert_eq!(a.eval_size(96), 64);
+        // Column j of the crop is column j + 3 of the 70-wide resize.
+        let full = resized_crop_bicubic(&img, Window { top: 0, left: 0, height: 96, width: 96 }, 70, 70);
+        assert!((out.data[5 * 64 + 7] - full.data[8 * 70 + 10]).abs() < 1e-6);
+    }
+
+    #[test]
+    fn presets_differ_where_the_papers_do() {
+        let fair = Augment::preset(Preset::Fair, 32, [0.5; 3], [0.5; 3]);
+        assert_eq!((fair.view_a.blur_p, fair.view_a.solarize_p), (1.0, 0.0));
+        assert_eq!((fair.view_b.blur_p, fair.view_b.solarize_p), (0.1, 0.2));
+        assert_eq!(fair.pipeline(3), &fair.view_b);
+        let wmse = Augment::wmse_cifar([0.5; 3], [0.5; 3]);
+        assert_eq!(wmse.view_a, wmse.view_b);
+        // Every view of both presets has the crop size and stays in range before normalising.
+        let img = ramp(40, 40);
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
+        for a in [&fair, &wmse] {
+            for v in 0..4 {
+                let x = a.pipeline(v).apply(&img, &mut rng);
+                assert_eq!((x.height, x.width), (32, 32));
+                assert!(x.data.iter().all(|v| (0.0..=1.0).contains(v)));
+            }
+        }
     }
 }

@@ -2,7 +2,7 @@
 
 use rayon::prelude::*;
 
-use crate::augment::{Pipeline, Rgb};
+use crate::augment::{Augment, Rgb};
 use crate::seed::{rng_for, Purpose};
 use crate::ImageSet;
 
@@ -14,7 +14,7 @@ pub fn augmented_views(
     set: &ImageSet,
     indices: &[usize],
     views: usize,
-    pipeline: &Pipeline,
+    augment: &Augment,
     seed: u64,
     epoch: u64,
 ) -> Vec<Vec<f32>> {
@@ -25,7 +25,7 @@ pub fn augmented_views(
             (0..views)
                 .map(|v| {
                     let mut rng = rng_for(seed, Purpose::Augment, epoch, i as u64, v as u64);
-                    pipeline.view(&img, &mut rng)
+                    augment.view(v, &img, &mut rng)
                 })
                 .collect()
         })
@@ -33,12 +33,10 @@ pub fn augmented_views(
     (0..views).map(|v| per_image.iter().flat_map(|imgs| imgs[v].data.iter().copied()).collect()).collect()
 }
 
-/// The evaluation images `indices`, normalised and otherwise unchanged (NCHW).
-pub fn plain_batch(set: &ImageSet, indices: &[usize], pipeline: &Pipeline) -> Vec<f32> {
-    let imgs: Vec<Rgb> = indices
-        .par_iter()
-        .map(|&i| pipeline.plain(&Rgb::from_planar_u8(set.image(i), set.height, set.width)))
-        .collect();
+/// The evaluation images `indices` through the evaluation transform (NCHW).
+pub fn plain_batch(set: &ImageSet, indices: &[usize], augment: &Augment) -> Vec<f32> {
+    let imgs: Vec<Rgb> =
+        indices.par_iter().map(|&i| augment.eval(&Rgb::from_planar_u8(set.image(i), set.height, set.width))).collect();
     imgs.into_iter().flat_map(|x| x.data).collect()
 }
 
@@ -61,7 +59,7 @@ mod tests {
     #[test]
     fn same_views_whatever_the_thread_count_or_batch() {
         let set = tiny_set(16);
-        let p = Pipeline::wmse_cifar([0.5; 3], [0.25; 3]);
+        let p = Augment::wmse_cifar([0.5; 3], [0.25; 3]);
         let idx: Vec<usize> = (0..16).collect();
         let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
         let a = one.install(|| augmented_views(&set, &idx, 3, &p, 11, 2));
@@ -81,7 +79,7 @@ mod tests {
     #[test]
     fn plain_batch_is_normalised_pixels() {
         let set = tiny_set(2);
-        let p = Pipeline::wmse_cifar([0.5; 3], [0.25; 3]);
+        let p = Augment::wmse_cifar([0.5; 3], [0.25; 3]);
         let out = plain_batch(&set, &[1], &p);
         let expected = (set.image(1)[7] as f32 / 255.0 - 0.5) / 0.25;
         assert!((out[7] - expected).abs() < 1e-6);

@@ -18,8 +18,11 @@ pub struct ResNetConfig {
     pub depth: usize,
     /// Channel multiplier: 1.0 gives 64-128-256-512.
     pub width: f64,
-    /// 3×3 stride-1 conv1 without max-pool (CIFAR) instead of 7×7 stride-2 + max-pool (ImageNet).
+    /// 3×3 stride-1 conv1 (CIFAR) instead of 7×7 stride-2 (ImageNet).
     pub small_stem: bool,
+    /// 3×3 stride-2 max-pool after the stem: ImageNet's, and the W-MSE code's on STL-10 and
+    /// Tiny-ImageNet (with the small stem); not on CIFAR.
+    pub max_pool: bool,
     /// Zero the last BN γ of each residual branch (FAIR code), so each block starts as identity.
     pub zero_init_residual: bool,
     /// Convolution kernels (im2col + GEMM, or candle's reference).
@@ -28,7 +31,14 @@ pub struct ResNetConfig {
 
 impl ResNetConfig {
     pub fn resnet18(width: f64) -> Self {
-        Self { depth: 18, width, small_stem: true, zero_init_residual: false, conv: ConvImpl::default() }
+        Self {
+            depth: 18,
+            width,
+            small_stem: true,
+            max_pool: false,
+            zero_init_residual: false,
+            conv: ConvImpl::default(),
+        }
     }
 
     /// Channels of the four stages.
@@ -139,7 +149,7 @@ impl ResNet {
                 cin = cout;
             }
         }
-        Ok(Self { conv1, bn1, max_pool: !cfg.small_stem, blocks, output_dim: widths[3] })
+        Ok(Self { conv1, bn1, max_pool: cfg.max_pool, blocks, output_dim: widths[3] })
     }
 
     pub fn output_dim(&self) -> usize {
@@ -202,7 +212,7 @@ mod tests {
     #[test]
     fn imagenet_stem_downsamples() {
         let map = SeededVarMap::new(1);
-        let cfg = ResNetConfig { small_stem: false, ..ResNetConfig::resnet18(0.125) };
+        let cfg = ResNetConfig { small_stem: false, max_pool: true, ..ResNetConfig::resnet18(0.125) };
         let net = ResNet::new(&cfg, map.builder(DType::F32, &Device::Cpu)).unwrap();
         let x = Tensor::randn(0f32, 1.0, (2, 3, 64, 64), &Device::Cpu).unwrap();
         assert_eq!(net.forward_t(&x, true).unwrap().dims(), &[2, 64]);

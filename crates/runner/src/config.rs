@@ -16,6 +16,7 @@ use toml::{Table, Value};
 
 use crate::spec::{Dataset, Method, RunSpec};
 use crate::{Error, Result};
+use infomax_data::augment::Preset;
 
 /// `[experiment]`: what the file reproduces.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -188,7 +189,15 @@ impl ExperimentFile {
         }
         let method: Method = self.pick(&merged, "method", Value::String("vicreg".into()))?;
         let dataset: Dataset = self.pick(&merged, "dataset", Value::String("cifar10".into()))?;
-        let defaults = RunSpec::defaults(method, dataset);
+        let mut defaults = RunSpec::defaults(method, dataset);
+        if let Some(preset) = merged.get("augment").and_then(|a| a.get("preset")) {
+            let preset: Preset = Preset::deserialize(preset.clone()).map_err(|e| Error::Field {
+                path: self.path.clone(),
+                field: "augment.preset".into(),
+                what: e.to_string(),
+            })?;
+            defaults.augment = RunSpec::augment_defaults(preset, dataset);
+        }
         let mut full = match Value::try_from(&defaults).expect("defaults serialise to TOML") {
             Value::Table(t) => t,
             _ => unreachable!("a struct serialises to a table"),
@@ -304,6 +313,29 @@ train = { epochs = 9 }
         let o: Override = "method=vicreg".parse().unwrap();
         assert_eq!(o.value, Value::String("vicreg".into()));
         assert!("nokey".parse::<Override>().is_err());
+    }
+
+    #[test]
+    fn augment_preset_dataset_defaults_and_per_view_overrides() {
+        let f = parse(FILE).unwrap();
+        let s = f.resolve("smoke", &[]).unwrap();
+        assert_eq!(s.augment.preset, Preset::Wmse);
+        assert_eq!((s.augment.size(), s.augment.eval_resize, s.encoder.max_pool), (32, 0, false));
+        let set = |a: &str| a.parse::<Override>().unwrap();
+        let s = f
+            .resolve("smoke", &[set("dataset=stl10"), set("augment.preset=fair"), set("augment.view_b.solarize_p=0.5")])
+            .unwrap();
+        assert_eq!(s.augment.preset, Preset::Fair);
+        assert_eq!((s.augment.view_a.blur_p, s.augment.view_b.solarize_p), (1.0, 0.5));
+        assert_eq!((s.augment.size(), s.augment.eval_resize, s.augment.eval_crop), (64, 70, 64));
+        assert_eq!(s.augment.mean, [0.43, 0.42, 0.39]);
+        assert!(s.encoder.max_pool, "the W-MSE code keeps the max-pool on STL-10");
+        let err = f.resolve("smoke", &[set("augment.preset=simclr")]).unwrap_err().to_string();
+        assert!(err.contains("augment.preset") && err.contains("wmse") && err.contains("fair"), "{err}");
+        let err = f.resolve("smoke", &[set("augment.view_a.blur_p=2")]).unwrap_err().to_string();
+        assert!(err.contains("view_a.blur_p") && err.contains("[0, 1]"), "{err}");
+        let err = f.resolve("smoke", &[set("dataset=imagenet")]).unwrap_err().to_string();
+        assert!(err.contains("dataset") && err.contains("tiny-imagenet"), "{err}");
     }
 }
 

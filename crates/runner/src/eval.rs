@@ -3,7 +3,7 @@
 //! and as in InstDisc / solo-learn / lightly (k = 200, cosine, votes weighted by exp(sim / 0.1)).
 
 use candle_core::{Device, Tensor};
-use infomax_data::augment::Pipeline;
+use infomax_data::augment::Augment;
 use infomax_data::views::plain_batch;
 use infomax_data::ImageSet;
 use rayon::prelude::*;
@@ -46,7 +46,7 @@ pub fn extract_features(
     net: &Network,
     set: &ImageSet,
     indices: &[usize],
-    pipeline: &Pipeline,
+    augment: &Augment,
     batch_size: usize,
     device: &Device,
     mut tick: impl FnMut(usize),
@@ -54,8 +54,9 @@ pub fn extract_features(
     let dim = net.online.encoder.output_dim();
     let mut data = Vec::with_capacity(indices.len() * dim);
     for chunk in indices.chunks(batch_size) {
-        let pixels = plain_batch(set, chunk, pipeline);
-        let x = Tensor::from_vec(pixels, (chunk.len(), 3, set.height, set.width), device)?;
+        let pixels = plain_batch(set, chunk, augment);
+        let side = augment.eval_size(set.height);
+        let x = Tensor::from_vec(pixels, (chunk.len(), 3, side, side), device)?;
         let f = net.features(&x)?.flatten_all()?.to_vec1::<f32>()?;
         data.extend_from_slice(&f);
         tick(chunk.len());

@@ -2,7 +2,7 @@
 //! later; its canonical JSON, hashed, is the run's identity (the same spec is the same run on
 //! every machine).
 
-use infomax_data::augment::Pipeline;
+use infomax_data::augment::{Augment, Preset};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -44,27 +44,7 @@ impl std::str::FromStr for Method {
     }
 }
 
-/// Datasets with a loader.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Dataset {
-    Cifar10,
-}
-
-impl Dataset {
-    pub fn name(self) -> &'static str {
-        match self {
-            Dataset::Cifar10 => "cifar10",
-        }
-    }
-
-    /// The W-MSE code's per-channel normalisation for this dataset.
-    pub fn mean_std(self) -> ([f32; 3], [f32; 3]) {
-        match self {
-            Dataset::Cifar10 => (infomax_data::cifar10::MEAN, infomax_data::cifar10::STD),
-        }
-    }
-}
+pub use infomax_data::Dataset;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -73,8 +53,10 @@ pub struct EncoderSpec {
     pub arch: String,
     /// Channel multiplier (1.0 = 64-128-256-512).
     pub width: f64,
-    /// 3×3 stride-1 conv1 and no max-pool (CIFAR).
+    /// 3×3 stride-1 conv1 (CIFAR, and the W-MSE code on STL-10 and Tiny-ImageNet).
     pub small_stem: bool,
+    /// Max-pool after the stem (default: on for STL-10 and Tiny-ImageNet, as the W-MSE code).
+    pub max_pool: bool,
     pub zero_init_residual: bool,
     /// Convolution kernels: `im2col` (GEMM-lowered, fast on CPU) or `candle` (the reference).
     pub conv: ConvKernels,
@@ -274,7 +256,7 @@ pub struct RunSpec {
     pub variance_reg: Option<VarianceRegSpec>,
     pub optimizer: OptimizerSpec,
     pub train: TrainSpec,
-    pub augment: Pipeline,
+    pub augment: Augment,
     pub eval: EvalSpec,
 }
 
@@ -306,7 +288,6 @@ impl RunSpec {
     /// with LARS and a 2048-wide projector, the W-MSE paper's methods (W-MSE and its SimCLR and
     /// BYOL baselines) with Adam 3e-3 and the 1024 → 64 head, SimSiam with SGD.
     pub fn defaults(method: Method, dataset: Dataset) -> RunSpec {
-        let (mean, std) = dataset.mean_std();
         let lars = OptimizerSpec {
             kind: OptimizerKind::Lars,
             lr: 0.3,
@@ -349,6 +330,7 @@ impl RunSpec {
                 arch: "resnet18".into(),
                 width: 1.0,
                 small_stem: true,
+                max_pool: matches!(dataset, Dataset::Stl10 | Dataset::TinyImagenet),
                 zero_init_residual: false,
                 conv: ConvKernels::Im2col,
             },
@@ -362,7 +344,7 @@ impl RunSpec {
             variance_reg: None,
             optimizer: lars.clone(),
             train: TrainSpec { epochs: 1000, batch_size: 256, views: 2, train_images: 0 },
-            augment: Pipeline::wmse_cifar(mean, std),
+            augment: Self::augment_defaults(Preset::Wmse, dataset),
             eval: EvalSpec { bank_images: 0, test_images: 0, every_epochs: 0, batch_size: 500 },
         };
         match method {
@@ -417,6 +399,16 @@ impl RunSpec {
             }
         }
         spec
+    }
+
+    /// A preset's augmentations at the dataset's crop size, normalisation and evaluation transform.
+    pub fn augment_defaults(preset: Preset, dataset: Dataset) -> Augment {
+        let (mean, std) = dataset.mean_std();
+        let mut a = Augment::preset(preset, dataset.crop_size(), mean, std);
+        if let Some((resize, crop)) = dataset.eval_resize_crop() {
+            (a.eval_resize, a.eval_crop) = (resize, crop);
+        }
+        a
     }
 
     /// The embedding size the loss sees.

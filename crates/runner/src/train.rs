@@ -8,15 +8,18 @@ use candle_core::{Device, Tensor, D};
 use indicatif::{ProgressBar, ProgressStyle};
 use infomax_data::seed::{rng_for, Purpose};
 use infomax_data::views::augmented_views;
-use infomax_data::{cifar10, ImageSet, Split};
+use infomax_data::{ImageSet, Split};
 use rand::seq::SliceRandom;
 
 use crate::eval::{extract_features, knn_cosine_weighted, knn_euclidean_majority};
 use crate::method::{Network, Objective, StepContext};
 use crate::optim::{Adam, Lars, Optimizer, Sgd, WarmupCosine};
-use crate::spec::{Dataset, OptimizerKind, RunSpec};
+use crate::spec::{OptimizerKind, RunSpec};
 use crate::store::{EpochRecord, EvalRecord, RunStatus, Store};
 use crate::{Error, Result};
+
+/// Batches of views prepared ahead of the trainer.
+const PREFETCH_BATCHES: usize = 2;
 
 /// Where a run reads data and writes results.
 pub struct RunContext<'a> {
@@ -47,12 +50,6 @@ pub enum RunOutcome {
     },
 }
 
-fn load(root: &std::path::Path, dataset: Dataset, split: Split) -> Result<ImageSet> {
-    Ok(match dataset {
-        Dataset::Cifar10 => cifar10::load(root, split)?,
-    })
-}
-
 fn bar(ctx: &RunContext, len: u64, prefix: String) -> ProgressBar {
     if !ctx.progress {
         return ProgressBar::hidden();
@@ -66,7 +63,9 @@ fn bar(ctx: &RunContext, len: u64, prefix: String) -> ProgressBar {
     pb
 }
 
-/// The data a run trains and evaluates on, loaded and checked before the run is recorded.
+/// The data a run trains and evaluates on, loaded and checked before the run is recorded:
+/// the labelled training split (the k-NN bank), the test split, and the pre-training images
+/// (STL-10: train followed by unlabeled; `train.train_images` keeps the first ones).
 struct RunData {
     full_train: ImageSet,
     train: ImageSet,
@@ -75,10 +74,11 @@ struct RunData {
 
 impl RunData {
     fn load(spec: &RunSpec, root: &std::path::Path) -> Result<Self> {
-        let full_train = load(root, spec.dataset, Split::Train)?;
-        let test = load(root, spec.dataset, Split::Test)?;
-        let train =
-            if spec.train.train_images > 0 { full_train.head(spec.train.train_images) } else { full_train.clone() };
+        let d = spec.dataset;
+        let full_train = d.load(root, Split::Train)?;
+        let test = d.load(root, Split::Test)?;
+        let pretrain = if d.pretrain_splits() == [Split::Train] { full_train.clone() } else { d.load_pretrain(root)? };
+        let train = if spec.train.train_images > 0 { pretrain.head(spec.train.train_images) } else { pretrain };
         if train.len() < spec.train.batch_size {
             return Err(Error::Run {
                 run: spec.hash(),
@@ -184,43 +184,63 @@ fn train_and_evaluate(spec: &RunSpec, ctx: &RunContext, data: &RunData, run_id: 
         let mut sums: Vec<(String, f64)> = Vec::new();
         let mut loss_sum = 0.0;
         let mut lr = 0.0;
-        for s in 0..steps_per_epoch {
-            let idx = &order[s * b..(s + 1) * b];
-            let views = augmented_views(train, idx, spec.train.views, &spec.augment, spec.seed, epoch as u64)
-                .into_iter()
-                .map(|v| Tensor::from_vec(v, (b, 3, train.height, train.width), &ctx.device))
-                .collect::<candle_core::Result<Vec<_>>>()?;
-            lr = schedule.lr(step);
-            let step_ctx = StepContext {
-                seed: spec.seed,
-                epoch: epoch as u64,
-                step: s as u64,
-                progress: step as f64 / schedule.total_steps.max(1) as f64,
-            };
-            let out = objective.step_loss(&net, &views, &step_ctx)?;
-            let loss = out.loss.to_scalar::<f32>()? as f64;
-            if !loss.is_finite() {
-                pb.finish_and_clear();
-                tracing::error!("epoch {epoch} step {s}: loss is {loss}; the run diverged");
-                return Ok(RunOutcome::Diverged { run_id, epoch, step: s });
+        let side = spec.augment.size();
+        // The next batches' views are augmented on their own thread while this one trains.
+        let diverged = std::thread::scope(|scope| -> Result<Option<RunOutcome>> {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Vec<f32>>>(PREFETCH_BATCHES);
+            let order = &order;
+            scope.spawn(move || {
+                for s in 0..steps_per_epoch {
+                    let idx = &order[s * b..(s + 1) * b];
+                    let views = augmented_views(train, idx, spec.train.views, &spec.augment, spec.seed, epoch as u64);
+                    if tx.send(views).is_err() {
+                        break; // the trainer stopped early
+                    }
+                }
+            });
+            for s in 0..steps_per_epoch {
+                let views = rx
+                    .recv()
+                    .map_err(|_| Error::Run { run: spec.hash(), what: "the augmentation thread stopped".into() })?
+                    .into_iter()
+                    .map(|v| Tensor::from_vec(v, (b, 3, side, side), &ctx.device))
+                    .collect::<candle_core::Result<Vec<_>>>()?;
+                lr = schedule.lr(step);
+                let step_ctx = StepContext {
+                    seed: spec.seed,
+                    epoch: epoch as u64,
+                    step: s as u64,
+                    progress: step as f64 / schedule.total_steps.max(1) as f64,
+                };
+                let out = objective.step_loss(&net, &views, &step_ctx)?;
+                let loss = out.loss.to_scalar::<f32>()? as f64;
+                if !loss.is_finite() {
+                    pb.finish_and_clear();
+                    tracing::error!("epoch {epoch} step {s}: loss is {loss}; the run diverged");
+                    return Ok(Some(RunOutcome::Diverged { run_id, epoch, step: s }));
+                }
+                let grads = out.loss.backward()?;
+                opt.step(&grads, lr)?;
+                objective.after_step(&net, &step_ctx)?;
+                loss_sum += loss;
+                let mut terms: Vec<(String, f64)> = Vec::with_capacity(out.terms.len() + 1);
+                for (name, t) in &out.terms {
+                    terms.push((format!("loss.{name}"), t.to_scalar::<f32>()? as f64));
+                }
+                terms.push(("diag.embedding_std".into(), normalised_std(&out.embeddings[0])?));
+                terms.push(("diag.effective_rank".into(), infomax_losses::stats::effective_rank(&out.embeddings[0])?));
+                if sums.is_empty() {
+                    sums = terms.iter().map(|(n, _)| (n.clone(), 0.0)).collect();
+                }
+                sums.iter_mut().zip(&terms).for_each(|(acc, (_, v))| acc.1 += v);
+                step += 1;
+                pb.set_message(format!("loss {:.4} lr {lr:.4}", loss_sum / (s + 1) as f64));
+                pb.inc(1);
             }
-            let grads = out.loss.backward()?;
-            opt.step(&grads, lr)?;
-            objective.after_step(&net, &step_ctx)?;
-            loss_sum += loss;
-            let mut terms: Vec<(String, f64)> = Vec::with_capacity(out.terms.len() + 1);
-            for (name, t) in &out.terms {
-                terms.push((format!("loss.{name}"), t.to_scalar::<f32>()? as f64));
-            }
-            terms.push(("diag.embedding_std".into(), normalised_std(&out.embeddings[0])?));
-            terms.push(("diag.effective_rank".into(), infomax_losses::stats::effective_rank(&out.embeddings[0])?));
-            if sums.is_empty() {
-                sums = terms.iter().map(|(n, _)| (n.clone(), 0.0)).collect();
-            }
-            sums.iter_mut().zip(&terms).for_each(|(acc, (_, v))| acc.1 += v);
-            step += 1;
-            pb.set_message(format!("loss {:.4} lr {lr:.4}", loss_sum / (s + 1) as f64));
-            pb.inc(1);
+            Ok(None)
+        })?;
+        if let Some(outcome) = diverged {
+            return Ok(outcome);
         }
         pb.finish_and_clear();
         let wall = started.elapsed().as_secs_f64();

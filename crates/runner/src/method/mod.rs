@@ -73,6 +73,7 @@ impl Branch {
             depth: 18,
             width: spec.encoder.width,
             small_stem: spec.encoder.small_stem,
+            max_pool: spec.encoder.max_pool,
             zero_init_residual: spec.encoder.zero_init_residual,
             conv: match spec.encoder.conv {
                 ConvKernels::Im2col => ConvImpl::Im2col,
