@@ -29,6 +29,15 @@ pub enum Error {
     Split { dataset: &'static str, split: String, expected: String },
     #[error("unknown dataset `{0}`: expected one of cifar10, cifar100, stl10, tiny-imagenet")]
     UnknownDataset(String),
+    #[error("cannot download {url}: {what}")]
+    Network { url: String, what: String },
+    #[error(
+        "cannot download {url}: {what}\n  without network: download it on another machine and put it at {archive} \
+         (fetch then verifies and extracts it), or extract it yourself so that {dest} exists"
+    )]
+    Offline { url: String, what: String, archive: PathBuf, dest: PathBuf },
+    #[error("{path}: MD5 {got}, expected the published {expected}; the file was not the official archive (a partial download was deleted: run the command again)")]
+    Checksum { path: PathBuf, got: String, expected: String },
     #[error("augmentation: {0}")]
     Augment(String),
 }

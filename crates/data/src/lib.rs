@@ -10,12 +10,14 @@ pub mod cifar10;
 pub mod cifar100;
 pub mod dataset;
 mod error;
+pub mod fetch;
 mod files;
 pub mod image;
 pub mod root;
 pub mod seed;
 pub mod stl10;
 pub mod tiny_imagenet;
+pub mod verify;
 pub mod views;
 
 pub use self::image::{ImageSet, Split};

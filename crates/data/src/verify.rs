@@ -1,0 +1,182 @@
+//! `infomax datasets list` and `verify`: what is present, and a full integrity check of it.
+
+use std::io::Read;
+use std::path::Path;
+
+use md5::{Digest, Md5};
+use serde::Serialize;
+
+use crate::{Dataset, Result, Split};
+
+/// One split as found on disk.
+#[derive(Debug, Clone, Serialize)]
+pub struct SplitReport {
+    pub split: String,
+    pub images: usize,
+    pub expected_images: usize,
+    pub side: usize,
+    /// Fewest and most images of any class (labelled splits).
+    pub class_min: Option<usize>,
+    pub class_max: Option<usize>,
+    pub expected_per_class: Option<usize>,
+}
+
+impl SplitReport {
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.images != self.expected_images {
+            out.push(format!("{}: {} images, expected {}", self.split, self.images, self.expected_images));
+        }
+        if let (Some(lo), Some(hi), Some(e)) = (self.class_min, self.class_max, self.expected_per_class) {
+            if lo != e || hi != e {
+                out.push(format!("{}: classes hold {lo}..{hi} images each, expected {e} each", self.split));
+            }
+        }
+        out
+    }
+}
+
+/// One file compared with its published checksum.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChecksumReport {
+    pub file: String,
+    pub md5: String,
+    pub official_md5: String,
+    pub official: bool,
+}
+
+/// The outcome of `verify`: structural problems fail it; a checksum that differs from the
+/// official release only says the copy is not byte-identical (a rebuilt copy can be sound).
+#[derive(Debug, Clone, Serialize)]
+pub struct VerifyReport {
+    pub dataset: String,
+    pub path: String,
+    pub splits: Vec<SplitReport>,
+    pub checksums: Vec<ChecksumReport>,
+    pub problems: Vec<String>,
+}
+
+impl VerifyReport {
+    pub fn passed(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+/// MD5 of a file, streamed.
+pub fn md5_file(path: &Path) -> Result<String> {
+    let io = |source| crate::Error::Io { path: path.to_path_buf(), source };
+    let mut f = std::fs::File::open(path).map_err(io)?;
+    let mut h = Md5::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).map_err(io)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Load every split (the loaders check sizes, counts and labels), check counts and class
+/// balance against the official release, and compare file checksums with the published ones.
+/// A split that fails to load is a problem in the report, not an early return, so one run of
+/// `verify` lists everything that is wrong.
+pub fn verify(dataset: Dataset, root: &Path) -> Result<VerifyReport> {
+    let mut report = VerifyReport {
+        dataset: dataset.name().into(),
+        path: root.join(dataset.dir()).display().to_string(),
+        splits: Vec::new(),
+        checksums: Vec::new(),
+        problems: Vec::new(),
+    };
+    for &(split, expected) in dataset.splits() {
+        match dataset.load(root, split) {
+            Ok(set) => {
+                let counts = set.class_counts();
+                let labelled = split != Split::Unlabeled;
+                let r = SplitReport {
+                    split: split.to_string(),
+                    images: set.len(),
+                    expected_images: expected,
+                    side: set.height,
+                    class_min: labelled.then(|| counts.iter().copied().min().unwrap_or(0)),
+                    class_max: labelled.then(|| counts.iter().copied().max().unwrap_or(0)),
+                    expected_per_class: labelled.then(|| expected / dataset.classes()),
+                };
+                report.problems.extend(r.problems());
+                report.splits.push(r);
+            }
+            Err(e) => report.problems.push(e.to_string()),
+        }
+    }
+    for (file, official) in dataset.official_md5s() {
+        let path = root.join(dataset.dir()).join(file);
+        if !path.exists() {
+            continue; // already reported by the loader
+        }
+        let md5 = md5_file(&path)?;
+        report.checksums.push(ChecksumReport {
+            file: (*file).into(),
+            official: md5 == *official,
+            md5,
+            official_md5: (*official).into(),
+        });
+    }
+    Ok(report)
+}
+
+/// `datasets list`: one line of facts per dataset.
+#[derive(Debug, Clone, Serialize)]
+pub struct ListEntry {
+    pub dataset: String,
+    pub present: bool,
+    pub path: String,
+    pub splits: Vec<(String, usize)>,
+    pub classes: usize,
+    pub side: usize,
+}
+
+pub fn list(root: &Path) -> Vec<ListEntry> {
+    Dataset::ALL
+        .into_iter()
+        .map(|d| ListEntry {
+            dataset: d.name().into(),
+            present: d.is_present(root),
+            path: root.join(d.dir()).display().to_string(),
+            splits: d.splits().iter().map(|(s, n)| (s.to_string(), *n)).collect(),
+            classes: d.classes(),
+            side: d.side(),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn md5_of_a_known_string() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = tmp.path().join("f");
+        std::fs::write(&p, b"The quick brown fox jumps over the lazy dog").unwrap();
+        assert_eq!(md5_file(&p).unwrap(), "9e107d9d372bb6826bd81d3542a419d6");
+    }
+
+    #[test]
+    fn a_partial_dataset_fails_with_every_problem_listed() {
+        let tmp = tempfile::tempdir().unwrap();
+        crate::stl10::tests::write_fixture(tmp.path(), Split::Train, 5_000);
+        let r = verify(Dataset::Stl10, tmp.path()).unwrap();
+        assert!(!r.passed());
+        assert_eq!(r.splits.len(), 1, "train loaded: {:?}", r.splits);
+        assert_eq!((r.splits[0].class_min, r.splits[0].class_max), (Some(500), Some(500)));
+        assert!(r.problems.iter().any(|p| p.contains("test_y.bin")), "{:?}", r.problems);
+        assert!(r.problems.iter().any(|p| p.contains("unlabeled_X.bin")), "{:?}", r.problems);
+        let train = r.checksums.iter().find(|c| c.file == "train_X.bin").unwrap();
+        assert!(!train.official, "a fixture is not the official file");
+        let listed = list(tmp.path());
+        assert!(listed.iter().find(|e| e.dataset == "stl10").unwrap().present);
+        assert!(!listed.iter().find(|e| e.dataset == "cifar100").unwrap().present);
+    }
+}
