@@ -1,5 +1,7 @@
 //! `infomax`: reproduce self-supervised learning papers' tables from experiment files.
 
+mod datasets;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -88,6 +90,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Datasets under the data root: list, verify, fetch, preview.
+    #[command(subcommand)]
+    Datasets(datasets::DatasetsCommand),
     /// Micro-benchmarks.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -214,6 +219,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             println!("report: {}", index.display());
             Ok(if diverged { ExitCode::from(2) } else { ExitCode::SUCCESS })
         }
+        Command::Datasets(cmd) => datasets::run(cmd, &infomax_data::root::data_root(cli.paths.data_dir.clone())),
         Command::Report => {
             let index = infomax_report::render_index(&cli.paths.db, &cli.paths.out)?;
             println!("report: {}", index.display());

@@ -114,7 +114,7 @@ pub fn write(dir: &Path, key: &str, fp: &Fingerprint, pixels: &[u8], labels: &[u
             Err(source) => last_err = Some(Error::Io { path, source }),
         }
     }
-    Err(last_err.unwrap_or_else(|| Error::Augment("no cache location".into())))
+    Err(last_err.unwrap_or_else(|| Error::Request("no cache location".into())))
 }
 
 #[cfg(test)]

@@ -38,6 +38,9 @@ pub enum Error {
     Offline { url: String, what: String, archive: PathBuf, dest: PathBuf },
     #[error("{path}: MD5 {got}, expected the published {expected}; the file was not the official archive (a partial download was deleted: run the command again)")]
     Checksum { path: PathBuf, got: String, expected: String },
+    /// A request that cannot be met (an index out of range, a missing argument).
+    #[error("{0}")]
+    Request(String),
     #[error("augmentation: {0}")]
     Augment(String),
 }

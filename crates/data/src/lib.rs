@@ -13,6 +13,7 @@ mod error;
 pub mod fetch;
 mod files;
 pub mod image;
+pub mod preview;
 pub mod root;
 pub mod seed;
 pub mod stl10;

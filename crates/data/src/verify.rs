@@ -90,6 +90,16 @@ pub fn verify(dataset: Dataset, root: &Path) -> Result<VerifyReport> {
         checksums: Vec::new(),
         problems: Vec::new(),
     };
+    if !dataset.is_present(root) {
+        let hint = format!(
+            "run `infomax datasets fetch {}`, or download {} and extract it so that {} exists",
+            dataset.name(),
+            dataset.archive().url,
+            report.path
+        );
+        report.problems.push(format!("{} is absent: {}", report.path, hint));
+        return Ok(report);
+    }
     for &(split, expected) in dataset.splits() {
         match dataset.load(root, split) {
             Ok(set) => {

@@ -1,0 +1,170 @@
+//! `infomax datasets list | verify | fetch | preview`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use clap::Subcommand;
+use indicatif::{ProgressBar, ProgressStyle};
+use infomax_data::augment::Preset;
+use infomax_data::{Dataset, Split};
+use infomax_runner::spec::RunSpec;
+
+#[derive(Subcommand)]
+pub enum DatasetsCommand {
+    /// Each dataset, whether it is present under the data root, its splits and counts.
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Full integrity check: every file's size, record counts, label ranges, class balance, and
+    /// the published per-file MD5s (a copy that is not byte-identical to the official release is
+    /// reported, not failed). Exits non-zero when anything structural is wrong.
+    Verify {
+        /// cifar10, cifar100, stl10 or tiny-imagenet.
+        name: Dataset,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Download the official archive, check its published MD5, extract it atomically. A partial
+    /// download resumes; without network, place the archive in DATA_DIR/.infomax-downloads/.
+    Fetch {
+        name: Dataset,
+        /// Download from this address instead (a mirror); the official MD5 is still checked.
+        #[arg(long)]
+        url: Option<String>,
+        /// Keep the archive after extracting it.
+        #[arg(long)]
+        keep_archive: bool,
+    },
+    /// Write a PNG grid: each chosen image, then D augmented views of it as training draws them.
+    Preview {
+        name: Dataset,
+        /// train, test or unlabeled.
+        #[arg(long, default_value = "train")]
+        split: Split,
+        /// Images to show (indices into the split).
+        #[arg(long = "index", value_name = "I", num_args = 1.., default_values_t = [0usize, 1, 2, 3])]
+        index: Vec<usize>,
+        /// Augmented views per image.
+        #[arg(long, default_value_t = 4)]
+        views: usize,
+        /// Augmentation preset: wmse or fair.
+        #[arg(long, default_value = "wmse")]
+        preset: String,
+        /// Run seed and epoch the views are drawn for (the training streams).
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[arg(long, default_value_t = 1)]
+        epoch: u64,
+        /// Write one image exactly as stored (original size, no resampling, no normalisation).
+        #[arg(long)]
+        raw: bool,
+        #[arg(long, value_name = "FILE.png")]
+        out: PathBuf,
+    },
+}
+
+pub fn run(cmd: DatasetsCommand, root: &Path) -> Result<ExitCode> {
+    match cmd {
+        DatasetsCommand::List { json } => {
+            let entries = infomax_data::verify::list(root);
+            if json {
+                println!("{}", serde_json::to_string(&entries)?);
+                return Ok(ExitCode::SUCCESS);
+            }
+            println!("data root: {}", root.display());
+            for e in entries {
+                let splits: Vec<String> = e.splits.iter().map(|(s, n)| format!("{s} {n}")).collect();
+                println!(
+                    "{:<14} {:<8} {} classes, {}×{} px, {}  ({})",
+                    e.dataset,
+                    if e.present { "present" } else { "absent" },
+                    e.classes,
+                    e.side,
+                    e.side,
+                    splits.join(", "),
+                    e.path
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        DatasetsCommand::Verify { name, json } => {
+            let r = infomax_data::verify::verify(name, root)?;
+            if json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                println!("{} at {}", r.dataset, r.path);
+                for s in &r.splits {
+                    let balance = match (s.class_min, s.class_max) {
+                        (Some(lo), Some(hi)) => format!(", {lo}..{hi} per class"),
+                        _ => ", unlabelled".into(),
+                    };
+                    println!("  {:<10} {} images of {}×{} px{balance}", s.split, s.images, s.side, s.side);
+                }
+                for c in &r.checksums {
+                    let verdict = if c.official {
+                        "official".to_string()
+                    } else {
+                        format!("differs from the official {}", c.official_md5)
+                    };
+                    println!("  md5 {:<16} {} ({verdict})", c.file, c.md5);
+                }
+                if r.checksums.iter().any(|c| !c.official) {
+                    println!("  note: files that differ from the official release are a rebuilt or modified copy; published accuracies may not transfer exactly");
+                }
+                for p in &r.problems {
+                    println!("  PROBLEM: {p}");
+                }
+                println!("{}", if r.passed() { "verify: passed" } else { "verify: FAILED" });
+            }
+            Ok(if r.passed() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        DatasetsCommand::Fetch { name, url, keep_archive } => {
+            let a = name.archive();
+            let pb = ProgressBar::new(a.bytes).with_prefix(a.file_name);
+            pb.set_style(
+                ProgressStyle::with_template("{prefix} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}")
+                    .expect("static template")
+                    .progress_chars("=> "),
+            );
+            let outcome = infomax_data::fetch::fetch(name, root, url.as_deref(), keep_archive, &mut |done, total| {
+                if let Some(t) = total {
+                    pb.set_length(t);
+                }
+                pb.set_position(done);
+            });
+            pb.finish_and_clear();
+            match outcome? {
+                infomax_data::fetch::Fetched::AlreadyPresent(p) => {
+                    println!("{name} is already at {}; run `infomax datasets verify {name}` to check it", p.display())
+                }
+                infomax_data::fetch::Fetched::Extracted(p) => {
+                    println!("{name}: MD5 verified, extracted to {}", p.display())
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        DatasetsCommand::Preview { name, split, index, views, preset, seed, epoch, raw, out } => {
+            let preset: Preset = serde_json::from_value(serde_json::Value::String(preset.clone()))
+                .with_context(|| format!("--preset {preset}: expected wmse or fair"))?;
+            let set = name.load(root, split)?;
+            let img = if raw {
+                if index.len() != 1 {
+                    bail!("--raw writes one image exactly as stored: give exactly one --index (got {})", index.len());
+                }
+                infomax_data::preview::raw(&set, index[0])?
+            } else {
+                if views > 16 {
+                    bail!("--views {views}: at most 16 expected");
+                }
+                let augment = RunSpec::augment_defaults(preset, name);
+                infomax_data::preview::grid(&set, &index, views, &augment, seed, epoch)?
+            };
+            infomax_data::preview::save_png(&img, &out)?;
+            println!("preview: {} ({}×{} px)", out.display(), img.width(), img.height());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

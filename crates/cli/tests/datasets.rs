@@ -1,0 +1,136 @@
+//! `infomax datasets`: list, verify, preview and fetch through the binary, on the real CIFAR-10
+//! (when `INFOMAX_DATA` holds it) and on fixtures written here in the official layout.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn infomax(data: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_infomax")).arg("--data-dir").arg(data).args(args).output().unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+/// The shared data root, when the environment names one that holds CIFAR-10.
+fn shared_root() -> Option<PathBuf> {
+    let root = PathBuf::from(std::env::var_os("INFOMAX_DATA")?);
+    let root = if root.is_relative() { Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(root) } else { root };
+    root.join("cifar-10-batches-bin").is_dir().then_some(root)
+}
+
+/// A CIFAR-100 test split (10,000 records; coarse r % 20, fine r % 100) and its name files.
+fn cifar100_test_only(root: &Path) {
+    let dir = root.join("cifar-100-binary");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut bytes = vec![0u8; 10_000 * 3074];
+    for (r, rec) in bytes.chunks_mut(3074).enumerate() {
+        rec[0] = (r % 20) as u8;
+        rec[1] = (r % 100) as u8;
+        for (i, p) in rec[2..].iter_mut().enumerate() {
+            *p = ((i / 32 * 8 + r) % 256) as u8; // horizontal stripes
+        }
+    }
+    std::fs::write(dir.join("test.bin"), bytes).unwrap();
+    let names = |n: usize| (0..n).map(|i| format!("class{i}\n")).collect::<String>();
+    std::fs::write(dir.join("fine_label_names.txt"), names(100)).unwrap();
+    std::fs::write(dir.join("coarse_label_names.txt"), names(20)).unwrap();
+}
+
+#[test]
+fn verify_passes_on_the_shared_cifar10_and_reports_its_checksums() {
+    let Some(root) = shared_root() else {
+        eprintln!("INFOMAX_DATA has no CIFAR-10: nothing to check");
+        return;
+    };
+    let out = infomax(&root, &["datasets", "verify", "cifar10", "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["problems"].as_array().unwrap().len(), 0, "{r}");
+    assert_eq!(r["splits"][0]["images"], 50_000);
+    assert_eq!(r["splits"][1]["class_min"], 1_000);
+    assert_eq!(r["checksums"].as_array().unwrap().len(), 6);
+    let list = infomax(&root, &["datasets", "list"]);
+    assert!(text(&list).contains("cifar10        present"), "{}", text(&list));
+}
+
+#[test]
+fn a_partial_dataset_fails_verify_and_previews_write_pngs() {
+    let tmp = tempfile::tempdir().unwrap();
+    cifar100_test_only(tmp.path());
+    let out = infomax(tmp.path(), &["datasets", "verify", "cifar100"]);
+    assert!(!out.status.success());
+    let t = text(&out);
+    assert!(t.contains("test       10000 images") && t.contains("100..100 per class"), "{t}");
+    assert!(t.contains("PROBLEM") && t.contains("train.bin") && t.contains("verify: FAILED"), "{t}");
+
+    let png = tmp.path().join("grid.png");
+    let out = infomax(
+        tmp.path(),
+        &["datasets", "preview", "cifar100", "--split", "test", "--index", "3", "9", "--views", "2", "--out"],
+    );
+    assert!(!out.status.success(), "--out is required");
+    let mut args = vec!["datasets", "preview", "cifar100", "--split", "test", "--index", "3", "9", "--views", "2"];
+    args.extend(["--preset", "fair", "--out", png.to_str().unwrap()]);
+    let out = infomax(tmp.path(), &args);
+    assert!(out.status.success(), "{}", text(&out));
+    // Two rows, three 96-px tiles each (32 px × 3) with 4-px gaps.
+    assert!(text(&out).contains("(304×204 px)"), "{}", text(&out));
+    assert_eq!(&std::fs::read(&png).unwrap()[1..4], b"PNG");
+
+    let raw = tmp.path().join("raw.png");
+    let out = infomax(
+        tmp.path(),
+        &[
+            "datasets",
+            "preview",
+            "cifar100",
+            "--split",
+            "test",
+            "--index",
+            "5",
+            "--raw",
+            "--out",
+            raw.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("(32×32 px)"), "{}", text(&out));
+    let out = infomax(
+        tmp.path(),
+        &[
+            "datasets",
+            "preview",
+            "cifar100",
+            "--split",
+            "test",
+            "--index",
+            "5",
+            "6",
+            "--raw",
+            "--out",
+            raw.to_str().unwrap(),
+        ],
+    );
+    assert!(!out.status.success() && text(&out).contains("exactly one --index"), "{}", text(&out));
+    let out = infomax(
+        tmp.path(),
+        &["datasets", "preview", "cifar100", "--split", "unlabeled", "--out", raw.to_str().unwrap()],
+    );
+    assert!(!out.status.success() && text(&out).contains("no split `unlabeled`"), "{}", text(&out));
+}
+
+#[test]
+fn fetch_without_network_fails_fast_naming_the_url_and_the_paths() {
+    let tmp = tempfile::tempdir().unwrap();
+    let url = "http://127.0.0.1:9/stl10_binary.tar.gz";
+    let started = std::time::Instant::now();
+    let out = infomax(tmp.path(), &["datasets", "fetch", "stl10", "--url", url]);
+    assert!(!out.status.success());
+    let t = text(&out);
+    assert!(t.contains(url) && t.contains("stl10_binary") && t.contains(".infomax-downloads"), "{t}");
+    assert!(started.elapsed().as_secs() < 20, "fails fast");
+    assert!(!tmp.path().join("stl10_binary").exists());
+    let out = infomax(tmp.path(), &["datasets", "verify", "imagenet"]);
+    assert!(!out.status.success() && text(&out).contains("tiny-imagenet"), "{}", text(&out));
+}
