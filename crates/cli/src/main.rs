@@ -100,6 +100,25 @@ enum Command {
 
 #[derive(Subcommand)]
 enum BenchCommand {
+    /// Augmented views per second of a dataset's pipeline (synthetic images of its stored size,
+    /// rayon over the batch, as the trainer's prefetch thread makes them).
+    Augment {
+        /// cifar10, cifar100, stl10 or tiny-imagenet.
+        #[arg(long, default_value = "cifar10")]
+        dataset: infomax_data::Dataset,
+        /// wmse or fair.
+        #[arg(long, default_value = "wmse")]
+        preset: String,
+        #[arg(long, default_value_t = 256)]
+        batch: usize,
+        #[arg(long, default_value_t = 2)]
+        views: usize,
+        /// Timed batches.
+        #[arg(long, default_value_t = 5)]
+        batches: usize,
+        #[arg(long)]
+        json: bool,
+    },
     /// Time the full training step (every view forward, the method's loss, backward, optimiser
     /// update) on synthetic 32×32 images, after warm-up; prints images/s (images, not views) and
     /// peak RSS.
@@ -248,6 +267,32 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 if !json {
                     println!("gradients: {} files in {}", written.len(), dir.display());
                 }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench(BenchCommand::Augment { dataset, preset, batch, views, batches, json }) => {
+            let preset: infomax_data::augment::Preset =
+                serde_json::from_value(serde_json::Value::String(preset.clone()))
+                    .with_context(|| format!("--preset {preset}: expected wmse or fair"))?;
+            let r = infomax_runner::bench::augment_throughput(&infomax_runner::bench::AugmentBench {
+                dataset,
+                preset,
+                batch,
+                views,
+                batches,
+            })?;
+            if json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                println!(
+                    "augment, {} preset on {} ({} px stored → {} px views), batch {batch} × {views} views: {:.0} views/s ({})",
+                    r.preset,
+                    r.dataset,
+                    r.stored_side,
+                    r.view_side,
+                    r.views_per_second,
+                    infomax_runner::machine::describe(&device)
+                );
             }
             Ok(ExitCode::SUCCESS)
         }

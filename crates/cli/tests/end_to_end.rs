@@ -270,3 +270,76 @@ fn bench_train_step_prints_the_json_object() {
     assert_eq!(v["batch"], 16);
     assert!(v["images_per_second"].as_f64().unwrap() > 0.0 && v["peak_rss_bytes"].as_u64().unwrap() > 0);
 }
+
+/// A run on another dataset: a CIFAR-100 fixture in the official layout (random pixels, so the
+/// model learns nothing; this checks the wiring), with the FAIR augmentations, a max-pool stem
+/// and an evaluation transform that resizes and centre-crops, as STL-10's does.
+#[test]
+fn a_cifar100_run_with_fair_augmentations_and_an_eval_transform() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("cifar-100-binary");
+    std::fs::create_dir_all(&dir).unwrap();
+    for (file, n) in [("train.bin", 50_000usize), ("test.bin", 10_000)] {
+        let mut bytes = vec![0u8; n * 3074];
+        for (r, rec) in bytes.chunks_mut(3074).enumerate() {
+            rec[0] = (r % 20) as u8;
+            rec[1] = (r % 100) as u8;
+            rec[2..].iter_mut().enumerate().for_each(|(i, p)| *p = ((i * 31 + r * 7) % 251) as u8);
+        }
+        std::fs::write(dir.join(file), bytes).unwrap();
+    }
+    let names = |n: usize| (0..n).map(|i| format!("c{i}\n")).collect::<String>();
+    std::fs::write(dir.join("fine_label_names.txt"), names(100)).unwrap();
+    std::fs::write(dir.join("coarse_label_names.txt"), names(20)).unwrap();
+    let db = tmp.path().join("results.sqlite");
+    let mut args = vec!["reproduce", "smoke", "--data-dir", tmp.path().to_str().unwrap(), "--db", db.to_str().unwrap()];
+    let out = tmp.path().join("html");
+    args.extend(["--out", out.to_str().unwrap()]);
+    args.extend_from_slice(SLICE);
+    for s in [
+        "dataset=cifar100",
+        "augment.preset=fair",
+        "encoder.width=0.125",
+        "encoder.max_pool=true",
+        "augment.eval_resize=36",
+        "augment.eval_crop=32",
+        "train.train_images=128",
+    ] {
+        args.extend(["--set", s]);
+    }
+    let o = infomax(&args);
+    assert!(o.status.success(), "{}", text(&o));
+    let c = Connection::open(&db).unwrap();
+    let (dataset, config): (String, String) =
+        c.query_row("SELECT dataset, config_json FROM runs WHERE id = 1", [], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
+    assert_eq!(dataset, "cifar100");
+    let cfg: serde_json::Value = serde_json::from_str(&config).unwrap();
+    assert_eq!(cfg["augment"]["preset"], "fair");
+    assert_eq!(cfg["augment"]["mean"][0].as_f64().unwrap() as f32, 0.5071);
+    let top1: f64 =
+        c.query_row("SELECT top1 FROM evaluations WHERE run_id = 1 AND epoch = 1 AND k = 5", [], |r| r.get(0)).unwrap();
+    assert!((0.0..=100.0).contains(&top1));
+}
+
+#[test]
+fn bench_augment_prints_views_per_second() {
+    let o = infomax(&[
+        "bench",
+        "augment",
+        "--dataset",
+        "stl10",
+        "--preset",
+        "fair",
+        "--batch",
+        "8",
+        "--batches",
+        "1",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!((v["stored_side"].as_u64(), v["view_side"].as_u64()), (Some(96), Some(64)));
+    assert!(v["views_per_second"].as_f64().unwrap() > 0.0);
+    let o = infomax(&["bench", "augment", "--preset", "simclr"]);
+    assert!(!o.status.success() && text(&o).contains("expected wmse or fair"), "{}", text(&o));
+}

@@ -4,6 +4,7 @@
 pub mod conv;
 mod error;
 pub mod init;
+pub mod max_pool;
 pub mod mlp;
 pub mod resnet;
 

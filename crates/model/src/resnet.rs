@@ -161,7 +161,7 @@ impl ModuleT for ResNet {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let mut x = self.bn1.forward_t(&x.apply(&self.conv1)?, train)?.relu()?;
         if self.max_pool {
-            x = x.pad_with_same(D::Minus1, 1, 1)?.pad_with_same(D::Minus2, 1, 1)?.max_pool2d_with_stride(3, 2)?;
+            x = crate::max_pool::max_pool_3x3_s2(&x)?;
         }
         for block in &self.blocks {
             x = block.forward_t(&x, train)?;

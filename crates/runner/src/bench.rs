@@ -98,3 +98,65 @@ pub fn train_step(cfg: &TrainStepBench, device: &Device) -> Result<TrainStepResu
         batch: cfg.batch,
     })
 }
+
+/// `infomax bench augment`: how many augmented views per second the data pipeline makes.
+#[derive(Debug, Clone)]
+pub struct AugmentBench {
+    pub dataset: infomax_data::Dataset,
+    pub preset: infomax_data::augment::Preset,
+    /// Images per batch (each gets `views` views), as the trainer asks for them.
+    pub batch: usize,
+    pub views: usize,
+    /// Timed batches.
+    pub batches: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AugmentResult {
+    pub dataset: String,
+    pub preset: String,
+    /// Stored and produced image sides.
+    pub stored_side: usize,
+    pub view_side: usize,
+    pub views_per_second: f64,
+}
+
+/// Augment synthetic images of the dataset's stored size (pixel values do not change the cost)
+/// with the preset at the dataset's crop size, batch after batch, as the training loop does.
+pub fn augment_throughput(cfg: &AugmentBench) -> Result<AugmentResult> {
+    use rand::Rng;
+    if cfg.batch == 0 || cfg.views == 0 || cfg.batches == 0 {
+        return Err(Error::Run {
+            run: "bench".into(),
+            what: "--batch, --views and --batches: at least 1 expected".into(),
+        });
+    }
+    let side = cfg.dataset.side();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+    let pixels: Vec<u8> = (0..cfg.batch * 3 * side * side).map(|_| rng.random()).collect();
+    let set = infomax_data::ImageSet::new(
+        "synthetic",
+        infomax_data::Split::Train,
+        (side, side),
+        pixels,
+        Vec::new(),
+        Vec::new(),
+    );
+    let augment = RunSpec::augment_defaults(cfg.preset, cfg.dataset);
+    let idx: Vec<usize> = (0..cfg.batch).collect();
+    // One untimed batch warms the thread pool and the allocator.
+    infomax_data::views::augmented_views(&set, &idx, cfg.views, &augment, 0, 0);
+    let started = Instant::now();
+    for epoch in 1..=cfg.batches {
+        let v = infomax_data::views::augmented_views(&set, &idx, cfg.views, &augment, 0, epoch as u64);
+        std::hint::black_box(v);
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    Ok(AugmentResult {
+        dataset: cfg.dataset.name().into(),
+        preset: cfg.preset.name().into(),
+        stored_side: side,
+        view_side: augment.size(),
+        views_per_second: (cfg.batches * cfg.batch * cfg.views) as f64 / seconds,
+    })
+}
