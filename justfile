@@ -10,8 +10,11 @@ reproduce NAME *ARGS:
 test:
     INFOMAX_DATA="${INFOMAX_DATA:-$PWD/../shared/datasets}" cargo test --release --workspace
 
-# Training-step throughput and peak memory (ResNet-18 + 2048-2048 projector, VICReg, LARS).
+# Training-step throughput and peak memory (ResNet-18 + 2048-2048 projector, VICReg, LARS), and
+# augmented views/s at 32 px (CIFAR) and 64 px (STL-10 from 96 px, Tiny-ImageNet) for both presets.
 bench:
+    cargo build --release -p infomax-cli
+    for d in cifar10 stl10 tiny-imagenet; do for p in wmse fair; do ./target/release/infomax bench augment --dataset $d --preset $p; done; done
     cargo run --release -p infomax-cli -- bench train-step --width 1.0 --batch 128 --steps 3 --projector 2048,2048
     cargo run --release -p infomax-cli -- bench train-step --width 0.25 --batch 128 --steps 5 --projector 2048,2048
 
