@@ -53,6 +53,14 @@ pub enum DatasetsCommand {
         /// Augmentation preset: wmse or fair.
         #[arg(long, default_value = "wmse")]
         preset: String,
+        /// Draw the views with this experiment's augmentations instead (name or path), as its
+        /// `--profile` resolves them with any `--set` overrides (the dataset stays NAME's).
+        #[arg(long)]
+        experiment: Option<String>,
+        #[arg(long, default_value = "smoke")]
+        profile: String,
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
         /// Run seed and epoch the views are drawn for (the training streams).
         #[arg(long, default_value_t = 0)]
         seed: u64,
@@ -146,21 +154,44 @@ pub fn run(cmd: DatasetsCommand, root: &Path) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        DatasetsCommand::Preview { name, split, index, views, preset, seed, epoch, raw, out } => {
+        DatasetsCommand::Preview {
+            name,
+            split,
+            index,
+            views,
+            preset,
+            experiment,
+            profile,
+            set,
+            seed,
+            epoch,
+            raw,
+            out,
+        } => {
             let preset: Preset = serde_json::from_value(serde_json::Value::String(preset.clone()))
                 .with_context(|| format!("--preset {preset}: expected wmse or fair"))?;
-            let set = name.load(root, split)?;
+            let images = name.load(root, split)?;
             let img = if raw {
                 if index.len() != 1 {
                     bail!("--raw writes one image exactly as stored: give exactly one --index (got {})", index.len());
                 }
-                infomax_data::preview::raw(&set, index[0])?
+                infomax_data::preview::raw(&images, index[0])?
             } else {
                 if views > 16 {
                     bail!("--views {views}: at most 16 expected");
                 }
-                let augment = RunSpec::augment_defaults(preset, name);
-                infomax_data::preview::grid(&set, &index, views, &augment, seed, epoch)?
+                let augment = match experiment {
+                    None => RunSpec::augment_defaults(preset, name),
+                    Some(e) => {
+                        let path = infomax_runner::config::locate(&e, Path::new("experiments"))?;
+                        let file = infomax_runner::ExperimentFile::load(&path)?;
+                        let mut overrides =
+                            set.iter().map(|s| s.parse::<infomax_runner::Override>()).collect::<Result<Vec<_>, _>>()?;
+                        overrides.push(format!("dataset={name}").parse()?);
+                        file.resolve(&profile, &overrides)?.augment
+                    }
+                };
+                infomax_data::preview::grid(&images, &index, views, &augment, seed, epoch)?
             };
             infomax_data::preview::save_png(&img, &out)?;
             println!("preview: {} ({}×{} px)", out.display(), img.width(), img.height());

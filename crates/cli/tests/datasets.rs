@@ -78,6 +78,19 @@ fn a_partial_dataset_fails_verify_and_previews_write_pngs() {
     assert!(text(&out).contains("(304×204 px)"), "{}", text(&out));
     assert_eq!(&std::fs::read(&png).unwrap()[1..4], b"PNG");
 
+    // An experiment's augmentations, with an override, on this dataset.
+    let exp = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../experiments/barlow-twins.toml");
+    let mut args = vec!["datasets", "preview", "cifar100", "--split", "test", "--index", "1", "--views", "1"];
+    args.extend([
+        "--experiment",
+        exp.to_str().unwrap(),
+        "--set",
+        "augment.preset=fair",
+        "--out",
+        png.to_str().unwrap(),
+    ]);
+    let out = infomax(tmp.path(), &args);
+    assert!(out.status.success(), "{}", text(&out));
     let raw = tmp.path().join("raw.png");
     let out = infomax(
         tmp.path(),
