@@ -112,7 +112,7 @@ fn every_method_trains_from_its_experiment_file() {
         assert!(rank > 1.0 && rank.is_finite(), "{experiment}: effective rank {rank}");
         let evals: i64 =
             c.query_row("SELECT count(*) FROM evaluations WHERE run_id = ?1", [run_id], |r| r.get(0)).unwrap();
-        assert_eq!(evals, 4, "{experiment}: k-NN before and after");
+        assert_eq!(evals, 6, "{experiment}: two k-NN and the linear probe, before and after");
     }
 }
 
@@ -185,7 +185,14 @@ fn smoke_experiment_on_a_real_slice_stores_rows_and_renders_the_table() {
     let keys: Vec<(i64, &str, i64)> = evals.iter().map(|e| (e.0, e.1.as_str(), e.2)).collect();
     assert_eq!(
         keys,
-        [(0, "knn-cosine", 200), (0, "knn-euclidean", 5), (1, "knn-cosine", 200), (1, "knn-euclidean", 5)]
+        [
+            (0, "knn-cosine", 200),
+            (0, "knn-euclidean", 5),
+            (0, "linear", 0),
+            (1, "knn-cosine", 200),
+            (1, "knn-euclidean", 5),
+            (1, "linear", 0)
+        ]
     );
     for e in &evals {
         assert!((0.0..=100.0).contains(&e.3) && e.3 <= e.4, "{e:?}");
@@ -197,7 +204,9 @@ fn smoke_experiment_on_a_real_slice_stores_rows_and_renders_the_table() {
     let html = std::fs::read_to_string(out.join("index.html")).unwrap();
     assert!(html.contains("<td>vicreg</td>") && html.contains("<td>cifar10</td>") && html.contains("<td>smoke</td>"));
     let init = format!("{:.2}", evals[0].3);
-    let trained = format!("{:.2}", evals[2].3);
+    let trained = format!("{:.2}", evals[3].3);
+    let linear = format!("{:.2}", evals[5].3);
+    assert!(html.contains(&linear), "report shows the linear probe");
     assert!(html.contains(&init) && html.contains(&trained), "report shows the stored 200-NN numbers");
     assert!(html.contains("1 / 1"), "epochs done / planned");
 

@@ -16,6 +16,9 @@ pub enum Purpose {
     Augment = 3,
     /// W-MSE's sub-batch permutations of one step (epoch, index = step within the epoch).
     Whiten = 4,
+    /// The linear probe's initialisation (epoch 0) and mini-batch order (epoch = probe epoch),
+    /// index = the evaluated training epoch.
+    Probe = 5,
 }
 
 /// SplitMix64's finaliser: a bijective mix with good avalanche, enough to separate streams.

@@ -46,6 +46,9 @@ pub struct RunRow {
     pub knn200_gain: Option<f64>,
     pub knn5_init: Option<f64>,
     pub knn5_trained: Option<f64>,
+    /// Linear probe top-1 (W-MSE protocol) with the random encoder and after training.
+    pub linear_init: Option<f64>,
+    pub linear_trained: Option<f64>,
     pub bank_size: Option<i64>,
     pub test_size: Option<i64>,
     /// Seconds spent in training epochs.
@@ -95,7 +98,10 @@ pub fn load_runs(db: &Path) -> Result<Vec<RunRow>> {
                (SELECT COALESCE(SUM(wall_seconds), 0.0) FROM epochs e WHERE e.run_id = r.id),
                (SELECT AVG(images_per_second) FROM epochs e WHERE e.run_id = r.id),
                r.started_at, r.code_version, r.machine,
-               (julianday(r.finished_at) - julianday(r.started_at)) * 86400.0
+               (julianday(r.finished_at) - julianday(r.started_at)) * 86400.0,
+               (SELECT top1 FROM evaluations v WHERE v.run_id = r.id AND v.protocol = 'linear' AND v.epoch = 0),
+               (SELECT top1 FROM evaluations v WHERE v.run_id = r.id AND v.protocol = 'linear' AND v.epoch > 0
+                  ORDER BY v.epoch DESC LIMIT 1)
         FROM runs r ORDER BY r.id DESC"#;
     let mut stmt = conn.prepare(sql).map_err(err)?;
     let rows = stmt
@@ -124,6 +130,8 @@ pub fn load_runs(db: &Path) -> Result<Vec<RunRow>> {
                 started_at: r.get(18)?,
                 code_version: r.get(19)?,
                 machine: r.get(20)?,
+                linear_init: r.get(22)?,
+                linear_trained: r.get(23)?,
             })
         })
         .map_err(err)?;

@@ -9,6 +9,7 @@ pub mod inspect;
 pub mod machine;
 pub mod method;
 pub mod optim;
+pub mod probe;
 pub mod spec;
 pub mod store;
 pub mod train;

@@ -223,6 +223,10 @@ pub struct EvalSpec {
     pub every_epochs: usize,
     /// Images per forward pass when extracting features.
     pub batch_size: usize,
+    /// Linear probe (W-MSE protocol) on the bank's features: epochs (0 = no probe) and
+    /// mini-batch size; Adam lr 1e-2 decaying exponentially to 1e-6, weight decay 5e-6.
+    pub linear_epochs: usize,
+    pub linear_batch_size: usize,
 }
 
 /// One run, fully resolved.
@@ -345,7 +349,14 @@ impl RunSpec {
             optimizer: lars.clone(),
             train: TrainSpec { epochs: 1000, batch_size: 256, views: 2, train_images: 0 },
             augment: Self::augment_defaults(Preset::Wmse, dataset),
-            eval: EvalSpec { bank_images: 0, test_images: 0, every_epochs: 0, batch_size: 500 },
+            eval: EvalSpec {
+                bank_images: 0,
+                test_images: 0,
+                every_epochs: 0,
+                batch_size: 500,
+                linear_epochs: 500,
+                linear_batch_size: 1000,
+            },
         };
         match method {
             Method::Vicreg => {

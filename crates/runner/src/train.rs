@@ -14,6 +14,7 @@ use rand::seq::SliceRandom;
 use crate::eval::{extract_features, knn_cosine_weighted, knn_euclidean_majority};
 use crate::method::{Network, Objective, StepContext};
 use crate::optim::{Adam, Lars, Optimizer, Sgd, WarmupCosine};
+use crate::probe::{linear_probe, ProbeConfig};
 use crate::spec::{OptimizerKind, RunSpec};
 use crate::store::{EpochRecord, EvalRecord, RunStatus, Store};
 use crate::{Error, Result};
@@ -156,7 +157,19 @@ fn train_and_evaluate(spec: &RunSpec, ctx: &RunContext, data: &RunData, run_id: 
         pb.finish_and_clear();
         let knn5 = knn_euclidean_majority(&bank, &queries, 5, classes)?;
         let knn200 = knn_cosine_weighted(&bank, &queries, 200, 0.1, classes)?;
-        for (protocol, k, acc) in [("knn-euclidean", 5, knn5), ("knn-cosine", 200, knn200)] {
+        let mut results = vec![("knn-euclidean", 5, knn5), ("knn-cosine", 200, knn200)];
+        if spec.eval.linear_epochs > 0 {
+            let cfg = ProbeConfig {
+                epochs: spec.eval.linear_epochs,
+                batch_size: spec.eval.linear_batch_size,
+                seed: spec.seed,
+                stream: epoch as u64,
+            };
+            let linear = linear_probe(&bank, &queries, classes, &cfg)?;
+            tracing::info!("epoch {epoch}: linear probe top-1 {:.2} %, top-5 {:.2} %", linear.top1, linear.top5);
+            results.push(("linear", 0, linear));
+        }
+        for (protocol, k, acc) in results {
             ctx.store.record_eval(
                 run_id,
                 &EvalRecord {

@@ -152,6 +152,9 @@ pub fn validate(s: &RunSpec) -> Check {
     if o.kind != OptimizerKind::Adam && !(0.0..1.0).contains(&o.momentum) {
         return fail("optimizer.momentum", format!("a value in [0, 1) expected, got {}", o.momentum));
     }
+    if s.eval.linear_epochs > 0 && s.eval.linear_batch_size == 0 {
+        return fail("eval.linear_batch_size", "at least 1 expected, got 0".into());
+    }
     if s.eval.batch_size == 0 {
         return fail("eval.batch_size", "at least 1 expected, got 0".into());
     }
