@@ -221,6 +221,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 progress: !no_progress,
                 code_version: infomax_runner::machine::code_version(),
                 machine: infomax_runner::machine::describe(&device),
+                checkpoints: cli.paths.db.parent().unwrap_or(std::path::Path::new(".")).join("checkpoints"),
             };
             let outcome =
                 execute(&spec, &ctx).with_context(|| format!("run {} of {}", &spec.hash()[..12], path.display()))?;

@@ -352,3 +352,113 @@ fn bench_augment_prints_views_per_second() {
     let o = infomax(&["bench", "augment", "--preset", "simclr"]);
     assert!(!o.status.success() && text(&o).contains("expected wmse or fair"), "{}", text(&o));
 }
+
+/// A sweep killed (SIGKILL) while it trains resumes from its last checkpoint: one run row,
+/// finished, every epoch and evaluation stored once, and the same losses as a run that was never
+/// interrupted (within f32 noise: the weight-gradient reduction order follows rayon's scheduling).
+#[test]
+fn a_killed_run_resumes_from_its_checkpoint_and_is_stored_once() {
+    let data = data_root();
+    let tmp = tempfile::tempdir().unwrap();
+    let args = |db: &std::path::Path| -> Vec<String> {
+        let mut a: Vec<String> =
+            ["reproduce", "smoke", "--data-dir", data.to_str().unwrap(), "--db", db.to_str().unwrap()]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+        a.extend(["--out".into(), tmp.path().join("html").display().to_string()]);
+        a.extend(SLICE.iter().map(|s| s.to_string()));
+        a.extend(
+            ["--set", "train.epochs=4", "--set", "encoder.width=0.125", "--set", "train.train_images=192"]
+                .map(String::from),
+        );
+        a
+    };
+    let epochs_of = |db: &std::path::Path| -> Vec<(i64, f64)> {
+        let c = Connection::open(db).unwrap();
+        let mut s = c.prepare("SELECT epoch, loss FROM epochs ORDER BY epoch").unwrap();
+        s.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(Result::unwrap).collect()
+    };
+
+    let straight = tmp.path().join("straight.sqlite");
+    let o = infomax(&args(&straight).iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(o.status.success(), "{}", text(&o));
+
+    let killed = tmp.path().join("killed.sqlite");
+    let mut kills = 0;
+    for target_epoch in [1i64, 3] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_infomax"))
+            .current_dir(workspace_root())
+            .args(args(&killed))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let started = std::time::Instant::now();
+        loop {
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            let done = if killed.exists() {
+                Connection::open(&killed)
+                    .and_then(|c| c.query_row("SELECT COALESCE(MAX(epoch), 0) FROM epochs", [], |r| r.get::<_, i64>(0)))
+                    .unwrap_or(0)
+            } else {
+                0
+            };
+            if done >= target_epoch {
+                child.kill().unwrap(); // SIGKILL: no chance to clean up
+                child.wait().unwrap();
+                kills += 1;
+                break;
+            }
+            assert!(started.elapsed().as_secs() < 600, "the run never reached epoch {target_epoch}");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+    assert!(kills >= 1, "the test killed the run at least once");
+    let o = infomax(&args(&killed).iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(o.status.success(), "{}", text(&o));
+
+    let c = Connection::open(&killed).unwrap();
+    let runs: Vec<(i64, String)> = c
+        .prepare("SELECT id, status FROM runs")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(runs, vec![(1, "finished".to_string())]);
+    let (a, b) = (epochs_of(&straight), epochs_of(&killed));
+    assert_eq!(b.iter().map(|e| e.0).collect::<Vec<_>>(), vec![1, 2, 3, 4], "each epoch once");
+    for (x, y) in a.iter().zip(&b) {
+        assert!(
+            (x.1 - y.1).abs() <= 1e-3 * x.1.abs().max(1.0),
+            "epoch {}: {} uninterrupted, {} resumed",
+            x.0,
+            x.1,
+            y.1
+        );
+    }
+    let evals: Vec<(i64, String)> = c
+        .prepare("SELECT epoch, protocol FROM evaluations ORDER BY epoch, protocol")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let keys: Vec<(i64, &str)> = evals.iter().map(|(e, p)| (*e, p.as_str())).collect();
+    assert_eq!(
+        keys,
+        [
+            (0, "knn-cosine"),
+            (0, "knn-euclidean"),
+            (0, "linear"),
+            (4, "knn-cosine"),
+            (4, "knn-euclidean"),
+            (4, "linear")
+        ]
+    );
+    let again = infomax(&args(&killed).iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(text(&again).contains("already finished"), "{}", text(&again));
+}

@@ -2,6 +2,7 @@
 //! evaluation → the SQLite results store.
 
 pub mod bench;
+pub mod checkpoint;
 pub mod config;
 mod error;
 pub mod eval;

@@ -26,6 +26,42 @@ pub fn is_running_statistic(name: &str) -> bool {
 pub trait Optimizer {
     /// Apply one update with learning rate `lr`; parameters without a gradient are left alone.
     fn step(&mut self, grads: &GradStore, lr: f64) -> Result<()>;
+
+    /// Every state tensor by a stable name (momentum buffers, Adam moments and step count), for
+    /// checkpoints.
+    fn state(&self) -> Result<Vec<(String, Tensor)>>;
+
+    /// Restore what [`Optimizer::state`] returned; names it does not know are ignored.
+    fn load_state(&mut self, state: &std::collections::HashMap<String, Tensor>) -> Result<()>;
+}
+
+fn buffers_state(kind: &str, params: &[Param], buffers: &[Option<Tensor>]) -> Vec<(String, Tensor)> {
+    params
+        .iter()
+        .zip(buffers)
+        .filter_map(|(p, b)| b.as_ref().map(|b| (format!("{kind}.{}", p.name), b.clone())))
+        .collect()
+}
+
+fn load_buffers(
+    kind: &str,
+    params: &[Param],
+    buffers: &mut [Option<Tensor>],
+    state: &std::collections::HashMap<String, Tensor>,
+) -> Result<()> {
+    for (p, b) in params.iter().zip(buffers.iter_mut()) {
+        *b = match state.get(&format!("{kind}.{}", p.name)) {
+            Some(t) if t.dims() == p.var.dims() => Some(t.to_device(p.var.device())?.to_dtype(p.var.dtype())?),
+            Some(t) => candle_core::bail!(
+                "checkpoint: {kind}.{} has shape {:?}, expected {:?}",
+                p.name,
+                t.dims(),
+                p.var.dims()
+            ),
+            None => None,
+        };
+    }
+    Ok(())
 }
 
 /// The gradient of `p`, cut from the graph that produced it. candle builds gradients with
@@ -114,6 +150,14 @@ impl Optimizer for Lars {
         }
         Ok(())
     }
+
+    fn state(&self) -> Result<Vec<(String, Tensor)>> {
+        Ok(buffers_state("momentum", &self.params, &self.momentum_buffers))
+    }
+
+    fn load_state(&mut self, state: &std::collections::HashMap<String, Tensor>) -> Result<()> {
+        load_buffers("momentum", &self.params, &mut self.momentum_buffers, state)
+    }
 }
 
 fn lr_of(p: &Param, lr: f64, one_d_lr_factor: f64) -> f64 {
@@ -157,6 +201,14 @@ impl Optimizer for Sgd {
         }
         Ok(())
     }
+
+    fn state(&self) -> Result<Vec<(String, Tensor)>> {
+        Ok(buffers_state("momentum", &self.params, &self.momentum_buffers))
+    }
+
+    fn load_state(&mut self, state: &std::collections::HashMap<String, Tensor>) -> Result<()> {
+        load_buffers("momentum", &self.params, &mut self.momentum_buffers, state)
+    }
 }
 
 /// Adam with L2 weight decay added to the gradient (`torch.optim.Adam`, as the W-MSE code uses).
@@ -198,6 +250,28 @@ impl Optimizer for Adam {
             p.set(&(p.as_tensor() - (update * lr)?)?)?;
             self.moments[i] = Some((m, v));
         }
+        Ok(())
+    }
+
+    fn state(&self) -> Result<Vec<(String, Tensor)>> {
+        let first: Vec<Option<Tensor>> = self.moments.iter().map(|m| m.as_ref().map(|(m, _)| m.clone())).collect();
+        let second: Vec<Option<Tensor>> = self.moments.iter().map(|m| m.as_ref().map(|(_, v)| v.clone())).collect();
+        let mut out = buffers_state("adam_m", &self.params, &first);
+        out.extend(buffers_state("adam_v", &self.params, &second));
+        out.push(("adam_step".into(), Tensor::new(self.step as f64, &candle_core::Device::Cpu)?));
+        Ok(out)
+    }
+
+    fn load_state(&mut self, state: &std::collections::HashMap<String, Tensor>) -> Result<()> {
+        let mut first = vec![None; self.params.len()];
+        let mut second = vec![None; self.params.len()];
+        load_buffers("adam_m", &self.params, &mut first, state)?;
+        load_buffers("adam_v", &self.params, &mut second, state)?;
+        self.moments = first.into_iter().zip(second).map(|(m, v)| m.zip(v)).collect();
+        self.step = match state.get("adam_step") {
+            Some(t) => t.to_dtype(DType::F64)?.to_scalar::<f64>()? as i32,
+            None => 0,
+        };
         Ok(())
     }
 }

@@ -183,6 +183,40 @@ impl Store {
             .map_err(self.err())
     }
 
+    /// The newest run of this hash that stopped without finishing (`running` when its process
+    /// died, or `interrupted`): the one a checkpoint resumes.
+    pub fn unfinished_run(&self, config_hash: &str) -> Result<Option<i64>> {
+        self.conn
+            .query_row(
+                "SELECT id FROM runs WHERE config_hash = ?1 AND status IN ('running', 'interrupted')
+                 ORDER BY id DESC LIMIT 1",
+                params![config_hash],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(self.err())
+    }
+
+    /// Take up an unfinished run again from the end of `epoch` (its checkpoint), or from the
+    /// start when there is none: drop what was recorded after that point (work the checkpoint
+    /// does not hold) and mark it `running` again, in one transaction. A run stays one row
+    /// however often it is interrupted.
+    pub fn resume_run(&self, run_id: i64, epoch: Option<usize>) -> Result<()> {
+        let tx = self.conn.unchecked_transaction().map_err(self.err())?;
+        let keep_through = epoch.map_or(-1, |e| e as i64);
+        for table in ["epochs", "epoch_terms", "evaluations"] {
+            tx.execute(&format!("DELETE FROM {table} WHERE run_id = ?1 AND epoch > ?2"), params![run_id, keep_through])
+                .map_err(self.err())?;
+        }
+        let detail = match epoch {
+            Some(e) => format!("resumed after epoch {e}"),
+            None => "restarted: the interrupted attempt left no checkpoint".to_string(),
+        };
+        tx.execute("UPDATE runs SET status = 'running', status_detail = ?2 WHERE id = ?1", params![run_id, detail])
+            .map_err(self.err())?;
+        tx.commit().map_err(self.err())
+    }
+
     /// Insert a run in status `running`; returns its id.
     pub fn start_run(&self, spec: &RunSpec, code_version: &str, machine: &str) -> Result<i64> {
         self.conn

@@ -11,6 +11,7 @@ use infomax_data::views::augmented_views;
 use infomax_data::{ImageSet, Split};
 use rand::seq::SliceRandom;
 
+use crate::checkpoint;
 use crate::eval::{extract_features, knn_cosine_weighted, knn_euclidean_majority};
 use crate::method::{Network, Objective, StepContext};
 use crate::optim::{Adam, Lars, Optimizer, Sgd, WarmupCosine};
@@ -31,6 +32,8 @@ pub struct RunContext<'a> {
     pub progress: bool,
     pub code_version: String,
     pub machine: String,
+    /// Folder of per-run checkpoints (`<folder>/<config hash>/`).
+    pub checkpoints: PathBuf,
 }
 
 /// How a run ended.
@@ -100,12 +103,22 @@ pub fn execute(spec: &RunSpec, ctx: &RunContext) -> Result<RunOutcome> {
         return Ok(RunOutcome::AlreadyDone { run_id, status });
     }
     let data = RunData::load(spec, &ctx.data_root)?;
-    let stale = ctx.store.mark_interrupted(&hash)?;
-    if stale > 0 {
-        tracing::warn!("{stale} earlier attempt(s) of this run were left unfinished; training it again from the start");
-    }
-    let run_id = ctx.store.start_run(spec, &ctx.code_version, &ctx.machine)?;
-    match train_and_evaluate(spec, ctx, &data, run_id) {
+    let ckpt_dir = checkpoint::dir_for(&ctx.checkpoints, &hash);
+    let (run_id, resume) = match ctx.store.unfinished_run(&hash)? {
+        Some(run_id) => {
+            let pos = checkpoint::latest(&ckpt_dir, &hash)?;
+            match pos {
+                Some(p) => tracing::info!("run {run_id} resumes from its checkpoint after epoch {}", p.epoch),
+                None => tracing::warn!(
+                    "run {run_id} was interrupted before its first checkpoint; training it from the start"
+                ),
+            }
+            ctx.store.resume_run(run_id, pos.map(|p| p.epoch))?;
+            (run_id, pos)
+        }
+        None => (ctx.store.start_run(spec, &ctx.code_version, &ctx.machine)?, None),
+    };
+    match train_and_evaluate(spec, ctx, &data, run_id, &ckpt_dir, resume) {
         Ok(outcome) => {
             match &outcome {
                 RunOutcome::Diverged { epoch, step, .. } => {
@@ -124,7 +137,14 @@ pub fn execute(spec: &RunSpec, ctx: &RunContext) -> Result<RunOutcome> {
     }
 }
 
-fn train_and_evaluate(spec: &RunSpec, ctx: &RunContext, data: &RunData, run_id: i64) -> Result<RunOutcome> {
+fn train_and_evaluate(
+    spec: &RunSpec,
+    ctx: &RunContext,
+    data: &RunData,
+    run_id: i64,
+    ckpt_dir: &std::path::Path,
+    resume: Option<checkpoint::Position>,
+) -> Result<RunOutcome> {
     let RunData { full_train, train, test } = data;
     let bank_n = if spec.eval.bank_images > 0 { spec.eval.bank_images.min(full_train.len()) } else { full_train.len() };
     let test_n = if spec.eval.test_images > 0 { spec.eval.test_images.min(test.len()) } else { test.len() };
@@ -187,9 +207,18 @@ fn train_and_evaluate(spec: &RunSpec, ctx: &RunContext, data: &RunData, run_id: 
         Ok(())
     };
 
-    evaluate(0)?;
+    let hash = spec.hash();
     let mut step = 0usize;
-    for epoch in 1..=spec.train.epochs {
+    let mut first_epoch = 1;
+    match resume {
+        Some(_) => {
+            let pos = checkpoint::restore(ckpt_dir, &hash, &net, opt.as_mut())?
+                .ok_or_else(|| Error::Run { run: hash.clone(), what: "its checkpoint disappeared".into() })?;
+            (first_epoch, step) = (pos.epoch + 1, pos.step);
+        }
+        None => evaluate(0)?,
+    }
+    for epoch in first_epoch..=spec.train.epochs {
         let started = Instant::now();
         let mut order: Vec<usize> = (0..train.len()).collect();
         order.shuffle(&mut rng_for(spec.seed, Purpose::Shuffle, epoch as u64, 0, 0));
@@ -278,6 +307,9 @@ fn train_and_evaluate(spec: &RunSpec, ctx: &RunContext, data: &RunData, run_id: 
         if epoch == spec.train.epochs || (every > 0 && epoch % every == 0) {
             evaluate(epoch)?;
         }
+        // After the epoch's rows: a crash before this line redoes the epoch from the previous
+        // checkpoint, and `resume_run` drops its rows first.
+        checkpoint::save(ckpt_dir, &hash, checkpoint::Position { epoch, step }, &net, opt.as_ref())?;
     }
     Ok(RunOutcome::Finished { run_id })
 }
