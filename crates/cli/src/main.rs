@@ -222,9 +222,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 code_version: infomax_runner::machine::code_version(),
                 machine: infomax_runner::machine::describe(&device),
                 checkpoints: cli.paths.db.parent().unwrap_or(std::path::Path::new(".")).join("checkpoints"),
+                stop: stop_on_signal(),
             };
-            let outcome =
-                execute(&spec, &ctx).with_context(|| format!("run {} of {}", &spec.hash()[..12], path.display()))?;
+            let outcome = match execute(&spec, &ctx) {
+                Err(e @ infomax_runner::Error::Interrupted { .. }) => {
+                    eprintln!("stopped: {e}");
+                    return Ok(ExitCode::from(130));
+                }
+                other => other.with_context(|| format!("run {} of {}", &spec.hash()[..12], path.display()))?,
+            };
             let diverged = matches!(outcome, RunOutcome::Diverged { .. });
             match outcome {
                 RunOutcome::AlreadyDone { run_id, status } => {
@@ -327,6 +333,24 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// A flag raised by SIGINT or SIGTERM (a scheduler's stop): the trainer finishes its step, marks
+/// the run `interrupted` and the process exits with 130; a second signal ends it at once.
+fn stop_on_signal() -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let flag = std::sync::Arc::new(AtomicBool::new(false));
+    let seen = flag.clone();
+    let installed = ctrlc::set_handler(move || {
+        if seen.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+        eprintln!("signal received: stopping after the current step (again to stop at once)");
+    });
+    if let Err(e) = installed {
+        tracing::warn!("cannot catch SIGINT/SIGTERM ({e}); an interrupted run resumes from its last checkpoint");
+    }
+    flag
 }
 
 /// The compute device: CPU unless built with `cuda` and a GPU is present.

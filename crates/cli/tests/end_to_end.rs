@@ -462,3 +462,81 @@ fn a_killed_run_resumes_from_its_checkpoint_and_is_stored_once() {
     let again = infomax(&args(&killed).iter().map(String::as_str).collect::<Vec<_>>());
     assert!(text(&again).contains("already finished"), "{}", text(&again));
 }
+
+/// SIGINT (or a scheduler's SIGTERM) stops a run after its step in flight: exit status 130, the
+/// run marked `interrupted` with where it stopped; the same command then resumes and finishes it.
+#[test]
+fn sigint_marks_the_run_interrupted_and_the_next_call_finishes_it() {
+    let data = data_root();
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("results.sqlite");
+    let mut args: Vec<String> =
+        ["reproduce", "smoke", "--data-dir", data.to_str().unwrap(), "--db", db.to_str().unwrap()]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+    args.extend(["--out".into(), tmp.path().join("html").display().to_string()]);
+    args.extend(SLICE.iter().map(|s| s.to_string()));
+    args.extend(
+        ["--set", "train.epochs=3", "--set", "encoder.width=0.125", "--set", "train.train_images=192"]
+            .map(String::from),
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_infomax"))
+        .current_dir(workspace_root())
+        .args(&args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut signalled = false;
+    while child.try_wait().unwrap().is_none() {
+        let epochs = if db.exists() {
+            Connection::open(&db)
+                .and_then(|c| c.query_row("SELECT COUNT(*) FROM epochs", [], |r| r.get::<_, i64>(0)))
+                .unwrap_or(0)
+        } else {
+            0
+        };
+        if epochs >= 1 && !signalled {
+            // SAFETY: signalling our own child process.
+            unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+            signalled = true;
+        }
+        assert!(started.elapsed().as_secs() < 600, "the run did not stop");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    let c = Connection::open(&db).unwrap();
+    let (status, detail): (String, Option<String>) =
+        c.query_row("SELECT status, status_detail FROM runs WHERE id = 1", [], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
+    if out.status.code() == Some(130) {
+        assert_eq!(status, "interrupted");
+        assert!(
+            detail.unwrap_or_default().contains("interrupted at epoch"),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    } else {
+        // The signal came after the last step: the run simply finished.
+        assert!(out.status.success() && status == "finished", "{:?} {status}", out.status);
+    }
+    let o = infomax(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(o.status.success(), "{}", text(&o));
+    let runs: Vec<String> = c
+        .prepare("SELECT status FROM runs")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(runs, vec!["finished".to_string()]);
+    let epochs: Vec<i64> = c
+        .prepare("SELECT epoch FROM epochs ORDER BY epoch")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(epochs, vec![1, 2, 3]);
+}

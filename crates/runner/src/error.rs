@@ -29,6 +29,9 @@ pub enum Error {
     File { path: PathBuf, what: String },
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
+    /// SIGINT or SIGTERM arrived: the run stopped after a step and can be resumed.
+    #[error("interrupted at epoch {epoch}, step {step}; the same command resumes from the last checkpoint")]
+    Interrupted { epoch: usize, step: usize },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

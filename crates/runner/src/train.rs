@@ -34,6 +34,8 @@ pub struct RunContext<'a> {
     pub machine: String,
     /// Folder of per-run checkpoints (`<folder>/<config hash>/`).
     pub checkpoints: PathBuf,
+    /// Set by the binary's SIGINT/SIGTERM handler: training stops after the step in flight.
+    pub stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// How a run ended.
@@ -128,6 +130,10 @@ pub fn execute(spec: &RunSpec, ctx: &RunContext) -> Result<RunOutcome> {
                 _ => ctx.store.finish_run(run_id, RunStatus::Finished, None)?,
             }
             Ok(outcome)
+        }
+        Err(e @ Error::Interrupted { .. }) => {
+            let _ = ctx.store.finish_run(run_id, RunStatus::Interrupted, Some(&e.to_string()));
+            Err(e)
         }
         Err(e) => {
             // Keep what was recorded and say why the run stopped.
@@ -278,6 +284,10 @@ fn train_and_evaluate(
                 step += 1;
                 pb.set_message(format!("loss {:.4} lr {lr:.4}", loss_sum / (s + 1) as f64));
                 pb.inc(1);
+                if ctx.stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    pb.finish_and_clear();
+                    return Err(Error::Interrupted { epoch, step: s + 1 });
+                }
             }
             Ok(None)
         })?;
