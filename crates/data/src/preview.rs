@@ -4,7 +4,6 @@
 use std::path::Path;
 
 use crate::augment::{Augment, Rgb};
-use crate::seed::{rng_for, Purpose};
 use crate::{Error, ImageSet, Result};
 
 /// Tiles are drawn at least this many pixels wide (small images are enlarged by an integer
@@ -78,8 +77,7 @@ pub fn grid(
         put(row, 0, &planar_to_image(set.image(i), set.height, set.width));
         let original = Rgb::from_planar_u8(set.image(i), set.height, set.width);
         for v in 0..views {
-            let mut rng = rng_for(seed, Purpose::Augment, epoch, i as u64, v as u64);
-            let view = augment.view(v, &original, &mut rng);
+            let view = crate::views::view_of(&original, i, v, augment, seed, epoch);
             put(row, 1 + v, &planar_to_image(&to_bytes(&view, augment), view.height, view.width));
         }
     }
@@ -110,6 +108,7 @@ pub fn save_png(img: &image::RgbImage, out: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::seed::{rng_for, Purpose};
     use crate::Split;
 
     fn set() -> ImageSet {

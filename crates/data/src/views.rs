@@ -6,6 +6,13 @@ use crate::augment::{Augment, Rgb};
 use crate::seed::{rng_for, Purpose};
 use crate::ImageSet;
 
+/// View `v` of image `index` (already decoded as `img`) in epoch `epoch` of a run with `seed`:
+/// the one place that says which random stream draws a view.
+pub fn view_of(img: &Rgb, index: usize, v: usize, augment: &Augment, seed: u64, epoch: u64) -> Rgb {
+    let mut rng = rng_for(seed, Purpose::Augment, epoch, index as u64, v as u64);
+    augment.view(v, img, &mut rng)
+}
+
 /// `views` buffers, one per view, each `indices.len() × 3 × size × size` (NCHW).
 ///
 /// View `v` of image `i` in epoch `e` is drawn from the stream (seed, Augment, e, i, v) alone, so the
@@ -22,12 +29,7 @@ pub fn augmented_views(
         .par_iter()
         .map(|&i| {
             let img = Rgb::from_planar_u8(set.image(i), set.height, set.width);
-            (0..views)
-                .map(|v| {
-                    let mut rng = rng_for(seed, Purpose::Augment, epoch, i as u64, v as u64);
-                    augment.view(v, &img, &mut rng)
-                })
-                .collect()
+            (0..views).map(|v| view_of(&img, i, v, augment, seed, epoch)).collect()
         })
         .collect();
     (0..views).map(|v| per_image.iter().flat_map(|imgs| imgs[v].data.iter().copied()).collect()).collect()
