@@ -8,8 +8,9 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use infomax_runner::bench::{train_step, TrainStepBench};
+use infomax_runner::plan::PlanOptions;
 use infomax_runner::spec::{ConvKernels, Method};
-use infomax_runner::{execute, ExperimentFile, Override, RunContext, RunOutcome, Store};
+use infomax_runner::{ExperimentFile, Override, RunContext, Store};
 
 #[derive(Parser)]
 #[command(
@@ -43,19 +44,34 @@ struct Paths {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Train and evaluate an experiment's runs, store the results, then render the report.
+    /// Train and evaluate an experiment's runs (its grid under a profile), store the results,
+    /// then render the report.
     ///
-    /// A run whose resolved configuration already finished in the database is not trained again.
+    /// A run whose resolved configuration already finished in the database is not trained again;
+    /// an interrupted one resumes from its last checkpoint; one whose dataset is missing is
+    /// recorded as skipped. Exit status: 0 all finished or skipped, 1 a run failed, 2 a run
+    /// diverged, 130 interrupted.
     Reproduce {
         /// Experiment name (experiments/NAME.toml) or path to a TOML file.
         experiment: String,
         /// Profile of the experiment file to run (e.g. smoke, cpu, paper).
         #[arg(long, default_value = "smoke")]
         profile: String,
-        /// Seed of the run (overrides the file's `seed`).
+        /// Seeds 0..N for every cell (replaces the file's `seed` axis).
+        #[arg(long, value_name = "N")]
+        seeds: Option<usize>,
+        /// Keep only the cells with AXIS=VALUE (repeat: values of one axis are alternatives,
+        /// different axes must all match), e.g. --only dataset=cifar10 --only method=w-mse-2.
+        #[arg(long, value_name = "AXIS=VALUE")]
+        only: Vec<String>,
+        /// Run the I-th of N deterministic slices of the plan (1 ≤ I ≤ N), for N processes that
+        /// each write their own database (combine them with `infomax merge`).
+        #[arg(long, value_name = "I/N")]
+        shard: Option<infomax_runner::plan::Shard>,
+        /// Print the plan (runs, what differs between them, their state, estimated time) and stop.
         #[arg(long)]
-        seed: Option<u64>,
-        /// Override any field of the resolved run, e.g. --set train.epochs=2 --set optimizer.lr=0.5.
+        dry_run: bool,
+        /// Override any field of every run, e.g. --set train.epochs=2 --set optimizer.lr=0.5.
         #[arg(long = "set", value_name = "KEY=VALUE")]
         set: Vec<String>,
         /// Folder where experiment names are looked up.
@@ -64,6 +80,19 @@ enum Command {
         /// Do not draw progress bars.
         #[arg(long)]
         no_progress: bool,
+    },
+    /// Runs by state (finished, diverged, failed, interrupted, running, skipped, pending) with
+    /// their last evaluation.
+    Status {
+        /// Only this experiment.
+        experiment: Option<String>,
+    },
+    /// Combine results databases (e.g. one per shard) into --db without duplicating a run: a
+    /// run kept once, the furthest-along copy winning.
+    Merge {
+        /// Databases to read.
+        #[arg(required = true, value_name = "DB")]
+        sources: Vec<PathBuf>,
     },
     /// Render reports/index.html from the results database.
     Report,
@@ -193,57 +222,76 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<ExitCode> {
     let device = candle_core_device();
     match cli.command {
-        Command::Reproduce { experiment, profile, seed, set, experiments_dir, no_progress } => {
+        Command::Reproduce { experiment, profile, seeds, only, shard, dry_run, set, experiments_dir, no_progress } => {
             let path = infomax_runner::config::locate(&experiment, &experiments_dir)?;
             let file = ExperimentFile::load(&path)?;
-            let mut overrides = set.iter().map(|s| s.parse::<Override>()).collect::<Result<Vec<_>, _>>()?;
-            if let Some(seed) = seed {
-                overrides.push(format!("seed={seed}").parse()?);
-            }
-            let spec = file.resolve(&profile, &overrides)?;
-            let store = Store::open(&cli.paths.db)?;
+            let overrides = set.iter().map(|s| s.parse::<Override>()).collect::<Result<Vec<_>, _>>()?;
+            let opts = PlanOptions { seeds, only, shard };
+            let plan = infomax_runner::plan::plan(&file, &profile, &overrides, &opts)?;
             let data_root = infomax_data::root::data_root(cli.paths.data_dir.clone());
-            tracing::info!(
-                "{} / profile {profile}: {} on {}, {} epochs, data from {}",
-                file.meta.name,
-                spec.method.name(),
-                spec.dataset.name(),
-                spec.train.epochs,
-                data_root.display()
-            );
-            if let Some(p) = file.profiles.get(&profile) {
-                tracing::info!("profile {profile}: {}", p.about);
+            let machine = infomax_runner::machine::describe(&device);
+            if dry_run {
+                // A dry run reads the database if there is one and never creates it.
+                let store = if cli.paths.db.is_file() { Some(Store::open(&cli.paths.db)?) } else { None };
+                print!("{}", dry_run_text(&file, &profile, &plan, store.as_ref(), &data_root, &machine)?);
+                return Ok(ExitCode::SUCCESS);
             }
+            let store = Store::open(&cli.paths.db)?;
+            store.record_experiment(&file, &plan)?;
+            if let Some(p) = file.profiles.get(&profile) {
+                tracing::info!("{} / profile {profile}: {}", file.meta.name, p.about);
+            }
+            tracing::info!("{} runs planned; data from {}", plan.len(), data_root.display());
             let ctx = RunContext {
                 data_root,
                 store: &store,
                 device: device.clone(),
                 progress: !no_progress,
                 code_version: infomax_runner::machine::code_version(),
-                machine: infomax_runner::machine::describe(&device),
-                checkpoints: cli.paths.db.parent().unwrap_or(std::path::Path::new(".")).join("checkpoints"),
+                machine,
+                checkpoints: cli.paths.db.with_extension("checkpoints"),
                 stop: stop_on_signal(),
             };
-            let outcome = match execute(&spec, &ctx) {
-                Err(e @ infomax_runner::Error::Interrupted { .. }) => {
-                    eprintln!("stopped: {e}");
-                    return Ok(ExitCode::from(130));
-                }
-                other => other.with_context(|| format!("run {} of {}", &spec.hash()[..12], path.display()))?,
-            };
-            let diverged = matches!(outcome, RunOutcome::Diverged { .. });
-            match outcome {
-                RunOutcome::AlreadyDone { run_id, status } => {
-                    println!("run {run_id} with this configuration is already {status}; nothing trained")
-                }
-                RunOutcome::Finished { run_id } => println!("run {run_id} finished"),
-                RunOutcome::Diverged { run_id, epoch, step } => {
-                    println!("run {run_id} diverged at epoch {epoch}, step {step}")
-                }
+            let summary = infomax_runner::sweep::run_plan(&plan, &ctx)?;
+            for (run, why) in &summary.skipped {
+                println!("skipped  {run}: {why}");
             }
+            for (run, why) in &summary.diverged {
+                println!("diverged {run}: {why}");
+            }
+            for (run, why) in &summary.failed {
+                println!("failed   {run}: {why}");
+            }
+            if let Some(why) = &summary.interrupted {
+                println!("stopped: {why}");
+            }
+            println!("{} / {profile}: {} runs: {}", file.meta.name, plan.len(), summary.line());
             let index = infomax_report::render_index(&cli.paths.db, &cli.paths.out)?;
             println!("report: {}", index.display());
-            Ok(if diverged { ExitCode::from(2) } else { ExitCode::SUCCESS })
+            Ok(ExitCode::from(summary.exit_code()))
+        }
+        Command::Status { experiment } => {
+            if !cli.paths.db.is_file() {
+                anyhow::bail!("{}: no results database yet (run `infomax reproduce` first)", cli.paths.db.display());
+            }
+            let store = Store::open(&cli.paths.db)?;
+            print!("{}", status_text(&store.run_rows(experiment.as_deref())?));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Merge { sources } => {
+            let store = Store::open(&cli.paths.db)?;
+            for src in &sources {
+                let s = store.merge_from(src).with_context(|| format!("merging {}", src.display()))?;
+                println!(
+                    "{}: {} runs copied, {} replaced (further along there), {} kept",
+                    src.display(),
+                    s.copied,
+                    s.replaced,
+                    s.kept
+                );
+            }
+            println!("merged into {}", cli.paths.db.display());
+            Ok(ExitCode::SUCCESS)
         }
         Command::Datasets(cmd) => datasets::run(cmd, &infomax_data::root::data_root(cli.paths.data_dir.clone())),
         Command::Report => {
@@ -351,6 +399,110 @@ fn stop_on_signal() -> std::sync::Arc<std::sync::atomic::AtomicBool> {
         tracing::warn!("cannot catch SIGINT/SIGTERM ({e}); an interrupted run resumes from its last checkpoint");
     }
     flag
+}
+
+/// The plan as `--dry-run` prints it: each run with its state in the database, the fields that
+/// differ between runs, and the time it should take at the throughput this machine measured.
+fn dry_run_text(
+    file: &ExperimentFile,
+    profile: &str,
+    plan: &[infomax_runner::plan::PlannedRun],
+    store: Option<&Store>,
+    data_root: &std::path::Path,
+    machine: &str,
+) -> Result<String> {
+    use infomax_runner::plan::{differences, estimate_seconds, human_duration, measured_gflops};
+    use std::fmt::Write;
+    let gflops = match store {
+        Some(s) => measured_gflops(s, machine)?,
+        None => None,
+    };
+    let rows = match store {
+        Some(s) => s.run_rows(Some(&file.meta.name))?,
+        None => Vec::new(),
+    };
+    let diffs = differences(plan);
+    let mut out = String::new();
+    let axes: Vec<&str> = file.axes.iter().map(|a| a.name.as_str()).collect();
+    writeln!(
+        out,
+        "{} — {} / profile {profile}: {} runs{}",
+        file.meta.name,
+        file.meta.title,
+        plan.len(),
+        if axes.is_empty() { String::new() } else { format!(" over {}", axes.join(" × ")) }
+    )?;
+    if let Some(p) = file.profiles.get(profile) {
+        writeln!(out, "profile {profile}: {}", p.about)?;
+    }
+    let mut total = 0.0;
+    let mut pending = 0;
+    for (i, (run, diff)) in plan.iter().zip(&diffs).enumerate() {
+        let hash = run.spec.hash();
+        let row = rows.iter().find(|r| r.config_hash == hash && r.status != "pending");
+        let state = match (row, infomax_runner::sweep::missing_dataset(run.spec.dataset, data_root)) {
+            (Some(r), _) if r.status == "finished" || r.status == "diverged" => r.status.clone(),
+            (_, Some(_)) => "skip: dataset not found".to_string(),
+            (Some(r), None) if r.epochs_done > 0 => format!("resumes after epoch {}/{}", r.epochs_done, r.epochs),
+            _ => "to train".to_string(),
+        };
+        let estimate = match gflops {
+            Some(g) if state.starts_with("to train") || state.starts_with("resumes") => {
+                let s = estimate_seconds(&run.spec, g);
+                total += s;
+                pending += 1;
+                human_duration(s)
+            }
+            _ => "—".to_string(),
+        };
+        writeln!(out, "{:>3}. {}  [{}]  {state}  est. {estimate}", i + 1, run.label(), &hash[..12])?;
+        if !diff.is_empty() {
+            let shown: Vec<String> = diff.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            writeln!(out, "     {}", shown.join("  "))?;
+        }
+    }
+    match gflops {
+        Some(g) => writeln!(
+            out,
+            "estimated: {} for {pending} runs to train, at {g:.1} GFLOP/s (the median of this machine's latest recorded epochs)",
+            human_duration(total)
+        )?,
+        None => writeln!(
+            out,
+            "estimated: unknown — no epoch recorded on this machine yet ({machine}); any run's first epoch calibrates it"
+        )?,
+    }
+    Ok(out)
+}
+
+/// `infomax status`: runs grouped by state, each with its progress and last evaluation.
+fn status_text(rows: &[infomax_runner::store::RunRow]) -> String {
+    use std::fmt::Write;
+    const ORDER: [&str; 7] = ["running", "interrupted", "failed", "diverged", "finished", "skipped", "pending"];
+    let mut out = String::new();
+    if rows.is_empty() {
+        out.push_str("no runs recorded\n");
+    }
+    for state in ORDER {
+        let group: Vec<_> = rows.iter().filter(|r| r.status == state).collect();
+        if group.is_empty() {
+            continue;
+        }
+        let _ = writeln!(out, "{state} ({})", group.len());
+        for r in group {
+            let evals: Vec<String> = r.last_eval.iter().map(|(_, name, top1)| format!("{name} {top1:.2} %")).collect();
+            let at = r.last_eval.first().map_or(String::new(), |(e, _, _)| format!(" at epoch {e}"));
+            let _ = write!(out, "  {}/{} {}  epochs {}/{}", r.experiment, r.profile, r.label, r.epochs_done, r.epochs);
+            if !evals.is_empty() {
+                let _ = write!(out, "  {}{at}", evals.join(", "));
+            }
+            if let Some(d) = &r.detail {
+                let _ = write!(out, "  — {d}");
+            }
+            out.push('\n');
+        }
+    }
+    out
 }
 
 /// The compute device: CPU unless built with `cuda` and a GPU is present.

@@ -3,34 +3,12 @@
 //!
 //! Needs the dataset: `INFOMAX_DATA` (CI points it at `../shared/datasets`), else `./datasets`.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
+use std::process::Command;
+
+use common::{data_root, infomax, text, workspace_root};
 use rusqlite::Connection;
-
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
-}
-
-fn data_root() -> PathBuf {
-    let root = workspace_root();
-    let dir = std::env::var_os("INFOMAX_DATA").map(PathBuf::from).unwrap_or_else(|| root.join("datasets"));
-    let dir = if dir.is_absolute() { dir } else { root.join(dir) };
-    assert!(
-        dir.join("cifar-10-batches-bin").is_dir(),
-        "the end-to-end test needs CIFAR-10: set INFOMAX_DATA (e.g. INFOMAX_DATA=../shared/datasets); looked in {}",
-        dir.display()
-    );
-    dir
-}
-
-fn infomax(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_infomax")).current_dir(workspace_root()).args(args).output().unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
-}
 
 /// The smoke experiment shrunk to a slice: 256 training images, 4 steps of 64, a k-NN bank of
 /// 500 and 200 test images. It checks the plumbing end to end, not that the model learns.
@@ -92,7 +70,7 @@ fn every_method_trains_from_its_experiment_file() {
         let o = infomax(&args);
         assert!(o.status.success(), "{experiment}: {}", text(&o));
         let run_id = i as i64 + 1;
-        assert!(text(&o).contains(&format!("run {run_id} finished")), "{}", text(&o));
+        assert!(text(&o).contains("1 runs: 1 finished (0 of them already before)"), "{}", text(&o));
         let c = Connection::open(&db).unwrap();
         let method: String = c.query_row("SELECT method FROM runs WHERE id = ?1", [run_id], |r| r.get(0)).unwrap();
         assert_eq!(&method, experiment);
@@ -127,7 +105,7 @@ fn smoke_experiment_on_a_real_slice_stores_rows_and_renders_the_table() {
     args.extend(SLICE);
     let first = infomax(&args);
     assert!(first.status.success(), "{}", text(&first));
-    assert!(text(&first).contains("run 1 finished"), "{}", text(&first));
+    assert!(text(&first).contains("1 runs: 1 finished (0 of them already before)"), "{}", text(&first));
 
     let c = Connection::open(&db).unwrap();
     let (method, dataset, profile, status, hash, json, version): (
@@ -224,8 +202,10 @@ fn smoke_experiment_on_a_real_slice_stores_rows_and_renders_the_table() {
     assert!(std::fs::read_to_string(out.join("index.html")).unwrap().contains(&trained));
 }
 
+/// A run whose dataset is not on disk is recorded as skipped, with the command that fetches it,
+/// and the sweep still succeeds.
 #[test]
-fn missing_dataset_fails_clearly_and_records_nothing() {
+fn a_missing_dataset_skips_the_run_with_the_fetch_command() {
     let tmp = tempfile::tempdir().unwrap();
     let db = tmp.path().join("r.sqlite");
     let empty = tmp.path().join("no-data");
@@ -234,11 +214,24 @@ fn missing_dataset_fails_clearly_and_records_nothing() {
     args.extend(["--out", tmp.path().to_str().unwrap()]);
     args.extend(SLICE);
     let o = infomax(&args);
-    assert!(!o.status.success());
+    assert!(o.status.success(), "{}", text(&o));
     let msg = text(&o);
-    assert!(msg.contains("cifar-10-batches-bin") && msg.contains("cifar-10-binary.tar.gz"), "{msg}");
-    let runs: i64 = Connection::open(&db).unwrap().query_row("SELECT count(*) FROM runs", [], |r| r.get(0)).unwrap();
-    assert_eq!(runs, 0, "bad input leaves no run behind");
+    assert!(msg.contains("skipped") && msg.contains("infomax datasets fetch cifar10"), "{msg}");
+    let rows: Vec<(String, String)> = Connection::open(&db)
+        .unwrap()
+        .prepare("SELECT status, status_detail FROM runs")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].0, "skipped");
+    assert!(rows[0].1.starts_with("dataset not found") && rows[0].1.contains("cifar-10-batches-bin"), "{rows:?}");
+    // A second call records the skip once, not twice.
+    assert!(infomax(&args).status.success());
+    let n: i64 = Connection::open(&db).unwrap().query_row("SELECT count(*) FROM runs", [], |r| r.get(0)).unwrap();
+    assert_eq!(n, 1);
 }
 
 #[test]

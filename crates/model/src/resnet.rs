@@ -50,6 +50,36 @@ impl ResNetConfig {
         self.stage_widths()[3]
     }
 
+    /// Multiply-accumulates of one forward pass on a `side`×`side` image, counted from the
+    /// convolution shapes (BatchNorm, ReLU and pooling are a few percent and left out): what the
+    /// runner's time estimates scale by.
+    pub fn forward_macs(&self, side: usize) -> u64 {
+        let halve = |s: usize| (s.saturating_sub(1)) / 2 + 1; // k 3 (or 7) with padding, stride 2
+        let [c0, ..] = self.stage_widths();
+        let mut s = if self.small_stem { side } else { halve(side) };
+        let k = if self.small_stem { 9 } else { 49 };
+        let mut macs = (s * s * k * 3 * c0) as u64;
+        if self.max_pool {
+            s = halve(s);
+        }
+        let mut cin = c0;
+        for (stage, &c) in self.stage_widths().iter().enumerate() {
+            for block in 0..2 {
+                let stride2 = stage > 0 && block == 0;
+                if stride2 {
+                    s = halve(s);
+                }
+                let area = (s * s) as u64;
+                macs += area * 9 * (cin * c) as u64 + area * 9 * (c * c) as u64;
+                if cin != c || stride2 {
+                    macs += area * (cin * c) as u64; // 1×1 downsample
+                }
+                cin = c;
+            }
+        }
+        macs
+    }
+
     pub fn validate(&self) -> crate::Result<()> {
         if self.depth != 18 {
             return Err(Error::Config {
@@ -207,6 +237,19 @@ mod tests {
         net.forward_t(&x, true).unwrap();
         let after = map.named_vars().into_iter().find(|(n, _)| n == "bn1.running_mean").unwrap().1;
         assert_ne!(before, after.as_tensor().to_vec1::<f32>().unwrap(), "training mode updates running stats");
+    }
+
+    #[test]
+    fn forward_macs_match_the_known_counts() {
+        // CIFAR ResNet-18: 0.56 GMACs; torchvision's ImageNet ResNet-18 at 224 px: 1.82 GMACs.
+        let cifar = ResNetConfig::resnet18(1.0).forward_macs(32);
+        assert!((555_000_000..=558_000_000).contains(&cifar), "{cifar}");
+        let imagenet = ResNetConfig { small_stem: false, max_pool: true, ..ResNetConfig::resnet18(1.0) };
+        let m = imagenet.forward_macs(224);
+        assert!((1_810_000_000..=1_830_000_000).contains(&m), "{m}");
+        // Width 0.5 has a quarter of the inner MACs.
+        let half = ResNetConfig::resnet18(0.5).forward_macs(32) as f64;
+        assert!((half / cifar as f64 - 0.25).abs() < 0.01);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use serde::Serialize;
 use thiserror::Error;
 
 /// The schema version this report reads (the runner's `store::SCHEMA_VERSION`).
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 #[derive(Debug, Error)]
 pub enum Error {
@@ -220,18 +220,18 @@ mod tests {
             r#"
             CREATE TABLE runs (id INTEGER PRIMARY KEY, experiment TEXT, profile TEXT, method TEXT, dataset TEXT,
               seed INTEGER, epochs INTEGER, config_json TEXT, config_hash TEXT, status TEXT, status_detail TEXT,
-              started_at TEXT, finished_at TEXT, code_version TEXT, machine TEXT);
+              started_at TEXT, finished_at TEXT, code_version TEXT, machine TEXT, grid_json TEXT DEFAULT '{}');
             CREATE TABLE epochs (run_id INTEGER, epoch INTEGER, loss REAL, lr REAL, images_per_second REAL, wall_seconds REAL);
             CREATE TABLE evaluations (run_id INTEGER, epoch INTEGER, protocol TEXT, k INTEGER, top1 REAL, top5 REAL,
               bank_size INTEGER, test_size INTEGER);
             INSERT INTO runs VALUES (1, 'smoke', 'smoke', 'vicreg', 'cifar10', 0, 2, '{}', 'h', 'finished', NULL,
-              '2026-01-01T00:00:00Z', NULL, 'v', 'm');
+              '2026-01-01T00:00:00Z', NULL, 'v', 'm', '{}');
             INSERT INTO runs VALUES (2, '<script>x</script>', 'cpu', 'vicreg', 'cifar10', 1, 5, '{}', 'g', 'diverged',
-              'loss not finite at epoch 1, step 3', '2026-01-01T00:00:00Z', NULL, 'v', 'm');
+              'loss not finite at epoch 1, step 3', '2026-01-01T00:00:00Z', NULL, 'v', 'm', '{}');
             INSERT INTO epochs VALUES (1, 1, 3.0, 0.1, 50.0, 10.0), (1, 2, 2.0, 0.1, 70.0, 12.0);
             INSERT INTO evaluations VALUES (1, 0, 'knn-cosine', 200, 28.5, 70.0, 1000, 200),
               (1, 2, 'knn-cosine', 200, 36.25, 80.0, 1000, 200), (1, 0, 'knn-euclidean', 5, 25.0, 60.0, 1000, 200);
-            PRAGMA user_version = 1;
+            PRAGMA user_version = 2;
             "#,
         )
         .unwrap();

@@ -87,6 +87,14 @@ pub fn save(dir: &Path, config_hash: &str, position: Position, net: &Network, op
     Ok(())
 }
 
+/// Remove a run's checkpoints (a fresh start, or a checkpoint that is not this run's).
+pub fn clear(dir: &Path) -> Result<()> {
+    match std::fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::Io { path: dir.to_path_buf(), source: e }),
+        _ => Ok(()),
+    }
+}
+
 /// The position of the latest checkpoint in `dir`, if one exists for this configuration.
 pub fn latest(dir: &Path, config_hash: &str) -> Result<Option<Position>> {
     let path = dir.join("latest.json");

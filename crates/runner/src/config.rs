@@ -2,11 +2,24 @@
 //!
 //! ```toml
 //! [experiment]            # name, title, paper, reproduces
-//! [base]                  # the run: method, dataset, seed, encoder, projector, optimizer, …
-//! [profiles.smoke]        # overrides merged over [base]; `about` says what the profile costs
+//! [base]                  # what every run shares: method, dataset, encoder, projector, optimizer, …
+//! [grid]                  # axes: `dataset = ["cifar10", "stl10"]`, or named values with overrides:
+//! [grid.method]           #   w-mse-4 = { method = "w-mse", train = { views = 4 } }
+//! [[when]]                # overrides for some cells: match = { method = "w-mse-2", dataset = "stl10" }
+//!                         #   set = { projector = { widths = [1024, 128] } }
+//! [profiles.smoke]        # overrides for every run; `about` says what the profile costs;
+//! [[profiles.smoke.when]] #   a profile's own cell overrides
+//! [[reference]]           # the paper's numbers: at = { method = "simclr", dataset = "cifar10" },
+//!                         #   linear = 91.80, knn5 = 88.42, source = "W-MSE, Table 1"
 //! ```
-//! Resolution: built-in defaults for the method and dataset ← `[base]` ← `[profiles.P]` ←
-//! `--set key=value`, then a strict deserialisation (unknown keys are errors naming the field).
+//! A run's configuration, lowest layer first: built-in defaults for its method and dataset ←
+//! `[base]` ← its grid values (axes in file order) ← matching `[[when]]` ← the profile ← the
+//! profile's matching `when` ← `--set key=value`; then a strict deserialisation (unknown keys are
+//! errors naming the file, line, column and the closest valid key) and `validate`.
+//!
+//! The axis `seed` is special: its values set `seed` and are not part of a run's grid
+//! coordinates (the seed is already in the configuration), so `--seeds N` adds seeds to a sweep
+//! without renaming the runs it already has.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -17,6 +30,12 @@ use toml::{Table, Value};
 use crate::spec::{Dataset, Method, RunSpec};
 use crate::{Error, Result};
 use infomax_data::augment::Preset;
+
+/// Keys infomax sets itself; a file that sets them would be silently overwritten.
+const RESERVED: [&str; 3] = ["experiment", "profile", "grid"];
+
+/// The metrics a `[[reference]]` entry may carry (top-1 % unless named otherwise).
+pub const REFERENCE_METRICS: [&str; 4] = ["linear", "linear-top5", "knn5", "knn200"];
 
 /// `[experiment]`: what the file reproduces.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -36,14 +55,95 @@ struct RawFile {
     experiment: ExperimentMeta,
     base: Table,
     #[serde(default)]
-    profiles: BTreeMap<String, Table>,
+    grid: Table,
+    #[serde(default)]
+    when: Vec<Table>,
+    #[serde(default)]
+    reference: Vec<Table>,
+    #[serde(default)]
+    profiles: Table,
 }
 
-/// A profile: overrides, and a sentence on what it costs and what it is for.
+/// One step of a path into the TOML document, for finding where something is written.
+#[derive(Debug, Clone, PartialEq)]
+enum Seg {
+    Key(String),
+    Index(usize),
+}
+
+fn keys(path: &[&str]) -> Vec<Seg> {
+    path.iter().map(|k| Seg::Key(k.to_string())).collect()
+}
+
+/// A grid axis: its values in file order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Axis {
+    pub name: String,
+    pub values: Vec<AxisValue>,
+}
+
+/// A named value of an axis and the overrides it applies.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AxisValue {
+    pub name: String,
+    pub overrides: Table,
+    anchor: Vec<Seg>,
+}
+
+impl Axis {
+    pub fn is_seed(&self) -> bool {
+        self.name == "seed"
+    }
+
+    fn value_index(&self, name: &str) -> Option<usize> {
+        self.values.iter().position(|v| v.name == name)
+    }
+
+    /// The axis of seeds `0..n` (`--seeds N`).
+    pub fn seeds(n: usize) -> Axis {
+        let values = (0..n)
+            .map(|s| AxisValue {
+                name: s.to_string(),
+                overrides: Table::from_iter([("seed".to_string(), Value::Integer(s as i64))]),
+                anchor: Vec::new(),
+            })
+            .collect();
+        Axis { name: "seed".into(), values }
+    }
+}
+
+/// Overrides applied to the cells whose coordinates match.
+#[derive(Debug, Clone, PartialEq)]
+struct When {
+    /// (axis name, accepted value names).
+    matches: Vec<(String, Vec<String>)>,
+    set: Table,
+    anchor: Vec<Seg>,
+}
+
+impl When {
+    fn applies(&self, axes: &[Axis], cell: &[usize]) -> bool {
+        self.matches.iter().all(|(axis, names)| {
+            axes.iter().position(|a| &a.name == axis).is_some_and(|i| names.contains(&axes[i].values[cell[i]].name))
+        })
+    }
+}
+
+/// A profile: overrides for every run, its own cell overrides, and a sentence on what it costs.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Profile {
     pub about: String,
     pub overrides: Table,
+    when: Vec<When>,
+}
+
+/// The paper's numbers for the cells matching `at` (grid coordinates).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Reference {
+    pub at: BTreeMap<String, String>,
+    /// Metric (one of [`REFERENCE_METRICS`]) → value in percent.
+    pub values: BTreeMap<String, f64>,
+    pub source: String,
 }
 
 /// A parsed experiment file.
@@ -52,7 +152,12 @@ pub struct ExperimentFile {
     pub path: PathBuf,
     pub meta: ExperimentMeta,
     base: Table,
+    /// The grid's axes in file order (none: the file is one run).
+    pub axes: Vec<Axis>,
+    when: Vec<When>,
+    pub references: Vec<Reference>,
     pub profiles: BTreeMap<String, Profile>,
+    text: String,
 }
 
 /// One `--set key.path=value` override; the value is TOML (bare words are strings).
@@ -72,6 +177,9 @@ impl std::str::FromStr for Override {
         let key: Vec<String> = key.trim().split('.').map(|s| s.trim().to_string()).collect();
         if key.iter().any(String::is_empty) {
             return Err(bad("the key has an empty part; expected a dotted path such as optimizer.lr"));
+        }
+        if RESERVED.contains(&key[0].as_str()) {
+            return Err(bad(&format!("`{}` is set by infomax, not by overrides", key[0])));
         }
         let value = value.trim();
         let value = match toml::from_str::<Table>(&format!("v = {value}")) {
@@ -95,6 +203,20 @@ pub fn locate(name_or_path: &str, experiments_dir: &Path) -> Result<PathBuf> {
     if candidate.is_file() {
         return Ok(candidate);
     }
+    let known = known_experiments(experiments_dir);
+    Err(Error::Experiment {
+        path: candidate,
+        what: format!(
+            "no experiment named `{name_or_path}`{}; known in {}: {}",
+            did_you_mean(name_or_path, known.iter().map(String::as_str)),
+            experiments_dir.display(),
+            if known.is_empty() { "none".to_string() } else { known.join(", ") }
+        ),
+    })
+}
+
+/// The experiment names (file stems) in a folder, sorted.
+pub fn known_experiments(experiments_dir: &Path) -> Vec<String> {
     let mut known: Vec<String> = std::fs::read_dir(experiments_dir)
         .map(|rd| {
             rd.filter_map(|e| e.ok())
@@ -103,14 +225,18 @@ pub fn locate(name_or_path: &str, experiments_dir: &Path) -> Result<PathBuf> {
         })
         .unwrap_or_default();
     known.sort();
-    Err(Error::Experiment {
-        path: candidate,
-        what: format!(
-            "no experiment named `{name_or_path}`; known in {}: {}",
-            experiments_dir.display(),
-            if known.is_empty() { "none".to_string() } else { known.join(", ") }
-        ),
-    })
+    known
+}
+
+/// `; did you mean `x`?` when a candidate is close to `word`, else nothing.
+pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> String {
+    candidates
+        .into_iter()
+        .map(|c| (strsim::normalized_damerau_levenshtein(word, c), c))
+        .filter(|(score, _)| *score >= 0.5)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, c)| format!("; did you mean `{c}`?"))
+        .unwrap_or_default()
 }
 
 /// Merge `over` into `base`, table by table; any other value replaces.
@@ -139,63 +265,499 @@ fn set_path(table: &mut Table, key: &[String], value: Value) -> std::result::Res
     Ok(())
 }
 
+/// Whether `table` sets the dotted `path` (or a table on the way to it).
+fn sets_path(table: &Table, path: &[String]) -> bool {
+    let Some((first, rest)) = path.split_first() else { return false };
+    match (table.get(first), rest.is_empty()) {
+        (Some(_), true) => true,
+        (Some(Value::Table(t)), false) => sets_path(t, rest),
+        (Some(_), false) => true,
+        (None, _) => false,
+    }
+}
+
+/// 1-based line and column of a byte offset.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+/// Where a path is written in the document: the key (or array element) of its deepest part
+/// that exists.
+fn position_of(text: &str, path: &[Seg]) -> Option<(usize, usize)> {
+    use toml::de::{DeTable, DeValue};
+    let doc = DeTable::parse(text).ok()?;
+    let mut span: Option<std::ops::Range<usize>> = None;
+    let mut node: Option<&DeValue> = None;
+    let root = doc.get_ref();
+    for seg in path {
+        let table = match node {
+            None => Some(root),
+            Some(DeValue::Table(t)) => Some(t),
+            _ => None,
+        };
+        match (seg, table, node) {
+            (Seg::Key(k), Some(t), _) => {
+                let Some((key, value)) = t.iter().find(|(key, _)| key.get_ref().as_ref() == k.as_str()) else {
+                    break;
+                };
+                span = Some(key.span());
+                node = Some(value.get_ref());
+            }
+            (Seg::Index(i), _, Some(DeValue::Array(a))) => {
+                let Some(v) = a.get(*i) else { break };
+                span = Some(v.span());
+                node = Some(v.get_ref());
+            }
+            _ => break,
+        }
+    }
+    span.map(|s| line_col(text, s.start))
+}
+
+/// A readable name for a scalar axis value (`cifar10`, `4`, `0.5`, `[8, 4]`).
+fn value_name(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
 impl ExperimentFile {
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
         Self::parse(path, &text)
     }
 
+    /// An error at a place in the file.
+    fn at(&self, anchor: &[Seg], field: impl Into<String>, what: impl Into<String>) -> Error {
+        Error::Field {
+            path: self.path.clone(),
+            at: position_of(&self.text, anchor),
+            field: field.into(),
+            what: what.into(),
+        }
+    }
+
     pub fn parse(path: &Path, text: &str) -> Result<Self> {
         let raw: RawFile = toml::from_str(text)
             .map_err(|e| Error::Experiment { path: path.to_path_buf(), what: e.to_string().trim_end().to_string() })?;
-        let mut profiles = BTreeMap::new();
-        for (name, mut table) in raw.profiles {
-            let about = match table.remove("about") {
-                Some(Value::String(s)) => s,
-                Some(other) => {
-                    return Err(Error::Field {
-                        path: path.to_path_buf(),
-                        field: format!("profiles.{name}.about"),
-                        what: format!("a string expected, got {}", other.type_str()),
-                    })
-                }
-                None => {
-                    return Err(Error::Field {
-                        path: path.to_path_buf(),
-                        field: format!("profiles.{name}.about"),
-                        what: "missing: say what the profile costs and what it is for".into(),
-                    })
-                }
+        let mut file = Self {
+            path: path.to_path_buf(),
+            meta: raw.experiment,
+            base: raw.base,
+            axes: Vec::new(),
+            when: Vec::new(),
+            references: Vec::new(),
+            profiles: BTreeMap::new(),
+            text: text.to_string(),
+        };
+        file.check_reserved(&file.base, &keys(&["base"]))?;
+        file.axes = file.parse_axes(&raw.grid)?;
+        file.when = raw
+            .when
+            .iter()
+            .enumerate()
+            .map(|(i, t)| file.parse_when(t, vec![Seg::Key("when".into()), Seg::Index(i)], "when"))
+            .collect::<Result<_>>()?;
+        for (name, value) in &raw.profiles {
+            let anchor = keys(&["profiles", name]);
+            let Value::Table(table) = value else {
+                return Err(file.at(&anchor, format!("profiles.{name}"), "a table of overrides expected"));
             };
-            profiles.insert(name, Profile { about, overrides: table });
+            let profile = file.parse_profile(name, table.clone(), anchor)?;
+            file.profiles.insert(name.clone(), profile);
         }
-        Ok(Self { path: path.to_path_buf(), meta: raw.experiment, base: raw.base, profiles })
+        file.references = raw
+            .reference
+            .iter()
+            .enumerate()
+            .map(|(i, t)| file.parse_reference(t, vec![Seg::Key("reference".into()), Seg::Index(i)]))
+            .collect::<Result<_>>()?;
+        Ok(file)
     }
 
-    /// Resolve the run of `profile` with command-line overrides into a complete [`RunSpec`].
-    pub fn resolve(&self, profile: &str, overrides: &[Override]) -> Result<RunSpec> {
-        let p = self.profiles.get(profile).ok_or_else(|| Error::Experiment {
+    fn check_reserved(&self, table: &Table, anchor: &[Seg]) -> Result<()> {
+        for key in RESERVED {
+            if table.contains_key(key) {
+                let mut at = anchor.to_vec();
+                at.push(Seg::Key(key.into()));
+                return Err(self.at(
+                    &at,
+                    key,
+                    "is set by infomax (the file's name, the profile, the grid coordinates); remove it",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn parse_axes(&self, grid: &Table) -> Result<Vec<Axis>> {
+        let mut axes = Vec::new();
+        for (name, spec) in grid {
+            let anchor = keys(&["grid", name]);
+            let field = format!("grid.{name}");
+            let values: Vec<AxisValue> = match spec {
+                // `dataset = ["cifar10", "stl10"]`: each value sets the (dotted) key of the axis.
+                Value::Array(items) => {
+                    let key: Vec<String> = name.split('.').map(str::to_string).collect();
+                    if RESERVED.contains(&key[0].as_str()) || key.iter().any(String::is_empty) {
+                        return Err(self.at(
+                            &anchor,
+                            field,
+                            "an axis must name a field of the run, e.g. `dataset` or `train.views`",
+                        ));
+                    }
+                    items
+                        .iter()
+                        .enumerate()
+                        .map(|(i, v)| {
+                            let mut overrides = Table::new();
+                            set_path(&mut overrides, &key, v.clone()).expect("a fresh table takes any path");
+                            let mut at = anchor.clone();
+                            at.push(Seg::Index(i));
+                            AxisValue { name: value_name(v), overrides, anchor: at }
+                        })
+                        .collect()
+                }
+                // `[grid.method]` with `w-mse-4 = { method = "w-mse", train = { views = 4 } }`.
+                Value::Table(named) => named
+                    .iter()
+                    .map(|(vname, v)| {
+                        let mut at = anchor.clone();
+                        at.push(Seg::Key(vname.clone()));
+                        match v {
+                            Value::Table(t) => {
+                                self.check_reserved(t, &at)?;
+                                Ok(AxisValue { name: vname.clone(), overrides: t.clone(), anchor: at })
+                            }
+                            other => Err(self.at(
+                                &at,
+                                format!("{field}.{vname}"),
+                                format!(
+                                    "a table of overrides expected (e.g. {{ method = \"w-mse\" }}), got {}",
+                                    other.type_str()
+                                ),
+                            )),
+                        }
+                    })
+                    .collect::<Result<_>>()?,
+                other => {
+                    return Err(self.at(
+                        &anchor,
+                        field,
+                        format!("an array of values or a table of named values expected, got {}", other.type_str()),
+                    ))
+                }
+            };
+            if values.is_empty() {
+                return Err(self.at(&anchor, field, "an axis needs at least one value"));
+            }
+            let mut seen = std::collections::BTreeSet::new();
+            for v in &values {
+                if !seen.insert(v.name.as_str()) {
+                    return Err(self.at(&v.anchor, field.clone(), format!("value `{}` appears twice", v.name)));
+                }
+            }
+            axes.push(Axis { name: name.clone(), values });
+        }
+        Ok(axes)
+    }
+
+    fn axis_names(&self) -> String {
+        if self.axes.is_empty() {
+            "none: this file has no [grid]".into()
+        } else {
+            self.axes.iter().map(|a| a.name.as_str()).collect::<Vec<_>>().join(", ")
+        }
+    }
+
+    /// Check `axis = value` against the grid; `anchor` locates it for the message.
+    fn check_coordinate(&self, axis: &str, value: &str, anchor: &[Seg], field: &str) -> Result<()> {
+        let Some(a) = self.axes.iter().find(|a| a.name == axis) else {
+            return Err(self.at(
+                anchor,
+                field,
+                format!(
+                    "no axis `{axis}`{}; the grid's axes: {}",
+                    did_you_mean(axis, self.axes.iter().map(|a| a.name.as_str())),
+                    self.axis_names()
+                ),
+            ));
+        };
+        if a.value_index(value).is_none() {
+            let names: Vec<&str> = a.values.iter().map(|v| v.name.as_str()).collect();
+            return Err(self.at(
+                anchor,
+                field,
+                format!(
+                    "axis `{axis}` has no value `{value}`{}; its values: {}",
+                    did_you_mean(value, names.iter().copied()),
+                    names.join(", ")
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn parse_when(&self, t: &Table, anchor: Vec<Seg>, field: &str) -> Result<When> {
+        let sub = |k: &str| {
+            let mut a = anchor.clone();
+            a.push(Seg::Key(k.into()));
+            a
+        };
+        for k in t.keys() {
+            if k != "match" && k != "set" {
+                return Err(self.at(
+                    &sub(k),
+                    format!("{field}.{k}"),
+                    format!("unknown key{}; a `when` has `match` and `set`", did_you_mean(k, ["match", "set"])),
+                ));
+            }
+        }
+        let Some(Value::Table(m)) = t.get("match") else {
+            return Err(self.at(
+                &anchor,
+                format!("{field}.match"),
+                "a table of axis = value(s) expected, e.g. match = { dataset = \"stl10\" }",
+            ));
+        };
+        let Some(Value::Table(set)) = t.get("set") else {
+            return Err(self.at(
+                &anchor,
+                format!("{field}.set"),
+                "a table of overrides expected, e.g. set = { train = { epochs = 2 } }",
+            ));
+        };
+        self.check_reserved(set, &sub("set"))?;
+        let mut matches = Vec::new();
+        for (axis, v) in m {
+            let mut at = sub("match");
+            at.push(Seg::Key(axis.clone()));
+            let names: Vec<String> = match v {
+                Value::Array(items) => items.iter().map(value_name).collect(),
+                other => vec![value_name(other)],
+            };
+            for n in &names {
+                self.check_coordinate(axis, n, &at, &format!("{field}.match.{axis}"))?;
+            }
+            matches.push((axis.clone(), names));
+        }
+        Ok(When { matches, set: set.clone(), anchor: sub("set") })
+    }
+
+    fn parse_profile(&self, name: &str, mut table: Table, anchor: Vec<Seg>) -> Result<Profile> {
+        let field = |k: &str| format!("profiles.{name}.{k}");
+        let sub = |k: &str| {
+            let mut a = anchor.clone();
+            a.push(Seg::Key(k.into()));
+            a
+        };
+        let about = match table.remove("about") {
+            Some(Value::String(s)) => s,
+            Some(other) => {
+                return Err(self.at(
+                    &sub("about"),
+                    field("about"),
+                    format!("a string expected, got {}", other.type_str()),
+                ))
+            }
+            None => {
+                return Err(self.at(&anchor, field("about"), "missing: say what the profile costs and what it is for"))
+            }
+        };
+        let when = match table.remove("when") {
+            None => Vec::new(),
+            Some(Value::Array(items)) => items
+                .iter()
+                .enumerate()
+                .map(|(i, item)| {
+                    let mut at = sub("when");
+                    at.push(Seg::Index(i));
+                    match item {
+                        Value::Table(t) => self.parse_when(t, at, &field("when")),
+                        _ => Err(self.at(&at, field("when"), "a table with `match` and `set` expected")),
+                    }
+                })
+                .collect::<Result<_>>()?,
+            Some(_) => {
+                return Err(self.at(&sub("when"), field("when"), "an array of [[profiles.NAME.when]] tables expected"))
+            }
+        };
+        self.check_reserved(&table, &anchor)?;
+        Ok(Profile { about, overrides: table, when })
+    }
+
+    fn parse_reference(&self, t: &Table, anchor: Vec<Seg>) -> Result<Reference> {
+        let sub = |k: &str| {
+            let mut a = anchor.clone();
+            a.push(Seg::Key(k.into()));
+            a
+        };
+        let mut at = BTreeMap::new();
+        match t.get("at") {
+            Some(Value::Table(coords)) => {
+                for (axis, v) in coords {
+                    let mut a = sub("at");
+                    a.push(Seg::Key(axis.clone()));
+                    let name = value_name(v);
+                    if axis == "seed" {
+                        return Err(self.at(
+                            &a,
+                            format!("reference.at.{axis}"),
+                            "a reference is per cell, over all seeds",
+                        ));
+                    }
+                    self.check_coordinate(axis, &name, &a, &format!("reference.at.{axis}"))?;
+                    at.insert(axis.clone(), name);
+                }
+            }
+            _ => {
+                return Err(self.at(
+                    &anchor,
+                    "reference.at",
+                    "a table of grid coordinates expected, e.g. at = { method = \"simclr\", dataset = \"cifar10\" }",
+                ))
+            }
+        }
+        let source = match t.get("source") {
+            Some(Value::String(s)) => s.clone(),
+            _ => {
+                return Err(self.at(
+                    &anchor,
+                    "reference.source",
+                    "a string naming where the numbers come from expected (paper, table)",
+                ))
+            }
+        };
+        let mut values = BTreeMap::new();
+        for (k, v) in t {
+            if k == "at" || k == "source" {
+                continue;
+            }
+            if !REFERENCE_METRICS.contains(&k.as_str()) {
+                return Err(self.at(
+                    &sub(k),
+                    format!("reference.{k}"),
+                    format!(
+                        "unknown metric{}; expected at, source and one or more of {}",
+                        did_you_mean(k, REFERENCE_METRICS),
+                        REFERENCE_METRICS.join(", ")
+                    ),
+                ));
+            }
+            let x = match v {
+                Value::Float(x) => *x,
+                Value::Integer(i) => *i as f64,
+                other => {
+                    return Err(self.at(
+                        &sub(k),
+                        format!("reference.{k}"),
+                        format!("a number (percent) expected, got {}", other.type_str()),
+                    ))
+                }
+            };
+            if !(0.0..=100.0).contains(&x) {
+                return Err(self.at(
+                    &sub(k),
+                    format!("reference.{k}"),
+                    format!("a percentage in [0, 100] expected, got {x}"),
+                ));
+            }
+            values.insert(k.clone(), x);
+        }
+        if values.is_empty() {
+            return Err(self.at(
+                &anchor,
+                "reference",
+                format!("no metric: give one or more of {}", REFERENCE_METRICS.join(", ")),
+            ));
+        }
+        Ok(Reference { at, values, source })
+    }
+
+    fn profile(&self, name: &str) -> Result<&Profile> {
+        self.profiles.get(name).ok_or_else(|| Error::Experiment {
             path: self.path.clone(),
             what: format!(
-                "no profile `{profile}`; this file has: {}",
+                "no profile `{name}`{}; this file has: {}",
+                did_you_mean(name, self.profiles.keys().map(String::as_str)),
                 self.profiles.keys().cloned().collect::<Vec<_>>().join(", ")
             ),
-        })?;
-        let mut merged = self.base.clone();
-        deep_merge(&mut merged, &p.overrides);
+        })
+    }
+
+    /// Every cell of the grid over `axes` (value index per axis), the last axis varying fastest.
+    pub fn cells(axes: &[Axis]) -> Vec<Vec<usize>> {
+        let mut cells = vec![Vec::new()];
+        for axis in axes {
+            cells = cells
+                .into_iter()
+                .flat_map(|c| {
+                    (0..axis.values.len()).map(move |i| {
+                        let mut c = c.clone();
+                        c.push(i);
+                        c
+                    })
+                })
+                .collect();
+        }
+        cells
+    }
+
+    /// The single run of a file without a grid.
+    pub fn resolve(&self, profile: &str, overrides: &[Override]) -> Result<RunSpec> {
+        if !self.axes.is_empty() {
+            return Err(Error::Experiment {
+                path: self.path.clone(),
+                what: format!("this file is a grid over {}; plan it instead of resolving one run", self.axis_names()),
+            });
+        }
+        self.resolve_cell(profile, &[], &[], overrides)
+    }
+
+    /// Resolve the run at `cell` of the grid over `axes` (the file's, or with `--seeds` applied)
+    /// under `profile` and command-line overrides into a complete [`RunSpec`].
+    pub fn resolve_cell(
+        &self,
+        profile: &str,
+        axes: &[Axis],
+        cell: &[usize],
+        overrides: &[Override],
+    ) -> Result<RunSpec> {
+        let p = self.profile(profile)?;
+        let mut layers: Vec<(Vec<Seg>, &Table)> = vec![(keys(&["base"]), &self.base)];
+        for (axis, &i) in axes.iter().zip(cell) {
+            layers.push((axis.values[i].anchor.clone(), &axis.values[i].overrides));
+        }
+        for w in self.when.iter().chain(&p.when) {
+            if w.applies(axes, cell) {
+                layers.push((w.anchor.clone(), &w.set));
+            }
+        }
+        // The profile's own overrides come before its `when`s, after the file's.
+        let profile_at = layers.len() - p.when.iter().filter(|w| w.applies(axes, cell)).count();
+        layers.insert(profile_at, (keys(&["profiles", profile]), &p.overrides));
+
+        let mut merged = Table::new();
+        for (_, table) in &layers {
+            deep_merge(&mut merged, table);
+        }
         for o in overrides {
             set_path(&mut merged, &o.key, o.value.clone())
                 .map_err(|what| Error::Override { arg: o.raw.clone(), what })?;
         }
-        let method: Method = self.pick(&merged, "method", Value::String("vicreg".into()))?;
-        let dataset: Dataset = self.pick(&merged, "dataset", Value::String("cifar10".into()))?;
+        let fail = |field: &str, what: String| self.resolution_error(&layers, overrides, field, what);
+        let pick = |key: &str, default: &str| -> Result<Value> {
+            Ok(merged.get(key).cloned().unwrap_or_else(|| Value::String(default.into())))
+        };
+        let method = Method::deserialize(pick("method", "vicreg")?).map_err(|e| fail("method", e.to_string()))?;
+        let dataset = Dataset::deserialize(pick("dataset", "cifar10")?).map_err(|e| fail("dataset", e.to_string()))?;
         let mut defaults = RunSpec::defaults(method, dataset);
         if let Some(preset) = merged.get("augment").and_then(|a| a.get("preset")) {
-            let preset: Preset = Preset::deserialize(preset.clone()).map_err(|e| Error::Field {
-                path: self.path.clone(),
-                field: "augment.preset".into(),
-                what: e.to_string(),
-            })?;
+            let preset = Preset::deserialize(preset.clone()).map_err(|e| fail("augment.preset", e.to_string()))?;
             defaults.augment = RunSpec::augment_defaults(preset, dataset);
         }
         let mut full = match Value::try_from(&defaults).expect("defaults serialise to TOML") {
@@ -205,22 +767,54 @@ impl ExperimentFile {
         deep_merge(&mut full, &merged);
         full.insert("experiment".into(), Value::String(self.meta.name.clone()));
         full.insert("profile".into(), Value::String(profile.to_string()));
-        let spec: RunSpec = serde_path_to_error::deserialize(Value::Table(full)).map_err(|e| Error::Field {
-            path: self.path.clone(),
-            field: e.path().to_string(),
-            what: e.inner().to_string(),
-        })?;
-        crate::validate::validate(&spec).map_err(|(field, what)| Error::Field {
-            path: self.path.clone(),
-            field: field.to_string(),
-            what,
-        })?;
+        let grid: Table = axes
+            .iter()
+            .zip(cell)
+            .filter(|(a, _)| !a.is_seed())
+            .map(|(a, &i)| (a.name.clone(), Value::String(a.values[i].name.clone())))
+            .collect();
+        full.insert("grid".into(), Value::Table(grid));
+        let spec: RunSpec = serde_path_to_error::deserialize(Value::Table(full))
+            .map_err(|e| fail(&e.path().to_string(), e.inner().to_string()))?;
+        crate::validate::validate(&spec).map_err(|(field, what)| fail(field, what))?;
         Ok(spec)
     }
 
-    fn pick<T: serde::de::DeserializeOwned>(&self, t: &Table, key: &str, default: Value) -> Result<T> {
-        let v = t.get(key).cloned().unwrap_or(default);
-        T::deserialize(v).map_err(|e| Error::Field { path: self.path.clone(), field: key.into(), what: e.to_string() })
+    /// Name where a bad field was set: the last layer that sets it (its line and column), or the
+    /// `--set` that did; unknown keys get the closest valid one.
+    fn resolution_error(
+        &self,
+        layers: &[(Vec<Seg>, &Table)],
+        overrides: &[Override],
+        field: &str,
+        what: String,
+    ) -> Error {
+        let mut path: Vec<String> = field.split('.').filter(|s| !s.is_empty() && *s != "?").map(String::from).collect();
+        // The deserializer appends `\nin `field`` lines: the field is named already.
+        let mut what = what.lines().next().unwrap_or_default().trim_end().to_string();
+        if let Some(unknown) = what.strip_prefix("unknown field `").and_then(|r| r.split('`').next()).map(String::from)
+        {
+            if path.last() != Some(&unknown) {
+                path.push(unknown.clone());
+            }
+            let expected: Vec<&str> = what.split('`').skip(3).step_by(2).collect();
+            let hint = did_you_mean(&unknown, expected.iter().copied());
+            what.push_str(&hint);
+        }
+        let field = path.join(".");
+        if let Some(o) = overrides.iter().rev().find(|o| path.starts_with(&o.key) || o.key.starts_with(&path)) {
+            return Error::Override {
+                arg: o.raw.clone(),
+                what: format!("field `{field}` of the runs of {}: {what}", self.path.display()),
+            };
+        }
+        let Some((anchor, _)) = layers.iter().rev().find(|(_, t)| sets_path(t, &path)) else {
+            let what = format!("{what} (the built-in default for this method and dataset: set `{field}` in the file)");
+            return Error::Field { path: self.path.clone(), at: None, field, what };
+        };
+        let mut full = anchor.clone();
+        full.extend(path.iter().map(|k| Seg::Key(k.clone())));
+        Error::Field { path: self.path.clone(), at: position_of(&self.text, &full), field, what }
     }
 }
 
@@ -340,6 +934,146 @@ train = { epochs = 9 }
 }
 
 #[cfg(test)]
+mod grid_tests {
+    use super::*;
+    use crate::plan::{plan, PlanOptions};
+
+    const GRID: &str = r#"
+[experiment]
+name = "g"
+title = "grid"
+paper = "W-MSE"
+reproduces = "Table 1"
+
+[base]
+projector = { widths = [64, 8] }
+train = { epochs = 3, batch_size = 32, train_images = 64 }
+optimizer = { warmup_epochs = 1 }
+
+[grid.method]
+simclr = { method = "simclr" }
+w-mse-2 = { method = "w-mse", wmse = { w_size = 16 } }
+w-mse-4 = { method = "w-mse", wmse = { w_size = 16 }, train = { views = 4 } }
+
+[grid]
+dataset = ["cifar10", "stl10"]
+
+[[when]]
+match = { method = ["w-mse-2", "w-mse-4"], dataset = "stl10" }
+set = { projector = { widths = [64, 4] }, wmse = { w_size = 8 } }
+
+[profiles.smoke]
+about = "tiny"
+encoder = { width = 0.25 }
+
+[[profiles.smoke.when]]
+match = { method = "w-mse-4" }
+set = { train = { batch_size = 16 } }
+
+[profiles.other]
+about = "other"
+train = { epochs = 9 }
+
+[[reference]]
+at = { method = "simclr", dataset = "cifar10" }
+linear = 91.80
+knn5 = 88.42
+source = "W-MSE, Table 1"
+"#;
+
+    fn file() -> ExperimentFile {
+        ExperimentFile::parse(Path::new("experiments/g.toml"), GRID).unwrap()
+    }
+
+    #[test]
+    fn grid_expands_in_file_order_with_value_when_and_profile_layers() {
+        let f = file();
+        let runs = plan(&f, "smoke", &[], &PlanOptions::default()).unwrap();
+        let labels: Vec<String> = runs.iter().map(|r| r.label()).collect();
+        assert_eq!(
+            labels,
+            [
+                "method=simclr dataset=cifar10 seed=0",
+                "method=simclr dataset=stl10 seed=0",
+                "method=w-mse-2 dataset=cifar10 seed=0",
+                "method=w-mse-2 dataset=stl10 seed=0",
+                "method=w-mse-4 dataset=cifar10 seed=0",
+                "method=w-mse-4 dataset=stl10 seed=0",
+            ]
+        );
+        let at =
+            |m: &str, d: &str| runs.iter().find(|r| r.spec.grid["method"] == m && r.spec.grid["dataset"] == d).unwrap();
+        assert_eq!(at("simclr", "stl10").spec.projector.widths, vec![64, 8], "`when` only where it matches");
+        assert_eq!(at("w-mse-2", "stl10").spec.projector.widths, vec![64, 4]);
+        assert_eq!(at("w-mse-2", "stl10").spec.wmse.as_ref().unwrap().w_size, 8);
+        assert_eq!(at("w-mse-2", "cifar10").spec.wmse.as_ref().unwrap().w_size, 16);
+        assert_eq!(at("w-mse-4", "cifar10").spec.train.views, 4);
+        assert_eq!(at("w-mse-4", "cifar10").spec.train.batch_size, 16, "the profile's own when");
+        assert_eq!(at("w-mse-2", "cifar10").spec.train.batch_size, 32);
+        assert!(runs.iter().all(|r| r.spec.encoder.width == 0.25));
+        assert_eq!(at("simclr", "cifar10").spec.method, Method::Simclr);
+        assert!(at("w-mse-2", "stl10").spec.encoder.max_pool, "dataset defaults follow the cell's dataset");
+        assert_eq!(f.references[0].values["linear"], 91.80);
+        assert_eq!(f.references[0].at["method"], "simclr");
+    }
+
+    #[test]
+    fn only_seeds_and_shards_narrow_and_widen_the_plan() {
+        let f = file();
+        let opts = |only: &[&str], seeds, shard: Option<&str>| PlanOptions {
+            only: only.iter().map(|s| s.to_string()).collect(),
+            seeds,
+            shard: shard.map(|s| s.parse().unwrap()),
+        };
+        let runs =
+            plan(&f, "smoke", &[], &opts(&["dataset=cifar10", "method=simclr", "method=w-mse-4"], None, None)).unwrap();
+        assert_eq!(runs.len(), 2);
+        let seeded = plan(&f, "smoke", &[], &opts(&["dataset=cifar10"], Some(3), None)).unwrap();
+        assert_eq!(seeded.len(), 9);
+        assert_eq!(seeded.iter().map(|r| r.spec.seed).collect::<Vec<_>>(), [0, 1, 2, 0, 1, 2, 0, 1, 2]);
+        // Adding seeds keeps seed 0's runs the same runs.
+        let unseeded = plan(&f, "smoke", &[], &opts(&["dataset=cifar10"], None, None)).unwrap();
+        assert_eq!(seeded[0].spec.hash(), unseeded[0].spec.hash());
+        // Shards partition the plan.
+        let all = plan(&f, "smoke", &[], &opts(&[], Some(2), None)).unwrap();
+        let mut union: Vec<String> = (1..=5)
+            .flat_map(|i| plan(&f, "smoke", &[], &opts(&[], Some(2), Some(&format!("{i}/5")))).unwrap())
+            .map(|r| r.spec.hash())
+            .collect();
+        union.sort();
+        let mut expect: Vec<String> = all.iter().map(|r| r.spec.hash()).collect();
+        expect.sort();
+        assert_eq!(union, expect);
+        let err = plan(&f, "smoke", &[], &opts(&["method=wmse-2"], None, None)).unwrap_err().to_string();
+        assert!(err.contains("--only method=wmse-2") && err.contains("did you mean `w-mse-2`"), "{err}");
+        let err = plan(&f, "smoke", &[], &opts(&["datset=cifar10"], None, None)).unwrap_err().to_string();
+        assert!(err.contains("no axis `datset`") && err.contains("did you mean `dataset`"), "{err}");
+        assert!("0/3".parse::<crate::plan::Shard>().is_err() && "4/3".parse::<crate::plan::Shard>().is_err());
+    }
+
+    #[test]
+    fn differences_name_what_varies() {
+        let f = file();
+        let runs = plan(&f, "smoke", &[], &PlanOptions { only: vec!["dataset=cifar10".into()], ..Default::default() })
+            .unwrap();
+        let diffs = crate::plan::differences(&runs);
+        let keys: Vec<&str> = diffs[0].iter().map(|(k, _)| k.as_str()).collect();
+        assert!(keys.contains(&"method") && keys.contains(&"train.views"), "{keys:?}");
+        assert!(!keys.contains(&"encoder.width") && !keys.iter().any(|k| k.starts_with("grid")), "{keys:?}");
+    }
+
+    #[test]
+    fn errors_carry_line_and_column() {
+        let bad = GRID.replace("train = { epochs = 9 }", "train = { epochs = 9, epohcs = 2 }");
+        let f = ExperimentFile::parse(Path::new("experiments/g.toml"), &bad).unwrap();
+        let err = plan(&f, "other", &[], &PlanOptions::default()).unwrap_err().to_string();
+        let line = bad.lines().position(|l| l.contains("epohcs")).unwrap() + 1;
+        assert!(err.contains(&format!("experiments/g.toml:{line}:")), "{err}");
+        assert!(err.contains("did you mean `epochs`"), "{err}");
+    }
+}
+
+#[cfg(test)]
 mod shipped_files {
     use super::*;
 
@@ -356,8 +1090,13 @@ mod shipped_files {
             let file = ExperimentFile::load(&path).unwrap();
             assert!(!file.profiles.is_empty(), "{}: no profiles", path.display());
             for name in file.profiles.keys() {
-                let spec = file.resolve(name, &[]).unwrap_or_else(|e| panic!("{e}"));
-                assert_eq!(&spec.profile, name);
+                let plan = crate::plan::plan(&file, name, &[], &Default::default()).unwrap_or_else(|e| panic!("{e}"));
+                assert!(!plan.is_empty());
+                let mut hashes: Vec<String> = plan.iter().map(|r| r.spec.hash()).collect();
+                hashes.sort();
+                hashes.dedup();
+                assert_eq!(hashes.len(), plan.len(), "{}: two cells resolve to the same run", path.display());
+                assert!(plan.iter().all(|r| &r.spec.profile == name));
                 seen += 1;
             }
         }

@@ -6,8 +6,12 @@ use thiserror::Error;
 pub enum Error {
     #[error("{path}: {what}")]
     Experiment { path: PathBuf, what: String },
-    #[error("{path}: field `{field}`: {what}")]
-    Field { path: PathBuf, field: String, what: String },
+    /// A field of an experiment file, with its line and column where the file sets it.
+    #[error("{}: field `{field}`: {what}", located(path, *at))]
+    Field { path: PathBuf, at: Option<(usize, usize)>, field: String, what: String },
+    /// A command-line option that does not fit the experiment (`--only`, `--shard`, `--seeds`).
+    #[error("{option}: {what}")]
+    Option { option: String, what: String },
     #[error("--set {arg}: {what}")]
     Override { arg: String, what: String },
     #[error("results database {path}: {source}")]
@@ -32,6 +36,14 @@ pub enum Error {
     /// SIGINT or SIGTERM arrived: the run stopped after a step and can be resumed.
     #[error("interrupted at epoch {epoch}, step {step}; the same command resumes from the last checkpoint")]
     Interrupted { epoch: usize, step: usize },
+}
+
+/// `file:line:column` when the place is known, else the file.
+fn located(path: &std::path::Path, at: Option<(usize, usize)>) -> String {
+    match at {
+        Some((line, column)) => format!("{}:{line}:{column}", path.display()),
+        None => path.display().to_string(),
+    }
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

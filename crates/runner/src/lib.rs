@@ -10,9 +10,11 @@ pub mod inspect;
 pub mod machine;
 pub mod method;
 pub mod optim;
+pub mod plan;
 pub mod probe;
 pub mod spec;
 pub mod store;
+pub mod sweep;
 pub mod train;
 mod validate;
 

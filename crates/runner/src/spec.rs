@@ -2,6 +2,8 @@
 //! later; its canonical JSON, hashed, is the run's identity (the same spec is the same run on
 //! every machine).
 
+use std::collections::BTreeMap;
+
 use infomax_data::augment::{Augment, Preset};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -60,6 +62,23 @@ pub struct EncoderSpec {
     pub zero_init_residual: bool,
     /// Convolution kernels: `im2col` (GEMM-lowered, fast on CPU) or `candle` (the reference).
     pub conv: ConvKernels,
+}
+
+impl EncoderSpec {
+    /// The model crate's configuration of this encoder.
+    pub fn resnet(&self) -> infomax_model::ResNetConfig {
+        infomax_model::ResNetConfig {
+            depth: 18,
+            width: self.width,
+            small_stem: self.small_stem,
+            max_pool: self.max_pool,
+            zero_init_residual: self.zero_init_residual,
+            conv: match self.conv {
+                ConvKernels::Im2col => infomax_model::ConvImpl::Im2col,
+                ConvKernels::Candle => infomax_model::ConvImpl::Candle,
+            },
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -235,6 +254,9 @@ pub struct EvalSpec {
 pub struct RunSpec {
     pub experiment: String,
     pub profile: String,
+    /// The run's coordinates in its experiment's grid (axis → value name; the seed is `seed`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub grid: BTreeMap<String, String>,
     pub method: Method,
     pub dataset: Dataset,
     pub seed: u64,
@@ -327,6 +349,7 @@ impl RunSpec {
         let mut spec = RunSpec {
             experiment: String::new(),
             profile: String::new(),
+            grid: BTreeMap::new(),
             method,
             dataset,
             seed: 0,

@@ -12,7 +12,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use crate::spec::RunSpec;
 use crate::{Error, Result};
 
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = r#"
 CREATE TABLE runs (
@@ -25,12 +25,13 @@ CREATE TABLE runs (
     epochs        INTEGER NOT NULL,
     config_json   TEXT NOT NULL,
     config_hash   TEXT NOT NULL,
-    status        TEXT NOT NULL CHECK (status IN ('running', 'finished', 'diverged', 'failed', 'interrupted')),
+    status        TEXT NOT NULL CHECK (status IN ('running', 'finished', 'diverged', 'failed', 'interrupted', 'skipped')),
     status_detail TEXT,
     started_at    TEXT NOT NULL,
     finished_at   TEXT,
     code_version  TEXT NOT NULL,
-    machine       TEXT NOT NULL
+    machine       TEXT NOT NULL,
+    grid_json     TEXT NOT NULL DEFAULT '{}'
 );
 CREATE INDEX runs_by_hash ON runs (config_hash);
 
@@ -69,6 +70,153 @@ CREATE TABLE evaluations (
 );
 "#;
 
+/// Version 2: what the experiments are and what they plan, and the papers' numbers, so that a
+/// report needs nothing but the database.
+const SCHEMA_V2: &str = r#"
+CREATE TABLE experiments (
+    name       TEXT PRIMARY KEY,
+    title      TEXT NOT NULL,
+    paper      TEXT NOT NULL,
+    reproduces TEXT NOT NULL,
+    axes_json  TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+
+CREATE TABLE profiles (
+    experiment TEXT NOT NULL,
+    profile    TEXT NOT NULL,
+    about      TEXT NOT NULL,
+    PRIMARY KEY (experiment, profile)
+);
+
+-- Every run a `reproduce` planned (the slice of a shard), trained yet or not.
+CREATE TABLE planned_runs (
+    config_hash TEXT PRIMARY KEY,
+    experiment  TEXT NOT NULL,
+    profile     TEXT NOT NULL,
+    label       TEXT NOT NULL,
+    grid_json   TEXT NOT NULL,
+    config_json TEXT NOT NULL
+);
+
+-- The paper's numbers for the grid cells matching `at_json`.
+CREATE TABLE reference_values (
+    experiment TEXT NOT NULL,
+    at_json    TEXT NOT NULL,
+    metric     TEXT NOT NULL,
+    value      REAL NOT NULL,
+    source     TEXT NOT NULL,
+    PRIMARY KEY (experiment, at_json, metric)
+);
+"#;
+
+/// Version 1 → 2: `runs` gains the `skipped` status and `grid_json` (SQLite cannot alter a CHECK,
+/// so the table is rebuilt, ids kept), and the experiment tables appear.
+const MIGRATE_V1_TO_V2: &str = r#"
+CREATE TABLE runs_v2 (
+    id            INTEGER PRIMARY KEY,
+    experiment    TEXT NOT NULL,
+    profile       TEXT NOT NULL,
+    method        TEXT NOT NULL,
+    dataset       TEXT NOT NULL,
+    seed          INTEGER NOT NULL,
+    epochs        INTEGER NOT NULL,
+    config_json   TEXT NOT NULL,
+    config_hash   TEXT NOT NULL,
+    status        TEXT NOT NULL CHECK (status IN ('running', 'finished', 'diverged', 'failed', 'interrupted', 'skipped')),
+    status_detail TEXT,
+    started_at    TEXT NOT NULL,
+    finished_at   TEXT,
+    code_version  TEXT NOT NULL,
+    machine       TEXT NOT NULL,
+    grid_json     TEXT NOT NULL DEFAULT '{}'
+);
+INSERT INTO runs_v2 (id, experiment, profile, method, dataset, seed, epochs, config_json, config_hash, status,
+                     status_detail, started_at, finished_at, code_version, machine)
+    SELECT id, experiment, profile, method, dataset, seed, epochs, config_json, config_hash, status,
+           status_detail, started_at, finished_at, code_version, machine FROM runs;
+DROP TABLE runs;
+ALTER TABLE runs_v2 RENAME TO runs;
+CREATE INDEX runs_by_hash ON runs (config_hash);
+"#;
+
+/// One run as `infomax status` shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunRow {
+    /// None for a planned run not started yet.
+    pub id: Option<i64>,
+    pub experiment: String,
+    pub profile: String,
+    /// Grid coordinates and seed: `method=w-mse-4 dataset=cifar10 seed=0`.
+    pub label: String,
+    pub status: String,
+    pub detail: Option<String>,
+    pub epochs: usize,
+    pub epochs_done: usize,
+    pub config_hash: String,
+    /// (epoch, metric, top-1 %) of the latest evaluation.
+    pub last_eval: Vec<(usize, String, f64)>,
+}
+
+/// What `merge_from` did, run by run.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MergeStats {
+    /// Runs this database did not have.
+    pub copied: usize,
+    /// Runs this database had, less far along than the other's.
+    pub replaced: usize,
+    /// Runs this database already had as far along.
+    pub kept: usize,
+}
+
+fn label_of(grid_json: &str, seed: i64, method: &str, dataset: &str) -> String {
+    let grid: std::collections::BTreeMap<String, String> = serde_json::from_str(grid_json).unwrap_or_default();
+    let mut parts: Vec<String> = grid.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    if parts.is_empty() {
+        parts = vec![format!("method={method}"), format!("dataset={dataset}")];
+    }
+    parts.push(format!("seed={seed}"));
+    parts.join(" ")
+}
+
+/// Copy one run and everything recorded for it into `dst` under a new id.
+fn copy_run(src: &Connection, dst: &Connection, src_id: i64) -> rusqlite::Result<()> {
+    const RUN_COLS: &str = "experiment, profile, method, dataset, seed, epochs, config_json, config_hash, status, \
+                            status_detail, started_at, finished_at, code_version, machine, grid_json";
+    let row: Vec<rusqlite::types::Value> =
+        src.query_row(&format!("SELECT {RUN_COLS} FROM runs WHERE id = ?1"), params![src_id], |r| {
+            (0..15).map(|i| r.get(i)).collect()
+        })?;
+    let marks = (1..=15).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", ");
+    dst.execute(&format!("INSERT INTO runs ({RUN_COLS}) VALUES ({marks})"), rusqlite::params_from_iter(row))?;
+    let new_id = dst.last_insert_rowid();
+    for (table, cols) in [
+        ("epochs", "epoch, loss, lr, images_per_second, wall_seconds"),
+        ("epoch_terms", "epoch, name, value"),
+        ("evaluations", "epoch, protocol, k, top1, top5, bank_size, test_size"),
+    ] {
+        let n = cols.split(',').count();
+        let mut stmt = src.prepare(&format!("SELECT {cols} FROM {table} WHERE run_id = ?1"))?;
+        let rows: Vec<Vec<rusqlite::types::Value>> = stmt
+            .query_map(params![src_id], |r| (0..n).map(|i| r.get(i)).collect())?
+            .collect::<rusqlite::Result<_>>()?;
+        let marks = (2..=n + 1).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", ");
+        for row in rows {
+            let mut values = vec![rusqlite::types::Value::Integer(new_id)];
+            values.extend(row);
+            dst.execute(
+                &format!("INSERT INTO {table} (run_id, {cols}) VALUES (?1, {marks})"),
+                rusqlite::params_from_iter(values),
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn grid_json(spec: &RunSpec) -> String {
+    serde_json::to_string(&spec.grid).expect("a map of strings serialises")
+}
+
 /// Status values of a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RunStatus {
@@ -77,6 +225,8 @@ pub enum RunStatus {
     Diverged,
     Failed,
     Interrupted,
+    /// Not started for a reason outside the run (its dataset is not on disk).
+    Skipped,
 }
 
 impl RunStatus {
@@ -87,6 +237,7 @@ impl RunStatus {
             RunStatus::Diverged => "diverged",
             RunStatus::Failed => "failed",
             RunStatus::Interrupted => "interrupted",
+            RunStatus::Skipped => "skipped",
         }
     }
 }
@@ -135,8 +286,19 @@ impl Store {
             0 => {
                 let tx = conn.unchecked_transaction().map_err(err)?;
                 tx.execute_batch(SCHEMA).map_err(err)?;
+                tx.execute_batch(SCHEMA_V2).map_err(err)?;
                 tx.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(err)?;
                 tx.commit().map_err(err)?;
+            }
+            1 => {
+                // Foreign keys off while `runs` is rebuilt: the other tables keep pointing at it by name.
+                conn.pragma_update(None, "foreign_keys", "OFF").map_err(err)?;
+                let tx = conn.unchecked_transaction().map_err(err)?;
+                tx.execute_batch(MIGRATE_V1_TO_V2).map_err(err)?;
+                tx.execute_batch(SCHEMA_V2).map_err(err)?;
+                tx.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(err)?;
+                tx.commit().map_err(err)?;
+                conn.pragma_update(None, "foreign_keys", "ON").map_err(err)?;
             }
             SCHEMA_VERSION => {}
             v => {
@@ -204,7 +366,8 @@ impl Store {
     pub fn resume_run(&self, run_id: i64, epoch: Option<usize>) -> Result<()> {
         let tx = self.conn.unchecked_transaction().map_err(self.err())?;
         let keep_through = epoch.map_or(-1, |e| e as i64);
-        for table in ["epochs", "epoch_terms", "evaluations"] {
+        // Terms first: they reference their epoch's row.
+        for table in ["epoch_terms", "evaluations", "epochs"] {
             tx.execute(&format!("DELETE FROM {table} WHERE run_id = ?1 AND epoch > ?2"), params![run_id, keep_through])
                 .map_err(self.err())?;
         }
@@ -217,13 +380,23 @@ impl Store {
         tx.commit().map_err(self.err())
     }
 
+    /// The last epoch recorded for a run (0 when none).
+    pub fn last_recorded_epoch(&self, run_id: i64) -> Result<usize> {
+        self.conn
+            .query_row("SELECT COALESCE(MAX(epoch), 0) FROM epochs WHERE run_id = ?1", params![run_id], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map(|e| e as usize)
+            .map_err(self.err())
+    }
+
     /// Insert a run in status `running`; returns its id.
     pub fn start_run(&self, spec: &RunSpec, code_version: &str, machine: &str) -> Result<i64> {
         self.conn
             .execute(
                 "INSERT INTO runs (experiment, profile, method, dataset, seed, epochs, config_json, config_hash,
-                                   status, started_at, code_version, machine)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'running', strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), ?9, ?10)",
+                                   status, started_at, code_version, machine, grid_json)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'running', strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), ?9, ?10, ?11)",
                 params![
                     spec.experiment,
                     spec.profile,
@@ -234,11 +407,116 @@ impl Store {
                     spec.canonical_json(),
                     spec.hash(),
                     code_version,
-                    machine
+                    machine,
+                    grid_json(spec)
                 ],
             )
             .map_err(self.err())?;
-        Ok(self.conn.last_insert_rowid())
+        let id = self.conn.last_insert_rowid();
+        // A run that starts replaces the record of its earlier skip.
+        self.conn
+            .execute("DELETE FROM runs WHERE config_hash = ?1 AND status = 'skipped'", params![spec.hash()])
+            .map_err(self.err())?;
+        Ok(id)
+    }
+
+    /// Record that a run could not start for a reason outside it (its dataset is not on disk):
+    /// one `skipped` row per configuration, its reason updated, removed once the run starts.
+    pub fn skip_run(&self, spec: &RunSpec, reason: &str, code_version: &str, machine: &str) -> Result<()> {
+        let tx = self.conn.unchecked_transaction().map_err(self.err())?;
+        tx.execute("DELETE FROM runs WHERE config_hash = ?1 AND status = 'skipped'", params![spec.hash()])
+            .map_err(self.err())?;
+        tx.execute(
+            "INSERT INTO runs (experiment, profile, method, dataset, seed, epochs, config_json, config_hash,
+                               status, status_detail, started_at, finished_at, code_version, machine, grid_json)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'skipped', ?9, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'),
+                     strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), ?10, ?11, ?12)",
+            params![
+                spec.experiment,
+                spec.profile,
+                spec.method.name(),
+                spec.dataset.name(),
+                spec.seed as i64,
+                spec.train.epochs as i64,
+                spec.canonical_json(),
+                spec.hash(),
+                reason,
+                code_version,
+                machine,
+                grid_json(spec)
+            ],
+        )
+        .map_err(self.err())?;
+        tx.commit().map_err(self.err())
+    }
+
+    /// Record an experiment file's description, its profiles, the paper's numbers and the runs
+    /// a `reproduce` planned, replacing what an earlier call recorded for that experiment (the
+    /// plan's rows are added to, so shards and profiles accumulate).
+    pub fn record_experiment(
+        &self,
+        file: &crate::config::ExperimentFile,
+        plan: &[crate::plan::PlannedRun],
+    ) -> Result<()> {
+        let name = &file.meta.name;
+        let axes: Vec<serde_json::Value> = file
+            .axes
+            .iter()
+            .map(
+                |a| serde_json::json!({"name": a.name, "values": a.values.iter().map(|v| &v.name).collect::<Vec<_>>()}),
+            )
+            .collect();
+        let tx = self.conn.unchecked_transaction().map_err(self.err())?;
+        tx.execute(
+            "INSERT INTO experiments (name, title, paper, reproduces, axes_json, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+             ON CONFLICT (name) DO UPDATE SET title = ?2, paper = ?3, reproduces = ?4, axes_json = ?5,
+                                              updated_at = excluded.updated_at",
+            params![
+                name,
+                file.meta.title,
+                file.meta.paper,
+                file.meta.reproduces,
+                serde_json::Value::Array(axes).to_string()
+            ],
+        )
+        .map_err(self.err())?;
+        tx.execute("DELETE FROM profiles WHERE experiment = ?1", params![name]).map_err(self.err())?;
+        for (profile, p) in &file.profiles {
+            tx.execute(
+                "INSERT INTO profiles (experiment, profile, about) VALUES (?1, ?2, ?3)",
+                params![name, profile, p.about],
+            )
+            .map_err(self.err())?;
+        }
+        tx.execute("DELETE FROM reference_values WHERE experiment = ?1", params![name]).map_err(self.err())?;
+        for r in &file.references {
+            let at = serde_json::to_string(&r.at).expect("a map of strings serialises");
+            for (metric, value) in &r.values {
+                tx.execute(
+                    "INSERT OR REPLACE INTO reference_values (experiment, at_json, metric, value, source)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![name, at, metric, value, r.source],
+                )
+                .map_err(self.err())?;
+            }
+        }
+        for run in plan {
+            tx.execute(
+                "INSERT OR REPLACE INTO planned_runs (config_hash, experiment, profile, label, grid_json, config_json)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    run.spec.hash(),
+                    run.spec.experiment,
+                    run.spec.profile,
+                    run.label(),
+                    grid_json(&run.spec),
+                    run.spec.canonical_json()
+                ],
+            )
+            .map_err(self.err())?;
+        }
+        tx.commit().map_err(self.err())
     }
 
     pub fn record_epoch(&self, run_id: i64, e: &EpochRecord) -> Result<()> {
@@ -288,6 +566,179 @@ impl Store {
             )
             .map(|_| ())
             .map_err(self.err())
+    }
+
+    /// The latest row of every run (of one experiment, or all), then the planned runs that have
+    /// none yet (status `pending`), with each run's last evaluation.
+    pub fn run_rows(&self, experiment: Option<&str>) -> Result<Vec<RunRow>> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT r.id, r.experiment, r.profile, r.grid_json, r.seed, r.status, r.status_detail, r.epochs,
+                        (SELECT count(*) FROM epochs e WHERE e.run_id = r.id), r.config_hash, r.method, r.dataset
+                 FROM runs r
+                 WHERE r.id = (SELECT max(id) FROM runs WHERE config_hash = r.config_hash)
+                   AND (?1 IS NULL OR r.experiment = ?1)
+                 ORDER BY r.experiment, r.profile, r.id",
+            )
+            .map_err(self.err())?;
+        let mut rows = stmt
+            .query_map(params![experiment], |r| {
+                let grid: String = r.get(3)?;
+                let seed: i64 = r.get(4)?;
+                Ok(RunRow {
+                    id: Some(r.get(0)?),
+                    experiment: r.get(1)?,
+                    profile: r.get(2)?,
+                    label: label_of(&grid, seed, &r.get::<_, String>(10)?, &r.get::<_, String>(11)?),
+                    status: r.get(5)?,
+                    detail: r.get(6)?,
+                    epochs: r.get::<_, i64>(7)? as usize,
+                    epochs_done: r.get::<_, i64>(8)? as usize,
+                    config_hash: r.get(9)?,
+                    last_eval: Vec::new(),
+                })
+            })
+            .and_then(|rows| rows.collect::<std::result::Result<Vec<_>, _>>())
+            .map_err(self.err())?;
+        let mut evals = self
+            .conn
+            .prepare(
+                "SELECT epoch, protocol, k, top1 FROM evaluations WHERE run_id = ?1
+                 AND epoch = (SELECT max(epoch) FROM evaluations WHERE run_id = ?1) ORDER BY protocol, k",
+            )
+            .map_err(self.err())?;
+        for row in &mut rows {
+            row.last_eval = evals
+                .query_map(params![row.id], |r| {
+                    let protocol: String = r.get(1)?;
+                    let name = match protocol.as_str() {
+                        "knn-euclidean" | "knn-cosine" => format!("{}-NN", r.get::<_, i64>(2)?),
+                        other => other.to_string(),
+                    };
+                    Ok((r.get::<_, i64>(0)? as usize, name, r.get::<_, f64>(3)?))
+                })
+                .and_then(|rows| rows.collect::<std::result::Result<Vec<_>, _>>())
+                .map_err(self.err())?;
+        }
+        let mut pending = self
+            .conn
+            .prepare(
+                "SELECT experiment, profile, label, config_hash, config_json FROM planned_runs p
+                 WHERE NOT EXISTS (SELECT 1 FROM runs r WHERE r.config_hash = p.config_hash)
+                   AND (?1 IS NULL OR p.experiment = ?1)
+                 ORDER BY experiment, profile, rowid",
+            )
+            .map_err(self.err())?;
+        let planned = pending
+            .query_map(params![experiment], |r| {
+                let config: String = r.get(4)?;
+                let epochs = serde_json::from_str::<RunSpec>(&config).map_or(0, |s| s.train.epochs);
+                Ok(RunRow {
+                    id: None,
+                    experiment: r.get(0)?,
+                    profile: r.get(1)?,
+                    label: r.get(2)?,
+                    status: "pending".into(),
+                    detail: None,
+                    epochs,
+                    epochs_done: 0,
+                    config_hash: r.get(3)?,
+                    last_eval: Vec::new(),
+                })
+            })
+            .and_then(|rows| rows.collect::<std::result::Result<Vec<_>, _>>())
+            .map_err(self.err())?;
+        rows.extend(planned);
+        Ok(rows)
+    }
+
+    /// Copy into this database what `other` holds that this one lacks, run by run (by config
+    /// hash): a run complete here (finished or diverged) is kept; otherwise the other's row
+    /// replaces this one's when it is further along (complete, or more epochs), with its epochs,
+    /// terms and evaluations. Experiments, profiles, references and plans are united. Merging
+    /// the same file twice changes nothing.
+    pub fn merge_from(&self, other: &Path) -> Result<MergeStats> {
+        if !other.is_file() {
+            return Err(Error::File { path: other.to_path_buf(), what: "no such results database".into() });
+        }
+        // Opening checks (and migrates) the other file's schema before anything is copied.
+        let src = Store::open(other)?;
+        let mut stats = MergeStats::default();
+        let tx = self.conn.unchecked_transaction().map_err(self.err())?;
+        let src_err = |source| Error::Store { path: other.to_path_buf(), source };
+        let runs: Vec<(i64, String, String, i64)> = src
+            .conn
+            .prepare(
+                "SELECT r.id, r.config_hash, r.status, (SELECT count(*) FROM epochs e WHERE e.run_id = r.id)
+                 FROM runs r WHERE r.id = (SELECT max(id) FROM runs WHERE config_hash = r.config_hash) ORDER BY r.id",
+            )
+            .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?.collect())
+            .map_err(src_err)?;
+        let rank = |status: &str, epochs: i64| -> (i64, i64) {
+            match status {
+                "finished" | "diverged" => (3, epochs),
+                "skipped" => (0, 0),
+                _ => (1, epochs),
+            }
+        };
+        for (src_id, hash, status, epochs) in runs {
+            let here: Option<(i64, String, i64)> = tx
+                .query_row(
+                    "SELECT r.id, r.status, (SELECT count(*) FROM epochs e WHERE e.run_id = r.id) FROM runs r
+                     WHERE r.config_hash = ?1 ORDER BY r.id DESC LIMIT 1",
+                    params![hash],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+                .optional()
+                .map_err(self.err())?;
+            if let Some((_, here_status, here_epochs)) = &here {
+                if rank(here_status, *here_epochs) >= rank(&status, epochs) {
+                    stats.kept += 1;
+                    continue;
+                }
+                let ids: Vec<i64> = tx
+                    .prepare("SELECT id FROM runs WHERE config_hash = ?1")
+                    .and_then(|mut s| s.query_map(params![hash], |r| r.get(0))?.collect())
+                    .map_err(self.err())?;
+                for id in ids {
+                    for table in ["epoch_terms", "evaluations", "epochs"] {
+                        tx.execute(&format!("DELETE FROM {table} WHERE run_id = ?1"), params![id])
+                            .map_err(self.err())?;
+                    }
+                    tx.execute("DELETE FROM runs WHERE id = ?1", params![id]).map_err(self.err())?;
+                }
+                stats.replaced += 1;
+            } else {
+                stats.copied += 1;
+            }
+            copy_run(&src.conn, &tx, src_id).map_err(|source| Error::Store { path: other.to_path_buf(), source })?;
+        }
+        for (table, cols) in [
+            ("experiments", "name, title, paper, reproduces, axes_json, updated_at"),
+            ("profiles", "experiment, profile, about"),
+            ("planned_runs", "config_hash, experiment, profile, label, grid_json, config_json"),
+            ("reference_values", "experiment, at_json, metric, value, source"),
+        ] {
+            let n = cols.split(',').count();
+            let rows: Vec<Vec<rusqlite::types::Value>> = src
+                .conn
+                .prepare(&format!("SELECT {cols} FROM {table}"))
+                .and_then(|mut s| {
+                    s.query_map([], |r| (0..n).map(|i| r.get::<_, rusqlite::types::Value>(i)).collect())?.collect()
+                })
+                .map_err(src_err)?;
+            let marks = (1..=n).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", ");
+            for row in rows {
+                tx.execute(
+                    &format!("INSERT OR IGNORE INTO {table} ({cols}) VALUES ({marks})"),
+                    rusqlite::params_from_iter(row),
+                )
+                .map_err(self.err())?;
+            }
+        }
+        tx.commit().map_err(self.err())?;
+        Ok(stats)
     }
 
     /// The connection, for read-only queries (tests, the CLI's summaries).
@@ -340,6 +791,72 @@ mod tests {
         let store = Store::open(&path).unwrap();
         let n: i64 = store.connection().query_row("SELECT count(*) FROM epoch_terms", [], |r| r.get(0)).unwrap();
         assert_eq!(n, 1);
+    }
+
+    /// Resuming drops what came after the checkpoint, terms before their epochs (the foreign
+    /// key), and from no checkpoint at all drops everything.
+    #[test]
+    fn resume_drops_rows_after_the_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("r.sqlite")).unwrap();
+        let spec = RunSpec::defaults(Method::Vicreg, Dataset::Cifar10);
+        let id = store.start_run(&spec, "v", "m").unwrap();
+        for epoch in 1..=3 {
+            let terms = vec![("loss.x".to_string(), 1.0)];
+            let e = EpochRecord { epoch, loss: 1.0, lr: 0.1, images_per_second: 1.0, wall_seconds: 1.0, terms };
+            store.record_epoch(id, &e).unwrap();
+        }
+        let count = |t: &str| -> i64 {
+            store.connection().query_row(&format!("SELECT count(*) FROM {t}"), [], |r| r.get(0)).unwrap()
+        };
+        store.resume_run(id, Some(2)).unwrap();
+        assert_eq!((count("epochs"), count("epoch_terms"), store.last_recorded_epoch(id).unwrap()), (2, 2, 2));
+        store.resume_run(id, None).unwrap();
+        assert_eq!((count("epochs"), count("epoch_terms"), store.last_recorded_epoch(id).unwrap()), (0, 0, 0));
+    }
+
+    #[test]
+    fn a_version_1_database_is_migrated_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v1.sqlite");
+        {
+            // The version-1 schema: `runs` without `grid_json` and without the `skipped` status.
+            let c = Connection::open(&path).unwrap();
+            let v1 = SCHEMA.replace(", 'skipped')", ")").replace(",\n    grid_json     TEXT NOT NULL DEFAULT '{}'", "");
+            assert!(!v1.contains("grid_json") && !v1.contains("skipped"));
+            c.execute_batch(&v1).unwrap();
+            c.execute_batch(
+                "INSERT INTO runs (id, experiment, profile, method, dataset, seed, epochs, config_json, config_hash,
+                                   status, started_at, code_version, machine)
+                 VALUES (7, 'smoke', 'smoke', 'vicreg', 'cifar10', 0, 2, '{}', 'h', 'finished', 'now', 'v', 'm');
+                 INSERT INTO epochs VALUES (7, 1, 2.5, 0.1, 10.0, 3.0);
+                 PRAGMA user_version = 1;",
+            )
+            .unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        let c = store.connection();
+        assert_eq!(c.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0)).unwrap(), SCHEMA_VERSION);
+        let (id, grid): (i64, String) = c
+            .query_row("SELECT id, grid_json FROM runs WHERE config_hash = 'h'", [], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap();
+        assert_eq!((id, grid.as_str()), (7, "{}"), "ids and rows kept");
+        assert_eq!(store.completed_run("h").unwrap(), Some((7, "finished".into())));
+        let spec = RunSpec::defaults(Method::Vicreg, Dataset::Cifar10);
+        store.skip_run(&spec, "dataset not found", "v", "m").unwrap();
+        // Foreign keys still point at the rebuilt table.
+        assert!(c.execute("INSERT INTO epochs VALUES (999, 1, 1.0, 0.1, 1.0, 1.0)", []).is_err());
+        store
+            .record_epoch(
+                7,
+                &EpochRecord { epoch: 2, loss: 1.0, lr: 0.1, images_per_second: 1.0, wall_seconds: 1.0, terms: vec![] },
+            )
+            .unwrap();
+        let rows = store.run_rows(None).unwrap();
+        let mut statuses: Vec<&str> = rows.iter().map(|r| r.status.as_str()).collect();
+        statuses.sort();
+        assert_eq!(statuses, ["finished", "skipped"]);
+        assert_eq!(rows.iter().find(|r| r.status == "finished").unwrap().epochs_done, 2);
     }
 
     #[test]

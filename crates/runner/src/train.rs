@@ -32,7 +32,9 @@ pub struct RunContext<'a> {
     pub progress: bool,
     pub code_version: String,
     pub machine: String,
-    /// Folder of per-run checkpoints (`<folder>/<config hash>/`).
+    /// Folder of this database's per-run checkpoints (`<folder>/<config hash>/`); each database
+    /// has its own (`results.sqlite` → `results.checkpoints/`), so two databases never read each
+    /// other's.
     pub checkpoints: PathBuf,
     /// Set by the binary's SIGINT/SIGTERM handler: training stops after the step in flight.
     pub stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
@@ -108,7 +110,19 @@ pub fn execute(spec: &RunSpec, ctx: &RunContext) -> Result<RunOutcome> {
     let ckpt_dir = checkpoint::dir_for(&ctx.checkpoints, &hash);
     let (run_id, resume) = match ctx.store.unfinished_run(&hash)? {
         Some(run_id) => {
-            let pos = checkpoint::latest(&ckpt_dir, &hash)?;
+            let mut pos = checkpoint::latest(&ckpt_dir, &hash)?;
+            // A checkpoint past what this row recorded was written by another row of the same
+            // configuration (an earlier attempt that failed): its epochs are not in this row.
+            let recorded = ctx.store.last_recorded_epoch(run_id)?;
+            if let Some(p) = pos.filter(|p| p.epoch > recorded) {
+                tracing::warn!(
+                    "run {run_id}: the checkpoint after epoch {} is not this run's (it recorded {recorded} epochs); \
+                     training it from the start",
+                    p.epoch
+                );
+                checkpoint::clear(&ckpt_dir)?;
+                pos = None;
+            }
             match pos {
                 Some(p) => tracing::info!("run {run_id} resumes from its checkpoint after epoch {}", p.epoch),
                 None => tracing::warn!(
@@ -118,7 +132,11 @@ pub fn execute(spec: &RunSpec, ctx: &RunContext) -> Result<RunOutcome> {
             ctx.store.resume_run(run_id, pos.map(|p| p.epoch))?;
             (run_id, pos)
         }
-        None => (ctx.store.start_run(spec, &ctx.code_version, &ctx.machine)?, None),
+        None => {
+            // A fresh run: checkpoints left by an earlier failed attempt are not its state.
+            checkpoint::clear(&ckpt_dir)?;
+            (ctx.store.start_run(spec, &ctx.code_version, &ctx.machine)?, None)
+        }
     };
     match train_and_evaluate(spec, ctx, &data, run_id, &ckpt_dir, resume) {
         Ok(outcome) => {

@@ -13,10 +13,10 @@ use std::collections::HashMap;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::ModuleT;
-use infomax_model::{ConvImpl, Mlp, MlpConfig, ResNet, ResNetConfig, SeededVarMap};
+use infomax_model::{Mlp, MlpConfig, ResNet, SeededVarMap};
 
 use crate::optim::{is_running_statistic, Param};
-use crate::spec::{ConvKernels, HeadSpec, Method, RunSpec, VarianceRegSpec};
+use crate::spec::{HeadSpec, Method, RunSpec, VarianceRegSpec};
 use crate::{Error, Result};
 
 /// Where a training step is: for the methods that draw randomness (W-MSE's sub-batches) or
@@ -69,17 +69,7 @@ fn head(spec: &HeadSpec, input: usize) -> MlpConfig {
 impl Branch {
     fn new(spec: &RunSpec, vars: &SeededVarMap, device: &Device) -> Result<Self> {
         let vb = vars.builder(DType::F32, device);
-        let enc = ResNetConfig {
-            depth: 18,
-            width: spec.encoder.width,
-            small_stem: spec.encoder.small_stem,
-            max_pool: spec.encoder.max_pool,
-            zero_init_residual: spec.encoder.zero_init_residual,
-            conv: match spec.encoder.conv {
-                ConvKernels::Im2col => ConvImpl::Im2col,
-                ConvKernels::Candle => ConvImpl::Candle,
-            },
-        };
+        let enc = spec.encoder.resnet();
         let encoder = ResNet::new(&enc, vb.pp("encoder"))?;
         let projector = Mlp::new(&head(&spec.projector, encoder.output_dim()), vb.pp("projector"))?;
         Ok(Self { encoder, projector, joint_views: spec.projector.joint_views })

@@ -1,0 +1,35 @@
+//! Helpers shared by the CLI's integration tests: where the workspace and CIFAR-10 are, and how
+//! to call the binary.
+
+#![allow(dead_code)] // each test file uses its own subset
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+}
+
+/// The dataset root with CIFAR-10: `INFOMAX_DATA` (CI points it at `../shared/datasets`), else
+/// `./datasets`.
+pub fn data_root() -> PathBuf {
+    let root = workspace_root();
+    let dir = std::env::var_os("INFOMAX_DATA").map(PathBuf::from).unwrap_or_else(|| root.join("datasets"));
+    let dir = if dir.is_absolute() { dir } else { root.join(dir) };
+    assert!(
+        dir.join("cifar-10-batches-bin").is_dir(),
+        "the end-to-end test needs CIFAR-10: set INFOMAX_DATA (e.g. INFOMAX_DATA=../shared/datasets); looked in {}",
+        dir.display()
+    );
+    dir
+}
+
+/// Run the binary from the workspace root.
+pub fn infomax(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_infomax")).current_dir(workspace_root()).args(args).output().unwrap()
+}
+
+/// stdout and stderr together.
+pub fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}

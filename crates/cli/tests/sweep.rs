@@ -1,0 +1,237 @@
+//! Sweeps end to end on the real CIFAR-10 (tiny slices): a grid killed with SIGKILL at arbitrary
+//! moments and re-run stores every run exactly once; shards merge into the same set of runs; a
+//! diverging run is marked and the sweep goes on; `--dry-run` plans without training.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{data_root, infomax, text, workspace_root};
+use rusqlite::Connection;
+
+/// 2 methods × 2 datasets × 2 seeds at toy size: ResNet-18 width 0.125, 3 steps of 64 images per
+/// epoch, 2 epochs, k-NN on 200/100 images, a 5-epoch linear probe.
+const GRID: &str = r#"
+[experiment]
+name = "tiny-grid"
+title = "a tiny sweep"
+paper = "none"
+reproduces = "that sweeps survive kills"
+
+[base]
+projector = { widths = [64, 32] }
+encoder = { width = 0.125 }
+train = { epochs = 2, batch_size = 64, train_images = 192 }
+optimizer = { warmup_epochs = 0.5 }
+eval = { bank_images = 200, test_images = 100, linear_epochs = 5 }
+
+[grid]
+method = ["vicreg", "simclr"]
+dataset = ["cifar10", "cifar100"]
+seed = [0, 1]
+
+[profiles.smoke]
+about = "toy"
+
+[[reference]]
+at = { method = "simclr", dataset = "cifar10" }
+linear = 91.80
+source = "W-MSE, Table 1"
+"#;
+
+/// A data root holding only CIFAR-10 (so CIFAR-100 is surely missing).
+fn cifar10_only(dir: &Path) -> PathBuf {
+    let root = dir.join("data");
+    std::fs::create_dir_all(&root).unwrap();
+    std::os::unix::fs::symlink(data_root().join("cifar-10-batches-bin"), root.join("cifar-10-batches-bin")).unwrap();
+    root
+}
+
+fn args(file: &Path, data: &Path, db: &Path, extra: &[&str]) -> Vec<String> {
+    let mut a: Vec<String> = ["reproduce", file.to_str().unwrap(), "--profile", "smoke", "--no-progress"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    a.extend(["--data-dir", data.to_str().unwrap(), "--db", db.to_str().unwrap()].map(String::from));
+    a.extend(["--out".to_string(), db.with_extension("html").display().to_string()]);
+    a.extend(extra.iter().map(|s| s.to_string()));
+    a
+}
+
+fn run(a: &[String]) -> std::process::Output {
+    infomax(&a.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+/// Config hash → the statuses of its rows.
+type RowsByHash = BTreeMap<String, Vec<String>>;
+/// (run id, epoch, how often stored) of every epoch and evaluation.
+type StoredCounts = Vec<(i64, i64, i64)>;
+
+fn rows(db: &Path) -> (RowsByHash, StoredCounts) {
+    let c = Connection::open(db).unwrap();
+    let mut by_hash: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut s = c.prepare("SELECT config_hash, status FROM runs ORDER BY id").unwrap();
+    for r in s.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))).unwrap() {
+        let (h, st) = r.unwrap();
+        by_hash.entry(h).or_default().push(st);
+    }
+    let mut s = c
+        .prepare(
+            "SELECT run_id, epoch, count(*) FROM evaluations GROUP BY run_id, epoch, protocol, k
+             UNION ALL SELECT run_id, epoch, count(*) FROM epochs GROUP BY run_id, epoch",
+        )
+        .unwrap();
+    let counts = s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap().map(Result::unwrap).collect();
+    (by_hash, counts)
+}
+
+#[test]
+fn a_sweep_killed_at_random_moments_stores_every_run_once_and_shards_merge_to_the_same() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = cifar10_only(tmp.path());
+    let file = tmp.path().join("tiny-grid.toml");
+    std::fs::write(&file, GRID).unwrap();
+
+    // The plan, without training or creating a database.
+    let db = tmp.path().join("killed.sqlite");
+    let o = run(&args(&file, &data, &db, &["--dry-run"]));
+    assert!(o.status.success(), "{}", text(&o));
+    let plan = text(&o);
+    assert!(plan.contains("8 runs over method × dataset × seed"), "{plan}");
+    assert_eq!(plan.matches("skip: dataset not found").count(), 4, "{plan}");
+    assert!(plan.contains("method=simclr dataset=cifar10 seed=1"), "{plan}");
+    assert!(!db.exists(), "a dry run creates no database");
+
+    // Kill the sweep at pseudo-random moments (a fixed LCG, so failures reproduce) until it ends.
+    let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut kills = 0;
+    let started = Instant::now();
+    loop {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_infomax"))
+            .current_dir(workspace_root())
+            .args(args(&file, &data, &db, &[]))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        let wait = Duration::from_millis(500 + (state >> 33) % 4000);
+        let until = Instant::now() + wait;
+        let mut ended = None;
+        while Instant::now() < until {
+            if let Some(status) = child.try_wait().unwrap() {
+                ended = Some(status);
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        match ended {
+            Some(status) => {
+                assert!(status.success(), "the sweep failed after {kills} kills");
+                break;
+            }
+            None if kills < 6 => {
+                child.kill().unwrap(); // SIGKILL: no chance to clean up
+                child.wait().unwrap();
+                kills += 1;
+            }
+            None => {
+                assert!(child.wait().unwrap().success(), "the sweep failed after {kills} kills");
+                break;
+            }
+        }
+        assert!(started.elapsed() < Duration::from_secs(900), "the sweep never finished");
+    }
+    assert!(kills >= 1, "the sweep was killed at least once");
+    let again = run(&args(&file, &data, &db, &[]));
+    assert!(again.status.success(), "{}", text(&again));
+    assert!(
+        text(&again).contains("4 finished (4 of them already before), 0 diverged, 0 failed, 4 skipped"),
+        "{}",
+        text(&again)
+    );
+
+    let (by_hash, counts) = rows(&db);
+    assert_eq!(by_hash.len(), 8, "{by_hash:?}");
+    let finished = by_hash.values().filter(|s| *s == &vec!["finished".to_string()]).count();
+    let skipped = by_hash.values().filter(|s| *s == &vec!["skipped".to_string()]).count();
+    assert_eq!((finished, skipped), (4, 4), "each run one row: {by_hash:?}");
+    assert!(counts.iter().all(|c| c.2 == 1), "an epoch or evaluation stored twice: {counts:?}");
+    let c = Connection::open(&db).unwrap();
+    let epochs: i64 = c.query_row("SELECT count(*) FROM epochs", [], |r| r.get(0)).unwrap();
+    assert_eq!(epochs, 8, "2 epochs × 4 trained runs");
+    let refs: f64 = c
+        .query_row("SELECT value FROM reference_values WHERE experiment = 'tiny-grid' AND metric = 'linear'", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(refs, 91.80);
+
+    let status = infomax(&["status", "--db", db.to_str().unwrap()]);
+    let st = text(&status);
+    assert!(st.contains("finished (4)") && st.contains("skipped (4)") && st.contains("linear"), "{st}");
+
+    // Two shards into two databases, merged: the same runs, each once; merging again adds nothing.
+    let shard_dbs: Vec<PathBuf> = (1..=2).map(|i| tmp.path().join(format!("shard{i}.sqlite"))).collect();
+    for (i, sdb) in shard_dbs.iter().enumerate() {
+        let o = run(&args(&file, &data, sdb, &["--only", "dataset=cifar10", "--shard", &format!("{}/2", i + 1)]));
+        assert!(o.status.success(), "{}", text(&o));
+        assert!(text(&o).contains("2 runs: 2 finished"), "{}", text(&o));
+    }
+    let merged = tmp.path().join("merged.sqlite");
+    let m = |srcs: &[&PathBuf]| {
+        let mut a = vec!["merge", "--db", merged.to_str().unwrap()];
+        a.extend(srcs.iter().map(|p| p.to_str().unwrap()));
+        infomax(&a)
+    };
+    let o = m(&[&shard_dbs[0], &shard_dbs[1]]);
+    assert!(o.status.success() && text(&o).contains("2 runs copied"), "{}", text(&o));
+    let o = m(&[&shard_dbs[0], &shard_dbs[1], &db]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("0 runs copied, 0 replaced (further along there), 2 kept"), "{}", text(&o));
+    let (merged_rows, merged_counts) = rows(&merged);
+    assert_eq!(merged_rows, by_hash, "the merged shards hold exactly the sweep's runs");
+    assert!(merged_counts.iter().all(|c| c.2 == 1));
+    let o = infomax(&["merge", "--db", merged.to_str().unwrap(), tmp.path().join("nope.sqlite").to_str().unwrap()]);
+    assert!(!o.status.success() && text(&o).contains("nope.sqlite") && text(&o).contains("no such results database"));
+}
+
+#[test]
+fn a_diverging_run_is_marked_and_the_sweep_goes_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = cifar10_only(tmp.path());
+    let file = tmp.path().join("diverge.toml");
+    let text_file = GRID
+        .replace(
+            "method = [\"vicreg\", \"simclr\"]\ndataset = [\"cifar10\", \"cifar100\"]\nseed = [0, 1]",
+            "\"optimizer.lr\" = [1e-3, 1e30]",
+        )
+        .replace("[base]\n", "[base]\nmethod = \"simclr\"\n")
+        .replace("at = { method = \"simclr\", dataset = \"cifar10\" }", "at = { \"optimizer.lr\" = \"0.001\" }");
+    std::fs::write(&file, text_file).unwrap();
+    let db = tmp.path().join("r.sqlite");
+    let o = run(&args(&file, &data, &db, &["--set", "train.epochs=1"]));
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let out = text(&o);
+    assert!(out.contains("1 finished (0 of them already before), 1 diverged"), "{out}");
+    let c = Connection::open(&db).unwrap();
+    let rows: Vec<(String, Option<String>)> = c
+        .prepare("SELECT status, status_detail FROM runs ORDER BY id")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(rows[0].0, "finished");
+    assert_eq!(rows[1].0, "diverged");
+    assert!(rows[1].1.as_deref().unwrap().starts_with("loss not finite at epoch 1"), "{rows:?}");
+    // A diverged run is complete: the next call trains neither again and still reports it.
+    let o = run(&args(&file, &data, &db, &["--set", "train.epochs=1"]));
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("1 finished (1 of them already before), 1 diverged"), "{}", text(&o));
+    let n: i64 = c.query_row("SELECT count(*) FROM runs", [], |r| r.get(0)).unwrap();
+    assert_eq!(n, 2);
+}
