@@ -235,3 +235,53 @@ fn a_diverging_run_is_marked_and_the_sweep_goes_on() {
     let n: i64 = c.query_row("SELECT count(*) FROM runs", [], |r| r.get(0)).unwrap();
     assert_eq!(n, 2);
 }
+
+/// The weight-sharing experiment as shipped: its exclusions leave BYOL with shared weights only,
+/// and a run with a deeper second branch (ResNet-34) trains and is evaluated on the first.
+#[test]
+fn weight_sharing_excludes_byol_and_trains_a_second_branch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = cifar10_only(tmp.path());
+    let file = workspace_root().join("experiments/weight-sharing.toml");
+    let db = tmp.path().join("r.sqlite");
+    let o = run(&args(&file, &data, &db, &["--dry-run"]));
+    let plan = text(&o);
+    assert!(o.status.success() && plan.contains("13 runs over method × branches"), "{plan}");
+    assert!(plan.contains("method=byol branches=shared") && !plan.contains("method=byol branches=different"), "{plan}");
+    let tiny = [
+        "--only",
+        "method=vicreg",
+        "--only",
+        "branches=different-arch-deeper",
+        "--set",
+        "encoder.width=0.125",
+        "--set",
+        "projector.widths=[64, 64]",
+        "--set",
+        "train.train_images=128",
+        "--set",
+        "train.batch_size=64",
+        "--set",
+        "eval.bank_images=200",
+        "--set",
+        "eval.test_images=100",
+        "--set",
+        "eval.linear_epochs=5",
+    ];
+    let o = run(&args(&file, &data, &db, &tiny));
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("1 runs: 1 finished"), "{}", text(&o));
+    let c = Connection::open(&db).unwrap();
+    let (config, grid): (String, String) =
+        c.query_row("SELECT config_json, grid_json FROM runs", [], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
+    let config: serde_json::Value = serde_json::from_str(&config).unwrap();
+    assert_eq!(config["branch_b"]["encoder"]["arch"], "resnet34");
+    assert_eq!(config["branch_b"]["encoder"]["width"], 0.125, "the second branch inherits the --set width");
+    assert_eq!(grid, r#"{"branches":"different-arch-deeper","method":"vicreg"}"#);
+    let evals: i64 = c.query_row("SELECT count(*) FROM evaluations", [], |r| r.get(0)).unwrap();
+    assert_eq!(evals, 6);
+    let checkpoint = std::fs::read_dir(db.with_extension("checkpoints")).unwrap().next().unwrap().unwrap().path();
+    let tensors = std::fs::read(checkpoint.join("epoch-1.safetensors")).unwrap();
+    let header = String::from_utf8_lossy(&tensors[..tensors.len().min(200_000)]);
+    assert!(header.contains("online/branch_b.encoder.layer3.5.conv2.weight"), "the second branch is checkpointed");
+}

@@ -14,7 +14,7 @@ use crate::Error;
 /// Which stem and how wide.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ResNetConfig {
-    /// Only 18 for now (BasicBlock [2, 2, 2, 2]).
+    /// 18 (BasicBlock [2, 2, 2, 2]) or 34 (BasicBlock [3, 4, 6, 3]).
     pub depth: usize,
     /// Channel multiplier: 1.0 gives 64-128-256-512.
     pub width: f64,
@@ -41,6 +41,15 @@ impl ResNetConfig {
         }
     }
 
+    /// Residual blocks per stage.
+    pub fn stage_blocks(&self) -> [usize; 4] {
+        if self.depth == 34 {
+            [3, 4, 6, 3]
+        } else {
+            [2, 2, 2, 2]
+        }
+    }
+
     /// Channels of the four stages.
     pub fn stage_widths(&self) -> [usize; 4] {
         [64, 128, 256, 512].map(|c| ((c as f64 * self.width).round() as usize).max(1))
@@ -63,8 +72,8 @@ impl ResNetConfig {
             s = halve(s);
         }
         let mut cin = c0;
-        for (stage, &c) in self.stage_widths().iter().enumerate() {
-            for block in 0..2 {
+        for (stage, (&c, &blocks)) in self.stage_widths().iter().zip(&self.stage_blocks()).enumerate() {
+            for block in 0..blocks {
                 let stride2 = stage > 0 && block == 0;
                 if stride2 {
                     s = halve(s);
@@ -81,10 +90,10 @@ impl ResNetConfig {
     }
 
     pub fn validate(&self) -> crate::Result<()> {
-        if self.depth != 18 {
+        if self.depth != 18 && self.depth != 34 {
             return Err(Error::Config {
                 field: "encoder.depth",
-                what: format!("only 18 is built, got {}", self.depth),
+                what: format!("18 or 34 expected, got {}", self.depth),
             });
         }
         if !(self.width > 0.0 && self.width.is_finite()) {
@@ -171,8 +180,8 @@ impl ResNet {
         let bn1 = batch_norm(widths[0], vb.pp("bn1"))?;
         let mut blocks = Vec::new();
         let mut cin = widths[0];
-        for (stage, &cout) in widths.iter().enumerate() {
-            for b in 0..2 {
+        for (stage, (&cout, &n)) in widths.iter().zip(&cfg.stage_blocks()).enumerate() {
+            for b in 0..n {
                 let stride = if stage > 0 && b == 0 { 2 } else { 1 };
                 let path = vb.pp(format!("layer{}", stage + 1)).pp(b.to_string());
                 blocks.push(BasicBlock::new(cin, cout, stride, cfg.zero_init_residual, cfg.conv, path)?);
@@ -250,6 +259,30 @@ mod tests {
         // Width 0.5 has a quarter of the inner MACs.
         let half = ResNetConfig::resnet18(0.5).forward_macs(32) as f64;
         assert!((half / cifar as f64 - 0.25).abs() < 0.01);
+    }
+
+    #[test]
+    fn resnet34_has_torchvisions_blocks_and_parameter_count() {
+        let cfg = ResNetConfig { depth: 34, ..ResNetConfig::resnet18(1.0) };
+        let vars = SeededVarMap::new(0);
+        let net = ResNet::new(&cfg, vars.builder(DType::F32, &Device::Cpu)).unwrap();
+        let names: Vec<String> = vars.named_vars().into_iter().map(|(n, _)| n).collect();
+        assert!(
+            names.iter().any(|n| n == "layer3.5.conv2.weight") && !names.iter().any(|n| n.starts_with("layer3.6."))
+        );
+        // torchvision's resnet34 without its fc (512 × 1000 + 1000) and with a 3×3 stem
+        // (3·64·9 instead of 3·64·49): 21,797,672 − 513,000 − 7,680 parameters.
+        let params: usize = vars
+            .named_vars()
+            .iter()
+            .filter(|(n, _)| !n.contains("running_"))
+            .map(|(_, v)| v.as_tensor().elem_count())
+            .sum();
+        assert_eq!(params, 21_797_672 - 513_000 - 7_680);
+        let x = Tensor::zeros((2, 3, 32, 32), DType::F32, &Device::Cpu).unwrap();
+        assert_eq!(net.forward_t(&x, false).unwrap().dims(), &[2, 512]);
+        let macs = cfg.forward_macs(32) as f64 / ResNetConfig::resnet18(1.0).forward_macs(32) as f64;
+        assert!((1.9..2.1).contains(&macs), "ResNet-34 costs about twice ResNet-18: {macs}");
     }
 
     #[test]

@@ -59,6 +59,8 @@ struct RawFile {
     #[serde(default)]
     when: Vec<Table>,
     #[serde(default)]
+    exclude: Vec<Table>,
+    #[serde(default)]
     reference: Vec<Table>,
     #[serde(default)]
     profiles: Table,
@@ -121,11 +123,32 @@ struct When {
     anchor: Vec<Seg>,
 }
 
+/// Whether a cell has, on every matched axis, one of the accepted values.
+fn cell_matches(matches: &[(String, Vec<String>)], axes: &[Axis], cell: &[usize]) -> bool {
+    matches.iter().all(|(axis, names)| {
+        axes.iter().position(|a| &a.name == axis).is_some_and(|i| names.contains(&axes[i].values[cell[i]].name))
+    })
+}
+
 impl When {
     fn applies(&self, axes: &[Axis], cell: &[usize]) -> bool {
-        self.matches.iter().all(|(axis, names)| {
-            axes.iter().position(|a| &a.name == axis).is_some_and(|i| names.contains(&axes[i].values[cell[i]].name))
-        })
+        cell_matches(&self.matches, axes, cell)
+    }
+}
+
+/// Cells of the grid that are not runs (e.g. BYOL with different weights, which the paper's
+/// table leaves empty), and why.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Exclusion {
+    /// (axis name, value names).
+    #[serde(rename = "match")]
+    pub matches: Vec<(String, Vec<String>)>,
+    pub why: String,
+}
+
+impl Exclusion {
+    pub fn applies(&self, axes: &[Axis], cell: &[usize]) -> bool {
+        cell_matches(&self.matches, axes, cell)
     }
 }
 
@@ -155,6 +178,7 @@ pub struct ExperimentFile {
     /// The grid's axes in file order (none: the file is one run).
     pub axes: Vec<Axis>,
     when: Vec<When>,
+    pub exclusions: Vec<Exclusion>,
     pub references: Vec<Reference>,
     pub profiles: BTreeMap<String, Profile>,
     text: String,
@@ -350,6 +374,7 @@ impl ExperimentFile {
             base: raw.base,
             axes: Vec::new(),
             when: Vec::new(),
+            exclusions: Vec::new(),
             references: Vec::new(),
             profiles: BTreeMap::new(),
             text: text.to_string(),
@@ -361,6 +386,12 @@ impl ExperimentFile {
             .iter()
             .enumerate()
             .map(|(i, t)| file.parse_when(t, vec![Seg::Key("when".into()), Seg::Index(i)], "when"))
+            .collect::<Result<_>>()?;
+        file.exclusions = raw
+            .exclude
+            .iter()
+            .enumerate()
+            .map(|(i, t)| file.parse_exclusion(t, vec![Seg::Key("exclude".into()), Seg::Index(i)]))
             .collect::<Result<_>>()?;
         for (name, value) in &raw.profiles {
             let anchor = keys(&["profiles", name]);
@@ -517,13 +548,6 @@ impl ExperimentFile {
                 ));
             }
         }
-        let Some(Value::Table(m)) = t.get("match") else {
-            return Err(self.at(
-                &anchor,
-                format!("{field}.match"),
-                "a table of axis = value(s) expected, e.g. match = { dataset = \"stl10\" }",
-            ));
-        };
         let Some(Value::Table(set)) = t.get("set") else {
             return Err(self.at(
                 &anchor,
@@ -532,10 +556,23 @@ impl ExperimentFile {
             ));
         };
         self.check_reserved(set, &sub("set"))?;
+        let matches = self.parse_match(t, &anchor, field)?;
+        Ok(When { matches, set: set.clone(), anchor: sub("set") })
+    }
+
+    /// A `match = { axis = value or [values] }` table, every axis and value checked.
+    fn parse_match(&self, t: &Table, anchor: &[Seg], field: &str) -> Result<Vec<(String, Vec<String>)>> {
+        let Some(Value::Table(m)) = t.get("match") else {
+            return Err(self.at(
+                anchor,
+                format!("{field}.match"),
+                "a table of axis = value(s) expected, e.g. match = { dataset = \"stl10\" }",
+            ));
+        };
         let mut matches = Vec::new();
         for (axis, v) in m {
-            let mut at = sub("match");
-            at.push(Seg::Key(axis.clone()));
+            let mut at = anchor.to_vec();
+            at.extend([Seg::Key("match".into()), Seg::Key(axis.clone())]);
             let names: Vec<String> = match v {
                 Value::Array(items) => items.iter().map(value_name).collect(),
                 other => vec![value_name(other)],
@@ -545,7 +582,26 @@ impl ExperimentFile {
             }
             matches.push((axis.clone(), names));
         }
-        Ok(When { matches, set: set.clone(), anchor: sub("set") })
+        Ok(matches)
+    }
+
+    fn parse_exclusion(&self, t: &Table, anchor: Vec<Seg>) -> Result<Exclusion> {
+        for k in t.keys() {
+            if k != "match" && k != "why" {
+                let mut at = anchor.clone();
+                at.push(Seg::Key(k.clone()));
+                return Err(self.at(
+                    &at,
+                    format!("exclude.{k}"),
+                    format!("unknown key{}; an `exclude` has `match` and `why`", did_you_mean(k, ["match", "why"])),
+                ));
+            }
+        }
+        let why = match t.get("why") {
+            Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),
+            _ => return Err(self.at(&anchor, "exclude.why", "a sentence saying why these cells are not run expected")),
+        };
+        Ok(Exclusion { matches: self.parse_match(t, &anchor, "exclude")?, why })
     }
 
     fn parse_profile(&self, name: &str, mut table: Table, anchor: Vec<Seg>) -> Result<Profile> {
@@ -765,6 +821,16 @@ impl ExperimentFile {
             _ => unreachable!("a struct serialises to a table"),
         };
         deep_merge(&mut full, &merged);
+        // The second branch's encoder is the run's, changed only where the file says.
+        if let (Some(Value::Table(encoder)), Some(Value::Table(branch))) =
+            (full.get("encoder").cloned(), full.get_mut("branch_b"))
+        {
+            let mut resolved = encoder;
+            if let Some(Value::Table(own)) = branch.get("encoder") {
+                deep_merge(&mut resolved, own);
+            }
+            branch.insert("encoder".into(), Value::Table(resolved));
+        }
         full.insert("experiment".into(), Value::String(self.meta.name.clone()));
         full.insert("profile".into(), Value::String(profile.to_string()));
         let grid: Table = axes
@@ -1060,6 +1126,35 @@ source = "W-MSE, Table 1"
         let keys: Vec<&str> = diffs[0].iter().map(|(k, _)| k.as_str()).collect();
         assert!(keys.contains(&"method") && keys.contains(&"train.views"), "{keys:?}");
         assert!(!keys.contains(&"encoder.width") && !keys.iter().any(|k| k.starts_with("grid")), "{keys:?}");
+    }
+
+    #[test]
+    fn a_second_branch_inherits_the_encoder_and_rejects_predictor_methods() {
+        let text = GRID.replace(
+            "[grid]\ndataset",
+            "[grid.branches]\nshared = {}\ndifferent-weights = { branch_b = { encoder = {} } }\n\
+             deeper = { branch_b = { encoder = { arch = \"resnet34\" } } }\n\n[grid]\ndataset",
+        );
+        let f = ExperimentFile::parse(Path::new("experiments/g.toml"), &text).unwrap();
+        let opts = PlanOptions { only: vec!["method=simclr".into(), "dataset=cifar10".into()], ..Default::default() };
+        let runs = plan(&f, "smoke", &[], &opts).unwrap();
+        assert_eq!(runs.len(), 3);
+        assert!(runs[0].spec.branch_b.is_none());
+        let dw = runs[1].spec.branch_b.as_ref().unwrap();
+        assert_eq!(dw.encoder, runs[1].spec.encoder, "different weights: the same architecture");
+        let da = runs[2].spec.branch_b.as_ref().unwrap();
+        assert_eq!(
+            (da.encoder.arch.as_str(), da.encoder.width),
+            ("resnet34", 0.25),
+            "the profile's width carries over"
+        );
+        let byol = text.replace(
+            "simclr = { method = \"simclr\" }",
+            "simclr = { method = \"byol\", predictor = { widths = [64, 8] } }",
+        );
+        let f = ExperimentFile::parse(Path::new("experiments/g.toml"), &byol).unwrap();
+        let err = plan(&f, "smoke", &[], &opts).unwrap_err().to_string();
+        assert!(err.contains("branch_b") && err.contains("shared weights only"), "{err}");
     }
 
     #[test]

@@ -106,7 +106,9 @@ pub fn plan(
     }
     let mut runs = Vec::new();
     for cell in ExperimentFile::cells(&axes) {
-        if wanted.iter().any(|(a, vs)| !vs.contains(&cell[*a])) {
+        if wanted.iter().any(|(a, vs)| !vs.contains(&cell[*a]))
+            || file.exclusions.iter().any(|e| e.applies(&axes, &cell))
+        {
             continue;
         }
         let spec = file.resolve_cell(profile, &axes, &cell, overrides)?;
@@ -164,7 +166,13 @@ pub fn train_flops_per_image(spec: &RunSpec) -> f64 {
         pw.extend(&p.widths);
         head_macs += pw.windows(2).map(|w| w[0] * w[1]).sum::<usize>();
     }
-    let forward = 2.0 * (enc.forward_macs(spec.augment.size()) + head_macs as u64) as f64;
+    let side = spec.augment.size();
+    // With a second branch, half the views go through its encoder.
+    let encoder_macs = match &spec.branch_b {
+        Some(b) => (enc.forward_macs(side) + b.encoder.resnet().forward_macs(side)) as f64 / 2.0,
+        None => enc.forward_macs(side) as f64,
+    };
+    let forward = 2.0 * (encoder_macs + head_macs as f64);
     3.0 * forward * spec.train.views as f64
 }
 

@@ -51,7 +51,7 @@ pub use infomax_data::Dataset;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EncoderSpec {
-    /// `resnet18`.
+    /// `resnet18` or `resnet34`.
     pub arch: String,
     /// Channel multiplier (1.0 = 64-128-256-512).
     pub width: f64,
@@ -68,7 +68,7 @@ impl EncoderSpec {
     /// The model crate's configuration of this encoder.
     pub fn resnet(&self) -> infomax_model::ResNetConfig {
         infomax_model::ResNetConfig {
-            depth: 18,
+            depth: if self.arch == "resnet34" { 34 } else { 18 },
             width: self.width,
             small_stem: self.small_stem,
             max_pool: self.max_pool,
@@ -98,6 +98,17 @@ impl std::str::FromStr for ConvKernels {
             other => Err(format!("`im2col` or `candle` expected, got `{other}`")),
         }
     }
+}
+
+/// A second branch with its own weights, for the odd-numbered views (VICReg's Table 5): the same
+/// architecture with different weights, or a different architecture. In a file, its `encoder`
+/// table is merged over the run's `encoder`, so `branch_b = { encoder = {} }` is "different
+/// weights" and `branch_b = { encoder = { arch = "resnet34" } }` "different architectures". The
+/// branch has its own projector of the same shape; evaluation reads the first branch's encoder.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BranchBSpec {
+    pub encoder: EncoderSpec,
 }
 
 /// An MLP head (projector or predictor): `Linear → BN → ReLU` per hidden width, then a last
@@ -263,6 +274,9 @@ pub struct RunSpec {
     pub encoder: EncoderSpec,
     /// The projector; its output is the embedding the loss sees.
     pub projector: HeadSpec,
+    /// A second branch with its own weights (absent: both views share one network).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch_b: Option<BranchBSpec>,
     /// BYOL's and SimSiam's predictor, on the projector's output.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub predictor: Option<HeadSpec>,
@@ -362,6 +376,7 @@ impl RunSpec {
                 conv: ConvKernels::Im2col,
             },
             projector: fair(true),
+            branch_b: None,
             predictor: None,
             vicreg: None,
             barlow_twins: None,

@@ -78,6 +78,7 @@ CREATE TABLE experiments (
     title      TEXT NOT NULL,
     paper      TEXT NOT NULL,
     reproduces TEXT NOT NULL,
+    -- {"axes": [{"name", "values"}], "exclude": [{"match": [[axis, [values]]], "why"}]}
     axes_json  TEXT NOT NULL,
     updated_at TEXT NOT NULL
 );
@@ -459,6 +460,7 @@ impl Store {
         plan: &[crate::plan::PlannedRun],
     ) -> Result<()> {
         let name = &file.meta.name;
+        // The grid: its axes and the cells it leaves out on purpose, with why.
         let axes: Vec<serde_json::Value> = file
             .axes
             .iter()
@@ -466,19 +468,14 @@ impl Store {
                 |a| serde_json::json!({"name": a.name, "values": a.values.iter().map(|v| &v.name).collect::<Vec<_>>()}),
             )
             .collect();
+        let grid = serde_json::json!({"axes": axes, "exclude": file.exclusions});
         let tx = self.conn.unchecked_transaction().map_err(self.err())?;
         tx.execute(
             "INSERT INTO experiments (name, title, paper, reproduces, axes_json, updated_at)
              VALUES (?1, ?2, ?3, ?4, ?5, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
              ON CONFLICT (name) DO UPDATE SET title = ?2, paper = ?3, reproduces = ?4, axes_json = ?5,
                                               updated_at = excluded.updated_at",
-            params![
-                name,
-                file.meta.title,
-                file.meta.paper,
-                file.meta.reproduces,
-                serde_json::Value::Array(axes).to_string()
-            ],
+            params![name, file.meta.title, file.meta.paper, file.meta.reproduces, grid.to_string()],
         )
         .map_err(self.err())?;
         tx.execute("DELETE FROM profiles WHERE experiment = ?1", params![name]).map_err(self.err())?;

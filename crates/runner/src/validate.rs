@@ -6,8 +6,32 @@ type Check = std::result::Result<(), (&'static str, String)>;
 
 pub fn validate(s: &RunSpec) -> Check {
     let fail = |field: &'static str, what: String| Err((field, what));
-    if s.encoder.arch != "resnet18" {
-        return fail("encoder.arch", format!("`resnet18` expected, got `{}`", s.encoder.arch));
+    if !["resnet18", "resnet34"].contains(&s.encoder.arch.as_str()) {
+        return fail("encoder.arch", format!("`resnet18` or `resnet34` expected, got `{}`", s.encoder.arch));
+    }
+    if let Some(b) = &s.branch_b {
+        if !["resnet18", "resnet34"].contains(&b.encoder.arch.as_str()) {
+            return fail(
+                "branch_b.encoder.arch",
+                format!("`resnet18` or `resnet34` expected, got `{}`", b.encoder.arch),
+            );
+        }
+        if !(b.encoder.width > 0.0 && b.encoder.width.is_finite()) {
+            return fail("branch_b.encoder.width", format!("a positive multiplier expected, got {}", b.encoder.width));
+        }
+        if s.predictor.is_some() {
+            return fail(
+                "branch_b",
+                format!(
+                    "{} predicts one branch's output from the other's through a shared predictor and target; \
+                     it runs with shared weights only (VICReg's Table 5 has no different-weights row for it)",
+                    s.method.name()
+                ),
+            );
+        }
+        if s.train.views != 2 {
+            return fail("branch_b", format!("two branches take two views, got train.views = {}", s.train.views));
+        }
     }
     if !(s.encoder.width > 0.0 && s.encoder.width.is_finite()) {
         return fail("encoder.width", format!("a positive multiplier expected, got {}", s.encoder.width));

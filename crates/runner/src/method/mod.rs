@@ -67,9 +67,15 @@ fn head(spec: &HeadSpec, input: usize) -> MlpConfig {
 }
 
 impl Branch {
-    fn new(spec: &RunSpec, vars: &SeededVarMap, device: &Device) -> Result<Self> {
-        let vb = vars.builder(DType::F32, device);
-        let enc = spec.encoder.resnet();
+    /// The run's encoder and projector, or (`second`) the second branch's under `branch_b.`.
+    fn new(spec: &RunSpec, second: bool, vars: &SeededVarMap, device: &Device) -> Result<Self> {
+        let mut vb = vars.builder(DType::F32, device);
+        let mut enc = spec.encoder.resnet();
+        if second {
+            vb = vb.pp("branch_b");
+            let b = spec.branch_b.as_ref().expect("a second branch is built only when the spec has one");
+            enc = b.encoder.resnet();
+        }
         let encoder = ResNet::new(&enc, vb.pp("encoder"))?;
         let projector = Mlp::new(&head(&spec.projector, encoder.output_dim()), vb.pp("projector"))?;
         Ok(Self { encoder, projector, joint_views: spec.projector.joint_views })
@@ -99,6 +105,8 @@ pub struct Target {
 pub struct Network {
     pub vars: SeededVarMap,
     pub online: Branch,
+    /// The second branch of a run with separate weights: it embeds the odd-numbered views.
+    pub branch_b: Option<Branch>,
     pub predictor: Option<Mlp>,
     pub target: Option<Target>,
 }
@@ -108,7 +116,11 @@ impl Network {
     /// initialised from `spec.seed`; for BYOL also the target, initialised identically.
     pub fn new(spec: &RunSpec, device: &Device) -> Result<Self> {
         let vars = SeededVarMap::new(spec.seed);
-        let online = Branch::new(spec, &vars, device)?;
+        let online = Branch::new(spec, false, &vars, device)?;
+        let branch_b = match &spec.branch_b {
+            Some(_) => Some(Branch::new(spec, true, &vars, device)?),
+            None => None,
+        };
         let predictor = match &spec.predictor {
             Some(p) => {
                 let vb = vars.builder(DType::F32, device);
@@ -119,12 +131,12 @@ impl Network {
         let target = if spec.method == Method::Byol {
             // The same seed and names give the same initial values: the target starts as a copy.
             let vars = SeededVarMap::new(spec.seed);
-            let branch = Branch::new(spec, &vars, device)?;
+            let branch = Branch::new(spec, false, &vars, device)?;
             Some(Target { vars, branch })
         } else {
             None
         };
-        Ok(Self { vars, online, predictor, target })
+        Ok(Self { vars, online, branch_b, predictor, target })
     }
 
     /// Trainable parameters of the online network in a stable order (running statistics and
@@ -138,8 +150,14 @@ impl Network {
             .collect()
     }
 
+    /// Training-mode embeddings of each view: all through the one network, or with two branches
+    /// the even-numbered views through the first and the odd-numbered through the second.
     pub fn embed_views(&self, views: &[Tensor]) -> Result<Vec<Tensor>> {
-        self.online.embed_views(views)
+        let Some(b) = &self.branch_b else { return self.online.embed_views(views) };
+        let even: Vec<Tensor> = views.iter().step_by(2).cloned().collect();
+        let odd: Vec<Tensor> = views.iter().skip(1).step_by(2).cloned().collect();
+        let (mut za, mut zb) = (self.online.embed_views(&even)?.into_iter(), b.embed_views(&odd)?.into_iter());
+        Ok((0..views.len()).filter_map(|i| if i % 2 == 0 { za.next() } else { zb.next() }).collect())
     }
 
     /// The predictor applied to each view's embedding (BYOL, SimSiam).
@@ -289,6 +307,36 @@ mod tests {
             }
             assert!(losses[7] < losses[0], "{method:?}: {losses:?}");
         }
+    }
+
+    /// With a second branch, each view goes through its own network: gradients reach both, the
+    /// second's names sit under `branch_b.`, and the features come from the first.
+    #[test]
+    fn a_second_branch_embeds_the_odd_views_with_its_own_weights() {
+        let dev = Device::Cpu;
+        let mut spec = tiny(Method::Vicreg);
+        let mut other = spec.encoder.clone();
+        other.arch = "resnet34".into();
+        other.width = 0.25;
+        spec.branch_b = Some(crate::spec::BranchBSpec { encoder: other });
+        let net = Network::new(&spec, &dev).unwrap();
+        let names: Vec<String> = net.vars.named_vars().into_iter().map(|(n, _)| n).collect();
+        assert!(names.iter().any(|n| n == "branch_b.encoder.layer3.5.conv2.weight"), "ResNet-34 under branch_b");
+        assert!(names.iter().any(|n| n == "branch_b.projector.layers.0.linear.weight"));
+        let x = Tensor::randn(0f32, 1.0, (8, 3, 16, 16), &dev).unwrap();
+        let z = net.embed_views(&[x.clone(), x.clone()]).unwrap();
+        let diff = (&z[0] - &z[1]).unwrap().abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
+        assert!(diff > 1e-3, "the same image gives different embeddings in different branches");
+        let loss = Objective::for_spec(&spec).step_loss(
+            &net,
+            &[x.clone(), x.clone()],
+            &StepContext { seed: 0, epoch: 1, step: 0, progress: 0.0 },
+        );
+        let grads = loss.unwrap().loss.backward().unwrap();
+        for p in net.params() {
+            assert!(grads.get(p.var.as_tensor()).is_some(), "{} gets no gradient", p.name);
+        }
+        assert_eq!(net.features(&x).unwrap().dims(), &[8, 64], "features of the first branch (width 0.125)");
     }
 
     /// BYOL's target starts as an exact copy of the online branch and then follows it by EMA.
