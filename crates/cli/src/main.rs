@@ -94,6 +94,17 @@ enum Command {
         #[arg(required = true, value_name = "DB")]
         sources: Vec<PathBuf>,
     },
+    /// Write a run's trained encoder (its latest checkpoint) as safetensors with torchvision's
+    /// ResNet names (conv1.weight, bn1.running_mean, layer1.0.conv1.weight, …), loadable into
+    /// torchvision.models.resnet18 with the run's stem (3×3 conv1; no max-pool unless the run had
+    /// one) and fc = Identity.
+    ExportEncoder {
+        /// Run id (see `infomax status`) or 6+ hex digits of its configuration hash.
+        run: String,
+        /// The .safetensors file to write.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
     /// Render reports/index.html from the results database.
     Report,
     /// Evaluate a method's loss and its gradient on embeddings from .npy files, to check infomax
@@ -276,6 +287,43 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             let store = Store::open(&cli.paths.db)?;
             print!("{}", status_text(&store.run_rows(experiment.as_deref())?));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::ExportEncoder { run, out } => {
+            if !cli.paths.db.is_file() {
+                anyhow::bail!("{}: no results database", cli.paths.db.display());
+            }
+            let store = Store::open(&cli.paths.db)?;
+            let e = infomax_runner::export::export_encoder(
+                &store,
+                &cli.paths.db.with_extension("checkpoints"),
+                &run,
+                &out,
+            )?;
+            let enc = &e.spec.encoder;
+            println!(
+                "{}: run {} ({}, {} on {}), epoch {}/{}: {} tensors of a {} at width {} ({} stem{})",
+                out.display(),
+                e.run_id,
+                e.status,
+                e.spec.method.name(),
+                e.spec.dataset.name(),
+                e.epoch,
+                e.epochs,
+                e.tensors,
+                enc.arch,
+                enc.width,
+                if enc.small_stem { "3×3 stride-1" } else { "7×7 stride-2" },
+                if enc.max_pool { ", max-pool" } else { ", no max-pool" }
+            );
+            if enc.width != 1.0 {
+                println!(
+                    "note: width {} has {} channels in its first stage; torchvision's {} has 64 (width 1.0)",
+                    enc.width,
+                    enc.resnet().stage_widths()[0],
+                    enc.arch
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Merge { sources } => {

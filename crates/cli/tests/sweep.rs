@@ -285,3 +285,69 @@ fn weight_sharing_excludes_byol_and_trains_a_second_branch() {
     let header = String::from_utf8_lossy(&tensors[..tensors.len().min(200_000)]);
     assert!(header.contains("online/branch_b.encoder.layer3.5.conv2.weight"), "the second branch is checkpointed");
 }
+
+/// `export-encoder` writes the trained encoder under torchvision's names: 20 convolutions and 20
+/// BatchNorms (weight, bias, running mean and variance, num_batches_tracked) for ResNet-18 —
+/// `resnet18().state_dict()` without `fc` — with the run in the metadata.
+#[test]
+fn export_encoder_writes_torchvision_names() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = cifar10_only(tmp.path());
+    let db = tmp.path().join("r.sqlite");
+    let smoke = workspace_root().join("experiments/smoke.toml");
+    let tiny = [
+        "--set",
+        "encoder.width=0.125",
+        "--set",
+        "projector.widths=[64, 64]",
+        "--set",
+        "train.train_images=128",
+        "--set",
+        "train.batch_size=64",
+        "--set",
+        "train.epochs=1",
+        "--set",
+        "eval.bank_images=200",
+        "--set",
+        "eval.test_images=100",
+        "--set",
+        "eval.linear_epochs=2",
+    ];
+    assert!(run(&args(&smoke, &data, &db, &tiny)).status.success());
+    let out = tmp.path().join("enc/encoder.safetensors");
+    let o = infomax(&["export-encoder", "1", "--out", out.to_str().unwrap(), "--db", db.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("120 tensors of a resnet18 at width 0.125") && text(&o).contains("epoch 1/1"),
+        "{}",
+        text(&o)
+    );
+    let bytes = std::fs::read(&out).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    let names: Vec<&String> = header.as_object().unwrap().keys().filter(|k| *k != "__metadata__").collect();
+    assert_eq!(names.len(), 120);
+    for want in [
+        "conv1.weight",
+        "bn1.running_mean",
+        "bn1.num_batches_tracked",
+        "layer1.0.conv1.weight",
+        "layer2.0.downsample.0.weight",
+        "layer2.0.downsample.1.running_var",
+        "layer4.1.bn2.bias",
+    ] {
+        assert!(names.iter().any(|n| *n == want), "{want} missing");
+    }
+    assert!(!names.iter().any(|n| n.contains("projector") || n.starts_with("fc")));
+    assert_eq!(header["conv1.weight"]["shape"], serde_json::json!([8, 3, 3, 3]));
+    assert_eq!(header["bn1.num_batches_tracked"]["dtype"], "I64");
+    let meta = &header["__metadata__"];
+    assert_eq!((meta["format"].as_str(), meta["infomax.method"].as_str()), (Some("pt"), Some("vicreg")));
+    // By hash prefix too; bad references are named.
+    let hash: String =
+        Connection::open(&db).unwrap().query_row("SELECT config_hash FROM runs", [], |r| r.get(0)).unwrap();
+    let o = infomax(&["export-encoder", &hash[..8], "--out", out.to_str().unwrap(), "--db", db.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = infomax(&["export-encoder", "7", "--out", out.to_str().unwrap(), "--db", db.to_str().unwrap()]);
+    assert!(!o.status.success() && text(&o).contains("no run with id 7"), "{}", text(&o));
+}

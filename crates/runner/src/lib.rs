@@ -6,6 +6,7 @@ pub mod checkpoint;
 pub mod config;
 mod error;
 pub mod eval;
+pub mod export;
 pub mod inspect;
 pub mod machine;
 pub mod method;

@@ -1,0 +1,144 @@
+//! `infomax export-encoder`: a trained run's encoder as a safetensors file with torchvision's
+//! ResNet parameter names (`conv1.weight`, `bn1.running_mean`, `layer1.0.conv1.weight`,
+//! `layer2.0.downsample.0.weight`, …, `num_batches_tracked` included), so PyTorch users can load it
+//! into `torchvision.models.resnet18()` (or `resnet34()`) with the run's stem:
+//!
+//! ```python
+//! m = torchvision.models.resnet18()
+//! m.conv1 = torch.nn.Conv2d(3, 64, 3, 1, 1, bias=False)   # small_stem
+//! m.maxpool = torch.nn.Identity()                          # unless max_pool
+//! m.fc = torch.nn.Identity()
+//! m.load_state_dict(safetensors.torch.load_file("encoder.safetensors"))
+//! ```
+//! The file's metadata says which run, epoch and architecture it holds.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{Device, Tensor};
+use rusqlite::{params, OptionalExtension};
+
+use crate::checkpoint;
+use crate::spec::RunSpec;
+use crate::store::Store;
+use crate::{Error, Result};
+
+/// What was exported.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExportedEncoder {
+    pub run_id: i64,
+    pub status: String,
+    pub epoch: usize,
+    pub epochs: usize,
+    pub tensors: usize,
+    pub spec: RunSpec,
+}
+
+/// The run `run` names: its id, or a prefix (6 or more characters) of its configuration hash.
+fn find_run(store: &Store, run: &str) -> Result<(i64, String, String)> {
+    let conn = store.connection();
+    let err = |source| Error::Store { path: store.path().to_path_buf(), source };
+    let by_id = |id: i64| {
+        conn.query_row("SELECT id, status, config_json FROM runs WHERE id = ?1", params![id], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .optional()
+    };
+    if let Ok(id) = run.parse::<i64>() {
+        return by_id(id).map_err(err)?.ok_or_else(|| Error::Run {
+            run: run.into(),
+            what: format!("no run with id {id} in {}; `infomax status` lists them", store.path().display()),
+        });
+    }
+    if run.len() < 6 || !run.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(Error::Run {
+            run: run.into(),
+            what: "a run id (a number) or 6 or more hex digits of its configuration hash expected".into(),
+        });
+    }
+    let rows: Vec<(i64, String, String)> = conn
+        .prepare(
+            "SELECT id, status, config_json FROM runs WHERE config_hash LIKE ?1 || '%'
+             AND id = (SELECT max(id) FROM runs r WHERE r.config_hash = runs.config_hash)",
+        )
+        .and_then(|mut s| {
+            s.query_map(params![run.to_ascii_lowercase()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect()
+        })
+        .map_err(err)?;
+    match rows.len() {
+        1 => Ok(rows.into_iter().next().expect("one row")),
+        0 => Err(Error::Run {
+            run: run.into(),
+            what: format!("no run's hash starts with `{run}` in {}", store.path().display()),
+        }),
+        n => {
+            Err(Error::Run { run: run.into(), what: format!("{n} runs' hashes start with `{run}`; give more digits") })
+        }
+    }
+}
+
+/// Write the encoder of `run`'s latest checkpoint (in `checkpoints`, the database's folder) to
+/// `out`, atomically.
+pub fn export_encoder(store: &Store, checkpoints: &Path, run: &str, out: &Path) -> Result<ExportedEncoder> {
+    let (run_id, status, config) = find_run(store, run)?;
+    let spec: RunSpec = serde_json::from_str(&config)
+        .map_err(|e| Error::Run { run: run.into(), what: format!("its stored configuration does not parse: {e}") })?;
+    let hash = spec.hash();
+    let dir = checkpoint::dir_for(checkpoints, &hash);
+    let position = checkpoint::latest(&dir, &hash)?.ok_or_else(|| Error::Run {
+        run: run.into(),
+        what: format!(
+            "run {run_id} ({status}) has no checkpoint in {}: checkpoints live beside the database the run trained in",
+            dir.display()
+        ),
+    })?;
+    let weights: PathBuf = dir.join(format!("epoch-{}.safetensors", position.epoch));
+    let all = candle_core::safetensors::load(&weights, &Device::Cpu)?;
+    let mut encoder: Vec<(String, Tensor)> = all
+        .into_iter()
+        .filter_map(|(name, t)| name.strip_prefix("online/encoder.").map(|n| (n.to_string(), t)))
+        .collect();
+    if encoder.is_empty() {
+        return Err(Error::File { path: weights, what: "holds no encoder tensors (online/encoder.*)".into() });
+    }
+    // torchvision's BatchNorm keeps a count of training-mode forwards: one per view per step.
+    let forwards = (position.step * spec.train.views) as i64;
+    let batch_norms: Vec<String> =
+        encoder.iter().filter_map(|(n, _)| n.strip_suffix(".running_mean").map(str::to_string)).collect();
+    for bn in batch_norms {
+        encoder.push((format!("{bn}.num_batches_tracked"), Tensor::new(forwards, &Device::Cpu)?));
+    }
+    encoder.sort_by(|a, b| a.0.cmp(&b.0));
+    let e = &spec.encoder;
+    let metadata: HashMap<String, String> = [
+        ("format", "pt".to_string()),
+        ("infomax.run_id", run_id.to_string()),
+        ("infomax.config_hash", hash.clone()),
+        ("infomax.experiment", spec.experiment.clone()),
+        ("infomax.method", spec.method.name().to_string()),
+        ("infomax.dataset", spec.dataset.name().to_string()),
+        ("infomax.epoch", position.epoch.to_string()),
+        ("infomax.arch", e.arch.clone()),
+        ("infomax.width", e.width.to_string()),
+        ("infomax.small_stem", e.small_stem.to_string()),
+        ("infomax.max_pool", e.max_pool.to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|source| Error::Io { path: parent.to_path_buf(), source })?;
+    }
+    let tmp = out.with_extension(format!("tmp-{}", std::process::id()));
+    safetensors::serialize_to_file(encoder.iter().map(|(n, t)| (n.as_str(), t)), Some(metadata), &tmp)
+        .map_err(|e| Error::File { path: tmp.clone(), what: format!("cannot write: {e}") })?;
+    std::fs::rename(&tmp, out).map_err(|source| Error::Io { path: out.to_path_buf(), source })?;
+    Ok(ExportedEncoder {
+        run_id,
+        status,
+        epoch: position.epoch,
+        epochs: spec.train.epochs,
+        tensors: encoder.len(),
+        spec,
+    })
+}
