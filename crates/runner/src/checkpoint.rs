@@ -1,12 +1,14 @@
-//! Checkpoints at the end of every epoch: the online network's variables (BatchNorm running
-//! statistics included), BYOL's EMA target, the optimiser's state, and where training stands
-//! (epoch, global step). One safetensors file holds the tensors and a JSON file the position.
+//! Checkpoints at the end of every epoch, and mid-epoch when SIGINT/SIGTERM stops a run: the
+//! online network's variables (BatchNorm running statistics included), BYOL's EMA target, the
+//! optimiser's state, and where training stands (epoch, global step, steps into the next epoch
+//! with the epoch's running sums). One safetensors file holds the tensors and a JSON file the
+//! position.
 //!
 //! Randomness needs no saved state: every draw (shuffle, views, W-MSE permutations, probe) comes
 //! from a stream derived from (run seed, purpose, epoch, index), so training resumed after epoch
 //! E draws exactly what an uninterrupted run draws.
 //!
-//! Writes are atomic: `epoch-E.safetensors` and `epoch-E.json` are written under temporary names
+//! Writes are atomic: `epoch-E.safetensors` and `epoch-E.json` (mid-epoch: `epoch-E-step-S.*`) are written under temporary names
 //! and renamed, then `latest.json` is replaced by a rename; older epochs are removed afterwards. A
 //! crash at any point leaves the previous checkpoint or the new one, never half of one.
 
@@ -29,6 +31,33 @@ pub struct Position {
     pub epoch: usize,
     /// Optimiser steps taken so far (the schedule's position).
     pub step: usize,
+    /// Steps already taken into epoch `epoch + 1` (a mid-epoch checkpoint); none at an epoch's end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_epoch: Option<usize>,
+}
+
+impl Position {
+    /// At the end of `epoch`, after `step` optimiser steps in all.
+    pub fn epoch_end(epoch: usize, step: usize) -> Self {
+        Position { epoch, step, in_epoch: None }
+    }
+
+    /// The file stem of this position's checkpoint.
+    pub fn stem(&self) -> String {
+        match self.in_epoch {
+            Some(s) => format!("epoch-{}-step-{s}", self.epoch + 1),
+            None => format!("epoch-{}", self.epoch),
+        }
+    }
+}
+
+/// An unfinished epoch's running sums, so the resumed epoch records what an uninterrupted one
+/// would (its mean loss and terms over all its steps, its wall time).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PartialEpoch {
+    pub loss_sum: f64,
+    pub term_sums: Vec<(String, f64)>,
+    pub wall_seconds: f64,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -36,6 +65,8 @@ struct Meta {
     format: u32,
     config_hash: String,
     position: Position,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    partial: Option<PartialEpoch>,
 }
 
 /// The checkpoint folder of a run: `<checkpoints>/<config hash>/`.
@@ -53,8 +84,15 @@ fn write_atomically(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Res
     std::fs::rename(&tmp, path).map_err(io(path))
 }
 
-/// Save the state after `position.epoch`.
-pub fn save(dir: &Path, config_hash: &str, position: Position, net: &Network, opt: &dyn Optimizer) -> Result<()> {
+/// Save the state at `position` (with the unfinished epoch's sums when it is mid-epoch).
+pub fn save(
+    dir: &Path,
+    config_hash: &str,
+    position: Position,
+    partial: Option<&PartialEpoch>,
+    net: &Network,
+    opt: &dyn Optimizer,
+) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(io(dir))?;
     let mut tensors: HashMap<String, Tensor> = HashMap::new();
     for (name, var) in net.vars.named_vars() {
@@ -68,10 +106,10 @@ pub fn save(dir: &Path, config_hash: &str, position: Position, net: &Network, op
     for (name, t) in opt.state()? {
         tensors.insert(format!("optimizer/{name}"), t.detach());
     }
-    let stem = format!("epoch-{}", position.epoch);
+    let stem = position.stem();
     let weights = dir.join(format!("{stem}.safetensors"));
     write_atomically(&weights, |tmp| Ok(candle_core::safetensors::save(&tensors, tmp)?))?;
-    let meta = Meta { format: FORMAT, config_hash: config_hash.to_string(), position };
+    let meta = Meta { format: FORMAT, config_hash: config_hash.to_string(), position, partial: partial.cloned() };
     let json = serde_json::to_vec_pretty(&meta).expect("checkpoint metadata serialises");
     write_atomically(&dir.join(format!("{stem}.json")), |tmp| std::fs::write(tmp, &json).map_err(io(tmp)))?;
     write_atomically(&dir.join("latest.json"), |tmp| std::fs::write(tmp, &json).map_err(io(tmp)))?;
@@ -95,8 +133,7 @@ pub fn clear(dir: &Path) -> Result<()> {
     }
 }
 
-/// The position of the latest checkpoint in `dir`, if one exists for this configuration.
-pub fn latest(dir: &Path, config_hash: &str) -> Result<Option<Position>> {
+fn latest_meta(dir: &Path, config_hash: &str) -> Result<Option<Meta>> {
     let path = dir.join("latest.json");
     let Ok(bytes) = std::fs::read(&path) else { return Ok(None) };
     let meta: Meta = serde_json::from_slice(&bytes)
@@ -104,13 +141,23 @@ pub fn latest(dir: &Path, config_hash: &str) -> Result<Option<Position>> {
     if meta.format != FORMAT || meta.config_hash != config_hash {
         return Ok(None);
     }
-    Ok(Some(meta.position))
+    Ok(Some(meta))
+}
+
+/// The position of the latest checkpoint in `dir`, if one exists for this configuration.
+pub fn latest(dir: &Path, config_hash: &str) -> Result<Option<Position>> {
+    Ok(latest_meta(dir, config_hash)?.map(|m| m.position))
+}
+
+/// The unfinished epoch's sums of the latest checkpoint, when it was taken mid-epoch.
+pub fn latest_partial(dir: &Path, config_hash: &str) -> Result<Option<PartialEpoch>> {
+    Ok(latest_meta(dir, config_hash)?.and_then(|m| m.partial))
 }
 
 /// Load the latest checkpoint into `net` and `opt`; returns its position.
 pub fn restore(dir: &Path, config_hash: &str, net: &Network, opt: &mut dyn Optimizer) -> Result<Option<Position>> {
     let Some(position) = latest(dir, config_hash)? else { return Ok(None) };
-    let path = dir.join(format!("epoch-{}.safetensors", position.epoch));
+    let path = dir.join(format!("{}.safetensors", position.stem()));
     let device = net.vars.named_vars().first().map(|(_, v)| v.device().clone()).unwrap_or(candle_core::Device::Cpu);
     let tensors = candle_core::safetensors::load(&path, &device)?;
     let set = |prefix: &str, vars: Vec<(String, candle_core::Var)>| -> Result<()> {
@@ -182,17 +229,20 @@ mod tests {
         }
         let tmp = tempfile::tempdir().unwrap();
         let dir = dir_for(tmp.path(), &spec.hash());
-        let pos = Position { epoch: 3, step: 2 };
-        save(&dir, &spec.hash(), pos, &net, opt.as_ref()).unwrap();
-        save(&dir, &spec.hash(), Position { epoch: 4, step: 2 }, &net, opt.as_ref()).unwrap();
-        assert!(!dir.join("epoch-3.safetensors").exists(), "older checkpoints are removed");
+        let pos = Position::epoch_end(3, 2);
+        save(&dir, &spec.hash(), pos, None, &net, opt.as_ref()).unwrap();
+        let mid = Position { epoch: 3, step: 2, in_epoch: Some(1) };
+        let sums = PartialEpoch { loss_sum: 1.5, term_sums: vec![("loss.x".into(), 0.5)], wall_seconds: 2.0 };
+        save(&dir, &spec.hash(), mid, Some(&sums), &net, opt.as_ref()).unwrap();
+        assert!(dir.join("epoch-4-step-1.safetensors").exists() && !dir.join("epoch-3.safetensors").exists());
+        assert_eq!(latest_partial(&dir, &spec.hash()).unwrap(), Some(sums));
+        save(&dir, &spec.hash(), Position::epoch_end(4, 2), None, &net, opt.as_ref()).unwrap();
+        assert!(!dir.join("epoch-4-step-1.safetensors").exists(), "older checkpoints are removed");
+        assert_eq!(latest_partial(&dir, &spec.hash()).unwrap(), None);
 
         let fresh = Network::new(&spec, &dev).unwrap();
         let mut fresh_opt = crate::train::optimizer_for(&spec, &fresh);
-        assert_eq!(
-            restore(&dir, &spec.hash(), &fresh, fresh_opt.as_mut()).unwrap(),
-            Some(Position { epoch: 4, step: 2 })
-        );
+        assert_eq!(restore(&dir, &spec.hash(), &fresh, fresh_opt.as_mut()).unwrap(), Some(Position::epoch_end(4, 2)));
         let (a, b) = (all_values(&net, opt.as_ref()), all_values(&fresh, fresh_opt.as_ref()));
         assert_eq!(a.len(), b.len());
         assert!(a.iter().any(|(n, _)| n == "optimizer/adam_step"));

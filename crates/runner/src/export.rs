@@ -92,7 +92,7 @@ pub fn export_encoder(store: &Store, checkpoints: &Path, run: &str, out: &Path) 
             dir.display()
         ),
     })?;
-    let weights: PathBuf = dir.join(format!("epoch-{}.safetensors", position.epoch));
+    let weights: PathBuf = dir.join(format!("{}.safetensors", position.stem()));
     let all = candle_core::safetensors::load(&weights, &Device::Cpu)?;
     let mut encoder: Vec<(String, Tensor)> = all
         .into_iter()

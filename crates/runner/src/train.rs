@@ -124,7 +124,12 @@ pub fn execute(spec: &RunSpec, ctx: &RunContext) -> Result<RunOutcome> {
                 pos = None;
             }
             match pos {
-                Some(p) => tracing::info!("run {run_id} resumes from its checkpoint after epoch {}", p.epoch),
+                Some(p) => match p.in_epoch {
+                    Some(s) => {
+                        tracing::info!("run {run_id} resumes from its checkpoint at epoch {}, step {s}", p.epoch + 1)
+                    }
+                    None => tracing::info!("run {run_id} resumes from its checkpoint after epoch {}", p.epoch),
+                },
                 None => tracing::warn!(
                     "run {run_id} was interrupted before its first checkpoint; training it from the start"
                 ),
@@ -234,11 +239,21 @@ fn train_and_evaluate(
     let hash = spec.hash();
     let mut step = 0usize;
     let mut first_epoch = 1;
+    // Where the first epoch starts when resuming mid-epoch, and its sums so far.
+    let mut resume_in_epoch: Option<(usize, checkpoint::PartialEpoch)> = None;
     match resume {
         Some(_) => {
             let pos = checkpoint::restore(ckpt_dir, &hash, &net, opt.as_mut())?
                 .ok_or_else(|| Error::Run { run: hash.clone(), what: "its checkpoint disappeared".into() })?;
             (first_epoch, step) = (pos.epoch + 1, pos.step);
+            if let Some(s) = pos.in_epoch {
+                let sums = checkpoint::latest_partial(ckpt_dir, &hash)?.unwrap_or(checkpoint::PartialEpoch {
+                    loss_sum: 0.0,
+                    term_sums: Vec::new(),
+                    wall_seconds: 0.0,
+                });
+                resume_in_epoch = Some((s, sums));
+            }
         }
         None => evaluate(0)?,
     }
@@ -247,16 +262,23 @@ fn train_and_evaluate(
         let mut order: Vec<usize> = (0..train.len()).collect();
         order.shuffle(&mut rng_for(spec.seed, Purpose::Shuffle, epoch as u64, 0, 0));
         let pb = bar(ctx, steps_per_epoch as u64, format!("epoch {epoch}/{}", spec.train.epochs));
-        let mut sums: Vec<(String, f64)> = Vec::new();
-        let mut loss_sum = 0.0;
-        let mut lr = 0.0;
+        // A mid-epoch resume skips the steps already taken (the order and every view are
+        // functions of the seed, the epoch and the image) and carries the epoch's sums on.
+        let (first_step, carried) = match resume_in_epoch.take() {
+            Some((s, sums)) => (s.min(steps_per_epoch), sums),
+            None => (0, checkpoint::PartialEpoch { loss_sum: 0.0, term_sums: Vec::new(), wall_seconds: 0.0 }),
+        };
+        pb.set_position(first_step as u64);
+        let mut sums: Vec<(String, f64)> = carried.term_sums;
+        let mut loss_sum = carried.loss_sum;
+        let mut lr = schedule.lr(step.saturating_sub(1));
         let side = spec.augment.size();
         // The next batches' views are augmented on their own thread while this one trains.
         let diverged = std::thread::scope(|scope| -> Result<Option<RunOutcome>> {
             let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Vec<f32>>>(PREFETCH_BATCHES);
             let order = &order;
             scope.spawn(move || {
-                for s in 0..steps_per_epoch {
+                for s in first_step..steps_per_epoch {
                     let idx = &order[s * b..(s + 1) * b];
                     let views = augmented_views(train, idx, spec.train.views, &spec.augment, spec.seed, epoch as u64);
                     if tx.send(views).is_err() {
@@ -264,7 +286,7 @@ fn train_and_evaluate(
                     }
                 }
             });
-            for s in 0..steps_per_epoch {
+            for s in first_step..steps_per_epoch {
                 let views = rx
                     .recv()
                     .map_err(|_| Error::Run { run: spec.hash(), what: "the augmentation thread stopped".into() })?
@@ -304,6 +326,14 @@ fn train_and_evaluate(
                 pb.inc(1);
                 if ctx.stop.load(std::sync::atomic::Ordering::Relaxed) {
                     pb.finish_and_clear();
+                    // Checkpoint where it stands, so the next call loses nothing of this epoch.
+                    let position = checkpoint::Position { epoch: epoch - 1, step, in_epoch: Some(s + 1) };
+                    let partial = checkpoint::PartialEpoch {
+                        loss_sum,
+                        term_sums: sums.clone(),
+                        wall_seconds: carried.wall_seconds + started.elapsed().as_secs_f64(),
+                    };
+                    checkpoint::save(ckpt_dir, &hash, position, Some(&partial), &net, opt.as_ref())?;
                     return Err(Error::Interrupted { epoch, step: s + 1 });
                 }
             }
@@ -313,7 +343,7 @@ fn train_and_evaluate(
             return Ok(outcome);
         }
         pb.finish_and_clear();
-        let wall = started.elapsed().as_secs_f64();
+        let wall = carried.wall_seconds + started.elapsed().as_secs_f64();
         let n = steps_per_epoch.max(1) as f64;
         let record = EpochRecord {
             epoch,
@@ -337,7 +367,7 @@ fn train_and_evaluate(
         }
         // After the epoch's rows: a crash before this line redoes the epoch from the previous
         // checkpoint, and `resume_run` drops its rows first.
-        checkpoint::save(ckpt_dir, &hash, checkpoint::Position { epoch, step }, &net, opt.as_ref())?;
+        checkpoint::save(ckpt_dir, &hash, checkpoint::Position::epoch_end(epoch, step), None, &net, opt.as_ref())?;
     }
     Ok(RunOutcome::Finished { run_id })
 }
