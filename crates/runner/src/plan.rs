@@ -155,7 +155,7 @@ pub fn differences(runs: &[PlannedRun]) -> Vec<Vec<(String, String)>> {
 }
 
 /// Floating-point work of one training image: every view forward and backward (≈ 3 forwards)
-/// through the encoder and heads.
+/// through the encoder and heads, plus BYOL's target forward.
 pub fn train_flops_per_image(spec: &RunSpec) -> f64 {
     let enc = spec.encoder.resnet();
     let mut widths = vec![enc.output_dim()];
@@ -173,7 +173,9 @@ pub fn train_flops_per_image(spec: &RunSpec) -> f64 {
         None => enc.forward_macs(side) as f64,
     };
     let forward = 2.0 * (encoder_macs + head_macs as f64);
-    3.0 * forward * spec.train.views as f64
+    // BYOL's target forwards every view once more, without a backward.
+    let target = if spec.method == crate::spec::Method::Byol { 1.0 } else { 0.0 };
+    (3.0 + target) * forward * spec.train.views as f64
 }
 
 /// Floating-point work of one run: (training, evaluations). Training counts every image of
@@ -242,5 +244,34 @@ pub fn human_duration(seconds: f64) -> String {
         90..=5399 => format!("{} min", (s + 30) / 60),
         5400..=172_799 => format!("{} h {} min", s / 3600, (s % 3600 + 30) / 60),
         _ => format!("{:.1} days", seconds / 86_400.0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::{Dataset, Method};
+
+    #[test]
+    fn flops_follow_views_images_epochs_and_byols_target() {
+        let mut s = RunSpec::defaults(Method::Simclr, Dataset::Cifar10);
+        s.train.train_images = 10_240;
+        s.train.batch_size = 128;
+        s.train.epochs = 2;
+        let per_image = train_flops_per_image(&s);
+        // ResNet-18 at 32 px: 0.556 GMACs forward, ×2 FLOPs, ×3 with the backward, ×2 views.
+        assert!((6.6e9..6.8e9).contains(&per_image), "{per_image}");
+        let (train, eval) = run_flops(&s);
+        assert_eq!(train, per_image * 20_480.0);
+        assert!(eval > 0.0);
+        let mut byol = s.clone();
+        byol.method = Method::Byol;
+        assert!((train_flops_per_image(&byol) / per_image - 4.0 / 3.0).abs() < 1e-12);
+        let mut four = s.clone();
+        four.train.views = 4;
+        assert_eq!(train_flops_per_image(&four), 2.0 * per_image);
+        assert_eq!(human_duration(50.0), "50 s");
+        assert_eq!(human_duration(7_320.0), "2 h 2 min");
+        assert!((estimate_seconds(&s, 10.0) - (train + eval) / 1e10).abs() < 1e-6);
     }
 }
