@@ -105,6 +105,15 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
     },
+    /// Every run and evaluation as one flat table (a row per evaluation), CSV or Parquet.
+    Export {
+        /// csv or parquet.
+        #[arg(long, default_value = "csv")]
+        format: infomax_report::export::Format,
+        /// File to write (default: CSV to stdout; Parquet needs a file).
+        #[arg(long = "file", value_name = "FILE")]
+        file: Option<PathBuf>,
+    },
     /// Render reports/index.html from the results database.
     Report,
     /// Evaluate a method's loss and its gradient on embeddings from .npy files, to check infomax
@@ -323,6 +332,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     enc.resnet().stage_widths()[0],
                     enc.arch
                 );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Export { format, file } => {
+            let mut stdout = std::io::stdout().lock();
+            let rows = infomax_report::export::export(&cli.paths.db, format, file.as_deref(), &mut stdout)?;
+            if let Some(f) = file {
+                println!("{}: {rows} rows", f.display());
             }
             Ok(ExitCode::SUCCESS)
         }

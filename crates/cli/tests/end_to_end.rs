@@ -233,6 +233,12 @@ fn a_missing_dataset_skips_the_run_with_the_fetch_command() {
     assert!(infomax(&args).status.success());
     let n: i64 = Connection::open(&db).unwrap().query_row("SELECT count(*) FROM runs", [], |r| r.get(0)).unwrap();
     assert_eq!(n, 1);
+    // `infomax export` lists it: one row, no evaluation.
+    let csv = infomax(&["export", "--db", db.to_str().unwrap()]);
+    assert!(csv.status.success(), "{}", text(&csv));
+    let csv = String::from_utf8_lossy(&csv.stdout).to_string();
+    assert_eq!(csv.lines().count(), 2, "{csv}");
+    assert!(csv.lines().nth(1).unwrap().contains(",skipped,dataset not found"), "{csv}");
 }
 
 #[test]

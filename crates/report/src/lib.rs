@@ -2,6 +2,8 @@
 //! renders the same). Templates are tera with autoescaping on; pages are self-contained: no
 //! scripts, fonts or styles from the network.
 
+pub mod export;
+
 use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OpenFlags};
@@ -21,6 +23,8 @@ pub enum Error {
     Template { name: &'static str, source: tera::Error },
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
+    #[error("export of {path}: {what}")]
+    Export { path: PathBuf, what: String },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -261,6 +265,30 @@ mod tests {
         assert!(!html.contains("<script>"));
         assert!(html.contains("loss not finite at epoch 1, step 3"));
         assert!(!html.contains("http://") && !html.contains("https://"), "self-contained");
+    }
+
+    /// One row per evaluation, a run without any as one row with empty evaluation columns; the
+    /// CSV and the Parquet file hold the same table.
+    #[test]
+    fn export_flattens_runs_and_evaluations() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = fixture(dir.path());
+        let df = export::flat_table(&db).unwrap();
+        assert_eq!(df.height(), 4, "3 evaluations of run 1, run 2 without any");
+        assert_eq!(df.width(), 22);
+        let mut csv = Vec::new();
+        assert_eq!(export::export(&db, export::Format::Csv, None, &mut csv).unwrap(), 4);
+        let csv = String::from_utf8(csv).unwrap();
+        let mut lines = csv.lines();
+        assert!(lines.next().unwrap().starts_with("run_id,experiment,profile,method,dataset,seed,grid,status"));
+        assert!(csv.contains("knn-cosine,200,36.25,80.0,1000,200"), "{csv}");
+        assert!(csv.contains("2,<script>x</script>,cpu"), "{csv}");
+        let pq = dir.path().join("out/all.parquet");
+        export::export(&db, export::Format::Parquet, Some(&pq), &mut Vec::new()).unwrap();
+        let back = polars::prelude::ParquetReader::new(std::fs::File::open(&pq).unwrap()).finish().unwrap();
+        assert!(back.equals_missing(&df), "{back}");
+        let err = export::export(&db, export::Format::Parquet, None, &mut Vec::new()).unwrap_err().to_string();
+        assert!(err.contains("--out"), "{err}");
     }
 
     #[test]
