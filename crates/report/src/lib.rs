@@ -285,6 +285,7 @@ mod tests {
         assert!(csv.contains("2,<script>x</script>,cpu"), "{csv}");
         let pq = dir.path().join("out/all.parquet");
         export::export(&db, export::Format::Parquet, Some(&pq), &mut Vec::new()).unwrap();
+        use polars::prelude::SerReader;
         let back = polars::prelude::ParquetReader::new(std::fs::File::open(&pq).unwrap()).finish().unwrap();
         assert!(back.equals_missing(&df), "{back}");
         let err = export::export(&db, export::Format::Parquet, None, &mut Vec::new()).unwrap_err().to_string();
