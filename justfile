@@ -18,9 +18,13 @@ bench:
     cargo run --release -p infomax-cli -- bench train-step --width 1.0 --batch 128 --steps 3 --projector 2048,2048
     cargo run --release -p infomax-cli -- bench train-step --width 0.25 --batch 128 --steps 5 --projector 2048,2048
 
-# Re-render reports/index.html from reports/results.sqlite.
+# Re-render reports/*.html (index, a page per experiment and per run) from reports/results.sqlite.
 report *ARGS:
     cargo run --release -p infomax-cli -- report {{ARGS}}
+
+# Methods × datasets on one metric from every finished run: just compare --methods simclr,byol --metric linear
+compare *ARGS:
+    cargo run --release -p infomax-cli -- compare {{ARGS}}
 
 # Formatting and clippy, as CI runs them.
 lint:

@@ -29,6 +29,13 @@ struct Cli {
     command: Command,
 }
 
+fn parse_metric(s: &str) -> Result<infomax_report::db::Metric, String> {
+    infomax_report::db::Metric::parse(s).ok_or_else(|| {
+        let valid: Vec<&str> = infomax_report::db::Metric::ALL.iter().map(|m| m.key()).collect();
+        format!("unknown metric `{s}`; one of {}", valid.join(", "))
+    })
+}
+
 #[derive(Args)]
 struct Paths {
     /// Dataset root [default: $INFOMAX_DATA, else ./datasets].
@@ -111,11 +118,30 @@ enum Command {
         #[arg(long, default_value = "csv")]
         format: infomax_report::export::Format,
         /// File to write (default: CSV to stdout; Parquet needs a file).
-        #[arg(long = "file", value_name = "FILE")]
-        file: Option<PathBuf>,
+        #[arg(long, alias = "file", value_name = "FILE")]
+        out: Option<PathBuf>,
     },
-    /// Render reports/index.html from the results database.
+    /// Render the report from the results database: index.html (experiments, SPEC §7 findings,
+    /// runs), a page per experiment shaped like the paper's table, a page per run.
     Report,
+    /// Compare methods across datasets on one metric, from every finished run in the database:
+    /// a table here and compare.html in the report folder.
+    Compare {
+        /// Methods, comma-separated: the grid's names (`w-mse-4`) or the loss's (`w-mse`)
+        /// [default: every method with a finished run].
+        #[arg(long, value_delimiter = ',')]
+        methods: Vec<String>,
+        /// Datasets, comma-separated [default: every dataset with a finished run].
+        #[arg(long, value_delimiter = ',')]
+        datasets: Vec<String>,
+        /// knn200, knn5, linear or linear-top5.
+        #[arg(long, default_value = "knn200", value_parser = parse_metric)]
+        metric: infomax_report::db::Metric,
+        /// Only runs of this profile (otherwise a cell may average runs of different budgets,
+        /// and says so).
+        #[arg(long)]
+        profile: Option<String>,
+    },
     /// Evaluate a method's loss and its gradient on embeddings from .npy files, to check infomax
     /// against another framework on the same numbers.
     ///
@@ -286,8 +312,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 println!("stopped: {why}");
             }
             println!("{} / {profile}: {} runs: {}", file.meta.name, plan.len(), summary.line());
-            let index = infomax_report::render_index(&cli.paths.db, &cli.paths.out)?;
-            println!("report: {}", index.display());
+            let report = infomax_report::render(&cli.paths.db, &cli.paths.out)?;
+            println!("report: {}", report.index.display());
             Ok(ExitCode::from(summary.exit_code()))
         }
         Command::Status { experiment } => {
@@ -335,10 +361,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Export { format, file } => {
+        Command::Export { format, out } => {
             let mut stdout = std::io::stdout().lock();
-            let rows = infomax_report::export::export(&cli.paths.db, format, file.as_deref(), &mut stdout)?;
-            if let Some(f) = file {
+            let rows = infomax_report::export::export(&cli.paths.db, format, out.as_deref(), &mut stdout)?;
+            if let Some(f) = out {
                 println!("{}: {rows} rows", f.display());
             }
             Ok(ExitCode::SUCCESS)
@@ -360,8 +386,21 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Datasets(cmd) => datasets::run(cmd, &infomax_data::root::data_root(cli.paths.data_dir.clone())),
         Command::Report => {
-            let index = infomax_report::render_index(&cli.paths.db, &cli.paths.out)?;
-            println!("report: {}", index.display());
+            let r = infomax_report::render(&cli.paths.db, &cli.paths.out)?;
+            println!(
+                "report: {} ({} experiment pages, {} run pages)",
+                r.index.display(),
+                r.experiments.len(),
+                r.runs.len()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Compare { methods, datasets, metric, profile } => {
+            let db = infomax_report::db::Database::load(&cli.paths.db)?;
+            let c = infomax_report::compare::compare(&db, &methods, &datasets, metric, profile.as_deref())?;
+            print!("{}", c.to_text());
+            let page = infomax_report::render_compare(&cli.paths.db, &c, &cli.paths.out.join("compare.html"))?;
+            println!("page: {}", page.display());
             Ok(ExitCode::SUCCESS)
         }
         Command::Loss { method, views, set, grad_out, json } => {

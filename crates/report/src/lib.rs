@@ -2,7 +2,14 @@
 //! renders the same). Templates are tera with autoescaping on; pages are self-contained: no
 //! scripts, fonts or styles from the network.
 
+pub mod aggregate;
+pub mod compare;
+pub mod db;
+pub mod experiment;
 pub mod export;
+pub mod findings;
+pub mod run;
+pub mod svg;
 
 use std::path::{Path, PathBuf};
 
@@ -25,6 +32,8 @@ pub enum Error {
     Io { path: PathBuf, source: std::io::Error },
     #[error("export of {path}: {what}")]
     Export { path: PathBuf, what: String },
+    #[error("aggregation: {0}")]
+    Aggregate(String),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -35,6 +44,7 @@ pub struct RunRow {
     pub id: i64,
     pub experiment: String,
     pub profile: String,
+    /// The grid's name for the method (`w-mse-4`) when the grid has a method axis.
     pub method: String,
     pub dataset: String,
     pub seed: i64,
@@ -89,7 +99,7 @@ pub fn load_runs(db: &Path) -> Result<Vec<RunRow>> {
     let conn = open(db)?;
     let err = |source| Error::Db { path: db.to_path_buf(), source };
     let sql = r#"
-        SELECT r.id, r.experiment, r.profile, r.method, r.dataset, r.seed, r.status, r.status_detail, r.epochs,
+        SELECT r.id, r.experiment, r.profile, COALESCE(json_extract(r.grid_json, '$.method'), r.method), r.dataset, r.seed, r.status, r.status_detail, r.epochs,
                (SELECT COALESCE(MAX(epoch), 0) FROM epochs e WHERE e.run_id = r.id),
                (SELECT top1 FROM evaluations v WHERE v.run_id = r.id AND v.protocol = 'knn-cosine' AND v.k = 200 AND v.epoch = 0),
                (SELECT top1 FROM evaluations v WHERE v.run_id = r.id AND v.protocol = 'knn-cosine' AND v.k = 200 AND v.epoch > 0
@@ -176,29 +186,97 @@ fn duration(v: &tera::Value, _: &std::collections::HashMap<String, tera::Value>)
     Ok(tera::Value::String(human_duration(number(v, "duration")?)))
 }
 
+/// `{{ x | signed2 }}`: two decimals with a sign.
+fn signed2(v: &tera::Value, _: &std::collections::HashMap<String, tera::Value>) -> tera::Result<tera::Value> {
+    Ok(tera::Value::String(format!("{:+.2}", number(v, "signed2")?)))
+}
+
+/// `{{ x | general }}`: a number as short as it reads (loss terms and learning rates span
+/// many magnitudes).
+fn general(v: &tera::Value, _: &std::collections::HashMap<String, tera::Value>) -> tera::Result<tera::Value> {
+    let x = number(v, "general")?;
+    let s = if x != 0.0 && (x.abs() < 1e-3 || x.abs() >= 1e5) { format!("{x:.3e}") } else { format!("{x:.4}") };
+    Ok(tera::Value::String(s))
+}
+
+const TEMPLATES: [(&str, &str); 5] = [
+    ("style.html", include_str!("../templates/style.html")),
+    ("index.html", include_str!("../templates/index.html")),
+    ("experiment.html", include_str!("../templates/experiment.html")),
+    ("run.html", include_str!("../templates/run.html")),
+    ("compare.html", include_str!("../templates/compare.html")),
+];
+
 /// A tera instance with infomax's templates and filters.
 fn templates() -> Result<tera::Tera> {
     let mut tera = tera::Tera::default();
     tera.autoescape_on(vec![".html"]);
     tera.register_filter("fmt2", fmt2);
     tera.register_filter("fmt1", fmt1);
+    tera.register_filter("signed2", signed2);
+    tera.register_filter("general", general);
     tera.register_filter("duration", duration);
-    tera.add_raw_template("index.html", INDEX).map_err(|source| Error::Template { name: "index.html", source })?;
+    tera.add_raw_templates(TEMPLATES).map_err(|source| Error::Template { name: "templates", source })?;
     Ok(tera)
 }
 
-const INDEX: &str = include_str!("../templates/index.html");
+fn render_page(tera: &tera::Tera, name: &'static str, ctx: &tera::Context, out: &Path) -> Result<PathBuf> {
+    let html = tera.render(name, ctx).map_err(|source| Error::Template { name, source })?;
+    write_atomically(out, html.as_bytes())
+}
 
-/// Render `index.html` from the database at `db` into `out_dir` (written atomically).
-pub fn render_index(db: &Path, out_dir: &Path) -> Result<PathBuf> {
-    let runs = load_runs(db)?;
-    let tera = templates()?;
+fn base_context(db: &Path) -> tera::Context {
     let mut ctx = tera::Context::new();
-    ctx.insert("runs", &runs);
     ctx.insert("database", &db.display().to_string());
     ctx.insert("version", env!("CARGO_PKG_VERSION"));
-    let html = tera.render("index.html", &ctx).map_err(|source| Error::Template { name: "index.html", source })?;
-    write_atomically(&out_dir.join("index.html"), html.as_bytes())
+    ctx
+}
+
+/// What `render` wrote.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Rendered {
+    pub index: PathBuf,
+    pub experiments: Vec<PathBuf>,
+    pub runs: Vec<PathBuf>,
+}
+
+/// Render the whole report from the database at `db` into `out_dir`: `index.html` (experiments
+/// with their status and compute, the SPEC §7 findings, every run), one page per experiment and
+/// one per started run. Every page is written atomically.
+pub fn render(db: &Path, out_dir: &Path) -> Result<Rendered> {
+    let runs = load_runs(db)?;
+    let data = db::Database::load(db)?;
+    let tera = templates()?;
+    let experiments = experiment::pages(&data)?;
+    let findings = findings::evaluate(&data);
+    let mut rendered = Rendered::default();
+    for page in &experiments {
+        let mut ctx = base_context(db);
+        ctx.insert("e", page);
+        rendered.experiments.push(render_page(&tera, "experiment.html", &ctx, &out_dir.join(&page.file_name))?);
+    }
+    for r in &data.runs {
+        let Some(id) = r.id else { continue };
+        let page = run::page(&data, r, id);
+        let mut ctx = base_context(db);
+        ctx.insert("r", &page);
+        rendered.runs.push(render_page(&tera, "run.html", &ctx, &out_dir.join(&page.file_name))?);
+    }
+    let mut ctx = base_context(db);
+    ctx.insert("runs", &runs);
+    ctx.insert("experiments", &experiments);
+    ctx.insert("findings", &findings);
+    ctx.insert("total_train_seconds", &experiments.iter().map(|e| e.train_seconds).sum::<f64>());
+    rendered.index = render_page(&tera, "index.html", &ctx, &out_dir.join("index.html"))?;
+    Ok(rendered)
+}
+
+/// Render a comparison as `out` (an HTML page beside the index).
+pub fn render_compare(db: &Path, comparison: &compare::Comparison, out: &Path) -> Result<PathBuf> {
+    let tera = templates()?;
+    let mut ctx = base_context(db);
+    ctx.insert("c", comparison);
+    render_page(&tera, "compare.html", &ctx, out)
 }
 
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<PathBuf> {
@@ -213,11 +291,15 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<PathBuf> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    /// A database with the runner's schema, written by hand so this crate stays independent.
-    fn fixture(dir: &Path) -> PathBuf {
+    /// A database with the runner's schema (version 2), written by hand so this crate stays
+    /// independent: a small paper table (`mini`: method × dataset, BYOL on STL-10 excluded, the
+    /// paper's numbers for SimCLR on CIFAR-10) whose cells are finished over two seeds, diverged,
+    /// skipped, still running and pending; and a run of an unrecorded experiment whose name is
+    /// markup.
+    pub(crate) fn fixture(dir: &Path) -> PathBuf {
         let path = dir.join("r.sqlite");
         let c = Connection::open(&path).unwrap();
         c.execute_batch(
@@ -226,15 +308,55 @@ mod tests {
               seed INTEGER, epochs INTEGER, config_json TEXT, config_hash TEXT, status TEXT, status_detail TEXT,
               started_at TEXT, finished_at TEXT, code_version TEXT, machine TEXT, grid_json TEXT DEFAULT '{}');
             CREATE TABLE epochs (run_id INTEGER, epoch INTEGER, loss REAL, lr REAL, images_per_second REAL, wall_seconds REAL);
+            CREATE TABLE epoch_terms (run_id INTEGER, epoch INTEGER, name TEXT, value REAL);
             CREATE TABLE evaluations (run_id INTEGER, epoch INTEGER, protocol TEXT, k INTEGER, top1 REAL, top5 REAL,
               bank_size INTEGER, test_size INTEGER);
-            INSERT INTO runs VALUES (1, 'smoke', 'smoke', 'vicreg', 'cifar10', 0, 2, '{}', 'h', 'finished', NULL,
-              '2026-01-01T00:00:00Z', NULL, 'v', 'm', '{}');
+            CREATE TABLE experiments (name TEXT PRIMARY KEY, title TEXT, paper TEXT, reproduces TEXT, axes_json TEXT,
+              updated_at TEXT);
+            CREATE TABLE profiles (experiment TEXT, profile TEXT, about TEXT);
+            CREATE TABLE planned_runs (config_hash TEXT PRIMARY KEY, experiment TEXT, profile TEXT, label TEXT,
+              grid_json TEXT, config_json TEXT);
+            CREATE TABLE reference_values (experiment TEXT, at_json TEXT, metric TEXT, value REAL, source TEXT);
+
+            INSERT INTO runs VALUES (1, 'mini', 'smoke', 'simclr', 'cifar10', 0, 2,
+              '{"method":"simclr","dataset":"cifar10","seed":0,"projector":{"widths":[64,16]},"train":{"epochs":2}}', 'h',
+              'finished', NULL, '2026-01-01T00:00:00Z', NULL, 'v', 'm', '{"dataset":"cifar10","method":"simclr"}');
             INSERT INTO runs VALUES (2, '<script>x</script>', 'cpu', 'vicreg', 'cifar10', 1, 5, '{}', 'g', 'diverged',
               'loss not finite at epoch 1, step 3', '2026-01-01T00:00:00Z', NULL, 'v', 'm', '{}');
-            INSERT INTO epochs VALUES (1, 1, 3.0, 0.1, 50.0, 10.0), (1, 2, 2.0, 0.1, 70.0, 12.0);
+            INSERT INTO runs VALUES (3, 'mini', 'smoke', 'simclr', 'cifar10', 1, 2,
+              '{"method":"simclr","dataset":"cifar10","seed":1,"projector":{"widths":[64,16]},"train":{"epochs":2}}', 'h1',
+              'finished', NULL, '2026-01-01T00:00:00Z', '2026-01-01T00:01:00Z', 'v', 'm', '{"dataset":"cifar10","method":"simclr"}');
+            INSERT INTO runs VALUES (4, 'mini', 'smoke', 'w-mse', 'cifar10', 0, 2, '{}', 'w', 'diverged',
+              'loss is NaN at epoch 1, step 7', '2026-01-01T00:00:00Z', NULL, 'v', 'm', '{"dataset":"cifar10","method":"w-mse-2"}');
+            INSERT INTO runs VALUES (5, 'mini', 'smoke', 'simclr', 'stl10', 0, 2, '{}', 's', 'skipped',
+              'dataset not found: stl10 (infomax datasets fetch stl10)', '2026-01-01T00:00:00Z', NULL, 'v', 'm',
+              '{"dataset":"stl10","method":"simclr"}');
+            INSERT INTO runs VALUES (6, 'mini', 'smoke', 'byol', 'cifar10', 0, 2, '{}', 'b', 'running', NULL,
+              '2026-01-01T00:00:00Z', NULL, 'v', 'm', '{"dataset":"cifar10","method":"byol"}');
+            INSERT INTO planned_runs VALUES ('p', 'mini', 'smoke', 'method=w-mse-2 dataset=stl10 seed=0',
+              '{"dataset":"stl10","method":"w-mse-2"}', '{"method":"w-mse","dataset":"stl10","seed":0,"train":{"epochs":2}}');
+            INSERT INTO planned_runs VALUES ('h', 'mini', 'smoke', 'method=simclr dataset=cifar10 seed=0',
+              '{"dataset":"cifar10","method":"simclr"}', '{}');
+
+            INSERT INTO epochs VALUES (1, 1, 3.0, 0.1, 50.0, 10.0), (1, 2, 2.0, 0.1, 70.0, 12.0),
+              (3, 1, 3.1, 0.1, 50.0, 10.0), (3, 2, 2.1, 0.1, 70.0, 12.0), (6, 1, 4.0, 0.1, 40.0, 11.0);
+            INSERT INTO epoch_terms VALUES (1, 2, 'diag.embedding_std', 0.2), (1, 2, 'diag.effective_rank', 9.0),
+              (1, 2, 'loss.nt_xent', 2.0), (3, 2, 'diag.embedding_std', 0.01), (3, 2, 'diag.effective_rank', 1.2);
             INSERT INTO evaluations VALUES (1, 0, 'knn-cosine', 200, 28.5, 70.0, 1000, 200),
-              (1, 2, 'knn-cosine', 200, 36.25, 80.0, 1000, 200), (1, 0, 'knn-euclidean', 5, 25.0, 60.0, 1000, 200);
+              (1, 2, 'knn-cosine', 200, 36.25, 80.0, 1000, 200), (1, 0, 'knn-euclidean', 5, 25.0, 60.0, 1000, 200),
+              (1, 2, 'linear', 0, 40.0, 85.0, 1000, 200),
+              (3, 0, 'knn-cosine', 200, 27.5, 70.0, 1000, 200), (3, 2, 'knn-cosine', 200, 38.25, 80.0, 1000, 200),
+              (3, 2, 'linear', 0, 42.0, 86.0, 1000, 200);
+
+            INSERT INTO experiments VALUES ('mini', 'A mini table', 'Someone, 2021', 'Table 1',
+              '{"axes":[{"name":"method","values":["simclr","byol","w-mse-2"]},{"name":"dataset","values":["cifar10","stl10"]}],
+                "exclude":[{"match":[["method",["byol"]],["dataset",["stl10"]]],"why":"the <paper> leaves it empty"}]}',
+              '2026-01-01T00:00:00Z');
+            INSERT INTO profiles VALUES ('mini', 'smoke', 'Smoke: two epochs, not a reproduction.'),
+              ('mini', 'paper', 'The paper''s protocol.');
+            INSERT INTO reference_values VALUES ('mini', '{"dataset":"cifar10","method":"simclr"}', 'linear', 91.8, 'Table 1'),
+              ('mini', '{"dataset":"cifar10","method":"simclr"}', 'knn5', 88.42, 'Table 1'),
+              ('mini', '{"dataset":"stl10","method":"simclr"}', 'linear', 90.51, 'Table 1');
             PRAGMA user_version = 2;
             "#,
         )
@@ -246,7 +368,7 @@ mod tests {
     fn rows_carry_baseline_trained_and_time() {
         let dir = tempfile::tempdir().unwrap();
         let runs = load_runs(&fixture(dir.path())).unwrap();
-        assert_eq!(runs.len(), 2);
+        assert_eq!(runs.len(), 6);
         let r = runs.iter().find(|r| r.id == 1).unwrap();
         assert_eq!((r.knn200_init, r.knn200_trained), (Some(28.5), Some(36.25)));
         assert_eq!(r.knn5_trained, None);
@@ -258,13 +380,119 @@ mod tests {
     #[test]
     fn index_escapes_and_shows_numbers() {
         let dir = tempfile::tempdir().unwrap();
-        let out = render_index(&fixture(dir.path()), &dir.path().join("out")).unwrap();
-        let html = std::fs::read_to_string(out).unwrap();
+        let out = render(&fixture(dir.path()), &dir.path().join("out")).unwrap();
+        let html = std::fs::read_to_string(&out.index).unwrap();
         assert!(html.contains("28.50") && html.contains("36.25"), "{html}");
         assert!(html.contains("&lt;script&gt;x&lt;&#x2F;script&gt;"), "user strings are escaped");
         assert!(!html.contains("<script>"));
         assert!(html.contains("loss not finite at epoch 1, step 3"));
-        assert!(!html.contains("http://") && !html.contains("https://"), "self-contained");
+        assert!(html.contains(r#"<a href="experiment-mini.html">mini</a>"#), "{html}");
+        for page in out.experiments.iter().chain(&out.runs).chain([&out.index]) {
+            let html = std::fs::read_to_string(page).unwrap();
+            assert!(!html.contains("http://") && !html.contains("https://"), "{} is self-contained", page.display());
+            assert!(
+                !html.contains("<script") && !html.contains("<link"),
+                "{}: no scripts or linked styles",
+                page.display()
+            );
+        }
+        assert_eq!(out.runs.len(), 6, "a page per started run");
+        assert_eq!(out.experiments.len(), 1);
+    }
+
+    /// Every state a cell can be in, each with its reason, and the finished cell's mean over
+    /// seeds beside the paper's number.
+    #[test]
+    fn experiment_page_says_why_cells_are_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = db::Database::load(&fixture(dir.path())).unwrap();
+        let pages = experiment::pages(&db).unwrap();
+        let page = &pages[0];
+        assert_eq!(page.profiles, vec!["smoke"], "the paper profile has no run: no section");
+        assert_eq!(
+            page.counts,
+            experiment::StatusCounts {
+                finished: 2,
+                diverged: 1,
+                running: 1,
+                pending: 1,
+                skipped: 1,
+                total: 6,
+                ..Default::default()
+            }
+        );
+        let s = &page.sections[0];
+        let metrics: Vec<&str> = s.tables.iter().map(|t| t.metric).collect();
+        assert_eq!(metrics, vec!["linear", "knn5", "knn200"], "the paper's metrics first");
+        let linear = &s.tables[0];
+        assert_eq!(linear.columns, vec!["cifar10", "stl10"]);
+        let cell = |row: usize, col: usize| &linear.rows[row].cells[col];
+        let ours = cell(0, 0).ours.unwrap();
+        assert_eq!((ours.mean, ours.n), (41.0, 2));
+        assert!((ours.std.unwrap() - 2f64.sqrt()).abs() < 1e-12);
+        assert_eq!(cell(0, 0).paper, Some(91.8));
+        assert!((cell(0, 0).diff.unwrap() + 50.8).abs() < 1e-9);
+        assert_eq!(cell(0, 0).closeness, Some("far"));
+        let state = |row, col| (cell(row, col).state, cell(row, col).note.clone().unwrap_or_default());
+        assert_eq!(state(0, 1).0, "skipped");
+        assert!(state(0, 1).1.contains("dataset not found: stl10"), "{:?}", state(0, 1));
+        assert_eq!(cell(0, 1).paper, Some(90.51), "the paper's number stands beside a cell not run");
+        assert_eq!(state(1, 0), ("partial", "running: 1 of 2 epochs so far".into()));
+        assert_eq!(state(1, 1), ("excluded", "not run: the <paper> leaves it empty".into()));
+        assert_eq!(state(2, 0), ("diverged", "diverged: loss is NaN at epoch 1, step 7".into()));
+        assert_eq!(state(2, 1), ("pending", "pending: planned, not started".into()));
+        let knn200 = &s.tables[2];
+        assert_eq!(knn200.rows[0].cells[0].ours.unwrap().init, Some(28.0));
+        let html =
+            std::fs::read_to_string(render(&db.path, &dir.path().join("out")).unwrap().experiments[0].clone()).unwrap();
+        assert!(html.contains("41.00 ± 1.41") && html.contains("paper 91.80") && html.contains("-50.80"), "{html}");
+        assert!(html.contains("the &lt;paper&gt; leaves it empty"), "escaped");
+        assert!(html.contains("Smoke: two epochs, not a reproduction."), "the profile stands beside the numbers");
+    }
+
+    #[test]
+    fn run_page_has_epochs_evaluations_config_and_charts() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = render(&fixture(dir.path()), &dir.path().join("out")).unwrap();
+        let html = std::fs::read_to_string(dir.path().join("out/run-1.html")).unwrap();
+        assert!(out.runs.contains(&dir.path().join("out/run-1.html")));
+        assert!(html.contains("loss.nt_xent") && html.contains("diag.effective_rank"), "{html}");
+        assert!(html.contains("&quot;widths&quot;") || html.contains("\"widths\""), "the resolved config");
+        assert!(html.matches("<svg").count() >= 4, "loss, terms, lr, accuracy, diagnostics");
+        assert!(html.contains("36.25"));
+    }
+
+    #[test]
+    fn findings_judge_from_the_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = db::Database::load(&fixture(dir.path())).unwrap();
+        let f = findings::evaluate(&db);
+        assert_eq!(f.iter().map(|f| f.id).collect::<Vec<_>>(), vec!["a", "b", "c", "d", "e"]);
+        // SimCLR gains 7.75 and 10.75 points over its random encoders: a wide margin.
+        assert_eq!(f[0].verdict, findings::Verdict::Holds, "{:?}", f[0]);
+        assert!(f[0].evidence[0].text.contains("+9.25"), "{:?}", f[0].evidence);
+        for finding in &f[1..4] {
+            assert_eq!(finding.verdict, findings::Verdict::NotEnoughData, "{finding:?}");
+        }
+        // Run 3's embeddings collapsed: std × √16 = 0.04, effective rank 1.2 of 16.
+        assert_eq!(f[4].verdict, findings::Verdict::DoesNotHold, "{:?}", f[4]);
+        assert!(f[4].evidence[0].text.contains("(run 3)"), "{:?}", f[4].evidence);
+    }
+
+    #[test]
+    fn compare_methods_across_datasets() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = fixture(dir.path());
+        let db = db::Database::load(&path).unwrap();
+        let c = compare::compare(&db, &["simclr".into(), "byol".into()], &[], db::Metric::Linear, None).unwrap();
+        assert_eq!(c.datasets, vec!["cifar10"]);
+        assert_eq!(c.rows[0].cells[0].stat.unwrap().mean, 41.0);
+        assert!(c.rows[1].cells[0].stat.is_none(), "BYOL has no finished run");
+        let text = c.to_text();
+        assert!(text.contains("41.00 ± 1.41 (2)") && text.contains("mini/smoke"), "{text}");
+        let page = render_compare(&path, &c, &dir.path().join("out/compare.html")).unwrap();
+        let html = std::fs::read_to_string(page).unwrap();
+        assert!(html.contains("41.00 ± 1.41") && html.contains("no finished run"), "{html}");
     }
 
     /// One row per evaluation, a run without any as one row with empty evaluation columns; the
@@ -274,10 +502,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = fixture(dir.path());
         let df = export::flat_table(&db).unwrap();
-        assert_eq!(df.height(), 4, "3 evaluations of run 1, run 2 without any");
+        assert_eq!(df.height(), 11, "4 + 3 evaluations of runs 1 and 3, runs 2, 4, 5 and 6 without any");
         assert_eq!(df.width(), 22);
         let mut csv = Vec::new();
-        assert_eq!(export::export(&db, export::Format::Csv, None, &mut csv).unwrap(), 4);
+        assert_eq!(export::export(&db, export::Format::Csv, None, &mut csv).unwrap(), 11);
         let csv = String::from_utf8(csv).unwrap();
         let mut lines = csv.lines();
         assert!(lines.next().unwrap().starts_with("run_id,experiment,profile,method,dataset,seed,grid,status"));
@@ -302,11 +530,11 @@ mod tests {
     #[test]
     fn missing_or_foreign_database_is_a_clear_error() {
         let dir = tempfile::tempdir().unwrap();
-        let err = render_index(&dir.path().join("none.sqlite"), dir.path()).unwrap_err().to_string();
+        let err = render(&dir.path().join("none.sqlite"), dir.path()).unwrap_err().to_string();
         assert!(err.contains("none.sqlite") && err.contains("no such file"), "{err}");
         let p = dir.path().join("other.sqlite");
         Connection::open(&p).unwrap().execute_batch("CREATE TABLE t (x); PRAGMA user_version = 7;").unwrap();
-        let err = render_index(&p, dir.path()).unwrap_err().to_string();
+        let err = render(&p, dir.path()).unwrap_err().to_string();
         assert!(err.contains("schema version 7"), "{err}");
     }
 }

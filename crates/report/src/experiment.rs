@@ -1,0 +1,433 @@
+//! One experiment's page, shaped like the paper's table: the grid's first axis down, its second
+//! across (further axes join the rows), one table per metric, each cell our mean ± std over
+//! seeds beside the paper's number — or why there is no number. A numeric axis with three or
+//! more values (projector dimension, number of positives) is also drawn as a chart.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::Serialize;
+
+use crate::aggregate::{summarise, Sample, Stat};
+use crate::db::{Database, Experiment, Metric, Run};
+use crate::svg::{Chart, Series};
+use crate::Result;
+
+/// How far ours is from the paper, for colour: within 1 point, within 3, or further.
+pub fn closeness(diff: f64) -> &'static str {
+    match diff.abs() {
+        d if d <= 1.0 => "close",
+        d if d <= 3.0 => "near",
+        _ => "far",
+    }
+}
+
+/// One cell of a metric's table.
+#[derive(Debug, Clone, Serialize)]
+pub struct Cell {
+    /// Our result over finished runs (seeds).
+    pub ours: Option<Stat>,
+    pub paper: Option<f64>,
+    pub source: Option<String>,
+    /// Ours minus the paper's, percentage points, and its `closeness`.
+    pub diff: Option<f64>,
+    pub closeness: Option<&'static str>,
+    /// Why there is no number ("not run: …", "pending", "diverged: …"), or what else is true of
+    /// the cell's runs (one seed diverged, another still running).
+    pub note: Option<String>,
+    /// `excluded`, `unmeasured`, `skipped`, `pending`, `diverged`, `failed`, `partial`, `unplanned`
+    /// or `ok`.
+    pub state: &'static str,
+    /// The cell's runs (ids of started ones), for links.
+    pub run_ids: Vec<i64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    pub label: String,
+    pub cells: Vec<Cell>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MetricTable {
+    pub metric: &'static str,
+    pub title: &'static str,
+    pub has_paper: bool,
+    pub row_header: String,
+    pub columns: Vec<String>,
+    pub rows: Vec<Row>,
+}
+
+/// The experiment's results under one profile.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProfileSection {
+    pub profile: String,
+    pub about: String,
+    pub counts: StatusCounts,
+    /// What the section's runs were given to train (from their resolved configs, so `--set`
+    /// overrides show): "1 epoch × 10,240 images, batches of 128 × 2 views, resnet18 × 0.25".
+    pub budgets: Vec<String>,
+    pub tables: Vec<MetricTable>,
+    /// Inline SVG markup, escaped by `svg`.
+    pub charts: Vec<String>,
+    pub runs: Vec<RunLink>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RunLink {
+    pub id: Option<i64>,
+    pub label: String,
+    pub status: String,
+    pub detail: Option<String>,
+    pub epochs_done: usize,
+    pub epochs: i64,
+}
+
+/// How many runs stand in each state.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct StatusCounts {
+    pub finished: usize,
+    pub diverged: usize,
+    pub failed: usize,
+    pub running: usize,
+    pub interrupted: usize,
+    pub pending: usize,
+    pub skipped: usize,
+    pub total: usize,
+}
+
+impl StatusCounts {
+    pub fn of<'a>(runs: impl IntoIterator<Item = &'a Run>) -> StatusCounts {
+        let mut c = StatusCounts::default();
+        for r in runs {
+            c.total += 1;
+            match r.status.as_str() {
+                "finished" => c.finished += 1,
+                "diverged" => c.diverged += 1,
+                "failed" => c.failed += 1,
+                "running" => c.running += 1,
+                "interrupted" => c.interrupted += 1,
+                "pending" => c.pending += 1,
+                "skipped" => c.skipped += 1,
+                _ => {}
+            }
+        }
+        c
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ExperimentPage {
+    pub name: String,
+    pub file_name: String,
+    pub title: String,
+    pub paper: String,
+    pub reproduces: String,
+    pub counts: StatusCounts,
+    pub profiles: Vec<String>,
+    /// Seconds of training recorded over all the experiment's runs.
+    pub train_seconds: f64,
+    pub sections: Vec<ProfileSection>,
+}
+
+/// A run's training budget in words, from its resolved config.
+pub fn budget(run: &Run) -> Option<String> {
+    let c: serde_json::Value = serde_json::from_str(&run.config_json).ok()?;
+    let n = |p: &str| c.pointer(p).and_then(|v| v.as_u64());
+    let (epochs, images, batch, views) =
+        (n("/train/epochs")?, n("/train/train_images")?, n("/train/batch_size")?, n("/train/views")?);
+    let arch = c.pointer("/encoder/arch")?.as_str()?;
+    let width = c.pointer("/encoder/width")?.as_f64()?;
+    let images = if images == 0 { "all training images".to_string() } else { format!("{} images", thousands(images)) };
+    Some(format!(
+        "{epochs} epoch{} × {images}, batches of {batch} × {views} views, {arch} × {width}",
+        if epochs == 1 { "" } else { "s" }
+    ))
+}
+
+fn thousands(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// A name safe as a file name (experiment names are user strings).
+pub fn slug(name: &str) -> String {
+    name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect()
+}
+
+/// The page of an experiment, beside `index.html`.
+pub fn experiment_file(name: &str) -> String {
+    format!("experiment-{}.html", slug(name))
+}
+
+/// Every combination of the given axes' values, first axis outermost.
+fn combinations(axes: &[&crate::db::Axis]) -> Vec<BTreeMap<String, String>> {
+    let mut out = vec![BTreeMap::new()];
+    for axis in axes {
+        out = out
+            .into_iter()
+            .flat_map(|c| {
+                axis.values.iter().map(move |v| {
+                    let mut c = c.clone();
+                    c.insert(axis.name.clone(), v.clone());
+                    c
+                })
+            })
+            .collect();
+    }
+    out
+}
+
+fn cell_key(experiment: &str, profile: &str, cell: &BTreeMap<String, String>, metric: Metric) -> String {
+    format!(
+        "{experiment}\u{1f}{profile}\u{1f}{}\u{1f}{}",
+        serde_json::to_string(cell).unwrap_or_default(),
+        metric.key()
+    )
+}
+
+/// The number in an axis value's name (`4096`, `d4` → 4), if it has one.
+fn number_in(value: &str) -> Option<f64> {
+    let digits: String =
+        value.chars().skip_while(|c| !c.is_ascii_digit()).take_while(|c| c.is_ascii_digit() || *c == '.').collect();
+    digits.parse().ok()
+}
+
+/// Why a cell has no result, from its runs (latest row each) and the exclusions.
+fn missing_reason(
+    db: &Database,
+    experiment: &Experiment,
+    cell: &BTreeMap<String, String>,
+    runs: &[&Run],
+) -> (&'static str, String) {
+    if let Some(x) = experiment.exclusions.iter().find(|x| x.applies(cell)) {
+        return ("excluded", format!("not run: {}", x.why));
+    }
+    let first = |status: &str| runs.iter().find(|r| r.status == status);
+    if first("finished").is_some() {
+        return ("unmeasured", "finished without this evaluation".into());
+    }
+    if let Some(r) = first("skipped") {
+        return ("skipped", format!("not run: {}", r.detail.as_deref().unwrap_or("skipped")));
+    }
+    if let Some(r) = first("diverged") {
+        return ("diverged", format!("diverged: {}", r.detail.as_deref().unwrap_or("loss not finite")));
+    }
+    if let Some(r) = first("failed") {
+        return ("failed", format!("failed: {}", r.detail.as_deref().unwrap_or("no reason recorded")));
+    }
+    if let Some(r) = runs.iter().find(|r| r.status == "running" || r.status == "interrupted") {
+        return ("partial", format!("{}: {} of {} epochs so far", r.status, db.epochs_of(r).len(), r.epochs));
+    }
+    if first("pending").is_some() {
+        return ("pending", "pending: planned, not started".into());
+    }
+    ("unplanned", "not run: not planned under this profile".into())
+}
+
+/// Every experiment's page model.
+pub fn pages(db: &Database) -> Result<Vec<ExperimentPage>> {
+    // One sample per finished run and metric, grouped by (experiment, profile, cell, metric).
+    let mut samples = Vec::new();
+    for r in db.runs.iter().filter(|r| r.status == "finished") {
+        for m in Metric::ALL {
+            if let Some(value) = db.result(r, m) {
+                samples.push(Sample {
+                    group: cell_key(&r.experiment, &r.profile, &r.grid, m),
+                    value,
+                    init: db.initial(r, m),
+                });
+            }
+        }
+    }
+    let stats = summarise(&samples)?;
+    db.experiments.iter().map(|e| page(db, e, &stats)).collect()
+}
+
+fn page(db: &Database, e: &Experiment, stats: &HashMap<String, Stat>) -> Result<ExperimentPage> {
+    let runs: Vec<&Run> = db.runs.iter().filter(|r| r.experiment == e.name).collect();
+    let mut profiles: Vec<String> = e.profiles.iter().map(|(p, _)| p.clone()).collect();
+    for r in &runs {
+        if !profiles.contains(&r.profile) {
+            profiles.push(r.profile.clone());
+        }
+    }
+    profiles.retain(|p| runs.iter().any(|r| &r.profile == p));
+    let column_axis = e.axes.get(1);
+    let row_axes: Vec<&crate::db::Axis> = e.axes.iter().enumerate().filter(|(i, _)| *i != 1).map(|(_, a)| a).collect();
+    let row_cells = combinations(&row_axes);
+    let columns: Vec<Option<&String>> = match column_axis {
+        Some(a) => a.values.iter().map(Some).collect(),
+        None => vec![None],
+    };
+    let reference_metrics: Vec<Metric> =
+        Metric::ALL.into_iter().filter(|m| e.references.iter().any(|r| r.metric == m.key())).collect();
+    let mut sections = Vec::new();
+    for profile in &profiles {
+        let about = e.profiles.iter().find(|(p, _)| p == profile).map(|(_, a)| a.clone()).unwrap_or_default();
+        let profile_runs: Vec<&Run> = runs.iter().copied().filter(|r| &r.profile == profile).collect();
+        // Metrics with a number in some cell, the papers' first (the table's own), top-5 only if
+        // the paper gives it.
+        let measured = |m: Metric| {
+            profile_runs.iter().any(|r| stats.contains_key(&cell_key(&e.name, profile, &r.grid, m)))
+                || reference_metrics.contains(&m)
+        };
+        let mut metrics: Vec<Metric> = reference_metrics.clone();
+        for m in [Metric::Linear, Metric::Knn5, Metric::Knn200] {
+            if !metrics.contains(&m) && measured(m) {
+                metrics.push(m);
+            }
+        }
+        if metrics.is_empty() {
+            metrics = vec![Metric::Knn200];
+        }
+        let mut tables = Vec::new();
+        for &m in &metrics {
+            let mut rows = Vec::new();
+            for rc in &row_cells {
+                let mut cells = Vec::new();
+                for col in &columns {
+                    let mut cell = rc.clone();
+                    if let (Some(axis), Some(v)) = (column_axis, col) {
+                        cell.insert(axis.name.clone(), (*v).clone());
+                    }
+                    let cell_runs: Vec<&Run> = profile_runs.iter().copied().filter(|r| r.grid == cell).collect();
+                    let reference = e.references.iter().find(|r| r.metric == m.key() && r.applies(&cell));
+                    let ours = stats.get(&cell_key(&e.name, profile, &cell, m)).copied();
+                    let diff = ours.zip(reference).map(|(o, r)| o.mean - r.value);
+                    let others = StatusCounts::of(cell_runs.iter().copied().filter(|r| r.status != "finished"));
+                    let (state, note) = match ours {
+                        Some(_) if others.total == 0 => ("ok", None),
+                        Some(_) => ("ok", Some(describe_others(&others))),
+                        None => {
+                            let (s, n) = missing_reason(db, e, &cell, &cell_runs);
+                            (s, Some(n))
+                        }
+                    };
+                    cells.push(Cell {
+                        ours,
+                        paper: reference.map(|r| r.value),
+                        source: reference.map(|r| r.source.clone()),
+                        diff,
+                        closeness: diff.map(closeness),
+                        note,
+                        state,
+                        run_ids: cell_runs.iter().filter_map(|r| r.id).collect(),
+                    });
+                }
+                let label = row_axes.iter().filter_map(|a| rc.get(&a.name).cloned()).collect::<Vec<_>>().join(" · ");
+                rows.push(Row { label: if label.is_empty() { e.name.clone() } else { label }, cells });
+            }
+            tables.push(MetricTable {
+                metric: m.key(),
+                title: m.title(),
+                has_paper: reference_metrics.contains(&m),
+                row_header: row_axes.iter().map(|a| a.name.as_str()).collect::<Vec<_>>().join(" · "),
+                columns: columns.iter().map(|c| c.cloned().unwrap_or_else(|| "ours".into())).collect(),
+                rows,
+            });
+        }
+        let charts = charts(e, profile, &metrics, stats);
+        let links = profile_runs
+            .iter()
+            .map(|r| RunLink {
+                id: r.id,
+                label: r.label(),
+                status: r.status.clone(),
+                detail: r.detail.clone(),
+                epochs_done: db.epochs_of(r).len(),
+                epochs: r.epochs,
+            })
+            .collect();
+        let mut budgets: Vec<String> = profile_runs.iter().filter_map(|r| budget(r)).collect();
+        budgets.sort();
+        budgets.dedup();
+        sections.push(ProfileSection {
+            profile: profile.clone(),
+            about,
+            counts: StatusCounts::of(profile_runs.iter().copied()),
+            budgets,
+            tables,
+            charts,
+            runs: links,
+        });
+    }
+    Ok(ExperimentPage {
+        name: e.name.clone(),
+        file_name: experiment_file(&e.name),
+        title: e.title.clone(),
+        paper: e.paper.clone(),
+        reproduces: e.reproduces.clone(),
+        counts: StatusCounts::of(runs.iter().copied()),
+        profiles,
+        train_seconds: runs.iter().map(|r| db.train_seconds(r)).sum(),
+        sections,
+    })
+}
+
+fn describe_others(c: &StatusCounts) -> String {
+    let mut parts = Vec::new();
+    for (n, what) in [
+        (c.diverged, "diverged"),
+        (c.failed, "failed"),
+        (c.running, "running"),
+        (c.interrupted, "interrupted"),
+        (c.pending, "pending"),
+        (c.skipped, "skipped"),
+    ] {
+        if n > 0 {
+            parts.push(format!("{n} more seed{} {what}", if n == 1 { "" } else { "s" }));
+        }
+    }
+    parts.join(", ")
+}
+
+/// One chart per metric for each numeric axis with three or more values: x the axis, a line per
+/// combination of the other axes.
+fn charts(e: &Experiment, profile: &str, metrics: &[Metric], stats: &HashMap<String, Stat>) -> Vec<String> {
+    let mut out = Vec::new();
+    for (i, axis) in e.axes.iter().enumerate() {
+        let xs: Vec<Option<f64>> = axis.values.iter().map(|v| number_in(v)).collect();
+        if axis.values.len() < 3 || xs.iter().any(Option::is_none) {
+            continue;
+        }
+        let others: Vec<&crate::db::Axis> =
+            e.axes.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, a)| a).collect();
+        let (lo, hi) = xs.iter().flatten().fold((f64::MAX, f64::MIN), |(a, b), x| (a.min(*x), b.max(*x)));
+        for &m in metrics {
+            let series: Vec<Series> = combinations(&others)
+                .into_iter()
+                .map(|base| {
+                    let points = axis
+                        .values
+                        .iter()
+                        .zip(&xs)
+                        .filter_map(|(v, x)| {
+                            let mut cell = base.clone();
+                            cell.insert(axis.name.clone(), v.clone());
+                            let s = stats.get(&cell_key(&e.name, profile, &cell, m))?;
+                            Some(((*x)?, s.mean, s.std))
+                        })
+                        .collect();
+                    let name = others.iter().filter_map(|a| base.get(&a.name).cloned()).collect::<Vec<_>>().join(" · ");
+                    Series { name: if name.is_empty() { e.name.clone() } else { name }, points }
+                })
+                .collect();
+            let chart = Chart {
+                title: format!("{} against {}", m.short(), axis.name),
+                x_label: axis.name.clone(),
+                y_label: m.title().to_string(),
+                log_x: lo > 0.0 && hi / lo >= 8.0,
+                series,
+            };
+            out.extend(chart.render());
+        }
+    }
+    out
+}

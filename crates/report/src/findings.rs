@@ -1,0 +1,356 @@
+//! SPEC §7: the papers' findings a small-budget reproduction must still show, each evaluated
+//! from the database and marked holds / does not hold / not enough data, with the numbers behind
+//! it. Comparisons are made only between runs of the same experiment, profile and dataset (a
+//! smoke run is never compared with a longer one).
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::db::{Database, Metric, Run};
+
+/// A k-NN gain over the random encoder below this many points is not "a wide margin".
+pub const WIDE_MARGIN: f64 = 5.0;
+/// Collapse thresholds: per-dimension std of L2-normalised embeddings of dimension D is about
+/// 1/√D when the embeddings spread evenly; below a quarter of that, or an effective rank below
+/// 5 % of D (or 2), counts as collapsing.
+pub const MIN_STD_FRACTION: f64 = 0.25;
+pub const MIN_RANK_FRACTION: f64 = 0.05;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Verdict {
+    Holds,
+    DoesNotHold,
+    NotEnoughData,
+}
+
+impl Verdict {
+    fn from_checks(checks: &[bool]) -> Verdict {
+        match checks {
+            [] => Verdict::NotEnoughData,
+            c if c.iter().all(|&ok| ok) => Verdict::Holds,
+            _ => Verdict::DoesNotHold,
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Verdict::Holds => "holds",
+            Verdict::DoesNotHold => "does not hold",
+            Verdict::NotEnoughData => "not enough data",
+        }
+    }
+}
+
+/// One line of evidence: what was compared, and whether it agrees with the claim.
+#[derive(Debug, Clone, Serialize)]
+pub struct Evidence {
+    pub text: String,
+    pub agrees: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Finding {
+    pub id: &'static str,
+    pub claim: &'static str,
+    pub verdict: Verdict,
+    pub verdict_label: &'static str,
+    /// The metric and thresholds the verdict rests on.
+    pub basis: String,
+    pub evidence: Vec<Evidence>,
+}
+
+fn finding(id: &'static str, claim: &'static str, basis: String, evidence: Vec<Evidence>) -> Finding {
+    let verdict = Verdict::from_checks(&evidence.iter().map(|e| e.agrees).collect::<Vec<_>>());
+    Finding { id, claim, verdict, verdict_label: verdict.label(), basis, evidence }
+}
+
+fn config(run: &Run) -> serde_json::Value {
+    serde_json::from_str(&run.config_json).unwrap_or_default()
+}
+
+fn embedding_dim(run: &Run) -> Option<usize> {
+    config(run).pointer("/projector/widths")?.as_array()?.last()?.as_u64().map(|d| d as usize)
+}
+
+fn mean(values: &[f64]) -> f64 {
+    values.iter().sum::<f64>() / values.len().max(1) as f64
+}
+
+/// Finished runs grouped by (experiment, profile, dataset), groups in a stable order.
+fn comparable_groups(db: &Database, keep: impl Fn(&Run) -> bool) -> BTreeMap<(String, String, String), Vec<&Run>> {
+    let mut groups: BTreeMap<(String, String, String), Vec<&Run>> = BTreeMap::new();
+    for r in db.runs.iter().filter(|r| r.status == "finished" && keep(r)) {
+        groups.entry((r.experiment.clone(), r.profile.clone(), r.dataset.clone())).or_default().push(r);
+    }
+    groups
+}
+
+/// The linear probe when every run has one, else 200-NN.
+fn headline(db: &Database, runs: &[&Run]) -> Metric {
+    if runs.iter().all(|r| db.result(r, Metric::Linear).is_some()) {
+        Metric::Linear
+    } else {
+        Metric::Knn200
+    }
+}
+
+fn mean_result(db: &Database, runs: &[&Run], m: Metric) -> Option<f64> {
+    let v: Vec<f64> = runs.iter().filter_map(|r| db.result(r, m)).collect();
+    (!v.is_empty()).then(|| mean(&v))
+}
+
+fn where_(key: &(String, String, String)) -> String {
+    format!("{} / {} / {}", key.0, key.1, key.2)
+}
+
+/// (a) every method beats a randomly initialised encoder's k-NN accuracy by a wide margin.
+fn beats_random(db: &Database) -> Finding {
+    let mut by_method: BTreeMap<(String, String), Vec<f64>> = BTreeMap::new();
+    for r in db.runs.iter().filter(|r| r.status == "finished") {
+        if let (Some(t), Some(i)) = (db.result(r, Metric::Knn200), db.initial(r, Metric::Knn200)) {
+            by_method.entry((r.method_label.clone(), r.profile.clone())).or_default().push(t - i);
+        }
+    }
+    let evidence = by_method
+        .iter()
+        .map(|((method, profile), gains)| {
+            let min = gains.iter().copied().fold(f64::MAX, f64::min);
+            Evidence {
+                text: format!(
+                    "{method} ({profile} profile, {} run{}): 200-NN gain over init {:+.2} points on average, {:+.2} at least",
+                    gains.len(),
+                    if gains.len() == 1 { "" } else { "s" },
+                    mean(gains),
+                    min
+                ),
+                agrees: min >= WIDE_MARGIN,
+            }
+        })
+        .collect();
+    finding(
+        "a",
+        "Every method beats a randomly initialised encoder's k-NN accuracy by a wide margin.",
+        format!("200-NN top-1 of each finished run against the same encoder at initialisation; a wide margin is ≥ {WIDE_MARGIN} points for every run of the method."),
+        evidence,
+    )
+}
+
+/// Spearman's rank correlation (no ties expected among distinct dimensions' means).
+fn rank_correlation(xs: &[f64], ys: &[f64]) -> f64 {
+    let ranks = |v: &[f64]| {
+        let mut idx: Vec<usize> = (0..v.len()).collect();
+        idx.sort_by(|&a, &b| v[a].total_cmp(&v[b]));
+        let mut r = vec![0.0; v.len()];
+        idx.iter().enumerate().for_each(|(rank, &i)| r[i] = rank as f64);
+        r
+    };
+    let (rx, ry) = (ranks(xs), ranks(ys));
+    let (mx, my) = (mean(&rx), mean(&ry));
+    let cov: f64 = rx.iter().zip(&ry).map(|(a, b)| (a - mx) * (b - my)).sum();
+    let sx: f64 = rx.iter().map(|a| (a - mx).powi(2)).sum::<f64>().sqrt();
+    let sy: f64 = ry.iter().map(|b| (b - my).powi(2)).sum::<f64>().sqrt();
+    if sx == 0.0 || sy == 0.0 {
+        0.0
+    } else {
+        cov / (sx * sy)
+    }
+}
+
+/// (b) Barlow Twins improves as the projector widens.
+fn barlow_twins_widens(db: &Database) -> Finding {
+    let groups = comparable_groups(db, |r| r.method == "barlow-twins" && config(r).get("branch_b").is_none());
+    let mut evidence = Vec::new();
+    for (key, runs) in &groups {
+        let mut by_dim: BTreeMap<usize, Vec<&Run>> = BTreeMap::new();
+        for r in runs {
+            if let Some(d) = embedding_dim(r) {
+                by_dim.entry(d).or_default().push(r);
+            }
+        }
+        if by_dim.len() < 2 {
+            continue;
+        }
+        let m = headline(db, runs);
+        let points: Vec<(f64, f64)> =
+            by_dim.iter().filter_map(|(d, rs)| Some((*d as f64, mean_result(db, rs, m)?))).collect();
+        let (xs, ys): (Vec<f64>, Vec<f64>) = points.iter().copied().unzip();
+        let rho = rank_correlation(&xs, &ys);
+        let rises = ys.last() > ys.first();
+        let seq = points.iter().map(|(d, v)| format!("{d} → {v:.2}")).collect::<Vec<_>>().join(", ");
+        evidence.push(Evidence {
+            text: format!("{}: {} by output dimension: {seq}; rank correlation {rho:+.2}", where_(key), m.short()),
+            agrees: rises && rho > 0.0,
+        });
+    }
+    finding(
+        "b",
+        "Barlow Twins improves as the projector widens.",
+        "Finished Barlow Twins runs of one experiment, profile and dataset at two or more projector output dimensions (mean over seeds): holds when the widest beats the narrowest and accuracy rises with dimension in rank order (Spearman ρ > 0).".into(),
+        evidence,
+    )
+}
+
+/// (c) going from shared to different weights costs VICReg less than Barlow Twins.
+fn sharing_cost(db: &Database) -> Finding {
+    // Shared weights: no second branch; different weights: a second branch with the same encoder.
+    let sharing = |r: &Run| -> Option<&'static str> {
+        let c = config(r);
+        match c.get("branch_b") {
+            None | Some(serde_json::Value::Null) => Some("shared"),
+            Some(b) if b.get("encoder") == c.get("encoder") => Some("different"),
+            Some(_) => None,
+        }
+    };
+    let groups = comparable_groups(db, |r| matches!(r.method.as_str(), "vicreg" | "barlow-twins"));
+    let mut evidence = Vec::new();
+    for (key, runs) in &groups {
+        let m = headline(db, runs);
+        let cost = |method: &str| -> Option<(f64, f64)> {
+            let of = |kind: &str| {
+                let rs: Vec<&Run> =
+                    runs.iter().copied().filter(|r| r.method == method && sharing(r) == Some(kind)).collect();
+                mean_result(db, &rs, m)
+            };
+            Some((of("shared")?, of("different")?))
+        };
+        let (Some(v), Some(b)) = (cost("vicreg"), cost("barlow-twins")) else { continue };
+        let (cv, cb) = (v.0 - v.1, b.0 - b.1);
+        evidence.push(Evidence {
+            text: format!(
+                "{}: {} shared → different weights: VICReg {:.2} → {:.2} (costs {cv:+.2}), Barlow Twins {:.2} → {:.2} (costs {cb:+.2})",
+                where_(key),
+                m.short(),
+                v.0,
+                v.1,
+                b.0,
+                b.1
+            ),
+            agrees: cv < cb,
+        });
+    }
+    finding(
+        "c",
+        "Going from shared to different weights costs VICReg less than Barlow Twins.",
+        "Finished VICReg and Barlow Twins runs of one experiment, profile and dataset, each with shared weights and with a second branch of the same architecture (mean over seeds): the drop (shared − different) must be smaller for VICReg.".into(),
+        evidence,
+    )
+}
+
+/// (d) W-MSE 4 ≥ W-MSE 2 at equal views per step.
+fn more_positives(db: &Database) -> Finding {
+    let groups = comparable_groups(db, |r| r.method == "w-mse");
+    let mut evidence = Vec::new();
+    for (key, runs) in &groups {
+        let mut by_budget: BTreeMap<u64, BTreeMap<u64, Vec<&Run>>> = BTreeMap::new();
+        for r in runs {
+            let c = config(r);
+            let (Some(views), Some(batch)) = (
+                c.pointer("/train/views").and_then(|v| v.as_u64()),
+                c.pointer("/train/batch_size").and_then(|v| v.as_u64()),
+            ) else {
+                continue;
+            };
+            by_budget.entry(views * batch).or_default().entry(views).or_default().push(r);
+        }
+        for (budget, by_views) in &by_budget {
+            let (Some(d2), Some(d4)) = (by_views.get(&2), by_views.get(&4)) else { continue };
+            let all: Vec<&Run> = d2.iter().chain(d4).copied().collect();
+            let m = headline(db, &all);
+            let (Some(a), Some(b)) = (mean_result(db, d2, m), mean_result(db, d4, m)) else { continue };
+            evidence.push(Evidence {
+                text: format!(
+                    "{}: {budget} augmented views per step, {}: d = 2 {a:.2} ({} run{}), d = 4 {b:.2} ({} run{}), difference {:+.2}",
+                    where_(key),
+                    m.short(),
+                    d2.len(),
+                    if d2.len() == 1 { "" } else { "s" },
+                    d4.len(),
+                    if d4.len() == 1 { "" } else { "s" },
+                    b - a
+                ),
+                agrees: b >= a,
+            });
+        }
+    }
+    finding(
+        "d",
+        "W-MSE 4 ≥ W-MSE 2 at equal views per step.",
+        "Finished W-MSE runs of one experiment, profile and dataset with d = 2 and d = 4 positives and the same number of augmented views per step (batch × d), mean over seeds.".into(),
+        evidence,
+    )
+}
+
+/// (e) no method collapses.
+fn no_collapse(db: &Database) -> Finding {
+    let mut evidence = Vec::new();
+    // (std × √D, effective rank, D, run id) of each run, by (method, profile).
+    type Spread = (f64, f64, usize, i64);
+    let mut by_method: BTreeMap<(String, String), Vec<Spread>> = BTreeMap::new();
+    for r in db.runs.iter().filter(|r| r.status == "finished") {
+        let (Some(last), Some(d)) = (db.epochs_of(r).last(), embedding_dim(r)) else { continue };
+        let (Some(std), Some(rank)) = (last.terms.get("diag.embedding_std"), last.terms.get("diag.effective_rank"))
+        else {
+            continue;
+        };
+        by_method.entry((r.method_label.clone(), r.profile.clone())).or_default().push((
+            std * (d as f64).sqrt(),
+            *rank,
+            d,
+            r.id.unwrap_or_default(),
+        ));
+    }
+    for ((method, profile), runs) in &by_method {
+        let worst_std = runs.iter().min_by(|a, b| a.0.total_cmp(&b.0)).expect("a group has a run");
+        let worst_rank = runs.iter().min_by(|a, b| (a.1 / a.2 as f64).total_cmp(&(b.1 / b.2 as f64))).expect("a run");
+        let ok = runs
+            .iter()
+            .all(|(s, rank, d, _)| *s >= MIN_STD_FRACTION && *rank >= (MIN_RANK_FRACTION * *d as f64).max(2.0));
+        evidence.push(Evidence {
+            text: format!(
+                "{method} ({profile} profile, {} run{}): last epoch's embedding std × √D at least {:.2} (run {}), effective rank at least {:.1} of {} (run {})",
+                runs.len(),
+                if runs.len() == 1 { "" } else { "s" },
+                worst_std.0,
+                worst_std.3,
+                worst_rank.1,
+                worst_rank.2,
+                worst_rank.3
+            ),
+            agrees: ok,
+        });
+    }
+    finding(
+        "e",
+        "No method collapses: the embeddings' per-dimension std stays well above zero and their effective rank stays high.",
+        format!(
+            "The last epoch's mean per-dimension std of L2-normalised embeddings (evenly spread embeddings of dimension D give about 1/√D) and their effective rank, for every finished run: collapse is std × √D < {MIN_STD_FRACTION} or effective rank < {:.0} % of D (or 2).",
+            MIN_RANK_FRACTION * 100.0
+        ),
+        evidence,
+    )
+}
+
+/// All five findings, in SPEC order.
+pub fn evaluate(db: &Database) -> Vec<Finding> {
+    vec![beats_random(db), barlow_twins_widens(db), sharing_cost(db), more_positives(db), no_collapse(db)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rank_correlation_of_monotone_and_reversed() {
+        assert!((rank_correlation(&[1.0, 2.0, 3.0], &[10.0, 20.0, 30.0]) - 1.0).abs() < 1e-12);
+        assert!((rank_correlation(&[1.0, 2.0, 3.0], &[3.0, 2.0, 1.0]) + 1.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn verdicts() {
+        assert_eq!(Verdict::from_checks(&[]), Verdict::NotEnoughData);
+        assert_eq!(Verdict::from_checks(&[true, true]), Verdict::Holds);
+        assert_eq!(Verdict::from_checks(&[true, false]), Verdict::DoesNotHold);
+    }
+}

@@ -1,0 +1,127 @@
+//! One run's page: loss and each term per epoch, learning rate, evaluations over epochs,
+//! collapse diagnostics, throughput, the resolved config, code version and machine.
+
+use serde::Serialize;
+
+use crate::db::{Database, Epoch, Evaluation, Metric, Run};
+use crate::svg::{Chart, Series};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RunPage {
+    pub id: i64,
+    pub file_name: String,
+    pub label: String,
+    pub experiment: String,
+    pub experiment_file: String,
+    pub profile: String,
+    pub method: String,
+    pub dataset: String,
+    pub seed: i64,
+    pub status: String,
+    pub detail: Option<String>,
+    pub epochs: i64,
+    pub epochs_done: usize,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub code_version: Option<String>,
+    pub machine: Option<String>,
+    pub config_hash: String,
+    /// The resolved config, pretty-printed.
+    pub config: String,
+    pub train_seconds: f64,
+    pub mean_images_per_second: Option<f64>,
+    /// Term names (columns of the epoch table).
+    pub terms: Vec<String>,
+    pub epoch_rows: Vec<Epoch>,
+    pub evaluations: Vec<Evaluation>,
+    /// Inline SVG markup.
+    pub charts: Vec<String>,
+}
+
+pub fn page_file(id: i64) -> String {
+    format!("run-{id}.html")
+}
+
+pub fn page(db: &Database, run: &Run, id: i64) -> RunPage {
+    let epochs = db.epochs_of(run);
+    let evaluations = db.evaluations_of(run).to_vec();
+    let mut terms: Vec<String> = epochs.iter().flat_map(|e| e.terms.keys().cloned()).collect();
+    terms.sort();
+    terms.dedup();
+    let epoch_series = |name: &str, f: &dyn Fn(&Epoch) -> Option<f64>| Series {
+        name: name.to_string(),
+        points: epochs.iter().filter_map(|e| Some((e.epoch as f64, f(e)?, None))).collect(),
+    };
+    let chart = |title: &str, y: &str, series: Vec<Series>| {
+        Chart { title: title.into(), x_label: "epoch".into(), y_label: y.into(), log_x: false, series }.render()
+    };
+    // A line needs two epochs; a single epoch's numbers are in the table below the charts.
+    let mut charts = Vec::new();
+    let per_epoch = epochs.len() >= 2;
+    let loss_terms: Vec<&String> = terms.iter().filter(|t| t.starts_with("loss.")).collect();
+    if per_epoch {
+        charts.extend(chart("loss per epoch", "loss (epoch mean)", vec![epoch_series("loss", &|e| Some(e.loss))]));
+    }
+    if per_epoch && !loss_terms.is_empty() {
+        let series = loss_terms
+            .iter()
+            .map(|t| epoch_series(t.trim_start_matches("loss."), &|e| e.terms.get(*t).copied()))
+            .collect();
+        charts.extend(chart("loss terms per epoch", "term (epoch mean)", series));
+    }
+    if per_epoch {
+        charts.extend(chart("learning rate", "lr (epoch's last step)", vec![epoch_series("lr", &|e| Some(e.lr))]));
+    }
+    let eval_series: Vec<Series> = [Metric::Knn200, Metric::Knn5, Metric::Linear]
+        .into_iter()
+        .map(|m| Series {
+            name: m.short().to_string(),
+            points: evaluations.iter().filter_map(|e| Some((e.epoch as f64, m.of(e)?, None))).collect(),
+        })
+        .filter(|s| !s.points.is_empty())
+        .collect();
+    charts.extend(chart("accuracy over epochs (epoch 0: random init)", "top-1 %", eval_series));
+    for (term, title) in [
+        ("diag.embedding_std", "per-dimension std of L2-normalised embeddings"),
+        ("diag.effective_rank", "effective rank of the embeddings"),
+    ] {
+        if per_epoch && terms.iter().any(|t| t == term) {
+            charts.extend(chart(
+                title,
+                term.trim_start_matches("diag."),
+                vec![epoch_series(title, &|e| e.terms.get(term).copied())],
+            ));
+        }
+    }
+    let config = serde_json::from_str::<serde_json::Value>(&run.config_json)
+        .and_then(|v| serde_json::to_string_pretty(&v))
+        .unwrap_or_else(|_| run.config_json.clone());
+    let ips: Vec<f64> = epochs.iter().map(|e| e.images_per_second).collect();
+    RunPage {
+        id,
+        file_name: page_file(id),
+        label: run.label(),
+        experiment: run.experiment.clone(),
+        experiment_file: crate::experiment::experiment_file(&run.experiment),
+        profile: run.profile.clone(),
+        method: run.method_label.clone(),
+        dataset: run.dataset.clone(),
+        seed: run.seed,
+        status: run.status.clone(),
+        detail: run.detail.clone(),
+        epochs: run.epochs,
+        epochs_done: epochs.len(),
+        started_at: run.started_at.clone(),
+        finished_at: run.finished_at.clone(),
+        code_version: run.code_version.clone(),
+        machine: run.machine.clone(),
+        config_hash: run.config_hash.clone(),
+        config,
+        train_seconds: db.train_seconds(run),
+        mean_images_per_second: (!ips.is_empty()).then(|| ips.iter().sum::<f64>() / ips.len() as f64),
+        terms,
+        epoch_rows: epochs.to_vec(),
+        evaluations,
+        charts,
+    }
+}
