@@ -431,3 +431,84 @@ fn charts(e: &Experiment, profile: &str, metrics: &[Metric], stats: &HashMap<Str
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::{Axis, Evaluation};
+
+    fn run(id: i64, method: &str, dim: &str, seed: i64) -> Run {
+        Run {
+            id: Some(id),
+            experiment: "sweep".into(),
+            profile: "smoke".into(),
+            method: method.into(),
+            method_label: method.into(),
+            dataset: "cifar10".into(),
+            seed,
+            epochs: 1,
+            config_hash: format!("h{id}"),
+            config_json: "{}".into(),
+            status: "finished".into(),
+            detail: None,
+            started_at: None,
+            finished_at: None,
+            code_version: None,
+            machine: None,
+            grid: [("method".to_string(), method.to_string()), ("dim".to_string(), dim.to_string())].into(),
+        }
+    }
+
+    fn knn200(epoch: i64, top1: f64) -> Evaluation {
+        Evaluation { epoch, protocol: "knn-cosine".into(), k: 200, top1, top5: 90.0, bank_size: 10, test_size: 10 }
+    }
+
+    /// A numeric axis with three values becomes a chart: a line per method, a point per
+    /// dimension at the mean over seeds, ticks at the dimensions on a log scale.
+    #[test]
+    fn numeric_axis_is_charted() {
+        let mut db = Database::default();
+        db.experiments.push(Experiment {
+            name: "sweep".into(),
+            title: "t".into(),
+            paper: "p".into(),
+            reproduces: "r".into(),
+            axes: vec![
+                Axis { name: "method".into(), values: vec!["barlow-twins".into(), "simclr".into()] },
+                Axis { name: "dim".into(), values: vec!["64".into(), "256".into(), "1024".into()] },
+            ],
+            exclusions: vec![],
+            profiles: vec![("smoke".into(), "about".into())],
+            references: vec![],
+        });
+        let cells = [("barlow-twins", "64", 30.0), ("barlow-twins", "256", 32.0), ("barlow-twins", "1024", 35.0)];
+        for (i, (m, d, v)) in cells.iter().enumerate() {
+            for seed in 0..2 {
+                let id = (i * 2 + seed) as i64 + 1;
+                db.runs.push(run(id, m, d, seed as i64));
+                db.evaluations.insert(id, vec![knn200(0, 20.0), knn200(1, v + seed as f64)]);
+            }
+        }
+        db.runs.push(run(99, "simclr", "256", 0));
+        db.evaluations.insert(99, vec![knn200(1, 31.0)]);
+        let pages = pages(&db).unwrap();
+        let s = &pages[0].sections[0];
+        assert_eq!(s.tables[0].columns, vec!["64", "256", "1024"], "the second axis across");
+        assert_eq!(s.tables[0].rows[0].cells[2].ours.unwrap().mean, 35.5);
+        assert_eq!(s.charts.len(), 1, "one metric measured, one numeric axis");
+        let svg = &s.charts[0];
+        assert_eq!(svg.matches("<polyline").count(), 2, "a line per method");
+        assert_eq!(svg.matches("<circle").count(), 4, "3 Barlow Twins dimensions + 1 SimCLR");
+        assert!(svg.contains(">1024<") && svg.contains("200-NN against dim"));
+        assert!(svg.contains("barlow-twins: 1024 → 35.5"), "the point is the mean over seeds");
+    }
+
+    #[test]
+    fn numbers_in_axis_values() {
+        assert_eq!(number_in("4096"), Some(4096.0));
+        assert_eq!(number_in("d4"), Some(4.0));
+        assert_eq!(number_in("shared"), None);
+        assert_eq!(thousands(10240), "10,240");
+        assert_eq!(thousands(256), "256");
+    }
+}
