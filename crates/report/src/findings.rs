@@ -13,7 +13,7 @@ use crate::db::{Database, Metric, Run};
 pub const WIDE_MARGIN: f64 = 5.0;
 /// Collapse thresholds: per-dimension std of L2-normalised embeddings of dimension D is about
 /// 1/√D when the embeddings spread evenly; below a quarter of that, or an effective rank below
-/// 5 % of D (or 2), counts as collapsing.
+/// 5 % of what a step's batch allows, min(D, batch) (or below 2), counts as collapsing.
 pub const MIN_STD_FRACTION: f64 = 0.25;
 pub const MIN_RANK_FRACTION: f64 = 0.05;
 
@@ -284,8 +284,9 @@ fn more_positives(db: &Database) -> Finding {
 
 /// (e) no method collapses.
 fn no_collapse(db: &Database) -> Finding {
-    let mut evidence = Vec::new();
-    // (std × √D, effective rank, D, run id) of each run, by (method, profile).
+    // (std × √D, effective rank, the most it can be: min(D, batch), run id) of each run, by
+    // (method, profile). The rank is measured on one step's batch of embeddings, so a batch
+    // smaller than D bounds it.
     type Spread = (f64, f64, usize, i64);
     let mut by_method: BTreeMap<(String, String), Vec<Spread>> = BTreeMap::new();
     for r in db.runs.iter().filter(|r| r.status == "finished") {
@@ -294,22 +295,24 @@ fn no_collapse(db: &Database) -> Finding {
         else {
             continue;
         };
+        let batch = config(r).pointer("/train/batch_size").and_then(|b| b.as_u64()).map_or(d, |b| b as usize);
         by_method.entry((r.method_label.clone(), r.profile.clone())).or_default().push((
             std * (d as f64).sqrt(),
             *rank,
-            d,
+            d.min(batch),
             r.id.unwrap_or_default(),
         ));
     }
+    let mut evidence = Vec::new();
     for ((method, profile), runs) in &by_method {
         let worst_std = runs.iter().min_by(|a, b| a.0.total_cmp(&b.0)).expect("a group has a run");
         let worst_rank = runs.iter().min_by(|a, b| (a.1 / a.2 as f64).total_cmp(&(b.1 / b.2 as f64))).expect("a run");
         let ok = runs
             .iter()
-            .all(|(s, rank, d, _)| *s >= MIN_STD_FRACTION && *rank >= (MIN_RANK_FRACTION * *d as f64).max(2.0));
+            .all(|(s, rank, most, _)| *s >= MIN_STD_FRACTION && *rank >= (MIN_RANK_FRACTION * *most as f64).max(2.0));
         evidence.push(Evidence {
             text: format!(
-                "{method} ({profile} profile, {} run{}): last epoch's embedding std × √D at least {:.2} (run {}), effective rank at least {:.1} of {} (run {})",
+                "{method} ({profile} profile, {} run{}): last epoch's embedding std × √D at least {:.2} (run {}), effective rank at least {:.1} of at most {} (run {})",
                 runs.len(),
                 if runs.len() == 1 { "" } else { "s" },
                 worst_std.0,
@@ -325,7 +328,7 @@ fn no_collapse(db: &Database) -> Finding {
         "e",
         "No method collapses: the embeddings' per-dimension std stays well above zero and their effective rank stays high.",
         format!(
-            "The last epoch's mean per-dimension std of L2-normalised embeddings (evenly spread embeddings of dimension D give about 1/√D) and their effective rank, for every finished run: collapse is std × √D < {MIN_STD_FRACTION} or effective rank < {:.0} % of D (or 2).",
+            "The last epoch's mean per-dimension std of L2-normalised embeddings (evenly spread embeddings of dimension D give about 1/√D) and their effective rank (on a step's batch, so at most min(D, batch)), for every finished run: collapse is std × √D < {MIN_STD_FRACTION} or effective rank < {:.0} % of min(D, batch) (or 2).",
             MIN_RANK_FRACTION * 100.0
         ),
         evidence,
