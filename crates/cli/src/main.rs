@@ -44,9 +44,15 @@ struct Paths {
     /// Results database (SQLite).
     #[arg(long, global = true, value_name = "FILE", default_value = "reports/results.sqlite")]
     db: PathBuf,
+}
+
+/// Where the HTML pages go: an option of the commands that render (not global, so that
+/// `export --out FILE` and `datasets preview --out FILE.png` mean their own file).
+#[derive(Args)]
+struct HtmlDir {
     /// Folder the HTML report is written to.
-    #[arg(long, global = true, value_name = "DIR", default_value = "reports")]
-    out: PathBuf,
+    #[arg(long = "out", value_name = "DIR", default_value = "reports")]
+    dir: PathBuf,
 }
 
 #[derive(Subcommand)]
@@ -87,6 +93,8 @@ enum Command {
         /// Do not draw progress bars.
         #[arg(long)]
         no_progress: bool,
+        #[command(flatten)]
+        html: HtmlDir,
     },
     /// Runs by state (finished, diverged, failed, interrupted, running, skipped, pending) with
     /// their last evaluation.
@@ -123,7 +131,10 @@ enum Command {
     },
     /// Render the report from the results database: index.html (experiments, SPEC §7 findings,
     /// runs), a page per experiment shaped like the paper's table, a page per run.
-    Report,
+    Report {
+        #[command(flatten)]
+        html: HtmlDir,
+    },
     /// Compare methods across datasets on one metric, from every finished run in the database:
     /// a table here and compare.html in the report folder.
     Compare {
@@ -141,6 +152,8 @@ enum Command {
         /// and says so).
         #[arg(long)]
         profile: Option<String>,
+        #[command(flatten)]
+        html: HtmlDir,
     },
     /// Evaluate a method's loss and its gradient on embeddings from .npy files, to check infomax
     /// against another framework on the same numbers.
@@ -268,7 +281,18 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<ExitCode> {
     let device = candle_core_device();
     match cli.command {
-        Command::Reproduce { experiment, profile, seeds, only, shard, dry_run, set, experiments_dir, no_progress } => {
+        Command::Reproduce {
+            experiment,
+            profile,
+            seeds,
+            only,
+            shard,
+            dry_run,
+            set,
+            experiments_dir,
+            no_progress,
+            html,
+        } => {
             let path = infomax_runner::config::locate(&experiment, &experiments_dir)?;
             let file = ExperimentFile::load(&path)?;
             let overrides = set.iter().map(|s| s.parse::<Override>()).collect::<Result<Vec<_>, _>>()?;
@@ -312,7 +336,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 println!("stopped: {why}");
             }
             println!("{} / {profile}: {} runs: {}", file.meta.name, plan.len(), summary.line());
-            let report = infomax_report::render(&cli.paths.db, &cli.paths.out)?;
+            let report = infomax_report::render(&cli.paths.db, &html.dir)?;
             println!("report: {}", report.index.display());
             Ok(ExitCode::from(summary.exit_code()))
         }
@@ -385,8 +409,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Datasets(cmd) => datasets::run(cmd, &infomax_data::root::data_root(cli.paths.data_dir.clone())),
-        Command::Report => {
-            let r = infomax_report::render(&cli.paths.db, &cli.paths.out)?;
+        Command::Report { html } => {
+            let r = infomax_report::render(&cli.paths.db, &html.dir)?;
             println!(
                 "report: {} ({} experiment pages, {} run pages)",
                 r.index.display(),
@@ -395,11 +419,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Compare { methods, datasets, metric, profile } => {
+        Command::Compare { methods, datasets, metric, profile, html } => {
             let db = infomax_report::db::Database::load(&cli.paths.db)?;
             let c = infomax_report::compare::compare(&db, &methods, &datasets, metric, profile.as_deref())?;
             print!("{}", c.to_text());
-            let page = infomax_report::render_compare(&cli.paths.db, &c, &cli.paths.out.join("compare.html"))?;
+            let page = infomax_report::render_compare(&cli.paths.db, &c, &html.dir.join("compare.html"))?;
             println!("page: {}", page.display());
             Ok(ExitCode::SUCCESS)
         }

@@ -239,6 +239,11 @@ fn a_missing_dataset_skips_the_run_with_the_fetch_command() {
     let csv = String::from_utf8_lossy(&csv.stdout).to_string();
     assert_eq!(csv.lines().count(), 2, "{csv}");
     assert!(csv.lines().nth(1).unwrap().contains(",skipped,dataset not found"), "{csv}");
+    // … and `--out FILE` writes the same table to a file.
+    let file = tmp.path().join("all.csv");
+    let o = infomax(&["export", "--db", db.to_str().unwrap(), "--out", file.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), csv);
 }
 
 #[test]
