@@ -258,8 +258,22 @@ fn keep_freed_memory() {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn keep_freed_memory() {}
 
+/// Leave quietly when stdout's reader goes away (`infomax compare | head`), as Unix tools do:
+/// Rust ignores SIGPIPE, so every later `print!` would panic on the broken pipe instead.
+#[cfg(unix)]
+fn default_sigpipe() {
+    // SAFETY: restores the default disposition of one signal before any other thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+#[cfg(not(unix))]
+fn default_sigpipe() {}
+
 fn main() -> ExitCode {
     keep_freed_memory();
+    default_sigpipe();
     let cli = Cli::parse();
     let filter =
         tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
