@@ -34,6 +34,8 @@ pub struct Cell {
     /// Why there is no number ("not run: …", "pending", "diverged: …"), or what else is true of
     /// the cell's runs (one seed diverged, another still running).
     pub note: Option<String>,
+    /// The stored reason in full when `note` shortens it (shown on hover).
+    pub note_full: Option<String>,
     /// `excluded`, `unmeasured`, `skipped`, `pending`, `diverged`, `failed`, `partial`, `unplanned`
     /// or `ok`.
     pub state: &'static str,
@@ -310,7 +312,12 @@ fn page(db: &Database, e: &Experiment, stats: &HashMap<String, Stat>) -> Result<
                             (s, Some(n))
                         }
                     };
+                    let (note, note_full) = match note {
+                        Some(n) if state == "skipped" => (Some(shorten(&n)), Some(n)),
+                        n => (n, None),
+                    };
                     cells.push(Cell {
+                        note_full,
                         ours,
                         paper: reference.map(|r| r.value),
                         source: reference.map(|r| r.source.clone()),
@@ -369,6 +376,19 @@ fn page(db: &Database, e: &Experiment, stats: &HashMap<String, Stat>) -> Result<
         train_seconds: runs.iter().map(|r| db.train_seconds(r)).sum(),
         sections,
     })
+}
+
+/// A skip reason in a few words: its first clause and the command that mends it, e.g. "not run:
+/// dataset not found (infomax datasets fetch stl10)" — a table of 18 skipped cells stays legible.
+fn shorten(note: &str) -> String {
+    let mut clauses = note.splitn(3, ": ");
+    let head = [clauses.next(), clauses.next()].into_iter().flatten().collect::<Vec<_>>().join(": ");
+    let command = note.split('`').nth(1).map(|c| format!(" ({c})")).unwrap_or_default();
+    if head == note {
+        note.to_string()
+    } else {
+        format!("{head}{command}")
+    }
 }
 
 fn describe_others(c: &StatusCounts) -> String {
@@ -501,6 +521,14 @@ mod tests {
         assert_eq!(svg.matches("<circle").count(), 4, "3 Barlow Twins dimensions + 1 SimCLR");
         assert!(svg.contains(">1024<") && svg.contains("200-NN against dim"));
         assert!(svg.contains("barlow-twins: 1024 → 35.5"), "the point is the mean over seeds");
+    }
+
+    #[test]
+    fn skip_reasons_are_shortened_to_their_first_clause_and_command() {
+        let full =
+            "not run: dataset not found: stl10_binary is not under /d; get it with `infomax datasets fetch stl10`";
+        assert_eq!(shorten(full), "not run: dataset not found (infomax datasets fetch stl10)");
+        assert_eq!(shorten("not run: skipped"), "not run: skipped");
     }
 
     #[test]

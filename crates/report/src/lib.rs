@@ -329,7 +329,7 @@ pub(crate) mod tests {
             INSERT INTO runs VALUES (4, 'mini', 'smoke', 'w-mse', 'cifar10', 0, 2, '{}', 'w', 'diverged',
               'loss is NaN at epoch 1, step 7', '2026-01-01T00:00:00Z', NULL, 'v', 'm', '{"dataset":"cifar10","method":"w-mse-2"}');
             INSERT INTO runs VALUES (5, 'mini', 'smoke', 'simclr', 'stl10', 0, 2, '{}', 's', 'skipped',
-              'dataset not found: stl10 (infomax datasets fetch stl10)', '2026-01-01T00:00:00Z', NULL, 'v', 'm',
+              'dataset not found: stl10_binary is not under /data; get it with `infomax datasets fetch stl10`', '2026-01-01T00:00:00Z', NULL, 'v', 'm',
               '{"dataset":"stl10","method":"simclr"}');
             INSERT INTO runs VALUES (6, 'mini', 'smoke', 'byol', 'cifar10', 0, 2, '{}', 'b', 'running', NULL,
               '2026-01-01T00:00:00Z', NULL, 'v', 'm', '{"dataset":"cifar10","method":"byol"}');
@@ -435,7 +435,9 @@ pub(crate) mod tests {
         assert_eq!(cell(0, 0).closeness, Some("far"));
         let state = |row, col| (cell(row, col).state, cell(row, col).note.clone().unwrap_or_default());
         assert_eq!(state(0, 1).0, "skipped");
-        assert!(state(0, 1).1.contains("dataset not found: stl10"), "{:?}", state(0, 1));
+        assert_eq!(state(0, 1).1, "not run: dataset not found (infomax datasets fetch stl10)");
+        let full = cell(0, 1).note_full.clone().unwrap();
+        assert!(full.contains("stl10_binary is not under /data"), "the stored reason in full: {full}");
         assert_eq!(cell(0, 1).paper, Some(90.51), "the paper's number stands beside a cell not run");
         assert_eq!(state(1, 0), ("partial", "running: 1 of 2 epochs so far".into()));
         assert_eq!(state(1, 1), ("excluded", "not run: the <paper> leaves it empty".into()));
