@@ -17,6 +17,14 @@ bench:
     for d in cifar10 stl10 tiny-imagenet; do for p in wmse fair; do ./target/release/infomax bench augment --dataset $d --preset $p; done; done
     cargo run --release -p infomax-cli -- bench train-step --width 1.0 --batch 128 --steps 3 --projector 2048,2048
     cargo run --release -p infomax-cli -- bench train-step --width 0.25 --batch 128 --steps 5 --projector 2048,2048
+    ./target/release/infomax bench conv --width 1.0 --batch 128
+    ./target/release/infomax bench conv --width 0.25 --batch 128
+
+# The same training step in PyTorch (bench/torch_step.py) beside infomax's, on this machine, with
+# the ratios. Needs a Python with torch (never needed otherwise): PYTHON=venv/bin/python just bench-torch
+bench-torch:
+    cargo build --release -p infomax-cli
+    for wb in "1.0 128" "1.0 256" "0.5 128" "0.25 128" "0.25 256"; do set -- $wb; "${PYTHON:-python3}" bench/torch_step.py --width $1 --batch $2 --steps 3 --infomax target/release/infomax; done
 
 # Re-render reports/*.html (index, a page per experiment and per run) from reports/results.sqlite.
 report *ARGS:

@@ -239,6 +239,25 @@ enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// GFLOP/s of each convolution pass (forward, input gradient, weight gradient) at every
+    /// shape of the small-stem ResNet-18 on 32×32 images, and over the whole network.
+    Conv {
+        /// ResNet-18 width multiplier (1.0 = 64-128-256-512).
+        #[arg(long, default_value_t = 1.0)]
+        width: f64,
+        /// Images per call.
+        #[arg(long, default_value_t = 128)]
+        batch: usize,
+        /// Convolution kernels: im2col (GEMM-lowered) or candle (candle's reference kernels).
+        #[arg(long, default_value = "im2col")]
+        conv: ConvKernels,
+        /// Timed calls per pass; the fastest counts.
+        #[arg(long, default_value_t = 3)]
+        repetitions: usize,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Keep freed memory in the process instead of returning it to the kernel: a training step
@@ -491,6 +510,44 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     infomax_runner::machine::describe(&device)
                 );
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench(BenchCommand::Conv { width, batch, conv, repetitions, json }) => {
+            let r = infomax_runner::bench::conv_passes(&infomax_runner::bench::ConvBench {
+                width,
+                batch,
+                conv,
+                repetitions,
+            })?;
+            if json {
+                println!("{}", serde_json::to_string(&r)?);
+                return Ok(ExitCode::SUCCESS);
+            }
+            println!(
+                "convolution passes, ResNet-18 width {width}, batch {batch}, {conv:?} kernels, GFLOP/s ({})",
+                infomax_runner::machine::describe(&device)
+            );
+            println!(
+                "{:>16} {:>6} {:>5}  {:>8} {:>10} {:>11} {:>9}",
+                "in→out", "side", "k/s", "forward", "input grad", "weight grad", "backward"
+            );
+            let opt = |v: Option<f64>| v.map_or("–".to_string(), |v| format!("{v:.1}"));
+            for row in &r.rows {
+                println!(
+                    "{:>16} {:>6} {:>5}  {:>8.1} {:>10} {:>11} {:>9.1}",
+                    format!("{}×{}→{}", row.count, row.channels, row.out_channels),
+                    row.side,
+                    format!("{}/{}", row.kernel, row.stride),
+                    row.forward_gflops,
+                    opt(row.input_grad_gflops),
+                    opt(row.weight_grad_gflops),
+                    row.backward_gflops
+                );
+            }
+            println!(
+                "whole network: forward {:.1} GFLOP/s, backward {:.1} GFLOP/s",
+                r.network_forward_gflops, r.network_backward_gflops
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench(BenchCommand::TrainStep {

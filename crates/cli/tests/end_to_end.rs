@@ -285,6 +285,40 @@ fn bench_train_step_prints_the_json_object() {
     assert!(v["images_per_second"].as_f64().unwrap() > 0.0 && v["peak_rss_bytes"].as_u64().unwrap() > 0);
 }
 
+#[test]
+fn bench_conv_prints_every_resnet18_shape_for_both_kernels() {
+    for conv in ["im2col", "candle"] {
+        let o = infomax(&[
+            "bench",
+            "conv",
+            "--width",
+            "0.125",
+            "--batch",
+            "4",
+            "--repetitions",
+            "1",
+            "--conv",
+            conv,
+            "--json",
+        ]);
+        assert!(o.status.success(), "{}", text(&o));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let rows = v["rows"].as_array().unwrap();
+        // Stem, layer1, and per later stage the stride-2 3×3, its 1×1 shortcut and the 3×3s.
+        assert_eq!(rows.len(), 2 + 3 * 3);
+        assert_eq!(rows.iter().map(|r| r["count"].as_u64().unwrap()).sum::<u64>(), 1 + 4 + 3 * (1 + 1 + 3));
+        assert_eq!((rows[0]["channels"].as_u64(), rows[0]["out_channels"].as_u64()), (Some(3), Some(8)));
+        assert_eq!(rows[10]["channels"].as_u64(), Some(64));
+        for r in rows {
+            assert!(r["forward_gflops"].as_f64().unwrap() > 0.0 && r["backward_gflops"].as_f64().unwrap() > 0.0);
+            assert_eq!(r["input_grad_gflops"].is_number(), conv == "im2col", "{r}");
+        }
+        assert!(v["network_forward_gflops"].as_f64().unwrap() > 0.0);
+    }
+    let o = infomax(&["bench", "conv", "--batch", "0"]);
+    assert!(!o.status.success() && text(&o).contains("--batch"), "{}", text(&o));
+}
+
 /// A run on another dataset: a CIFAR-100 fixture in the official layout (random pixels, so the
 /// model learns nothing; this checks the wiring), with the FAIR augmentations, a max-pool stem
 /// and an evaluation transform that resizes and centre-crops, as STL-10's does.

@@ -3,26 +3,81 @@
 //! candle's CPU convolution backward computes the input gradient with an unblocked
 //! `conv_transpose2d` (a loop of dot products) and the weight gradient through an im2col of the
 //! whole gradient, which together make it 5-10× slower than PyTorch (measured: ~85 % of a
-//! training step). [`ConvImpl::Im2col`] lowers each image's convolution to one GEMM over its
-//! im2col matrix, `Y_n = W · cols(X_n)`, and its backward to two more,
-//! `dW = Σ_n dY_n · cols(X_n)ᵀ` and `dX_n = col2im(Wᵀ · dY_n)`. The im2col matrix is rebuilt per
-//! image in a per-thread buffer and never stored, so memory stays that of the activations (storing
-//! it for autograd cost 9× the activations: 23.6 GB at width 1.0, batch 128).
-//! [`ConvImpl::Candle`] keeps candle's own kernels selectable: the reference, and the path on
-//! GPUs, where `Im2col` has no kernel yet.
+//! training step). [`ConvImpl::Im2col`] works on channels-last activations `(N, H, W, C)` and
+//! lowers a chunk of whole images to one GEMM over their im2col matrix,
+//! `Y = cols(X) · W'ᵀ` with `M = images × output positions` rows, and its backward to two more,
+//! `dW' = dYᵀ · cols(X)` and `dX = col2im(dY · W')`, where `W'` is the weight reordered to
+//! `(C_out, k, k, C_in)` so that every im2col row is `k` runs of whole pixels (`C_in` contiguous
+//! floats: a copy, never a gather). Chunking whole images keeps the GEMMs tall where the planes
+//! are small (4×4 in ResNet-18's last stage, where a per-image GEMM had 16 rows) and keeps
+//! col2im's scatter inside one thread's images. The im2col matrix of a chunk is rebuilt in a
+//! per-thread buffer and never stored, so memory stays that of the activations.
+//! [`ConvImpl::Candle`] keeps candle's own kernels on `(N, C, H, W)` selectable: the reference,
+//! and the path on GPUs, where `Im2col` has no kernel yet.
 
-use candle_core::{CpuStorage, CustomOp2, Layout, Module, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp2, DType, Layout, Module, Result, Shape, Tensor};
 use gemm::{gemm, Parallelism};
 use rayon::prelude::*;
 
 /// Which convolution kernels a model uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ConvImpl {
-    /// Per-image im2col + GEMM forward and backward (CPU, f32); falls back to `Candle` elsewhere.
+    /// Channels-last im2col + GEMM forward and backward (CPU, f32); falls back to `Candle`
+    /// elsewhere.
     #[default]
     Im2col,
-    /// candle's `conv2d` and its autograd (`conv_transpose2d` backward).
+    /// candle's `conv2d` and its autograd (`conv_transpose2d` backward), channels first.
     Candle,
+}
+
+/// How a network lays out its activations between layers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActLayout {
+    /// `(N, C, H, W)`, candle's and PyTorch's default.
+    ChannelsFirst,
+    /// `(N, H, W, C)`: what [`ConvImpl::Im2col`] reads and writes.
+    ChannelsLast,
+}
+
+impl ConvImpl {
+    /// The layout a network with these kernels keeps for input `x`: channels last where the
+    /// im2col kernels run (CPU, f32), channels first elsewhere.
+    pub fn layout_for(self, x: &Tensor) -> ActLayout {
+        if self == ConvImpl::Im2col && x.device().is_cpu() && x.dtype() == DType::F32 {
+            ActLayout::ChannelsLast
+        } else {
+            ActLayout::ChannelsFirst
+        }
+    }
+}
+
+impl ActLayout {
+    /// `(N, C, H, W)` input into this layout.
+    pub fn from_nchw(self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            ActLayout::ChannelsFirst => Ok(x.clone()),
+            ActLayout::ChannelsLast => x.permute((0, 2, 3, 1))?.contiguous(),
+        }
+    }
+
+    /// This layout back into `(N, C, H, W)`.
+    pub fn to_nchw(self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            ActLayout::ChannelsFirst => Ok(x.clone()),
+            ActLayout::ChannelsLast => x.permute((0, 3, 1, 2))?.contiguous(),
+        }
+    }
+
+    /// The mean over the spatial positions: `(N, C)`.
+    pub fn global_average_pool(self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            ActLayout::ChannelsFirst => x.mean(3)?.mean(2),
+            ActLayout::ChannelsLast => {
+                let (n, h, w, c) = x.dims4()?;
+                x.reshape((n, h * w, c))?.mean(1)
+            }
+        }
+    }
 }
 
 /// Geometry of one convolution: input planes, square kernel, stride, padding, output channels.
@@ -37,6 +92,11 @@ struct Geometry {
     out_channels: usize,
 }
 
+/// GEMM rows a chunk aims for: tall enough for the micro-kernels to run near their peak.
+const CHUNK_ROWS: usize = 512;
+/// The most floats one chunk's im2col buffer holds (16 MB), unless one image alone needs more.
+const CHUNK_FLOATS: usize = 4 << 20;
+
 impl Geometry {
     fn out_h(&self) -> usize {
         (self.height + 2 * self.padding - self.kernel) / self.stride + 1
@@ -46,12 +106,12 @@ impl Geometry {
         (self.width + 2 * self.padding - self.kernel) / self.stride + 1
     }
 
-    /// Rows of the im2col matrix: C·k·k.
+    /// Columns of the im2col matrix (and of `W'`): k·k·C, pixel-major.
     fn rows(&self) -> usize {
         self.channels * self.kernel * self.kernel
     }
 
-    /// Columns of the im2col matrix: output positions.
+    /// Output positions of one image.
     fn positions(&self) -> usize {
         self.out_h() * self.out_w()
     }
@@ -60,50 +120,77 @@ impl Geometry {
         self.channels * self.height * self.width
     }
 
-    /// A 1×1, stride-1, unpadded convolution: the image already is its im2col matrix.
+    /// A 1×1, stride-1, unpadded convolution: the activations already are the im2col matrix.
     fn is_pointwise(&self) -> bool {
         self.kernel == 1 && self.stride == 1 && self.padding == 0
     }
 
-    /// For each (row, output position) whose window tap lies inside the image, its input offset.
-    fn for_each_tap(&self, mut f: impl FnMut(usize, usize, usize)) {
+    /// Whole images per GEMM: about [`CHUNK_ROWS`] rows, within [`CHUNK_FLOATS`], at least one.
+    fn images_per_chunk(&self, images: usize) -> usize {
+        let pos = self.positions().max(1);
+        let by_rows = CHUNK_ROWS.div_ceil(pos);
+        let by_memory = CHUNK_FLOATS / (pos * self.rows()).max(1);
+        by_rows.min(by_memory).clamp(1, images.max(1))
+    }
+
+    /// For output row `oy`, the kernel rows inside the image and their input rows.
+    fn valid_taps(&self, out: usize, size: usize) -> (usize, usize) {
+        // Tap t reads input out·stride + t − padding; keep 0 ≤ that < size.
+        let start = out * self.stride;
+        let first = self.padding.saturating_sub(start);
+        let last = (size + self.padding).saturating_sub(start).min(self.kernel);
+        (first, last.max(first))
+    }
+
+    /// Images `(g, H, W, C)` into their `(g·positions, k·k·C)` matrix; zero where padding is
+    /// covered. Each (row, kernel row) is one copy of the taps inside the image.
+    fn im2col(&self, images: &[f32], cols: &mut [f32]) {
+        let (c, k, rows) = (self.channels, self.kernel, self.rows());
         let (oh, ow) = (self.out_h(), self.out_w());
-        let k = self.kernel;
-        for c in 0..self.channels {
-            for ki in 0..k {
-                for kj in 0..k {
-                    let row = (c * k + ki) * k + kj;
-                    for oy in 0..oh {
-                        let iy = (oy * self.stride + ki) as isize - self.padding as isize;
-                        if iy < 0 || iy >= self.height as isize {
+        for (img, out) in images.chunks_exact(self.image_len()).zip(cols.chunks_exact_mut(self.positions() * rows)) {
+            for oy in 0..oh {
+                let (ky0, ky1) = self.valid_taps(oy, self.height);
+                for ox in 0..ow {
+                    let (kx0, kx1) = self.valid_taps(ox, self.width);
+                    let row = &mut out[(oy * ow + ox) * rows..][..rows];
+                    for ky in 0..k {
+                        let dst = &mut row[ky * k * c..][..k * c];
+                        if ky < ky0 || ky >= ky1 || kx0 == kx1 {
+                            dst.fill(0.0);
                             continue;
                         }
-                        for ox in 0..ow {
-                            let ix = (ox * self.stride + kj) as isize - self.padding as isize;
-                            if ix < 0 || ix >= self.width as isize {
-                                continue;
-                            }
-                            let src = (c * self.height + iy as usize) * self.width + ix as usize;
-                            f(row, oy * ow + ox, src);
-                        }
+                        let iy = oy * self.stride + ky - self.padding;
+                        let ix = ox * self.stride + kx0 - self.padding;
+                        dst[..kx0 * c].fill(0.0);
+                        dst[kx0 * c..kx1 * c].copy_from_slice(&img[(iy * self.width + ix) * c..][..(kx1 - kx0) * c]);
+                        dst[kx1 * c..].fill(0.0);
                     }
                 }
             }
         }
     }
 
-    /// One image `(C, H, W)` into its `(C·k·k, H_out·W_out)` matrix; zero where padding is covered.
-    fn im2col(&self, image: &[f32], cols: &mut [f32]) {
-        cols.fill(0.0);
-        let p = self.positions();
-        self.for_each_tap(|row, pos, off| cols[row * p + pos] = image[off]);
-    }
-
-    /// The adjoint of [`Self::im2col`]: add each column entry back onto its input pixel.
-    fn col2im(&self, cols: &[f32], image: &mut [f32]) {
-        image.fill(0.0);
-        let p = self.positions();
-        self.for_each_tap(|row, pos, off| image[off] += cols[row * p + pos]);
+    /// The adjoint of [`Self::im2col`]: add each matrix entry back onto its input pixel.
+    fn col2im(&self, cols: &[f32], images: &mut [f32]) {
+        images.fill(0.0);
+        let (c, k, rows) = (self.channels, self.kernel, self.rows());
+        let (oh, ow) = (self.out_h(), self.out_w());
+        for (img, out) in images.chunks_exact_mut(self.image_len()).zip(cols.chunks_exact(self.positions() * rows)) {
+            for oy in 0..oh {
+                let (ky0, ky1) = self.valid_taps(oy, self.height);
+                for ox in 0..ow {
+                    let (kx0, kx1) = self.valid_taps(ox, self.width);
+                    let row = &out[(oy * ow + ox) * rows..][..rows];
+                    for ky in ky0..ky1 {
+                        let iy = oy * self.stride + ky - self.padding;
+                        let ix = ox * self.stride + kx0 - self.padding;
+                        let src = &row[(ky * k + kx0) * c..(ky * k + kx1) * c];
+                        let dst = &mut img[(iy * self.width + ix) * c..][..src.len()];
+                        dst.iter_mut().zip(src).for_each(|(d, s)| *d += s);
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -118,8 +205,10 @@ fn matmul(
     rhs: &[f32],
     (rhs_rs, rhs_cs): (usize, usize),
 ) {
-    debug_assert!(dst.len() >= m * n);
-    // SAFETY: the slices cover every element the strides reach (checked by the callers' shapes).
+    assert!(dst.len() >= m * n, "GEMM destination too short");
+    assert!(m == 0 || k == 0 || lhs.len() > (m - 1) * lhs_rs + (k - 1) * lhs_cs, "GEMM lhs too short");
+    assert!(n == 0 || k == 0 || rhs.len() > (k - 1) * rhs_rs + (n - 1) * rhs_cs, "GEMM rhs too short");
+    // SAFETY: the asserts above keep every element the strides reach inside the slices.
     unsafe {
         gemm(
             m,
@@ -145,6 +234,35 @@ fn matmul(
     }
 }
 
+/// `(C_out, C_in, k, k)` into `(C_out, k, k, C_in)`: each output channel's taps pixel-major, as
+/// the channels-last im2col matrix has them.
+fn weight_to_taps(w: &[f32], g: &Geometry) -> Vec<f32> {
+    let (c, kk) = (g.channels, g.kernel * g.kernel);
+    let mut out = vec![0f32; w.len()];
+    for (src, dst) in w.chunks_exact(c * kk).zip(out.chunks_exact_mut(c * kk)) {
+        for ci in 0..c {
+            for t in 0..kk {
+                dst[t * c + ci] = src[ci * kk + t];
+            }
+        }
+    }
+    out
+}
+
+/// The inverse of [`weight_to_taps`].
+fn taps_to_weight(taps: &[f32], g: &Geometry) -> Vec<f32> {
+    let (c, kk) = (g.channels, g.kernel * g.kernel);
+    let mut out = vec![0f32; taps.len()];
+    for (src, dst) in taps.chunks_exact(c * kk).zip(out.chunks_exact_mut(c * kk)) {
+        for ci in 0..c {
+            for t in 0..kk {
+                dst[ci * kk + t] = src[t * c + ci];
+            }
+        }
+    }
+    out
+}
+
 fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
     let data = match s {
         CpuStorage::F32(d) => d,
@@ -156,7 +274,8 @@ fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]>
     }
 }
 
-/// The forward convolution, `(x, w) → y`, with its backward built from the two ops below.
+/// The forward convolution, `(x, w) → y` on channels-last `x`, with its backward built from the
+/// two ops below.
 #[derive(Debug, Clone, Copy)]
 struct ConvForward(Geometry);
 
@@ -178,20 +297,25 @@ impl CustomOp2 for ConvForward {
         let (x, w) = (f32_slice(xs, xl, "input")?, f32_slice(ws, wl, "weight")?);
         let n = xl.dims()[0];
         let (rows, pos, co) = (g.rows(), g.positions(), g.out_channels);
-        let mut y = vec![0f32; n * co * pos];
-        y.par_chunks_mut(co * pos).zip(x.par_chunks(g.image_len())).for_each_init(
-            || vec![0f32; if g.is_pointwise() { 0 } else { rows * pos }],
-            |cols, (yn, xn)| {
-                let cols: &[f32] = if g.is_pointwise() {
-                    xn
+        let taps = weight_to_taps(w, &g);
+        let chunk = g.images_per_chunk(n);
+        let mut y = vec![0f32; n * pos * co];
+        y.par_chunks_mut(chunk * pos * co).zip(x.par_chunks(chunk * g.image_len())).for_each_init(
+            Vec::new,
+            |cols, (yc, xc)| {
+                let m = yc.len() / co;
+                let lhs: &[f32] = if g.is_pointwise() {
+                    xc
                 } else {
-                    g.im2col(xn, cols);
+                    cols.resize(m * rows, 0.0);
+                    g.im2col(xc, cols);
                     cols
                 };
-                matmul((co, pos, rows), yn, false, w, (rows, 1), cols, (pos, 1));
+                // W'ᵀ: (rows × co) with row stride 1 and column stride rows.
+                matmul((m, co, rows), yc, false, lhs, (rows, 1), &taps, (1, rows));
             },
         );
-        Ok((CpuStorage::F32(y), Shape::from((n, co, g.out_h(), g.out_w()))))
+        Ok((CpuStorage::F32(y), Shape::from((n, g.out_h(), g.out_w(), co))))
     }
 
     fn bwd(&self, x: &Tensor, w: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
@@ -212,20 +336,23 @@ impl CustomOp2 for ConvInputGrad {
         let (dy, w) = (f32_slice(ds, dl, "output gradient")?, f32_slice(ws, wl, "weight")?);
         let n = dl.dims()[0];
         let (rows, pos, co) = (g.rows(), g.positions(), g.out_channels);
+        let taps = weight_to_taps(w, &g);
+        let chunk = g.images_per_chunk(n);
         let mut dx = vec![0f32; n * g.image_len()];
-        dx.par_chunks_mut(g.image_len()).zip(dy.par_chunks(co * pos)).for_each_init(
-            || vec![0f32; rows * pos],
-            |dcols, (dxn, dyn_)| {
-                // dcols = Wᵀ · dY_n: Wᵀ is (rows × co) with row stride 1 and column stride rows.
-                matmul((rows, pos, co), dcols, false, w, (1, rows), dyn_, (pos, 1));
+        dx.par_chunks_mut(chunk * g.image_len()).zip(dy.par_chunks(chunk * pos * co)).for_each_init(
+            Vec::new,
+            |dcols, (dxc, dyc)| {
+                let m = dyc.len() / co;
                 if g.is_pointwise() {
-                    dxn.copy_from_slice(dcols);
+                    matmul((m, rows, co), dxc, false, dyc, (co, 1), &taps, (rows, 1));
                 } else {
-                    g.col2im(dcols, dxn);
+                    dcols.resize(m * rows, 0.0);
+                    matmul((m, rows, co), dcols, false, dyc, (co, 1), &taps, (rows, 1));
+                    g.col2im(dcols, dxc);
                 }
             },
         );
-        Ok((CpuStorage::F32(dx), Shape::from((n, g.channels, g.height, g.width))))
+        Ok((CpuStorage::F32(dx), Shape::from((n, g.height, g.width, g.channels))))
     }
 }
 
@@ -237,20 +364,24 @@ impl CustomOp2 for ConvWeightGrad {
     fn cpu_fwd(&self, xs: &CpuStorage, xl: &Layout, ds: &CpuStorage, dl: &Layout) -> Result<(CpuStorage, Shape)> {
         let g = self.0;
         let (x, dy) = (f32_slice(xs, xl, "input")?, f32_slice(ds, dl, "output gradient")?);
+        let n = xl.dims()[0];
         let (rows, pos, co) = (g.rows(), g.positions(), g.out_channels);
-        let zero = || (vec![0f32; co * rows], vec![0f32; if g.is_pointwise() { 0 } else { rows * pos }]);
-        let dw = x
-            .par_chunks(g.image_len())
-            .zip(dy.par_chunks(co * pos))
-            .fold(zero, |(mut acc, mut cols), (xn, dyn_)| {
-                let c: &[f32] = if g.is_pointwise() {
-                    xn
+        let chunk = g.images_per_chunk(n);
+        let zero = || (vec![0f32; co * rows], Vec::new());
+        let taps = x
+            .par_chunks(chunk * g.image_len())
+            .zip(dy.par_chunks(chunk * pos * co))
+            .fold(zero, |(mut acc, mut cols), (xc, dyc)| {
+                let m = dyc.len() / co;
+                let rhs: &[f32] = if g.is_pointwise() {
+                    xc
                 } else {
-                    g.im2col(xn, &mut cols);
+                    cols.resize(m * rows, 0.0);
+                    g.im2col(xc, &mut cols);
                     &cols
                 };
-                // acc += dY_n · cols_nᵀ: colsᵀ is (pos × rows) with row stride 1, column stride pos.
-                matmul((co, rows, pos), &mut acc, true, dyn_, (pos, 1), c, (1, pos));
+                // acc += dYᵀ · cols: dYᵀ is (co × m) with row stride 1 and column stride co.
+                matmul((co, rows, m), &mut acc, true, dyc, (1, co), rhs, (rows, 1));
                 (acc, cols)
             })
             .map(|(acc, _)| acc)
@@ -261,6 +392,7 @@ impl CustomOp2 for ConvWeightGrad {
                     a
                 },
             );
+        let dw = taps_to_weight(&taps, &g);
         Ok((CpuStorage::F32(dw), Shape::from((co, g.channels, g.kernel, g.kernel))))
     }
 }
@@ -275,7 +407,7 @@ pub struct Conv2d {
 }
 
 impl Conv2d {
-    /// `weight` is `(C_out, C_in, k, k)`.
+    /// `weight` is `(C_out, C_in, k, k)` in either layout.
     pub fn new(weight: Tensor, stride: usize, padding: usize, imp: ConvImpl) -> Self {
         Self { weight, stride, padding, imp }
     }
@@ -283,29 +415,155 @@ impl Conv2d {
     pub fn weight(&self) -> &Tensor {
         &self.weight
     }
+
+    /// The convolution of `x` laid out as `layout` (what [`ConvImpl::layout_for`] chose), in the
+    /// same layout.
+    pub fn forward_in(&self, x: &Tensor, layout: ActLayout) -> Result<Tensor> {
+        match layout {
+            ActLayout::ChannelsFirst => x.conv2d(&self.weight, self.padding, self.stride, 1, 1),
+            ActLayout::ChannelsLast => {
+                if !(x.device().is_cpu() && x.dtype() == DType::F32) {
+                    candle_core::bail!("conv2d: channels-last activations need the CPU and f32");
+                }
+                let (_, h, w, c) = x.dims4()?;
+                let (co, ci, k, k2) = self.weight.dims4()?;
+                if ci != c || k != k2 {
+                    candle_core::bail!("conv2d: input has {c} channels, the weight is {:?}", self.weight.dims());
+                }
+                let g = Geometry {
+                    channels: c,
+                    height: h,
+                    width: w,
+                    kernel: k,
+                    stride: self.stride,
+                    padding: self.padding,
+                    out_channels: co,
+                };
+                x.contiguous()?.apply_op2(&self.weight.contiguous()?, ConvForward(g))
+            }
+        }
+    }
 }
 
 impl Module for Conv2d {
+    /// `(N, C, H, W)` in and out, whichever kernels run.
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let cpu_f32 = x.device().is_cpu() && x.dtype() == candle_core::DType::F32;
-        if self.imp == ConvImpl::Candle || !cpu_f32 {
-            return x.conv2d(&self.weight, self.padding, self.stride, 1, 1);
-        }
-        let (_, c, h, w) = x.dims4()?;
-        let (co, ci, k, k2) = self.weight.dims4()?;
-        if ci != c || k != k2 {
-            candle_core::bail!("conv2d: input has {c} channels, the weight is {:?}", self.weight.dims());
-        }
-        let g = Geometry {
-            channels: c,
-            height: h,
-            width: w,
-            kernel: k,
+        let layout = self.imp.layout_for(x);
+        layout.to_nchw(&self.forward_in(&layout.from_nchw(x)?, layout)?)
+    }
+}
+
+/// One convolution's shape for [`time_passes`]: `batch` images of `channels × side × side`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConvShape {
+    pub batch: usize,
+    pub channels: usize,
+    pub side: usize,
+    pub out_channels: usize,
+    pub kernel: usize,
+    pub stride: usize,
+}
+
+impl ConvShape {
+    fn geometry(&self) -> Geometry {
+        Geometry {
+            channels: self.channels,
+            height: self.side,
+            width: self.side,
+            kernel: self.kernel,
             stride: self.stride,
-            padding: self.padding,
-            out_channels: co,
+            padding: self.kernel / 2,
+            out_channels: self.out_channels,
+        }
+    }
+
+    /// Floating-point operations of one pass (each pass is one multiply-add per weight tap and
+    /// output position: 2 FLOPs).
+    pub fn flops(&self) -> f64 {
+        let g = self.geometry();
+        2.0 * (self.batch * g.positions() * g.rows() * self.out_channels) as f64
+    }
+
+    /// The distinct convolutions of the small-stem ResNet-18 on `side`-pixel images, each with
+    /// how many times it occurs.
+    pub fn resnet18(widths: [usize; 4], batch: usize, side: usize) -> Vec<(ConvShape, usize)> {
+        let shape = |channels, side, out_channels, kernel, stride| ConvShape {
+            batch,
+            channels,
+            side,
+            out_channels,
+            kernel,
+            stride,
         };
-        x.contiguous()?.apply_op2(&self.weight.contiguous()?, ConvForward(g))
+        let mut out = vec![(shape(3, side, widths[0], 3, 1), 1), (shape(widths[0], side, widths[0], 3, 1), 4)];
+        let mut s = side;
+        for pair in widths.windows(2) {
+            let (cin, c) = (pair[0], pair[1]);
+            out.push((shape(cin, s, c, 3, 2), 1));
+            out.push((shape(cin, s, c, 1, 2), 1));
+            s = s.div_ceil(2);
+            out.push((shape(c, s, c, 3, 1), 3));
+        }
+        out
+    }
+}
+
+/// Seconds per call of each pass of a convolution, best of the repetitions.
+#[derive(Debug, Clone, Copy)]
+pub struct PassSeconds {
+    pub forward: f64,
+    /// Both gradients.
+    pub backward: f64,
+    /// The input and weight gradients apart, where the kernels compute them apart (not candle's
+    /// autograd, which makes both in one call).
+    pub input_grad: Option<f64>,
+    pub weight_grad: Option<f64>,
+}
+
+/// Times the forward and backward passes of `imp` on random data.
+pub fn time_passes(shape: ConvShape, imp: ConvImpl, repetitions: usize) -> Result<PassSeconds> {
+    use std::time::Instant;
+    let dev = candle_core::Device::Cpu;
+    let g = shape.geometry();
+    let best = |f: &mut dyn FnMut() -> Result<()>| -> Result<f64> {
+        f()?; // warm-up: thread pool, allocator, caches
+        let mut best = f64::INFINITY;
+        for _ in 0..repetitions.max(1) {
+            let t = Instant::now();
+            f()?;
+            best = best.min(t.elapsed().as_secs_f64());
+        }
+        Ok(best)
+    };
+    let w = Tensor::randn(0f32, 1.0, (g.out_channels, g.channels, g.kernel, g.kernel), &dev)?;
+    match imp {
+        ConvImpl::Im2col => {
+            let x = Tensor::randn(0f32, 1.0, (shape.batch, g.height, g.width, g.channels), &dev)?;
+            let dy = Tensor::randn(0f32, 1.0, (shape.batch, g.out_h(), g.out_w(), g.out_channels), &dev)?;
+            let forward = best(&mut || x.apply_op2_no_bwd(&w, &ConvForward(g)).map(drop))?;
+            let input_grad = best(&mut || dy.apply_op2_no_bwd(&w, &ConvInputGrad(g)).map(drop))?;
+            let weight_grad = best(&mut || x.apply_op2_no_bwd(&dy, &ConvWeightGrad(g)).map(drop))?;
+            Ok(PassSeconds {
+                forward,
+                backward: input_grad + weight_grad,
+                input_grad: Some(input_grad),
+                weight_grad: Some(weight_grad),
+            })
+        }
+        ConvImpl::Candle => {
+            let x = candle_core::Var::from_tensor(&Tensor::randn(
+                0f32,
+                1.0,
+                (shape.batch, g.channels, g.height, g.width),
+                &dev,
+            )?)?;
+            let wv = candle_core::Var::from_tensor(&w)?;
+            let forward = best(&mut || x.conv2d(&wv, g.padding, g.stride, 1, 1).map(drop))?;
+            let y = x.conv2d(&wv, g.padding, g.stride, 1, 1)?;
+            let dy = Tensor::randn(0f32, 1.0, y.shape(), &dev)?;
+            let backward = best(&mut || (&y * &dy)?.sum_all()?.backward().map(drop))?;
+            Ok(PassSeconds { forward, backward, input_grad: None, weight_grad: None })
+        }
     }
 }
 
@@ -331,6 +589,10 @@ mod tests {
             (2, 4, 8, 3, 1, 2, 0),
             (2, 4, 5, 3, 1, 1, 0),
             (2, 3, 12, 4, 7, 2, 3),
+            // Several images per GEMM chunk, the last chunk shorter.
+            (40, 3, 4, 5, 3, 1, 1),
+            (40, 4, 8, 3, 1, 2, 0),
+            (70, 6, 4, 5, 3, 2, 1),
         ] {
             // candle's own backward mishandles odd sizes at stride 2, so the reference only sees even ones there.
             let wd = if s == 1 { h + 1 } else { h };

@@ -2,11 +2,12 @@
 //! CIFAR papers use (3×3 stride-1 conv1, no max-pool) and a width multiplier (1.0 = 64-128-256-512).
 //! The output is the globally average-pooled feature (512 × width).
 
-use candle_core::{Result, Tensor, D};
+use candle_core::{Result, Tensor};
 use candle_nn::init::{FanInOut, NonLinearity, NormalOrUniform};
 use candle_nn::{BatchNorm, Init, ModuleT, VarBuilder};
 
-use crate::conv::{Conv2d, ConvImpl};
+use crate::batch_norm::batch_norm_rows;
+use crate::conv::{ActLayout, Conv2d, ConvImpl};
 
 use crate::mlp::batch_norm;
 use crate::Error;
@@ -148,12 +149,31 @@ impl BasicBlock {
     }
 }
 
-impl ModuleT for BasicBlock {
-    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let y = self.bn1.forward_t(&x.apply(&self.conv1)?, train)?.relu()?;
-        let y = self.bn2.forward_t(&y.apply(&self.conv2)?, train)?;
+/// BatchNorm over the channels of activations in either layout, then a ReLU if `relu`:
+/// channels last is a `(N·H·W, C)` batch of feature vectors, normalised by the fused kernel.
+fn bn_in(bn: &BatchNorm, x: &Tensor, layout: ActLayout, relu: bool, train: bool) -> Result<Tensor> {
+    match layout {
+        ActLayout::ChannelsFirst => {
+            let y = bn.forward_t(x, train)?;
+            if relu {
+                y.relu()
+            } else {
+                Ok(y)
+            }
+        }
+        ActLayout::ChannelsLast => {
+            let (n, h, w, c) = x.dims4()?;
+            batch_norm_rows(bn, &x.reshape((n * h * w, c))?, relu, train)?.reshape((n, h, w, c))
+        }
+    }
+}
+
+impl BasicBlock {
+    fn forward_in(&self, x: &Tensor, layout: ActLayout, train: bool) -> Result<Tensor> {
+        let y = bn_in(&self.bn1, &self.conv1.forward_in(x, layout)?, layout, true, train)?;
+        let y = bn_in(&self.bn2, &self.conv2.forward_in(&y, layout)?, layout, false, train)?;
         let shortcut = match &self.downsample {
-            Some((c, bn)) => bn.forward_t(&x.apply(c)?, train)?,
+            Some((c, bn)) => bn_in(bn, &c.forward_in(x, layout)?, layout, false, train)?,
             None => x.clone(),
         };
         (y + shortcut)?.relu()
@@ -168,6 +188,7 @@ pub struct ResNet {
     max_pool: bool,
     blocks: Vec<BasicBlock>,
     output_dim: usize,
+    conv: ConvImpl,
 }
 
 impl ResNet {
@@ -188,7 +209,7 @@ impl ResNet {
                 cin = cout;
             }
         }
-        Ok(Self { conv1, bn1, max_pool: cfg.max_pool, blocks, output_dim: widths[3] })
+        Ok(Self { conv1, bn1, max_pool: cfg.max_pool, blocks, output_dim: widths[3], conv: cfg.conv })
     }
 
     pub fn output_dim(&self) -> usize {
@@ -197,15 +218,20 @@ impl ResNet {
 }
 
 impl ModuleT for ResNet {
+    /// `(N, C, H, W)` images in, `(N, output_dim)` features out; in between, the layout the
+    /// convolution kernels want.
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let mut x = self.bn1.forward_t(&x.apply(&self.conv1)?, train)?.relu()?;
+        let layout = self.conv.layout_for(x);
+        let x = layout.from_nchw(x)?;
+        let mut x = bn_in(&self.bn1, &self.conv1.forward_in(&x, layout)?, layout, true, train)?;
         if self.max_pool {
-            x = crate::max_pool::max_pool_3x3_s2(&x)?;
+            // Once per image at the stem: a layout round-trip costs less than a second kernel.
+            x = layout.from_nchw(&crate::max_pool::max_pool_3x3_s2(&layout.to_nchw(&x)?)?)?;
         }
         for block in &self.blocks {
-            x = block.forward_t(&x, train)?;
+            x = block.forward_in(&x, layout, train)?;
         }
-        x.mean(D::Minus1)?.mean(D::Minus1)
+        layout.global_average_pool(&x)
     }
 }
 
@@ -246,6 +272,46 @@ mod tests {
         net.forward_t(&x, true).unwrap();
         let after = map.named_vars().into_iter().find(|(n, _)| n == "bn1.running_mean").unwrap().1;
         assert_ne!(before, after.as_tensor().to_vec1::<f32>().unwrap(), "training mode updates running stats");
+    }
+
+    /// A few SGD steps through the channels-last im2col convolutions and fused BatchNorm follow
+    /// candle's reference kernels (channels first) in loss, features and running statistics.
+    #[test]
+    fn fast_kernels_train_like_the_reference() {
+        let dev = Device::Cpu;
+        let x = Tensor::randn(0f32, 1.0, (6, 3, 12, 12), &dev).unwrap();
+        let target = Tensor::randn(0f32, 1.0, (6, 64), &dev).unwrap();
+        let train = |conv: ConvImpl| {
+            let map = SeededVarMap::new(7);
+            let cfg = ResNetConfig { conv, ..ResNetConfig::resnet18(0.125) };
+            let net = ResNet::new(&cfg, map.builder(DType::F32, &dev)).unwrap();
+            let vars = map.named_vars();
+            let mut losses = Vec::new();
+            for _ in 0..4 {
+                let loss = (net.forward_t(&x, true).unwrap() - &target).unwrap().sqr().unwrap().mean_all().unwrap();
+                losses.push(loss.to_scalar::<f32>().unwrap());
+                let grads = loss.backward().unwrap();
+                for (name, v) in &vars {
+                    if let Some(g) = grads.get(v.as_tensor()).filter(|_| !name.contains("running_")) {
+                        v.set(&(v.as_tensor() - (g * 0.05).unwrap()).unwrap()).unwrap();
+                    }
+                }
+            }
+            let features: Vec<f32> = net.forward_t(&x, false).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+            let stats: Vec<f32> = vars
+                .iter()
+                .filter(|(n, _)| n.contains("running_"))
+                .flat_map(|(_, v)| v.as_tensor().to_vec1::<f32>().unwrap())
+                .collect();
+            (losses, features, stats)
+        };
+        let (l0, f0, s0) = train(ConvImpl::Candle);
+        let (l1, f1, s1) = train(ConvImpl::Im2col);
+        assert!(l0[3] < l0[0], "the loss falls: {l0:?}");
+        let close = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| (x - y).abs() <= 1e-4 * (1.0 + y.abs()));
+        assert!(close(&l1, &l0), "losses {l1:?} vs {l0:?}");
+        assert!(close(&f1, &f0), "evaluation-mode features differ");
+        assert!(close(&s1, &s0), "running statistics differ");
     }
 
     #[test]

@@ -160,3 +160,80 @@ pub fn augment_throughput(cfg: &AugmentBench) -> Result<AugmentResult> {
         views_per_second: (cfg.batches * cfg.batch * cfg.views) as f64 / seconds,
     })
 }
+
+/// `infomax bench conv`: GFLOP/s of each convolution pass at the shapes ResNet-18 uses.
+#[derive(Debug, Clone)]
+pub struct ConvBench {
+    pub width: f64,
+    pub batch: usize,
+    pub conv: ConvKernels,
+    /// Timed calls per pass (the best counts).
+    pub repetitions: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ConvPassRow {
+    pub channels: usize,
+    pub out_channels: usize,
+    pub side: usize,
+    pub kernel: usize,
+    pub stride: usize,
+    /// How many convolutions of this shape the network has.
+    pub count: usize,
+    pub forward_gflops: f64,
+    /// Input and weight gradients together.
+    pub backward_gflops: f64,
+    pub input_grad_gflops: Option<f64>,
+    pub weight_grad_gflops: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ConvBenchResult {
+    pub width: f64,
+    pub batch: usize,
+    pub rows: Vec<ConvPassRow>,
+    /// Over the whole network (every shape times its count): FLOPs over seconds, per pass.
+    pub network_forward_gflops: f64,
+    pub network_backward_gflops: f64,
+}
+
+pub fn conv_passes(cfg: &ConvBench) -> Result<ConvBenchResult> {
+    use infomax_model::conv::{time_passes, ConvShape};
+    if cfg.batch == 0 || cfg.repetitions == 0 {
+        return Err(Error::Run { run: "bench".into(), what: "--batch and --repetitions: at least 1 expected".into() });
+    }
+    let resnet = infomax_model::ResNetConfig::resnet18(cfg.width);
+    resnet.validate().map_err(|e| Error::Run { run: "bench".into(), what: e.to_string() })?;
+    let imp = match cfg.conv {
+        ConvKernels::Im2col => infomax_model::ConvImpl::Im2col,
+        ConvKernels::Candle => infomax_model::ConvImpl::Candle,
+    };
+    let gflops = |flops: f64, seconds: f64| flops / seconds / 1e9;
+    let (mut rows, mut flops, mut fwd_s, mut bwd_s) = (Vec::new(), 0.0, 0.0, 0.0);
+    for (shape, count) in ConvShape::resnet18(resnet.stage_widths(), cfg.batch, 32) {
+        let t = time_passes(shape, imp, cfg.repetitions)?;
+        let f = shape.flops();
+        flops += f * count as f64;
+        fwd_s += t.forward * count as f64;
+        bwd_s += t.backward * count as f64;
+        rows.push(ConvPassRow {
+            channels: shape.channels,
+            out_channels: shape.out_channels,
+            side: shape.side,
+            kernel: shape.kernel,
+            stride: shape.stride,
+            count,
+            forward_gflops: gflops(f, t.forward),
+            backward_gflops: gflops(2.0 * f, t.backward),
+            input_grad_gflops: t.input_grad.map(|s| gflops(f, s)),
+            weight_grad_gflops: t.weight_grad.map(|s| gflops(f, s)),
+        });
+    }
+    Ok(ConvBenchResult {
+        width: cfg.width,
+        batch: cfg.batch,
+        rows,
+        network_forward_gflops: gflops(flops, fwd_s),
+        network_backward_gflops: gflops(2.0 * flops, bwd_s),
+    })
+}

@@ -1,0 +1,186 @@
+#!/usr/bin/env python3
+"""The training step `infomax bench train-step` times, in PyTorch, for a side-by-side comparison.
+
+ResNet-18 (BasicBlock [2, 2, 2, 2], torchvision's layout) with the small-image stem (3x3 stride-1
+conv1, no max-pool) and a width multiplier; a projector Linear -> BN -> ReLU -> Linear per width
+(2048-2048 by default); VICReg's loss (25 / 25 / 1, eps 1e-4) on two views; LARS (momentum 0.9,
+weight decay 1e-6, eta 0.001, biases and BatchNorm parameters not adapted) as infomax's VICReg
+preset uses. Synthetic 32x32 images: pixel values do not change the cost.
+
+    python3 bench/torch_step.py --width 0.25 --batch 128 --threads 2 [--json]
+    python3 bench/torch_step.py ... --infomax target/release/infomax   # both, and the ratios
+
+PyTorch is never needed by infomax's build, tests or CI; this script is for anyone who has it.
+"""
+
+import argparse
+import json
+import platform
+import resource
+import subprocess
+import sys
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, cin, cout, stride):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.downsample = None
+        if stride != 1 or cin != cout:
+            self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        y = F.relu(self.bn1(self.conv1(x)))
+        y = self.bn2(self.conv2(y))
+        return F.relu(y + (x if self.downsample is None else self.downsample(x)))
+
+
+class ResNet18(nn.Module):
+    def __init__(self, width):
+        super().__init__()
+        widths = [max(1, round(c * width)) for c in (64, 128, 256, 512)]
+        self.conv1 = nn.Conv2d(3, widths[0], 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(widths[0])
+        blocks, cin = [], widths[0]
+        for stage, cout in enumerate(widths):
+            for b in range(2):
+                blocks.append(BasicBlock(cin, cout, 2 if stage > 0 and b == 0 else 1))
+                cin = cout
+        self.blocks = nn.Sequential(*blocks)
+        self.output_dim = widths[3]
+
+    def forward(self, x):
+        x = self.blocks(F.relu(self.bn1(self.conv1(x))))
+        return x.mean(dim=(2, 3))
+
+
+def projector(dims):
+    layers = []
+    for i in range(len(dims) - 2):
+        layers += [nn.Linear(dims[i], dims[i + 1]), nn.BatchNorm1d(dims[i + 1]), nn.ReLU(inplace=True)]
+    layers.append(nn.Linear(dims[-2], dims[-1], bias=False))
+    return nn.Sequential(*layers)
+
+
+def off_diagonal(m):
+    n = m.shape[0]
+    return m.flatten()[:-1].view(n - 1, n + 1)[:, 1:].flatten()
+
+
+def vicreg(x, y, sim=25.0, std=25.0, cov=1.0, eps=1e-4):
+    n, d = x.shape
+    repr_loss = F.mse_loss(x, y)
+    x, y = x - x.mean(0), y - y.mean(0)
+    std_x, std_y = torch.sqrt(x.var(0) + eps), torch.sqrt(y.var(0) + eps)
+    std_loss = (F.relu(1 - std_x).mean() + F.relu(1 - std_y).mean()) / 2
+    cov_x, cov_y = x.T @ x / (n - 1), y.T @ y / (n - 1)
+    cov_loss = off_diagonal(cov_x).pow(2).sum() / d + off_diagonal(cov_y).pow(2).sum() / d
+    return sim * repr_loss + std * std_loss + cov * cov_loss
+
+
+class LARS(torch.optim.Optimizer):
+    """SGD with momentum, weight decay and the layer-wise trust ratio, skipped for 1-d parameters."""
+
+    def __init__(self, params, lr, weight_decay=1e-6, momentum=0.9, eta=0.001):
+        super().__init__(params, dict(lr=lr, weight_decay=weight_decay, momentum=momentum, eta=eta))
+
+    @torch.no_grad()
+    def step(self):
+        for g in self.param_groups:
+            for p in g["params"]:
+                if p.grad is None:
+                    continue
+                dp = p.grad
+                if p.ndim > 1:
+                    dp = dp.add(p, alpha=g["weight_decay"])
+                    pn, un = torch.norm(p), torch.norm(dp)
+                    q = torch.where(pn > 0.0, torch.where(un > 0, (g["eta"] * pn / un), 1.0), 1.0)
+                    dp = dp.mul(q)
+                state = self.state[p]
+                if "mu" not in state:
+                    state["mu"] = torch.zeros_like(p)
+                mu = state["mu"]
+                mu.mul_(g["momentum"]).add_(dp)
+                p.add_(mu, alpha=-g["lr"])
+
+
+def torch_step(width, batch, steps, warmup, proj, threads):
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    net = ResNet18(width)
+    head = projector([net.output_dim] + proj)
+    params = list(net.parameters()) + list(head.parameters())
+    opt = LARS(params, lr=0.3 * batch / 256)
+    views = [torch.randn(batch, 3, 32, 32) for _ in range(2)]
+
+    def one():
+        opt.zero_grad(set_to_none=True)
+        z = [head(net(v)) for v in views]
+        loss = vicreg(z[0], z[1])
+        loss.backward()
+        opt.step()
+        return loss.item()
+
+    for _ in range(warmup):
+        one()
+    start = time.perf_counter()
+    for _ in range(steps):
+        one()
+    seconds = (time.perf_counter() - start) / steps
+    return {
+        "images_per_second": batch / seconds,
+        "seconds_per_step": seconds,
+        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "width": width,
+        "batch": batch,
+        "torch": torch.__version__,
+        "threads": threads,
+    }
+
+
+def infomax_step(binary, width, batch, steps, warmup, proj):
+    cmd = [binary, "bench", "train-step", "--width", str(width), "--batch", str(batch), "--steps", str(steps),
+           "--warmup", str(warmup), "--projector", ",".join(map(str, proj)), "--json"]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--width", type=float, default=1.0)
+    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--projector", default="2048,2048")
+    ap.add_argument("--threads", type=int, default=2, help="PyTorch intra-op threads (infomax: RAYON_NUM_THREADS)")
+    ap.add_argument("--infomax", help="also time this infomax binary on the same configuration and print ratios")
+    ap.add_argument("--json", action="store_true")
+    a = ap.parse_args()
+    proj = [int(p) for p in a.projector.split(",")]
+    if a.width <= 0 or a.batch < 2 or a.steps < 1 or not proj:
+        sys.exit("torch_step.py: --width > 0, --batch >= 2, --steps >= 1 and a projector are expected")
+    ours = infomax_step(a.infomax, a.width, a.batch, a.steps, a.warmup, proj) if a.infomax else None
+    theirs = torch_step(a.width, a.batch, a.steps, a.warmup, proj, a.threads)
+    if a.json:
+        print(json.dumps({"torch": theirs, "infomax": ours}))
+        return
+    cpu = platform.processor() or platform.machine()
+    print(f"width {a.width}, batch {a.batch}, projector {proj}, {a.threads} threads ({cpu})")
+    print(f"  PyTorch {theirs['torch']}: {theirs['images_per_second']:.1f} images/s, "
+          f"peak RSS {theirs['peak_rss_bytes'] / 1e9:.2f} GB")
+    if ours:
+        print(f"  infomax: {ours['images_per_second']:.1f} images/s, peak RSS {ours['peak_rss_bytes'] / 1e9:.2f} GB")
+        print(f"  infomax / PyTorch: {ours['images_per_second'] / theirs['images_per_second']:.2f}x images/s, "
+              f"{ours['peak_rss_bytes'] / theirs['peak_rss_bytes']:.2f}x peak memory")
+
+
+if __name__ == "__main__":
+    main()
