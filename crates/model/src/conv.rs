@@ -197,24 +197,44 @@ impl Geometry {
 /// `dst (m×n) = [dst +] lhs (m×k) · rhs (k×n)`, each operand given by its row and column strides.
 #[allow(clippy::too_many_arguments)]
 fn matmul(
-    (m, n, k): (usize, usize, usize),
+    dims: (usize, usize, usize),
     dst: &mut [f32],
+    accumulate: bool,
+    lhs: &[f32],
+    lhs_strides: (usize, usize),
+    rhs: &[f32],
+    rhs_strides: (usize, usize),
+) {
+    // SAFETY: a slice is valid and initialised for all its elements.
+    unsafe { matmul_raw(dims, dst.as_mut_ptr(), dst.len(), accumulate, lhs, lhs_strides, rhs, rhs_strides) }
+}
+
+/// [`matmul`] into raw memory: with `accumulate` false the GEMM writes every element of the
+/// `m × n` destination and reads none, so it may be uninitialised.
+///
+/// # Safety
+/// `dst` must be valid for writes of `dst_len` floats, and initialised when `accumulate`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn matmul_raw(
+    (m, n, k): (usize, usize, usize),
+    dst: *mut f32,
+    dst_len: usize,
     accumulate: bool,
     lhs: &[f32],
     (lhs_rs, lhs_cs): (usize, usize),
     rhs: &[f32],
     (rhs_rs, rhs_cs): (usize, usize),
 ) {
-    assert!(dst.len() >= m * n, "GEMM destination too short");
+    assert!(dst_len >= m * n, "GEMM destination too short");
     assert!(m == 0 || k == 0 || lhs.len() > (m - 1) * lhs_rs + (k - 1) * lhs_cs, "GEMM lhs too short");
     assert!(n == 0 || k == 0 || rhs.len() > (k - 1) * rhs_rs + (n - 1) * rhs_cs, "GEMM rhs too short");
-    // SAFETY: the asserts above keep every element the strides reach inside the slices.
+    // SAFETY: the asserts keep every element the strides reach inside the slices and `dst`.
     unsafe {
         gemm(
             m,
             n,
             k,
-            dst.as_mut_ptr(),
+            dst,
             1,
             n as isize,
             accumulate,
@@ -232,6 +252,26 @@ fn matmul(
             Parallelism::None,
         )
     }
+}
+
+thread_local! {
+    /// Each thread's im2col matrix, kept between calls: rebuilding a fresh zeroed buffer per
+    /// task cost a memset of the whole matrix every time (perf: ~8 % of a width-0.25 step).
+    static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` on this thread's scratch buffer of at least `len` floats (contents unspecified: `f`
+/// overwrites what it reads). A re-entrant call gets a fresh buffer instead of panicking.
+fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buf) => {
+            if buf.len() < len {
+                buf.resize(len, 0.0);
+            }
+            f(&mut buf[..len])
+        }
+        Err(_) => f(&mut vec![0.0; len]),
+    })
 }
 
 /// `(C_out, C_in, k, k)` into `(C_out, k, k, C_in)`: each output channel's taps pixel-major, as
@@ -299,22 +339,40 @@ impl CustomOp2 for ConvForward {
         let (rows, pos, co) = (g.rows(), g.positions(), g.out_channels);
         let taps = weight_to_taps(w, &g);
         let chunk = g.images_per_chunk(n);
-        let mut y = vec![0f32; n * pos * co];
-        y.par_chunks_mut(chunk * pos * co).zip(x.par_chunks(chunk * g.image_len())).for_each_init(
-            Vec::new,
-            |cols, (yc, xc)| {
+        let len = n * pos * co;
+        let mut y: Vec<f32> = Vec::with_capacity(len);
+        y.spare_capacity_mut()[..len]
+            .par_chunks_mut(chunk * pos * co)
+            .zip(x.par_chunks(chunk * g.image_len()))
+            .for_each(|(yc, xc)| {
                 let m = yc.len() / co;
-                let lhs: &[f32] = if g.is_pointwise() {
-                    xc
-                } else {
-                    cols.resize(m * rows, 0.0);
-                    g.im2col(xc, cols);
-                    cols
+                let mut gemm_into = |lhs: &[f32]| {
+                    // W'ᵀ: (rows × co) with row stride 1 and column stride rows. SAFETY: `yc` is
+                    // `m·co` floats of spare capacity, all written (not read) by this GEMM.
+                    unsafe {
+                        matmul_raw(
+                            (m, co, rows),
+                            yc.as_mut_ptr().cast(),
+                            yc.len(),
+                            false,
+                            lhs,
+                            (rows, 1),
+                            &taps,
+                            (1, rows),
+                        )
+                    }
                 };
-                // W'ᵀ: (rows × co) with row stride 1 and column stride rows.
-                matmul((m, co, rows), yc, false, lhs, (rows, 1), &taps, (1, rows));
-            },
-        );
+                if g.is_pointwise() {
+                    gemm_into(xc);
+                } else {
+                    with_scratch(m * rows, |cols| {
+                        g.im2col(xc, cols);
+                        gemm_into(cols);
+                    });
+                }
+            });
+        // SAFETY: the chunks above cover `len` floats and each was written in full by its GEMM.
+        unsafe { y.set_len(len) };
         Ok((CpuStorage::F32(y), Shape::from((n, g.out_h(), g.out_w(), co))))
     }
 
@@ -339,19 +397,17 @@ impl CustomOp2 for ConvInputGrad {
         let taps = weight_to_taps(w, &g);
         let chunk = g.images_per_chunk(n);
         let mut dx = vec![0f32; n * g.image_len()];
-        dx.par_chunks_mut(chunk * g.image_len()).zip(dy.par_chunks(chunk * pos * co)).for_each_init(
-            Vec::new,
-            |dcols, (dxc, dyc)| {
-                let m = dyc.len() / co;
-                if g.is_pointwise() {
-                    matmul((m, rows, co), dxc, false, dyc, (co, 1), &taps, (rows, 1));
-                } else {
-                    dcols.resize(m * rows, 0.0);
+        dx.par_chunks_mut(chunk * g.image_len()).zip(dy.par_chunks(chunk * pos * co)).for_each(|(dxc, dyc)| {
+            let m = dyc.len() / co;
+            if g.is_pointwise() {
+                matmul((m, rows, co), dxc, false, dyc, (co, 1), &taps, (rows, 1));
+            } else {
+                with_scratch(m * rows, |dcols| {
                     matmul((m, rows, co), dcols, false, dyc, (co, 1), &taps, (rows, 1));
                     g.col2im(dcols, dxc);
-                }
-            },
-        );
+                });
+            }
+        });
         Ok((CpuStorage::F32(dx), Shape::from((n, g.height, g.width, g.channels))))
     }
 }
@@ -367,24 +423,28 @@ impl CustomOp2 for ConvWeightGrad {
         let n = xl.dims()[0];
         let (rows, pos, co) = (g.rows(), g.positions(), g.out_channels);
         let chunk = g.images_per_chunk(n);
-        let zero = || (vec![0f32; co * rows], Vec::new());
         let taps = x
             .par_chunks(chunk * g.image_len())
             .zip(dy.par_chunks(chunk * pos * co))
-            .fold(zero, |(mut acc, mut cols), (xc, dyc)| {
-                let m = dyc.len() / co;
-                let rhs: &[f32] = if g.is_pointwise() {
-                    xc
-                } else {
-                    cols.resize(m * rows, 0.0);
-                    g.im2col(xc, &mut cols);
-                    &cols
-                };
-                // acc += dYᵀ · cols: dYᵀ is (co × m) with row stride 1 and column stride co.
-                matmul((co, rows, m), &mut acc, true, dyc, (1, co), rhs, (rows, 1));
-                (acc, cols)
-            })
-            .map(|(acc, _)| acc)
+            .fold(
+                || vec![0f32; co * rows],
+                |mut acc, (xc, dyc)| {
+                    let m = dyc.len() / co;
+                    // acc += dYᵀ · cols: dYᵀ is (co × m) with row stride 1 and column stride co.
+                    let accumulate = |acc: &mut [f32], rhs: &[f32]| {
+                        matmul((co, rows, m), acc, true, dyc, (1, co), rhs, (rows, 1));
+                    };
+                    if g.is_pointwise() {
+                        accumulate(&mut acc, xc);
+                    } else {
+                        with_scratch(m * rows, |cols| {
+                            g.im2col(xc, cols);
+                            accumulate(&mut acc, cols);
+                        });
+                    }
+                    acc
+                },
+            )
             .reduce(
                 || vec![0f32; co * rows],
                 |mut a, b| {

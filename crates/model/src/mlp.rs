@@ -90,15 +90,17 @@ impl Mlp {
     }
 }
 
+use crate::batch_norm::batch_norm_rows;
+
 impl ModuleT for Mlp {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let mut x = x.clone();
         for (lin, bn) in &self.hidden {
-            x = bn.forward_t(&x.apply(lin)?, train)?.relu()?;
+            x = batch_norm_rows(bn, &x.apply(lin)?, true, train)?;
         }
         let x = x.apply(&self.last)?;
         match &self.output_bn {
-            Some(bn) => bn.forward_t(&x, train),
+            Some(bn) => batch_norm_rows(bn, &x, false, train),
             None => Ok(x),
         }
     }

@@ -274,44 +274,70 @@ mod tests {
         assert_ne!(before, after.as_tensor().to_vec1::<f32>().unwrap(), "training mode updates running stats");
     }
 
-    /// A few SGD steps through the channels-last im2col convolutions and fused BatchNorm follow
-    /// candle's reference kernels (channels first) in loss, features and running statistics.
+    /// Through a few SGD steps, the channels-last im2col convolutions and fused BatchNorm give
+    /// the loss and every gradient that candle's reference kernels (channels first) give from
+    /// the same weights, and the same running statistics and evaluation-mode features. Both
+    /// networks take the reference's step, so they keep the same weights. The loss (continuous)
+    /// must agree to 1e-5; the gradients only to 10 % (L2): now and then one f32 rounding puts
+    /// a pre-activation of the last block (6 images × 2×2 positions) on the other side of its
+    /// ReLU's kink and every gradient moves by a few percent (seen: 2-5 % in about one run in
+    /// ten). A wiring error (layout, residual, ReLU placement) moves them by far more; the
+    /// kernels themselves are compared to 1e-4 on their own in `conv` and `batch_norm`.
     #[test]
     fn fast_kernels_train_like_the_reference() {
         let dev = Device::Cpu;
         let x = Tensor::randn(0f32, 1.0, (6, 3, 12, 12), &dev).unwrap();
         let target = Tensor::randn(0f32, 1.0, (6, 64), &dev).unwrap();
-        let train = |conv: ConvImpl| {
+        let build = |conv: ConvImpl| {
             let map = SeededVarMap::new(7);
             let cfg = ResNetConfig { conv, ..ResNetConfig::resnet18(0.125) };
             let net = ResNet::new(&cfg, map.builder(DType::F32, &dev)).unwrap();
-            let vars = map.named_vars();
-            let mut losses = Vec::new();
-            for _ in 0..4 {
-                let loss = (net.forward_t(&x, true).unwrap() - &target).unwrap().sqr().unwrap().mean_all().unwrap();
-                losses.push(loss.to_scalar::<f32>().unwrap());
-                let grads = loss.backward().unwrap();
-                for (name, v) in &vars {
-                    if let Some(g) = grads.get(v.as_tensor()).filter(|_| !name.contains("running_")) {
-                        v.set(&(v.as_tensor() - (g * 0.05).unwrap()).unwrap()).unwrap();
-                    }
-                }
-            }
-            let features: Vec<f32> = net.forward_t(&x, false).unwrap().flatten_all().unwrap().to_vec1().unwrap();
-            let stats: Vec<f32> = vars
-                .iter()
-                .filter(|(n, _)| n.contains("running_"))
-                .flat_map(|(_, v)| v.as_tensor().to_vec1::<f32>().unwrap())
-                .collect();
-            (losses, features, stats)
+            (map.named_vars(), net)
         };
-        let (l0, f0, s0) = train(ConvImpl::Candle);
-        let (l1, f1, s1) = train(ConvImpl::Im2col);
-        assert!(l0[3] < l0[0], "the loss falls: {l0:?}");
-        let close = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| (x - y).abs() <= 1e-4 * (1.0 + y.abs()));
-        assert!(close(&l1, &l0), "losses {l1:?} vs {l0:?}");
-        assert!(close(&f1, &f0), "evaluation-mode features differ");
-        assert!(close(&s1, &s0), "running statistics differ");
+        let (vars_ref, net_ref) = build(ConvImpl::Candle);
+        let (vars_fast, net_fast) = build(ConvImpl::Im2col);
+        let loss_of =
+            |net: &ResNet| (net.forward_t(&x, true).unwrap() - &target).unwrap().sqr().unwrap().mean_all().unwrap();
+        let values = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        // ‖a − b‖ / ‖b‖.
+        let rel_l2 = |a: &[f32], b: &[f32]| {
+            let d: f64 = a.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum();
+            let n: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
+            (d / n.max(1e-30)).sqrt()
+        };
+        let mut losses = Vec::new();
+        for step in 0..4 {
+            let (l_ref, l_fast) = (loss_of(&net_ref), loss_of(&net_fast));
+            let (g_ref, g_fast) = (l_ref.backward().unwrap(), l_fast.backward().unwrap());
+            let (a, b) = (l_fast.to_scalar::<f32>().unwrap(), l_ref.to_scalar::<f32>().unwrap());
+            assert!((a - b).abs() <= 1e-5 * b.abs(), "step {step}: loss {a} vs {b}");
+            losses.push(b);
+            let (mut all_fast, mut all_ref) = (Vec::new(), Vec::new());
+            for ((name, v_ref), (_, v_fast)) in
+                vars_ref.iter().zip(&vars_fast).filter(|((n, _), _)| !n.contains("running_"))
+            {
+                let gr = g_ref.get(v_ref.as_tensor()).unwrap();
+                let gf = g_fast.get(v_fast.as_tensor()).unwrap();
+                let (vf, vr) = (values(gf), values(gr));
+                let e = rel_l2(&vf, &vr);
+                assert!(e < 0.25, "step {step}: gradient of {name} differs by {e}");
+                all_fast.extend(vf);
+                all_ref.extend(vr);
+                let next = (v_ref.as_tensor() - (gr * 0.05).unwrap()).unwrap();
+                v_ref.set(&next).unwrap();
+                v_fast.set(&next).unwrap();
+            }
+            let e = rel_l2(&all_fast, &all_ref);
+            assert!(e < 0.1, "step {step}: the gradients differ by {e}");
+        }
+        assert!(losses[3] < losses[0], "the loss falls: {losses:?}");
+        for ((name, a), (_, b)) in vars_fast.iter().zip(&vars_ref).filter(|((n, _), _)| n.contains("running_")) {
+            let e = rel_l2(&values(a.as_tensor()), &values(b.as_tensor()));
+            assert!(e < 1e-5, "{name} differs by {e}");
+        }
+        let e =
+            rel_l2(&values(&net_fast.forward_t(&x, false).unwrap()), &values(&net_ref.forward_t(&x, false).unwrap()));
+        assert!(e < 1e-5, "evaluation-mode features differ by {e}");
     }
 
     #[test]
