@@ -15,6 +15,11 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp3, DType, Layout, Result, Shape
 use candle_nn::{BatchNorm, ModuleT};
 use rayon::prelude::*;
 
+use crate::cpu::f32_slice;
+
+/// The name the ops' errors carry.
+const OP: &str = "fused batch-norm";
+
 /// Elements per parallel task: enough work to amortise a task, small enough to share 2-64 cores
 /// whether the rows are many and narrow (a conv's pixels) or few and wide (a projector's batch).
 const ELEMENTS_PER_TASK: usize = 1 << 16;
@@ -22,17 +27,6 @@ const ELEMENTS_PER_TASK: usize = 1 << 16;
 /// Rows per task for `c` channels; at most 1024, so f32 sums within a task stay exact enough.
 fn rows_per_task(c: usize) -> usize {
     (ELEMENTS_PER_TASK / c.max(1)).clamp(8, 1024)
-}
-
-fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
-    let data = match s {
-        CpuStorage::F32(d) => d,
-        _ => candle_core::bail!("fused batch-norm: {what} must be f32"),
-    };
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&data[a..b]),
-        None => candle_core::bail!("fused batch-norm: {what} must be contiguous"),
-    }
 }
 
 /// Two per-channel sums over the rows of up to three aligned `(M, C)` arrays: `f(a, b, c, s, t)`
@@ -96,7 +90,7 @@ impl CustomOp1 for ChannelStats {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let c = l.dims()[1];
-        let (mean, var) = mean_and_variance(f32_slice(s, l, "input")?, c);
+        let (mean, var) = mean_and_variance(f32_slice(OP, s, l, "input")?, c);
         let out = mean.iter().chain(&var).map(|v| *v as f32).collect();
         Ok((CpuStorage::F32(out), Shape::from((2, c))))
     }
@@ -135,8 +129,8 @@ impl CustomOp3 for BatchNormTrain {
         bs: &CpuStorage,
         bl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let x = f32_slice(xs, xl, "input")?;
-        let (gamma, beta) = (f32_slice(gs, gl, "weight")?, f32_slice(bs, bl, "bias")?);
+        let x = f32_slice(OP, xs, xl, "input")?;
+        let (gamma, beta) = (f32_slice(OP, gs, gl, "weight")?, f32_slice(OP, bs, bl, "bias")?);
         let c = gamma.len();
         let (scale, shift, _, _) = self.affine(x, gamma, beta);
         let mut y = vec![0f32; x.len()];
@@ -194,9 +188,9 @@ impl CustomOp3 for BatchNormGrad {
         ds: &CpuStorage,
         dl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let x = f32_slice(xs, xl, "input")?;
-        let y = f32_slice(ys, yl, "output")?;
-        let dy = f32_slice(ds, dl, "output gradient")?;
+        let x = f32_slice(OP, xs, xl, "input")?;
+        let y = f32_slice(OP, ys, yl, "output")?;
+        let dy = f32_slice(OP, ds, dl, "output gradient")?;
         let c = self.gamma.len();
         let m = x.len() / c;
         let relu = self.op.relu;
@@ -291,12 +285,7 @@ mod tests {
     use candle_core::{Device, Var};
     use candle_nn::{VarBuilder, VarMap};
 
-    fn max_rel(a: &Tensor, b: &Tensor) -> f64 {
-        let a: Vec<f64> = a.to_dtype(DType::F64).unwrap().flatten_all().unwrap().to_vec1().unwrap();
-        let b: Vec<f64> = b.to_dtype(DType::F64).unwrap().flatten_all().unwrap().to_vec1().unwrap();
-        let scale = b.iter().fold(0f64, |m, v| m.max(v.abs())).max(1e-12);
-        a.iter().zip(&b).fold(0f64, |m, (x, y)| m.max((x - y).abs())) / scale
-    }
+    use crate::cpu::max_rel;
 
     /// Output, the gradients of x, γ and β, and the running statistics equal candle's
     /// `BatchNorm` followed by a ReLU, in training and in evaluation, over one and several row

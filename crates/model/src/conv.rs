@@ -19,6 +19,11 @@ use candle_core::{CpuStorage, CustomOp2, DType, Layout, Module, Result, Shape, T
 use gemm::{gemm, Parallelism};
 use rayon::prelude::*;
 
+use crate::cpu::f32_slice;
+
+/// The name the ops' errors carry.
+const OP: &str = "im2col convolution";
+
 /// Which convolution kernels a model uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ConvImpl {
@@ -303,17 +308,6 @@ fn taps_to_weight(taps: &[f32], g: &Geometry) -> Vec<f32> {
     out
 }
 
-fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
-    let data = match s {
-        CpuStorage::F32(d) => d,
-        _ => candle_core::bail!("im2col convolution: {what} must be f32"),
-    };
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&data[a..b]),
-        None => candle_core::bail!("im2col convolution: {what} must be contiguous"),
-    }
-}
-
 /// The forward convolution, `(x, w) → y` on channels-last `x`, with its backward built from the
 /// two ops below.
 #[derive(Debug, Clone, Copy)]
@@ -334,7 +328,7 @@ impl CustomOp2 for ConvForward {
 
     fn cpu_fwd(&self, xs: &CpuStorage, xl: &Layout, ws: &CpuStorage, wl: &Layout) -> Result<(CpuStorage, Shape)> {
         let g = self.0;
-        let (x, w) = (f32_slice(xs, xl, "input")?, f32_slice(ws, wl, "weight")?);
+        let (x, w) = (f32_slice(OP, xs, xl, "input")?, f32_slice(OP, ws, wl, "weight")?);
         let n = xl.dims()[0];
         let (rows, pos, co) = (g.rows(), g.positions(), g.out_channels);
         let taps = weight_to_taps(w, &g);
@@ -391,7 +385,7 @@ impl CustomOp2 for ConvInputGrad {
 
     fn cpu_fwd(&self, ds: &CpuStorage, dl: &Layout, ws: &CpuStorage, wl: &Layout) -> Result<(CpuStorage, Shape)> {
         let g = self.0;
-        let (dy, w) = (f32_slice(ds, dl, "output gradient")?, f32_slice(ws, wl, "weight")?);
+        let (dy, w) = (f32_slice(OP, ds, dl, "output gradient")?, f32_slice(OP, ws, wl, "weight")?);
         let n = dl.dims()[0];
         let (rows, pos, co) = (g.rows(), g.positions(), g.out_channels);
         let taps = weight_to_taps(w, &g);
@@ -419,7 +413,7 @@ impl CustomOp2 for ConvWeightGrad {
 
     fn cpu_fwd(&self, xs: &CpuStorage, xl: &Layout, ds: &CpuStorage, dl: &Layout) -> Result<(CpuStorage, Shape)> {
         let g = self.0;
-        let (x, dy) = (f32_slice(xs, xl, "input")?, f32_slice(ds, dl, "output gradient")?);
+        let (x, dy) = (f32_slice(OP, xs, xl, "input")?, f32_slice(OP, ds, dl, "output gradient")?);
         let n = xl.dims()[0];
         let (rows, pos, co) = (g.rows(), g.positions(), g.out_channels);
         let chunk = g.images_per_chunk(n);
@@ -630,14 +624,9 @@ pub fn time_passes(shape: ConvShape, imp: ConvImpl, repetitions: usize) -> Resul
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::{DType, Device, Var};
+    use candle_core::{Device, Var};
 
-    fn max_rel(a: &Tensor, b: &Tensor) -> f64 {
-        let a: Vec<f64> = a.to_dtype(DType::F64).unwrap().flatten_all().unwrap().to_vec1().unwrap();
-        let b: Vec<f64> = b.to_dtype(DType::F64).unwrap().flatten_all().unwrap().to_vec1().unwrap();
-        let scale = b.iter().fold(0f64, |m, v| m.max(v.abs())).max(1e-12);
-        a.iter().zip(&b).fold(0f64, |m, (x, y)| m.max((x - y).abs())) / scale
-    }
+    use crate::cpu::max_rel;
 
     /// Output, input gradient and weight gradient equal candle's reference implementation.
     #[test]

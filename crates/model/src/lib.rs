@@ -3,6 +3,7 @@
 
 pub mod batch_norm;
 pub mod conv;
+mod cpu;
 mod error;
 pub mod init;
 pub mod max_pool;

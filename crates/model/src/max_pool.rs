@@ -7,6 +7,8 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use crate::cpu::f32_slice;
+
 const K: usize = 3;
 const STRIDE: usize = 2;
 const PAD: usize = 1;
@@ -37,13 +39,6 @@ fn argmax(plane: &[f32], h: usize, w: usize, oy: usize, ox: usize) -> usize {
     at
 }
 
-fn f32_input<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
-    match (s, l.contiguous_offsets()) {
-        (CpuStorage::F32(d), Some((a, b))) => Ok(&d[a..b]),
-        _ => candle_core::bail!("max_pool_3x3_s2: a contiguous f32 tensor expected"),
-    }
-}
-
 struct MaxPoolForward;
 struct MaxPoolBackward;
 
@@ -53,7 +48,7 @@ impl CustomOp1 for MaxPoolForward {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let x = f32_input(s, l)?;
+        let x = f32_slice("max_pool_3x3_s2", s, l, "input")?;
         let (n, c, h, w) = l.shape().dims4()?;
         let (oh, ow) = (out_len(h), out_len(w));
         let mut y = vec![0f32; n * c * oh * ow];
@@ -78,7 +73,8 @@ impl CustomOp2 for MaxPoolBackward {
     }
 
     fn cpu_fwd(&self, xs: &CpuStorage, xl: &Layout, ds: &CpuStorage, dl: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (x, dy) = (f32_input(xs, xl)?, f32_input(ds, dl)?);
+        let (x, dy) =
+            (f32_slice("max_pool_3x3_s2", xs, xl, "input")?, f32_slice("max_pool_3x3_s2", ds, dl, "output gradient")?);
         let (n, c, h, w) = xl.shape().dims4()?;
         let (oh, ow) = (out_len(h), out_len(w));
         let mut dx = vec![0f32; n * c * h * w];
