@@ -1,6 +1,7 @@
 //! `infomax`: reproduce self-supervised learning papers' tables from experiment files.
 
 mod datasets;
+mod submit;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -93,9 +94,21 @@ enum Command {
         /// Do not draw progress bars.
         #[arg(long)]
         no_progress: bool,
+        /// Inside a Slurm job (`infomax submit` sets it): when SIGUSR1 (the time-limit warning)
+        /// or a SIGTERM at the time limit stops the sweep, requeue this job after the checkpoint,
+        /// so that it resumes there.
+        #[arg(long)]
+        slurm_requeue: bool,
         #[command(flatten)]
         html: HtmlDir,
     },
+    /// Submit an experiment's plan to a cluster: a Slurm job array (task i runs `reproduce
+    /// --shard i/N` into its own database in the job folder) and a job after it that merges the
+    /// databases and renders the report.
+    ///
+    /// Tasks checkpoint and requeue themselves when warned of their time limit, and resume where
+    /// they stopped. Submitting the same thing into the same folder again continues the sweep.
+    Submit(submit::SubmitArgs),
     /// Runs by state (finished, diverged, failed, interrupted, running, skipped, pending) with
     /// their last evaluation.
     Status {
@@ -324,6 +337,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             set,
             experiments_dir,
             no_progress,
+            slurm_requeue,
             html,
         } => {
             let path = infomax_runner::config::locate(&experiment, &experiments_dir)?;
@@ -345,6 +359,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 tracing::info!("{} / profile {profile}: {}", file.meta.name, p.about);
             }
             tracing::info!("{} runs planned; data from {}", plan.len(), data_root.display());
+            let stop = StopOnSignal::install();
             let ctx = RunContext {
                 data_root,
                 store: &store,
@@ -353,7 +368,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 code_version: infomax_runner::machine::code_version(),
                 machine,
                 checkpoints: cli.paths.db.with_extension("checkpoints"),
-                stop: stop_on_signal(),
+                stop: stop.flag.clone(),
             };
             let summary = infomax_runner::sweep::run_plan(&plan, &ctx)?;
             for (run, why) in &summary.skipped {
@@ -371,7 +386,19 @@ fn run(cli: Cli) -> Result<ExitCode> {
             println!("{} / {profile}: {} runs: {}", file.meta.name, plan.len(), summary.line());
             let report = infomax_report::render(&cli.paths.db, &html.dir)?;
             println!("report: {}", report.index.display());
+            if let (true, Some(_), Some(signal)) = (slurm_requeue, &summary.interrupted, stop.signal()) {
+                if let Some(job) = infomax_runner::slurm::job_to_requeue(signal)? {
+                    // Slurm ends this process once the requeue is accepted: say so first.
+                    println!("requeueing Slurm job {job}: it resumes from its checkpoint when it starts again");
+                    infomax_runner::slurm::requeue(&job)?;
+                    return Ok(ExitCode::SUCCESS);
+                }
+            }
             Ok(ExitCode::from(summary.exit_code()))
+        }
+        Command::Submit(args) => {
+            submit::submit(args, cli.paths.data_dir.clone())?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Status { experiment } => {
             if !cli.paths.db.is_file() {
@@ -582,22 +609,56 @@ fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-/// A flag raised by SIGINT or SIGTERM (a scheduler's stop): the trainer finishes its step, marks
-/// the run `interrupted` and the process exits with 130; a second signal ends it at once.
-fn stop_on_signal() -> std::sync::Arc<std::sync::atomic::AtomicBool> {
-    use std::sync::atomic::{AtomicBool, Ordering};
-    let flag = std::sync::Arc::new(AtomicBool::new(false));
-    let seen = flag.clone();
-    let installed = ctrlc::set_handler(move || {
-        if seen.swap(true, Ordering::SeqCst) {
-            std::process::exit(130);
+/// A flag raised by SIGINT, SIGTERM (a scheduler's stop) or SIGUSR1 (Slurm's time-limit
+/// warning): the trainer finishes its step, checkpoints, marks the run `interrupted` and the
+/// process exits with 130 (or requeues itself under `--slurm-requeue`); a second signal ends it
+/// at once.
+struct StopOnSignal {
+    flag: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    which: std::sync::Arc<std::sync::atomic::AtomicI32>,
+}
+
+impl StopOnSignal {
+    fn install() -> Self {
+        use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
+        use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+        let flag = std::sync::Arc::new(AtomicBool::new(false));
+        let which = std::sync::Arc::new(AtomicI32::new(0));
+        match signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGUSR1]) {
+            Ok(mut signals) => {
+                let (seen, last) = (flag.clone(), which.clone());
+                std::thread::spawn(move || {
+                    for sig in signals.forever() {
+                        if seen.swap(true, Ordering::SeqCst) {
+                            std::process::exit(130);
+                        }
+                        last.store(sig, Ordering::SeqCst);
+                        let name = match sig {
+                            SIGUSR1 => "SIGUSR1",
+                            SIGTERM => "SIGTERM",
+                            _ => "SIGINT",
+                        };
+                        eprintln!("{name} received: stopping after the current step (again to stop at once)");
+                    }
+                });
+            }
+            Err(e) => tracing::warn!(
+                "cannot catch SIGINT/SIGTERM/SIGUSR1 ({e}); an interrupted run resumes from its last checkpoint"
+            ),
         }
-        eprintln!("signal received: stopping after the current step (again to stop at once)");
-    });
-    if let Err(e) = installed {
-        tracing::warn!("cannot catch SIGINT/SIGTERM ({e}); an interrupted run resumes from its last checkpoint");
+        StopOnSignal { flag, which }
     }
-    flag
+
+    /// The signal that raised the flag, if one did.
+    fn signal(&self) -> Option<infomax_runner::slurm::StopSignal> {
+        use infomax_runner::slurm::StopSignal;
+        match self.which.load(std::sync::atomic::Ordering::SeqCst) {
+            signal_hook::consts::SIGUSR1 => Some(StopSignal::User1),
+            signal_hook::consts::SIGTERM => Some(StopSignal::Terminate),
+            signal_hook::consts::SIGINT => Some(StopSignal::Interrupt),
+            _ => None,
+        }
+    }
 }
 
 /// The plan as `--dry-run` prints it: each run with its state in the database, the fields that

@@ -13,6 +13,7 @@ pub mod method;
 pub mod optim;
 pub mod plan;
 pub mod probe;
+pub mod slurm;
 pub mod spec;
 pub mod store;
 pub mod sweep;
