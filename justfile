@@ -26,6 +26,11 @@ bench-torch:
     cargo build --release -p infomax-cli
     for wb in "1.0 128" "1.0 256" "0.5 128" "0.25 128" "0.25 256"; do set -- $wb; "${PYTHON:-python3}" bench/torch_step.py --width $1 --batch $2 --steps 3 --infomax target/release/infomax; done
 
+# infomax with candle's CUDA backend, into target/cuda/release/infomax: CUDA 13.0 from NVIDIA's PyPI
+# wheels into ~/.cache/infomax/cuda-venv, no GPU needed to build (CUDA_COMPUTE_CAP, default 90).
+build-cuda:
+    tools/cuda/build.sh
+
 # Re-render reports/*.html (index, a page per experiment and per run) from reports/results.sqlite.
 report *ARGS:
     cargo run --release -p infomax-cli -- report {{ARGS}}

@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use infomax_runner::bench::{train_step, TrainStepBench};
 use infomax_runner::plan::PlanOptions;
-use infomax_runner::spec::{ConvKernels, Method};
+use infomax_runner::spec::{ConvKernels, DeviceKind, Method};
 use infomax_runner::{ExperimentFile, Override, RunContext, Store};
 
 #[derive(Parser)]
@@ -94,6 +94,11 @@ enum Command {
         /// Do not draw progress bars.
         #[arg(long)]
         no_progress: bool,
+        /// Train on `cpu` or `cuda[:N]` (GPU N, default 0; needs a CUDA build: `just build-cuda`):
+        /// sets every run's `train.device`, as `--set train.device=…` would [default: the
+        /// experiment's, else cpu].
+        #[arg(long, value_name = "DEVICE")]
+        device: Option<infomax_runner::device::DeviceChoice>,
         /// Inside a Slurm job (`infomax submit` sets it): when SIGUSR1 (the time-limit warning)
         /// or a SIGTERM at the time limit stops the sweep, requeue this job after the checkpoint,
         /// so that it resumes there.
@@ -248,6 +253,9 @@ enum BenchCommand {
         /// Convolution kernels: im2col (GEMM-lowered) or candle (candle's reference kernels).
         #[arg(long, default_value = "im2col")]
         conv: ConvKernels,
+        /// cpu or cuda[:N] (a CUDA build: `just build-cuda`).
+        #[arg(long, default_value = "cpu", value_name = "DEVICE")]
+        device: infomax_runner::device::DeviceChoice,
         /// Print one JSON object instead of text.
         #[arg(long)]
         json: bool,
@@ -337,16 +345,27 @@ fn run(cli: Cli) -> Result<ExitCode> {
             set,
             experiments_dir,
             no_progress,
+            device: device_choice,
             slurm_requeue,
             html,
         } => {
             let path = infomax_runner::config::locate(&experiment, &experiments_dir)?;
             let file = ExperimentFile::load(&path)?;
-            let overrides = set.iter().map(|s| s.parse::<Override>()).collect::<Result<Vec<_>, _>>()?;
+            let mut overrides = set.iter().map(|s| s.parse::<Override>()).collect::<Result<Vec<_>, _>>()?;
+            if let Some(choice) = device_choice {
+                overrides.push(choice.override_text().parse::<Override>()?);
+            }
+            let cuda_ordinal = device_choice.map_or(0, |c| c.ordinal);
             let opts = PlanOptions { seeds, only, shard };
             let plan = infomax_runner::plan::plan(&file, &profile, &overrides, &opts)?;
             let data_root = infomax_data::root::data_root(cli.paths.data_dir.clone());
-            let machine = infomax_runner::machine::describe(&device);
+            let uses_cuda = plan.iter().any(|r| r.spec.train.device == DeviceKind::Cuda);
+            let run_device = if uses_cuda {
+                infomax_runner::device::open(DeviceKind::Cuda, cuda_ordinal).unwrap_or_else(|_| device.clone())
+            } else {
+                device.clone()
+            };
+            let machine = infomax_runner::machine::describe(&run_device);
             if dry_run {
                 // A dry run reads the database if there is one and never creates it.
                 let store = if cli.paths.db.is_file() { Some(Store::open(&cli.paths.db)?) } else { None };
@@ -363,7 +382,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let ctx = RunContext {
                 data_root,
                 store: &store,
-                device: device.clone(),
+                cuda_ordinal,
                 progress: !no_progress,
                 code_version: infomax_runner::machine::code_version(),
                 machine,
@@ -586,9 +605,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             warmup,
             projector,
             conv,
+            device: choice,
             json,
         }) => {
             let cfg = TrainStepBench { method, width, batch, views, steps, warmup, projector, conv };
+            let device = infomax_runner::device::open(choice.kind, choice.ordinal)?;
             let r = train_step(&cfg, &device)?;
             if json {
                 println!("{}", serde_json::to_string(&r)?);

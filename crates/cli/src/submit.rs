@@ -51,6 +51,10 @@ pub struct SubmitArgs {
     /// Keep only the cells with AXIS=VALUE (as `reproduce --only`).
     #[arg(long, value_name = "AXIS=VALUE")]
     only: Vec<String>,
+    /// cpu or cuda[:N] for every run (as `reproduce --device`); with --gpus-per-task each task
+    /// sees its own GPUs from index 0.
+    #[arg(long, value_name = "DEVICE")]
+    device: Option<String>,
     /// Override any field of every run (as `reproduce --set`).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
@@ -70,7 +74,10 @@ pub fn submit(args: SubmitArgs, data_dir: Option<PathBuf>) -> Result<()> {
     let experiment_text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     let file = ExperimentFile::load(&path)?;
     // The whole plan, resolved here, so that a bad option fails now rather than in N queued tasks.
-    let overrides = args.set.iter().map(|s| s.parse::<Override>()).collect::<Result<Vec<_>, _>>()?;
+    let mut overrides = args.set.iter().map(|s| s.parse::<Override>()).collect::<Result<Vec<_>, _>>()?;
+    if let Some(d) = &args.device {
+        overrides.push(d.parse::<infomax_runner::device::DeviceChoice>()?.override_text().parse::<Override>()?);
+    }
     let opts = PlanOptions { seeds: args.seeds, only: args.only.clone(), shard: None };
     let plan = infomax_runner::plan::plan(&file, &args.profile, &overrides, &opts)?;
     if args.shards > plan.len() {
@@ -93,6 +100,9 @@ pub fn submit(args: SubmitArgs, data_dir: Option<PathBuf>) -> Result<()> {
     }
     for s in &args.set {
         reproduce_args.extend(["--set".to_string(), s.clone()]);
+    }
+    if let Some(d) = &args.device {
+        reproduce_args.extend(["--device".to_string(), d.clone()]);
     }
     let sub = Submission {
         experiment: file.meta.name.clone(),

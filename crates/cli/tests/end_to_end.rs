@@ -52,6 +52,8 @@ fn every_method_trains_from_its_experiment_file() {
             &["loss.variance_reg"],
         ),
         ("simsiam", &["projector.widths=[64, 64]", "predictor.widths=[16, 64]"], &[]),
+        // bf16 products (rounded on the CPU as a GPU's bf16 products would be).
+        ("simclr", &["projector.widths=[64, 16]", "train.precision=\"bf16\""], &[]),
     ];
     for (i, (experiment, sets, method_terms)) in cases.iter().enumerate() {
         let mut args = vec!["reproduce", experiment, "--profile", "smoke", "--data-dir", data.to_str().unwrap()];
@@ -93,6 +95,18 @@ fn every_method_trains_from_its_experiment_file() {
             c.query_row("SELECT count(*) FROM evaluations WHERE run_id = ?1", [run_id], |r| r.get(0)).unwrap();
         assert_eq!(evals, 6, "{experiment}: two k-NN and the linear probe, before and after");
     }
+    // The bf16 run is its own run: its precision is in its configuration (and hash), while f32
+    // runs leave the default out.
+    let c = Connection::open(&db).unwrap();
+    let configs: Vec<String> = c
+        .prepare("SELECT config_json FROM runs ORDER BY id")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert!(configs.last().unwrap().contains(r#""precision":"bf16""#), "{}", configs.last().unwrap());
+    assert!(configs[..configs.len() - 1].iter().all(|c| !c.contains("precision") && !c.contains("device")));
 }
 
 #[test]
@@ -259,6 +273,28 @@ fn bad_overrides_and_unknown_experiments_name_what_is_wrong() {
     assert!(text(&o).contains("no experiment named `nonesuch`") && text(&o).contains("smoke"), "{}", text(&o));
     let o = infomax(&["reproduce", "smoke", "--profile", "huge", "--db", db.to_str().unwrap()]);
     assert!(text(&o).contains("no profile `huge`") && text(&o).contains("paper"), "{}", text(&o));
+}
+
+/// `--device`: a malformed one is refused before anything runs; `cuda` on a CPU-only build fails
+/// the run before it has a row, saying how to build with CUDA (CI's build has no CUDA).
+#[test]
+fn devices_are_checked_before_a_run_starts() {
+    let data = data_root();
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("r.sqlite");
+    let base = ["reproduce", "smoke", "--db", db.to_str().unwrap(), "--data-dir", data.to_str().unwrap()];
+    let o = infomax(&[&base[..], &["--device", "gpu"]].concat());
+    assert!(!o.status.success());
+    assert!(text(&o).contains("--device gpu") && text(&o).contains("cuda:N"), "{}", text(&o));
+    let o =
+        infomax(&[&base[..], &["--device", "cuda:1", "--no-progress", "--out", tmp.path().to_str().unwrap()]].concat());
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("--device cuda:1") && text(&o).contains("just build-cuda"), "{}", text(&o));
+    let c = Connection::open(&db).unwrap();
+    let rows: i64 = c.query_row("SELECT COUNT(*) FROM runs", [], |r| r.get(0)).unwrap();
+    assert_eq!(rows, 0, "a run that cannot open its device has no row");
+    let o = infomax(&["bench", "train-step", "--device", "cuda", "--steps", "1"]);
+    assert!(!o.status.success() && text(&o).contains("just build-cuda"), "{}", text(&o));
 }
 
 #[test]

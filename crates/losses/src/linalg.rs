@@ -4,7 +4,8 @@
 //!
 //! Both compute in f64 on the host whatever the tensor's dtype and device: the matrices are
 //! emb × emb (64-128 in the papers) and emb × w_size, so the copy is cheap and the factorisation
-//! keeps its precision. nalgebra does the factorisation and the solves; the backward formulas are
+//! keeps its precision. On a GPU the operands make a host round trip (`to_device`, which candle
+//! differentiates), so the ops' gradients reach the GPU graph unchanged. nalgebra does the factorisation and the solves; the backward formulas are
 //! the ones PyTorch uses (Murray 2016, "Differentiation of the Cholesky decomposition"):
 //!
 //! - `L = chol(A)`: `Ā = L⁻ᵀ Φ(Lᵀ L̄) L⁻¹`, with `Φ(M) = ½ (tril(M) + tril(M, −1)ᵀ)` — symmetric,
@@ -139,6 +140,10 @@ impl CustomOp2 for SolveLower {
 /// The lower-triangular Cholesky factor `L` of a symmetric positive-definite `A = L Lᵀ`, or
 /// `None` when `A` is not (numerically) positive definite — never NaNs.
 pub fn cholesky(a: &Tensor) -> candle_core::Result<Option<Tensor>> {
+    if !a.device().is_cpu() {
+        let factor = cholesky(&a.to_device(&candle_core::Device::Cpu)?)?;
+        return factor.map(|l| l.to_device(a.device())).transpose();
+    }
     let host = tensor_to_matrix(a)?;
     if !host.is_square() {
         return Err(candle_core::Error::Msg(format!("cholesky needs a square matrix, got {:?}", a.dims())));
@@ -149,6 +154,10 @@ pub fn cholesky(a: &Tensor) -> candle_core::Result<Option<Tensor>> {
 
 /// `X = L⁻¹ B` for a lower-triangular `L` (its upper triangle is ignored).
 pub fn solve_lower_triangular(l: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
+    if !b.device().is_cpu() {
+        let cpu = candle_core::Device::Cpu;
+        return solve_lower_triangular(&l.to_device(&cpu)?, &b.to_device(&cpu)?)?.to_device(b.device());
+    }
     l.contiguous()?.apply_op2(&b.contiguous()?, SolveLower)
 }
 

@@ -458,12 +458,18 @@ pub struct Conv2d {
     stride: usize,
     padding: usize,
     imp: ConvImpl,
+    precision: crate::Precision,
 }
 
 impl Conv2d {
     /// `weight` is `(C_out, C_in, k, k)` in either layout.
     pub fn new(weight: Tensor, stride: usize, padding: usize, imp: ConvImpl) -> Self {
-        Self { weight, stride, padding, imp }
+        Self { weight, stride, padding, imp, precision: crate::Precision::F32 }
+    }
+
+    /// The same convolution in `precision` (bf16 runs channels first, on candle's kernels).
+    pub fn with_precision(self, precision: crate::Precision) -> Self {
+        Self { precision, ..self }
     }
 
     pub fn weight(&self) -> &Tensor {
@@ -474,8 +480,13 @@ impl Conv2d {
     /// same layout.
     pub fn forward_in(&self, x: &Tensor, layout: ActLayout) -> Result<Tensor> {
         match layout {
-            ActLayout::ChannelsFirst => x.conv2d(&self.weight, self.padding, self.stride, 1, 1),
+            ActLayout::ChannelsFirst => {
+                self.precision.apply(x, &self.weight, |x, w| x.conv2d(w, self.padding, self.stride, 1, 1))
+            }
             ActLayout::ChannelsLast => {
+                if self.precision != crate::Precision::F32 {
+                    candle_core::bail!("conv2d: channels-last activations are f32 only");
+                }
                 if !(x.device().is_cpu() && x.dtype() == DType::F32) {
                     candle_core::bail!("conv2d: channels-last activations need the CPU and f32");
                 }
@@ -502,7 +513,8 @@ impl Conv2d {
 impl Module for Conv2d {
     /// `(N, C, H, W)` in and out, whichever kernels run.
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let layout = self.imp.layout_for(x);
+        let layout =
+            if self.precision == crate::Precision::F32 { self.imp.layout_for(x) } else { ActLayout::ChannelsFirst };
         layout.to_nchw(&self.forward_in(&layout.from_nchw(x)?, layout)?)
     }
 }

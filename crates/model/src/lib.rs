@@ -15,3 +15,36 @@ pub use error::{Error, Result};
 pub use init::SeededVarMap;
 pub use mlp::{Mlp, MlpConfig};
 pub use resnet::{ResNet, ResNetConfig};
+
+use candle_core::{DType, Tensor};
+
+/// The arithmetic of convolutions and matrix products: f32, or bf16 as PyTorch's autocast does
+/// it — operands cast to bfloat16, the product cast back to the input's type. Weights, BatchNorm
+/// and everything after the heads stay f32. candle's CPU has no bf16 products, so there the
+/// operands and the product are rounded to bf16 and the product runs in f32: the numbers of a
+/// GPU's bf16 product (bf16 operands, f32 accumulation, a bf16 result), at f32 speed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Precision {
+    #[default]
+    F32,
+    Bf16,
+}
+
+impl Precision {
+    /// `op` on `a` and `b` in this precision, its result in `a`'s type.
+    pub fn apply(
+        self,
+        a: &Tensor,
+        b: &Tensor,
+        op: impl Fn(&Tensor, &Tensor) -> candle_core::Result<Tensor>,
+    ) -> candle_core::Result<Tensor> {
+        match self {
+            Precision::F32 => op(a, b),
+            Precision::Bf16 if a.device().is_cpu() => {
+                let round = |t: &Tensor| t.to_dtype(DType::BF16)?.to_dtype(a.dtype());
+                round(&op(&round(a)?, &round(b)?)?)
+            }
+            Precision::Bf16 => op(&a.to_dtype(DType::BF16)?, &b.to_dtype(DType::BF16)?)?.to_dtype(a.dtype()),
+        }
+    }
+}

@@ -89,15 +89,38 @@ impl CustomOp2 for MaxPoolBackward {
     }
 }
 
-/// ResNet's stem max-pool: 3×3 window, stride 2, padding 1, with a gradient on the CPU (f32).
-/// Elsewhere it is candle's (forward only: training there needs issue-8 kernels).
+/// ResNet's stem max-pool: 3×3 window, stride 2, padding 1, with a gradient. On the CPU (f32) a
+/// kernel of its own; elsewhere (a GPU), the maximum of the nine strided shifts of the
+/// edge-padded input, from differentiable candle ops — candle's `max_pool2d` has no gradient when
+/// the window differs from the stride. Edge padding never changes a window's maximum: the
+/// repeated value is in the window already.
 pub fn max_pool_3x3_s2(x: &Tensor) -> Result<Tensor> {
     if x.device().is_cpu() && x.dtype() == candle_core::DType::F32 {
         x.contiguous()?.apply_op1(MaxPoolForward)
     } else {
-        use candle_core::D;
-        x.pad_with_same(D::Minus1, 1, 1)?.pad_with_same(D::Minus2, 1, 1)?.max_pool2d_with_stride(K, STRIDE)
+        max_pool_by_shifts(x)
     }
+}
+
+fn max_pool_by_shifts(x: &Tensor) -> Result<Tensor> {
+    use candle_core::D;
+    let (n, c, h, w) = x.dims4()?;
+    let (ho, wo) = ((h + 2 - K) / STRIDE + 1, (w + 2 - K) / STRIDE + 1);
+    // One before, and after enough that each of the three shifts has room for `out` strided picks.
+    let padded = x.pad_with_same(D::Minus1, 1, (2 * wo + 1).saturating_sub(w))?;
+    let padded = padded.pad_with_same(D::Minus2, 1, (2 * ho + 1).saturating_sub(h))?;
+    let mut out: Option<Tensor> = None;
+    for dy in 0..K {
+        let rows = padded.narrow(2, dy, 2 * ho)?.reshape((n, c, ho, 2, padded.dim(3)?))?.narrow(3, 0, 1)?.squeeze(3)?;
+        for dx in 0..K {
+            let shift = rows.narrow(3, dx, 2 * wo)?.reshape((n, c, ho, wo, 2))?.narrow(4, 0, 1)?.squeeze(4)?;
+            out = Some(match out {
+                None => shift,
+                Some(m) => m.maximum(&shift)?,
+            });
+        }
+    }
+    Ok(out.expect("a 3×3 window has nine shifts"))
 }
 
 #[cfg(test)]
@@ -153,5 +176,32 @@ mod tests {
         let total: f32 = g.iter().sum();
         let up: f32 = upstream.sum_all().unwrap().to_scalar().unwrap();
         assert!((total - up).abs() < 1e-4);
+    }
+
+    /// The off-CPU path (nine strided shifts of candle ops) equals the CPU kernel in value and
+    /// gradient, on odd and even sizes; it runs here on the CPU, as it would on a GPU.
+    #[test]
+    fn the_shift_composition_equals_the_kernel() {
+        use rand::seq::SliceRandom;
+        use rand::SeedableRng;
+        let dev = Device::Cpu;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+        for (h, w) in [(8, 8), (7, 9), (5, 6)] {
+            let n = 2 * 3 * h * w;
+            let mut values: Vec<f32> = (0..n).map(|i| i as f32 * 0.01).collect();
+            values.shuffle(&mut rng);
+            let x = Var::from_tensor(&Tensor::from_vec(values, (2, 3, h, w), &dev).unwrap()).unwrap();
+            let kernel = max_pool_3x3_s2(x.as_tensor()).unwrap();
+            let shifts = max_pool_by_shifts(x.as_tensor()).unwrap();
+            assert_eq!(kernel.dims(), shifts.dims());
+            let diff = (&kernel - &shifts).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+            assert_eq!(diff, 0.0, "{h}×{w}");
+            let upstream = Tensor::randn(0f32, 1.0, kernel.dims(), &dev).unwrap();
+            let grad = |y: Tensor| (y * &upstream).unwrap().sum_all().unwrap().backward().unwrap();
+            let (gk, gs) = (grad(kernel), grad(shifts));
+            let (gk, gs) = (gk.get(x.as_tensor()).unwrap(), gs.get(x.as_tensor()).unwrap());
+            let diff = (gk - gs).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+            assert!(diff < 1e-6, "{h}×{w}: gradients differ by {diff}");
+        }
     }
 }

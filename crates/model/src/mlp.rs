@@ -22,6 +22,8 @@ pub struct MlpConfig {
     /// Whether that BatchNorm has a learnable scale and shift. SimSiam's has none (a learnable
     /// scale could shrink dimensions away); the W-MSE code's SimCLR `bn_last` has them.
     pub output_bn_affine: bool,
+    /// Arithmetic of the Linears' products.
+    pub precision: crate::Precision,
 }
 
 impl MlpConfig {
@@ -64,6 +66,19 @@ pub struct Mlp {
     hidden: Vec<(Linear, BatchNorm)>,
     last: Linear,
     output_bn: Option<BatchNorm>,
+    precision: crate::Precision,
+}
+
+/// `x Wᵀ + b` with the product in `precision` (the bias added in f32).
+fn linear_in(l: &Linear, x: &Tensor, precision: crate::Precision) -> Result<Tensor> {
+    if precision == crate::Precision::F32 {
+        return x.apply(l);
+    }
+    let y = precision.apply(x, l.weight(), |x, w| x.matmul(&w.t()?))?;
+    match l.bias() {
+        Some(b) => y.broadcast_add(b),
+        None => Ok(y),
+    }
 }
 
 impl Mlp {
@@ -86,7 +101,7 @@ impl Mlp {
         } else {
             None
         };
-        Ok(Self { hidden, last, output_bn })
+        Ok(Self { hidden, last, output_bn, precision: cfg.precision })
     }
 }
 
@@ -96,9 +111,9 @@ impl ModuleT for Mlp {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let mut x = x.clone();
         for (lin, bn) in &self.hidden {
-            x = batch_norm_rows(bn, &x.apply(lin)?, true, train)?;
+            x = batch_norm_rows(bn, &linear_in(lin, &x, self.precision)?, true, train)?;
         }
-        let x = x.apply(&self.last)?;
+        let x = linear_in(&self.last, &x, self.precision)?;
         match &self.output_bn {
             Some(bn) => batch_norm_rows(bn, &x, false, train),
             None => Ok(x),
@@ -123,6 +138,7 @@ mod tests {
             last_bias: false,
             output_bn: true,
             output_bn_affine: true,
+            precision: crate::Precision::F32,
         };
         let mlp = Mlp::new(&cfg, vb).unwrap();
         let x = Tensor::ones((5, 8), DType::F32, &Device::Cpu).unwrap();
@@ -147,6 +163,7 @@ mod tests {
             last_bias: false,
             output_bn: true,
             output_bn_affine: false,
+            precision: crate::Precision::F32,
         };
         let mlp = Mlp::new(&cfg, vb).unwrap();
         let names: Vec<String> = map.named_vars().into_iter().map(|(n, _)| n).collect();
@@ -168,6 +185,7 @@ mod tests {
             last_bias: false,
             output_bn: false,
             output_bn_affine: true,
+            precision: crate::Precision::F32,
         };
         assert!(cfg.validate().unwrap_err().to_string().contains("projector"));
     }

@@ -4,6 +4,7 @@
 pub mod bench;
 pub mod checkpoint;
 pub mod config;
+pub mod device;
 mod error;
 pub mod eval;
 pub mod export;
@@ -28,7 +29,7 @@ pub use train::{execute, RunContext, RunOutcome};
 
 pub use candle_core::Device;
 
-/// The CPU; device selection (`--device cuda[:N]`) arrives with the GPU path.
+/// The CPU: runs train there unless their `train.device` (or `--device`) says `cuda`.
 pub fn default_device() -> Device {
     Device::Cpu
 }

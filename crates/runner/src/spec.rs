@@ -77,6 +77,7 @@ impl EncoderSpec {
                 ConvKernels::Im2col => infomax_model::ConvImpl::Im2col,
                 ConvKernels::Candle => infomax_model::ConvImpl::Candle,
             },
+            precision: infomax_model::Precision::F32,
         }
     }
 }
@@ -98,6 +99,40 @@ impl std::str::FromStr for ConvKernels {
             other => Err(format!("`im2col` or `candle` expected, got `{other}`")),
         }
     }
+}
+
+/// Where a run trains. `cuda` is the GPU that `--device cuda:N` names (0 unless given): the index
+/// is the machine's business, not the run's, so it is not part of the run's identity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DeviceKind {
+    #[default]
+    Cpu,
+    Cuda,
+}
+
+/// The arithmetic of convolutions and matrix products. `bf16` casts their operands to bfloat16
+/// and their results back to f32, as PyTorch's autocast does; BatchNorm, the losses' statistics,
+/// W-MSE's whitening and the optimiser stay f32, as do the weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Precision {
+    #[default]
+    F32,
+    Bf16,
+}
+
+impl Precision {
+    pub fn model(self) -> infomax_model::Precision {
+        match self {
+            Precision::F32 => infomax_model::Precision::F32,
+            Precision::Bf16 => infomax_model::Precision::Bf16,
+        }
+    }
+}
+
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
 }
 
 /// A second branch with its own weights, for the odd-numbered views (VICReg's Table 5): the same
@@ -240,6 +275,12 @@ pub struct TrainSpec {
     pub views: usize,
     /// Train on the first N training images (0 = all).
     pub train_images: usize,
+    /// `cpu` or `cuda`; left out of the canonical JSON when `cpu`, so CPU runs keep their hashes.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub device: DeviceKind,
+    /// `f32` or `bf16` (autocast-style convolutions and matrix products); left out when `f32`.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub precision: Precision,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -385,7 +426,14 @@ impl RunSpec {
             byol: None,
             variance_reg: None,
             optimizer: lars.clone(),
-            train: TrainSpec { epochs: 1000, batch_size: 256, views: 2, train_images: 0 },
+            train: TrainSpec {
+                epochs: 1000,
+                batch_size: 256,
+                views: 2,
+                train_images: 0,
+                device: DeviceKind::Cpu,
+                precision: Precision::F32,
+            },
             augment: Self::augment_defaults(Preset::Wmse, dataset),
             eval: EvalSpec {
                 bank_images: 0,

@@ -27,7 +27,8 @@ const PREFETCH_BATCHES: usize = 2;
 pub struct RunContext<'a> {
     pub data_root: PathBuf,
     pub store: &'a Store,
-    pub device: Device,
+    /// The GPU a `train.device = "cuda"` run uses (`--device cuda:N`).
+    pub cuda_ordinal: usize,
     /// Draw progress bars (they also hide themselves when stderr is not a terminal).
     pub progress: bool,
     pub code_version: String,
@@ -107,6 +108,8 @@ pub fn execute(spec: &RunSpec, ctx: &RunContext) -> Result<RunOutcome> {
         return Ok(RunOutcome::AlreadyDone { run_id, status });
     }
     let data = RunData::load(spec, &ctx.data_root)?;
+    // A device that cannot be opened is bad input too: it fails before a run row exists.
+    let device = crate::device::open(spec.train.device, ctx.cuda_ordinal)?;
     let ckpt_dir = checkpoint::dir_for(&ctx.checkpoints, &hash);
     let (run_id, resume) = match ctx.store.unfinished_run(&hash)? {
         Some(run_id) => {
@@ -143,7 +146,7 @@ pub fn execute(spec: &RunSpec, ctx: &RunContext) -> Result<RunOutcome> {
             (ctx.store.start_run(spec, &ctx.code_version, &ctx.machine)?, None)
         }
     };
-    match train_and_evaluate(spec, ctx, &data, run_id, &ckpt_dir, resume) {
+    match train_and_evaluate(spec, ctx, &device, &data, run_id, &ckpt_dir, resume) {
         Ok(outcome) => {
             match &outcome {
                 RunOutcome::Diverged { epoch, step, .. } => {
@@ -169,6 +172,7 @@ pub fn execute(spec: &RunSpec, ctx: &RunContext) -> Result<RunOutcome> {
 fn train_and_evaluate(
     spec: &RunSpec,
     ctx: &RunContext,
+    device: &Device,
     data: &RunData,
     run_id: i64,
     ckpt_dir: &std::path::Path,
@@ -180,7 +184,7 @@ fn train_and_evaluate(
     let bank_idx: Vec<usize> = (0..bank_n).collect();
     let test_idx: Vec<usize> = (0..test_n).collect();
 
-    let net = Network::new(spec, &ctx.device)?;
+    let net = Network::new(spec, device)?;
     let objective = Objective::for_spec(spec);
     let o = &spec.optimizer;
     let mut opt = optimizer_for(spec, &net);
@@ -196,13 +200,11 @@ fn train_and_evaluate(
     let evaluate = |epoch: usize| -> Result<()> {
         let pb = bar(ctx, (bank_n + test_n) as u64, format!("eval ep {epoch}"));
         let classes = full_train.num_classes();
-        let bank =
-            extract_features(&net, full_train, &bank_idx, &spec.augment, spec.eval.batch_size, &ctx.device, |n| {
-                pb.inc(n as u64)
-            })?;
-        let queries = extract_features(&net, test, &test_idx, &spec.augment, spec.eval.batch_size, &ctx.device, |n| {
+        let bank = extract_features(&net, full_train, &bank_idx, &spec.augment, spec.eval.batch_size, device, |n| {
             pb.inc(n as u64)
         })?;
+        let queries =
+            extract_features(&net, test, &test_idx, &spec.augment, spec.eval.batch_size, device, |n| pb.inc(n as u64))?;
         pb.finish_and_clear();
         let knn5 = knn_euclidean_majority(&bank, &queries, 5, classes)?;
         let knn200 = knn_cosine_weighted(&bank, &queries, 200, 0.1, classes)?;
@@ -291,7 +293,7 @@ fn train_and_evaluate(
                     .recv()
                     .map_err(|_| Error::Run { run: spec.hash(), what: "the augmentation thread stopped".into() })?
                     .into_iter()
-                    .map(|v| Tensor::from_vec(v, (b, 3, side, side), &ctx.device))
+                    .map(|v| Tensor::from_vec(v, (b, 3, side, side), device))
                     .collect::<candle_core::Result<Vec<_>>>()?;
                 lr = schedule.lr(step);
                 let step_ctx = StepContext {

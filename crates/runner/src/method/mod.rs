@@ -55,7 +55,7 @@ pub struct Branch {
     joint_views: bool,
 }
 
-fn head(spec: &HeadSpec, input: usize) -> MlpConfig {
+fn head(spec: &HeadSpec, input: usize, precision: crate::spec::Precision) -> MlpConfig {
     MlpConfig {
         input,
         widths: spec.widths.clone(),
@@ -63,6 +63,7 @@ fn head(spec: &HeadSpec, input: usize) -> MlpConfig {
         last_bias: spec.last_bias,
         output_bn: spec.output_bn,
         output_bn_affine: spec.output_bn_affine,
+        precision: precision.model(),
     }
 }
 
@@ -76,8 +77,10 @@ impl Branch {
             let b = spec.branch_b.as_ref().expect("a second branch is built only when the spec has one");
             enc = b.encoder.resnet();
         }
+        enc.precision = spec.train.precision.model();
         let encoder = ResNet::new(&enc, vb.pp("encoder"))?;
-        let projector = Mlp::new(&head(&spec.projector, encoder.output_dim()), vb.pp("projector"))?;
+        let projector =
+            Mlp::new(&head(&spec.projector, encoder.output_dim(), spec.train.precision), vb.pp("projector"))?;
         Ok(Self { encoder, projector, joint_views: spec.projector.joint_views })
     }
 
@@ -124,7 +127,7 @@ impl Network {
         let predictor = match &spec.predictor {
             Some(p) => {
                 let vb = vars.builder(DType::F32, device);
-                Some(Mlp::new(&head(p, spec.embedding_dim()), vb.pp("predictor"))?)
+                Some(Mlp::new(&head(p, spec.embedding_dim(), spec.train.precision), vb.pp("predictor"))?)
             }
             None => None,
         };
