@@ -112,25 +112,29 @@ class LARS(torch.optim.Optimizer):
                 p.add_(mu, alpha=-g["lr"])
 
 
-def torch_step(width, batch, steps, warmup, proj, threads):
+def torch_step(width, batch, steps, warmup, proj, threads, device="cpu", precision="f32"):
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    net = ResNet18(width)
-    head = projector([net.output_dim] + proj)
+    net = ResNet18(width).to(device)
+    head = projector([net.output_dim] + proj).to(device)
     params = list(net.parameters()) + list(head.parameters())
     opt = LARS(params, lr=0.3 * batch / 256)
-    views = [torch.randn(batch, 3, 32, 32) for _ in range(2)]
+    views = [torch.randn(batch, 3, 32, 32, device=device) for _ in range(2)]
+    cuda = device.startswith("cuda")
 
     def one():
         opt.zero_grad(set_to_none=True)
-        z = [head(net(v)) for v in views]
-        loss = vicreg(z[0], z[1])
+        with torch.autocast(device.split(":")[0], dtype=torch.bfloat16, enabled=precision == "bf16"):
+            z = [head(net(v)) for v in views]
+        loss = vicreg(z[0].float(), z[1].float())
         loss.backward()
         opt.step()
-        return loss.item()
+        return loss.item()  # also waits for the GPU
 
     for _ in range(warmup):
         one()
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
     for _ in range(steps):
         one()
@@ -139,6 +143,9 @@ def torch_step(width, batch, steps, warmup, proj, threads):
         "images_per_second": batch / seconds,
         "seconds_per_step": seconds,
         "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "peak_gpu_bytes": torch.cuda.max_memory_allocated() if cuda else None,
+        "device": device,
+        "precision": precision,
         "width": width,
         "batch": batch,
         "torch": torch.__version__,
@@ -146,9 +153,10 @@ def torch_step(width, batch, steps, warmup, proj, threads):
     }
 
 
-def infomax_step(binary, width, batch, steps, warmup, proj):
+def infomax_step(binary, width, batch, steps, warmup, proj, device="cpu", precision="f32"):
     cmd = [binary, "bench", "train-step", "--width", str(width), "--batch", str(batch), "--steps", str(steps),
-           "--warmup", str(warmup), "--projector", ",".join(map(str, proj)), "--json"]
+           "--warmup", str(warmup), "--projector", ",".join(map(str, proj)), "--device", device,
+           "--precision", precision, "--json"]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -161,19 +169,24 @@ def main():
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--projector", default="2048,2048")
     ap.add_argument("--threads", type=int, default=2, help="PyTorch intra-op threads (infomax: RAYON_NUM_THREADS)")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda[:N] (both frameworks)")
+    ap.add_argument("--precision", default="f32", choices=["f32", "bf16"], help="bf16: autocast (both frameworks)")
     ap.add_argument("--infomax", help="also time this infomax binary on the same configuration and print ratios")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
     proj = [int(p) for p in a.projector.split(",")]
     if a.width <= 0 or a.batch < 2 or a.steps < 1 or not proj:
         sys.exit("torch_step.py: --width > 0, --batch >= 2, --steps >= 1 and a projector are expected")
-    ours = infomax_step(a.infomax, a.width, a.batch, a.steps, a.warmup, proj) if a.infomax else None
-    theirs = torch_step(a.width, a.batch, a.steps, a.warmup, proj, a.threads)
+    ours = infomax_step(a.infomax, a.width, a.batch, a.steps, a.warmup, proj, a.device, a.precision) if a.infomax else None
+    theirs = torch_step(a.width, a.batch, a.steps, a.warmup, proj, a.threads, a.device, a.precision)
     if a.json:
         print(json.dumps({"torch": theirs, "infomax": ours}))
         return
     cpu = platform.processor() or platform.machine()
-    print(f"width {a.width}, batch {a.batch}, projector {proj}, {a.threads} threads ({cpu})")
+    where = torch.cuda.get_device_name(a.device) if a.device.startswith("cuda") else f"{a.threads} threads ({cpu})"
+    print(f"width {a.width}, batch {a.batch}, projector {proj}, {a.precision}, {where}")
+    if theirs["peak_gpu_bytes"] is not None:
+        print(f"  PyTorch peak GPU memory {theirs['peak_gpu_bytes'] / 1e9:.2f} GB")
     print(f"  PyTorch {theirs['torch']}: {theirs['images_per_second']:.1f} images/s, "
           f"peak RSS {theirs['peak_rss_bytes'] / 1e9:.2f} GB")
     if ours:

@@ -256,6 +256,9 @@ enum BenchCommand {
         /// cpu or cuda[:N] (a CUDA build: `just build-cuda`).
         #[arg(long, default_value = "cpu", value_name = "DEVICE")]
         device: infomax_runner::device::DeviceChoice,
+        /// f32, or bf16 (autocast-style convolutions and head products).
+        #[arg(long, default_value = "f32")]
+        precision: infomax_runner::spec::Precision,
         /// Print one JSON object instead of text.
         #[arg(long)]
         json: bool,
@@ -606,9 +609,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             projector,
             conv,
             device: choice,
+            precision,
             json,
         }) => {
-            let cfg = TrainStepBench { method, width, batch, views, steps, warmup, projector, conv };
+            let cfg = TrainStepBench { method, width, batch, views, steps, warmup, projector, conv, precision };
             let device = infomax_runner::device::open(choice.kind, choice.ordinal)?;
             let r = train_step(&cfg, &device)?;
             if json {
@@ -616,7 +620,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             } else {
                 println!(
                     "train step, {} on ResNet-18 width {width}, batch {batch}, {views} views, projector {}, {conv:?} \
-                     convolutions: {:.1} images/s, {:.3} s/step, peak RSS {:.2} GB ({})",
+                     convolutions, {precision:?}: {:.1} images/s, {:.3} s/step, peak RSS {:.2} GB ({})",
                     method.name(),
                     cfg.projector.as_ref().map_or("default".to_string(), |p| format!("{p:?}")),
                     r.images_per_second,

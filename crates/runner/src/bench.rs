@@ -9,7 +9,7 @@ use rand_distr::{Distribution, StandardNormal};
 use serde::Serialize;
 
 use crate::method::{Network, Objective, StepContext};
-use crate::spec::{ConvKernels, Dataset, Method, RunSpec};
+use crate::spec::{ConvKernels, Dataset, DeviceKind, Method, Precision, RunSpec};
 use crate::train::optimizer_for;
 use crate::{Error, Result};
 
@@ -24,6 +24,7 @@ pub struct TrainStepBench {
     /// Projector widths; `None` keeps the method's default head.
     pub projector: Option<Vec<usize>>,
     pub conv: ConvKernels,
+    pub precision: Precision,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -52,6 +53,8 @@ pub fn train_step(cfg: &TrainStepBench, device: &Device) -> Result<TrainStepResu
         }
     }
     spec.encoder.conv = cfg.conv;
+    spec.train.precision = cfg.precision;
+    spec.train.device = if device.is_cpu() { DeviceKind::Cpu } else { DeviceKind::Cuda };
     spec.train.batch_size = cfg.batch;
     spec.train.views = cfg.views;
     spec.train.epochs = 1;

@@ -122,6 +122,18 @@ pub enum Precision {
     Bf16,
 }
 
+impl std::str::FromStr for Precision {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "f32" => Ok(Precision::F32),
+            "bf16" => Ok(Precision::Bf16),
+            other => Err(format!("`f32` or `bf16` expected, got `{other}`")),
+        }
+    }
+}
+
 impl Precision {
     pub fn model(self) -> infomax_model::Precision {
         match self {
