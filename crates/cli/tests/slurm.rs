@@ -111,19 +111,19 @@ fn a_sweep_in_two_shards_merges_every_run_once_and_a_requeued_task_loses_nothing
 
     // Task 1 has recorded its first epoch of 6: warn it as Slurm warns before a time limit.
     let task1_db = job_dir.join("shards/task-1.sqlite");
-    wait_for(Duration::from_secs(120), "task 1's first epoch", &diagnose, || {
+    wait_for(Duration::from_secs(300), "task 1's first epoch", &diagnose, || {
         epochs_recorded(&task1_db).filter(|&n| n >= 1)
     });
     let task1 = format!("{array}_1");
     run("scancel", &["--signal=USR1", "--batch", &task1]);
     // It requeues itself; Slurm holds a requeued batch job back for two minutes before it is
     // eligible again, which the test does not wait out.
-    wait_for(Duration::from_secs(60), "task 1 to be requeued", &diagnose, || {
+    wait_for(Duration::from_secs(180), "task 1 to be requeued", &diagnose, || {
         let state = run("squeue", &["-h", "-j", &task1, "-o", "%T %r"]);
         state.starts_with("PENDING").then_some(())
     });
     run("scontrol", &["update", &format!("JobId={task1}"), "StartTime=now"]);
-    wait_for(Duration::from_secs(180), "every job to end", &diagnose, || {
+    wait_for(Duration::from_secs(600), "every job to end", &diagnose, || {
         run("squeue", &["-h", "-j", &format!("{array},{merge}")]).is_empty().then_some(())
     });
 
