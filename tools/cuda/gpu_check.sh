@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # The GPU figures of bench/README.md, on a machine with an NVIDIA GPU, building nothing there.
-# Carry a stripped CUDA build (`just build-cuda`, then `strip -o infomax-cuda
-# target/cuda/release/infomax`) and this repository; the machine needs the driver, a python3 with
-# PyTorch (CUDA) and NVIDIA's cu13 runtime/cuBLAS/cuRAND/NVRTC wheels (PyTorch's cu130 build
-# brings them).
+# Carry a stripped, compressed CUDA build and this repository: `just build-cuda`, then
+# `strip -o infomax-cuda target/cuda/release/infomax && xz -6 infomax-cuda` (measured: 508 MB →
+# 99 MiB stripped → 14.7 MiB as .xz, under a device machine's 64 MiB carry). The machine needs the
+# driver, a python3 with PyTorch (CUDA) and NVIDIA's cu13 runtime/cuBLAS/cuRAND/NVRTC wheels
+# (PyTorch's cu130 build brings them).
 #
-#   tools/cuda/gpu_check.sh ./infomax-cuda [OUT_DIR]
+#   tools/cuda/gpu_check.sh ./infomax-cuda.xz [OUT_DIR]
 #
 # Prints and writes OUT_DIR/gpu.txt: infomax's and PyTorch's training step (ResNet-18 width 1.0,
 # 2048-2048 projector, VICReg, LARS) at batch 256 and 512 in f32 and bf16, images/s and memory;
@@ -14,6 +15,11 @@ set -euo pipefail
 bin="${1:?usage: tools/cuda/gpu_check.sh INFOMAX_CUDA_BINARY [OUT_DIR]}"
 out="${2:-${OUT:-.}}"
 mkdir -p "$out"
+out="$(cd "$out" && pwd)"
+case "$bin" in
+    *.xz) xz -dc "$bin" >/tmp/infomax-cuda && chmod +x /tmp/infomax-cuda && bin=/tmp/infomax-cuda ;;
+    *) bin="$(cd "$(dirname "$bin")" && pwd)/$(basename "$bin")" ;;
+esac
 cd "$(dirname "$0")/../.."
 cu="$(python3 -c 'import nvidia, os; print(next(os.path.join(p, "cu13", "lib") for p in nvidia.__path__ if os.path.isdir(os.path.join(p, "cu13", "lib"))))')"
 export LD_LIBRARY_PATH="$cu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
