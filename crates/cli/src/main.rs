@@ -259,6 +259,11 @@ enum BenchCommand {
         /// f32, or bf16 (autocast-style convolutions and head products).
         #[arg(long, default_value = "f32")]
         precision: infomax_runner::spec::Precision,
+        /// Also write the initial weights, the views, every step's loss and the final weights to
+        /// DIR, for replaying the same steps in another framework
+        /// (`tools/step_reference_torch.py DIR` does it in PyTorch and compares).
+        #[arg(long, value_name = "DIR")]
+        trace: Option<PathBuf>,
         /// Print one JSON object instead of text.
         #[arg(long)]
         json: bool,
@@ -610,9 +615,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             conv,
             device: choice,
             precision,
+            trace,
             json,
         }) => {
-            let cfg = TrainStepBench { method, width, batch, views, steps, warmup, projector, conv, precision };
+            let cfg = TrainStepBench { method, width, batch, views, steps, warmup, projector, conv, precision, trace };
             let device = infomax_runner::device::open(choice.kind, choice.ordinal)?;
             let r = train_step(&cfg, &device)?;
             if json {

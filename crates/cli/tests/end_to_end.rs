@@ -321,6 +321,61 @@ fn bench_train_step_prints_the_json_object() {
     assert!(v["images_per_second"].as_f64().unwrap() > 0.0 && v["peak_rss_bytes"].as_u64().unwrap() > 0);
 }
 
+/// `--trace DIR` writes what `tools/step_reference_torch.py` replays: the initial weights, the
+/// views, the first step's gradients, the final online and target weights and every loss.
+#[test]
+fn bench_train_step_traces_byol_for_another_framework() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("trace");
+    let o = infomax(&[
+        "bench",
+        "train-step",
+        "--method",
+        "byol",
+        "--width",
+        "0.125",
+        "--batch",
+        "8",
+        "--warmup",
+        "1",
+        "--steps",
+        "2",
+        "--trace",
+        dir.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let trace: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("trace.json")).unwrap()).unwrap();
+    let losses = trace["losses"].as_array().unwrap();
+    assert_eq!(losses.len(), 3, "warm-up and timed steps: {trace}");
+    assert!(losses.iter().all(|l| l.as_f64().unwrap().is_finite()));
+    assert_eq!(trace["spec"]["method"], "byol");
+    assert_eq!(trace["byol_tau"], 0.99);
+    let read = |f: &str| std::fs::read(dir.join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
+    let (views, initial, grads, fin, target) = (
+        read("views.safetensors"),
+        read("initial.safetensors"),
+        read("gradients0.safetensors"),
+        read("final.safetensors"),
+        read("final_target.safetensors"),
+    );
+    let views = safetensors::SafeTensors::deserialize(&views).unwrap();
+    assert_eq!(views.tensor("view1").unwrap().shape(), &[8, 3, 32, 32]);
+    let (initial, grads) = (
+        safetensors::SafeTensors::deserialize(&initial).unwrap(),
+        safetensors::SafeTensors::deserialize(&grads).unwrap(),
+    );
+    let (fin, target) =
+        (safetensors::SafeTensors::deserialize(&fin).unwrap(), safetensors::SafeTensors::deserialize(&target).unwrap());
+    let name = "encoder.layer1.0.conv1.weight";
+    assert_eq!(grads.tensor(name).unwrap().shape(), initial.tensor(name).unwrap().shape());
+    assert!(initial.names().iter().any(|n| n.ends_with("running_var")), "running statistics are traced");
+    assert!(grads.names().iter().all(|n| !n.contains("running_")), "only trainable variables have gradients");
+    assert_ne!(fin.tensor(name).unwrap().data(), initial.tensor(name).unwrap().data(), "the steps moved it");
+    let (t, f, i) = (target.tensor(name).unwrap(), fin.tensor(name).unwrap(), initial.tensor(name).unwrap());
+    assert!(t.data() != i.data() && t.data() != f.data(), "the target moved part of the way");
+    assert!(target.names().iter().all(|n| !n.starts_with("predictor.")), "the target has no predictor");
+}
+
 #[test]
 fn bench_conv_prints_every_resnet18_shape_for_both_kernels() {
     for conv in ["im2col", "candle"] {

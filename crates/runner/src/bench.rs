@@ -1,6 +1,8 @@
 //! `infomax bench train-step`: the full training step of a method (every view forward, loss,
 //! backward, optimiser update, BYOL's EMA) on synthetic images, timed after warm-up.
 
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
@@ -25,6 +27,8 @@ pub struct TrainStepBench {
     pub projector: Option<Vec<usize>>,
     pub conv: ConvKernels,
     pub precision: Precision,
+    /// Write what another framework needs to replay the same steps here (see [`write_trace`]).
+    pub trace: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -76,13 +80,25 @@ pub fn train_step(cfg: &TrainStepBench, device: &Device) -> Result<TrainStepResu
         .collect::<candle_core::Result<Vec<_>>>()?;
     let lr = spec.peak_lr();
     let ctx = StepContext { seed: 0, epoch: 1, step: 0, progress: 0.0 };
+    if let Some(dir) = &cfg.trace {
+        trace_start(dir, &net, &views)?;
+    }
+    let mut losses = Vec::with_capacity(cfg.warmup + cfg.steps);
     let mut one_step = || -> Result<()> {
         let out = objective.step_loss(&net, &views, &ctx)?;
         let grads = out.loss.backward()?;
+        if let (Some(dir), true) = (&cfg.trace, losses.is_empty()) {
+            let named: HashMap<String, Tensor> = net
+                .params()
+                .into_iter()
+                .filter_map(|p| grads.get(p.var.as_tensor()).map(|g| (p.name, g.clone())))
+                .collect();
+            candle_core::safetensors::save(&named, dir.join("gradients0.safetensors"))?;
+        }
         opt.step(&grads, lr)?;
         objective.after_step(&net, &ctx)?;
         // Wait for the device so the timing covers the work.
-        out.loss.to_scalar::<f32>()?;
+        losses.push(out.loss.to_scalar::<f32>()?);
         Ok(())
     };
     for _ in 0..cfg.warmup {
@@ -93,6 +109,9 @@ pub fn train_step(cfg: &TrainStepBench, device: &Device) -> Result<TrainStepResu
         one_step()?;
     }
     let seconds_per_step = started.elapsed().as_secs_f64() / cfg.steps as f64;
+    if let Some(dir) = &cfg.trace {
+        trace_finish(dir, &spec, &net, lr, &ctx, &losses)?;
+    }
     Ok(TrainStepResult {
         images_per_second: cfg.batch as f64 / seconds_per_step,
         seconds_per_step,
@@ -100,6 +119,39 @@ pub fn train_step(cfg: &TrainStepBench, device: &Device) -> Result<TrainStepResu
         width: cfg.width,
         batch: cfg.batch,
     })
+}
+
+/// `--trace DIR` of `bench train-step`: the steps it ran, written so that another framework can
+/// replay them from the same weights on the same views and compare (`tools/step_reference_torch.py`
+/// does so in PyTorch). Files: `initial.safetensors` (every variable of the online network,
+/// BatchNorm running statistics included, before the first step; BYOL's target starts equal to
+/// it), `views.safetensors` (`view0`, `view1`, … as the step sees them), `gradients0.safetensors`
+/// (the loss's gradient of every trainable variable at the first step), `final.safetensors` and,
+/// for BYOL, `final_target.safetensors` after the last step, and `trace.json`: the resolved run
+/// configuration, the learning rate, BYOL's EMA rate and the loss of every step (warm-up steps
+/// included). Every step uses the same views, the peak learning rate and progress 0.
+fn trace_start(dir: &Path, net: &Network, views: &[Tensor]) -> Result<()> {
+    let io = |source| Error::Io { path: dir.to_path_buf(), source };
+    std::fs::create_dir_all(dir).map_err(io)?;
+    net.vars.var_map().save(dir.join("initial.safetensors"))?;
+    let named: HashMap<String, Tensor> =
+        views.iter().enumerate().map(|(i, v)| (format!("view{i}"), v.clone())).collect();
+    candle_core::safetensors::save(&named, dir.join("views.safetensors"))?;
+    Ok(())
+}
+
+fn trace_finish(dir: &Path, spec: &RunSpec, net: &Network, lr: f64, ctx: &StepContext, losses: &[f32]) -> Result<()> {
+    net.vars.var_map().save(dir.join("final.safetensors"))?;
+    let mut tau = None;
+    if let (Some(target), Some(byol)) = (&net.target, &spec.byol) {
+        target.vars.var_map().save(dir.join("final_target.safetensors"))?;
+        tau = Some(crate::method::byol_tau(byol.tau_base, ctx.progress));
+    }
+    let json = serde_json::json!({ "spec": spec, "lr": lr, "byol_tau": tau, "losses": losses });
+    let path = dir.join("trace.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&json).expect("plain JSON values"))
+        .map_err(|source| Error::Io { path, source })?;
+    Ok(())
 }
 
 /// `infomax bench augment`: how many augmented views per second the data pipeline makes.

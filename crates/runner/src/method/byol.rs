@@ -17,10 +17,14 @@ impl Byol {
         Self { tau_base: spec.byol.as_ref().expect("validated: byol runs carry [byol]").tau_base }
     }
 
-    /// The EMA rate at a point of training: τ_base at the start, 1 at the end.
     pub fn tau(&self, progress: f64) -> f64 {
-        1.0 - (1.0 - self.tau_base) * ((std::f64::consts::PI * progress).cos() + 1.0) / 2.0
+        byol_tau(self.tau_base, progress)
     }
+}
+
+/// The EMA rate at a point of training (`progress` in [0, 1]): τ_base at the start, 1 at the end.
+pub fn byol_tau(tau_base: f64, progress: f64) -> f64 {
+    1.0 - (1.0 - tau_base) * ((std::f64::consts::PI * progress).cos() + 1.0) / 2.0
 }
 
 impl SslMethod for Byol {

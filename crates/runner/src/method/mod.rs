@@ -9,6 +9,8 @@ mod simsiam;
 mod vicreg;
 pub(crate) mod wmse;
 
+pub use byol::byol_tau;
+
 use std::collections::HashMap;
 
 use candle_core::{DType, Device, Tensor};
