@@ -6,11 +6,13 @@ Same recipe as infomax's: ResNet-18 at a width multiplier with the small-image s
 of bench/torch_step.py, torchvision's init), the W-MSE authors' head and predictor (Linear -> BN ->
 ReLU -> Linear, 1024 -> 64, biases), their symmetric loss sum over both directions of
 2 - 2 cos(p, sg z'), the EMA target with tau = 1 - (1 - 0.99)(cos(pi k/K) + 1)/2 after every
-step, Adam 3e-3 with L2 1e-6, a linear warm-up then a cosine to 0; the W-MSE augmentations
+step, Adam 3e-3 with L2 1e-6, warmed up as lr * k / 10 over the first 10 steps (from 0, as
+infomax's schedule) then a cosine to 0; the W-MSE augmentations
 (ColorJitter(0.4, 0.4, 0.4, 0.1) p 0.8, grayscale 0.1, RandomResizedCrop(32, (0.2, 1), bicubic),
 flip); the first 10,240 training images; 200-NN (cosine, votes exp(sim / 0.1)) on frozen
 eval-mode features, bank = first 10,000 training images, queries = first 2,000 test images,
-before and after training.
+before and after training; the collapse diagnostics (effective rank, normalised std) of the
+online projections of the first view, averaged over each epoch's steps as infomax records them.
 
     python3 tools/byol_reference_torch.py --data ../shared/datasets [--epochs 2] [--width 0.25]
 
@@ -71,6 +73,18 @@ def features(encoder, images):
     return F.normalize(torch.cat(out), dim=1)
 
 
+def effective_rank(z):
+    """exp of the entropy of the normalised singular values (infomax's diag.effective_rank)."""
+    s = torch.linalg.svdvals(z.detach().double())
+    p = s / s.sum()
+    return torch.exp(-(p[p > 0] * p[p > 0].log()).sum()).item()
+
+
+def normalised_std(z):
+    """Mean per-dimension std of the L2-normalised rows (infomax's diag.embedding_std)."""
+    return F.normalize(z.detach(), dim=1).std(dim=0).mean().item()
+
+
 def knn200(bank, bank_labels, queries, query_labels, k=200, t=0.1):
     sims, idx = (queries @ bank.T).topk(k, dim=1)
     votes = torch.zeros(len(queries), 10).scatter_add_(1, bank_labels[idx], (sims / t).exp())
@@ -85,7 +99,7 @@ def main():
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--width", type=float, default=0.25)
     ap.add_argument("--lr", type=float, default=3e-3)
-    ap.add_argument("--warmup-steps", type=int, default=20)
+    ap.add_argument("--warmup-steps", type=int, default=10)
     ap.add_argument("--tau-base", type=float, default=0.99)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
@@ -128,9 +142,9 @@ def main():
     step = 0
     for epoch in range(1, a.epochs + 1):
         order = torch.randperm(len(pre))
-        start, loss_sum = time.time(), 0.0
+        start, loss_sum, rank_sum, std_sum = time.time(), 0.0, 0.0, 0.0
         for s in range(steps_per_epoch):
-            lr = a.lr * (step + 1) / a.warmup_steps if step < a.warmup_steps else (
+            lr = a.lr * step / a.warmup_steps if step < a.warmup_steps else (
                 a.lr * 0.5 * (1 + math.cos(math.pi * (step - a.warmup_steps) / max(1, total - a.warmup_steps)))
             )
             for g in opt.param_groups:
@@ -150,9 +164,12 @@ def main():
                 for t, o in zip(target.parameters(), list(encoder.parameters()) + list(head.parameters())):
                     t.mul_(tau).add_(o, alpha=1 - tau)
             loss_sum += loss.item()
+            rank_sum += effective_rank(z[0])
+            std_sum += normalised_std(z[0])
         acc = knn200(features(encoder, bank_x), bank_y, features(encoder, query_x), query_y)
         print(
             f"epoch {epoch}/{a.epochs}: loss {loss_sum / steps_per_epoch:.4f}, "
+            f"effective rank {rank_sum / steps_per_epoch:.1f}, std {std_sum / steps_per_epoch:.3f}, "
             f"{steps_per_epoch * a.batch / (time.time() - start):.1f} img/s; 200-NN top-1 {acc:.2f} %",
             flush=True,
         )

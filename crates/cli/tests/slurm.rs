@@ -70,15 +70,15 @@ fn a_sweep_in_two_shards_merges_every_run_once_and_a_requeued_task_loses_nothing
     let data = data_root();
     let tmp = tempfile::tempdir().unwrap();
     let job_dir = tmp.path().join("job");
-    let epochs = 6;
+    let epochs = 4;
     let epochs_set = format!("train.epochs={epochs}");
-    // Two seeds of the smoke experiment at toy size: 10 steps of 64 images per epoch, ResNet-18
+    // Two seeds of the smoke experiment at toy size: 5 steps of 64 images per epoch, ResNet-18
     // at width 0.125, k-NN on 200/100 images, a 5-epoch linear probe.
     let mut args = vec!["submit", "smoke", "--slurm", "--shards", "2", "--seeds", "2"];
     args.extend(["--dir", job_dir.to_str().unwrap(), "--data-dir", data.to_str().unwrap()]);
     for s in [
         epochs_set.as_str(),
-        "train.train_images=640",
+        "train.train_images=320",
         "train.batch_size=64",
         "encoder.width=0.125",
         "projector.widths=[64, 32]",
@@ -109,7 +109,7 @@ fn a_sweep_in_two_shards_merges_every_run_once_and_a_requeued_task_loses_nothing
     assert!(!array.is_empty() && !merge.is_empty(), "{out}");
     let diagnose = || logs(&job_dir);
 
-    // Task 1 has recorded its first epoch of 6: warn it as Slurm warns before a time limit.
+    // Task 1 has recorded its first epoch of 4: warn it as Slurm warns before a time limit.
     let task1_db = job_dir.join("shards/task-1.sqlite");
     wait_for(Duration::from_secs(300), "task 1's first epoch", &diagnose, || {
         epochs_recorded(&task1_db).filter(|&n| n >= 1)
