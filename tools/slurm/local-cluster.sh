@@ -7,7 +7,10 @@
 #
 # No systemd and no accounting: munged, slurmctld and slurmd are started by hand, the node is
 # 127.0.0.1 with the CPUs and memory `slurmd -C` reads off the machine. Needs root (munged's key
-# and slurmd's job launch).
+# and slurmd's job launch). Credentials live 10 s instead of 120 (`AuthInfo=cred_expire=10`):
+# that is also how long Slurm holds a requeued job back, so the requeue test waits 11 s. The main
+# scheduling loop runs every 2 s instead of 60 (`sched_interval=2`): a job whose hold has ended
+# starts at its next pass, as nothing else wakes the scheduler.
 set -euo pipefail
 
 die() { echo "local-cluster: $*" >&2; exit 1; }
@@ -39,6 +42,7 @@ start() {
 ClusterName=infomax-local
 SlurmctldHost=$node(127.0.0.1)
 AuthType=auth/munge
+AuthInfo=cred_expire=10
 CredType=cred/munge
 SlurmUser=root
 SlurmdUser=root
@@ -59,7 +63,7 @@ AccountingStorageType=accounting_storage/none
 JobAcctGatherType=jobacct_gather/none
 JobCompType=jobcomp/none
 ReturnToService=2
-SchedulerParameters=defer_batch
+SchedulerParameters=defer_batch,sched_interval=2
 KillWait=10
 MinJobAge=600
 NodeName=$node NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem State=UNKNOWN
