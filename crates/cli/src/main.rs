@@ -3,7 +3,7 @@
 mod datasets;
 mod submit;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
@@ -51,9 +51,21 @@ struct Paths {
 /// `export --out FILE` and `datasets preview --out FILE.png` mean their own file).
 #[derive(Args)]
 struct HtmlDir {
-    /// Folder the HTML report is written to.
-    #[arg(long = "out", value_name = "DIR", default_value = "reports")]
-    dir: PathBuf,
+    /// Folder the HTML report is written to [default: the database's folder, so
+    /// reports/results.sqlite renders into reports/].
+    #[arg(long = "out", value_name = "DIR")]
+    dir: Option<PathBuf>,
+}
+
+impl HtmlDir {
+    /// The pages go beside the database they show unless `--out` says otherwise: a second
+    /// database (`--db other/results.sqlite`) never overwrites the report of the first.
+    fn for_db(&self, db: &Path) -> PathBuf {
+        self.dir.clone().unwrap_or_else(|| match db.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        })
+    }
 }
 
 #[derive(Subcommand)]
@@ -411,7 +423,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 println!("stopped: {why}");
             }
             println!("{} / {profile}: {} runs: {}", file.meta.name, plan.len(), summary.line());
-            let report = infomax_report::render(&cli.paths.db, &html.dir)?;
+            let report = infomax_report::render(&cli.paths.db, &html.for_db(&cli.paths.db))?;
             println!("report: {}", report.index.display());
             if let (true, Some(_), Some(signal)) = (slurm_requeue, &summary.interrupted, stop.signal()) {
                 if let Some(job) = infomax_runner::slurm::job_to_requeue(signal)? {
@@ -497,7 +509,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Datasets(cmd) => datasets::run(cmd, &infomax_data::root::data_root(cli.paths.data_dir.clone())),
         Command::Report { html } => {
-            let r = infomax_report::render(&cli.paths.db, &html.dir)?;
+            let r = infomax_report::render(&cli.paths.db, &html.for_db(&cli.paths.db))?;
             println!(
                 "report: {} ({} experiment pages, {} run pages)",
                 r.index.display(),
@@ -510,7 +522,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let db = infomax_report::db::Database::load(&cli.paths.db)?;
             let c = infomax_report::compare::compare(&db, &methods, &datasets, metric, profile.as_deref())?;
             print!("{}", c.to_text());
-            let page = infomax_report::render_compare(&cli.paths.db, &c, &html.dir.join("compare.html"))?;
+            let page =
+                infomax_report::render_compare(&cli.paths.db, &c, &html.for_db(&cli.paths.db).join("compare.html"))?;
             println!("page: {}", page.display());
             Ok(ExitCode::SUCCESS)
         }

@@ -215,6 +215,10 @@ fn smoke_experiment_on_a_real_slice_stores_rows_and_renders_the_table() {
     let report = infomax(&["report", "--db", db.to_str().unwrap(), "--out", out.to_str().unwrap()]);
     assert!(report.status.success(), "{}", text(&report));
     assert!(std::fs::read_to_string(out.join("index.html")).unwrap().contains(&trained));
+    // Without --out the pages go beside the database they show, never into ./reports.
+    let beside = infomax(&["report", "--db", db.to_str().unwrap()]);
+    assert!(beside.status.success(), "{}", text(&beside));
+    assert!(std::fs::read_to_string(tmp.path().join("index.html")).unwrap().contains(&trained));
 }
 
 /// A run whose dataset is not on disk is recorded as skipped, with the command that fetches it,
