@@ -33,22 +33,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-
-class Block(nn.Module):
-    def __init__(self, cin, cout, stride):
-        super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(cout)
-        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(cout)
-        self.downsample = None
-        if stride != 1 or cin != cout:
-            self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-
-    def forward(self, x):
-        y = F.relu(self.bn1(self.conv1(x)))
-        y = self.bn2(self.conv2(y))
-        return F.relu(y + (x if self.downsample is None else self.downsample(x)))
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "bench"))
+from torch_step import BasicBlock  # noqa: E402  (torchvision's block and names)
 
 
 class ResNet(nn.Module):
@@ -68,7 +54,7 @@ class ResNet(nn.Module):
         for s, (cout, n) in enumerate(zip(widths, depth)):
             blocks = []
             for b in range(n):
-                blocks.append(Block(cin, cout, 2 if s > 0 and b == 0 else 1))
+                blocks.append(BasicBlock(cin, cout, 2 if s > 0 and b == 0 else 1))
                 cin = cout
             setattr(self, f"layer{s + 1}", nn.Sequential(*blocks))
 
