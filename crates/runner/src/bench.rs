@@ -27,7 +27,7 @@ pub struct TrainStepBench {
     pub projector: Option<Vec<usize>>,
     pub conv: ConvKernels,
     pub precision: Precision,
-    /// Write what another framework needs to replay the same steps here (see [`write_trace`]).
+    /// Write what another framework needs to replay the same steps here (see [`trace_start`]).
     pub trace: Option<PathBuf>,
 }
 
