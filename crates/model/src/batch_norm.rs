@@ -22,10 +22,10 @@ const OP: &str = "fused batch-norm";
 
 /// Elements per parallel task: enough work to amortise a task, small enough to share 2-64 cores
 /// whether the rows are many and narrow (a conv's pixels) or few and wide (a projector's batch).
-const ELEMENTS_PER_TASK: usize = 1 << 16;
+pub(crate) const ELEMENTS_PER_TASK: usize = 1 << 16;
 
 /// Rows per task for `c` channels; at most 1024, so f32 sums within a task stay exact enough.
-fn rows_per_task(c: usize) -> usize {
+pub(crate) fn rows_per_task(c: usize) -> usize {
     (ELEMENTS_PER_TASK / c.max(1)).clamp(8, 1024)
 }
 
@@ -64,7 +64,7 @@ fn channel_sums(
 
 /// Per-channel batch mean and biased variance of `(M, C)` rows, in two passes (the variance
 /// around the mean, not E[x²] − μ², which cancels when the mean is large).
-fn mean_and_variance(x: &[f32], c: usize) -> (Vec<f64>, Vec<f64>) {
+pub(crate) fn mean_and_variance(x: &[f32], c: usize) -> (Vec<f64>, Vec<f64>) {
     let m = (x.len() / c) as f64;
     let (sum, _) = channel_sums([x, x, x], c, |row, _, _, s, _| {
         s.iter_mut().zip(row).for_each(|(s, v)| *s += v);
@@ -103,15 +103,90 @@ struct BatchNormTrain {
     relu: bool,
 }
 
-impl BatchNormTrain {
-    /// Per channel, the scale `γ/σ` and the shift `β − μγ/σ` the forward applies, and `1/σ`.
-    fn affine(&self, x: &[f32], gamma: &[f32], beta: &[f32]) -> (Vec<f32>, Vec<f32>, Vec<f64>, Vec<f64>) {
+/// Training-mode BatchNorm of `(M, C)` rows as a per-channel affine map: `y = x · scale + shift`.
+pub(crate) struct RowAffine {
+    pub(crate) scale: Vec<f32>,
+    pub(crate) shift: Vec<f32>,
+    /// The batch statistics behind it (biased variance), for the backward and the running ones.
+    pub(crate) mean: Vec<f64>,
+    pub(crate) var: Vec<f64>,
+    pub(crate) inv_std: Vec<f64>,
+}
+
+impl RowAffine {
+    /// Per channel, the scale `γ/σ` and the shift `β − μγ/σ` from the batch statistics of `x`.
+    pub(crate) fn of_batch(x: &[f32], gamma: &[f32], beta: &[f32], eps: f64) -> Self {
         let c = gamma.len();
         let (mean, var) = mean_and_variance(x, c);
-        let inv_std: Vec<f64> = var.iter().map(|v| 1.0 / (v + self.eps).sqrt()).collect();
+        let inv_std: Vec<f64> = var.iter().map(|v| 1.0 / (v + eps).sqrt()).collect();
         let scale: Vec<f32> = (0..c).map(|i| (gamma[i] as f64 * inv_std[i]) as f32).collect();
         let shift = (0..c).map(|i| (beta[i] as f64 - mean[i] * gamma[i] as f64 * inv_std[i]) as f32).collect();
-        (scale, shift, mean, inv_std)
+        Self { scale, shift, mean, var, inv_std }
+    }
+
+    /// `y = [relu](x · scale + shift)`, row by row.
+    pub(crate) fn apply(&self, x: &[f32], y: &mut [f32], relu: bool) {
+        let c = self.scale.len();
+        let (scale, shift) = (&self.scale, &self.shift);
+        y.par_chunks_mut(rows_per_task(c) * c).zip(x.par_chunks(rows_per_task(c) * c)).for_each(|(yc, xc)| {
+            for (yr, xr) in yc.chunks_exact_mut(c).zip(xc.chunks_exact(c)) {
+                for i in 0..c {
+                    let v = xr[i] * scale[i] + shift[i];
+                    yr[i] = if relu { v.max(0.0) } else { v };
+                }
+            }
+        });
+    }
+
+    /// The backward of `y = [relu](BN(x))` with these statistics and `gamma`: writes `dx` and
+    /// returns `(dγ, dβ)`. With `relu` the gradient is cut where `y ≤ 0`; without it `y` is
+    /// not read (pass `x`).
+    pub(crate) fn backward(
+        &self,
+        gamma: &[f32],
+        [x, y, dy]: [&[f32]; 3],
+        relu: bool,
+        dx: &mut [f32],
+    ) -> (Vec<f32>, Vec<f32>) {
+        let c = gamma.len();
+        let m = x.len() / c;
+        let (mean, inv_std) = (&self.mean, &self.inv_std);
+        // The gradient reaching the normalisation: zero where the ReLU cut.
+        let g = |yv: f32, d: f32| if relu && yv <= 0.0 { 0.0 } else { d };
+        // Σ dy and Σ dy · x̂ per channel, x̂ = (x − μ)/σ.
+        let (mean32, inv32): (Vec<f32>, Vec<f32>) =
+            mean.iter().zip(inv_std).map(|(m, s)| (*m as f32, *s as f32)).unzip();
+        let (sum_dy, sum_dy_xhat) = channel_sums([x, y, dy], c, |xr, yr, dr, s, t| {
+            for i in 0..c {
+                let d = g(yr[i], dr[i]);
+                s[i] += d;
+                t[i] += d * (xr[i] - mean32[i]) * inv32[i];
+            }
+        });
+        // dx = γ/σ · (g − Σg/M − x̂ · Σ(g·x̂)/M), written as g·a + x·b + k per channel.
+        let mf = m as f64;
+        let a: Vec<f32> = (0..c).map(|i| (gamma[i] as f64 * inv_std[i]) as f32).collect();
+        let b: Vec<f32> =
+            (0..c).map(|i| (-(gamma[i] as f64) * inv_std[i] * inv_std[i] * sum_dy_xhat[i] / mf) as f32).collect();
+        let k: Vec<f32> = (0..c)
+            .map(|i| {
+                let gs = gamma[i] as f64 * inv_std[i];
+                (gs * (-sum_dy[i] / mf + mean[i] * inv_std[i] * sum_dy_xhat[i] / mf)) as f32
+            })
+            .collect();
+        let task = rows_per_task(c) * c;
+        dx.par_chunks_mut(task).zip(x.par_chunks(task).zip(y.par_chunks(task).zip(dy.par_chunks(task)))).for_each(
+            |(oc, (xc, (yc, dc)))| {
+                for (((or, xr), yr), dr) in
+                    oc.chunks_exact_mut(c).zip(xc.chunks_exact(c)).zip(yc.chunks_exact(c)).zip(dc.chunks_exact(c))
+                {
+                    for i in 0..c {
+                        or[i] = g(yr[i], dr[i]) * a[i] + xr[i] * b[i] + k[i];
+                    }
+                }
+            },
+        );
+        (sum_dy_xhat.iter().map(|v| *v as f32).collect(), sum_dy.iter().map(|v| *v as f32).collect())
     }
 }
 
@@ -131,17 +206,9 @@ impl CustomOp3 for BatchNormTrain {
     ) -> Result<(CpuStorage, Shape)> {
         let x = f32_slice(OP, xs, xl, "input")?;
         let (gamma, beta) = (f32_slice(OP, gs, gl, "weight")?, f32_slice(OP, bs, bl, "bias")?);
-        let c = gamma.len();
-        let (scale, shift, _, _) = self.affine(x, gamma, beta);
+        let affine = RowAffine::of_batch(x, gamma, beta, self.eps);
         let mut y = vec![0f32; x.len()];
-        y.par_chunks_mut(rows_per_task(c) * c).zip(x.par_chunks(rows_per_task(c) * c)).for_each(|(yc, xc)| {
-            for (yr, xr) in yc.chunks_exact_mut(c).zip(xc.chunks_exact(c)) {
-                for i in 0..c {
-                    let v = xr[i] * scale[i] + shift[i];
-                    yr[i] = if self.relu { v.max(0.0) } else { v };
-                }
-            }
-        });
+        affine.apply(x, &mut y, self.relu);
         Ok((CpuStorage::F32(y), xl.shape().clone()))
     }
 
@@ -193,53 +260,25 @@ impl CustomOp3 for BatchNormGrad {
         let dy = f32_slice(OP, ds, dl, "output gradient")?;
         let c = self.gamma.len();
         let m = x.len() / c;
-        let relu = self.op.relu;
-        let (_, _, mean, inv_std) = self.op.affine(x, &self.gamma, &self.beta);
-        // The gradient reaching the normalisation: zero where the ReLU cut.
-        let g = |yv: f32, d: f32| if relu && yv <= 0.0 { 0.0 } else { d };
-        // Σ dy and Σ dy · x̂ per channel, x̂ = (x − μ)/σ.
-        let (mean32, inv32): (Vec<f32>, Vec<f32>) =
-            mean.iter().zip(&inv_std).map(|(m, s)| (*m as f32, *s as f32)).unzip();
-        let (sum_dy, sum_dy_xhat) = channel_sums([x, y, dy], c, |xr, yr, dr, s, t| {
-            for i in 0..c {
-                let d = g(yr[i], dr[i]);
-                s[i] += d;
-                t[i] += d * (xr[i] - mean32[i]) * inv32[i];
-            }
-        });
-        // dx = γ/σ · (g − Σg/M − x̂ · Σ(g·x̂)/M), written as g·a + x·b + k per channel.
-        let mf = m as f64;
-        let a: Vec<f32> = (0..c).map(|i| (self.gamma[i] as f64 * inv_std[i]) as f32).collect();
-        let b: Vec<f32> =
-            (0..c).map(|i| (-(self.gamma[i] as f64) * inv_std[i] * inv_std[i] * sum_dy_xhat[i] / mf) as f32).collect();
-        let k: Vec<f32> = (0..c)
-            .map(|i| {
-                let gs = self.gamma[i] as f64 * inv_std[i];
-                (gs * (-sum_dy[i] / mf + mean[i] * inv_std[i] * sum_dy_xhat[i] / mf)) as f32
-            })
-            .collect();
+        let affine = RowAffine::of_batch(x, &self.gamma, &self.beta, self.op.eps);
         let mut out = vec![0f32; (m + 2) * c];
         let (dx, tail) = out.split_at_mut(m * c);
-        dx.par_chunks_mut(rows_per_task(c) * c)
-            .zip(
-                x.par_chunks(rows_per_task(c) * c)
-                    .zip(y.par_chunks(rows_per_task(c) * c).zip(dy.par_chunks(rows_per_task(c) * c))),
-            )
-            .for_each(|(oc, (xc, (yc, dc)))| {
-                for (((or, xr), yr), dr) in
-                    oc.chunks_exact_mut(c).zip(xc.chunks_exact(c)).zip(yc.chunks_exact(c)).zip(dc.chunks_exact(c))
-                {
-                    for i in 0..c {
-                        or[i] = g(yr[i], dr[i]) * a[i] + xr[i] * b[i] + k[i];
-                    }
-                }
-            });
-        for i in 0..c {
-            tail[i] = sum_dy_xhat[i] as f32;
-            tail[c + i] = sum_dy[i] as f32;
-        }
+        let (dgamma, dbeta) = affine.backward(&self.gamma, [x, y, dy], self.op.relu, dx);
+        tail[..c].copy_from_slice(&dgamma);
+        tail[c..].copy_from_slice(&dbeta);
         Ok((CpuStorage::F32(out), Shape::from((m + 2, c))))
     }
+}
+
+/// Moves `bn`'s running statistics towards a batch's `mean` and biased `var` over `m` rows, as
+/// candle's `BatchNorm` does (momentum; the variance made unbiased).
+pub(crate) fn update_running_statistics(bn: &BatchNorm, mean: &Tensor, var: &Tensor, m: usize) -> Result<()> {
+    let momentum = bn.momentum();
+    let running_mean = Var::from_tensor(bn.running_mean())?;
+    let running_var = Var::from_tensor(bn.running_var())?;
+    running_mean.set(&((running_mean.as_tensor() * (1.0 - momentum))? + (mean * momentum)?)?)?;
+    let unbiased = m as f64 / (m as f64 - 1.0);
+    running_var.set(&((running_var.as_tensor() * (1.0 - momentum))? + (var * (momentum * unbiased))?)?)
 }
 
 /// BatchNorm of `(M, C)` rows (channels-last activations flattened), followed by a ReLU when
@@ -270,12 +309,7 @@ pub fn batch_norm_rows(bn: &BatchNorm, x: &Tensor, relu: bool, train: bool) -> R
         candle_core::bail!("batch-norm in training needs at least 2 rows, got {m}");
     }
     let stats = x.apply_op1_no_bwd(&ChannelStats)?;
-    let momentum = bn.momentum();
-    let running_mean = Var::from_tensor(bn.running_mean())?;
-    let running_var = Var::from_tensor(bn.running_var())?;
-    running_mean.set(&((running_mean.as_tensor() * (1.0 - momentum))? + (stats.get(0)? * momentum)?)?)?;
-    let unbiased = m as f64 / (m as f64 - 1.0);
-    running_var.set(&((running_var.as_tensor() * (1.0 - momentum))? + (stats.get(1)? * (momentum * unbiased))?)?)?;
+    update_running_statistics(bn, &stats.get(0)?, &stats.get(1)?, m)?;
     x.apply_op3(&gamma, &beta, BatchNormTrain { eps: bn.eps(), relu })
 }
 

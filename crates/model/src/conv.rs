@@ -87,14 +87,14 @@ impl ActLayout {
 
 /// Geometry of one convolution: input planes, square kernel, stride, padding, output channels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Geometry {
-    channels: usize,
-    height: usize,
-    width: usize,
-    kernel: usize,
-    stride: usize,
-    padding: usize,
-    out_channels: usize,
+pub(crate) struct Geometry {
+    pub(crate) channels: usize,
+    pub(crate) height: usize,
+    pub(crate) width: usize,
+    pub(crate) kernel: usize,
+    pub(crate) stride: usize,
+    pub(crate) padding: usize,
+    pub(crate) out_channels: usize,
 }
 
 /// GEMM rows a chunk aims for: tall enough for the micro-kernels to run near their peak.
@@ -103,11 +103,11 @@ const CHUNK_ROWS: usize = 512;
 const CHUNK_FLOATS: usize = 4 << 20;
 
 impl Geometry {
-    fn out_h(&self) -> usize {
+    pub(crate) fn out_h(&self) -> usize {
         (self.height + 2 * self.padding - self.kernel) / self.stride + 1
     }
 
-    fn out_w(&self) -> usize {
+    pub(crate) fn out_w(&self) -> usize {
         (self.width + 2 * self.padding - self.kernel) / self.stride + 1
     }
 
@@ -117,11 +117,11 @@ impl Geometry {
     }
 
     /// Output positions of one image.
-    fn positions(&self) -> usize {
+    pub(crate) fn positions(&self) -> usize {
         self.out_h() * self.out_w()
     }
 
-    fn image_len(&self) -> usize {
+    pub(crate) fn image_len(&self) -> usize {
         self.channels * self.height * self.width
     }
 
@@ -175,9 +175,12 @@ impl Geometry {
         }
     }
 
-    /// The adjoint of [`Self::im2col`]: add each matrix entry back onto its input pixel.
-    fn col2im(&self, cols: &[f32], images: &mut [f32]) {
-        images.fill(0.0);
+    /// The adjoint of [`Self::im2col`]: add each matrix entry back onto its input pixel, onto
+    /// what `images` holds when `accumulate`, onto zeros otherwise.
+    fn col2im(&self, cols: &[f32], images: &mut [f32], accumulate: bool) {
+        if !accumulate {
+            images.fill(0.0);
+        }
         let (c, k, rows) = (self.channels, self.kernel, self.rows());
         let (oh, ow) = (self.out_h(), self.out_w());
         for (img, out) in images.chunks_exact_mut(self.image_len()).zip(cols.chunks_exact(self.positions() * rows)) {
@@ -281,7 +284,7 @@ fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
 
 /// `(C_out, C_in, k, k)` into `(C_out, k, k, C_in)`: each output channel's taps pixel-major, as
 /// the channels-last im2col matrix has them.
-fn weight_to_taps(w: &[f32], g: &Geometry) -> Vec<f32> {
+pub(crate) fn weight_to_taps(w: &[f32], g: &Geometry) -> Vec<f32> {
     let (c, kk) = (g.channels, g.kernel * g.kernel);
     let mut out = vec![0f32; w.len()];
     for (src, dst) in w.chunks_exact(c * kk).zip(out.chunks_exact_mut(c * kk)) {
@@ -295,7 +298,7 @@ fn weight_to_taps(w: &[f32], g: &Geometry) -> Vec<f32> {
 }
 
 /// The inverse of [`weight_to_taps`].
-fn taps_to_weight(taps: &[f32], g: &Geometry) -> Vec<f32> {
+pub(crate) fn taps_to_weight(taps: &[f32], g: &Geometry) -> Vec<f32> {
     let (c, kk) = (g.channels, g.kernel * g.kernel);
     let mut out = vec![0f32; taps.len()];
     for (src, dst) in taps.chunks_exact(c * kk).zip(out.chunks_exact_mut(c * kk)) {
@@ -306,6 +309,93 @@ fn taps_to_weight(taps: &[f32], g: &Geometry) -> Vec<f32> {
         }
     }
     out
+}
+
+/// `y = conv(x)` over channels-last images `x` (`n · image_len` floats) with the weight as
+/// taps ([`weight_to_taps`]); `y` is `(n, out_h, out_w, C_out)`.
+pub(crate) fn conv_forward(g: &Geometry, x: &[f32], taps: &[f32]) -> Vec<f32> {
+    let n = x.len() / g.image_len();
+    let (rows, pos, co) = (g.rows(), g.positions(), g.out_channels);
+    let chunk = g.images_per_chunk(n);
+    let len = n * pos * co;
+    let mut y: Vec<f32> = Vec::with_capacity(len);
+    y.spare_capacity_mut()[..len].par_chunks_mut(chunk * pos * co).zip(x.par_chunks(chunk * g.image_len())).for_each(
+        |(yc, xc)| {
+            let m = yc.len() / co;
+            let mut gemm_into = |lhs: &[f32]| {
+                // W'ᵀ: (rows × co) with row stride 1 and column stride rows. SAFETY: `yc` is
+                // `m·co` floats of spare capacity, all written (not read) by this GEMM.
+                unsafe {
+                    matmul_raw((m, co, rows), yc.as_mut_ptr().cast(), yc.len(), false, lhs, (rows, 1), taps, (1, rows))
+                }
+            };
+            if g.is_pointwise() {
+                gemm_into(xc);
+            } else {
+                with_scratch(m * rows, |cols| {
+                    g.im2col(xc, cols);
+                    gemm_into(cols);
+                });
+            }
+        },
+    );
+    // SAFETY: the chunks above cover `len` floats and each was written in full by its GEMM.
+    unsafe { y.set_len(len) };
+    y
+}
+
+/// The input gradient `dx` (`n · image_len` floats) of [`conv_forward`] from the output
+/// gradient `dy`, added onto `dx` when `accumulate` (a residual block's two branches).
+pub(crate) fn conv_input_grad(g: &Geometry, dy: &[f32], taps: &[f32], dx: &mut [f32], accumulate: bool) {
+    let n = dx.len() / g.image_len();
+    let (rows, pos, co) = (g.rows(), g.positions(), g.out_channels);
+    let chunk = g.images_per_chunk(n);
+    dx.par_chunks_mut(chunk * g.image_len()).zip(dy.par_chunks(chunk * pos * co)).for_each(|(dxc, dyc)| {
+        let m = dyc.len() / co;
+        if g.is_pointwise() {
+            matmul((m, rows, co), dxc, accumulate, dyc, (co, 1), taps, (rows, 1));
+        } else {
+            with_scratch(m * rows, |dcols| {
+                matmul((m, rows, co), dcols, false, dyc, (co, 1), taps, (rows, 1));
+                g.col2im(dcols, dxc, accumulate);
+            });
+        }
+    });
+}
+
+/// The weight gradient of [`conv_forward`] as taps `(C_out, k, k, C_in)`.
+pub(crate) fn conv_weight_grad_taps(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
+    let n = x.len() / g.image_len();
+    let (rows, pos, co) = (g.rows(), g.positions(), g.out_channels);
+    let chunk = g.images_per_chunk(n);
+    x.par_chunks(chunk * g.image_len())
+        .zip(dy.par_chunks(chunk * pos * co))
+        .fold(
+            || vec![0f32; co * rows],
+            |mut acc, (xc, dyc)| {
+                let m = dyc.len() / co;
+                // acc += dYᵀ · cols: dYᵀ is (co × m) with row stride 1 and column stride co.
+                let accumulate = |acc: &mut [f32], rhs: &[f32]| {
+                    matmul((co, rows, m), acc, true, dyc, (1, co), rhs, (rows, 1));
+                };
+                if g.is_pointwise() {
+                    accumulate(&mut acc, xc);
+                } else {
+                    with_scratch(m * rows, |cols| {
+                        g.im2col(xc, cols);
+                        accumulate(&mut acc, cols);
+                    });
+                }
+                acc
+            },
+        )
+        .reduce(
+            || vec![0f32; co * rows],
+            |mut a, b| {
+                a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
+                a
+            },
+        )
 }
 
 /// The forward convolution, `(x, w) → y` on channels-last `x`, with its backward built from the
@@ -330,44 +420,8 @@ impl CustomOp2 for ConvForward {
         let g = self.0;
         let (x, w) = (f32_slice(OP, xs, xl, "input")?, f32_slice(OP, ws, wl, "weight")?);
         let n = xl.dims()[0];
-        let (rows, pos, co) = (g.rows(), g.positions(), g.out_channels);
-        let taps = weight_to_taps(w, &g);
-        let chunk = g.images_per_chunk(n);
-        let len = n * pos * co;
-        let mut y: Vec<f32> = Vec::with_capacity(len);
-        y.spare_capacity_mut()[..len]
-            .par_chunks_mut(chunk * pos * co)
-            .zip(x.par_chunks(chunk * g.image_len()))
-            .for_each(|(yc, xc)| {
-                let m = yc.len() / co;
-                let mut gemm_into = |lhs: &[f32]| {
-                    // W'ᵀ: (rows × co) with row stride 1 and column stride rows. SAFETY: `yc` is
-                    // `m·co` floats of spare capacity, all written (not read) by this GEMM.
-                    unsafe {
-                        matmul_raw(
-                            (m, co, rows),
-                            yc.as_mut_ptr().cast(),
-                            yc.len(),
-                            false,
-                            lhs,
-                            (rows, 1),
-                            &taps,
-                            (1, rows),
-                        )
-                    }
-                };
-                if g.is_pointwise() {
-                    gemm_into(xc);
-                } else {
-                    with_scratch(m * rows, |cols| {
-                        g.im2col(xc, cols);
-                        gemm_into(cols);
-                    });
-                }
-            });
-        // SAFETY: the chunks above cover `len` floats and each was written in full by its GEMM.
-        unsafe { y.set_len(len) };
-        Ok((CpuStorage::F32(y), Shape::from((n, g.out_h(), g.out_w(), co))))
+        let y = conv_forward(&g, x, &weight_to_taps(w, &g));
+        Ok((CpuStorage::F32(y), Shape::from((n, g.out_h(), g.out_w(), g.out_channels))))
     }
 
     fn bwd(&self, x: &Tensor, w: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
@@ -387,21 +441,8 @@ impl CustomOp2 for ConvInputGrad {
         let g = self.0;
         let (dy, w) = (f32_slice(OP, ds, dl, "output gradient")?, f32_slice(OP, ws, wl, "weight")?);
         let n = dl.dims()[0];
-        let (rows, pos, co) = (g.rows(), g.positions(), g.out_channels);
-        let taps = weight_to_taps(w, &g);
-        let chunk = g.images_per_chunk(n);
         let mut dx = vec![0f32; n * g.image_len()];
-        dx.par_chunks_mut(chunk * g.image_len()).zip(dy.par_chunks(chunk * pos * co)).for_each(|(dxc, dyc)| {
-            let m = dyc.len() / co;
-            if g.is_pointwise() {
-                matmul((m, rows, co), dxc, false, dyc, (co, 1), &taps, (rows, 1));
-            } else {
-                with_scratch(m * rows, |dcols| {
-                    matmul((m, rows, co), dcols, false, dyc, (co, 1), &taps, (rows, 1));
-                    g.col2im(dcols, dxc);
-                });
-            }
-        });
+        conv_input_grad(&g, dy, &weight_to_taps(w, &g), &mut dx, false);
         Ok((CpuStorage::F32(dx), Shape::from((n, g.height, g.width, g.channels))))
     }
 }
@@ -414,40 +455,8 @@ impl CustomOp2 for ConvWeightGrad {
     fn cpu_fwd(&self, xs: &CpuStorage, xl: &Layout, ds: &CpuStorage, dl: &Layout) -> Result<(CpuStorage, Shape)> {
         let g = self.0;
         let (x, dy) = (f32_slice(OP, xs, xl, "input")?, f32_slice(OP, ds, dl, "output gradient")?);
-        let n = xl.dims()[0];
-        let (rows, pos, co) = (g.rows(), g.positions(), g.out_channels);
-        let chunk = g.images_per_chunk(n);
-        let taps = x
-            .par_chunks(chunk * g.image_len())
-            .zip(dy.par_chunks(chunk * pos * co))
-            .fold(
-                || vec![0f32; co * rows],
-                |mut acc, (xc, dyc)| {
-                    let m = dyc.len() / co;
-                    // acc += dYᵀ · cols: dYᵀ is (co × m) with row stride 1 and column stride co.
-                    let accumulate = |acc: &mut [f32], rhs: &[f32]| {
-                        matmul((co, rows, m), acc, true, dyc, (1, co), rhs, (rows, 1));
-                    };
-                    if g.is_pointwise() {
-                        accumulate(&mut acc, xc);
-                    } else {
-                        with_scratch(m * rows, |cols| {
-                            g.im2col(xc, cols);
-                            accumulate(&mut acc, cols);
-                        });
-                    }
-                    acc
-                },
-            )
-            .reduce(
-                || vec![0f32; co * rows],
-                |mut a, b| {
-                    a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
-                    a
-                },
-            );
-        let dw = taps_to_weight(&taps, &g);
-        Ok((CpuStorage::F32(dw), Shape::from((co, g.channels, g.kernel, g.kernel))))
+        let dw = taps_to_weight(&conv_weight_grad_taps(&g, x, dy), &g);
+        Ok((CpuStorage::F32(dw), Shape::from((g.out_channels, g.channels, g.kernel, g.kernel))))
     }
 }
 
@@ -474,6 +483,24 @@ impl Conv2d {
 
     pub fn weight(&self) -> &Tensor {
         &self.weight
+    }
+
+    /// The geometry of this convolution on channels-last images of `height × width` (the
+    /// channel counts from the weight).
+    pub(crate) fn geometry(&self, height: usize, width: usize) -> Result<Geometry> {
+        let (co, ci, k, k2) = self.weight.dims4()?;
+        if k != k2 {
+            candle_core::bail!("conv2d: the kernel must be square, the weight is {:?}", self.weight.dims());
+        }
+        Ok(Geometry {
+            channels: ci,
+            height,
+            width,
+            kernel: k,
+            stride: self.stride,
+            padding: self.padding,
+            out_channels: co,
+        })
     }
 
     /// The convolution of `x` laid out as `layout` (what [`ConvImpl::layout_for`] chose), in the
@@ -689,7 +716,7 @@ mod tests {
         let mut cols = vec![0.0; y.len()];
         g.im2col(&x, &mut cols);
         let mut back = vec![0.0; x.len()];
-        g.col2im(&y, &mut back);
+        g.col2im(&y, &mut back, false);
         let lhs: f64 = cols.iter().zip(&y).map(|(a, b)| (*a as f64) * (*b as f64)).sum();
         let rhs: f64 = x.iter().zip(&back).map(|(a, b)| (*a as f64) * (*b as f64)).sum();
         assert!((lhs - rhs).abs() < 1e-5 * lhs.abs().max(1.0), "{lhs} vs {rhs}");

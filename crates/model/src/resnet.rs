@@ -10,6 +10,7 @@ use crate::batch_norm::batch_norm_rows;
 use crate::conv::{ActLayout, Conv2d, ConvImpl};
 
 use crate::mlp::batch_norm;
+use crate::resnet_cpu::PlanBuilder;
 use crate::Error;
 
 /// Which stem and how wide.
@@ -226,16 +227,44 @@ impl ResNet {
     pub fn output_dim(&self) -> usize {
         self.output_dim
     }
+
+    /// Training mode on channels-last CPU activations: the whole encoder as one op
+    /// (`resnet_cpu`), the same numbers as the layer-by-layer path without its per-node passes.
+    fn train_pass(&self, x: &Tensor) -> Result<Tensor> {
+        let (_, h, w, _) = x.dims4()?;
+        let mut plan = PlanBuilder::new(h, w);
+        plan.stem(&self.conv1, &self.bn1)?;
+        for b in &self.blocks {
+            plan.block((&b.conv1, &b.bn1), (&b.conv2, &b.bn2), b.downsample.as_ref().map(|(c, bn)| (c, bn)))?;
+        }
+        plan.forward(x)
+    }
 }
 
 impl ModuleT for ResNet {
     /// `(N, C, H, W)` images in, `(N, output_dim)` features out; in between, the layout the
     /// convolution kernels want.
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let layout = match self.conv.precision {
+        let layout = self.layout_for(x);
+        if train && layout == ActLayout::ChannelsLast && !self.max_pool {
+            return self.train_pass(&layout.from_nchw(x)?);
+        }
+        self.forward_layers(x, train)
+    }
+}
+
+impl ResNet {
+    fn layout_for(&self, x: &Tensor) -> ActLayout {
+        match self.conv.precision {
             crate::Precision::F32 => self.conv.imp.layout_for(x),
             crate::Precision::Bf16 => ActLayout::ChannelsFirst,
-        };
+        }
+    }
+
+    /// The network layer by layer, each convolution and BatchNorm its own autograd node: the
+    /// evaluation path, the stem max-pool's, and the reference the fused pass is tested against.
+    fn forward_layers(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let layout = self.layout_for(x);
         let x = layout.from_nchw(x)?;
         let mut x = bn_in(&self.bn1, &self.conv1.forward_in(&x, layout)?, layout, true, train)?;
         if self.max_pool {
@@ -252,6 +281,7 @@ impl ModuleT for ResNet {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cpu::max_rel;
     use crate::SeededVarMap;
     use candle_core::{DType, Device};
 
@@ -352,6 +382,53 @@ mod tests {
         let e =
             rel_l2(&values(&net_fast.forward_t(&x, false).unwrap()), &values(&net_ref.forward_t(&x, false).unwrap()));
         assert!(e < 1e-5, "evaluation-mode features differ by {e}");
+    }
+
+    /// The fused training pass (`resnet_cpu`) against the layer-by-layer graph on the same
+    /// kernels: features, every parameter's gradient and the running statistics, for the CIFAR
+    /// stem and the 7×7 stride-2 one, identity and projection shortcuts, odd plane sizes.
+    #[test]
+    fn fused_training_pass_equals_the_layer_by_layer_graph() {
+        let dev = Device::Cpu;
+        for (small_stem, side) in [(true, 12), (false, 21)] {
+            let build = || {
+                let map = SeededVarMap::new(11);
+                let cfg = ResNetConfig { small_stem, ..ResNetConfig::resnet18(0.125) };
+                let net = ResNet::new(&cfg, map.builder(DType::F32, &dev)).unwrap();
+                // Non-trivial γ and β everywhere.
+                for (name, v) in map.named_vars() {
+                    if name.ends_with("bn1.weight") || name.ends_with("bn2.weight") || name.ends_with(".1.weight") {
+                        v.set(&Tensor::randn(1f32, 0.3, v.shape(), &dev).unwrap()).unwrap();
+                    } else if name.ends_with(".bias") {
+                        v.set(&Tensor::randn(0f32, 0.3, v.shape(), &dev).unwrap()).unwrap();
+                    }
+                }
+                (map.named_vars(), net)
+            };
+            let x = Tensor::randn(0f32, 1.0, (5, 3, side, side), &dev).unwrap();
+            let (vars_fused, fused) = build();
+            let (vars_layers, layers) = build();
+            for ((_, a), (_, b)) in vars_fused.iter().zip(&vars_layers) {
+                b.set(a.as_tensor()).unwrap();
+            }
+            let y_fused = fused.forward_t(&x, true).unwrap();
+            let y_layers = layers.forward_layers(&x, true).unwrap();
+            assert!(max_rel(&y_fused, &y_layers) < 1e-5, "features: {}", max_rel(&y_fused, &y_layers));
+            let upstream = Tensor::randn(0f32, 1.0, y_fused.shape(), &dev).unwrap();
+            let g_fused = (&y_fused * &upstream).unwrap().sum_all().unwrap().backward().unwrap();
+            let g_layers = (&y_layers * &upstream).unwrap().sum_all().unwrap().backward().unwrap();
+            for ((name, vf), (_, vl)) in vars_fused.iter().zip(&vars_layers) {
+                if name.contains("running_") {
+                    let e = max_rel(vf.as_tensor(), vl.as_tensor());
+                    assert!(e < 1e-6, "{name} (stem {small_stem}): {e}");
+                    continue;
+                }
+                let (gf, gl) = (g_fused.get(vf.as_tensor()), g_layers.get(vl.as_tensor()));
+                let (gf, gl) = (gf.unwrap_or_else(|| panic!("no fused gradient for {name}")), gl.unwrap());
+                let e = max_rel(gf, gl);
+                assert!(e < 1e-4, "gradient of {name} (stem {small_stem}): {e}");
+            }
+        }
     }
 
     #[test]

@@ -1,0 +1,403 @@
+//! A ResNet's training-mode forward and backward on the CPU as one candle op.
+//!
+//! Layer by layer, each convolution and BatchNorm is its own autograd node, and candle's backward
+//! adds every node's gradient into a freshly zeroed tensor of the activation's size, runs the
+//! residual additions and ReLUs (and their masks) as separate element-wise passes, and copies
+//! the BatchNorm gradients out of their packed buffer: measured, ~28 % of a width-0.25 step went
+//! to those passes (perf: `binary_map_vec_par`, `memset`, `memmove`). Here the encoder's
+//! trainable parameters enter as one flat vector (a `cat` of every conv weight, γ and β), the
+//! forward keeps what the backward needs on its own tape, and the backward walks the blocks in
+//! reverse with the same kernels (`conv`: im2col + GEMM, `batch_norm`: fused rows), fusing what
+//! the layer-by-layer graph runs apart: `relu(BN₂(c) + shortcut)` is one pass forward; backward,
+//! the ReLU's mask is applied in place and the shortcut's gradient is accumulated straight into
+//! the block input's gradient by the first convolution's col2im.
+//!
+//! The images get no gradient (they are data); the op returns the globally average-pooled
+//! `(N, C)` features, and each BatchNorm's batch statistics for the running ones. The numbers are
+//! those of the layer-by-layer path and of candle's reference (`resnet` tests).
+
+use std::sync::{Arc, Mutex};
+
+use candle_core::{CpuStorage, CustomOp2, Device, Layout, Result, Shape, Tensor};
+use candle_nn::BatchNorm;
+use rayon::prelude::*;
+
+use crate::batch_norm::{rows_per_task, update_running_statistics, RowAffine};
+use crate::conv::{conv_forward, conv_input_grad, conv_weight_grad_taps, taps_to_weight, weight_to_taps, Geometry};
+use crate::cpu::f32_slice;
+use crate::Conv2d;
+
+/// The name the op's errors carry.
+const OP: &str = "fused ResNet training pass";
+
+/// A convolution: its geometry and its weight's offset in the flat parameters.
+#[derive(Debug, Clone, Copy)]
+struct ConvLayer {
+    g: Geometry,
+    offset: usize,
+}
+
+impl ConvLayer {
+    fn weight<'a>(&self, params: &'a [f32]) -> &'a [f32] {
+        let g = &self.g;
+        &params[self.offset..][..g.out_channels * g.channels * g.kernel * g.kernel]
+    }
+}
+
+/// A BatchNorm: channels, ε, and the offset of γ (β follows it).
+#[derive(Debug, Clone, Copy)]
+struct BnLayer {
+    channels: usize,
+    eps: f64,
+    offset: usize,
+}
+
+impl BnLayer {
+    fn gamma<'a>(&self, params: &'a [f32]) -> &'a [f32] {
+        &params[self.offset..][..self.channels]
+    }
+
+    fn beta<'a>(&self, params: &'a [f32]) -> &'a [f32] {
+        &params[self.offset + self.channels..][..self.channels]
+    }
+
+    fn affine(&self, x: &[f32], params: &[f32]) -> RowAffine {
+        RowAffine::of_batch(x, self.gamma(params), self.beta(params), self.eps)
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct BlockLayers {
+    conv1: ConvLayer,
+    bn1: BnLayer,
+    conv2: ConvLayer,
+    bn2: BnLayer,
+    downsample: Option<(ConvLayer, BnLayer)>,
+}
+
+/// The network the op runs, built by [`PlanBuilder`] in the order the parameters are flattened.
+#[derive(Debug, Clone)]
+struct Plan {
+    stem: (ConvLayer, BnLayer),
+    blocks: Vec<BlockLayers>,
+    params: usize,
+}
+
+impl Plan {
+    /// Channels of the last activation: the features' size.
+    fn feature_channels(&self) -> usize {
+        self.blocks.last().map_or(self.stem.0.g.out_channels, |b| b.conv2.g.out_channels)
+    }
+}
+
+/// Walks a ResNet's layers in forward order, collecting the parameter tensors to flatten, their
+/// offsets, and the BatchNorms whose running statistics the pass updates.
+pub(crate) struct PlanBuilder {
+    params: Vec<Tensor>,
+    len: usize,
+    bns: Vec<BatchNorm>,
+    height: usize,
+    width: usize,
+    stem: Option<(ConvLayer, BnLayer)>,
+    blocks: Vec<BlockLayers>,
+}
+
+impl PlanBuilder {
+    /// For channels-last images of `height × width`.
+    pub(crate) fn new(height: usize, width: usize) -> Self {
+        Self { params: Vec::new(), len: 0, bns: Vec::new(), height, width, stem: None, blocks: Vec::new() }
+    }
+
+    fn push(&mut self, t: &Tensor) -> Result<usize> {
+        let offset = self.len;
+        self.len += t.elem_count();
+        self.params.push(t.flatten_all()?);
+        Ok(offset)
+    }
+
+    /// A convolution on `height × width` planes.
+    fn conv(&mut self, conv: &Conv2d, height: usize, width: usize) -> Result<ConvLayer> {
+        let g = conv.geometry(height, width)?;
+        Ok(ConvLayer { g, offset: self.push(conv.weight())? })
+    }
+
+    fn bn(&mut self, bn: &BatchNorm) -> Result<BnLayer> {
+        let Some((gamma, beta)) = bn.weight_and_bias() else {
+            candle_core::bail!("{OP}: a ResNet's BatchNorm has γ and β");
+        };
+        let offset = self.push(gamma)?;
+        self.push(beta)?;
+        self.bns.push(bn.clone());
+        Ok(BnLayer { channels: gamma.elem_count(), eps: bn.eps(), offset })
+    }
+
+    pub(crate) fn stem(&mut self, conv: &Conv2d, bn: &BatchNorm) -> Result<()> {
+        let c = self.conv(conv, self.height, self.width)?;
+        (self.height, self.width) = (c.g.out_h(), c.g.out_w());
+        let b = self.bn(bn)?;
+        self.stem = Some((c, b));
+        Ok(())
+    }
+
+    /// A BasicBlock: `conv1 → bn1 → relu → conv2 → bn2`, plus the optional projection shortcut.
+    pub(crate) fn block(
+        &mut self,
+        (conv1, bn1): (&Conv2d, &BatchNorm),
+        (conv2, bn2): (&Conv2d, &BatchNorm),
+        downsample: Option<(&Conv2d, &BatchNorm)>,
+    ) -> Result<()> {
+        let (h, w) = (self.height, self.width);
+        let c1 = self.conv(conv1, h, w)?;
+        let b1 = self.bn(bn1)?;
+        let c2 = self.conv(conv2, c1.g.out_h(), c1.g.out_w())?;
+        let b2 = self.bn(bn2)?;
+        let downsample = match downsample {
+            Some((c, b)) => Some((self.conv(c, h, w)?, self.bn(b)?)),
+            None => None,
+        };
+        (self.height, self.width) = (c2.g.out_h(), c2.g.out_w());
+        self.blocks.push(BlockLayers { conv1: c1, bn1: b1, conv2: c2, bn2: b2, downsample });
+        Ok(())
+    }
+
+    /// Runs the pass on channels-last `x` `(N, H, W, C)`: the `(N, C)` pooled features, with a
+    /// backward into every collected parameter; updates the running statistics.
+    pub(crate) fn forward(self, x: &Tensor) -> Result<Tensor> {
+        let Some(stem) = self.stem else { candle_core::bail!("{OP}: no stem") };
+        let plan = Plan { stem, blocks: self.blocks, params: self.len };
+        let params = Tensor::cat(&self.params, 0)?;
+        let tape = Arc::new(Mutex::new(None));
+        let op = TrainPass { plan, tape: tape.clone() };
+        let features = x.contiguous()?.apply_op2_arc(&params, Arc::new(Box::new(op)))?;
+        let guard = tape.lock().expect("tape lock");
+        let Some(tape) = guard.as_ref() else { candle_core::bail!("{OP}: the forward left no tape") };
+        let rows = |len: usize, c: usize| len / c;
+        let mut stats = vec![(&tape.stem_bn, rows(tape.stem_pre.len(), tape.stem_bn.mean.len()))];
+        for b in &tape.blocks {
+            stats.push((&b.bn1, rows(b.a.len(), b.bn1.mean.len())));
+            stats.push((&b.bn2, rows(b.c.len(), b.bn2.mean.len())));
+            if let Some((s, bn)) = &b.shortcut {
+                stats.push((bn, rows(s.len(), bn.mean.len())));
+            }
+        }
+        // The same order as the plan's BatchNorms.
+        for (bn, (affine, m)) in self.bns.iter().zip(stats) {
+            if m < 2 {
+                candle_core::bail!("batch-norm in training needs at least 2 rows, got {m}");
+            }
+            let as_tensor =
+                |v: &[f64]| Tensor::from_vec(v.iter().map(|v| *v as f32).collect::<Vec<_>>(), v.len(), x.device());
+            update_running_statistics(bn, &as_tensor(&affine.mean)?, &as_tensor(&affine.var)?, m)?;
+        }
+        drop(guard);
+        Ok(features)
+    }
+}
+
+/// What the backward needs of one BasicBlock.
+struct BlockTape {
+    /// conv1's output, its BatchNorm, and the ReLU after it.
+    a: Vec<f32>,
+    bn1: RowAffine,
+    b: Vec<f32>,
+    /// conv2's output and its BatchNorm.
+    c: Vec<f32>,
+    bn2: RowAffine,
+    /// The projection shortcut's convolution output and BatchNorm.
+    shortcut: Option<(Vec<f32>, RowAffine)>,
+}
+
+struct Tape {
+    input: Vec<f32>,
+    stem_pre: Vec<f32>,
+    stem_bn: RowAffine,
+    /// `outputs[0]` is the stem's (after its ReLU), `outputs[i + 1]` block i's.
+    outputs: Vec<Vec<f32>>,
+    blocks: Vec<BlockTape>,
+}
+
+/// `(images, flat parameters) → features`, keeping its tape for the backward.
+struct TrainPass {
+    plan: Plan,
+    tape: Arc<Mutex<Option<Tape>>>,
+}
+
+/// `out = relu(c · scale₂ + shift₂ + shortcut)`, the shortcut either the block's input or its
+/// projection `s · scale_d + shift_d`.
+fn residual_relu(c: &[f32], bn2: &RowAffine, input: &[f32], projection: Option<(&[f32], &RowAffine)>) -> Vec<f32> {
+    let ch = bn2.scale.len();
+    let task = rows_per_task(ch) * ch;
+    let mut out = vec![0f32; c.len()];
+    let (s2, t2) = (&bn2.scale, &bn2.shift);
+    match projection {
+        None => {
+            out.par_chunks_mut(task).zip(c.par_chunks(task).zip(input.par_chunks(task))).for_each(|(oc, (cc, ic))| {
+                for ((or, cr), ir) in oc.chunks_exact_mut(ch).zip(cc.chunks_exact(ch)).zip(ic.chunks_exact(ch)) {
+                    for i in 0..ch {
+                        or[i] = (cr[i] * s2[i] + t2[i] + ir[i]).max(0.0);
+                    }
+                }
+            })
+        }
+        Some((s, bnd)) => {
+            let (sd, td) = (&bnd.scale, &bnd.shift);
+            out.par_chunks_mut(task).zip(c.par_chunks(task).zip(s.par_chunks(task))).for_each(|(oc, (cc, sc))| {
+                for ((or, cr), sr) in oc.chunks_exact_mut(ch).zip(cc.chunks_exact(ch)).zip(sc.chunks_exact(ch)) {
+                    for i in 0..ch {
+                        or[i] = (cr[i] * s2[i] + t2[i] + sr[i] * sd[i] + td[i]).max(0.0);
+                    }
+                }
+            })
+        }
+    }
+    out
+}
+
+/// `y = relu(BN(x))` with batch statistics: the BatchNorm and `y`.
+fn bn_relu(layer: &BnLayer, x: &[f32], params: &[f32]) -> (RowAffine, Vec<f32>) {
+    let bn = layer.affine(x, params);
+    let mut y = vec![0f32; x.len()];
+    bn.apply(x, &mut y, true);
+    (bn, y)
+}
+
+impl CustomOp2 for TrainPass {
+    fn name(&self) -> &'static str {
+        "resnet-train-pass"
+    }
+
+    fn cpu_fwd(&self, xs: &CpuStorage, xl: &Layout, ps: &CpuStorage, pl: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = f32_slice(OP, xs, xl, "images")?;
+        let params = f32_slice(OP, ps, pl, "parameters")?;
+        let plan = &self.plan;
+        let (stem, stem_layer) = plan.stem;
+        let n = xl.dims()[0];
+        if xl.dims() != [n, stem.g.height, stem.g.width, stem.g.channels] || params.len() != plan.params {
+            candle_core::bail!("{OP}: images {:?} or {} parameters do not fit the plan", xl.dims(), params.len());
+        }
+        let conv = |layer: &ConvLayer, input: &[f32]| {
+            conv_forward(&layer.g, input, &weight_to_taps(layer.weight(params), &layer.g))
+        };
+        let stem_pre = conv(&stem, x);
+        let (stem_bn, first) = bn_relu(&stem_layer, &stem_pre, params);
+        let mut outputs = vec![first];
+        let mut blocks = Vec::with_capacity(plan.blocks.len());
+        for layers in &plan.blocks {
+            let input = outputs.last().expect("the stem's output is first");
+            let a = conv(&layers.conv1, input);
+            let (bn1, b) = bn_relu(&layers.bn1, &a, params);
+            let c = conv(&layers.conv2, &b);
+            let bn2 = layers.bn2.affine(&c, params);
+            let shortcut = layers.downsample.map(|(conv_d, bn_d)| {
+                let s = conv(&conv_d, input);
+                let bn = bn_d.affine(&s, params);
+                (s, bn)
+            });
+            let out = residual_relu(&c, &bn2, input, shortcut.as_ref().map(|(s, bn)| (s.as_slice(), bn)));
+            outputs.push(out);
+            blocks.push(BlockTape { a, bn1, b, c, bn2, shortcut });
+        }
+        let last = outputs.last().expect("at least the stem");
+        let ch = plan.feature_channels();
+        let positions = last.len() / (n * ch);
+        let mut features = vec![0f32; n * ch];
+        features.par_chunks_mut(ch).zip(last.par_chunks(positions * ch)).for_each(|(f, image)| {
+            for pixel in image.chunks_exact(ch) {
+                f.iter_mut().zip(pixel).for_each(|(f, v)| *f += v);
+            }
+            f.iter_mut().for_each(|f| *f /= positions as f32);
+        });
+        *self.tape.lock().expect("tape lock") = Some(Tape { input: x.to_vec(), stem_pre, stem_bn, outputs, blocks });
+        Ok((CpuStorage::F32(features), Shape::from((n, ch))))
+    }
+
+    fn bwd(&self, _x: &Tensor, params: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let dfeatures: Vec<f32> = dy.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1()?;
+        let params: Vec<f32> = params.flatten_all()?.to_vec1()?;
+        let guard = self.tape.lock().expect("tape lock");
+        let Some(tape) = guard.as_ref() else { candle_core::bail!("{OP}: backward before forward") };
+        let grads = self.backward(tape, &params, &dfeatures);
+        Ok((None, Some(Tensor::from_vec(grads, self.plan.params, &Device::Cpu)?)))
+    }
+}
+
+impl TrainPass {
+    /// The gradient of every flat parameter from the features' gradient.
+    fn backward(&self, tape: &Tape, params: &[f32], dfeatures: &[f32]) -> Vec<f32> {
+        let plan = &self.plan;
+        let mut grads = vec![0f32; plan.params];
+        let put =
+            |grads: &mut [f32], offset: usize, values: &[f32]| grads[offset..][..values.len()].copy_from_slice(values);
+        let put_bn = |grads: &mut [f32], layer: &BnLayer, (dg, db): (Vec<f32>, Vec<f32>)| {
+            put(grads, layer.offset, &dg);
+            put(grads, layer.offset + layer.channels, &db);
+        };
+        let taps = |layer: &ConvLayer| weight_to_taps(layer.weight(params), &layer.g);
+        let weight_grad = |layer: &ConvLayer, input: &[f32], d: &[f32]| {
+            taps_to_weight(&conv_weight_grad_taps(&layer.g, input, d), &layer.g)
+        };
+
+        // The average pool's gradient: each position gets its image's feature gradient / positions.
+        let last = tape.outputs.last().expect("at least the stem");
+        let ch = plan.feature_channels();
+        let n = dfeatures.len() / ch;
+        let positions = last.len() / (n * ch);
+        let mut dout = vec![0f32; last.len()];
+        dout.par_chunks_mut(positions * ch).zip(dfeatures.par_chunks(ch)).for_each(|(d, f)| {
+            for pixel in d.chunks_exact_mut(ch) {
+                pixel.iter_mut().zip(f).for_each(|(d, f)| *d = f / positions as f32);
+            }
+        });
+
+        for (i, (layers, bt)) in plan.blocks.iter().zip(&tape.blocks).enumerate().rev() {
+            let (input, out) = (&tape.outputs[i], &tape.outputs[i + 1]);
+            // Through the ReLU after the sum: zero where it cut.
+            dout.par_iter_mut().zip(out.par_iter()).for_each(|(d, o)| {
+                if *o <= 0.0 {
+                    *d = 0.0;
+                }
+            });
+            let mut dc = vec![0f32; bt.c.len()];
+            put_bn(
+                &mut grads,
+                &layers.bn2,
+                bt.bn2.backward(layers.bn2.gamma(params), [&bt.c, &bt.c, &dout], false, &mut dc),
+            );
+            let mut db = vec![0f32; bt.b.len()];
+            conv_input_grad(&layers.conv2.g, &dc, &taps(&layers.conv2), &mut db, false);
+            put(&mut grads, layers.conv2.offset, &weight_grad(&layers.conv2, &bt.b, &dc));
+            drop(dc);
+            let mut da = vec![0f32; bt.a.len()];
+            put_bn(
+                &mut grads,
+                &layers.bn1,
+                bt.bn1.backward(layers.bn1.gamma(params), [&bt.a, &bt.b, &db], true, &mut da),
+            );
+            drop(db);
+            let mut din = vec![0f32; input.len()];
+            conv_input_grad(&layers.conv1.g, &da, &taps(&layers.conv1), &mut din, false);
+            put(&mut grads, layers.conv1.offset, &weight_grad(&layers.conv1, input, &da));
+            drop(da);
+            match (&layers.downsample, &bt.shortcut) {
+                (Some((conv_d, bn_d)), Some((s, bn))) => {
+                    let mut ds = vec![0f32; s.len()];
+                    put_bn(&mut grads, bn_d, bn.backward(bn_d.gamma(params), [s, s, &dout], false, &mut ds));
+                    conv_input_grad(&conv_d.g, &ds, &taps(conv_d), &mut din, true);
+                    put(&mut grads, conv_d.offset, &weight_grad(conv_d, input, &ds));
+                }
+                _ => din.par_iter_mut().zip(dout.par_iter()).for_each(|(d, g)| *d += g),
+            }
+            dout = din;
+        }
+
+        let (stem, stem_layer) = &plan.stem;
+        let mut da = vec![0f32; tape.stem_pre.len()];
+        put_bn(
+            &mut grads,
+            stem_layer,
+            tape.stem_bn.backward(stem_layer.gamma(params), [&tape.stem_pre, &tape.outputs[0], &dout], true, &mut da),
+        );
+        put(&mut grads, stem.offset, &weight_grad(stem, &tape.input, &da));
+        grads
+    }
+}
