@@ -130,9 +130,10 @@ impl RowAffine {
         let (scale, shift) = (&self.scale, &self.shift);
         y.par_chunks_mut(rows_per_task(c) * c).zip(x.par_chunks(rows_per_task(c) * c)).for_each(|(yc, xc)| {
             for (yr, xr) in yc.chunks_exact_mut(c).zip(xc.chunks_exact(c)) {
-                for i in 0..c {
-                    let v = xr[i] * scale[i] + shift[i];
-                    yr[i] = if relu { v.max(0.0) } else { v };
+                // Zipped, not indexed: the loop then has no bounds checks and vectorises.
+                for (((y, &x), &scale), &shift) in yr.iter_mut().zip(xr).zip(scale).zip(shift) {
+                    let v = x * scale + shift;
+                    *y = if relu { v.max(0.0) } else { v };
                 }
             }
         });
@@ -157,10 +158,13 @@ impl RowAffine {
         let (mean32, inv32): (Vec<f32>, Vec<f32>) =
             mean.iter().zip(inv_std).map(|(m, s)| (*m as f32, *s as f32)).unzip();
         let (sum_dy, sum_dy_xhat) = channel_sums([x, y, dy], c, |xr, yr, dr, s, t| {
-            for i in 0..c {
-                let d = g(yr[i], dr[i]);
-                s[i] += d;
-                t[i] += d * (xr[i] - mean32[i]) * inv32[i];
+            let stats = mean32.iter().zip(&inv32);
+            for (((((s, t), &x), &y), &d), (&mean, &inv)) in
+                s.iter_mut().zip(t.iter_mut()).zip(xr).zip(yr).zip(dr).zip(stats)
+            {
+                let d = g(y, d);
+                *s += d;
+                *t += d * (x - mean) * inv;
             }
         });
         // dx = γ/σ · (g − Σg/M − x̂ · Σ(g·x̂)/M), written as g·a + x·b + k per channel.
@@ -180,8 +184,10 @@ impl RowAffine {
                 for (((or, xr), yr), dr) in
                     oc.chunks_exact_mut(c).zip(xc.chunks_exact(c)).zip(yc.chunks_exact(c)).zip(dc.chunks_exact(c))
                 {
-                    for i in 0..c {
-                        or[i] = g(yr[i], dr[i]) * a[i] + xr[i] * b[i] + k[i];
+                    let coefficients = a.iter().zip(&b).zip(&k);
+                    for ((((o, &x), &y), &d), ((&a, &b), &k)) in or.iter_mut().zip(xr).zip(yr).zip(dr).zip(coefficients)
+                    {
+                        *o = g(y, d) * a + x * b + k;
                     }
                 }
             },

@@ -233,8 +233,8 @@ fn residual_relu(c: &[f32], bn2: &RowAffine, input: &[f32], projection: Option<(
         None => {
             out.par_chunks_mut(task).zip(c.par_chunks(task).zip(input.par_chunks(task))).for_each(|(oc, (cc, ic))| {
                 for ((or, cr), ir) in oc.chunks_exact_mut(ch).zip(cc.chunks_exact(ch)).zip(ic.chunks_exact(ch)) {
-                    for i in 0..ch {
-                        or[i] = (cr[i] * s2[i] + t2[i] + ir[i]).max(0.0);
+                    for ((((o, &c), &i), &s2), &t2) in or.iter_mut().zip(cr).zip(ir).zip(s2).zip(t2) {
+                        *o = (c * s2 + t2 + i).max(0.0);
                     }
                 }
             })
@@ -242,9 +242,10 @@ fn residual_relu(c: &[f32], bn2: &RowAffine, input: &[f32], projection: Option<(
         Some((s, bnd)) => {
             let (sd, td) = (&bnd.scale, &bnd.shift);
             out.par_chunks_mut(task).zip(c.par_chunks(task).zip(s.par_chunks(task))).for_each(|(oc, (cc, sc))| {
+                let affine = s2.iter().zip(t2).zip(sd.iter().zip(td));
                 for ((or, cr), sr) in oc.chunks_exact_mut(ch).zip(cc.chunks_exact(ch)).zip(sc.chunks_exact(ch)) {
-                    for i in 0..ch {
-                        or[i] = (cr[i] * s2[i] + t2[i] + sr[i] * sd[i] + td[i]).max(0.0);
+                    for (((o, &c), &s), ((&s2, &t2), (&sd, &td))) in or.iter_mut().zip(cr).zip(sr).zip(affine.clone()) {
+                        *o = (c * s2 + t2 + s * sd + td).max(0.0);
                     }
                 }
             })
