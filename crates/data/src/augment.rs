@@ -562,7 +562,7 @@ impl Augment {
 
     /// The pipeline of view `v`.
     pub fn pipeline(&self, v: usize) -> &Pipeline {
-        if v % 2 == 0 {
+        if v.is_multiple_of(2) {
             &self.view_a
         } else {
             &self.view_b

@@ -52,7 +52,7 @@ pub fn train_step(cfg: &TrainStepBench, device: &Device) -> Result<TrainStepResu
     }
     if let Some(w) = &mut spec.wmse {
         // The authors' 128 where it divides the batch, else the whole batch (their default).
-        if cfg.batch % w.w_size != 0 {
+        if !cfg.batch.is_multiple_of(w.w_size) {
             w.w_size = cfg.batch;
         }
     }

@@ -178,7 +178,7 @@ pub fn inspect(method: Method, paths: &[PathBuf], set: &[(String, String)]) -> R
         Method::Simclr => infomax_losses::simclr(&inputs, values["tau"])?,
         Method::Byol | Method::Simsiam => {
             // [online prediction, target projection], or k predictions then k targets.
-            if inputs.len() % 2 != 0 {
+            if !inputs.len().is_multiple_of(2) {
                 return Err(Error::File {
                     path: paths[paths.len() - 1].clone(),
                     what: format!(

@@ -95,7 +95,7 @@ pub fn validate(s: &RunSpec) -> Check {
         Method::WMse => {
             let w = s.wmse.as_ref().expect("checked above");
             let emb = s.embedding_dim();
-            if w.w_size < 2 || t.batch_size % w.w_size != 0 {
+            if w.w_size < 2 || !t.batch_size.is_multiple_of(w.w_size) {
                 return fail(
                     "wmse.w_size",
                     format!(
