@@ -20,6 +20,7 @@ use gemm::{gemm, Parallelism};
 use rayon::prelude::*;
 
 use crate::cpu::f32_slice;
+use crate::direct_conv;
 
 /// The name the ops' errors carry.
 const OP: &str = "im2col convolution";
@@ -112,7 +113,7 @@ impl Geometry {
     }
 
     /// Columns of the im2col matrix (and of `W'`): k·k·C, pixel-major.
-    fn rows(&self) -> usize {
+    pub(crate) fn rows(&self) -> usize {
         self.channels * self.kernel * self.kernel
     }
 
@@ -314,6 +315,16 @@ pub(crate) fn taps_to_weight(taps: &[f32], g: &Geometry) -> Vec<f32> {
 /// `y = conv(x)` over channels-last images `x` (`n · image_len` floats) with the weight as
 /// taps ([`weight_to_taps`]); `y` is `(n, out_h, out_w, C_out)`.
 pub(crate) fn conv_forward(g: &Geometry, x: &[f32], taps: &[f32]) -> Vec<f32> {
+    if direct_conv::applies(g) {
+        let mut y = vec![0f32; x.len() / g.image_len() * g.positions() * g.out_channels];
+        direct_conv::forward_into(g, x, &direct_conv::taps_to_direct(taps, g), &mut y);
+        return y;
+    }
+    conv_forward_im2col(g, x, taps)
+}
+
+/// [`conv_forward`] through im2col + GEMM, whatever the shape.
+pub(crate) fn conv_forward_im2col(g: &Geometry, x: &[f32], taps: &[f32]) -> Vec<f32> {
     let n = x.len() / g.image_len();
     let (rows, pos, co) = (g.rows(), g.positions(), g.out_channels);
     let chunk = g.images_per_chunk(n);
@@ -347,6 +358,18 @@ pub(crate) fn conv_forward(g: &Geometry, x: &[f32], taps: &[f32]) -> Vec<f32> {
 /// The input gradient `dx` (`n · image_len` floats) of [`conv_forward`] from the output
 /// gradient `dy`, added onto `dx` when `accumulate` (a residual block's two branches).
 pub(crate) fn conv_input_grad(g: &Geometry, dy: &[f32], taps: &[f32], dx: &mut [f32], accumulate: bool) {
+    // A 3×3 stride-1 convolution's input gradient is the same convolution of `dy` with the
+    // kernel flipped and its channels swapped.
+    let flipped = Geometry { channels: g.out_channels, out_channels: g.channels, ..*g };
+    if !accumulate && g.kernel == 3 && direct_conv::applies(&flipped) {
+        direct_conv::forward_into(&flipped, dy, &direct_conv::taps_to_direct_input_grad(taps, g), dx);
+        return;
+    }
+    conv_input_grad_im2col(g, dy, taps, dx, accumulate)
+}
+
+/// [`conv_input_grad`] through GEMM + col2im, whatever the shape.
+pub(crate) fn conv_input_grad_im2col(g: &Geometry, dy: &[f32], taps: &[f32], dx: &mut [f32], accumulate: bool) {
     let n = dx.len() / g.image_len();
     let (rows, pos, co) = (g.rows(), g.positions(), g.out_channels);
     let chunk = g.images_per_chunk(n);
@@ -365,6 +388,14 @@ pub(crate) fn conv_input_grad(g: &Geometry, dy: &[f32], taps: &[f32], dx: &mut [
 
 /// The weight gradient of [`conv_forward`] as taps `(C_out, k, k, C_in)`.
 pub(crate) fn conv_weight_grad_taps(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
+    if direct_conv::applies(g) {
+        return direct_conv::weight_grad_taps(g, x, dy);
+    }
+    conv_weight_grad_taps_im2col(g, x, dy)
+}
+
+/// [`conv_weight_grad_taps`] through im2col + GEMM, whatever the shape.
+pub(crate) fn conv_weight_grad_taps_im2col(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
     let n = x.len() / g.image_len();
     let (rows, pos, co) = (g.rows(), g.positions(), g.out_channels);
     let chunk = g.images_per_chunk(n);

@@ -4,6 +4,7 @@
 pub mod batch_norm;
 pub mod conv;
 mod cpu;
+mod direct_conv;
 mod error;
 pub mod init;
 pub mod max_pool;
