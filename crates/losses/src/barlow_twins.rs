@@ -11,9 +11,9 @@
 //! that is the runner's business. solo-learn's `scale_loss` (0.1 on CIFAR) is not applied: it
 //! rescales the loss, which the authors do not.
 
-use candle_core::{Tensor, D};
+use candle_core::Tensor;
 
-use crate::stats::{centre, off_diagonal_square_sum};
+use crate::stats::{centre, column_sums, cross_product_diagonal, off_diagonal_cross_square_sum, repeat_rows};
 use crate::vicreg::check_pair;
 use crate::Result;
 
@@ -35,35 +35,40 @@ pub struct BarlowTwinsTerms {
 
 /// Per-dimension standardisation on the batch's own statistics with the biased variance.
 pub fn standardise(z: &Tensor, eps: f64) -> Result<Tensor> {
+    let n = z.dim(0)?;
     let zc = centre(z)?;
-    let var = zc.sqr()?.mean_keepdim(0)?;
-    Ok(zc.broadcast_div(&(var + eps)?.sqrt()?)?)
+    let var = (column_sums(&zc.sqr()?)? / n as f64)?;
+    Ok((zc * repeat_rows(&(var + eps)?.sqrt()?.recip()?, n)?)?)
 }
 
-/// `C = ẑ_Aᵀ ẑ_B / N` of two standardised views.
+/// `C = ẑ_Aᵀ ẑ_B / N` of two standardised views, as a `(D, D)` matrix. The loss never forms it
+/// (see [`on_diagonal`], [`off_diagonal`]); this is the reference they are tested against.
 pub fn cross_correlation(za: &Tensor, zb: &Tensor) -> Result<Tensor> {
     let n = za.dim(0)? as f64;
     Ok((za.t()?.matmul(zb)? / n)?)
 }
 
-/// `Σ_i (1 − C_ii)²`.
-pub fn on_diagonal(c: &Tensor) -> Result<Tensor> {
-    let eye = Tensor::eye(c.dim(0)?, c.dtype(), c.device())?;
-    let diagonal = (c * eye)?.sum(D::Minus1)?;
+/// `Σ_i (1 − C_ii)²` of two standardised views, from C's diagonal alone.
+pub fn on_diagonal(za: &Tensor, zb: &Tensor) -> Result<Tensor> {
+    let n = za.dim(0)? as f64;
+    let diagonal = (cross_product_diagonal(za, zb)? / n)?;
     Ok(diagonal.affine(-1.0, 1.0)?.sqr()?.sum_all()?)
 }
 
-/// `Σ_{i≠j} C_ij²`.
-pub fn off_diagonal(c: &Tensor) -> Result<Tensor> {
-    Ok(off_diagonal_square_sum(c)?)
+/// `Σ_{i≠j} C_ij²` of two standardised views, through the `(N, N)` Gram matrices when N < D
+/// (O(N²D) instead of O(ND²): the authors' D = 8192 projector would otherwise need a 256 MB
+/// matrix and its gradient).
+pub fn off_diagonal(za: &Tensor, zb: &Tensor) -> Result<Tensor> {
+    let n = za.dim(0)? as f64;
+    Ok((off_diagonal_cross_square_sum(za, zb)? / (n * n))?)
 }
 
 /// The Barlow Twins loss of two views, as the authors compute it.
 pub fn barlow_twins(za: &Tensor, zb: &Tensor, lambda: f64) -> Result<BarlowTwinsTerms> {
     check_pair("barlow-twins", za, zb)?;
-    let c = cross_correlation(&standardise(za, STANDARDISE_EPS)?, &standardise(zb, STANDARDISE_EPS)?)?;
-    let on_diagonal = on_diagonal(&c)?;
-    let off_diagonal = off_diagonal(&c)?;
+    let (za, zb) = (standardise(za, STANDARDISE_EPS)?, standardise(zb, STANDARDISE_EPS)?);
+    let on_diagonal = on_diagonal(&za, &zb)?;
+    let off_diagonal = off_diagonal(&za, &zb)?;
     let loss = (&on_diagonal + off_diagonal.affine(lambda, 0.0)?)?;
     Ok(BarlowTwinsTerms { loss, on_diagonal, off_diagonal })
 }
@@ -101,9 +106,28 @@ mod tests {
         assert!(scalar(&t.off_diagonal) > 0.01);
     }
 
+    /// N ≥ D and N < D (the Gram-matrix path).
     #[test]
     fn gradient_matches_finite_differences() {
         assert_gradients_match(6, 4, 2, |v| barlow_twins(&v[0], &v[1], DEFAULT_LAMBDA).unwrap().loss);
-        let _ = Device::Cpu;
+        assert_gradients_match(4, 7, 2, |v| barlow_twins(&v[0], &v[1], DEFAULT_LAMBDA).unwrap().loss);
+    }
+
+    /// Both terms equal the explicit `(D, D)` cross-correlation's when N < D.
+    #[test]
+    fn terms_equal_the_explicit_cross_correlation_when_wider_than_the_batch() {
+        let dev = Device::Cpu;
+        let a = Tensor::randn(0f64, 1.0, (5, 9), &dev).unwrap();
+        let b = Tensor::randn(0f64, 1.0, (5, 9), &dev).unwrap();
+        let t = barlow_twins(&a, &b, DEFAULT_LAMBDA).unwrap();
+        let c =
+            cross_correlation(&standardise(&a, STANDARDISE_EPS).unwrap(), &standardise(&b, STANDARDISE_EPS).unwrap())
+                .unwrap();
+        let eye = Tensor::eye(9, c.dtype(), &dev).unwrap();
+        let diagonal = (&c * &eye).unwrap().sum(1).unwrap();
+        let on = scalar(&diagonal.affine(-1.0, 1.0).unwrap().sqr().unwrap().sum_all().unwrap());
+        let off = scalar(&crate::stats::off_diagonal_square_sum(&c).unwrap());
+        assert!((scalar(&t.on_diagonal) - on).abs() < 1e-10 * on, "{} vs {on}", scalar(&t.on_diagonal));
+        assert!((scalar(&t.off_diagonal) - off).abs() < 1e-10 * off, "{} vs {off}", scalar(&t.off_diagonal));
     }
 }

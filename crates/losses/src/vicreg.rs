@@ -14,7 +14,7 @@
 
 use candle_core::Tensor;
 
-use crate::stats::{covariance_unbiased, off_diagonal_square_sum, variance_unbiased};
+use crate::stats::{centre, off_diagonal_cross_square_sum, variance_unbiased};
 use crate::{Error, Result};
 
 /// The coefficients of the three terms and the constants inside the variance hinge.
@@ -62,10 +62,13 @@ pub fn variance(z: &Tensor, gamma: f64, eps: f64) -> Result<Tensor> {
     Ok(std.affine(-1.0, gamma)?.relu()?.mean_all()?)
 }
 
-/// `(1/D) Σ_{i≠j} C_ij²` of the unbiased covariance matrix.
+/// `(1/D) Σ_{i≠j} C_ij²` of the unbiased covariance matrix `C = Z_cᵀZ_c / (N − 1)`, computed
+/// without forming C when N < D (see [`off_diagonal_cross_square_sum`]).
 pub fn covariance(z: &Tensor) -> Result<Tensor> {
-    let d = z.dim(1)? as f64;
-    Ok((off_diagonal_square_sum(&covariance_unbiased(z)?)? / d)?)
+    let (n, d) = z.dims2()?;
+    let zc = centre(z)?;
+    let scale = ((n - 1) * (n - 1) * d) as f64;
+    Ok((off_diagonal_cross_square_sum(&zc, &zc)? / scale)?)
 }
 
 /// The VICReg loss of two views, as the authors compute it.
@@ -137,6 +140,16 @@ mod tests {
         assert!(scalar(&covariance(&z).unwrap()).abs() < 1e-12);
     }
 
+    /// The covariance term equals the explicit `(D, D)` computation when N < D.
+    #[test]
+    fn covariance_equals_the_explicit_matrix_when_wider_than_the_batch() {
+        let z = Tensor::randn(0f64, 1.0, (5, 9), &Device::Cpu).unwrap();
+        let explicit = crate::stats::off_diagonal_square_sum(&crate::stats::covariance_unbiased(&z).unwrap()).unwrap();
+        let want = scalar(&explicit) / 9.0;
+        let got = scalar(&covariance(&z).unwrap());
+        assert!((got - want).abs() < 1e-10 * want, "{got} vs {want}");
+    }
+
     #[test]
     fn rejects_mismatched_or_single_row_views() {
         let a = mat(&[&[0.0, 0.0], &[2.0, 2.0]]);
@@ -150,8 +163,14 @@ mod tests {
     /// The autograd gradient of the full loss equals central finite differences (f64).
     #[test]
     fn gradient_matches_finite_differences() {
+        for (n, d) in [(6, 4), (4, 7)] {
+            gradient_matches_finite_differences_at(n, d);
+        }
+    }
+
+    /// N ≥ D forms the covariance matrix; N < D goes through the Gram matrices.
+    fn gradient_matches_finite_differences_at(n: usize, d: usize) {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
-        let (n, d) = (6, 4);
         let mut draw = || -> Vec<f64> { (0..n * d).map(|_| rng.random_range(-1.0..1.0)).collect() };
         let a0 = draw();
         let b0 = draw();
