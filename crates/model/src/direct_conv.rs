@@ -88,7 +88,11 @@ pub(crate) fn forward_into(g: &Geometry, x: &[f32], weights: &[f32], y: &mut [f3
             // SAFETY: `applies` checked AVX-512F; the slices have the sizes the kernel walks.
             #[cfg(target_arch = "x86_64")]
             unsafe {
-                avx512::image(padded, weights, yi, h, w, c, co)
+                match c {
+                    16 => avx512::image::<16>(padded, weights, yi, h, w, c, co),
+                    32 => avx512::image::<32>(padded, weights, yi, h, w, c, co),
+                    _ => avx512::image::<0>(padded, weights, yi, h, w, c, co),
+                }
             }
         })
     });
@@ -169,13 +173,17 @@ fn pad(x: &[f32], padded: &mut [f32], h: usize, w: usize, c: usize) {
 mod avx512 {
     use std::arch::x86_64::*;
 
-    /// The whole image: every output row, in tiles of `P` pixels × `16·V` channels.
+    /// The whole image: every output row, in tiles of `P` pixels × `16·V` channels, for `C`
+    /// input channels, or any number when `C` is 0: a compile-time count makes every pixel's
+    /// offset in the tile an immediate instead of a chain of adds (width 0.25, batch 128, 2
+    /// threads, GFLOP/s forward / input gradient, three alternated runs: 16→16 55-58 / 54-57 →
+    /// 71-78 / 65-75, 32→32 82-88 / 70-84 → 92-101 / 86-98).
     ///
     /// # Safety
     /// The CPU has AVX-512F; `padded` is `(h + 2)(w + 2)c`, `weights` `9·c·co`, `y` `h·w·co`
-    /// floats, `co` a multiple of 16.
+    /// floats, `co` a multiple of 16, `C` 0 or `c`.
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn image(
+    pub(super) unsafe fn image<const C: usize>(
         padded: &[f32],
         weights: &[f32],
         y: &mut [f32],
@@ -184,30 +192,7 @@ mod avx512 {
         c: usize,
         co: usize,
     ) {
-        // SAFETY: as this function's.
-        unsafe {
-            match c {
-                16 => image_for::<16>(padded, weights, y, h, w, c, co),
-                32 => image_for::<32>(padded, weights, y, h, w, c, co),
-                _ => image_for::<0>(padded, weights, y, h, w, c, co),
-            }
-        }
-    }
-
-    /// [`image`] for `C` input channels, or any number when `C` is 0: a compile-time count
-    /// makes every pixel's offset in the tile an immediate instead of a chain of adds (width
-    /// 0.25, batch 128, 2 threads, GFLOP/s forward / input gradient, three alternated runs:
-    /// 16→16 55-58 / 54-57 → 71-78 / 65-75, 32→32 82-88 / 70-84 → 92-101 / 86-98).
-    #[target_feature(enable = "avx512f")]
-    unsafe fn image_for<const C: usize>(
-        padded: &[f32],
-        weights: &[f32],
-        y: &mut [f32],
-        h: usize,
-        w: usize,
-        c: usize,
-        co: usize,
-    ) {
+        assert!(C == 0 || C == c, "direct convolution: compiled for {C} channels, called with {c}");
         assert!(padded.len() >= (h + 2) * (w + 2) * c && weights.len() >= 9 * c * co && y.len() >= h * w * co);
         assert!(co.is_multiple_of(16));
         let row_stride = (w + 2) * c;
