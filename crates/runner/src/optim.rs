@@ -75,16 +75,19 @@ fn detached_grad(grads: &GradStore, p: &Var) -> Option<Tensor> {
     grads.get(p.as_tensor()).map(Tensor::detach)
 }
 
-/// Runs `f` on the values of a contiguous f32 tensor on the CPU; `None` for any other device,
-/// dtype or layout (the optimisers then take their tensor-op path).
-fn with_cpu_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Option<R> {
-    let (storage, layout) = t.storage_and_layout();
-    match &*storage {
+/// The values of a contiguous f32 storage on the CPU; `None` for any other device, dtype or
+/// layout (the optimisers then take their tensor-op path).
+fn cpu_f32<'a>(storage: &'a candle_core::Storage, layout: &candle_core::Layout) -> Option<&'a [f32]> {
+    match storage {
         candle_core::Storage::Cpu(candle_core::CpuStorage::F32(v)) => {
-            layout.contiguous_offsets().map(|(start, end)| f(&v[start..end]))
+            layout.contiguous_offsets().map(|(start, end)| &v[start..end])
         }
         _ => None,
     }
+}
+
+fn of_length(v: Option<&[f32]>, n: usize) -> Option<&[f32]> {
+    v.filter(|v| v.len() == n)
 }
 
 /// The new values of one parameter and its state buffers from a fused CPU update: `f` gets the
@@ -99,32 +102,24 @@ fn fused_cpu_update<const B: usize>(
     f: impl FnOnce(&[f32], &[f32], [Option<&[f32]>; B]) -> (Vec<f32>, [Vec<f32>; B]),
 ) -> Result<Option<[Tensor; B]>> {
     let n = p.elem_count();
-    // Read guards nest: parameter, gradient, buffers; all dropped before `set` takes the write lock.
-    let out = with_cpu_f32(p.as_tensor(), |w| {
-        with_cpu_f32(g, |g| {
-            let mut slices: [Option<&[f32]>; B] = [None; B];
-            let mut guards = Vec::with_capacity(B);
-            for b in buffers.iter().flatten() {
-                guards.push(b.storage_and_layout());
+    let out = {
+        // Read guards, all dropped at the end of this block, before `set` takes the write lock.
+        let (p_storage, p_layout) = p.storage_and_layout();
+        let (g_storage, g_layout) = g.storage_and_layout();
+        let guards: Vec<_> = buffers.iter().map(|b| b.map(Tensor::storage_and_layout)).collect();
+        let mut slices: [Option<&[f32]>; B] = [None; B];
+        let mut all_apply = true;
+        for (slot, guard) in slices.iter_mut().zip(&guards) {
+            if let Some((storage, layout)) = guard {
+                *slot = of_length(cpu_f32(storage, layout), n);
+                all_apply &= slot.is_some();
             }
-            let mut next = guards.iter();
-            for (slot, b) in slices.iter_mut().zip(&buffers) {
-                if b.is_some() {
-                    let (storage, layout) = next.next()?;
-                    match &**storage {
-                        candle_core::Storage::Cpu(candle_core::CpuStorage::F32(v)) => {
-                            let (start, end) = layout.contiguous_offsets()?;
-                            *slot = Some(&v[start..end]);
-                        }
-                        _ => return None,
-                    }
-                }
-            }
-            (w.len() == n && g.len() == n && slices.iter().flatten().all(|s| s.len() == n)).then(|| f(w, g, slices))
-        })
-        .flatten()
-    })
-    .flatten();
+        }
+        match (of_length(cpu_f32(&p_storage, p_layout), n), of_length(cpu_f32(&g_storage, g_layout), n)) {
+            (Some(w), Some(g)) if all_apply => Some(f(w, g, slices)),
+            _ => None,
+        }
+    };
     let Some((new_p, new_buffers)) = out else { return Ok(None) };
     let shape = p.shape().clone();
     p.set(&Tensor::from_vec(new_p, shape.clone(), p.device())?)?;
@@ -608,6 +603,11 @@ mod tests {
             }
             out
         };
+        // The fused path applies here (else the comparison below would compare the reference
+        // with itself).
+        let (gw, _) = &gradients[0];
+        assert!(Lars::new(vec![copy(&w0)], 0.05, 0.9, 0.02).step_fused(0, gw, 0.1).unwrap());
+        assert!(Adam::new(vec![copy(&w0)], (0.9, 0.999), 1e-8, 0.01).step_fused(0, gw, 0.1, (0.1, 0.001)).unwrap());
         for kind in ["lars", "adam"] {
             let (fused, reference) = (run(kind, true), run(kind, false));
             assert_eq!(fused.len(), reference.len());
