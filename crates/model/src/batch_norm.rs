@@ -140,7 +140,8 @@ impl RowAffine {
     }
 
     /// The backward of `y = [relu](BN(x))` with these statistics and `gamma`: writes `dx` and
-    /// returns `(dγ, dβ)`. With `relu` the gradient is cut where `y ≤ 0`; without it `y` is
+    /// returns `(dγ, dβ)`. With `relu` the gradient is cut where `y ≤ 0` (`y` the output of the
+    /// ReLU it came through, which may follow a residual sum); without it `y` is
     /// not read (pass `x`).
     pub(crate) fn backward(
         &self,

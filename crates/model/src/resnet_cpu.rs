@@ -254,6 +254,16 @@ fn residual_relu(c: &[f32], bn2: &RowAffine, input: &[f32], projection: Option<(
     out
 }
 
+/// `acc += g` where `y > 0`: a gradient through a ReLU, added onto another term's.
+fn add_where_positive(acc: &mut [f32], g: &[f32], y: &[f32]) {
+    const TASK: usize = 1 << 16;
+    acc.par_chunks_mut(TASK).zip(g.par_chunks(TASK).zip(y.par_chunks(TASK))).for_each(|(ac, (gc, yc))| {
+        for ((a, &g), &y) in ac.iter_mut().zip(gc).zip(yc) {
+            *a += if y > 0.0 { g } else { 0.0 };
+        }
+    });
+}
+
 /// `y = relu(BN(x))` with batch statistics: the BatchNorm and `y`.
 fn bn_relu(layer: &BnLayer, x: &[f32], params: &[f32]) -> (RowAffine, Vec<f32>) {
     let bn = layer.affine(x, params);
@@ -352,17 +362,14 @@ impl TrainPass {
 
         for (i, (layers, bt)) in plan.blocks.iter().zip(&tape.blocks).enumerate().rev() {
             let (input, out) = (&tape.outputs[i], &tape.outputs[i + 1]);
-            // Through the ReLU after the sum: zero where it cut.
-            dout.par_iter_mut().zip(out.par_iter()).for_each(|(d, o)| {
-                if *o <= 0.0 {
-                    *d = 0.0;
-                }
-            });
+            // `dout` reaches the sum through the ReLU after it: each of the sum's terms below
+            // cuts it where `out ≤ 0` as it reads it (a pass of its own, branching on the sign,
+            // cost 4 % of a width-0.25 step).
             let mut dc = vec![0f32; bt.c.len()];
             put_bn(
                 &mut grads,
                 &layers.bn2,
-                bt.bn2.backward(layers.bn2.gamma(params), [&bt.c, &bt.c, &dout], false, &mut dc),
+                bt.bn2.backward(layers.bn2.gamma(params), [&bt.c, out, &dout], true, &mut dc),
             );
             let mut db = vec![0f32; bt.b.len()];
             conv_input_grad(&layers.conv2.g, &dc, &taps(&layers.conv2), &mut db, false);
@@ -382,11 +389,11 @@ impl TrainPass {
             match (&layers.downsample, &bt.shortcut) {
                 (Some((conv_d, bn_d)), Some((s, bn))) => {
                     let mut ds = vec![0f32; s.len()];
-                    put_bn(&mut grads, bn_d, bn.backward(bn_d.gamma(params), [s, s, &dout], false, &mut ds));
+                    put_bn(&mut grads, bn_d, bn.backward(bn_d.gamma(params), [s, out, &dout], true, &mut ds));
                     conv_input_grad(&conv_d.g, &ds, &taps(conv_d), &mut din, true);
                     put(&mut grads, conv_d.offset, &weight_grad(conv_d, input, &ds));
                 }
-                _ => din.par_iter_mut().zip(dout.par_iter()).for_each(|(d, g)| *d += g),
+                _ => add_where_positive(&mut din, &dout, out),
             }
             dout = din;
         }
