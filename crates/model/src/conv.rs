@@ -16,10 +16,10 @@
 //! and the path on GPUs, where `Im2col` has no kernel yet.
 
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Module, Result, Shape, Tensor};
-use gemm::{gemm, Parallelism};
+use gemm::Parallelism;
 use rayon::prelude::*;
 
-use crate::cpu::f32_slice;
+use crate::cpu::{f32_slice, matmul, matmul_raw};
 use crate::direct_conv;
 
 /// The name the ops' errors carry.
@@ -204,66 +204,6 @@ impl Geometry {
     }
 }
 
-/// `dst (m×n) = [dst +] lhs (m×k) · rhs (k×n)`, each operand given by its row and column strides.
-#[allow(clippy::too_many_arguments)]
-fn matmul(
-    dims: (usize, usize, usize),
-    dst: &mut [f32],
-    accumulate: bool,
-    lhs: &[f32],
-    lhs_strides: (usize, usize),
-    rhs: &[f32],
-    rhs_strides: (usize, usize),
-) {
-    // SAFETY: a slice is valid and initialised for all its elements.
-    unsafe { matmul_raw(dims, dst.as_mut_ptr(), dst.len(), accumulate, lhs, lhs_strides, rhs, rhs_strides) }
-}
-
-/// [`matmul`] into raw memory: with `accumulate` false the GEMM writes every element of the
-/// `m × n` destination and reads none, so it may be uninitialised.
-///
-/// # Safety
-/// `dst` must be valid for writes of `dst_len` floats, and initialised when `accumulate`.
-#[allow(clippy::too_many_arguments)]
-unsafe fn matmul_raw(
-    (m, n, k): (usize, usize, usize),
-    dst: *mut f32,
-    dst_len: usize,
-    accumulate: bool,
-    lhs: &[f32],
-    (lhs_rs, lhs_cs): (usize, usize),
-    rhs: &[f32],
-    (rhs_rs, rhs_cs): (usize, usize),
-) {
-    assert!(dst_len >= m * n, "GEMM destination too short");
-    assert!(m == 0 || k == 0 || lhs.len() > (m - 1) * lhs_rs + (k - 1) * lhs_cs, "GEMM lhs too short");
-    assert!(n == 0 || k == 0 || rhs.len() > (k - 1) * rhs_rs + (n - 1) * rhs_cs, "GEMM rhs too short");
-    // SAFETY: the asserts keep every element the strides reach inside the slices and `dst`.
-    unsafe {
-        gemm(
-            m,
-            n,
-            k,
-            dst,
-            1,
-            n as isize,
-            accumulate,
-            lhs.as_ptr(),
-            lhs_cs as isize,
-            lhs_rs as isize,
-            rhs.as_ptr(),
-            rhs_cs as isize,
-            rhs_rs as isize,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            Parallelism::None,
-        )
-    }
-}
-
 thread_local! {
     /// Each thread's im2col matrix, kept between calls: rebuilding a fresh zeroed buffer per
     /// task cost a memset of the whole matrix every time (perf: ~8 % of a width-0.25 step).
@@ -338,7 +278,17 @@ pub(crate) fn conv_forward_im2col(g: &Geometry, x: &[f32], taps: &[f32]) -> Vec<
                 // W'ᵀ: (rows × co) with row stride 1 and column stride rows. SAFETY: `yc` is
                 // `m·co` floats of spare capacity, all written (not read) by this GEMM.
                 unsafe {
-                    matmul_raw((m, co, rows), yc.as_mut_ptr().cast(), yc.len(), false, lhs, (rows, 1), taps, (1, rows))
+                    matmul_raw(
+                        (m, co, rows),
+                        yc.as_mut_ptr().cast(),
+                        yc.len(),
+                        false,
+                        lhs,
+                        (rows, 1),
+                        taps,
+                        (1, rows),
+                        Parallelism::None,
+                    )
                 }
             };
             if g.is_pointwise() {
@@ -377,10 +327,10 @@ pub(crate) fn conv_input_grad_im2col(g: &Geometry, dy: &[f32], taps: &[f32], dx:
     dx.par_chunks_mut(chunk * g.image_len()).zip(dy.par_chunks(chunk * pos * co)).for_each(|(dxc, dyc)| {
         let m = dyc.len() / co;
         if g.is_pointwise() {
-            matmul((m, rows, co), dxc, accumulate, dyc, (co, 1), taps, (rows, 1));
+            matmul((m, rows, co), dxc, accumulate, dyc, (co, 1), taps, (rows, 1), Parallelism::None);
         } else {
             with_scratch(m * rows, |dcols| {
-                matmul((m, rows, co), dcols, false, dyc, (co, 1), taps, (rows, 1));
+                matmul((m, rows, co), dcols, false, dyc, (co, 1), taps, (rows, 1), Parallelism::None);
                 g.col2im(dcols, dxc, accumulate);
             });
         }
@@ -408,7 +358,7 @@ pub(crate) fn conv_weight_grad_taps_im2col(g: &Geometry, x: &[f32], dy: &[f32]) 
                 let m = dyc.len() / co;
                 // acc += dYᵀ · cols: dYᵀ is (co × m) with row stride 1 and column stride co.
                 let accumulate = |acc: &mut [f32], rhs: &[f32]| {
-                    matmul((co, rows, m), acc, true, dyc, (1, co), rhs, (rows, 1));
+                    matmul((co, rows, m), acc, true, dyc, (1, co), rhs, (rows, 1), Parallelism::None);
                 };
                 if g.is_pointwise() {
                     accumulate(&mut acc, xc);

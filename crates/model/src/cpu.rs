@@ -1,6 +1,7 @@
-//! What the crate's CPU custom ops (convolution, BatchNorm, max-pool) share.
+//! What the crate's CPU custom ops (convolution, linear, BatchNorm, max-pool) share.
 
 use candle_core::{CpuStorage, Layout, Result};
+use gemm::{gemm, Parallelism};
 
 /// The floats of a contiguous f32 operand of `op`, or an error naming the op and the operand.
 pub(crate) fn f32_slice<'a>(op: &str, s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
@@ -11,6 +12,71 @@ pub(crate) fn f32_slice<'a>(op: &str, s: &'a CpuStorage, l: &Layout, what: &str)
     match l.contiguous_offsets() {
         Some((a, b)) => Ok(&data[a..b]),
         None => candle_core::bail!("{op}: {what} must be contiguous"),
+    }
+}
+
+/// `dst (m×n) = [dst +] lhs (m×k) · rhs (k×n)`, each operand given by its row and column strides,
+/// on this thread (`Parallelism::None`, inside a kernel's own tasks) or on rayon's.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn matmul(
+    dims: (usize, usize, usize),
+    dst: &mut [f32],
+    accumulate: bool,
+    lhs: &[f32],
+    lhs_strides: (usize, usize),
+    rhs: &[f32],
+    rhs_strides: (usize, usize),
+    parallelism: Parallelism,
+) {
+    // SAFETY: a slice is valid and initialised for all its elements.
+    unsafe {
+        matmul_raw(dims, dst.as_mut_ptr(), dst.len(), accumulate, lhs, lhs_strides, rhs, rhs_strides, parallelism)
+    }
+}
+
+/// [`matmul`] into raw memory: with `accumulate` false the GEMM writes every element of the
+/// `m × n` destination and reads none, so it may be uninitialised.
+///
+/// # Safety
+/// `dst` must be valid for writes of `dst_len` floats, and initialised when `accumulate`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn matmul_raw(
+    (m, n, k): (usize, usize, usize),
+    dst: *mut f32,
+    dst_len: usize,
+    accumulate: bool,
+    lhs: &[f32],
+    (lhs_rs, lhs_cs): (usize, usize),
+    rhs: &[f32],
+    (rhs_rs, rhs_cs): (usize, usize),
+    parallelism: Parallelism,
+) {
+    assert!(dst_len >= m * n, "GEMM destination too short");
+    assert!(m == 0 || k == 0 || lhs.len() > (m - 1) * lhs_rs + (k - 1) * lhs_cs, "GEMM lhs too short");
+    assert!(n == 0 || k == 0 || rhs.len() > (k - 1) * rhs_rs + (n - 1) * rhs_cs, "GEMM rhs too short");
+    // SAFETY: the asserts keep every element the strides reach inside the slices and `dst`.
+    unsafe {
+        gemm(
+            m,
+            n,
+            k,
+            dst,
+            1,
+            n as isize,
+            accumulate,
+            lhs.as_ptr(),
+            lhs_cs as isize,
+            lhs_rs as isize,
+            rhs.as_ptr(),
+            rhs_cs as isize,
+            rhs_rs as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        )
     }
 }
 

@@ -7,6 +7,7 @@ mod cpu;
 mod direct_conv;
 mod error;
 pub mod init;
+pub mod linear;
 pub mod max_pool;
 pub mod mlp;
 pub mod resnet;

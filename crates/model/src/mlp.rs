@@ -72,7 +72,7 @@ pub struct Mlp {
 /// `x Wᵀ + b` with the product in `precision` (the bias added in f32).
 fn linear_in(l: &Linear, x: &Tensor, precision: crate::Precision) -> Result<Tensor> {
     if precision == crate::Precision::F32 {
-        return x.apply(l);
+        return crate::linear::linear_forward(x, l.weight(), l.bias());
     }
     let y = precision.apply(x, l.weight(), |x, w| x.matmul(&w.t()?))?;
     match l.bias() {
