@@ -22,7 +22,7 @@ use candle_core::{CpuStorage, CustomOp2, Device, Layout, Result, Shape, Tensor};
 use candle_nn::BatchNorm;
 use rayon::prelude::*;
 
-use crate::batch_norm::{rows_per_task, update_running_statistics, RowAffine};
+use crate::batch_norm::{rows_per_task, update_running_statistics, with_channels, ReluCut, RowAffine};
 use crate::conv::{conv_forward, conv_input_grad, conv_weight_grad_taps, taps_to_weight, weight_to_taps, Geometry};
 use crate::cpu::f32_slice;
 use crate::Conv2d;
@@ -232,22 +232,27 @@ fn residual_relu(c: &[f32], bn2: &RowAffine, input: &[f32], projection: Option<(
     match projection {
         None => {
             out.par_chunks_mut(task).zip(c.par_chunks(task).zip(input.par_chunks(task))).for_each(|(oc, (cc, ic))| {
-                for ((or, cr), ir) in oc.chunks_exact_mut(ch).zip(cc.chunks_exact(ch)).zip(ic.chunks_exact(ch)) {
-                    for ((((o, &c), &i), &s2), &t2) in or.iter_mut().zip(cr).zip(ir).zip(s2).zip(t2) {
-                        *o = (c * s2 + t2 + i).max(0.0);
+                with_channels!(ch, C => {
+                    let (s2, t2) = (&s2[..C], &t2[..C]);
+                    for ((or, cr), ir) in oc.chunks_exact_mut(C).zip(cc.chunks_exact(C)).zip(ic.chunks_exact(C)) {
+                        for ((((o, &c), &i), &s2), &t2) in or.iter_mut().zip(cr).zip(ir).zip(s2).zip(t2) {
+                            *o = (c * s2 + t2 + i).max(0.0);
+                        }
                     }
-                }
+                })
             })
         }
         Some((s, bnd)) => {
             let (sd, td) = (&bnd.scale, &bnd.shift);
             out.par_chunks_mut(task).zip(c.par_chunks(task).zip(s.par_chunks(task))).for_each(|(oc, (cc, sc))| {
-                let affine = s2.iter().zip(t2).zip(sd.iter().zip(td));
-                for ((or, cr), sr) in oc.chunks_exact_mut(ch).zip(cc.chunks_exact(ch)).zip(sc.chunks_exact(ch)) {
-                    for (((o, &c), &s), ((&s2, &t2), (&sd, &td))) in or.iter_mut().zip(cr).zip(sr).zip(affine.clone()) {
-                        *o = (c * s2 + t2 + s * sd + td).max(0.0);
+                with_channels!(ch, C => {
+                    let affine = s2[..C].iter().zip(&t2[..C]).zip(sd[..C].iter().zip(&td[..C]));
+                    for ((or, cr), sr) in oc.chunks_exact_mut(C).zip(cc.chunks_exact(C)).zip(sc.chunks_exact(C)) {
+                        for (((o, &c), &s), ((&s2, &t2), (&sd, &td))) in or.iter_mut().zip(cr).zip(sr).zip(affine.clone()) {
+                            *o = (c * s2 + t2 + s * sd + td).max(0.0);
+                        }
                     }
-                }
+                })
             })
         }
     }
@@ -369,7 +374,7 @@ impl TrainPass {
             put_bn(
                 &mut grads,
                 &layers.bn2,
-                bt.bn2.backward(layers.bn2.gamma(params), [&bt.c, out, &dout], true, &mut dc),
+                bt.bn2.backward(layers.bn2.gamma(params), &bt.c, &dout, ReluCut::Where(out), &mut dc),
             );
             let mut db = vec![0f32; bt.b.len()];
             conv_input_grad(&layers.conv2.g, &dc, &taps(&layers.conv2), &mut db, false);
@@ -379,7 +384,7 @@ impl TrainPass {
             put_bn(
                 &mut grads,
                 &layers.bn1,
-                bt.bn1.backward(layers.bn1.gamma(params), [&bt.a, &bt.b, &db], true, &mut da),
+                bt.bn1.backward(layers.bn1.gamma(params), &bt.a, &db, ReluCut::Where(&bt.b), &mut da),
             );
             drop(db);
             let mut din = vec![0f32; input.len()];
@@ -389,7 +394,7 @@ impl TrainPass {
             match (&layers.downsample, &bt.shortcut) {
                 (Some((conv_d, bn_d)), Some((s, bn))) => {
                     let mut ds = vec![0f32; s.len()];
-                    put_bn(&mut grads, bn_d, bn.backward(bn_d.gamma(params), [s, out, &dout], true, &mut ds));
+                    put_bn(&mut grads, bn_d, bn.backward(bn_d.gamma(params), s, &dout, ReluCut::Where(out), &mut ds));
                     conv_input_grad(&conv_d.g, &ds, &taps(conv_d), &mut din, true);
                     put(&mut grads, conv_d.offset, &weight_grad(conv_d, input, &ds));
                 }
@@ -403,7 +408,13 @@ impl TrainPass {
         put_bn(
             &mut grads,
             stem_layer,
-            tape.stem_bn.backward(stem_layer.gamma(params), [&tape.stem_pre, &tape.outputs[0], &dout], true, &mut da),
+            tape.stem_bn.backward(
+                stem_layer.gamma(params),
+                &tape.stem_pre,
+                &dout,
+                ReluCut::Where(&tape.outputs[0]),
+                &mut da,
+            ),
         );
         put(&mut grads, stem.offset, &weight_grad(stem, &tape.input, &da));
         grads
