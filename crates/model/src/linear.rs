@@ -14,7 +14,7 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use gemm::Parallelism;
 
-use crate::cpu::{f32_slice, matmul, matmul_raw};
+use crate::cpu::{f32_slice, matmul_raw};
 
 /// The name the ops' errors carry.
 const OP: &str = "linear";
@@ -47,6 +47,40 @@ fn dims(xl: &Layout, wl: &Layout) -> Result<(usize, usize, usize)> {
     Ok((n, k, m))
 }
 
+/// A new `rows × cols` matrix `lhs · rhs` (operands by their row and column strides) from a
+/// multithreaded GEMM that writes every element: no zeroing pass first (the weight's gradient
+/// of a 2048-wide layer is 16 MB).
+fn product_into_new(
+    (rows, cols, inner): (usize, usize, usize),
+    lhs: &[f32],
+    lhs_strides: (usize, usize),
+    rhs: &[f32],
+    rhs_strides: (usize, usize),
+) -> Vec<f32> {
+    let len = rows * cols;
+    if inner == 0 {
+        return vec![0.0; len];
+    }
+    let mut out = Vec::with_capacity(len);
+    // SAFETY: `out` has room for the `len` floats the GEMM writes without reading them, all of
+    // them before `set_len`.
+    unsafe {
+        matmul_raw(
+            (rows, cols, inner),
+            out.as_mut_ptr(),
+            len,
+            false,
+            lhs,
+            lhs_strides,
+            rhs,
+            rhs_strides,
+            Parallelism::Rayon(0),
+        );
+        out.set_len(len);
+    }
+    out
+}
+
 /// `(x, W[, b]) → x Wᵀ [+ b]`.
 #[derive(Debug, Clone, Copy)]
 struct Forward;
@@ -61,12 +95,7 @@ impl Forward {
     ) -> Result<(CpuStorage, Shape)> {
         let (n, k, m) = dims(xl, wl)?;
         let (x, w) = (f32_slice(OP, xs, xl, "input")?, f32_slice(OP, ws, wl, "weight")?);
-        let mut y = Vec::with_capacity(n * m);
-        // SAFETY: `y` has room for the `n × m` floats the GEMM writes without reading them.
-        unsafe {
-            matmul_raw((n, m, k), y.as_mut_ptr(), n * m, false, x, (k, 1), w, (1, k), Parallelism::Rayon(0));
-            y.set_len(n * m);
-        }
+        let mut y = product_into_new((n, m, k), x, (k, 1), w, (1, k));
         if let Some(b) = b {
             if b.len() != m {
                 candle_core::bail!("{OP}: the bias has {} entries for {m} outputs", b.len());
@@ -144,8 +173,7 @@ impl CustomOp2 for InputGrad {
             candle_core::bail!("{OP}: output gradient has {m} columns, the weight is {m2} × {k}");
         }
         let (dy, w) = (f32_slice(OP, ds, dl, "output gradient")?, f32_slice(OP, ws, wl, "weight")?);
-        let mut dx = vec![0f32; n * k];
-        matmul((n, k, m), &mut dx, false, dy, (m, 1), w, (k, 1), Parallelism::Rayon(0));
+        let dx = product_into_new((n, k, m), dy, (m, 1), w, (k, 1));
         Ok((CpuStorage::F32(dx), Shape::from((n, k))))
     }
 }
@@ -165,8 +193,7 @@ impl CustomOp2 for WeightGrad {
             candle_core::bail!("{OP}: output gradient has {n} rows, the input {n2}");
         }
         let (dy, x) = (f32_slice(OP, ds, dl, "output gradient")?, f32_slice(OP, xs, xl, "input")?);
-        let mut dw = vec![0f32; m * k];
-        matmul((m, k, n), &mut dw, false, dy, (1, m), x, (k, 1), Parallelism::Rayon(0));
+        let dw = product_into_new((m, k, n), dy, (1, m), x, (k, 1));
         Ok((CpuStorage::F32(dw), Shape::from((m, k))))
     }
 }
