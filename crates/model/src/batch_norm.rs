@@ -15,7 +15,7 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp3, DType, Layout, Result, Shape
 use candle_nn::{BatchNorm, ModuleT};
 use rayon::prelude::*;
 
-use crate::cpu::f32_slice;
+use crate::cpu::{f32_slice, zeros};
 
 /// The name the ops' errors carry.
 const OP: &str = "fused batch-norm";
@@ -287,7 +287,7 @@ impl CustomOp3 for BatchNormTrain {
         let x = f32_slice(OP, xs, xl, "input")?;
         let (gamma, beta) = (f32_slice(OP, gs, gl, "weight")?, f32_slice(OP, bs, bl, "bias")?);
         let affine = RowAffine::of_batch(x, gamma, beta, self.eps);
-        let mut y = vec![0f32; x.len()];
+        let mut y = zeros(x.len());
         affine.apply(x, &mut y, self.relu);
         Ok((CpuStorage::F32(y), xl.shape().clone()))
     }
@@ -342,7 +342,7 @@ impl CustomOp3 for BatchNormGrad {
         let c = self.gamma.len();
         let m = x.len() / c;
         let affine = RowAffine::of_batch(x, &self.gamma, &self.beta, self.op.eps);
-        let mut out = vec![0f32; (m + 2) * c];
+        let mut out = zeros((m + 2) * c);
         let (dx, tail) = out.split_at_mut(m * c);
         let (dgamma, dbeta) = affine.backward(&self.gamma, x, dy, cut, dx);
         tail[..c].copy_from_slice(&dgamma);

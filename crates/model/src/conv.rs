@@ -19,7 +19,7 @@ use candle_core::{CpuStorage, CustomOp2, DType, Layout, Module, Result, Shape, T
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-use crate::cpu::{f32_slice, matmul, matmul_raw};
+use crate::cpu::{f32_slice, matmul, matmul_raw, zeros};
 use crate::direct_conv;
 
 /// The name the ops' errors carry.
@@ -257,7 +257,7 @@ pub(crate) fn taps_to_weight(taps: &[f32], g: &Geometry) -> Vec<f32> {
 /// taps ([`weight_to_taps`]); `y` is `(n, out_h, out_w, C_out)`.
 pub(crate) fn conv_forward(g: &Geometry, x: &[f32], taps: &[f32]) -> Vec<f32> {
     if direct_conv::applies(g) {
-        let mut y = vec![0f32; x.len() / g.image_len() * g.positions() * g.out_channels];
+        let mut y = zeros(x.len() / g.image_len() * g.positions() * g.out_channels);
         direct_conv::forward_into(g, x, &direct_conv::taps_to_direct(taps, g), &mut y);
         return y;
     }
@@ -423,7 +423,7 @@ impl CustomOp2 for ConvInputGrad {
         let g = self.0;
         let (dy, w) = (f32_slice(OP, ds, dl, "output gradient")?, f32_slice(OP, ws, wl, "weight")?);
         let n = dl.dims()[0];
-        let mut dx = vec![0f32; n * g.image_len()];
+        let mut dx = zeros(n * g.image_len());
         conv_input_grad(&g, dy, &weight_to_taps(w, &g), &mut dx, false);
         Ok((CpuStorage::F32(dx), Shape::from((n, g.height, g.width, g.channels))))
     }

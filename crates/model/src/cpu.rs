@@ -2,6 +2,7 @@
 
 use candle_core::{CpuStorage, Layout, Result};
 use gemm::{gemm, Parallelism};
+use rayon::prelude::*;
 
 /// The floats of a contiguous f32 operand of `op`, or an error naming the op and the operand.
 pub(crate) fn f32_slice<'a>(op: &str, s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
@@ -78,6 +79,24 @@ pub(crate) unsafe fn matmul_raw(
             parallelism,
         )
     }
+}
+
+/// `len` zeros, written by every thread of the pool: for the activation-sized buffers the
+/// kernels then fill, which `vec![0.0; len]` zeroed on the one thread that runs the encoder op
+/// while the others waited (perf: serial `memset` ~3.5 % of a width-0.25 step's samples, ~6 %
+/// of its time).
+pub(crate) fn zeros(len: usize) -> Vec<f32> {
+    const TASK: usize = 1 << 16;
+    if len < TASK {
+        return vec![0.0; len];
+    }
+    let mut out = Vec::with_capacity(len);
+    out.spare_capacity_mut()[..len]
+        .par_chunks_mut(TASK)
+        .for_each(|chunk| chunk.iter_mut().for_each(|v| _ = v.write(0.0)));
+    // SAFETY: every one of the first `len` elements was written above.
+    unsafe { out.set_len(len) };
+    out
 }
 
 /// max |a − b| / max |b|: how far a kernel's output is from the reference's.

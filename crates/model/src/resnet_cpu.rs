@@ -24,7 +24,7 @@ use rayon::prelude::*;
 
 use crate::batch_norm::{rows_per_task, update_running_statistics, with_channels, ReluCut, RowAffine};
 use crate::conv::{conv_forward, conv_input_grad, conv_weight_grad_taps, taps_to_weight, weight_to_taps, Geometry};
-use crate::cpu::f32_slice;
+use crate::cpu::{f32_slice, zeros};
 use crate::Conv2d;
 
 /// The name the op's errors carry.
@@ -227,7 +227,7 @@ struct TrainPass {
 fn residual_relu(c: &[f32], bn2: &RowAffine, input: &[f32], projection: Option<(&[f32], &RowAffine)>) -> Vec<f32> {
     let ch = bn2.scale.len();
     let task = rows_per_task(ch) * ch;
-    let mut out = vec![0f32; c.len()];
+    let mut out = zeros(c.len());
     let (s2, t2) = (&bn2.scale, &bn2.shift);
     match projection {
         None => {
@@ -272,7 +272,7 @@ fn add_where_positive(acc: &mut [f32], g: &[f32], y: &[f32]) {
 /// `y = relu(BN(x))` with batch statistics: the BatchNorm and `y`.
 fn bn_relu(layer: &BnLayer, x: &[f32], params: &[f32]) -> (RowAffine, Vec<f32>) {
     let bn = layer.affine(x, params);
-    let mut y = vec![0f32; x.len()];
+    let mut y = zeros(x.len());
     bn.apply(x, &mut y, true);
     (bn, y)
 }
@@ -358,7 +358,7 @@ impl TrainPass {
         let ch = plan.feature_channels();
         let n = dfeatures.len() / ch;
         let positions = last.len() / (n * ch);
-        let mut dout = vec![0f32; last.len()];
+        let mut dout = zeros(last.len());
         dout.par_chunks_mut(positions * ch).zip(dfeatures.par_chunks(ch)).for_each(|(d, f)| {
             for pixel in d.chunks_exact_mut(ch) {
                 pixel.iter_mut().zip(f).for_each(|(d, f)| *d = f / positions as f32);
@@ -370,30 +370,30 @@ impl TrainPass {
             // `dout` reaches the sum through the ReLU after it: each of the sum's terms below
             // cuts it where `out ≤ 0` as it reads it (a pass of its own, branching on the sign,
             // cost 4 % of a width-0.25 step).
-            let mut dc = vec![0f32; bt.c.len()];
+            let mut dc = zeros(bt.c.len());
             put_bn(
                 &mut grads,
                 &layers.bn2,
                 bt.bn2.backward(layers.bn2.gamma(params), &bt.c, &dout, ReluCut::Where(out), &mut dc),
             );
-            let mut db = vec![0f32; bt.b.len()];
+            let mut db = zeros(bt.b.len());
             conv_input_grad(&layers.conv2.g, &dc, &taps(&layers.conv2), &mut db, false);
             put(&mut grads, layers.conv2.offset, &weight_grad(&layers.conv2, &bt.b, &dc));
             drop(dc);
-            let mut da = vec![0f32; bt.a.len()];
+            let mut da = zeros(bt.a.len());
             put_bn(
                 &mut grads,
                 &layers.bn1,
                 bt.bn1.backward(layers.bn1.gamma(params), &bt.a, &db, ReluCut::Where(&bt.b), &mut da),
             );
             drop(db);
-            let mut din = vec![0f32; input.len()];
+            let mut din = zeros(input.len());
             conv_input_grad(&layers.conv1.g, &da, &taps(&layers.conv1), &mut din, false);
             put(&mut grads, layers.conv1.offset, &weight_grad(&layers.conv1, input, &da));
             drop(da);
             match (&layers.downsample, &bt.shortcut) {
                 (Some((conv_d, bn_d)), Some((s, bn))) => {
-                    let mut ds = vec![0f32; s.len()];
+                    let mut ds = zeros(s.len());
                     put_bn(&mut grads, bn_d, bn.backward(bn_d.gamma(params), s, &dout, ReluCut::Where(out), &mut ds));
                     conv_input_grad(&conv_d.g, &ds, &taps(conv_d), &mut din, true);
                     put(&mut grads, conv_d.offset, &weight_grad(conv_d, input, &ds));
@@ -404,7 +404,7 @@ impl TrainPass {
         }
 
         let (stem, stem_layer) = &plan.stem;
-        let mut da = vec![0f32; tape.stem_pre.len()];
+        let mut da = zeros(tape.stem_pre.len());
         put_bn(
             &mut grads,
             stem_layer,
