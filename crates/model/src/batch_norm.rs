@@ -11,11 +11,13 @@
 //! statistics are updated as candle's `BatchNorm` does (momentum, unbiased variance), so the
 //! variables and checkpoints are the same whichever path ran.
 
+use std::mem::MaybeUninit;
+
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, DType, Layout, Result, Shape, Tensor, Var};
 use candle_nn::{BatchNorm, ModuleT};
 use rayon::prelude::*;
 
-use crate::cpu::{f32_slice, zeros};
+use crate::cpu::{f32_slice, new_filled};
 
 /// The name the ops' errors carry.
 const OP: &str = "fused batch-norm";
@@ -182,8 +184,14 @@ impl RowAffine {
         Self { scale, shift, mean, var, inv_std }
     }
 
-    /// `y = [relu](x · scale + shift)`, row by row.
-    pub(crate) fn apply(&self, x: &[f32], y: &mut [f32], relu: bool) {
+    /// `[relu](x · scale + shift)` as a new buffer.
+    pub(crate) fn apply_new(&self, x: &[f32], relu: bool) -> Vec<f32> {
+        // SAFETY: `apply` writes every element.
+        unsafe { new_filled(x.len(), |y| self.apply(x, y, relu)) }
+    }
+
+    /// `y = [relu](x · scale + shift)`, row by row, every element of `y` written.
+    pub(crate) fn apply(&self, x: &[f32], y: &mut [MaybeUninit<f32>], relu: bool) {
         let c = self.scale.len();
         let (scale, shift) = (&self.scale, &self.shift);
         y.par_chunks_mut(rows_per_task(c) * c).zip(x.par_chunks(rows_per_task(c) * c)).for_each(|(yc, xc)| {
@@ -193,22 +201,37 @@ impl RowAffine {
                     // Zipped, not indexed: the loop then has no bounds checks and vectorises.
                     for (((y, &x), &scale), &shift) in yr.iter_mut().zip(xr).zip(scale).zip(shift) {
                         let v = x * scale + shift;
-                        *y = if relu { v.max(0.0) } else { v };
+                        y.write(if relu { v.max(0.0) } else { v });
                     }
                 }
             })
         });
     }
 
-    /// The backward of `y = [relu](BN(x))` with these statistics and `gamma`: writes `dx` and
-    /// returns `(dγ, dβ)`; `cut` says where a ReLU after the BatchNorm cut the gradient.
+    /// [`Self::backward`] with `dx` a new buffer: `(dx, (dγ, dβ))`.
+    pub(crate) fn backward_new(
+        &self,
+        gamma: &[f32],
+        x: &[f32],
+        dy: &[f32],
+        cut: ReluCut,
+    ) -> (Vec<f32>, (Vec<f32>, Vec<f32>)) {
+        let mut params = None;
+        // SAFETY: `backward` writes every element of `dx`.
+        let dx = unsafe { new_filled(x.len(), |dx| params = Some(self.backward(gamma, x, dy, cut, dx))) };
+        (dx, params.expect("the backward ran"))
+    }
+
+    /// The backward of `y = [relu](BN(x))` with these statistics and `gamma`: writes every
+    /// element of `dx` and returns `(dγ, dβ)`; `cut` says where a ReLU after the BatchNorm cut
+    /// the gradient.
     pub(crate) fn backward(
         &self,
         gamma: &[f32],
         x: &[f32],
         dy: &[f32],
         cut: ReluCut,
-        dx: &mut [f32],
+        dx: &mut [MaybeUninit<f32>],
     ) -> (Vec<f32>, Vec<f32>) {
         let c = gamma.len();
         let m = x.len() / c;
@@ -260,7 +283,7 @@ impl RowAffine {
                         for ((((o, &x), &y), &d), ((&a, &b), &k)) in
                             or.iter_mut().zip(xr).zip(yr).zip(dr).zip(coefficients.clone())
                         {
-                            *o = g(y, d) * a + x * b + k;
+                            o.write(g(y, d) * a + x * b + k);
                         }
                     }
                 })
@@ -287,8 +310,7 @@ impl CustomOp3 for BatchNormTrain {
         let x = f32_slice(OP, xs, xl, "input")?;
         let (gamma, beta) = (f32_slice(OP, gs, gl, "weight")?, f32_slice(OP, bs, bl, "bias")?);
         let affine = RowAffine::of_batch(x, gamma, beta, self.eps);
-        let mut y = zeros(x.len());
-        affine.apply(x, &mut y, self.relu);
+        let y = affine.apply_new(x, self.relu);
         Ok((CpuStorage::F32(y), xl.shape().clone()))
     }
 
@@ -342,11 +364,16 @@ impl CustomOp3 for BatchNormGrad {
         let c = self.gamma.len();
         let m = x.len() / c;
         let affine = RowAffine::of_batch(x, &self.gamma, &self.beta, self.op.eps);
-        let mut out = zeros((m + 2) * c);
-        let (dx, tail) = out.split_at_mut(m * c);
-        let (dgamma, dbeta) = affine.backward(&self.gamma, x, dy, cut, dx);
-        tail[..c].copy_from_slice(&dgamma);
-        tail[c..].copy_from_slice(&dbeta);
+        // SAFETY: the backward writes the `m · c` floats of `dx`, the loop the `2c` after them.
+        let out = unsafe {
+            new_filled((m + 2) * c, |out| {
+                let (dx, tail) = out.split_at_mut(m * c);
+                let (dgamma, dbeta) = affine.backward(&self.gamma, x, dy, cut, dx);
+                for (t, v) in tail.iter_mut().zip(dgamma.iter().chain(&dbeta)) {
+                    t.write(*v);
+                }
+            })
+        };
         Ok((CpuStorage::F32(out), Shape::from((m + 2, c))))
     }
 }

@@ -19,7 +19,7 @@ use candle_core::{CpuStorage, CustomOp2, DType, Layout, Module, Result, Shape, T
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-use crate::cpu::{f32_slice, matmul, matmul_raw, zeros};
+use crate::cpu::{as_uninit, f32_slice, matmul, matmul_raw, new_filled, zeros};
 use crate::direct_conv;
 
 /// The name the ops' errors carry.
@@ -257,9 +257,13 @@ pub(crate) fn taps_to_weight(taps: &[f32], g: &Geometry) -> Vec<f32> {
 /// taps ([`weight_to_taps`]); `y` is `(n, out_h, out_w, C_out)`.
 pub(crate) fn conv_forward(g: &Geometry, x: &[f32], taps: &[f32]) -> Vec<f32> {
     if direct_conv::applies(g) {
-        let mut y = zeros(x.len() / g.image_len() * g.positions() * g.out_channels);
-        direct_conv::forward_into(g, x, &direct_conv::taps_to_direct(taps, g), &mut y);
-        return y;
+        let weights = direct_conv::taps_to_direct(taps, g);
+        // SAFETY: the direct kernel writes every output.
+        return unsafe {
+            new_filled(x.len() / g.image_len() * g.positions() * g.out_channels, |y| {
+                direct_conv::forward_into(g, x, &weights, y)
+            })
+        };
     }
     conv_forward_im2col(g, x, taps)
 }
@@ -313,10 +317,26 @@ pub(crate) fn conv_input_grad(g: &Geometry, dy: &[f32], taps: &[f32], dx: &mut [
     // kernel flipped and its channels swapped.
     let flipped = Geometry { channels: g.out_channels, out_channels: g.channels, ..*g };
     if !accumulate && g.kernel == 3 && direct_conv::applies(&flipped) {
-        direct_conv::forward_into(&flipped, dy, &direct_conv::taps_to_direct_input_grad(taps, g), dx);
+        direct_conv::forward_into(&flipped, dy, &direct_conv::taps_to_direct_input_grad(taps, g), as_uninit(dx));
         return;
     }
     conv_input_grad_im2col(g, dy, taps, dx, accumulate)
+}
+
+/// [`conv_input_grad`] into a new buffer (`n · image_len` floats), never zeroed first where the
+/// direct kernel writes it.
+pub(crate) fn conv_input_grad_new(g: &Geometry, dy: &[f32], taps: &[f32]) -> Vec<f32> {
+    let len = dy.len() / (g.positions() * g.out_channels) * g.image_len();
+    let flipped = Geometry { channels: g.out_channels, out_channels: g.channels, ..*g };
+    if g.kernel == 3 && direct_conv::applies(&flipped) {
+        let weights = direct_conv::taps_to_direct_input_grad(taps, g);
+        // SAFETY: the direct kernel writes every output.
+        return unsafe { new_filled(len, |dx| direct_conv::forward_into(&flipped, dy, &weights, dx)) };
+    }
+    // col2im adds onto what is there: zeros, and no second zeroing inside.
+    let mut dx = zeros(len);
+    conv_input_grad_im2col(g, dy, taps, &mut dx, true);
+    dx
 }
 
 /// [`conv_input_grad`] through GEMM + col2im, whatever the shape.
@@ -423,8 +443,7 @@ impl CustomOp2 for ConvInputGrad {
         let g = self.0;
         let (dy, w) = (f32_slice(OP, ds, dl, "output gradient")?, f32_slice(OP, ws, wl, "weight")?);
         let n = dl.dims()[0];
-        let mut dx = zeros(n * g.image_len());
-        conv_input_grad(&g, dy, &weight_to_taps(w, &g), &mut dx, false);
+        let dx = conv_input_grad_new(&g, dy, &weight_to_taps(w, &g));
         Ok((CpuStorage::F32(dx), Shape::from((n, g.height, g.width, g.channels))))
     }
 }

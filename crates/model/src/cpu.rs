@@ -1,5 +1,7 @@
 //! What the crate's CPU custom ops (convolution, linear, BatchNorm, max-pool) share.
 
+use std::mem::MaybeUninit;
+
 use candle_core::{CpuStorage, Layout, Result};
 use gemm::{gemm, Parallelism};
 use rayon::prelude::*;
@@ -97,6 +99,27 @@ pub(crate) fn zeros(len: usize) -> Vec<f32> {
     // SAFETY: every one of the first `len` elements was written above.
     unsafe { out.set_len(len) };
     out
+}
+
+/// A new vector of `len` floats that `fill` writes into uninitialised memory: the kernels that
+/// produce an activation or a gradient write every element, so zeroing it first was a wasted
+/// pass over memory (perf: 4.5 % of a width-0.25 step's samples, even spread over the pool).
+///
+/// # Safety
+/// `fill` must write every element of the slice it is given.
+pub(crate) unsafe fn new_filled(len: usize, fill: impl FnOnce(&mut [MaybeUninit<f32>])) -> Vec<f32> {
+    let mut out = Vec::with_capacity(len);
+    fill(&mut out.spare_capacity_mut()[..len]);
+    // SAFETY: the caller guarantees `fill` wrote all `len` elements.
+    unsafe { out.set_len(len) };
+    out
+}
+
+/// An initialised buffer as a kernel's output slots (tests, and outputs that already exist).
+pub(crate) fn as_uninit(s: &mut [f32]) -> &mut [MaybeUninit<f32>] {
+    // SAFETY: same layout; the kernels only ever write initialised floats through it, so `s`
+    // stays initialised.
+    unsafe { &mut *(s as *mut [f32] as *mut [MaybeUninit<f32>]) }
 }
 
 /// max |a − b| / max |b|: how far a kernel's output is from the reference's.

@@ -78,8 +78,8 @@ pub(crate) fn taps_to_direct_input_grad(taps: &[f32], g: &Geometry) -> Vec<f32> 
 }
 
 /// `y = conv(x)` for channels-last `x` `(n, H, W, C_in)` and weights from [`taps_to_direct`],
-/// written into `y` `(n, H, W, C_out)`. Only where [`applies`].
-pub(crate) fn forward_into(g: &Geometry, x: &[f32], weights: &[f32], y: &mut [f32]) {
+/// written into `y` `(n, H, W, C_out)`, every element of it. Only where [`applies`].
+pub(crate) fn forward_into(g: &Geometry, x: &[f32], weights: &[f32], y: &mut [std::mem::MaybeUninit<f32>]) {
     assert!(applies(g), "direct convolution called where it does not apply");
     let (h, w, c, co) = (g.height, g.width, g.channels, g.out_channels);
     assert_eq!(y.len(), x.len() / c * co, "direct convolution: output size");
@@ -186,7 +186,7 @@ mod avx512 {
     pub(super) unsafe fn image<const C: usize>(
         padded: &[f32],
         weights: &[f32],
-        y: &mut [f32],
+        y: &mut [std::mem::MaybeUninit<f32>],
         h: usize,
         w: usize,
         c: usize,
@@ -196,7 +196,7 @@ mod avx512 {
         assert!(padded.len() >= (h + 2) * (w + 2) * c && weights.len() >= 9 * c * co && y.len() >= h * w * co);
         assert!(co.is_multiple_of(16));
         let row_stride = (w + 2) * c;
-        let (xp, wp, yp) = (padded.as_ptr(), weights.as_ptr(), y.as_mut_ptr());
+        let (xp, wp, yp) = (padded.as_ptr(), weights.as_ptr(), y.as_mut_ptr().cast::<f32>());
         for oy in 0..h {
             let mut o = 0;
             while o < co {
@@ -430,7 +430,7 @@ mod tests {
             let taps = weight_to_taps(&wt, &g);
             let reference = conv_forward_im2col(&g, &x, &taps);
             let mut direct = vec![0f32; reference.len()];
-            forward_into(&g, &x, &taps_to_direct(&taps, &g), &mut direct);
+            forward_into(&g, &x, &taps_to_direct(&taps, &g), crate::cpu::as_uninit(&mut direct));
             let e = max_rel(&direct, &reference);
             assert!(e < 1e-5, "forward n{n} c{c} {h}×{w} co{co}: {e}");
             let mut dx_ref = vec![0f32; x.len()];

@@ -16,6 +16,7 @@
 //! `(N, C)` features, and each BatchNorm's batch statistics for the running ones. The numbers are
 //! those of the layer-by-layer path and of candle's reference (`resnet` tests).
 
+use std::mem::MaybeUninit;
 use std::sync::{Arc, Mutex};
 
 use candle_core::{CpuStorage, CustomOp2, Device, Layout, Result, Shape, Tensor};
@@ -23,8 +24,10 @@ use candle_nn::BatchNorm;
 use rayon::prelude::*;
 
 use crate::batch_norm::{rows_per_task, update_running_statistics, with_channels, ReluCut, RowAffine};
-use crate::conv::{conv_forward, conv_input_grad, conv_weight_grad_taps, taps_to_weight, weight_to_taps, Geometry};
-use crate::cpu::{f32_slice, zeros};
+use crate::conv::{
+    conv_forward, conv_input_grad, conv_input_grad_new, conv_weight_grad_taps, taps_to_weight, weight_to_taps, Geometry,
+};
+use crate::cpu::{f32_slice, new_filled, zeros};
 use crate::Conv2d;
 
 /// The name the op's errors carry.
@@ -227,16 +230,15 @@ struct TrainPass {
 fn residual_relu(c: &[f32], bn2: &RowAffine, input: &[f32], projection: Option<(&[f32], &RowAffine)>) -> Vec<f32> {
     let ch = bn2.scale.len();
     let task = rows_per_task(ch) * ch;
-    let mut out = zeros(c.len());
     let (s2, t2) = (&bn2.scale, &bn2.shift);
-    match projection {
+    let fill = |out: &mut [MaybeUninit<f32>]| match projection {
         None => {
             out.par_chunks_mut(task).zip(c.par_chunks(task).zip(input.par_chunks(task))).for_each(|(oc, (cc, ic))| {
                 with_channels!(ch, C => {
                     let (s2, t2) = (&s2[..C], &t2[..C]);
                     for ((or, cr), ir) in oc.chunks_exact_mut(C).zip(cc.chunks_exact(C)).zip(ic.chunks_exact(C)) {
                         for ((((o, &c), &i), &s2), &t2) in or.iter_mut().zip(cr).zip(ir).zip(s2).zip(t2) {
-                            *o = (c * s2 + t2 + i).max(0.0);
+                            o.write((c * s2 + t2 + i).max(0.0));
                         }
                     }
                 })
@@ -249,14 +251,15 @@ fn residual_relu(c: &[f32], bn2: &RowAffine, input: &[f32], projection: Option<(
                     let affine = s2[..C].iter().zip(&t2[..C]).zip(sd[..C].iter().zip(&td[..C]));
                     for ((or, cr), sr) in oc.chunks_exact_mut(C).zip(cc.chunks_exact(C)).zip(sc.chunks_exact(C)) {
                         for (((o, &c), &s), ((&s2, &t2), (&sd, &td))) in or.iter_mut().zip(cr).zip(sr).zip(affine.clone()) {
-                            *o = (c * s2 + t2 + s * sd + td).max(0.0);
+                            o.write((c * s2 + t2 + s * sd + td).max(0.0));
                         }
                     }
                 })
             })
         }
-    }
-    out
+    };
+    // SAFETY: the rows of every task cover `out`, each element written once.
+    unsafe { new_filled(c.len(), fill) }
 }
 
 /// `acc += g` where `y > 0`: a gradient through a ReLU, added onto another term's.
@@ -272,8 +275,7 @@ fn add_where_positive(acc: &mut [f32], g: &[f32], y: &[f32]) {
 /// `y = relu(BN(x))` with batch statistics: the BatchNorm and `y`.
 fn bn_relu(layer: &BnLayer, x: &[f32], params: &[f32]) -> (RowAffine, Vec<f32>) {
     let bn = layer.affine(x, params);
-    let mut y = zeros(x.len());
-    bn.apply(x, &mut y, true);
+    let y = bn.apply_new(x, true);
     (bn, y)
 }
 
@@ -370,31 +372,21 @@ impl TrainPass {
             // `dout` reaches the sum through the ReLU after it: each of the sum's terms below
             // cuts it where `out ≤ 0` as it reads it (a pass of its own, branching on the sign,
             // cost 4 % of a width-0.25 step).
-            let mut dc = zeros(bt.c.len());
-            put_bn(
-                &mut grads,
-                &layers.bn2,
-                bt.bn2.backward(layers.bn2.gamma(params), &bt.c, &dout, ReluCut::Where(out), &mut dc),
-            );
-            let mut db = zeros(bt.b.len());
-            conv_input_grad(&layers.conv2.g, &dc, &taps(&layers.conv2), &mut db, false);
+            let (dc, bn2_grads) = bt.bn2.backward_new(layers.bn2.gamma(params), &bt.c, &dout, ReluCut::Where(out));
+            put_bn(&mut grads, &layers.bn2, bn2_grads);
+            let db = conv_input_grad_new(&layers.conv2.g, &dc, &taps(&layers.conv2));
             put(&mut grads, layers.conv2.offset, &weight_grad(&layers.conv2, &bt.b, &dc));
             drop(dc);
-            let mut da = zeros(bt.a.len());
-            put_bn(
-                &mut grads,
-                &layers.bn1,
-                bt.bn1.backward(layers.bn1.gamma(params), &bt.a, &db, ReluCut::Where(&bt.b), &mut da),
-            );
+            let (da, bn1_grads) = bt.bn1.backward_new(layers.bn1.gamma(params), &bt.a, &db, ReluCut::Where(&bt.b));
+            put_bn(&mut grads, &layers.bn1, bn1_grads);
             drop(db);
-            let mut din = zeros(input.len());
-            conv_input_grad(&layers.conv1.g, &da, &taps(&layers.conv1), &mut din, false);
+            let mut din = conv_input_grad_new(&layers.conv1.g, &da, &taps(&layers.conv1));
             put(&mut grads, layers.conv1.offset, &weight_grad(&layers.conv1, input, &da));
             drop(da);
             match (&layers.downsample, &bt.shortcut) {
                 (Some((conv_d, bn_d)), Some((s, bn))) => {
-                    let mut ds = zeros(s.len());
-                    put_bn(&mut grads, bn_d, bn.backward(bn_d.gamma(params), s, &dout, ReluCut::Where(out), &mut ds));
+                    let (ds, bnd_grads) = bn.backward_new(bn_d.gamma(params), s, &dout, ReluCut::Where(out));
+                    put_bn(&mut grads, bn_d, bnd_grads);
                     conv_input_grad(&conv_d.g, &ds, &taps(conv_d), &mut din, true);
                     put(&mut grads, conv_d.offset, &weight_grad(conv_d, input, &ds));
                 }
@@ -404,18 +396,13 @@ impl TrainPass {
         }
 
         let (stem, stem_layer) = &plan.stem;
-        let mut da = zeros(tape.stem_pre.len());
-        put_bn(
-            &mut grads,
-            stem_layer,
-            tape.stem_bn.backward(
-                stem_layer.gamma(params),
-                &tape.stem_pre,
-                &dout,
-                ReluCut::Where(&tape.outputs[0]),
-                &mut da,
-            ),
+        let (da, stem_grads) = tape.stem_bn.backward_new(
+            stem_layer.gamma(params),
+            &tape.stem_pre,
+            &dout,
+            ReluCut::Where(&tape.outputs[0]),
         );
+        put_bn(&mut grads, stem_layer, stem_grads);
         put(&mut grads, stem.offset, &weight_grad(stem, &tape.input, &da));
         grads
     }
