@@ -19,7 +19,7 @@ use candle_core::{CpuStorage, CustomOp2, DType, Layout, Module, Result, Shape, T
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-use crate::cpu::{as_uninit, f32_slice, matmul, matmul_raw, new_filled, zeros};
+use crate::cpu::{f32_slice, matmul, matmul_raw, new_filled, zeros};
 use crate::direct_conv;
 
 /// The name the ops' errors carry.
@@ -310,23 +310,13 @@ pub(crate) fn conv_forward_im2col(g: &Geometry, x: &[f32], taps: &[f32]) -> Vec<
     y
 }
 
-/// The input gradient `dx` (`n · image_len` floats) of [`conv_forward`] from the output
-/// gradient `dy`, added onto `dx` when `accumulate` (a residual block's two branches).
-pub(crate) fn conv_input_grad(g: &Geometry, dy: &[f32], taps: &[f32], dx: &mut [f32], accumulate: bool) {
+/// The input gradient (`n · image_len` floats, a new buffer) of [`conv_forward`] from the output
+/// gradient `dy`. To add it onto an existing gradient (a residual block's two branches), call
+/// [`conv_input_grad_im2col`] with `accumulate`.
+pub(crate) fn conv_input_grad(g: &Geometry, dy: &[f32], taps: &[f32]) -> Vec<f32> {
+    let len = dy.len() / (g.positions() * g.out_channels) * g.image_len();
     // A 3×3 stride-1 convolution's input gradient is the same convolution of `dy` with the
     // kernel flipped and its channels swapped.
-    let flipped = Geometry { channels: g.out_channels, out_channels: g.channels, ..*g };
-    if !accumulate && g.kernel == 3 && direct_conv::applies(&flipped) {
-        direct_conv::forward_into(&flipped, dy, &direct_conv::taps_to_direct_input_grad(taps, g), as_uninit(dx));
-        return;
-    }
-    conv_input_grad_im2col(g, dy, taps, dx, accumulate)
-}
-
-/// [`conv_input_grad`] into a new buffer (`n · image_len` floats), never zeroed first where the
-/// direct kernel writes it.
-pub(crate) fn conv_input_grad_new(g: &Geometry, dy: &[f32], taps: &[f32]) -> Vec<f32> {
-    let len = dy.len() / (g.positions() * g.out_channels) * g.image_len();
     let flipped = Geometry { channels: g.out_channels, out_channels: g.channels, ..*g };
     if g.kernel == 3 && direct_conv::applies(&flipped) {
         let weights = direct_conv::taps_to_direct_input_grad(taps, g);
@@ -443,7 +433,7 @@ impl CustomOp2 for ConvInputGrad {
         let g = self.0;
         let (dy, w) = (f32_slice(OP, ds, dl, "output gradient")?, f32_slice(OP, ws, wl, "weight")?);
         let n = dl.dims()[0];
-        let dx = conv_input_grad_new(&g, dy, &weight_to_taps(w, &g));
+        let dx = conv_input_grad(&g, dy, &weight_to_taps(w, &g));
         Ok((CpuStorage::F32(dx), Shape::from((n, g.height, g.width, g.channels))))
     }
 }

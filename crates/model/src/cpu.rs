@@ -115,13 +115,6 @@ pub(crate) unsafe fn new_filled(len: usize, fill: impl FnOnce(&mut [MaybeUninit<
     out
 }
 
-/// An initialised buffer as a kernel's output slots (tests, and outputs that already exist).
-pub(crate) fn as_uninit(s: &mut [f32]) -> &mut [MaybeUninit<f32>] {
-    // SAFETY: same layout; the kernels only ever write initialised floats through it, so `s`
-    // stays initialised.
-    unsafe { &mut *(s as *mut [f32] as *mut [MaybeUninit<f32>]) }
-}
-
 /// max |a − b| / max |b|: how far a kernel's output is from the reference's.
 #[cfg(test)]
 pub(crate) fn max_rel(a: &candle_core::Tensor, b: &candle_core::Tensor) -> f64 {

@@ -429,14 +429,18 @@ mod tests {
             let wt: Vec<f32> = (0..co * c * 9).map(|_| rng.random_range(-1.0..1.0)).collect();
             let taps = weight_to_taps(&wt, &g);
             let reference = conv_forward_im2col(&g, &x, &taps);
-            let mut direct = vec![0f32; reference.len()];
-            forward_into(&g, &x, &taps_to_direct(&taps, &g), crate::cpu::as_uninit(&mut direct));
+            // NaN in every slot first: an output the kernel left unwritten stays NaN (callers
+            // hand it uninitialised memory, relying on it writing every element).
+            let mut slots = vec![std::mem::MaybeUninit::new(f32::NAN); reference.len()];
+            forward_into(&g, &x, &taps_to_direct(&taps, &g), &mut slots);
+            // SAFETY: every slot was initialised before the kernel wrote into it.
+            let direct: Vec<f32> = slots.iter().map(|v| unsafe { v.assume_init() }).collect();
+            assert!(direct.iter().all(|v| v.is_finite()), "forward n{n} c{c} {h}×{w} co{co}: an output left unwritten");
             let e = max_rel(&direct, &reference);
             assert!(e < 1e-5, "forward n{n} c{c} {h}×{w} co{co}: {e}");
             let mut dx_ref = vec![0f32; x.len()];
             conv_input_grad_im2col(&g, &dy, &taps, &mut dx_ref, false);
-            let mut dx = vec![f32::NAN; x.len()];
-            conv_input_grad(&g, &dy, &taps, &mut dx, false);
+            let dx = conv_input_grad(&g, &dy, &taps);
             let e = max_rel(&dx, &dx_ref);
             assert!(e < 1e-5, "input gradient n{n} c{c} {h}×{w} co{co}: {e}");
             let dw_ref = conv_weight_grad_taps_im2col(&g, &x, &dy);

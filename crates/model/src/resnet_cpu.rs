@@ -25,7 +25,8 @@ use rayon::prelude::*;
 
 use crate::batch_norm::{rows_per_task, update_running_statistics, with_channels, ReluCut, RowAffine};
 use crate::conv::{
-    conv_forward, conv_input_grad, conv_input_grad_new, conv_weight_grad_taps, taps_to_weight, weight_to_taps, Geometry,
+    conv_forward, conv_input_grad, conv_input_grad_im2col, conv_weight_grad_taps, taps_to_weight, weight_to_taps,
+    Geometry,
 };
 use crate::cpu::{f32_slice, new_filled, zeros};
 use crate::Conv2d;
@@ -374,20 +375,20 @@ impl TrainPass {
             // cost 4 % of a width-0.25 step).
             let (dc, bn2_grads) = bt.bn2.backward_new(layers.bn2.gamma(params), &bt.c, &dout, ReluCut::Where(out));
             put_bn(&mut grads, &layers.bn2, bn2_grads);
-            let db = conv_input_grad_new(&layers.conv2.g, &dc, &taps(&layers.conv2));
+            let db = conv_input_grad(&layers.conv2.g, &dc, &taps(&layers.conv2));
             put(&mut grads, layers.conv2.offset, &weight_grad(&layers.conv2, &bt.b, &dc));
             drop(dc);
             let (da, bn1_grads) = bt.bn1.backward_new(layers.bn1.gamma(params), &bt.a, &db, ReluCut::Where(&bt.b));
             put_bn(&mut grads, &layers.bn1, bn1_grads);
             drop(db);
-            let mut din = conv_input_grad_new(&layers.conv1.g, &da, &taps(&layers.conv1));
+            let mut din = conv_input_grad(&layers.conv1.g, &da, &taps(&layers.conv1));
             put(&mut grads, layers.conv1.offset, &weight_grad(&layers.conv1, input, &da));
             drop(da);
             match (&layers.downsample, &bt.shortcut) {
                 (Some((conv_d, bn_d)), Some((s, bn))) => {
                     let (ds, bnd_grads) = bn.backward_new(bn_d.gamma(params), s, &dout, ReluCut::Where(out));
                     put_bn(&mut grads, bn_d, bnd_grads);
-                    conv_input_grad(&conv_d.g, &ds, &taps(conv_d), &mut din, true);
+                    conv_input_grad_im2col(&conv_d.g, &ds, &taps(conv_d), &mut din, true);
                     put(&mut grads, conv_d.offset, &weight_grad(conv_d, input, &ds));
                 }
                 _ => add_where_positive(&mut din, &dout, out),
