@@ -448,8 +448,8 @@ mod tests {
                 let vb = VarBuilder::from_varmap(&map, DType::F32, &dev);
                 let bn = crate::mlp::batch_norm_with(c, affine, vb).unwrap();
                 if let Some((g, b)) = bn.weight_and_bias() {
-                    Var::from_tensor(g).unwrap().set(&Tensor::randn(1f32, 0.5, c, &dev).unwrap()).unwrap();
-                    Var::from_tensor(b).unwrap().set(&Tensor::randn(0f32, 0.5, c, &dev).unwrap()).unwrap();
+                    Var::from_tensor(g).unwrap().set(&crate::cpu::test_randn(1f32, 0.5, c, &dev).unwrap()).unwrap();
+                    Var::from_tensor(b).unwrap().set(&crate::cpu::test_randn(0f32, 0.5, c, &dev).unwrap()).unwrap();
                 }
                 (map, bn)
             };
@@ -459,8 +459,9 @@ mod tests {
             for (name, v) in map_ref.data().lock().unwrap().iter() {
                 map_fused.data().lock().unwrap()[name].set(v.as_tensor()).unwrap();
             }
-            let x = Var::from_tensor(&(Tensor::randn(0f32, 2.0, (m, c), &dev).unwrap() + 3.0).unwrap()).unwrap();
-            let upstream = Tensor::randn(0f32, 1.0, (m, c), &dev).unwrap();
+            let x =
+                Var::from_tensor(&(crate::cpu::test_randn(0f32, 2.0, (m, c), &dev).unwrap() + 3.0).unwrap()).unwrap();
+            let upstream = crate::cpu::test_randn(0f32, 1.0, (m, c), &dev).unwrap();
             let run = |bn: &BatchNorm, fused: bool| {
                 let y = if fused {
                     batch_norm_rows(bn, x.as_tensor(), relu, true).unwrap()

@@ -115,6 +115,29 @@ pub(crate) unsafe fn new_filled(len: usize, fill: impl FnOnce(&mut [MaybeUninit<
     out
 }
 
+/// `Tensor::randn` from a seeded stream for the tests: each test thread draws seeds 0, 1, 2, … in
+/// call order, so every test sees the same numbers on every run (unseeded inputs made tests that
+/// compare across a ReLU's kink fail about one run in eight).
+#[cfg(test)]
+pub(crate) fn test_randn(
+    mean: f32,
+    std: f32,
+    shape: impl Into<candle_core::Shape>,
+    dev: &candle_core::Device,
+) -> Result<candle_core::Tensor> {
+    use rand::SeedableRng;
+    use rand_distr::Distribution;
+    thread_local! {
+        static DRAWS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    }
+    let shape = shape.into();
+    let draw = DRAWS.with(|d| d.replace(d.get() + 1));
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(draw);
+    let normal = rand_distr::Normal::new(mean, std).expect("a finite mean and a positive std");
+    let data: Vec<f32> = (0..shape.elem_count()).map(|_| normal.sample(&mut rng)).collect();
+    candle_core::Tensor::from_vec(data, shape, dev)
+}
+
 /// max |a − b| / max |b|: how far a kernel's output is from the reference's.
 #[cfg(test)]
 pub(crate) fn max_rel(a: &candle_core::Tensor, b: &candle_core::Tensor) -> f64 {

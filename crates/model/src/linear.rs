@@ -228,10 +228,10 @@ mod tests {
     fn fused_linear_matches_candle() {
         let dev = Device::Cpu;
         for &(n, k, m, bias) in &[(5, 3, 7, true), (33, 17, 40, false), (128, 64, 96, true)] {
-            let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (n, k), &dev).unwrap()).unwrap();
-            let w = Var::from_tensor(&Tensor::randn(0f32, 1.0, (m, k), &dev).unwrap()).unwrap();
-            let b = Var::from_tensor(&Tensor::randn(0f32, 1.0, m, &dev).unwrap()).unwrap();
-            let upstream = Tensor::randn(0f32, 1.0, (n, m), &dev).unwrap();
+            let x = Var::from_tensor(&crate::cpu::test_randn(0f32, 1.0, (n, k), &dev).unwrap()).unwrap();
+            let w = Var::from_tensor(&crate::cpu::test_randn(0f32, 1.0, (m, k), &dev).unwrap()).unwrap();
+            let b = Var::from_tensor(&crate::cpu::test_randn(0f32, 1.0, m, &dev).unwrap()).unwrap();
+            let upstream = crate::cpu::test_randn(0f32, 1.0, (n, m), &dev).unwrap();
             let b = bias.then_some(b.as_tensor());
             let reference = {
                 let y = x.as_tensor().matmul(&w.as_tensor().t().unwrap()).unwrap();

@@ -306,7 +306,7 @@ mod tests {
         let map = SeededVarMap::new(1);
         let net = ResNet::new(&ResNetConfig::resnet18(0.25), map.builder(DType::F32, &Device::Cpu)).unwrap();
         assert_eq!(net.output_dim(), 128);
-        let x = Tensor::randn(0f32, 1.0, (4, 3, 32, 32), &Device::Cpu).unwrap();
+        let x = crate::cpu::test_randn(0f32, 1.0, (4, 3, 32, 32), &Device::Cpu).unwrap();
         let before = map.named_vars().into_iter().find(|(n, _)| n == "bn1.running_mean").unwrap().1;
         let before = before.as_tensor().to_vec1::<f32>().unwrap();
         let y = net.forward_t(&x, false).unwrap();
@@ -331,8 +331,8 @@ mod tests {
     #[test]
     fn fast_kernels_train_like_the_reference() {
         let dev = Device::Cpu;
-        let x = Tensor::randn(0f32, 1.0, (6, 3, 12, 12), &dev).unwrap();
-        let target = Tensor::randn(0f32, 1.0, (6, 128), &dev).unwrap();
+        let x = crate::cpu::test_randn(0f32, 1.0, (6, 3, 12, 12), &dev).unwrap();
+        let target = crate::cpu::test_randn(0f32, 1.0, (6, 128), &dev).unwrap();
         let build = |conv: ConvImpl| {
             let map = SeededVarMap::new(7);
             let cfg = ResNetConfig { conv, ..ResNetConfig::resnet18(0.25) };
@@ -399,14 +399,14 @@ mod tests {
                 // Non-trivial γ and β everywhere.
                 for (name, v) in map.named_vars() {
                     if name.ends_with("bn1.weight") || name.ends_with("bn2.weight") || name.ends_with(".1.weight") {
-                        v.set(&Tensor::randn(1f32, 0.3, v.shape(), &dev).unwrap()).unwrap();
+                        v.set(&crate::cpu::test_randn(1f32, 0.3, v.shape(), &dev).unwrap()).unwrap();
                     } else if name.ends_with(".bias") {
-                        v.set(&Tensor::randn(0f32, 0.3, v.shape(), &dev).unwrap()).unwrap();
+                        v.set(&crate::cpu::test_randn(0f32, 0.3, v.shape(), &dev).unwrap()).unwrap();
                     }
                 }
                 (map.named_vars(), net)
             };
-            let x = Tensor::randn(0f32, 1.0, (5, 3, side, side), &dev).unwrap();
+            let x = crate::cpu::test_randn(0f32, 1.0, (5, 3, side, side), &dev).unwrap();
             let (vars_fused, fused) = build();
             let (vars_layers, layers) = build();
             for ((_, a), (_, b)) in vars_fused.iter().zip(&vars_layers) {
@@ -415,7 +415,7 @@ mod tests {
             let y_fused = fused.forward_t(&x, true).unwrap();
             let y_layers = layers.forward_layers(&x, true).unwrap();
             assert!(max_rel(&y_fused, &y_layers) < 1e-5, "features: {}", max_rel(&y_fused, &y_layers));
-            let upstream = Tensor::randn(0f32, 1.0, y_fused.shape(), &dev).unwrap();
+            let upstream = crate::cpu::test_randn(0f32, 1.0, y_fused.shape(), &dev).unwrap();
             let g_fused = (&y_fused * &upstream).unwrap().sum_all().unwrap().backward().unwrap();
             let g_layers = (&y_layers * &upstream).unwrap().sum_all().unwrap().backward().unwrap();
             for ((name, vf), (_, vl)) in vars_fused.iter().zip(&vars_layers) {
@@ -474,7 +474,7 @@ mod tests {
         let map = SeededVarMap::new(1);
         let cfg = ResNetConfig { small_stem: false, max_pool: true, ..ResNetConfig::resnet18(0.125) };
         let net = ResNet::new(&cfg, map.builder(DType::F32, &Device::Cpu)).unwrap();
-        let x = Tensor::randn(0f32, 1.0, (2, 3, 64, 64), &Device::Cpu).unwrap();
+        let x = crate::cpu::test_randn(0f32, 1.0, (2, 3, 64, 64), &Device::Cpu).unwrap();
         assert_eq!(net.forward_t(&x, true).unwrap().dims(), &[2, 64]);
     }
 
@@ -485,7 +485,7 @@ mod tests {
     #[test]
     fn bf16_convolutions_follow_f32() {
         let dev = Device::Cpu;
-        let x = Tensor::randn(0f32, 1.0, (4, 3, 8, 8), &dev).unwrap();
+        let x = crate::cpu::test_randn(0f32, 1.0, (4, 3, 8, 8), &dev).unwrap();
         let run = |precision: crate::Precision| {
             let map = SeededVarMap::new(3);
             let cfg = ResNetConfig { precision, ..ResNetConfig::resnet18(0.125) };
