@@ -293,7 +293,7 @@ enum BenchCommand {
         #[arg(long, default_value = "im2col")]
         conv: ConvKernels,
         /// Timed calls per pass; the fastest counts.
-        #[arg(long, default_value_t = 3)]
+        #[arg(long, default_value_t = 10)]
         repetitions: usize,
         /// Print one JSON object instead of text.
         #[arg(long)]

@@ -404,9 +404,10 @@ fn bench_conv_prints_every_resnet18_shape_for_both_kernels() {
         assert_eq!(rows.iter().map(|r| r["count"].as_u64().unwrap()).sum::<u64>(), 1 + 4 + 3 * (1 + 1 + 3));
         assert_eq!((rows[0]["channels"].as_u64(), rows[0]["out_channels"].as_u64()), (Some(3), Some(8)));
         assert_eq!(rows[10]["channels"].as_u64(), Some(64));
-        for r in rows {
+        for (i, r) in rows.iter().enumerate() {
             assert!(r["forward_gflops"].as_f64().unwrap() > 0.0 && r["backward_gflops"].as_f64().unwrap() > 0.0);
-            assert_eq!(r["input_grad_gflops"].is_number(), conv == "im2col", "{r}");
+            // Training computes no input gradient for the stem: the images need none.
+            assert_eq!(r["input_grad_gflops"].is_number(), conv == "im2col" && i > 0, "{r}");
         }
         assert!(v["network_forward_gflops"].as_f64().unwrap() > 0.0);
     }

@@ -312,21 +312,28 @@ pub(crate) fn conv_forward_im2col(g: &Geometry, x: &[f32], taps: &[f32]) -> Vec<
 
 /// The input gradient (`n · image_len` floats, a new buffer) of [`conv_forward`] from the output
 /// gradient `dy`. To add it onto an existing gradient (a residual block's two branches), call
-/// [`conv_input_grad_im2col`] with `accumulate`.
+/// [`conv_input_grad_add`].
 pub(crate) fn conv_input_grad(g: &Geometry, dy: &[f32], taps: &[f32]) -> Vec<f32> {
     let len = dy.len() / (g.positions() * g.out_channels) * g.image_len();
-    // A 3×3 stride-1 convolution's input gradient is the same convolution of `dy` with the
-    // kernel flipped and its channels swapped.
-    let flipped = Geometry { channels: g.out_channels, out_channels: g.channels, ..*g };
-    if g.kernel == 3 && direct_conv::applies(&flipped) {
+    if g.stride == 1 && direct_conv::input_grad_applies(g) {
+        // A 3×3 stride-1 convolution's input gradient is the same convolution of `dy` with the
+        // kernel flipped and its channels swapped.
         let weights = direct_conv::taps_to_direct_input_grad(taps, g);
         // SAFETY: the direct kernel writes every output.
-        return unsafe { new_filled(len, |dx| direct_conv::forward_into(&flipped, dy, &weights, dx)) };
+        return unsafe { new_filled(len, |dx| direct_conv::forward_into(&direct_conv::flipped(g), dy, &weights, dx)) };
     }
-    // col2im adds onto what is there: zeros, and no second zeroing inside.
+    // Both paths below add onto what is there: zeros, and no second zeroing inside.
     let mut dx = zeros(len);
-    conv_input_grad_im2col(g, dy, taps, &mut dx, true);
+    conv_input_grad_add(g, dy, taps, &mut dx);
     dx
+}
+
+/// Adds the input gradient of [`conv_forward`] onto `dx`.
+pub(crate) fn conv_input_grad_add(g: &Geometry, dy: &[f32], taps: &[f32], dx: &mut [f32]) {
+    if g.stride != 1 && direct_conv::input_grad_applies(g) {
+        return direct_conv::input_grad_add(g, dy, taps, dx);
+    }
+    conv_input_grad_im2col(g, dy, taps, dx, true);
 }
 
 /// [`conv_input_grad`] through GEMM + col2im, whatever the shape.
@@ -546,6 +553,19 @@ pub struct ConvShape {
     pub out_channels: usize,
     pub kernel: usize,
     pub stride: usize,
+    /// What training needs of the input gradient here.
+    pub input_grad: InputGradPass,
+}
+
+/// How a training step computes a convolution's input gradient.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputGradPass {
+    /// Not at all: the convolution reads the images (the stem).
+    None,
+    /// Into a new buffer (a block's 3×3 convolutions).
+    New,
+    /// Added onto the other branch's (a block's 1×1 shortcut).
+    Added,
 }
 
 impl ConvShape {
@@ -578,13 +598,15 @@ impl ConvShape {
             out_channels,
             kernel,
             stride,
+            input_grad: InputGradPass::New,
         };
-        let mut out = vec![(shape(3, side, widths[0], 3, 1), 1), (shape(widths[0], side, widths[0], 3, 1), 4)];
+        let stem = ConvShape { input_grad: InputGradPass::None, ..shape(3, side, widths[0], 3, 1) };
+        let mut out = vec![(stem, 1), (shape(widths[0], side, widths[0], 3, 1), 4)];
         let mut s = side;
         for pair in widths.windows(2) {
             let (cin, c) = (pair[0], pair[1]);
             out.push((shape(cin, s, c, 3, 2), 1));
-            out.push((shape(cin, s, c, 1, 2), 1));
+            out.push((ConvShape { input_grad: InputGradPass::Added, ..shape(cin, s, c, 1, 2) }, 1));
             s = s.div_ceil(2);
             out.push((shape(c, s, c, 3, 1), 3));
         }
@@ -596,15 +618,18 @@ impl ConvShape {
 #[derive(Debug, Clone, Copy)]
 pub struct PassSeconds {
     pub forward: f64,
-    /// Both gradients.
+    /// The gradients training computes here (candle's autograd: both).
     pub backward: f64,
+    /// How many passes `backward` is: 2, or 1 where training needs no input gradient.
+    pub backward_passes: usize,
     /// The input and weight gradients apart, where the kernels compute them apart (not candle's
-    /// autograd, which makes both in one call).
+    /// autograd, which makes both in one call) and training needs them.
     pub input_grad: Option<f64>,
     pub weight_grad: Option<f64>,
 }
 
-/// Times the forward and backward passes of `imp` on random data.
+/// Times the forward and backward passes of `imp` on random data, each as a training step runs
+/// it (the input gradient as [`ConvShape::input_grad`] says).
 pub fn time_passes(shape: ConvShape, imp: ConvImpl, repetitions: usize) -> Result<PassSeconds> {
     use std::time::Instant;
     let dev = candle_core::Device::Cpu;
@@ -625,12 +650,25 @@ pub fn time_passes(shape: ConvShape, imp: ConvImpl, repetitions: usize) -> Resul
             let x = Tensor::randn(0f32, 1.0, (shape.batch, g.height, g.width, g.channels), &dev)?;
             let dy = Tensor::randn(0f32, 1.0, (shape.batch, g.out_h(), g.out_w(), g.out_channels), &dev)?;
             let forward = best(&mut || x.apply_op2_no_bwd(&w, &ConvForward(g)).map(drop))?;
-            let input_grad = best(&mut || dy.apply_op2_no_bwd(&w, &ConvInputGrad(g)).map(drop))?;
+            let input_grad = match shape.input_grad {
+                InputGradPass::None => None,
+                InputGradPass::New => Some(best(&mut || dy.apply_op2_no_bwd(&w, &ConvInputGrad(g)).map(drop))?),
+                InputGradPass::Added => {
+                    let (dys, taps) =
+                        (dy.flatten_all()?.to_vec1::<f32>()?, weight_to_taps(&w.flatten_all()?.to_vec1()?, &g));
+                    let mut dx = vec![0f32; shape.batch * g.image_len()];
+                    Some(best(&mut || {
+                        conv_input_grad_add(&g, &dys, &taps, &mut dx);
+                        Ok(())
+                    })?)
+                }
+            };
             let weight_grad = best(&mut || x.apply_op2_no_bwd(&dy, &ConvWeightGrad(g)).map(drop))?;
             Ok(PassSeconds {
                 forward,
-                backward: input_grad + weight_grad,
-                input_grad: Some(input_grad),
+                backward: input_grad.unwrap_or(0.0) + weight_grad,
+                backward_passes: 1 + usize::from(input_grad.is_some()),
+                input_grad,
                 weight_grad: Some(weight_grad),
             })
         }
@@ -646,7 +684,7 @@ pub fn time_passes(shape: ConvShape, imp: ConvImpl, repetitions: usize) -> Resul
             let y = x.conv2d(&wv, g.padding, g.stride, 1, 1)?;
             let dy = Tensor::randn(0f32, 1.0, y.shape(), &dev)?;
             let backward = best(&mut || (&y * &dy)?.sum_all()?.backward().map(drop))?;
-            Ok(PassSeconds { forward, backward, input_grad: None, weight_grad: None })
+            Ok(PassSeconds { forward, backward, backward_passes: 2, input_grad: None, weight_grad: None })
         }
     }
 }

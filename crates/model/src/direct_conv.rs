@@ -1,37 +1,69 @@
-//! The 3×3, stride-1, padding-1 convolution computed directly with AVX-512, no im2col.
+//! Convolutions computed directly with AVX-512, no im2col: 3×3 stride 1 and 2 (padding 1) and
+//! 1×1 stride 2 (the shortcuts), where the channel counts are small.
 //!
-//! At the narrow widths (16-32 channels) the im2col GEMM is starved: each im2col float feeds
+//! At the narrow widths (3-64 channels) the im2col GEMM is starved: each im2col float feeds
 //! only `C_out` multiply-adds, and the matrix is written, packed by the GEMM and read again
 //! (measured at width 0.25: the 16→16 layers ran at 20-25 GFLOP/s per core where the 64- and
-//! 128-channel ones reached 50-60). Here each thread copies one image into a zero-bordered
-//! buffer and slides the kernel over it: a tile of `P` output pixels × `16·V` output channels
-//! lives in `P·V` AVX-512 accumulators, and each step over (tap, input channel) is `V` weight
-//! loads, `P` broadcasts and `P·V` fused multiply-adds, all from L1.
+//! 128-channel ones reached 50-60; the 1×1 stride-2 shortcuts, GEMMs with 16-64-long inner
+//! products over a strided copy, at 35-65 on two cores). Here each thread reads one image — a
+//! zero-bordered copy where the kernel is padded — and slides the kernel over it: a tile of `P`
+//! output pixels × `16·V` output channels lives in `P·V` AVX-512 accumulators, and each step
+//! over (tap, input channel) is `V` weight loads, `P` broadcasts and `P·V` fused multiply-adds,
+//! all from L1.
 //!
-//! The input gradient is the same kernel run on the output gradient with the kernel flipped and
-//! its channels swapped; the weight gradient keeps `R` input channels × `16·V` output channels
-//! of one tap in accumulators while it runs over every output pixel.
+//! The input gradient of a 3×3 stride-1 convolution is the same kernel run on the output
+//! gradient with the kernel flipped and its channels swapped; that of a 1×1 stride-2 one is a
+//! 1×1 convolution of the output gradient whose outputs land on every other pixel. The weight
+//! gradient keeps `R` input channels × `16·V` output channels of one tap in accumulators while
+//! it runs over every output pixel, or every tap at once where the input has at most 3 channels
+//! (the stem).
 //!
-//! Applies where the CPU has AVX-512F, `C_out` is a multiple of 16 and both channel counts are
-//! at most 32 ([`applies`]); elsewhere the im2col path runs. The numbers equal im2col's up to the order of the sums (tests).
+//! Applies where the CPU has AVX-512F, `C_out` is a multiple of 16 and the channel counts are
+//! those measured to beat im2col ([`applies`]); elsewhere the im2col path runs. The numbers
+//! equal im2col's up to the order of the sums (tests).
+
+use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
 use crate::conv::Geometry;
 
-/// Whether [`forward`] computes this convolution on this CPU.
-/// Where it beats im2col. Measured on one core, batch 128 (GFLOP/s, im2col → direct, the best of
-/// three): 16→16 at 32×32 forward 20 → 37, input gradient 25 → 45, weight gradient 22 → 47;
-/// 32→32 at 16×16 42 → 50, 40 → 61, 37 → 67; at 64 channels mixed within the noise; at 128
-/// (4×4 planes) slower, the GEMM's larger tiles winning.
+/// Whether [`forward_into`] and [`weight_grad_taps`] compute this convolution on this CPU:
+/// where they beat im2col. Measured for 3×3 stride 1 on one core, batch 128 (GFLOP/s, im2col →
+/// direct, the best of three): 16→16 at 32×32 forward 20 → 37, input gradient 25 → 45, weight
+/// gradient 22 → 47; 32→32 at 16×16 42 → 50, 40 → 61, 37 → 67; at 64 channels mixed within the
+/// noise; at 128 (4×4 planes) slower, the GEMM's larger tiles winning. On two cores, batch 128
+/// (`infomax bench conv`, two alternated runs, forward / input gradient / weight gradient): the
+/// stem 3→16 163-169 / – / 69-72 → 180-185 / – / 191-193 and 3→64 92-95 / – / 72-75 → 105-120 /
+/// – / 134-144; 3×3 stride 2 16→32 109-111 / 99-121 / 105-107 → 153-162 / 134-144 (im2col's) /
+/// 161-180; 1×1 stride 2 16→32 50-61 / 55-71 / 59-71 → 171-187 / 178-196 / 134-188, 32→64 at
+/// 32×32 84-91 / 68-69 / 68-84 → 134-155 / 125-154 / 100-124.
 pub(crate) fn applies(g: &Geometry) -> bool {
-    g.kernel == 3
-        && g.stride == 1
-        && g.padding == 1
-        && g.out_channels.is_multiple_of(16)
-        && g.out_channels <= 32
-        && g.channels <= 32
+    let (c, co) = (g.channels, g.out_channels);
+    co.is_multiple_of(16)
+        && match (g.kernel, g.stride, g.padding) {
+            (3, 1, 1) => (c <= 32 && co <= 32) || (c <= 3 && co <= 64),
+            (3, 2, 1) => c <= 32 && co <= 64,
+            (1, 2, 0) => c <= 64 && co <= 128,
+            _ => false,
+        }
         && avx512()
+}
+
+/// Whether the input gradient has a direct kernel: the 3×3 stride-1 convolution through the
+/// flipped kernel ([`flipped`]), the 1×1 stride-2 one through [`input_grad_add`].
+pub(crate) fn input_grad_applies(g: &Geometry) -> bool {
+    match (g.kernel, g.stride, g.padding) {
+        (3, 1, 1) => applies(&flipped(g)),
+        (1, 2, 0) => applies(g) && g.channels.is_multiple_of(16),
+        _ => false,
+    }
+}
+
+/// The convolution whose output is the input gradient of the 3×3 stride-1 convolution `g`:
+/// the same geometry with the channel counts swapped (its weights: [`taps_to_direct_input_grad`]).
+pub(crate) fn flipped(g: &Geometry) -> Geometry {
+    Geometry { channels: g.out_channels, out_channels: g.channels, ..*g }
 }
 
 fn avx512() -> bool {
@@ -45,7 +77,7 @@ fn avx512() -> bool {
     }
 }
 
-/// Taps `(C_out, 3, 3, C_in)` (the im2col weight) into `(3, 3, C_in, C_out)`: for every tap and
+/// Taps `(C_out, k, k, C_in)` (the im2col weight) into `(k, k, C_in, C_out)`: for every tap and
 /// input channel, the output channels contiguous, as the kernel loads them.
 pub(crate) fn taps_to_direct(taps: &[f32], g: &Geometry) -> Vec<f32> {
     let (rows, co) = (g.rows(), g.out_channels);
@@ -56,11 +88,6 @@ pub(crate) fn taps_to_direct(taps: &[f32], g: &Geometry) -> Vec<f32> {
         }
     }
     out
-}
-
-thread_local! {
-    /// Each thread's zero-bordered image, kept between calls.
-    static PADDED: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// The weights of the input gradient's convolution (see `conv::conv_input_grad`) from the
@@ -77,77 +104,111 @@ pub(crate) fn taps_to_direct_input_grad(taps: &[f32], g: &Geometry) -> Vec<f32> 
     out
 }
 
+thread_local! {
+    /// Each thread's zero-bordered image, kept between calls.
+    static PADDED: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// `y = conv(x)` for channels-last `x` `(n, H, W, C_in)` and weights from [`taps_to_direct`],
-/// written into `y` `(n, H, W, C_out)`, every element of it. Only where [`applies`].
-pub(crate) fn forward_into(g: &Geometry, x: &[f32], weights: &[f32], y: &mut [std::mem::MaybeUninit<f32>]) {
+/// written into `y` `(n, out_h, out_w, C_out)`, every element of it. Only where [`applies`].
+pub(crate) fn forward_into(g: &Geometry, x: &[f32], weights: &[f32], y: &mut [MaybeUninit<f32>]) {
     assert!(applies(g), "direct convolution called where it does not apply");
-    let (h, w, c, co) = (g.height, g.width, g.channels, g.out_channels);
-    assert_eq!(y.len(), x.len() / c * co, "direct convolution: output size");
-    y.par_chunks_mut(h * w * co).zip(x.par_chunks(h * w * c)).for_each(|(yi, xi)| {
-        with_padded(xi, h, w, c, |padded| {
-            // SAFETY: `applies` checked AVX-512F; the slices have the sizes the kernel walks.
-            #[cfg(target_arch = "x86_64")]
-            unsafe {
-                match c {
-                    16 => avx512::image::<16>(padded, weights, yi, h, w, c, co),
-                    32 => avx512::image::<32>(padded, weights, yi, h, w, c, co),
-                    _ => avx512::image::<0>(padded, weights, yi, h, w, c, co),
-                }
-            }
+    let (c, co, ow) = (g.channels, g.out_channels, g.out_w());
+    let out_len = g.positions() * co;
+    assert_eq!(y.len(), x.len() / g.image_len() * out_len, "direct convolution: output size");
+    assert_eq!(weights.len(), g.rows() * co, "direct convolution: weight size");
+    y.par_chunks_mut(out_len).zip(x.par_chunks(g.image_len())).for_each(|(yi, xi)| {
+        with_input(g, xi, |plane, x_row| {
+            let job = Job {
+                x: plane,
+                x_row,
+                c,
+                kernel: g.kernel,
+                stride: g.stride,
+                weights,
+                co,
+                oh: g.out_h(),
+                ow,
+                y: yi.as_mut_ptr().cast(),
+                y_len: yi.len(),
+                y_pixel: co,
+                y_row: ow * co,
+                accumulate: false,
+            };
+            job.run();
         })
     });
 }
 
-/// Runs `f` on image `x` `(h, w, c)` copied into the middle of this thread's zero-bordered
-/// `(h + 2, w + 2, c)` buffer, kept between calls (a re-entrant call gets a fresh one).
-fn with_padded<R>(x: &[f32], h: usize, w: usize, c: usize, f: impl FnOnce(&[f32]) -> R) -> R {
-    let len = (h + 2) * (w + 2) * c;
-    PADDED.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut buf) => {
-            if buf.len() < len {
-                buf.resize(len, 0.0);
-            }
-            pad(x, &mut buf[..len], h, w, c);
-            f(&buf[..len])
-        }
-        Err(_) => {
-            let mut buf = vec![0.0; len];
-            pad(x, &mut buf, h, w, c);
-            f(&buf)
-        }
-    })
+/// Adds the input gradient of the 1×1 stride-2 convolution `g` onto `dx` `(n, H, W, C_in)`:
+/// each output pixel's gradient `dy` times the weight (taps `(C_out, C_in)`) onto the input
+/// pixel it read; the others get nothing. Only where [`input_grad_applies`].
+pub(crate) fn input_grad_add(g: &Geometry, dy: &[f32], taps: &[f32], dx: &mut [f32]) {
+    assert!(g.kernel == 1 && input_grad_applies(g), "direct input gradient called where it does not apply");
+    let (c, co, w, oh, ow) = (g.channels, g.out_channels, g.width, g.out_h(), g.out_w());
+    assert_eq!(dy.len(), dx.len() / g.image_len() * oh * ow * co, "direct input gradient: sizes");
+    assert_eq!(taps.len(), co * c, "direct input gradient: weight size");
+    dx.par_chunks_mut(g.image_len()).zip(dy.par_chunks(oh * ow * co)).for_each(|(dxi, dyi)| {
+        // A 1×1 convolution of `dy` (C_out → C_in channels, weights `(C_out, C_in)`: the taps
+        // as they are) whose pixel (oy, ox) lands on (stride·oy, stride·ox).
+        let job = Job {
+            x: dyi,
+            x_row: ow * co,
+            c: co,
+            kernel: 1,
+            stride: 1,
+            weights: taps,
+            co: c,
+            oh,
+            ow,
+            y: dxi.as_mut_ptr(),
+            y_len: dxi.len(),
+            y_pixel: g.stride * c,
+            y_row: g.stride * w * c,
+            accumulate: true,
+        };
+        job.run();
+    });
 }
 
-/// The weight gradient of [`forward_into`] as taps `(C_out, 3, 3, C_in)` from the input `x`
+/// The weight gradient of [`forward_into`] as taps `(C_out, k, k, C_in)` from the input `x`
 /// and the output gradient `dy`, summed over the images. Only where [`applies`].
 pub(crate) fn weight_grad_taps(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
     assert!(applies(g), "direct convolution called where it does not apply");
-    let (h, w, c, co) = (g.height, g.width, g.channels, g.out_channels);
+    let (c, co, rows) = (g.channels, g.out_channels, g.rows());
+    let out_len = g.positions() * co;
+    assert_eq!(dy.len(), x.len() / g.image_len() * out_len, "direct weight gradient: sizes");
     let per_tap = x
-        .par_chunks(h * w * c)
-        .zip(dy.par_chunks(h * w * co))
+        .par_chunks(g.image_len())
+        .zip(dy.par_chunks(out_len))
         .fold(
-            || vec![0f32; 9 * c * co],
+            || vec![0f32; rows * co],
             |mut acc, (xi, dyi)| {
-                with_padded(xi, h, w, c, |padded| {
-                    // SAFETY: `applies` checked AVX-512F; the slices have the sizes walked.
-                    #[cfg(target_arch = "x86_64")]
-                    unsafe {
-                        avx512::image_weight_grad(padded, dyi, &mut acc, h, w, c, co)
-                    }
+                with_input(g, xi, |plane, x_row| {
+                    let job = WeightJob {
+                        x: plane,
+                        x_row,
+                        c,
+                        kernel: g.kernel,
+                        stride: g.stride,
+                        dy: dyi,
+                        co,
+                        oh: g.out_h(),
+                        ow: g.out_w(),
+                    };
+                    job.run(&mut acc);
                 });
                 acc
             },
         )
         .reduce(
-            || vec![0f32; 9 * c * co],
+            || vec![0f32; rows * co],
             |mut a, b| {
                 a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
                 a
             },
         );
-    // (3, 3, C_in, C_out) into taps (C_out, 3, 3, C_in).
-    let rows = g.rows();
+    // (k, k, C_in, C_out) into taps (C_out, k, k, C_in).
     let mut taps = vec![0f32; co * rows];
     for (r, row) in per_tap.chunks_exact(co).enumerate() {
         for (o, v) in row.iter().enumerate() {
@@ -155,6 +216,33 @@ pub(crate) fn weight_grad_taps(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> 
         }
     }
     taps
+}
+
+/// Runs `f` on image `x` `(h, w, c)` as the kernel reads it, with the length of one of its
+/// rows: the image itself where `g` has no padding, else copied into the middle of this
+/// thread's zero-bordered `(h + 2, w + 2, c)` buffer, kept between calls (a re-entrant call
+/// gets a fresh one).
+fn with_input<R>(g: &Geometry, x: &[f32], f: impl FnOnce(&[f32], usize) -> R) -> R {
+    let (h, w, c) = (g.height, g.width, g.channels);
+    if g.padding == 0 {
+        return f(x, w * c);
+    }
+    assert_eq!(g.padding, 1, "direct convolution: padding 0 or 1");
+    let len = (h + 2) * (w + 2) * c;
+    PADDED.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buf) => {
+            if buf.len() < len {
+                buf.resize(len, 0.0);
+            }
+            pad(x, &mut buf[..len], h, w, c);
+            f(&buf[..len], (w + 2) * c)
+        }
+        Err(_) => {
+            let mut buf = vec![0.0; len];
+            pad(x, &mut buf, h, w, c);
+            f(&buf, (w + 2) * c)
+        }
+    })
 }
 
 /// One image `(h, w, c)` into the middle of `(h + 2, w + 2, c)`, the border zero.
@@ -169,66 +257,166 @@ fn pad(x: &[f32], padded: &mut [f32], h: usize, w: usize, c: usize) {
     }
 }
 
+/// One image's convolution for the kernels: output pixel (oy, ox) reads the `kernel × kernel`
+/// window of `x` whose corner is pixel (stride·oy, stride·ox) (rows of `x_row` floats, pixels of
+/// `c`), and writes (or adds) its `co` channels at `y + oy·y_row + ox·y_pixel`.
+struct Job<'a> {
+    x: &'a [f32],
+    x_row: usize,
+    c: usize,
+    kernel: usize,
+    stride: usize,
+    /// `(kernel, kernel, c, co)`.
+    weights: &'a [f32],
+    co: usize,
+    oh: usize,
+    ow: usize,
+    y: *mut f32,
+    y_len: usize,
+    y_pixel: usize,
+    y_row: usize,
+    /// Add onto what `y` holds (initialised) instead of writing (`y` may be uninitialised).
+    accumulate: bool,
+}
+
+impl Job<'_> {
+    /// Checks that every read and write stays inside the buffers, then runs the kernel.
+    fn run(&self) {
+        let (k, s) = (self.kernel, self.stride);
+        assert!(self.co.is_multiple_of(16) && self.c > 0 && self.oh > 0 && self.ow > 0);
+        assert!(self.x.len() >= ((self.oh - 1) * s + k - 1) * self.x_row + ((self.ow - 1) * s + k) * self.c);
+        assert!(self.x_row >= ((self.ow - 1) * s + k) * self.c, "direct convolution: rows overlap");
+        assert!(self.weights.len() >= k * k * self.c * self.co);
+        assert!(self.y_pixel >= self.co && self.y_row >= self.ow * self.y_pixel);
+        assert!(self.y_len >= (self.oh - 1) * self.y_row + (self.ow - 1) * self.y_pixel + self.co);
+        assert!(avx512(), "direct convolution without AVX-512");
+        // SAFETY: the asserts above bound every offset the kernel forms; the CPU has AVX-512F.
+        #[cfg(target_arch = "x86_64")]
+        unsafe {
+            match (k, s) {
+                (3, 1) => avx512::image_any::<3, 1>(self),
+                (3, 2) => avx512::image_any::<3, 2>(self),
+                (1, 2) => avx512::image_any::<1, 2>(self),
+                (1, 1) => avx512::image_any::<1, 1>(self),
+                _ => unreachable!("direct convolution: kernel {k}, stride {s}"),
+            }
+        }
+    }
+}
+
+/// One image's weight gradient: as [`Job`], with the output gradient `dy` `(oh, ow, co)`
+/// dense, summed into `(kernel, kernel, c, co)`.
+struct WeightJob<'a> {
+    x: &'a [f32],
+    x_row: usize,
+    c: usize,
+    kernel: usize,
+    stride: usize,
+    dy: &'a [f32],
+    co: usize,
+    oh: usize,
+    ow: usize,
+}
+
+impl WeightJob<'_> {
+    fn run(&self, acc: &mut [f32]) {
+        let (k, s) = (self.kernel, self.stride);
+        assert!(self.co.is_multiple_of(16) && self.c > 0 && self.oh > 0 && self.ow > 0);
+        assert!(self.x.len() >= ((self.oh - 1) * s + k - 1) * self.x_row + ((self.ow - 1) * s + k) * self.c);
+        assert!(self.dy.len() >= self.oh * self.ow * self.co);
+        assert!(acc.len() >= k * k * self.c * self.co);
+        assert!(avx512(), "direct convolution without AVX-512");
+        // SAFETY: the asserts above bound every offset the kernel forms; the CPU has AVX-512F.
+        #[cfg(target_arch = "x86_64")]
+        unsafe {
+            match (k, s) {
+                (3, 1) => avx512::image_weight_grad::<3, 1>(self, acc),
+                (3, 2) => avx512::image_weight_grad::<3, 2>(self, acc),
+                (1, 2) => avx512::image_weight_grad::<1, 2>(self, acc),
+                _ => unreachable!("direct weight gradient: kernel {k}, stride {s}"),
+            }
+        }
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     use std::arch::x86_64::*;
 
-    /// The whole image: every output row, in tiles of `P` pixels × `16·V` channels, for `C`
-    /// input channels, or any number when `C` is 0: a compile-time count makes every pixel's
-    /// offset in the tile an immediate instead of a chain of adds (width 0.25, batch 128, 2
-    /// threads, GFLOP/s forward / input gradient, three alternated runs: 16→16 55-58 / 54-57 →
-    /// 71-78 / 65-75, 32→32 82-88 / 70-84 → 92-101 / 86-98).
+    use super::{Job, WeightJob};
+
+    /// [`image`] with the input channel count as a compile-time constant where it is one the
+    /// network uses: every pixel's offset in the tile becomes an immediate instead of a chain of
+    /// adds (3×3 stride 1, width 0.25, batch 128, 2 threads, GFLOP/s forward / input gradient,
+    /// three alternated runs: 16→16 55-58 / 54-57 → 71-78 / 65-75, 32→32 82-88 / 70-84 → 92-101 /
+    /// 86-98).
     ///
     /// # Safety
-    /// The CPU has AVX-512F; `padded` is `(h + 2)(w + 2)c`, `weights` `9·c·co`, `y` `h·w·co`
-    /// floats, `co` a multiple of 16, `C` 0 or `c`.
+    /// The CPU has AVX-512F; `j`'s offsets were checked by [`Job::run`].
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn image<const C: usize>(
-        padded: &[f32],
-        weights: &[f32],
-        y: &mut [std::mem::MaybeUninit<f32>],
-        h: usize,
-        w: usize,
-        c: usize,
-        co: usize,
-    ) {
-        assert!(C == 0 || C == c, "direct convolution: compiled for {C} channels, called with {c}");
-        assert!(padded.len() >= (h + 2) * (w + 2) * c && weights.len() >= 9 * c * co && y.len() >= h * w * co);
-        assert!(co.is_multiple_of(16));
-        let row_stride = (w + 2) * c;
-        let (xp, wp, yp) = (padded.as_ptr(), weights.as_ptr(), y.as_mut_ptr().cast::<f32>());
-        for oy in 0..h {
+    pub(super) unsafe fn image_any<const K: usize, const S: usize>(j: &Job) {
+        // SAFETY: as this function's.
+        unsafe {
+            match j.c {
+                3 if K == 3 => image::<3, K, S>(j),
+                16 => image::<16, K, S>(j),
+                32 => image::<32, K, S>(j),
+                64 => image::<64, K, S>(j),
+                _ => image::<0, K, S>(j),
+            }
+        }
+    }
+
+    /// The whole image: every output row, in tiles of `P` pixels × `16·V` channels, for `C`
+    /// input channels, or any number when `C` is 0.
+    ///
+    /// # Safety
+    /// As [`image_any`], `C` 0 or `j.c`.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn image<const C: usize, const K: usize, const S: usize>(j: &Job) {
+        assert!(C == 0 || C == j.c, "direct convolution: compiled for {C} channels, called with {}", j.c);
+        let c = j.c;
+        for oy in 0..j.oh {
+            if oy + 1 < j.oh {
+                // SAFETY: the rows the next output row reads first are inside `x` (checked).
+                unsafe { prefetch_rows::<K, S>(j, oy + 1, c) };
+            }
             let mut o = 0;
-            while o < co {
-                let v2 = co - o >= 32;
+            while o < j.co {
+                let v2 = j.co - o >= 32;
                 let mut ox = 0;
-                while ox < w {
-                    let left = w - ox;
-                    // SAFETY: pixel (oy, ox) of the padded image and its 3×3 window stay inside
-                    // `padded`; the output tile inside `y`; channels o.. inside `co`.
+                while ox < j.ow {
+                    let left = j.ow - ox;
+                    // SAFETY: the window of every pixel of the tile is inside `x`, the tile's
+                    // outputs inside `y`, channels o.. inside `co` (checked by `Job::run`).
                     unsafe {
-                        let x0 = xp.add(oy * row_stride + ox * c);
-                        let w0 = wp.add(o);
-                        let y0 = yp.add((oy * w + ox) * co + o);
-                        let args = (x0, row_stride, c, w0, co, y0);
-                        let step = if v2 {
+                        let t = Tile {
+                            x0: j.x.as_ptr().add(oy * S * j.x_row + ox * S * c),
+                            x_row: j.x_row,
+                            c,
+                            w0: j.weights.as_ptr().add(o),
+                            co: j.co,
+                            y0: j.y.add(oy * j.y_row + ox * j.y_pixel + o),
+                            y_pixel: j.y_pixel,
+                            accumulate: j.accumulate,
+                        };
+                        ox += if v2 {
                             match left {
-                                12.. => tile::<12, 2, C>(args),
-                                8..=11 => tile::<8, 2, C>(args),
-                                4..=7 => tile::<4, 2, C>(args),
-                                2..=3 => tile::<2, 2, C>(args),
-                                _ => tile::<1, 2, C>(args),
+                                12.. => tile::<12, 2, C, K, S>(&t),
+                                8..=11 => tile::<8, 2, C, K, S>(&t),
+                                4..=7 => tile::<4, 2, C, K, S>(&t),
+                                2..=3 => tile::<2, 2, C, K, S>(&t),
+                                _ => tile::<1, 2, C, K, S>(&t),
                             }
                         } else {
                             match left {
-                                16.. => tile::<16, 1, C>(args),
-                                8..=15 => tile::<8, 1, C>(args),
-                                4..=7 => tile::<4, 1, C>(args),
-                                2..=3 => tile::<2, 1, C>(args),
-                                _ => tile::<1, 1, C>(args),
+                                16.. => tile::<16, 1, C, K, S>(&t),
+                                8..=15 => tile::<8, 1, C, K, S>(&t),
+                                4..=7 => tile::<4, 1, C, K, S>(&t),
+                                2..=3 => tile::<2, 1, C, K, S>(&t),
+                                _ => tile::<1, 1, C, K, S>(&t),
                             }
                         };
-                        ox += step;
                     }
                 }
                 o += if v2 { 32 } else { 16 };
@@ -236,59 +424,172 @@ mod avx512 {
         }
     }
 
-    /// Adds one image's weight gradient into `acc` `(3, 3, c, co)`: for each tap and group of
-    /// `R` input channels, `R × 16·V` accumulators run over every output pixel.
+    /// Asks for the input rows output row `oy` reads and the row before did not (the last `S`
+    /// of its window; of a 1×1 stride-2 kernel only the pixels it reads), a row ahead: the
+    /// hardware prefetcher does not follow a stride-2 walk, and a 1×1 kernel does too little
+    /// work per byte to hide the misses (32→64 at 32×32, batch 128: 75 GFLOP/s, 156 at batch 32).
     ///
     /// # Safety
-    /// The CPU has AVX-512F; `padded` is `(h + 2)(w + 2)c`, `dy` `h·w·co`, `acc` `9·c·co`
-    /// floats, `co` a multiple of 16.
+    /// As [`image`], `oy < j.oh`.
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn image_weight_grad(
-        padded: &[f32],
-        dy: &[f32],
-        acc: &mut [f32],
-        h: usize,
-        w: usize,
+    unsafe fn prefetch_rows<const K: usize, const S: usize>(j: &Job, oy: usize, c: usize) {
+        let first = oy * S + K - S.min(K);
+        let used = ((j.ow - 1) * S + K) * c;
+        for row in first..oy * S + K {
+            // SAFETY: the row is one the output row reads, inside `x`.
+            let base = unsafe { j.x.as_ptr().add(row * j.x_row) };
+            if K == 1 && S > 1 && c >= 32 {
+                for px in 0..j.ow {
+                    for line in (0..c).step_by(16) {
+                        // SAFETY: a pixel the output row reads.
+                        unsafe { _mm_prefetch::<_MM_HINT_T0>(base.add(px * S * c + line).cast()) };
+                    }
+                }
+            } else {
+                for line in (0..used).step_by(16) {
+                    // SAFETY: inside the row's used part.
+                    unsafe { _mm_prefetch::<_MM_HINT_T0>(base.add(line).cast()) };
+                }
+            }
+        }
+    }
+
+    /// Where one tile reads and writes: the window corner of its first pixel, its first weight
+    /// (output channel), its first output.
+    struct Tile {
+        x0: *const f32,
+        x_row: usize,
         c: usize,
+        w0: *const f32,
         co: usize,
-    ) {
-        assert!(padded.len() >= (h + 2) * (w + 2) * c && dy.len() >= h * w * co && acc.len() >= 9 * c * co);
-        assert!(co.is_multiple_of(16));
-        let (xp, dp, ap) = (padded.as_ptr(), dy.as_ptr(), acc.as_mut_ptr());
-        for t in 0..9 {
-            let (ky, kx) = (t / 3, t % 3);
+        y0: *mut f32,
+        y_pixel: usize,
+        accumulate: bool,
+    }
+
+    /// `P` output pixels of one row × `16·V` output channels; returns `P`.
+    ///
+    /// # Safety
+    /// As [`image`], with the pointers at the tile's first input pixel, weight and output.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn tile<const P: usize, const V: usize, const C: usize, const K: usize, const S: usize>(t: &Tile) -> usize {
+        let c = if C == 0 { t.c } else { C };
+        let mut acc = [[_mm512_setzero_ps(); V]; P];
+        for ky in 0..K {
+            for kx in 0..K {
+                // SAFETY: inside the image and the weights, as the caller guarantees.
+                unsafe {
+                    let xr = t.x0.add(ky * t.x_row + kx * c);
+                    let wr = t.w0.add((ky * K + kx) * c * t.co);
+                    for ci in 0..c {
+                        let mut wv = [_mm512_setzero_ps(); V];
+                        for (v, slot) in wv.iter_mut().enumerate() {
+                            *slot = _mm512_loadu_ps(wr.add(ci * t.co + v * 16));
+                        }
+                        for (p, row) in acc.iter_mut().enumerate() {
+                            let xv = _mm512_set1_ps(*xr.add(p * S * c + ci));
+                            for (a, wv) in row.iter_mut().zip(&wv) {
+                                *a = _mm512_fmadd_ps(xv, *wv, *a);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        for (p, row) in acc.iter().enumerate() {
+            for (v, a) in row.iter().enumerate() {
+                // SAFETY: the tile's outputs are inside `y`, initialised when accumulating.
+                unsafe {
+                    let at = t.y0.add(p * t.y_pixel + v * 16);
+                    let sum = if t.accumulate { _mm512_add_ps(_mm512_loadu_ps(at), *a) } else { *a };
+                    _mm512_storeu_ps(at, sum);
+                }
+            }
+        }
+        P
+    }
+
+    /// Adds one image's weight gradient into `acc` `(K, K, c, co)`: for each tap and group of
+    /// `R` input channels, `R × 16·V` accumulators run over every output pixel; for at most 3
+    /// input channels (the stem) every tap at once, or the `R·V` chains would leave the FMA
+    /// unit waiting on their latency (3→16 at width 0.25: 66 GFLOP/s).
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F; `j`'s and `acc`'s sizes were checked by [`WeightJob::run`].
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn image_weight_grad<const K: usize, const S: usize>(j: &WeightJob, acc: &mut [f32]) {
+        let (c, co) = (j.c, j.co);
+        let (xp, dp, ap) = (j.x.as_ptr(), j.dy.as_ptr(), acc.as_mut_ptr());
+        let args = |t: usize, i: usize, o: usize| {
+            let (ky, kx) = (t / K, t % K);
+            // SAFETY: tap (ky, kx), channel i, output channel o are inside the buffers.
+            unsafe {
+                WeightTileArgs {
+                    x0: xp.add(ky * j.x_row + kx * c + i),
+                    x_row: j.x_row,
+                    x_pixel: S * c,
+                    dy0: dp.add(o),
+                    acc0: ap.add((t * c + i) * co + o),
+                    oh: j.oh,
+                    ow: j.ow,
+                    c,
+                    co,
+                }
+            }
+        };
+        if K == 3 && c <= 3 {
+            // Bands of about 64 output pixels, every output block over one band before the
+            // next: the band's gradient rows stay in L1 instead of streaming the image's from
+            // memory once per block (3→64 at width 1.0, batch 128: 67-70 → 111 GFLOP/s; with
+            // the first block's prefetch, 130-171).
+            let band = (64 / j.ow).max(1);
+            for oy in (0..j.oh).step_by(band) {
+                for o in (0..co).step_by(16) {
+                    // SAFETY: as this function's; rows oy.. of the band are inside `x` and `dy`.
+                    unsafe {
+                        let a = WeightTileArgs {
+                            x0: xp.add(oy * S * j.x_row),
+                            dy0: dp.add(oy * j.ow * co + o),
+                            oh: band.min(j.oh - oy),
+                            ..args(0, 0, o)
+                        };
+                        match (c, o == 0) {
+                            (3, true) => weight_tile_taps::<3, S, true>(a),
+                            (3, false) => weight_tile_taps::<3, S, false>(a),
+                            (2, _) => weight_tile_taps::<2, S, false>(a),
+                            _ => weight_tile_taps::<1, S, false>(a),
+                        }
+                    }
+                }
+            }
+            return;
+        }
+        for t in 0..K * K {
             let mut o = 0;
             while o < co {
                 let v2 = co - o >= 32;
                 let mut i = 0;
                 while i < c {
                     let left = c - i;
-                    // SAFETY: every pixel the tile reads is inside `padded` (the window of an
-                    // output pixel), every gradient inside `dy`, every sum inside `acc`.
+                    // SAFETY: every pixel the tile reads is inside `x` (the window of an output
+                    // pixel), every gradient inside `dy`, every sum inside `acc`.
                     unsafe {
-                        let args = WeightTileArgs {
-                            x0: xp.add((ky * (w + 2) + kx) * c + i),
-                            dy0: dp.add(o),
-                            acc0: ap.add((t * c + i) * co + o),
-                            h,
-                            w,
-                            c,
-                            co,
-                        };
+                        let a = args(t, i, o);
                         i += if v2 {
                             match left {
-                                8.. => weight_tile::<8, 2>(args),
-                                4..=7 => weight_tile::<4, 2>(args),
-                                2..=3 => weight_tile::<2, 2>(args),
-                                _ => weight_tile::<1, 2>(args),
+                                8.. => weight_tile::<8, 2, S>(a),
+                                4..=7 => weight_tile::<4, 2, S>(a),
+                                2..=3 => weight_tile::<2, 2, S>(a),
+                                _ => weight_tile::<1, 2, S>(a),
                             }
                         } else {
                             match left {
-                                16.. => weight_tile::<16, 1>(args),
-                                8..=15 => weight_tile::<8, 1>(args),
-                                4..=7 => weight_tile::<4, 1>(args),
-                                2..=3 => weight_tile::<2, 1>(args),
-                                _ => weight_tile::<1, 1>(args),
+                                16.. => weight_tile::<16, 1, S>(a),
+                                8..=15 => weight_tile::<8, 1, S>(a),
+                                4..=7 => weight_tile::<4, 1, S>(a),
+                                2..=3 => weight_tile::<2, 1, S>(a),
+                                _ => weight_tile::<1, 1, S>(a),
                             }
                         };
                     }
@@ -298,15 +599,17 @@ mod avx512 {
         }
     }
 
-    /// Where one weight-gradient tile reads and adds: the padded input at (ky, kx) and its
-    /// first channel, the output gradient at its first channel, the sums at (tap, i, o).
+    /// Where one weight-gradient tile reads and adds: the input at its tap and first channel
+    /// for output pixel (0, 0), the output gradient at its first channel, the sums at (tap, i, o).
     #[derive(Clone, Copy)]
     struct WeightTileArgs {
         x0: *const f32,
+        x_row: usize,
+        x_pixel: usize,
         dy0: *const f32,
         acc0: *mut f32,
-        h: usize,
-        w: usize,
+        oh: usize,
+        ow: usize,
         c: usize,
         co: usize,
     }
@@ -318,14 +621,14 @@ mod avx512 {
     /// As [`image_weight_grad`].
     #[target_feature(enable = "avx512f")]
     #[inline]
-    unsafe fn weight_tile<const R: usize, const V: usize>(a: WeightTileArgs) -> usize {
+    unsafe fn weight_tile<const R: usize, const V: usize, const S: usize>(a: WeightTileArgs) -> usize {
         let mut sums = [[_mm512_setzero_ps(); V]; R];
-        for oy in 0..a.h {
-            for ox in 0..a.w {
-                // SAFETY: inside the padded image and `dy`, as the caller guarantees.
+        for oy in 0..a.oh {
+            for ox in 0..a.ow {
+                // SAFETY: inside the input and `dy`, as the caller guarantees.
                 unsafe {
-                    let xr = a.x0.add((oy * (a.w + 2) + ox) * a.c);
-                    let dr = a.dy0.add((oy * a.w + ox) * a.co);
+                    let xr = a.x0.add(oy * S * a.x_row + ox * a.x_pixel);
+                    let dr = a.dy0.add((oy * a.ow + ox) * a.co);
                     let mut dv = [_mm512_setzero_ps(); V];
                     for (v, slot) in dv.iter_mut().enumerate() {
                         *slot = _mm512_loadu_ps(dr.add(v * 16));
@@ -351,45 +654,48 @@ mod avx512 {
         R
     }
 
-    type TileArgs = (*const f32, usize, usize, *const f32, usize, *mut f32);
-
-    /// `P` output pixels of one row × `16·V` output channels; returns `P`.
+    /// All 9 taps × `R` (= every) input channel × 16 output channels of a 3×3 kernel over all
+    /// output pixels: `9·R` independent chains, each gradient vector loaded once per pixel.
     ///
     /// # Safety
-    /// As [`image`], with the pointers at the tile's first input pixel, weight and output.
+    /// As [`image_weight_grad`], with `R` equal to the input's channel count.
     #[target_feature(enable = "avx512f")]
     #[inline]
-    unsafe fn tile<const P: usize, const V: usize, const C: usize>((x0, row_stride, c, w0, co, y0): TileArgs) -> usize {
-        let c = if C == 0 { c } else { C };
-        let mut acc = [[_mm512_setzero_ps(); V]; P];
-        for ky in 0..3 {
-            for kx in 0..3 {
-                // SAFETY: inside the padded image and the weights, as the caller guarantees.
+    unsafe fn weight_tile_taps<const R: usize, const S: usize, const PREFETCH: bool>(a: WeightTileArgs) {
+        assert_eq!(a.c, R, "weight gradient over all taps: compiled for {R} channels");
+        let mut sums = [[_mm512_setzero_ps(); R]; 9];
+        for oy in 0..a.oh {
+            for ox in 0..a.ow {
+                // SAFETY: inside the input and `dy`, as the caller guarantees.
                 unsafe {
-                    let xr = x0.add(ky * row_stride + kx * c);
-                    let wr = w0.add((ky * 3 + kx) * c * co);
-                    for ci in 0..c {
-                        let mut wv = [_mm512_setzero_ps(); V];
-                        for (v, slot) in wv.iter_mut().enumerate() {
-                            *slot = _mm512_loadu_ps(wr.add(ci * co + v * 16));
+                    let xr = a.x0.add(oy * S * a.x_row + ox * S * R);
+                    let d = _mm512_loadu_ps(a.dy0.add((oy * a.ow + ox) * a.co));
+                    if PREFETCH {
+                        // The whole gradient pixel 4 ahead, for the later blocks' passes too:
+                        // a walk reading one line in every co/16 defeats the hardware prefetcher.
+                        let ahead = a.dy0.wrapping_add((oy * a.ow + ox + 4) * a.co);
+                        for line in (0..a.co).step_by(16) {
+                            _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(line).cast());
                         }
-                        for (p, row) in acc.iter_mut().enumerate() {
-                            let xv = _mm512_set1_ps(*xr.add(p * c + ci));
-                            for (a, wv) in row.iter_mut().zip(&wv) {
-                                *a = _mm512_fmadd_ps(xv, *wv, *a);
-                            }
+                    }
+                    for (t, tap) in sums.iter_mut().enumerate() {
+                        let xt = xr.add((t / 3) * a.x_row + (t % 3) * R);
+                        for (r, s) in tap.iter_mut().enumerate() {
+                            *s = _mm512_fmadd_ps(_mm512_set1_ps(*xt.add(r)), d, *s);
                         }
                     }
                 }
             }
         }
-        for (p, row) in acc.iter().enumerate() {
-            for (v, a) in row.iter().enumerate() {
-                // SAFETY: the tile's outputs are inside `y`.
-                unsafe { _mm512_storeu_ps(y0.add(p * co + v * 16), *a) };
+        for (t, tap) in sums.iter().enumerate() {
+            for (r, s) in tap.iter().enumerate() {
+                // SAFETY: the sums of (tap, channel r, this output block) are inside `acc`.
+                unsafe {
+                    let at = a.acc0.add((t * R + r) * a.co);
+                    _mm512_storeu_ps(at, _mm512_add_ps(_mm512_loadu_ps(at), *s));
+                }
             }
         }
-        P
     }
 }
 
@@ -397,7 +703,8 @@ mod avx512 {
 mod tests {
     use super::*;
     use crate::conv::{
-        conv_forward_im2col, conv_input_grad, conv_input_grad_im2col, conv_weight_grad_taps_im2col, weight_to_taps,
+        conv_forward_im2col, conv_input_grad, conv_input_grad_add, conv_input_grad_im2col,
+        conv_weight_grad_taps_im2col, weight_to_taps,
     };
     use rand::{Rng, SeedableRng};
 
@@ -406,27 +713,40 @@ mod tests {
         a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale
     }
 
-    /// The forward and both gradients equal the im2col path on random inputs, for 16- and
-    /// 32-wide channel blocks, odd channel counts, and row widths that leave every tile size.
+    /// The forward and both gradients equal the im2col path on random inputs, for every kernel
+    /// and stride the direct kernels take, 16- and 32-wide channel blocks, odd channel counts and
+    /// sizes, and row widths that leave every tile size.
     #[test]
-    fn direct_forward_and_input_grad_equal_im2col() {
+    fn direct_forward_and_gradients_equal_im2col() {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
-        for &(n, c, h, w, co) in &[
-            (2, 16, 32, 32, 16),
-            (3, 5, 7, 13, 32),
-            (2, 32, 4, 4, 32),
-            (1, 3, 9, 31, 16),
-            (2, 32, 5, 27, 32),
-            (1, 16, 3, 13, 32),
+        for &(n, c, h, w, co, k, s) in &[
+            (2, 16, 32, 32, 16, 3, 1),
+            (3, 5, 7, 13, 32, 3, 1),
+            (2, 32, 4, 4, 32, 3, 1),
+            (1, 3, 9, 31, 16, 3, 1),
+            (2, 3, 8, 8, 32, 3, 1),
+            (2, 2, 5, 6, 16, 3, 1),
+            (2, 32, 5, 27, 32, 3, 1),
+            (1, 16, 3, 13, 32, 3, 1),
+            (2, 16, 32, 32, 32, 3, 2),
+            (2, 32, 7, 13, 64, 3, 2),
+            (3, 5, 9, 30, 48, 3, 2),
+            (2, 16, 32, 32, 32, 1, 2),
+            (2, 64, 8, 8, 128, 1, 2),
+            (3, 32, 7, 29, 64, 1, 2),
+            (2, 48, 6, 5, 16, 1, 2),
         ] {
-            let g = Geometry { channels: c, height: h, width: w, kernel: 3, stride: 1, padding: 1, out_channels: co };
-            if !applies(&g) {
+            let g =
+                Geometry { channels: c, height: h, width: w, kernel: k, stride: s, padding: k / 2, out_channels: co };
+            let case = format!("n{n} c{c} {h}×{w} co{co} k{k} s{s}");
+            if !avx512() {
                 eprintln!("no AVX-512 on this CPU: the direct convolution is not used here");
                 return;
             }
+            assert!(applies(&g), "{case}: the direct kernel should take it");
             let x: Vec<f32> = (0..n * h * w * c).map(|_| rng.random_range(-1.0..1.0)).collect();
-            let dy: Vec<f32> = (0..n * h * w * co).map(|_| rng.random_range(-1.0..1.0)).collect();
-            let wt: Vec<f32> = (0..co * c * 9).map(|_| rng.random_range(-1.0..1.0)).collect();
+            let dy: Vec<f32> = (0..n * g.positions() * co).map(|_| rng.random_range(-1.0..1.0)).collect();
+            let wt: Vec<f32> = (0..co * c * k * k).map(|_| rng.random_range(-1.0..1.0)).collect();
             let taps = weight_to_taps(&wt, &g);
             let reference = conv_forward_im2col(&g, &x, &taps);
             // NaN in every slot first: an output the kernel left unwritten stays NaN (callers
@@ -435,18 +755,48 @@ mod tests {
             forward_into(&g, &x, &taps_to_direct(&taps, &g), &mut slots);
             // SAFETY: every slot was initialised before the kernel wrote into it.
             let direct: Vec<f32> = slots.iter().map(|v| unsafe { v.assume_init() }).collect();
-            assert!(direct.iter().all(|v| v.is_finite()), "forward n{n} c{c} {h}×{w} co{co}: an output left unwritten");
+            assert!(direct.iter().all(|v| v.is_finite()), "forward {case}: an output left unwritten");
             let e = max_rel(&direct, &reference);
-            assert!(e < 1e-5, "forward n{n} c{c} {h}×{w} co{co}: {e}");
+            assert!(e < 1e-5, "forward {case}: {e}");
+            // The input gradient, onto zeros and onto what is there.
+            let start: Vec<f32> = (0..x.len()).map(|_| rng.random_range(-1.0..1.0)).collect();
+            let mut dx_ref = start.clone();
+            conv_input_grad_im2col(&g, &dy, &taps, &mut dx_ref, true);
+            let mut dx = start.clone();
+            conv_input_grad_add(&g, &dy, &taps, &mut dx);
+            let e = max_rel(&dx, &dx_ref);
+            assert!(e < 1e-5, "input gradient added {case}: {e}");
             let mut dx_ref = vec![0f32; x.len()];
             conv_input_grad_im2col(&g, &dy, &taps, &mut dx_ref, false);
-            let dx = conv_input_grad(&g, &dy, &taps);
-            let e = max_rel(&dx, &dx_ref);
-            assert!(e < 1e-5, "input gradient n{n} c{c} {h}×{w} co{co}: {e}");
+            let e = max_rel(&conv_input_grad(&g, &dy, &taps), &dx_ref);
+            assert!(e < 1e-5, "input gradient {case}: {e}");
             let dw_ref = conv_weight_grad_taps_im2col(&g, &x, &dy);
             let dw = weight_grad_taps(&g, &x, &dy);
             let e = max_rel(&dw, &dw_ref);
-            assert!(e < 1e-5, "weight gradient n{n} c{c} {h}×{w} co{co}: {e}");
+            assert!(e < 1e-5, "weight gradient {case}: {e}");
         }
+    }
+
+    /// Which input gradients take a direct kernel: the 1×1 stride-2 ones and the 3×3 stride-1
+    /// ones whose input has a multiple of 16 channels; never a 3×3 stride-2 one.
+    #[test]
+    fn input_gradient_kernels_apply_where_intended() {
+        if !avx512() {
+            return;
+        }
+        let g = |c, co, k, s| Geometry {
+            channels: c,
+            height: 8,
+            width: 8,
+            kernel: k,
+            stride: s,
+            padding: k / 2,
+            out_channels: co,
+        };
+        assert!(input_grad_applies(&g(16, 32, 1, 2)));
+        assert!(input_grad_applies(&g(32, 32, 3, 1)));
+        assert!(!input_grad_applies(&g(3, 16, 3, 1)));
+        assert!(!input_grad_applies(&g(16, 32, 3, 2)));
+        assert!(!input_grad_applies(&g(24, 32, 1, 2)));
     }
 }

@@ -25,8 +25,7 @@ use rayon::prelude::*;
 
 use crate::batch_norm::{rows_per_task, update_running_statistics, with_channels, ReluCut, RowAffine};
 use crate::conv::{
-    conv_forward, conv_input_grad, conv_input_grad_im2col, conv_weight_grad_taps, taps_to_weight, weight_to_taps,
-    Geometry,
+    conv_forward, conv_input_grad, conv_input_grad_add, conv_weight_grad_taps, taps_to_weight, weight_to_taps, Geometry,
 };
 use crate::cpu::{f32_slice, new_filled, zeros};
 use crate::Conv2d;
@@ -388,7 +387,7 @@ impl TrainPass {
                 (Some((conv_d, bn_d)), Some((s, bn))) => {
                     let (ds, bnd_grads) = bn.backward_new(bn_d.gamma(params), s, &dout, ReluCut::Where(out));
                     put_bn(&mut grads, bn_d, bnd_grads);
-                    conv_input_grad_im2col(&conv_d.g, &ds, &taps(conv_d), &mut din, true);
+                    conv_input_grad_add(&conv_d.g, &ds, &taps(conv_d), &mut din);
                     put(&mut grads, conv_d.offset, &weight_grad(conv_d, input, &ds));
                 }
                 _ => add_where_positive(&mut din, &dout, out),

@@ -236,8 +236,10 @@ pub struct ConvPassRow {
     /// How many convolutions of this shape the network has.
     pub count: usize,
     pub forward_gflops: f64,
-    /// Input and weight gradients together.
+    /// The gradients a training step computes here together: input and weight, or the weight's
+    /// alone for the stem (the images need none).
     pub backward_gflops: f64,
+    /// `None` for the stem, and for candle's kernels (their autograd makes both in one call).
     pub input_grad_gflops: Option<f64>,
     pub weight_grad_gflops: Option<f64>,
 }
@@ -264,11 +266,12 @@ pub fn conv_passes(cfg: &ConvBench) -> Result<ConvBenchResult> {
         ConvKernels::Candle => infomax_model::ConvImpl::Candle,
     };
     let gflops = |flops: f64, seconds: f64| flops / seconds / 1e9;
-    let (mut rows, mut flops, mut fwd_s, mut bwd_s) = (Vec::new(), 0.0, 0.0, 0.0);
+    let (mut rows, mut flops, mut bwd_flops, mut fwd_s, mut bwd_s) = (Vec::new(), 0.0, 0.0, 0.0, 0.0);
     for (shape, count) in ConvShape::resnet18(resnet.stage_widths(), cfg.batch, 32) {
         let t = time_passes(shape, imp, cfg.repetitions)?;
         let f = shape.flops();
         flops += f * count as f64;
+        bwd_flops += t.backward_passes as f64 * f * count as f64;
         fwd_s += t.forward * count as f64;
         bwd_s += t.backward * count as f64;
         rows.push(ConvPassRow {
@@ -279,7 +282,7 @@ pub fn conv_passes(cfg: &ConvBench) -> Result<ConvBenchResult> {
             stride: shape.stride,
             count,
             forward_gflops: gflops(f, t.forward),
-            backward_gflops: gflops(2.0 * f, t.backward),
+            backward_gflops: gflops(t.backward_passes as f64 * f, t.backward),
             input_grad_gflops: t.input_grad.map(|s| gflops(f, s)),
             weight_grad_gflops: t.weight_grad.map(|s| gflops(f, s)),
         });
@@ -289,6 +292,6 @@ pub fn conv_passes(cfg: &ConvBench) -> Result<ConvBenchResult> {
         batch: cfg.batch,
         rows,
         network_forward_gflops: gflops(flops, fwd_s),
-        network_backward_gflops: gflops(2.0 * flops, bwd_s),
+        network_backward_gflops: gflops(bwd_flops, bwd_s),
     })
 }
