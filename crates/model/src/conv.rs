@@ -322,6 +322,10 @@ pub(crate) fn conv_input_grad(g: &Geometry, dy: &[f32], taps: &[f32]) -> Vec<f32
         // SAFETY: the direct kernel writes every output.
         return unsafe { new_filled(len, |dx| direct_conv::forward_into(&direct_conv::flipped(g), dy, &weights, dx)) };
     }
+    if g.kernel == 3 && g.stride == 2 && direct_conv::input_grad_applies(g) {
+        // SAFETY: the direct kernel writes every output.
+        return unsafe { new_filled(len, |dx| direct_conv::input_grad_stride2_into(g, dy, taps, dx)) };
+    }
     // Both paths below add onto what is there: zeros, and no second zeroing inside.
     let mut dx = zeros(len);
     conv_input_grad_add(g, dy, taps, &mut dx);
@@ -330,7 +334,7 @@ pub(crate) fn conv_input_grad(g: &Geometry, dy: &[f32], taps: &[f32]) -> Vec<f32
 
 /// Adds the input gradient of [`conv_forward`] onto `dx`.
 pub(crate) fn conv_input_grad_add(g: &Geometry, dy: &[f32], taps: &[f32], dx: &mut [f32]) {
-    if g.stride != 1 && direct_conv::input_grad_applies(g) {
+    if g.kernel == 1 && g.stride != 1 && direct_conv::input_grad_applies(g) {
         return direct_conv::input_grad_add(g, dy, taps, dx);
     }
     conv_input_grad_im2col(g, dy, taps, dx, true);

@@ -12,8 +12,9 @@
 //! all from L1.
 //!
 //! The input gradient of a 3×3 stride-1 convolution is the same kernel run on the output
-//! gradient with the kernel flipped and its channels swapped; that of a 1×1 stride-2 one is a
-//! 1×1 convolution of the output gradient whose outputs land on every other pixel. The weight
+//! gradient with the kernel flipped and its channels swapped; that of a 3×3 stride-2 one is four
+//! small stride-1 convolutions of it (one per parity of the input pixel's row and column); that
+//! of a 1×1 stride-2 one is a 1×1 convolution of it whose outputs land on every other pixel. The weight
 //! gradient keeps `R` input channels × `16·V` output channels of one tap in accumulators while
 //! it runs over every output pixel, or every tap at once where the input has at most 3 channels
 //! (the stem).
@@ -35,8 +36,9 @@ use crate::conv::Geometry;
 /// noise; at 128 (4×4 planes) slower, the GEMM's larger tiles winning. On two cores, batch 128
 /// (`infomax bench conv`, two alternated runs, forward / input gradient / weight gradient): the
 /// stem 3→16 163-169 / – / 69-72 → 180-185 / – / 191-193 and 3→64 92-95 / – / 72-75 → 105-120 /
-/// – / 134-144; 3×3 stride 2 16→32 109-111 / 99-121 / 105-107 → 153-162 / 134-144 (im2col's) /
-/// 161-180; 1×1 stride 2 16→32 50-61 / 55-71 / 59-71 → 171-187 / 178-196 / 134-188, 32→64 at
+/// – / 134-144; 3×3 stride 2 16→32 109-111 / 99-121 / 105-107 → 153-162 / 173-189 / 161-180
+/// (the input gradient 125-159 → 173-189 in its own alternated pair), 32→64 at 32×32 input
+/// gradient 149-160 → 177-178; 1×1 stride 2 16→32 50-61 / 55-71 / 59-71 → 171-187 / 178-196 / 134-188, 32→64 at
 /// 32×32 84-91 / 68-69 / 68-84 → 134-155 / 125-154 / 100-124.
 pub(crate) fn applies(g: &Geometry) -> bool {
     let (c, co) = (g.channels, g.out_channels);
@@ -51,11 +53,12 @@ pub(crate) fn applies(g: &Geometry) -> bool {
 }
 
 /// Whether the input gradient has a direct kernel: the 3×3 stride-1 convolution through the
-/// flipped kernel ([`flipped`]), the 1×1 stride-2 one through [`input_grad_add`].
+/// flipped kernel ([`flipped`]), the 3×3 stride-2 one through [`input_grad_stride2_into`], the
+/// 1×1 stride-2 one through [`input_grad_add`].
 pub(crate) fn input_grad_applies(g: &Geometry) -> bool {
     match (g.kernel, g.stride, g.padding) {
         (3, 1, 1) => applies(&flipped(g)),
-        (1, 2, 0) => applies(g) && g.channels.is_multiple_of(16),
+        (3, 2, 1) | (1, 2, 0) => applies(g) && g.channels.is_multiple_of(16),
         _ => false,
     }
 }
@@ -105,7 +108,7 @@ pub(crate) fn taps_to_direct_input_grad(taps: &[f32], g: &Geometry) -> Vec<f32> 
 }
 
 thread_local! {
-    /// Each thread's zero-bordered image, kept between calls.
+    /// Each thread's zero-bordered image (or output gradient), kept between calls.
     static PADDED: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
@@ -123,7 +126,7 @@ pub(crate) fn forward_into(g: &Geometry, x: &[f32], weights: &[f32], y: &mut [Ma
                 x: plane,
                 x_row,
                 c,
-                kernel: g.kernel,
+                kernel: (g.kernel, g.kernel),
                 stride: g.stride,
                 weights,
                 co,
@@ -155,7 +158,7 @@ pub(crate) fn input_grad_add(g: &Geometry, dy: &[f32], taps: &[f32], dx: &mut [f
             x: dyi,
             x_row: ow * co,
             c: co,
-            kernel: 1,
+            kernel: (1, 1),
             stride: 1,
             weights: taps,
             co: c,
@@ -168,6 +171,76 @@ pub(crate) fn input_grad_add(g: &Geometry, dy: &[f32], taps: &[f32], dx: &mut [f
             accumulate: true,
         };
         job.run();
+    });
+}
+
+/// The input gradient of the 3×3 stride-2 convolution `g` (padding 1) from the output gradient
+/// `dy`, written into `dx` `(n, H, W, C_in)`, every element of it. Input row `iy` is read by
+/// kernel row 1 of output row `iy/2` when even, by kernel rows 2 and 0 of output rows
+/// `(iy − 1)/2` and `(iy + 1)/2` when odd, and likewise along a row; so the input pixels fall
+/// into four parity classes, each a stride-1 convolution of `dy` with a 1×1, 1×2, 2×1 or 2×2
+/// part of the kernel whose outputs land on every other pixel of every other row. `dy` gets a
+/// zero row below and a zero column right for the odd classes' second tap at the edge. Only
+/// where [`input_grad_applies`].
+pub(crate) fn input_grad_stride2_into(g: &Geometry, dy: &[f32], taps: &[f32], dx: &mut [MaybeUninit<f32>]) {
+    assert!(g.kernel == 3 && g.stride == 2 && input_grad_applies(g), "direct input gradient where it does not apply");
+    let (c, co, h, w, oh, ow, rows) = (g.channels, g.out_channels, g.height, g.width, g.out_h(), g.out_w(), g.rows());
+    assert_eq!(dy.len(), dx.len() / g.image_len() * oh * ow * co, "direct input gradient: sizes");
+    assert_eq!(taps.len(), co * rows, "direct input gradient: weight size");
+    // Window offset `a` of a class of parity `p` is kernel row (or column) 1 when p is 0, else 2 − 2a.
+    let tap = |p: usize, a: usize| if p == 0 { 1 } else { 2 - 2 * a };
+    let classes: Vec<((usize, usize), Vec<f32>)> = [(0, 0), (0, 1), (1, 0), (1, 1)]
+        .into_iter()
+        .map(|(py, px)| {
+            let (kh, kw) = (1 + py, 1 + px);
+            // (kh, kw, C_out, C_in): for each tap and output channel, the input channels.
+            let mut weights = vec![0f32; kh * kw * co * c];
+            for a in 0..kh {
+                for b in 0..kw {
+                    let t = tap(py, a) * 3 + tap(px, b);
+                    for o in 0..co {
+                        weights[((a * kw + b) * co + o) * c..][..c].copy_from_slice(&taps[o * rows + t * c..][..c]);
+                    }
+                }
+            }
+            ((py, px), weights)
+        })
+        .collect();
+    let x_row = (ow + 1) * co;
+    dx.par_chunks_mut(g.image_len()).zip(dy.par_chunks(oh * ow * co)).for_each(|(dxi, dyi)| {
+        let fill = |buf: &mut [f32]| {
+            for (src, dst) in dyi.chunks_exact(ow * co).zip(buf.chunks_exact_mut(x_row)) {
+                dst[..ow * co].copy_from_slice(src);
+                dst[ow * co..].fill(0.0);
+            }
+            buf[oh * x_row..].fill(0.0);
+        };
+        with_buffer((oh + 1) * x_row, fill, |bordered| {
+            for ((py, px), weights) in &classes {
+                let (mh, mw) = ((h - py).div_ceil(2), (w - px).div_ceil(2));
+                if mh == 0 || mw == 0 {
+                    continue;
+                }
+                let first = (py * w + px) * c;
+                let job = Job {
+                    x: bordered,
+                    x_row,
+                    c: co,
+                    kernel: (1 + py, 1 + px),
+                    stride: 1,
+                    weights,
+                    co: c,
+                    oh: mh,
+                    ow: mw,
+                    y: dxi[first..].as_mut_ptr().cast(),
+                    y_len: dxi.len() - first,
+                    y_pixel: 2 * c,
+                    y_row: 2 * w * c,
+                    accumulate: false,
+                };
+                job.run();
+            }
+        })
     });
 }
 
@@ -228,19 +301,24 @@ fn with_input<R>(g: &Geometry, x: &[f32], f: impl FnOnce(&[f32], usize) -> R) ->
         return f(x, w * c);
     }
     assert_eq!(g.padding, 1, "direct convolution: padding 0 or 1");
-    let len = (h + 2) * (w + 2) * c;
+    with_buffer((h + 2) * (w + 2) * c, |buf| pad(x, buf, h, w, c), |buf| f(buf, (w + 2) * c))
+}
+
+/// Runs `f` on `len` floats of this thread's buffer (kept between calls; a re-entrant call gets
+/// a fresh one) after `fill` has written every one of them.
+fn with_buffer<R>(len: usize, fill: impl FnOnce(&mut [f32]), f: impl FnOnce(&[f32]) -> R) -> R {
     PADDED.with(|cell| match cell.try_borrow_mut() {
         Ok(mut buf) => {
             if buf.len() < len {
                 buf.resize(len, 0.0);
             }
-            pad(x, &mut buf[..len], h, w, c);
-            f(&buf[..len], (w + 2) * c)
+            fill(&mut buf[..len]);
+            f(&buf[..len])
         }
         Err(_) => {
             let mut buf = vec![0.0; len];
-            pad(x, &mut buf, h, w, c);
-            f(&buf, (w + 2) * c)
+            fill(&mut buf);
+            f(&buf)
         }
     })
 }
@@ -257,16 +335,17 @@ fn pad(x: &[f32], padded: &mut [f32], h: usize, w: usize, c: usize) {
     }
 }
 
-/// One image's convolution for the kernels: output pixel (oy, ox) reads the `kernel × kernel`
-/// window of `x` whose corner is pixel (stride·oy, stride·ox) (rows of `x_row` floats, pixels of
-/// `c`), and writes (or adds) its `co` channels at `y + oy·y_row + ox·y_pixel`.
+/// One image's convolution for the kernels: output pixel (oy, ox) reads the `kernel.0 ×
+/// kernel.1` window of `x` whose corner is pixel (stride·oy, stride·ox) (rows of `x_row` floats,
+/// pixels of `c`), and writes (or adds) its `co` channels at `y + oy·y_row + ox·y_pixel`.
 struct Job<'a> {
     x: &'a [f32],
     x_row: usize,
     c: usize,
-    kernel: usize,
+    /// Kernel rows and columns.
+    kernel: (usize, usize),
     stride: usize,
-    /// `(kernel, kernel, c, co)`.
+    /// `(kernel.0, kernel.1, c, co)`.
     weights: &'a [f32],
     co: usize,
     oh: usize,
@@ -282,23 +361,26 @@ struct Job<'a> {
 impl Job<'_> {
     /// Checks that every read and write stays inside the buffers, then runs the kernel.
     fn run(&self) {
-        let (k, s) = (self.kernel, self.stride);
+        let ((kh, kw), s) = (self.kernel, self.stride);
         assert!(self.co.is_multiple_of(16) && self.c > 0 && self.oh > 0 && self.ow > 0);
-        assert!(self.x.len() >= ((self.oh - 1) * s + k - 1) * self.x_row + ((self.ow - 1) * s + k) * self.c);
-        assert!(self.x_row >= ((self.ow - 1) * s + k) * self.c, "direct convolution: rows overlap");
-        assert!(self.weights.len() >= k * k * self.c * self.co);
+        assert!(self.x.len() >= ((self.oh - 1) * s + kh - 1) * self.x_row + ((self.ow - 1) * s + kw) * self.c);
+        assert!(self.x_row >= ((self.ow - 1) * s + kw) * self.c, "direct convolution: rows overlap");
+        assert!(self.weights.len() >= kh * kw * self.c * self.co);
         assert!(self.y_pixel >= self.co && self.y_row >= self.ow * self.y_pixel);
         assert!(self.y_len >= (self.oh - 1) * self.y_row + (self.ow - 1) * self.y_pixel + self.co);
         assert!(avx512(), "direct convolution without AVX-512");
         // SAFETY: the asserts above bound every offset the kernel forms; the CPU has AVX-512F.
         #[cfg(target_arch = "x86_64")]
         unsafe {
-            match (k, s) {
-                (3, 1) => avx512::image_any::<3, 1>(self),
-                (3, 2) => avx512::image_any::<3, 2>(self),
-                (1, 2) => avx512::image_any::<1, 2>(self),
-                (1, 1) => avx512::image_any::<1, 1>(self),
-                _ => unreachable!("direct convolution: kernel {k}, stride {s}"),
+            match (kh, kw, s) {
+                (3, 3, 1) => avx512::image_any::<3, 3, 1>(self),
+                (3, 3, 2) => avx512::image_any::<3, 3, 2>(self),
+                (1, 1, 2) => avx512::image_any::<1, 1, 2>(self),
+                (1, 1, 1) => avx512::image_any::<1, 1, 1>(self),
+                (1, 2, 1) => avx512::image_any::<1, 2, 1>(self),
+                (2, 1, 1) => avx512::image_any::<2, 1, 1>(self),
+                (2, 2, 1) => avx512::image_any::<2, 2, 1>(self),
+                _ => unreachable!("direct convolution: kernel {kh}×{kw}, stride {s}"),
             }
         }
     }
@@ -354,15 +436,15 @@ mod avx512 {
     /// # Safety
     /// The CPU has AVX-512F; `j`'s offsets were checked by [`Job::run`].
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn image_any<const K: usize, const S: usize>(j: &Job) {
+    pub(super) unsafe fn image_any<const KY: usize, const KX: usize, const S: usize>(j: &Job) {
         // SAFETY: as this function's.
         unsafe {
             match j.c {
-                3 if K == 3 => image::<3, K, S>(j),
-                16 => image::<16, K, S>(j),
-                32 => image::<32, K, S>(j),
-                64 => image::<64, K, S>(j),
-                _ => image::<0, K, S>(j),
+                3 if KY == 3 => image::<3, KY, KX, S>(j),
+                16 => image::<16, KY, KX, S>(j),
+                32 => image::<32, KY, KX, S>(j),
+                64 => image::<64, KY, KX, S>(j),
+                _ => image::<0, KY, KX, S>(j),
             }
         }
     }
@@ -373,13 +455,13 @@ mod avx512 {
     /// # Safety
     /// As [`image_any`], `C` 0 or `j.c`.
     #[target_feature(enable = "avx512f")]
-    unsafe fn image<const C: usize, const K: usize, const S: usize>(j: &Job) {
+    unsafe fn image<const C: usize, const KY: usize, const KX: usize, const S: usize>(j: &Job) {
         assert!(C == 0 || C == j.c, "direct convolution: compiled for {C} channels, called with {}", j.c);
         let c = j.c;
         for oy in 0..j.oh {
             if oy + 1 < j.oh {
                 // SAFETY: the rows the next output row reads first are inside `x` (checked).
-                unsafe { prefetch_rows::<K, S>(j, oy + 1, c) };
+                unsafe { prefetch_rows::<KY, KX, S>(j, oy + 1, c) };
             }
             let mut o = 0;
             while o < j.co {
@@ -402,19 +484,19 @@ mod avx512 {
                         };
                         ox += if v2 {
                             match left {
-                                12.. => tile::<12, 2, C, K, S>(&t),
-                                8..=11 => tile::<8, 2, C, K, S>(&t),
-                                4..=7 => tile::<4, 2, C, K, S>(&t),
-                                2..=3 => tile::<2, 2, C, K, S>(&t),
-                                _ => tile::<1, 2, C, K, S>(&t),
+                                12.. => tile::<12, 2, C, KY, KX, S>(&t),
+                                8..=11 => tile::<8, 2, C, KY, KX, S>(&t),
+                                4..=7 => tile::<4, 2, C, KY, KX, S>(&t),
+                                2..=3 => tile::<2, 2, C, KY, KX, S>(&t),
+                                _ => tile::<1, 2, C, KY, KX, S>(&t),
                             }
                         } else {
                             match left {
-                                16.. => tile::<16, 1, C, K, S>(&t),
-                                8..=15 => tile::<8, 1, C, K, S>(&t),
-                                4..=7 => tile::<4, 1, C, K, S>(&t),
-                                2..=3 => tile::<2, 1, C, K, S>(&t),
-                                _ => tile::<1, 1, C, K, S>(&t),
+                                16.. => tile::<16, 1, C, KY, KX, S>(&t),
+                                8..=15 => tile::<8, 1, C, KY, KX, S>(&t),
+                                4..=7 => tile::<4, 1, C, KY, KX, S>(&t),
+                                2..=3 => tile::<2, 1, C, KY, KX, S>(&t),
+                                _ => tile::<1, 1, C, KY, KX, S>(&t),
                             }
                         };
                     }
@@ -432,13 +514,13 @@ mod avx512 {
     /// # Safety
     /// As [`image`], `oy < j.oh`.
     #[target_feature(enable = "avx512f")]
-    unsafe fn prefetch_rows<const K: usize, const S: usize>(j: &Job, oy: usize, c: usize) {
-        let first = oy * S + K - S.min(K);
-        let used = ((j.ow - 1) * S + K) * c;
-        for row in first..oy * S + K {
+    unsafe fn prefetch_rows<const KY: usize, const KX: usize, const S: usize>(j: &Job, oy: usize, c: usize) {
+        let first = oy * S + KY - S.min(KY);
+        let used = ((j.ow - 1) * S + KX) * c;
+        for row in first..oy * S + KY {
             // SAFETY: the row is one the output row reads, inside `x`.
             let base = unsafe { j.x.as_ptr().add(row * j.x_row) };
-            if K == 1 && S > 1 && c >= 32 {
+            if KX == 1 && S > 1 && c >= 32 {
                 for px in 0..j.ow {
                     for line in (0..c).step_by(16) {
                         // SAFETY: a pixel the output row reads.
@@ -473,15 +555,17 @@ mod avx512 {
     /// As [`image`], with the pointers at the tile's first input pixel, weight and output.
     #[target_feature(enable = "avx512f")]
     #[inline]
-    unsafe fn tile<const P: usize, const V: usize, const C: usize, const K: usize, const S: usize>(t: &Tile) -> usize {
+    unsafe fn tile<const P: usize, const V: usize, const C: usize, const KY: usize, const KX: usize, const S: usize>(
+        t: &Tile,
+    ) -> usize {
         let c = if C == 0 { t.c } else { C };
         let mut acc = [[_mm512_setzero_ps(); V]; P];
-        for ky in 0..K {
-            for kx in 0..K {
+        for ky in 0..KY {
+            for kx in 0..KX {
                 // SAFETY: inside the image and the weights, as the caller guarantees.
                 unsafe {
                     let xr = t.x0.add(ky * t.x_row + kx * c);
-                    let wr = t.w0.add((ky * K + kx) * c * t.co);
+                    let wr = t.w0.add((ky * KX + kx) * c * t.co);
                     for ci in 0..c {
                         let mut wv = [_mm512_setzero_ps(); V];
                         for (v, slot) in wv.iter_mut().enumerate() {
@@ -729,6 +813,8 @@ mod tests {
             (2, 32, 5, 27, 32, 3, 1),
             (1, 16, 3, 13, 32, 3, 1),
             (2, 16, 32, 32, 32, 3, 2),
+            (3, 16, 9, 7, 32, 3, 2),
+            (2, 16, 1, 5, 16, 3, 2),
             (2, 32, 7, 13, 64, 3, 2),
             (3, 5, 9, 30, 48, 3, 2),
             (2, 16, 32, 32, 32, 1, 2),
@@ -777,8 +863,8 @@ mod tests {
         }
     }
 
-    /// Which input gradients take a direct kernel: the 1×1 stride-2 ones and the 3×3 stride-1
-    /// ones whose input has a multiple of 16 channels; never a 3×3 stride-2 one.
+    /// Which input gradients take a direct kernel: those whose input has a multiple of 16
+    /// channels (never the stem's).
     #[test]
     fn input_gradient_kernels_apply_where_intended() {
         if !avx512() {
@@ -796,7 +882,8 @@ mod tests {
         assert!(input_grad_applies(&g(16, 32, 1, 2)));
         assert!(input_grad_applies(&g(32, 32, 3, 1)));
         assert!(!input_grad_applies(&g(3, 16, 3, 1)));
-        assert!(!input_grad_applies(&g(16, 32, 3, 2)));
+        assert!(input_grad_applies(&g(16, 32, 3, 2)));
+        assert!(!input_grad_applies(&g(24, 32, 3, 2)));
         assert!(!input_grad_applies(&g(24, 32, 1, 2)));
     }
 }
