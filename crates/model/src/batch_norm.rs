@@ -429,6 +429,33 @@ mod tests {
 
     use crate::cpu::max_rel;
 
+    /// The statistics equal an f64 reference over one and many tasks, narrow and wide rows, with
+    /// a mean 10⁴ times the standard deviation (where E[x²] − μ² would lose every digit).
+    #[test]
+    fn mean_and_variance_match_an_f64_reference() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+        for &(m, c, mu, sd) in &[(1, 3, 0.0, 1.0), (3000, 7, 1e3, 0.1), (70_000, 16, -5.0, 2.0), (50, 2048, 0.5, 1.0)] {
+            let x: Vec<f32> = (0..m * c).map(|_| (mu + sd * rng.random_range(-1.7f64..1.7)) as f32).collect();
+            let (mean, var) = mean_and_variance(&x, c);
+            for ch in 0..c {
+                let col: Vec<f64> = x.iter().skip(ch).step_by(c).map(|v| *v as f64).collect();
+                let want_mean = col.iter().sum::<f64>() / m as f64;
+                let want_var = col.iter().map(|v| (v - want_mean).powi(2)).sum::<f64>() / m as f64;
+                assert!(
+                    (mean[ch] - want_mean).abs() <= 1e-6 * want_mean.abs().max(sd),
+                    "mean m{m} c{c}: {} vs {want_mean}",
+                    mean[ch]
+                );
+                assert!(
+                    (var[ch] - want_var).abs() <= 1e-4 * want_var.max(1e-12) + 1e-12,
+                    "variance m{m} c{c}: {} vs {want_var}",
+                    var[ch]
+                );
+            }
+        }
+    }
+
     /// Output, the gradients of x, γ and β, and the running statistics equal candle's
     /// `BatchNorm` followed by a ReLU, in training and in evaluation, over one and several row
     /// tasks, narrow and wide, with and without the affine parameters.
