@@ -14,10 +14,10 @@
 //! The input gradient of a 3×3 stride-1 convolution is the same kernel run on the output
 //! gradient with the kernel flipped and its channels swapped; that of a 3×3 stride-2 one is four
 //! small stride-1 convolutions of it (one per parity of the input pixel's row and column); that
-//! of a 1×1 stride-2 one is a 1×1 convolution of it whose outputs land on every other pixel. The weight
-//! gradient keeps `R` input channels × `16·V` output channels of one tap in accumulators while
-//! it runs over every output pixel, or every tap at once where the input has at most 3 channels
-//! (the stem).
+//! of a 1×1 stride-2 one is a 1×1 convolution of it whose outputs land on every other pixel.
+//! The weight gradient keeps `R` input channels × `16·V` output channels of one tap in
+//! accumulators while it runs over every output pixel, or every tap at once where the input has
+//! at most 3 channels (the stem).
 //!
 //! Applies where the CPU has AVX-512F, `C_out` is a multiple of 16 and the channel counts are
 //! those measured to beat im2col ([`applies`]); elsewhere the im2col path runs. The numbers
@@ -38,8 +38,8 @@ use crate::conv::Geometry;
 /// stem 3→16 163-169 / – / 69-72 → 180-185 / – / 191-193 and 3→64 92-95 / – / 72-75 → 105-120 /
 /// – / 134-144; 3×3 stride 2 16→32 109-111 / 99-121 / 105-107 → 153-162 / 173-189 / 161-180
 /// (the input gradient 125-159 → 173-189 in its own alternated pair), 32→64 at 32×32 input
-/// gradient 149-160 → 177-178; 1×1 stride 2 16→32 50-61 / 55-71 / 59-71 → 171-187 / 178-196 / 134-188, 32→64 at
-/// 32×32 84-91 / 68-69 / 68-84 → 134-155 / 125-154 / 100-124.
+/// gradient 149-160 → 177-178; 1×1 stride 2 16→32 50-61 / 55-71 / 59-71 → 171-187 / 178-196 /
+/// 134-188, 32→64 at 32×32 84-91 / 68-69 / 68-84 → 134-155 / 125-154 / 100-124.
 pub(crate) fn applies(g: &Geometry) -> bool {
     let (c, co) = (g.channels, g.out_channels);
     co.is_multiple_of(16)
