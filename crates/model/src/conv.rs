@@ -28,9 +28,9 @@ const OP: &str = "im2col convolution";
 /// Which convolution kernels a model uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ConvImpl {
-    /// Channels-last im2col + GEMM forward and backward (CPU, f32), the 3×3 stride-1 layers of
-    /// at most 32 channels by the direct kernels of `direct_conv` where the CPU has AVX-512;
-    /// falls back to `Candle` elsewhere.
+    /// Channels-last im2col + GEMM forward and backward (CPU, f32), the layers of up to 128
+    /// channels by the direct kernels of `direct_conv` where the CPU has AVX-512 (see
+    /// `direct_conv::applies`); falls back to `Candle` elsewhere.
     #[default]
     Im2col,
     /// candle's `conv2d` and its autograd (`conv_transpose2d` backward), channels first.

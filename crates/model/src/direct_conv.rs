@@ -1,5 +1,5 @@
 //! Convolutions computed directly with AVX-512, no im2col: 3×3 stride 1 and 2 (padding 1) and
-//! 1×1 stride 2 (the shortcuts), where the channel counts are small.
+//! 1×1 stride 2 (the shortcuts), up to 128 input channels.
 //!
 //! At the narrow widths (3-64 channels) the im2col GEMM is starved: each im2col float feeds
 //! only `C_out` multiply-adds, and the matrix is written, packed by the GEMM and read again
@@ -9,7 +9,8 @@
 //! zero-bordered copy where the kernel is padded — and slides the kernel over it: a tile of `P`
 //! output pixels × `16·V` output channels lives in `P·V` AVX-512 accumulators, and each step
 //! over (tap, input channel) is `V` weight loads, `P` broadcasts and `P·V` fused multiply-adds,
-//! all from L1.
+//! all from L1. At 64-128 channels the GEMM is fed, but the direct kernel still wins: no
+//! im2col matrix to write and pack, and 24 accumulators against the `gemm` crate's 256-bit tiles.
 //!
 //! The input gradient of a 3×3 stride-1 convolution is the same kernel run on the output
 //! gradient with the kernel flipped and its channels swapped; that of a 3×3 stride-2 one is four
@@ -39,14 +40,20 @@ use crate::conv::Geometry;
 /// – / 134-144; 3×3 stride 2 16→32 109-111 / 99-121 / 105-107 → 153-162 / 173-189 / 161-180
 /// (the input gradient 125-159 → 173-189 in its own alternated pair), 32→64 at 32×32 input
 /// gradient 149-160 → 177-178; 1×1 stride 2 16→32 50-61 / 55-71 / 59-71 → 171-187 / 178-196 /
-/// 134-188, 32→64 at 32×32 84-91 / 68-69 / 68-84 → 134-155 / 125-154 / 100-124.
+/// 134-188, 32→64 at 32×32 84-91 / 68-69 / 68-84 → 134-155 / 125-154 / 100-124. Once the
+/// forward had 64-channel tiles, at width 1.0 (three alternated runs): 3×3 stride 1 64→64 at
+/// 32×32 198-202 / 190-191 / 164-184 → 215-218 / 194-218 / 193-221, 128→128 at 16×16 199-205 /
+/// 200-207 / 188-193 → 199-223 / 219-221 / 215-219; 3×3 stride 2 64→128 176-189 / 169-189 /
+/// 167-180 → 205-210 / 207-211 / 200-209; 1×1 stride 2 128→256 137-150 / 148-155 / 139-144 →
+/// 138-161 / 156-183 / 130-161. Not taken, measured no better or worse: 3×3 stride 1 at 256 (8×8)
+/// and 512 (4×4) channels (512's weight gradient 57-70 against 160-175), 3×3 stride 2 128→256.
 pub(crate) fn applies(g: &Geometry) -> bool {
     let (c, co) = (g.channels, g.out_channels);
     co.is_multiple_of(16)
         && match (g.kernel, g.stride, g.padding) {
-            (3, 1, 1) => (c <= 32 && co <= 32) || (c <= 3 && co <= 64),
-            (3, 2, 1) => c <= 32 && co <= 64,
-            (1, 2, 0) => c <= 64 && co <= 128,
+            (3, 1, 1) => c <= 128 && co <= 128,
+            (3, 2, 1) => c <= 64 && co <= 128,
+            (1, 2, 0) => c <= 128 && co <= 256,
             _ => false,
         }
         && avx512()
@@ -831,16 +838,21 @@ mod tests {
             (1, 3, 5, 11, 64, 3, 1),
             (2, 32, 5, 27, 32, 3, 1),
             (1, 16, 3, 13, 32, 3, 1),
+            (2, 64, 6, 7, 64, 3, 1),
+            (1, 128, 4, 5, 128, 3, 1),
+            (1, 96, 5, 8, 112, 3, 1),
             (2, 16, 32, 32, 32, 3, 2),
             (3, 16, 9, 7, 32, 3, 2),
             (2, 16, 1, 5, 16, 3, 2),
             (2, 32, 7, 13, 64, 3, 2),
             (3, 5, 9, 30, 48, 3, 2),
+            (2, 64, 7, 9, 128, 3, 2),
             (2, 16, 32, 32, 32, 1, 2),
             (2, 64, 8, 8, 128, 1, 2),
             (3, 32, 7, 29, 64, 1, 2),
             (2, 48, 6, 5, 16, 1, 2),
             (2, 16, 6, 10, 80, 1, 2),
+            (2, 128, 6, 6, 256, 1, 2),
         ] {
             let g =
                 Geometry { channels: c, height: h, width: w, kernel: k, stride: s, padding: k / 2, out_channels: co };
@@ -905,5 +917,9 @@ mod tests {
         assert!(input_grad_applies(&g(16, 32, 3, 2)));
         assert!(!input_grad_applies(&g(24, 32, 3, 2)));
         assert!(!input_grad_applies(&g(24, 32, 1, 2)));
+        assert!(input_grad_applies(&g(128, 128, 3, 1)));
+        assert!(input_grad_applies(&g(64, 128, 3, 2)));
+        assert!(!input_grad_applies(&g(128, 256, 3, 2)));
+        assert!(!input_grad_applies(&g(256, 256, 3, 1)));
     }
 }
