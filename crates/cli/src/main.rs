@@ -602,13 +602,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 "{:>16} {:>6} {:>5}  {:>8} {:>10} {:>11} {:>9}",
                 "in→out", "side", "k/s", "forward", "input grad", "weight grad", "backward"
             );
+            // A downsampling block's first convolution runs with its 1×1 shortcut ("3/2+1").
             let opt = |v: Option<f64>| v.map_or("–".to_string(), |v| format!("{v:.1}"));
             for row in &r.rows {
                 println!(
                     "{:>16} {:>6} {:>5}  {:>8.1} {:>10} {:>11} {:>9.1}",
                     format!("{}×{}→{}", row.count, row.channels, row.out_channels),
                     row.side,
-                    format!("{}/{}", row.kernel, row.stride),
+                    format!("{}/{}{}", row.kernel, row.stride, if row.shortcut { "+1" } else { "" }),
                     row.forward_gflops,
                     opt(row.input_grad_gflops),
                     opt(row.weight_grad_gflops),

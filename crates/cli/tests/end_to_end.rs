@@ -399,11 +399,13 @@ fn bench_conv_prints_every_resnet18_shape_for_both_kernels() {
         assert!(o.status.success(), "{}", text(&o));
         let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
         let rows = v["rows"].as_array().unwrap();
-        // Stem, layer1, and per later stage the stride-2 3×3, its 1×1 shortcut and the 3×3s.
-        assert_eq!(rows.len(), 2 + 3 * 3);
-        assert_eq!(rows.iter().map(|r| r["count"].as_u64().unwrap()).sum::<u64>(), 1 + 4 + 3 * (1 + 1 + 3));
+        // Stem, layer1, and per later stage the stride-2 3×3 with its 1×1 shortcut, the 3×3s.
+        assert_eq!(rows.len(), 2 + 3 * 2);
+        assert_eq!(rows.iter().map(|r| r["count"].as_u64().unwrap()).sum::<u64>(), 1 + 4 + 3 * (1 + 3));
         assert_eq!((rows[0]["channels"].as_u64(), rows[0]["out_channels"].as_u64()), (Some(3), Some(8)));
-        assert_eq!(rows[10]["channels"].as_u64(), Some(64));
+        assert_eq!(rows[7]["channels"].as_u64(), Some(64));
+        let with_shortcut: Vec<usize> = (0..rows.len()).filter(|&i| rows[i]["shortcut"] == true).collect();
+        assert_eq!(with_shortcut, [2, 4, 6], "each stage's first convolution with its shortcut");
         for (i, r) in rows.iter().enumerate() {
             assert!(r["forward_gflops"].as_f64().unwrap() > 0.0 && r["backward_gflops"].as_f64().unwrap() > 0.0);
             // Training computes no input gradient for the stem: the images need none.

@@ -268,6 +268,34 @@ pub(crate) fn conv_forward(g: &Geometry, x: &[f32], taps: &[f32]) -> Vec<f32> {
     conv_forward_im2col(g, x, taps)
 }
 
+/// [`conv_forward`] of a block's first convolution `g` and of its projection shortcut `gs`, both
+/// reading `x`: one pass per image where the direct kernels take both (the shortcut reads the
+/// copy of the image the other just made, from cache), else one after the other.
+pub(crate) fn conv_forward_with_shortcut(
+    g: &Geometry,
+    x: &[f32],
+    taps: &[f32],
+    gs: &Geometry,
+    taps_s: &[f32],
+) -> (Vec<f32>, Vec<f32>) {
+    if !direct_conv::pair_applies(g, gs) {
+        return (conv_forward(g, x, taps), conv_forward(gs, x, taps_s));
+    }
+    let n = x.len() / g.image_len();
+    let (weights, weights_s) = (direct_conv::taps_to_direct(taps, g), direct_conv::taps_to_direct(taps_s, gs));
+    let mut ys = Vec::with_capacity(n * gs.positions() * gs.out_channels);
+    // SAFETY: the direct kernels write every output of both.
+    let y = unsafe {
+        new_filled(n * g.positions() * g.out_channels, |y| {
+            let spare = &mut ys.spare_capacity_mut()[..n * gs.positions() * gs.out_channels];
+            direct_conv::forward_pair_into((g, x, &weights, y), (gs, &weights_s, spare));
+        })
+    };
+    // SAFETY: written in full above.
+    unsafe { ys.set_len(n * gs.positions() * gs.out_channels) };
+    (y, ys)
+}
+
 /// [`conv_forward`] through im2col + GEMM, whatever the shape.
 pub(crate) fn conv_forward_im2col(g: &Geometry, x: &[f32], taps: &[f32]) -> Vec<f32> {
     let n = x.len() / g.image_len();
@@ -324,12 +352,28 @@ pub(crate) fn conv_input_grad(g: &Geometry, dy: &[f32], taps: &[f32]) -> Vec<f32
     }
     if g.kernel == 3 && g.stride == 2 && direct_conv::input_grad_applies(g) {
         // SAFETY: the direct kernel writes every output.
-        return unsafe { new_filled(len, |dx| direct_conv::input_grad_stride2_into(g, dy, taps, dx)) };
+        return unsafe { new_filled(len, |dx| direct_conv::input_grad_stride2_into(g, dy, taps, dx, None)) };
     }
     // Both paths below add onto what is there: zeros, and no second zeroing inside.
     let mut dx = zeros(len);
     conv_input_grad_add(g, dy, taps, &mut dx);
     dx
+}
+
+/// The input gradient of a block's input through its first convolution `g` (output gradient
+/// `dy`) and its projection shortcut `gs` (`dys`), summed: see [`conv_forward_with_shortcut`].
+pub(crate) fn conv_input_grad_with_shortcut(
+    (g, dy, taps): (&Geometry, &[f32], &[f32]),
+    (gs, dys, taps_s): (&Geometry, &[f32], &[f32]),
+) -> Vec<f32> {
+    if !direct_conv::pair_applies(g, gs) {
+        let mut dx = conv_input_grad(g, dy, taps);
+        conv_input_grad_add(gs, dys, taps_s, &mut dx);
+        return dx;
+    }
+    let len = dy.len() / (g.positions() * g.out_channels) * g.image_len();
+    // SAFETY: the direct kernel writes every output, then adds the shortcut's onto it.
+    unsafe { new_filled(len, |dx| direct_conv::input_grad_stride2_into(g, dy, taps, dx, Some((gs, dys, taps_s)))) }
 }
 
 /// Adds the input gradient of [`conv_forward`] onto `dx`.
@@ -364,6 +408,19 @@ pub(crate) fn conv_weight_grad_taps(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<
         return direct_conv::weight_grad_taps(g, x, dy);
     }
     conv_weight_grad_taps_im2col(g, x, dy)
+}
+
+/// [`conv_weight_grad_taps`] of a block's first convolution `g` (output gradient `dy`) and of
+/// its projection shortcut `gs` (`dys`), both reading `x`: see [`conv_forward_with_shortcut`].
+pub(crate) fn conv_weight_grad_taps_with_shortcut(
+    (g, dy): (&Geometry, &[f32]),
+    (gs, dys): (&Geometry, &[f32]),
+    x: &[f32],
+) -> (Vec<f32>, Vec<f32>) {
+    if !direct_conv::pair_applies(g, gs) {
+        return (conv_weight_grad_taps(g, x, dy), conv_weight_grad_taps(gs, x, dys));
+    }
+    direct_conv::weight_grad_taps_pair(g, x, dy, gs, dys)
 }
 
 /// [`conv_weight_grad_taps`] through im2col + GEMM, whatever the shape.
@@ -557,19 +614,12 @@ pub struct ConvShape {
     pub out_channels: usize,
     pub kernel: usize,
     pub stride: usize,
-    /// What training needs of the input gradient here.
-    pub input_grad: InputGradPass,
-}
-
-/// How a training step computes a convolution's input gradient.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum InputGradPass {
-    /// Not at all: the convolution reads the images (the stem).
-    None,
-    /// Into a new buffer (a block's 3×3 convolutions).
-    New,
-    /// Added onto the other branch's (a block's 1×1 shortcut).
-    Added,
+    /// Whether training needs the input gradient here (not for the stem: the images need none).
+    pub input_grad: bool,
+    /// With the 1×1 stride-2 projection shortcut (same input, `out_channels`) beside it: a
+    /// downsampling block's first convolution, timed as training runs the two, together
+    /// where the direct kernels take both (`conv_forward_with_shortcut`).
+    pub shortcut: bool,
 }
 
 impl ConvShape {
@@ -585,15 +635,21 @@ impl ConvShape {
         }
     }
 
+    /// The shortcut's geometry.
+    fn shortcut_geometry(&self) -> Geometry {
+        Geometry { kernel: 1, padding: 0, ..self.geometry() }
+    }
+
     /// Floating-point operations of one pass (each pass is one multiply-add per weight tap and
-    /// output position: 2 FLOPs).
+    /// output position: 2 FLOPs), the shortcut's included.
     pub fn flops(&self) -> f64 {
         let g = self.geometry();
-        2.0 * (self.batch * g.positions() * g.rows() * self.out_channels) as f64
+        let taps = g.rows() + if self.shortcut { g.channels } else { 0 };
+        2.0 * (self.batch * g.positions() * taps * self.out_channels) as f64
     }
 
     /// The distinct convolutions of the small-stem ResNet-18 on `side`-pixel images, each with
-    /// how many times it occurs.
+    /// how many times it occurs; each stage's first with its shortcut.
     pub fn resnet18(widths: [usize; 4], batch: usize, side: usize) -> Vec<(ConvShape, usize)> {
         let shape = |channels, side, out_channels, kernel, stride| ConvShape {
             batch,
@@ -602,15 +658,15 @@ impl ConvShape {
             out_channels,
             kernel,
             stride,
-            input_grad: InputGradPass::New,
+            input_grad: true,
+            shortcut: false,
         };
-        let stem = ConvShape { input_grad: InputGradPass::None, ..shape(3, side, widths[0], 3, 1) };
+        let stem = ConvShape { input_grad: false, ..shape(3, side, widths[0], 3, 1) };
         let mut out = vec![(stem, 1), (shape(widths[0], side, widths[0], 3, 1), 4)];
         let mut s = side;
         for pair in widths.windows(2) {
             let (cin, c) = (pair[0], pair[1]);
-            out.push((shape(cin, s, c, 3, 2), 1));
-            out.push((ConvShape { input_grad: InputGradPass::Added, ..shape(cin, s, c, 1, 2) }, 1));
+            out.push((ConvShape { shortcut: true, ..shape(cin, s, c, 3, 2) }, 1));
             s = s.div_ceil(2);
             out.push((shape(c, s, c, 3, 1), 3));
         }
@@ -633,11 +689,12 @@ pub struct PassSeconds {
 }
 
 /// Times the forward and backward passes of `imp` on random data, each as a training step runs
-/// it (the input gradient as [`ConvShape::input_grad`] says).
+/// it (the input gradient where [`ConvShape::input_grad`], the shortcut beside it where
+/// [`ConvShape::shortcut`]).
 pub fn time_passes(shape: ConvShape, imp: ConvImpl, repetitions: usize) -> Result<PassSeconds> {
     use std::time::Instant;
     let dev = candle_core::Device::Cpu;
-    let g = shape.geometry();
+    let (g, gs) = (shape.geometry(), shape.shortcut_geometry());
     let best = |f: &mut dyn FnMut() -> Result<()>| -> Result<f64> {
         f()?; // warm-up: thread pool, allocator, caches
         let mut best = f64::INFINITY;
@@ -649,23 +706,44 @@ pub fn time_passes(shape: ConvShape, imp: ConvImpl, repetitions: usize) -> Resul
         Ok(best)
     };
     let w = Tensor::randn(0f32, 1.0, (g.out_channels, g.channels, g.kernel, g.kernel), &dev)?;
+    let ws = Tensor::randn(0f32, 1.0, (g.out_channels, g.channels, 1, 1), &dev)?;
     match imp {
+        ConvImpl::Im2col if shape.shortcut => {
+            let values = |t: &Tensor| t.flatten_all()?.to_vec1::<f32>();
+            let x = values(&Tensor::randn(0f32, 1.0, shape.batch * g.image_len(), &dev)?)?;
+            let dy = values(&Tensor::randn(0f32, 1.0, shape.batch * g.positions() * g.out_channels, &dev)?)?;
+            let dys = values(&Tensor::randn(0f32, 1.0, dy.len(), &dev)?)?;
+            let (w, ws) = (values(&w)?, values(&ws)?);
+            // The weights' reordering is part of each pass, as in training.
+            let forward = best(&mut || {
+                conv_forward_with_shortcut(&g, &x, &weight_to_taps(&w, &g), &gs, &weight_to_taps(&ws, &gs));
+                Ok(())
+            })?;
+            let input_grad = best(&mut || {
+                let (taps, taps_s) = (weight_to_taps(&w, &g), weight_to_taps(&ws, &gs));
+                conv_input_grad_with_shortcut((&g, &dy, &taps), (&gs, &dys, &taps_s));
+                Ok(())
+            })?;
+            let weight_grad = best(&mut || {
+                let (dw, dws) = conv_weight_grad_taps_with_shortcut((&g, &dy), (&gs, &dys), &x);
+                std::hint::black_box((taps_to_weight(&dw, &g), taps_to_weight(&dws, &gs)));
+                Ok(())
+            })?;
+            Ok(PassSeconds {
+                forward,
+                backward: input_grad + weight_grad,
+                backward_passes: 2,
+                input_grad: Some(input_grad),
+                weight_grad: Some(weight_grad),
+            })
+        }
         ConvImpl::Im2col => {
             let x = Tensor::randn(0f32, 1.0, (shape.batch, g.height, g.width, g.channels), &dev)?;
             let dy = Tensor::randn(0f32, 1.0, (shape.batch, g.out_h(), g.out_w(), g.out_channels), &dev)?;
             let forward = best(&mut || x.apply_op2_no_bwd(&w, &ConvForward(g)).map(drop))?;
             let input_grad = match shape.input_grad {
-                InputGradPass::None => None,
-                InputGradPass::New => Some(best(&mut || dy.apply_op2_no_bwd(&w, &ConvInputGrad(g)).map(drop))?),
-                InputGradPass::Added => {
-                    let (dys, taps) =
-                        (dy.flatten_all()?.to_vec1::<f32>()?, weight_to_taps(&w.flatten_all()?.to_vec1()?, &g));
-                    let mut dx = vec![0f32; shape.batch * g.image_len()];
-                    Some(best(&mut || {
-                        conv_input_grad_add(&g, &dys, &taps, &mut dx);
-                        Ok(())
-                    })?)
-                }
+                false => None,
+                true => Some(best(&mut || dy.apply_op2_no_bwd(&w, &ConvInputGrad(g)).map(drop))?),
             };
             let weight_grad = best(&mut || x.apply_op2_no_bwd(&dy, &ConvWeightGrad(g)).map(drop))?;
             Ok(PassSeconds {
@@ -683,11 +761,22 @@ pub fn time_passes(shape: ConvShape, imp: ConvImpl, repetitions: usize) -> Resul
                 (shape.batch, g.channels, g.height, g.width),
                 &dev,
             )?)?;
-            let wv = candle_core::Var::from_tensor(&w)?;
-            let forward = best(&mut || x.conv2d(&wv, g.padding, g.stride, 1, 1).map(drop))?;
-            let y = x.conv2d(&wv, g.padding, g.stride, 1, 1)?;
-            let dy = Tensor::randn(0f32, 1.0, y.shape(), &dev)?;
-            let backward = best(&mut || (&y * &dy)?.sum_all()?.backward().map(drop))?;
+            let (wv, wsv) = (candle_core::Var::from_tensor(&w)?, candle_core::Var::from_tensor(&ws)?);
+            // Both convolutions where there is a shortcut, each its own call.
+            let outputs = || -> Result<Vec<Tensor>> {
+                let y = x.conv2d(&wv, g.padding, g.stride, 1, 1)?;
+                Ok(if shape.shortcut { vec![y, x.conv2d(&wsv, 0, gs.stride, 1, 1)?] } else { vec![y] })
+            };
+            let forward = best(&mut || outputs().map(drop))?;
+            let ys = outputs()?;
+            let dys = ys.iter().map(|y| Tensor::randn(0f32, 1.0, y.shape(), &dev)).collect::<Result<Vec<_>>>()?;
+            let backward = best(&mut || {
+                let mut total = (&ys[0] * &dys[0])?.sum_all()?;
+                for (y, dy) in ys.iter().zip(&dys).skip(1) {
+                    total = (total + (y * dy)?.sum_all()?)?;
+                }
+                total.backward().map(drop)
+            })?;
             Ok(PassSeconds { forward, backward, backward_passes: 2, input_grad: None, weight_grad: None })
         }
     }

@@ -70,6 +70,18 @@ pub(crate) fn input_grad_applies(g: &Geometry) -> bool {
     }
 }
 
+/// Whether the 3×3 stride-2 convolution `g` and the 1×1 stride-2 projection shortcut `gs` of the
+/// same input run as one pass per image ([`forward_pair_into`], [`input_grad_stride2_into`] with
+/// a shortcut, [`weight_grad_taps_pair`]): both have direct kernels for every pass. The
+/// shortcut's pixel (oy, ox) is the centre of the 3×3 window of (oy, ox), so it reads the
+/// zero-bordered copy the 3×3 kernel just wrote, from cache, instead of the image from memory.
+pub(crate) fn pair_applies(g: &Geometry, gs: &Geometry) -> bool {
+    (g.kernel, g.stride, g.padding, gs.kernel, gs.stride, gs.padding) == (3, 2, 1, 1, 2, 0)
+        && (g.channels, g.height, g.width) == (gs.channels, gs.height, gs.width)
+        && input_grad_applies(g)
+        && input_grad_applies(gs)
+}
+
 /// The convolution whose output is the input gradient of the 3×3 stride-1 convolution `g`:
 /// the same geometry with the channel counts swapped (its weights: [`taps_to_direct_input_grad`]).
 pub(crate) fn flipped(g: &Geometry) -> Geometry {
@@ -123,29 +135,59 @@ thread_local! {
 /// written into `y` `(n, out_h, out_w, C_out)`, every element of it. Only where [`applies`].
 pub(crate) fn forward_into(g: &Geometry, x: &[f32], weights: &[f32], y: &mut [MaybeUninit<f32>]) {
     assert!(applies(g), "direct convolution called where it does not apply");
-    let (c, co, ow) = (g.channels, g.out_channels, g.out_w());
+    let co = g.out_channels;
     let out_len = g.positions() * co;
     assert_eq!(y.len(), x.len() / g.image_len() * out_len, "direct convolution: output size");
     assert_eq!(weights.len(), g.rows() * co, "direct convolution: weight size");
-    y.par_chunks_mut(out_len).zip(x.par_chunks(g.image_len())).for_each(|(yi, xi)| {
+    y.par_chunks_mut(out_len)
+        .zip(x.par_chunks(g.image_len()))
+        .for_each(|(yi, xi)| with_input(g, xi, |plane, x_row| forward_job(g, plane, x_row, weights, yi).run()));
+}
+
+/// One image's forward: `plane` as [`with_input`] hands it, `y` its `(out_h, out_w, C_out)`.
+fn forward_job<'a>(
+    g: &Geometry,
+    plane: &'a [f32],
+    x_row: usize,
+    weights: &'a [f32],
+    y: &mut [MaybeUninit<f32>],
+) -> Job<'a> {
+    let (co, ow) = (g.out_channels, g.out_w());
+    Job {
+        x: plane,
+        x_row,
+        c: g.channels,
+        kernel: (g.kernel, g.kernel),
+        stride: g.stride,
+        weights,
+        co,
+        oh: g.out_h(),
+        ow,
+        y: y.as_mut_ptr().cast(),
+        y_len: y.len(),
+        y_pixel: co,
+        y_row: ow * co,
+        accumulate: false,
+    }
+}
+
+/// [`forward_into`] for the 3×3 stride-2 convolution `g` and, image by image, its 1×1 stride-2
+/// shortcut `gs` (weights from [`taps_to_direct`]) into `ys`. Only where [`pair_applies`].
+pub(crate) fn forward_pair_into(
+    (g, x, weights, y): (&Geometry, &[f32], &[f32], &mut [MaybeUninit<f32>]),
+    (gs, weights_s, ys): (&Geometry, &[f32], &mut [MaybeUninit<f32>]),
+) {
+    assert!(pair_applies(g, gs), "direct convolution pair called where it does not apply");
+    let (out_len, out_len_s) = (g.positions() * g.out_channels, gs.positions() * gs.out_channels);
+    let n = x.len() / g.image_len();
+    assert!(y.len() == n * out_len && ys.len() == n * out_len_s, "direct convolution pair: output sizes");
+    assert!(weights.len() == g.rows() * g.out_channels && weights_s.len() == gs.rows() * gs.out_channels);
+    let outputs = y.par_chunks_mut(out_len).zip(ys.par_chunks_mut(out_len_s));
+    outputs.zip(x.par_chunks(g.image_len())).for_each(|((yi, ysi), xi)| {
         with_input(g, xi, |plane, x_row| {
-            let job = Job {
-                x: plane,
-                x_row,
-                c,
-                kernel: (g.kernel, g.kernel),
-                stride: g.stride,
-                weights,
-                co,
-                oh: g.out_h(),
-                ow,
-                y: yi.as_mut_ptr().cast(),
-                y_len: yi.len(),
-                y_pixel: co,
-                y_row: ow * co,
-                accumulate: false,
-            };
-            job.run();
+            forward_job(g, plane, x_row, weights, yi).run();
+            // The 1×1 kernel reads the bordered copy from its first interior pixel.
+            forward_job(gs, &plane[x_row + g.channels..], x_row, weights_s, ysi).run();
         })
     });
 }
@@ -155,30 +197,35 @@ pub(crate) fn forward_into(g: &Geometry, x: &[f32], weights: &[f32], y: &mut [Ma
 /// pixel it read; the others get nothing. Only where [`input_grad_applies`].
 pub(crate) fn input_grad_add(g: &Geometry, dy: &[f32], taps: &[f32], dx: &mut [f32]) {
     assert!(g.kernel == 1 && input_grad_applies(g), "direct input gradient called where it does not apply");
-    let (c, co, w, oh, ow) = (g.channels, g.out_channels, g.width, g.out_h(), g.out_w());
+    let (c, co, oh, ow) = (g.channels, g.out_channels, g.out_h(), g.out_w());
     assert_eq!(dy.len(), dx.len() / g.image_len() * oh * ow * co, "direct input gradient: sizes");
     assert_eq!(taps.len(), co * c, "direct input gradient: weight size");
-    dx.par_chunks_mut(g.image_len()).zip(dy.par_chunks(oh * ow * co)).for_each(|(dxi, dyi)| {
-        // A 1×1 convolution of `dy` (C_out → C_in channels, weights `(C_out, C_in)`: the taps
-        // as they are) whose pixel (oy, ox) lands on (stride·oy, stride·ox).
-        let job = Job {
-            x: dyi,
-            x_row: ow * co,
-            c: co,
-            kernel: (1, 1),
-            stride: 1,
-            weights: taps,
-            co: c,
-            oh,
-            ow,
-            y: dxi.as_mut_ptr(),
-            y_len: dxi.len(),
-            y_pixel: g.stride * c,
-            y_row: g.stride * w * c,
-            accumulate: true,
-        };
-        job.run();
-    });
+    dx.par_chunks_mut(g.image_len())
+        .zip(dy.par_chunks(oh * ow * co))
+        .for_each(|(dxi, dyi)| shortcut_input_grad_job(g, dyi, taps, dxi).run());
+}
+
+/// One image's input gradient of the 1×1 stride-2 convolution `g`, added onto `dx`: a 1×1
+/// convolution of `dy` (C_out → C_in channels, weights `(C_out, C_in)`: the taps as they are)
+/// whose pixel (oy, ox) lands on (stride·oy, stride·ox).
+fn shortcut_input_grad_job<'a>(g: &Geometry, dy: &'a [f32], taps: &'a [f32], dx: &mut [f32]) -> Job<'a> {
+    let (c, co, ow) = (g.channels, g.out_channels, g.out_w());
+    Job {
+        x: dy,
+        x_row: ow * co,
+        c: co,
+        kernel: (1, 1),
+        stride: 1,
+        weights: taps,
+        co: c,
+        oh: g.out_h(),
+        ow,
+        y: dx.as_mut_ptr(),
+        y_len: dx.len(),
+        y_pixel: g.stride * c,
+        y_row: g.stride * g.width * c,
+        accumulate: true,
+    }
 }
 
 /// The input gradient of the 3×3 stride-2 convolution `g` (padding 1) from the output gradient
@@ -187,13 +234,27 @@ pub(crate) fn input_grad_add(g: &Geometry, dy: &[f32], taps: &[f32], dx: &mut [f
 /// `(iy − 1)/2` and `(iy + 1)/2` when odd, and likewise along a row; so the input pixels fall
 /// into four parity classes, each a stride-1 convolution of `dy` with a 1×1, 1×2, 2×1 or 2×2
 /// part of the kernel whose outputs land on every other pixel of every other row. `dy` gets a
-/// zero row below and a zero column right for the odd classes' second tap at the edge. Only
-/// where [`input_grad_applies`].
-pub(crate) fn input_grad_stride2_into(g: &Geometry, dy: &[f32], taps: &[f32], dx: &mut [MaybeUninit<f32>]) {
+/// zero row below and a zero column right for the odd classes' second tap at the edge. With a
+/// `shortcut` (its geometry, output gradient and taps `(C_out, C_in)`), its input gradient is
+/// added onto each image's while that is in cache. Only where [`input_grad_applies`] (and
+/// [`pair_applies`] with a shortcut).
+pub(crate) fn input_grad_stride2_into(
+    g: &Geometry,
+    dy: &[f32],
+    taps: &[f32],
+    dx: &mut [MaybeUninit<f32>],
+    shortcut: Option<(&Geometry, &[f32], &[f32])>,
+) {
     assert!(g.kernel == 3 && g.stride == 2 && input_grad_applies(g), "direct input gradient where it does not apply");
     let (c, co, h, w, oh, ow, rows) = (g.channels, g.out_channels, g.height, g.width, g.out_h(), g.out_w(), g.rows());
-    assert_eq!(dy.len(), dx.len() / g.image_len() * oh * ow * co, "direct input gradient: sizes");
+    let n = dx.len() / g.image_len();
+    assert_eq!(dy.len(), n * oh * ow * co, "direct input gradient: sizes");
     assert_eq!(taps.len(), co * rows, "direct input gradient: weight size");
+    if let Some((gs, dys, taps_s)) = shortcut {
+        assert!(pair_applies(g, gs), "direct input gradient pair where it does not apply");
+        assert_eq!(dys.len(), n * gs.positions() * gs.out_channels, "direct input gradient: shortcut sizes");
+        assert_eq!(taps_s.len(), gs.out_channels * c, "direct input gradient: shortcut weight size");
+    }
     // Window offset `a` of a class of parity `p` is kernel row (or column) 1 when p is 0, else 2 − 2a.
     let tap = |p: usize, a: usize| if p == 0 { 1 } else { 2 - 2 * a };
     let classes: Vec<((usize, usize), Vec<f32>)> = [(0, 0), (0, 1), (1, 0), (1, 1)]
@@ -214,7 +275,7 @@ pub(crate) fn input_grad_stride2_into(g: &Geometry, dy: &[f32], taps: &[f32], dx
         })
         .collect();
     let x_row = (ow + 1) * co;
-    dx.par_chunks_mut(g.image_len()).zip(dy.par_chunks(oh * ow * co)).for_each(|(dxi, dyi)| {
+    dx.par_chunks_mut(g.image_len()).zip(dy.par_chunks(oh * ow * co)).enumerate().for_each(|(i, (dxi, dyi))| {
         let fill = |buf: &mut [f32]| {
             for (src, dst) in dyi.chunks_exact(ow * co).zip(buf.chunks_exact_mut(x_row)) {
                 dst[..ow * co].copy_from_slice(src);
@@ -247,7 +308,13 @@ pub(crate) fn input_grad_stride2_into(g: &Geometry, dy: &[f32], taps: &[f32], dx
                 };
                 job.run();
             }
-        })
+        });
+        if let Some((gs, dys, taps_s)) = shortcut {
+            // SAFETY: the four classes wrote every element of `dxi`.
+            let dxi = unsafe { std::slice::from_raw_parts_mut(dxi.as_mut_ptr().cast::<f32>(), dxi.len()) };
+            let len = gs.positions() * gs.out_channels;
+            shortcut_input_grad_job(gs, &dys[i * len..][..len], taps_s, dxi).run();
+        }
     });
 }
 
@@ -255,40 +322,78 @@ pub(crate) fn input_grad_stride2_into(g: &Geometry, dy: &[f32], taps: &[f32], dx
 /// and the output gradient `dy`, summed over the images. Only where [`applies`].
 pub(crate) fn weight_grad_taps(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
     assert!(applies(g), "direct convolution called where it does not apply");
-    let (c, co, rows) = (g.channels, g.out_channels, g.rows());
-    let out_len = g.positions() * co;
-    assert_eq!(dy.len(), x.len() / g.image_len() * out_len, "direct weight gradient: sizes");
-    let per_tap = x
+    weight_grads(g, x, dy, None).0
+}
+
+/// [`weight_grad_taps`] of the 3×3 stride-2 convolution `g` (output gradient `dy`) and of its
+/// 1×1 stride-2 shortcut `gs` (`dys`), image by image from one bordered copy of `x`. Only
+/// where [`pair_applies`].
+pub(crate) fn weight_grad_taps_pair(
+    g: &Geometry,
+    x: &[f32],
+    dy: &[f32],
+    gs: &Geometry,
+    dys: &[f32],
+) -> (Vec<f32>, Vec<f32>) {
+    assert!(pair_applies(g, gs), "direct convolution pair called where it does not apply");
+    let (taps, taps_s) = weight_grads(g, x, dy, Some((gs, dys)));
+    (taps, taps_s.expect("a shortcut's sums"))
+}
+
+fn weight_grads(
+    g: &Geometry,
+    x: &[f32],
+    dy: &[f32],
+    shortcut: Option<(&Geometry, &[f32])>,
+) -> (Vec<f32>, Option<Vec<f32>>) {
+    fn image_job<'a>(g: &Geometry, plane: &'a [f32], x_row: usize, dy: &'a [f32]) -> WeightJob<'a> {
+        WeightJob {
+            x: plane,
+            x_row,
+            c: g.channels,
+            kernel: g.kernel,
+            stride: g.stride,
+            dy,
+            co: g.out_channels,
+            oh: g.out_h(),
+            ow: g.out_w(),
+        }
+    }
+    let out_len = g.positions() * g.out_channels;
+    let n = x.len() / g.image_len();
+    assert_eq!(dy.len(), n * out_len, "direct weight gradient: sizes");
+    let len_s = shortcut.map_or(0, |(gs, _)| gs.rows() * gs.out_channels);
+    if let Some((gs, dys)) = shortcut {
+        assert_eq!(dys.len(), n * gs.positions() * gs.out_channels, "direct weight gradient: shortcut sizes");
+    }
+    let zero = || (vec![0f32; g.rows() * g.out_channels], vec![0f32; len_s]);
+    let (per_tap, per_tap_s) = x
         .par_chunks(g.image_len())
         .zip(dy.par_chunks(out_len))
-        .fold(
-            || vec![0f32; rows * co],
-            |mut acc, (xi, dyi)| {
-                with_input(g, xi, |plane, x_row| {
-                    let job = WeightJob {
-                        x: plane,
-                        x_row,
-                        c,
-                        kernel: g.kernel,
-                        stride: g.stride,
-                        dy: dyi,
-                        co,
-                        oh: g.out_h(),
-                        ow: g.out_w(),
-                    };
-                    job.run(&mut acc);
-                });
-                acc
-            },
-        )
-        .reduce(
-            || vec![0f32; rows * co],
-            |mut a, b| {
-                a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
-                a
-            },
-        );
-    // (k, k, C_in, C_out) into taps (C_out, k, k, C_in).
+        .enumerate()
+        .fold(zero, |(mut acc, mut acc_s), (i, (xi, dyi))| {
+            with_input(g, xi, |plane, x_row| {
+                image_job(g, plane, x_row, dyi).run(&mut acc);
+                if let Some((gs, dys)) = shortcut {
+                    let len = gs.positions() * gs.out_channels;
+                    // The 1×1 kernel reads the bordered copy from its first interior pixel.
+                    let interior = &plane[x_row + g.channels..];
+                    image_job(gs, interior, x_row, &dys[i * len..][..len]).run(&mut acc_s);
+                }
+            });
+            (acc, acc_s)
+        })
+        .reduce(zero, |(mut a, mut a_s), (b, b_s)| {
+            a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
+            a_s.iter_mut().zip(&b_s).for_each(|(x, y)| *x += y);
+            (a, a_s)
+        });
+    (direct_to_taps(&per_tap, g), shortcut.map(|(gs, _)| direct_to_taps(&per_tap_s, gs)))
+}
+
+/// `(k, k, C_in, C_out)` sums into taps `(C_out, k, k, C_in)`: [`taps_to_direct`] undone.
+fn direct_to_taps(per_tap: &[f32], g: &Geometry) -> Vec<f32> {
+    let (co, rows) = (g.out_channels, g.rows());
     let mut taps = vec![0f32; co * rows];
     for (r, row) in per_tap.chunks_exact(co).enumerate() {
         for (o, v) in row.iter().enumerate() {
@@ -893,6 +998,61 @@ mod tests {
             let e = max_rel(&dw, &dw_ref);
             assert!(e < 1e-5, "weight gradient {case}: {e}");
         }
+    }
+
+    /// A 3×3 stride-2 convolution and its 1×1 stride-2 shortcut run as one pass per image equal
+    /// the two run apart, in every pass, at odd sizes; the input gradients summed.
+    #[test]
+    fn shortcut_pair_equals_the_two_convolutions_apart() {
+        if !avx512() {
+            return;
+        }
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+        for &(n, c, h, w, co, co_s) in
+            &[(2, 16, 9, 7, 32, 32), (3, 32, 8, 8, 64, 64), (1, 64, 5, 11, 128, 128), (2, 16, 1, 6, 32, 48)]
+        {
+            let geometry = |kernel, out_channels| Geometry {
+                channels: c,
+                height: h,
+                width: w,
+                kernel,
+                stride: 2,
+                padding: kernel / 2,
+                out_channels,
+            };
+            let (g, gs) = (geometry(3, co), geometry(1, co_s));
+            let case = format!("n{n} c{c} {h}×{w} co{co}+{co_s}");
+            assert!(pair_applies(&g, &gs), "{case}: the pair should run together");
+            let mut random = |len: usize| -> Vec<f32> { (0..len).map(|_| rng.random_range(-1.0..1.0)).collect() };
+            let x = random(n * h * w * c);
+            let (taps, taps_s) = (random(co * 9 * c), random(co_s * c));
+            let (dy, dys) = (random(n * g.positions() * co), random(n * gs.positions() * co_s));
+            let (y, ys) = crate::conv::conv_forward_with_shortcut(&g, &x, &taps, &gs, &taps_s);
+            assert_eq!(y, crate::conv::conv_forward(&g, &x, &taps), "forward {case}");
+            assert_eq!(ys, crate::conv::conv_forward(&gs, &x, &taps_s), "shortcut forward {case}");
+            let dx = crate::conv::conv_input_grad_with_shortcut((&g, &dy, &taps), (&gs, &dys, &taps_s));
+            let mut dx_apart = conv_input_grad(&g, &dy, &taps);
+            conv_input_grad_add(&gs, &dys, &taps_s, &mut dx_apart);
+            assert_eq!(dx, dx_apart, "input gradient {case}");
+            let (dw, dws) = crate::conv::conv_weight_grad_taps_with_shortcut((&g, &dy), (&gs, &dys), &x);
+            // Summed over images in the thread pool's order: equal up to rounding.
+            let e = max_rel(&dw, &weight_grad_taps(&g, &x, &dy));
+            assert!(e < 1e-6, "weight gradient {case}: {e}");
+            let e = max_rel(&dws, &conv_weight_grad_taps_im2col(&gs, &x, &dys));
+            assert!(e < 1e-5, "shortcut weight gradient {case}: {e}");
+        }
+        let g = |kernel, stride, channels| Geometry {
+            channels,
+            height: 8,
+            width: 8,
+            kernel,
+            stride,
+            padding: kernel / 2,
+            out_channels: 32,
+        };
+        assert!(!pair_applies(&g(3, 2, 24), &g(1, 2, 24)), "no direct input gradient for 24 channels");
+        assert!(!pair_applies(&g(3, 1, 16), &g(1, 2, 16)), "a stride-1 convolution has no shortcut to share");
+        assert!(!pair_applies(&g(3, 2, 16), &g(1, 2, 32)), "different inputs");
     }
 
     /// Which input gradients take a direct kernel: those whose input has a multiple of 16

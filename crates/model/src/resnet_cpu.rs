@@ -25,7 +25,8 @@ use rayon::prelude::*;
 
 use crate::batch_norm::{rows_per_task, update_running_statistics, with_channels, ReluCut, RowAffine};
 use crate::conv::{
-    conv_forward, conv_input_grad, conv_input_grad_add, conv_weight_grad_taps, taps_to_weight, weight_to_taps, Geometry,
+    conv_forward, conv_forward_with_shortcut, conv_input_grad, conv_input_grad_with_shortcut, conv_weight_grad_taps,
+    conv_weight_grad_taps_with_shortcut, taps_to_weight, weight_to_taps, Geometry,
 };
 use crate::cpu::{f32_slice, new_filled, zeros};
 use crate::Conv2d;
@@ -293,21 +294,32 @@ impl CustomOp2 for TrainPass {
         if xl.dims() != [n, stem.g.height, stem.g.width, stem.g.channels] || params.len() != plan.params {
             candle_core::bail!("{OP}: images {:?} or {} parameters do not fit the plan", xl.dims(), params.len());
         }
-        let conv = |layer: &ConvLayer, input: &[f32]| {
-            conv_forward(&layer.g, input, &weight_to_taps(layer.weight(params), &layer.g))
-        };
+        let taps = |layer: &ConvLayer| weight_to_taps(layer.weight(params), &layer.g);
+        let conv = |layer: &ConvLayer, input: &[f32]| conv_forward(&layer.g, input, &taps(layer));
         let stem_pre = conv(&stem, x);
         let (stem_bn, first) = bn_relu(&stem_layer, &stem_pre, params);
         let mut outputs = vec![first];
         let mut blocks = Vec::with_capacity(plan.blocks.len());
         for layers in &plan.blocks {
             let input = outputs.last().expect("the stem's output is first");
-            let a = conv(&layers.conv1, input);
+            // The projection shortcut reads the block's input too: both convolutions at once.
+            let (a, s) = match &layers.downsample {
+                Some((conv_d, _)) => {
+                    let (a, s) = conv_forward_with_shortcut(
+                        &layers.conv1.g,
+                        input,
+                        &taps(&layers.conv1),
+                        &conv_d.g,
+                        &taps(conv_d),
+                    );
+                    (a, Some(s))
+                }
+                None => (conv(&layers.conv1, input), None),
+            };
             let (bn1, b) = bn_relu(&layers.bn1, &a, params);
             let c = conv(&layers.conv2, &b);
             let bn2 = layers.bn2.affine(&c, params);
-            let shortcut = layers.downsample.map(|(conv_d, bn_d)| {
-                let s = conv(&conv_d, input);
+            let shortcut = layers.downsample.zip(s).map(|((_, bn_d), s)| {
                 let bn = bn_d.affine(&s, params);
                 (s, bn)
             });
@@ -380,19 +392,25 @@ impl TrainPass {
             let (da, bn1_grads) = bt.bn1.backward_new(layers.bn1.gamma(params), &bt.a, &db, ReluCut::Where(&bt.b));
             put_bn(&mut grads, &layers.bn1, bn1_grads);
             drop(db);
-            let mut din = conv_input_grad(&layers.conv1.g, &da, &taps(&layers.conv1));
-            put(&mut grads, layers.conv1.offset, &weight_grad(&layers.conv1, input, &da));
-            drop(da);
-            match (&layers.downsample, &bt.shortcut) {
+            let (conv1, g1) = (&layers.conv1, &layers.conv1.g);
+            dout = match (&layers.downsample, &bt.shortcut) {
                 (Some((conv_d, bn_d)), Some((s, bn))) => {
+                    // The shortcut's passes run beside conv1's, which read the same input.
                     let (ds, bnd_grads) = bn.backward_new(bn_d.gamma(params), s, &dout, ReluCut::Where(out));
                     put_bn(&mut grads, bn_d, bnd_grads);
-                    conv_input_grad_add(&conv_d.g, &ds, &taps(conv_d), &mut din);
-                    put(&mut grads, conv_d.offset, &weight_grad(conv_d, input, &ds));
+                    let din = conv_input_grad_with_shortcut((g1, &da, &taps(conv1)), (&conv_d.g, &ds, &taps(conv_d)));
+                    let (dw1, dwd) = conv_weight_grad_taps_with_shortcut((g1, &da), (&conv_d.g, &ds), input);
+                    put(&mut grads, conv1.offset, &taps_to_weight(&dw1, g1));
+                    put(&mut grads, conv_d.offset, &taps_to_weight(&dwd, &conv_d.g));
+                    din
                 }
-                _ => add_where_positive(&mut din, &dout, out),
-            }
-            dout = din;
+                _ => {
+                    let mut din = conv_input_grad(g1, &da, &taps(conv1));
+                    put(&mut grads, conv1.offset, &weight_grad(conv1, input, &da));
+                    add_where_positive(&mut din, &dout, out);
+                    din
+                }
+            };
         }
 
         let (stem, stem_layer) = &plan.stem;

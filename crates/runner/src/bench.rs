@@ -233,6 +233,9 @@ pub struct ConvPassRow {
     pub side: usize,
     pub kernel: usize,
     pub stride: usize,
+    /// With the 1×1 stride-2 projection shortcut of the same input timed beside it (its FLOPs
+    /// counted in), as training runs a downsampling block's first convolution.
+    pub shortcut: bool,
     /// How many convolutions of this shape the network has.
     pub count: usize,
     pub forward_gflops: f64,
@@ -280,6 +283,7 @@ pub fn conv_passes(cfg: &ConvBench) -> Result<ConvBenchResult> {
             side: shape.side,
             kernel: shape.kernel,
             stride: shape.stride,
+            shortcut: shape.shortcut,
             count,
             forward_gflops: gflops(f, t.forward),
             backward_gflops: gflops(t.backward_passes as f64 * f, t.backward),
