@@ -741,9 +741,10 @@ pub fn time_passes(shape: ConvShape, imp: ConvImpl, repetitions: usize) -> Resul
             let x = Tensor::randn(0f32, 1.0, (shape.batch, g.height, g.width, g.channels), &dev)?;
             let dy = Tensor::randn(0f32, 1.0, (shape.batch, g.out_h(), g.out_w(), g.out_channels), &dev)?;
             let forward = best(&mut || x.apply_op2_no_bwd(&w, &ConvForward(g)).map(drop))?;
-            let input_grad = match shape.input_grad {
-                false => None,
-                true => Some(best(&mut || dy.apply_op2_no_bwd(&w, &ConvInputGrad(g)).map(drop))?),
+            let input_grad = if shape.input_grad {
+                Some(best(&mut || dy.apply_op2_no_bwd(&w, &ConvInputGrad(g)).map(drop))?)
+            } else {
+                None
             };
             let weight_grad = best(&mut || x.apply_op2_no_bwd(&dy, &ConvWeightGrad(g)).map(drop))?;
             Ok(PassSeconds {
