@@ -19,10 +19,11 @@ bench:
     for w in 1.0 0.5 0.25; do ./target/release/infomax bench conv --width $w --batch 128; done
 
 # The same training step in PyTorch (bench/torch_step.py) beside infomax's, on this machine, with
-# the ratios. Needs a Python with torch (never needed otherwise): PYTHON=venv/bin/python just bench-torch
+# the ratios of the medians of three alternated rounds. Needs a Python with torch (never needed
+# otherwise): PYTHON=venv/bin/python just bench-torch
 bench-torch:
     cargo build --release -p infomax-cli
-    for wb in "1.0 128" "1.0 256" "0.5 128" "0.5 256" "0.25 128" "0.25 256"; do set -- $wb; "${PYTHON:-python3}" bench/torch_step.py --width $1 --batch $2 --steps 3 --infomax target/release/infomax; done
+    for wb in "1.0 128" "1.0 256" "0.5 128" "0.5 256" "0.25 128" "0.25 256"; do set -- $wb; "${PYTHON:-python3}" bench/torch_step.py --width $1 --batch $2 --steps 3 --rounds 3 --infomax target/release/infomax; done
 
 # infomax with candle's CUDA backend, into target/cuda/release/infomax: CUDA 13.0 from NVIDIA's PyPI
 # wheels into ~/.cache/infomax/cuda-venv, no GPU needed to build (CUDA_COMPUTE_CAP, default 90).

@@ -9,6 +9,7 @@ preset uses. Synthetic 32x32 images: pixel values do not change the cost.
 
     python3 bench/torch_step.py --width 0.25 --batch 128 --threads 2 [--json]
     python3 bench/torch_step.py ... --infomax target/release/infomax   # both, and the ratios
+    python3 bench/torch_step.py ... --infomax ... --rounds 3   # alternated 3 times, medians compared
 
 PyTorch is never needed by infomax's build, tests or CI; this script is for anyone who has it.
 """
@@ -172,19 +173,36 @@ def main():
     ap.add_argument("--device", default="cpu", help="cpu or cuda[:N] (both frameworks)")
     ap.add_argument("--precision", default="f32", choices=["f32", "bf16"], help="bf16: autocast (both frameworks)")
     ap.add_argument("--infomax", help="also time this infomax binary on the same configuration and print ratios")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="time both frameworks this many times, alternated, and compare the medians (a shared "
+                         "host moves either by 20 %% within minutes)")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
     proj = [int(p) for p in a.projector.split(",")]
-    if a.width <= 0 or a.batch < 2 or a.steps < 1 or not proj:
-        sys.exit("torch_step.py: --width > 0, --batch >= 2, --steps >= 1 and a projector are expected")
-    ours = infomax_step(a.infomax, a.width, a.batch, a.steps, a.warmup, proj, a.device, a.precision) if a.infomax else None
-    theirs = torch_step(a.width, a.batch, a.steps, a.warmup, proj, a.threads, a.device, a.precision)
+    if a.width <= 0 or a.batch < 2 or a.steps < 1 or not proj or a.rounds < 1:
+        sys.exit("torch_step.py: --width > 0, --batch >= 2, --steps >= 1, --rounds >= 1 and a projector are expected")
+    rounds = []
+    for _ in range(a.rounds):
+        ours = infomax_step(a.infomax, a.width, a.batch, a.steps, a.warmup, proj, a.device, a.precision) if a.infomax else None
+        theirs = torch_step(a.width, a.batch, a.steps, a.warmup, proj, a.threads, a.device, a.precision)
+        rounds.append({"torch": theirs, "infomax": ours})
+
+    def median_run(key):
+        runs = sorted((r[key] for r in rounds if r[key]), key=lambda r: r["images_per_second"])
+        return runs[(len(runs) - 1) // 2] if runs else None
+
+    theirs, ours = median_run("torch"), median_run("infomax")
     if a.json:
-        print(json.dumps({"torch": theirs, "infomax": ours}))
+        print(json.dumps({"torch": theirs, "infomax": ours, "rounds": rounds}))
         return
     cpu = platform.processor() or platform.machine()
     where = torch.cuda.get_device_name(a.device) if a.device.startswith("cuda") else f"{a.threads} threads ({cpu})"
     print(f"width {a.width}, batch {a.batch}, projector {proj}, {a.precision}, {where}")
+    if a.rounds > 1:
+        for key, name in (("infomax", "infomax"), ("torch", "PyTorch")):
+            speeds = [f"{r[key]['images_per_second']:.1f}" for r in rounds if r[key]]
+            if speeds:
+                print(f"  {name} over {a.rounds} alternated rounds: {', '.join(speeds)} images/s; the median below")
     if theirs["peak_gpu_bytes"] is not None:
         print(f"  PyTorch peak GPU memory {theirs['peak_gpu_bytes'] / 1e9:.2f} GB")
     print(f"  PyTorch {theirs['torch']}: {theirs['images_per_second']:.1f} images/s, "
