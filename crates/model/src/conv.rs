@@ -283,16 +283,15 @@ pub(crate) fn conv_forward_with_shortcut(
     }
     let n = x.len() / g.image_len();
     let (weights, weights_s) = (direct_conv::taps_to_direct(taps, g), direct_conv::taps_to_direct(taps_s, gs));
-    let mut ys = Vec::with_capacity(n * gs.positions() * gs.out_channels);
+    let mut ys = Vec::new();
     // SAFETY: the direct kernels write every output of both.
     let y = unsafe {
         new_filled(n * g.positions() * g.out_channels, |y| {
-            let spare = &mut ys.spare_capacity_mut()[..n * gs.positions() * gs.out_channels];
-            direct_conv::forward_pair_into((g, x, &weights, y), (gs, &weights_s, spare));
+            ys = new_filled(n * gs.positions() * gs.out_channels, |ys| {
+                direct_conv::forward_pair_into((g, x, &weights, y), (gs, &weights_s, ys))
+            });
         })
     };
-    // SAFETY: written in full above.
-    unsafe { ys.set_len(n * gs.positions() * gs.out_channels) };
     (y, ys)
 }
 
