@@ -391,7 +391,7 @@ impl TrainPass {
             let db = conv_input_grad(&layers.conv2.g, &dc, &taps(&layers.conv2));
             put(&mut grads, layers.conv2.offset, &weight_grad(&layers.conv2, &bt.b, &dc));
             drop(dc);
-            let (da, bn1_grads) = bt.bn1.backward_new(layers.bn1.gamma(params), &bt.a, &db, ReluCut::Where(&bt.b));
+            let (da, bn1_grads) = bt.bn1.backward_new(layers.bn1.gamma(params), &bt.a, &db, ReluCut::Own);
             put_bn(&mut grads, &layers.bn1, bn1_grads);
             drop(db);
             let (conv1, g1) = (&layers.conv1, &layers.conv1.g);
@@ -416,12 +416,7 @@ impl TrainPass {
         }
 
         let (stem, stem_layer) = &plan.stem;
-        let (da, stem_grads) = tape.stem_bn.backward_new(
-            stem_layer.gamma(params),
-            &tape.stem_pre,
-            &dout,
-            ReluCut::Where(&tape.outputs[0]),
-        );
+        let (da, stem_grads) = tape.stem_bn.backward_new(stem_layer.gamma(params), &tape.stem_pre, &dout, ReluCut::Own);
         put_bn(&mut grads, stem_layer, stem_grads);
         put(&mut grads, stem.offset, &weight_grad(stem, &tape.input, &da));
         grads
