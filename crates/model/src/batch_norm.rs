@@ -103,30 +103,51 @@ fn channel_sums(
         )
 }
 
-/// Per-channel batch mean and biased variance of `(M, C)` rows, in two passes (the variance
-/// around the mean, not E[x²] − μ², which cancels when the mean is large).
+/// Per-channel batch mean and biased variance of `(M, C)` rows, reading them from memory once:
+/// each task of [`rows_per_task`] rows (≤ 256 KB, in cache) takes its own mean and then the
+/// squares around it, and the tasks' `(count, mean, M₂)` are merged in f64 (Chan, Golub &
+/// LeVeque's pairwise update). That keeps the two-pass form's accuracy (no E[x²] − μ², which
+/// cancels when the mean is large) at one pass over memory: the activations of a training step
+/// are far larger than the cache, and the second full pass was ~1 % of a width-0.5 step.
 pub(crate) fn mean_and_variance(x: &[f32], c: usize) -> (Vec<f64>, Vec<f64>) {
-    let m = (x.len() / c) as f64;
-    let (sum, _) = channel_sums([x, x, x], c, |rows, _, _, s, _| {
-        with_channels!(c, C => {
-            let s = &mut s[..C];
-            rows.chunks_exact(C).for_each(|row| s.iter_mut().zip(row).for_each(|(s, v)| *s += v));
-        })
-    });
-    let mean: Vec<f64> = sum.iter().map(|s| s / m).collect();
-    let mean32: Vec<f32> = mean.iter().map(|v| *v as f32).collect();
-    let (sq, _) = channel_sums([x, x, x], c, |rows, _, _, q, _| {
-        with_channels!(c, C => {
-            let (q, mean32) = (&mut q[..C], &mean32[..C]);
-            for row in rows.chunks_exact(C) {
-                for ((q, v), mu) in q.iter_mut().zip(row).zip(mean32) {
-                    let d = v - mu;
-                    *q += d * d;
+    let m = x.len() / c;
+    let task = rows_per_task(c) * c;
+    let parts: Vec<(usize, Vec<f64>, Vec<f64>)> = x
+        .par_chunks(task)
+        .map(|rows| {
+            let count = rows.len() / c;
+            let (mut shift, mut residual, mut m2) = (vec![0f32; c], vec![0f32; c], vec![0f32; c]);
+            with_channels!(c, C => {
+                let (shift, residual, m2) = (&mut shift[..C], &mut residual[..C], &mut m2[..C]);
+                rows.chunks_exact(C).for_each(|row| shift.iter_mut().zip(row).for_each(|(s, v)| *s += v));
+                shift.iter_mut().for_each(|s| *s /= count as f32);
+                // Around the f32 mean, which is off by the rounding of a sum of up to 1024 rows,
+                // the residuals' sum corrects both it and M₂ (the corrected two-pass algorithm).
+                for row in rows.chunks_exact(C) {
+                    for (((r, q), v), mu) in residual.iter_mut().zip(m2.iter_mut()).zip(row).zip(shift.iter()) {
+                        let d = v - mu;
+                        *r += d;
+                        *q += d * d;
+                    }
                 }
-            }
+            });
+            let n = count as f64;
+            let mean: Vec<f64> = shift.iter().zip(&residual).map(|(&s, &r)| s as f64 + r as f64 / n).collect();
+            let m2: Vec<f64> = m2.iter().zip(&residual).map(|(&q, &r)| q as f64 - (r as f64).powi(2) / n).collect();
+            (count, mean, m2)
         })
-    });
-    (mean, sq.iter().map(|q| q / m).collect())
+        .collect();
+    let (mut count, mut mean, mut m2) = (0usize, vec![0f64; c], vec![0f64; c]);
+    for (n_b, mean_b, m2_b) in parts {
+        let (n_a, total) = (count as f64, (count + n_b) as f64);
+        for ((mu, q), (&mu_b, &q_b)) in mean.iter_mut().zip(m2.iter_mut()).zip(mean_b.iter().zip(&m2_b)) {
+            let delta = mu_b - *mu;
+            *mu += delta * n_b as f64 / total;
+            *q += q_b + delta * delta * n_a * n_b as f64 / total;
+        }
+        count += n_b;
+    }
+    (mean, m2.iter().map(|q| q / m as f64).collect())
 }
 
 /// `(M, C) → (2, C)`: the batch mean and biased variance, for the running statistics.
