@@ -5,7 +5,8 @@
 //! autograd adds as many on the way back: with the im2col convolutions in place this was ~40 % of
 //! a width-0.25 training step (perf: `binary_map_vec_par`, `copy_strided_src_`, `memset`). Here
 //! the forward is two passes over `(M, C)` rows (statistics, then normalise-scale-shift-ReLU)
-//! and the backward three, with per-channel sums in f64.
+//! and the backward two (per-channel sums, then the input's gradient), with sums in f64 across
+//! tasks.
 //!
 //! Training-mode statistics are the batch's (biased variance, as PyTorch normalises); the running
 //! statistics are updated as candle's `BatchNorm` does (momentum, unbiased variance), so the
