@@ -103,6 +103,42 @@ impl Mlp {
         };
         Ok(Self { hidden, last, output_bn, precision: cfg.precision })
     }
+
+    /// Each of `xs` through the MLP exactly as [`ModuleT::forward_t`] takes it alone — every
+    /// BatchNorm on that input's own rows, its running statistics moved input by input in the
+    /// same order — but each Linear as one product over all inputs' rows (a Linear treats rows
+    /// independently). One product of 2·N rows instead of two of N packs each weight once: with
+    /// VICReg's 2048-2048 projector on two 128-image views the heads' forward took 21 ms
+    /// instead of 29, their backward 39 instead of 49.
+    pub fn forward_views(&self, xs: &[Tensor], train: bool) -> Result<Vec<Tensor>> {
+        if xs.len() < 2 {
+            return xs.iter().map(|x| self.forward_t(x, train)).collect();
+        }
+        let rows = xs.iter().map(|x| x.dim(0)).collect::<Result<Vec<_>>>()?;
+        let split = |y: &Tensor| -> Result<Vec<Tensor>> {
+            let mut at = 0;
+            rows.iter()
+                .map(|&n| {
+                    at += n;
+                    y.narrow(0, at - n, n)
+                })
+                .collect()
+        };
+        let mut x = Tensor::cat(xs, 0)?;
+        for (lin, bn) in &self.hidden {
+            let y = linear_in(lin, &x, self.precision)?;
+            let parts = split(&y)?.iter().map(|p| batch_norm_rows(bn, p, true, train)).collect::<Result<Vec<_>>>()?;
+            x = Tensor::cat(&parts, 0)?;
+        }
+        let y = linear_in(&self.last, &x, self.precision)?;
+        split(&y)?
+            .into_iter()
+            .map(|p| match &self.output_bn {
+                Some(bn) => batch_norm_rows(bn, &p, false, train),
+                None => Ok(p),
+            })
+            .collect()
+    }
 }
 
 use crate::batch_norm::batch_norm_rows;
@@ -174,6 +210,61 @@ mod tests {
         // Standardised per dimension: zero mean, unit (biased) variance up to eps.
         let var: Vec<f32> = y.sqr().unwrap().mean(0).unwrap().to_vec1().unwrap();
         assert!(var.iter().all(|v| (v - 1.0).abs() < 1e-3), "{var:?}");
+    }
+
+    /// Two views through `forward_views` give what each gives through `forward_t` alone: the
+    /// outputs, the gradients of the inputs and of every parameter, and the running statistics
+    /// (each BatchNorm on its own view's rows, not on both).
+    #[test]
+    fn forward_views_equals_each_view_alone() {
+        use candle_core::Var;
+        let dev = Device::Cpu;
+        let cfg = MlpConfig {
+            input: 24,
+            widths: vec![48, 40, 16],
+            hidden_bias: true,
+            last_bias: false,
+            output_bn: true,
+            output_bn_affine: true,
+            precision: crate::Precision::F32,
+        };
+        let (map_views, map_alone) = (SeededVarMap::new(3), SeededVarMap::new(3));
+        let mlp_views = Mlp::new(&cfg, map_views.builder(DType::F32, &dev)).unwrap();
+        let mlp_alone = Mlp::new(&cfg, map_alone.builder(DType::F32, &dev)).unwrap();
+        // Different means per view, so statistics over both views would differ from each one's.
+        let a = Var::from_tensor(&crate::cpu::test_randn(1f32, 1.0, (10, 24), &dev).unwrap()).unwrap();
+        let b = Var::from_tensor(&crate::cpu::test_randn(-2f32, 3.0, (7, 24), &dev).unwrap()).unwrap();
+        let weights = crate::cpu::test_randn(0f32, 1.0, (17, 16), &dev).unwrap();
+        let loss = |za: &Tensor, zb: &Tensor| {
+            let z = Tensor::cat(&[za, zb], 0).unwrap();
+            (z.sqr().unwrap() * &weights).unwrap().sum_all().unwrap()
+        };
+        let views = mlp_views.forward_views(&[a.as_tensor().clone(), b.as_tensor().clone()], true).unwrap();
+        let alone = [a.as_tensor(), b.as_tensor()].map(|x| mlp_alone.forward_t(x, true).unwrap());
+        for (v, w) in views.iter().zip(&alone) {
+            assert!(crate::cpu::max_rel(v, w) < 1e-5, "outputs: {}", crate::cpu::max_rel(v, w));
+        }
+        let grads_views = loss(&views[0], &views[1]).backward().unwrap();
+        let grads_alone = loss(&alone[0], &alone[1]).backward().unwrap();
+        for x in [&a, &b] {
+            let (gv, ga) = (grads_views.get(x.as_tensor()).unwrap(), grads_alone.get(x.as_tensor()).unwrap());
+            assert!(crate::cpu::max_rel(gv, ga) < 1e-4, "input gradient: {}", crate::cpu::max_rel(gv, ga));
+        }
+        let (vars_views, vars_alone) = (map_views.named_vars(), map_alone.named_vars());
+        assert_eq!(vars_views.len(), vars_alone.len());
+        for ((name, v), (_, w)) in vars_views.iter().zip(&vars_alone) {
+            let (v, w) = (v.as_tensor(), w.as_tensor());
+            if name.ends_with("running_mean") || name.ends_with("running_var") {
+                assert!(crate::cpu::max_rel(v, w) < 1e-5, "{name}: {}", crate::cpu::max_rel(v, w));
+            } else {
+                // A bias before a BatchNorm has a gradient of zero up to rounding: compare every
+                // gradient on the scale of 1 or its largest entry, whichever is larger.
+                let (gv, gw) = (grads_views.get(v).unwrap(), grads_alone.get(w).unwrap());
+                let scale = gw.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap().max(1.0);
+                let diff = (gv - gw).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+                assert!(diff <= 1e-4 * scale, "{name} gradient: {diff} on a scale of {scale}");
+            }
+        }
     }
 
     #[test]

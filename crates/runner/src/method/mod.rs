@@ -88,7 +88,8 @@ impl Branch {
 
     /// Training-mode projector outputs of each view. The encoder sees each view on its own (its
     /// BatchNorms use that view's statistics, as every author's code forwards it); the projector
-    /// too, unless `joint_views`, where it sees all views as one batch (the W-MSE code).
+    /// too (its Linears as one product over all views' rows, `Mlp::forward_views`), unless
+    /// `joint_views`, where it sees all views as one batch (the W-MSE code).
     pub fn embed_views(&self, views: &[Tensor]) -> Result<Vec<Tensor>> {
         let h = views.iter().map(|x| self.encoder.forward_t(x, true)).collect::<candle_core::Result<Vec<_>>>()?;
         if self.joint_views {
@@ -96,7 +97,7 @@ impl Branch {
             let z = self.projector.forward_t(&Tensor::cat(&h, 0)?, true)?;
             return Ok((0..views.len()).map(|i| z.narrow(0, i * n, n)).collect::<candle_core::Result<Vec<_>>>()?);
         }
-        Ok(h.iter().map(|h| self.projector.forward_t(h, true)).collect::<candle_core::Result<Vec<_>>>()?)
+        Ok(self.projector.forward_views(&h, true)?)
     }
 }
 
