@@ -231,6 +231,22 @@ impl RowAffine {
         });
     }
 
+    /// `y = relu(x · scale + shift)` over whole pixels on this thread, the same f32 operations
+    /// as [`Self::apply`]: a convolution's bordered copy of one image row made from the
+    /// BatchNorm's input instead of its stored output.
+    pub(crate) fn apply_relu_pixels(&self, x: &[f32], y: &mut [f32]) {
+        let c = self.scale.len();
+        let (scale, shift) = (&self.scale, &self.shift);
+        with_channels!(c, C => {
+            let (scale, shift) = (&scale[..C], &shift[..C]);
+            for (yr, xr) in y.chunks_exact_mut(C).zip(x.chunks_exact(C)) {
+                for (((y, &x), &scale), &shift) in yr.iter_mut().zip(xr).zip(scale).zip(shift) {
+                    *y = (x * scale + shift).max(0.0);
+                }
+            }
+        })
+    }
+
     /// [`Self::backward`] with `dx` a new buffer: `(dx, (dγ, dβ))`.
     pub(crate) fn backward_new(
         &self,

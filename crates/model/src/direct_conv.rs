@@ -28,6 +28,7 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
+use crate::batch_norm::RowAffine;
 use crate::conv::Geometry;
 
 /// Whether [`forward_into`] and [`weight_grad_taps`] compute this convolution on this CPU:
@@ -133,7 +134,16 @@ thread_local! {
 
 /// `y = conv(x)` for channels-last `x` `(n, H, W, C_in)` and weights from [`taps_to_direct`],
 /// written into `y` `(n, out_h, out_w, C_out)`, every element of it. Only where [`applies`].
-pub(crate) fn forward_into(g: &Geometry, x: &[f32], weights: &[f32], y: &mut [MaybeUninit<f32>]) {
+///
+/// With `input` the images are `relu(x · scale + shift)` of those `x` (a BatchNorm + ReLU,
+/// applied as each image is copied into its bordered buffer).
+pub(crate) fn forward_into(
+    g: &Geometry,
+    x: &[f32],
+    input: Option<&RowAffine>,
+    weights: &[f32],
+    y: &mut [MaybeUninit<f32>],
+) {
     assert!(applies(g), "direct convolution called where it does not apply");
     let co = g.out_channels;
     let out_len = g.positions() * co;
@@ -141,7 +151,7 @@ pub(crate) fn forward_into(g: &Geometry, x: &[f32], weights: &[f32], y: &mut [Ma
     assert_eq!(weights.len(), g.rows() * co, "direct convolution: weight size");
     y.par_chunks_mut(out_len)
         .zip(x.par_chunks(g.image_len()))
-        .for_each(|(yi, xi)| with_input(g, xi, |plane, x_row| forward_job(g, plane, x_row, weights, yi).run()));
+        .for_each(|(yi, xi)| with_input(g, xi, input, |plane, x_row| forward_job(g, plane, x_row, weights, yi).run()));
 }
 
 /// One image's forward: `plane` as [`with_input`] hands it, `y` its `(out_h, out_w, C_out)`.
@@ -184,7 +194,7 @@ pub(crate) fn forward_pair_into(
     assert!(weights.len() == g.rows() * g.out_channels && weights_s.len() == gs.rows() * gs.out_channels);
     let outputs = y.par_chunks_mut(out_len).zip(ys.par_chunks_mut(out_len_s));
     outputs.zip(x.par_chunks(g.image_len())).for_each(|((yi, ysi), xi)| {
-        with_input(g, xi, |plane, x_row| {
+        with_input(g, xi, None, |plane, x_row| {
             forward_job(g, plane, x_row, weights, yi).run();
             // The 1×1 kernel reads the bordered copy from its first interior pixel.
             forward_job(gs, &plane[x_row + g.channels..], x_row, weights_s, ysi).run();
@@ -320,9 +330,10 @@ pub(crate) fn input_grad_stride2_into(
 
 /// The weight gradient of [`forward_into`] as taps `(C_out, k, k, C_in)` from the input `x`
 /// and the output gradient `dy`, summed over the images. Only where [`applies`].
-pub(crate) fn weight_grad_taps(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
+/// With `input` the images are `relu(x · scale + shift)` of those `x`, as in [`forward_into`].
+pub(crate) fn weight_grad_taps(g: &Geometry, x: &[f32], input: Option<&RowAffine>, dy: &[f32]) -> Vec<f32> {
     assert!(applies(g), "direct convolution called where it does not apply");
-    weight_grads(g, x, dy, None).0
+    weight_grads(g, x, input, dy, None).0
 }
 
 /// [`weight_grad_taps`] of the 3×3 stride-2 convolution `g` (output gradient `dy`) and of its
@@ -336,13 +347,14 @@ pub(crate) fn weight_grad_taps_pair(
     dys: &[f32],
 ) -> (Vec<f32>, Vec<f32>) {
     assert!(pair_applies(g, gs), "direct convolution pair called where it does not apply");
-    let (taps, taps_s) = weight_grads(g, x, dy, Some((gs, dys)));
+    let (taps, taps_s) = weight_grads(g, x, None, dy, Some((gs, dys)));
     (taps, taps_s.expect("a shortcut's sums"))
 }
 
 fn weight_grads(
     g: &Geometry,
     x: &[f32],
+    input: Option<&RowAffine>,
     dy: &[f32],
     shortcut: Option<(&Geometry, &[f32])>,
 ) -> (Vec<f32>, Option<Vec<f32>>) {
@@ -386,7 +398,7 @@ fn weight_grads(
         .zip(dy.par_chunks(chunk * out_len))
         .enumerate()
         .fold(zero, |(mut acc, mut acc_s), (i, (xc, dyc))| {
-            with_inputs(g, xc, |planes, x_row, plane| {
+            with_inputs(g, xc, input, |planes, x_row, plane| {
                 images_job(g, planes, (x_row, plane), dyc).run(&mut acc);
                 if let Some((gs, dys)) = shortcut {
                     let len = chunk * gs.positions() * gs.out_channels;
@@ -422,15 +434,17 @@ fn direct_to_taps(per_tap: &[f32], g: &Geometry) -> Vec<f32> {
 /// rows: the image itself where `g` has no padding, else copied into the middle of this
 /// thread's zero-bordered `(h + 2, w + 2, c)` buffer, kept between calls (a re-entrant call
 /// gets a fresh one).
-fn with_input<R>(g: &Geometry, x: &[f32], f: impl FnOnce(&[f32], usize) -> R) -> R {
-    with_inputs(g, x, |planes, x_row, _| f(planes, x_row))
+/// With `input`, the copy is `relu(x · scale + shift)`.
+fn with_input<R>(g: &Geometry, x: &[f32], input: Option<&RowAffine>, f: impl FnOnce(&[f32], usize) -> R) -> R {
+    with_inputs(g, x, input, |planes, x_row, _| f(planes, x_row))
 }
 
 /// [`with_input`] for the images `x` (whole ones), one after another: `f` gets them, the length
 /// of a row and of an image.
-fn with_inputs<R>(g: &Geometry, x: &[f32], f: impl FnOnce(&[f32], usize, usize) -> R) -> R {
+fn with_inputs<R>(g: &Geometry, x: &[f32], input: Option<&RowAffine>, f: impl FnOnce(&[f32], usize, usize) -> R) -> R {
     let (h, w, c) = (g.height, g.width, g.channels);
     if g.padding == 0 {
+        assert!(input.is_none(), "direct convolution: an input transform needs a bordered copy");
         return f(x, w * c, g.image_len());
     }
     assert_eq!(g.padding, 1, "direct convolution: padding 0 or 1");
@@ -438,7 +452,7 @@ fn with_inputs<R>(g: &Geometry, x: &[f32], f: impl FnOnce(&[f32], usize, usize) 
     let len = x.len() / g.image_len() * plane;
     let fill = |buf: &mut [f32]| {
         for (xi, padded) in x.chunks_exact(g.image_len()).zip(buf.chunks_exact_mut(plane)) {
-            pad(xi, padded, h, w, c);
+            pad(xi, padded, (h, w, c), input);
         }
     };
     with_buffer(len, fill, |buf| f(buf, (w + 2) * c, plane))
@@ -463,14 +477,18 @@ fn with_buffer<R>(len: usize, fill: impl FnOnce(&mut [f32]), f: impl FnOnce(&[f3
     })
 }
 
-/// One image `(h, w, c)` into the middle of `(h + 2, w + 2, c)`, the border zero.
-fn pad(x: &[f32], padded: &mut [f32], h: usize, w: usize, c: usize) {
+/// One image `(h, w, c)` (or `relu(x · scale + shift)` of it) into the middle of
+/// `(h + 2, w + 2, c)`, the border zero.
+fn pad(x: &[f32], padded: &mut [f32], (h, w, c): (usize, usize, usize), input: Option<&RowAffine>) {
     let row = (w + 2) * c;
     padded[..row].fill(0.0);
     padded[(h + 1) * row..].fill(0.0);
     for (src, dst) in x.chunks_exact(w * c).zip(padded[row..(h + 1) * row].chunks_exact_mut(row)) {
         dst[..c].fill(0.0);
-        dst[c..(w + 1) * c].copy_from_slice(src);
+        match input {
+            None => dst[c..(w + 1) * c].copy_from_slice(src),
+            Some(bn) => bn.apply_relu_pixels(src, &mut dst[c..(w + 1) * c]),
+        }
         dst[(w + 1) * c..].fill(0.0);
     }
 }
@@ -1023,7 +1041,7 @@ mod tests {
             // NaN in every slot first: an output the kernel left unwritten stays NaN (callers
             // hand it uninitialised memory, relying on it writing every element).
             let mut slots = vec![std::mem::MaybeUninit::new(f32::NAN); reference.len()];
-            forward_into(&g, &x, &taps_to_direct(&taps, &g), &mut slots);
+            forward_into(&g, &x, None, &taps_to_direct(&taps, &g), &mut slots);
             // SAFETY: every slot was initialised before the kernel wrote into it.
             let direct: Vec<f32> = slots.iter().map(|v| unsafe { v.assume_init() }).collect();
             assert!(direct.iter().all(|v| v.is_finite()), "forward {case}: an output left unwritten");
@@ -1042,7 +1060,7 @@ mod tests {
             let e = max_rel(&conv_input_grad(&g, &dy, &taps), &dx_ref);
             assert!(e < 1e-5, "input gradient {case}: {e}");
             let dw_ref = conv_weight_grad_taps_im2col(&g, &x, &dy);
-            let dw = weight_grad_taps(&g, &x, &dy);
+            let dw = weight_grad_taps(&g, &x, None, &dy);
             let e = max_rel(&dw, &dw_ref);
             assert!(e < 1e-5, "weight gradient {case}: {e}");
         }
@@ -1088,7 +1106,7 @@ mod tests {
             assert_eq!(dx, dx_apart, "input gradient {case}");
             let (dw, dws) = crate::conv::conv_weight_grad_taps_with_shortcut((&g, &dy), (&gs, &dys), &x);
             // Summed over images in the thread pool's order: equal up to rounding.
-            let e = max_rel(&dw, &weight_grad_taps(&g, &x, &dy));
+            let e = max_rel(&dw, &weight_grad_taps(&g, &x, None, &dy));
             assert!(e < 1e-6, "weight gradient {case}: {e}");
             let e = max_rel(&dws, &conv_weight_grad_taps_im2col(&gs, &x, &dys));
             assert!(e < 1e-5, "shortcut weight gradient {case}: {e}");

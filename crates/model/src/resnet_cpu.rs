@@ -27,8 +27,9 @@ use rayon::prelude::*;
 
 use crate::batch_norm::{rows_per_task, update_running_statistics, with_channels, ReluCut, RowAffine};
 use crate::conv::{
-    conv_forward, conv_forward_with_shortcut, conv_input_grad, conv_input_grad_with_shortcut, conv_weight_grad_taps,
-    conv_weight_grad_taps_with_shortcut, taps_to_weight, weight_to_taps, Geometry,
+    conv_forward, conv_forward_bn_relu, conv_forward_with_shortcut, conv_input_grad, conv_input_grad_with_shortcut,
+    conv_weight_grad_taps, conv_weight_grad_taps_bn_relu, conv_weight_grad_taps_with_shortcut, taps_to_weight,
+    weight_to_taps, Geometry,
 };
 use crate::cpu::{f32_slice, new_filled, zeros};
 use crate::Conv2d;
@@ -202,10 +203,11 @@ impl PlanBuilder {
 
 /// What the backward needs of one BasicBlock.
 struct BlockTape {
-    /// conv1's output, its BatchNorm, and the ReLU after it.
+    /// conv1's output and its BatchNorm. `relu(bn1(a))`, conv2's input, is not kept: conv2
+    /// normalises `a` as it copies each image into its bordered buffer, forward and for its
+    /// weight gradient, and bn1's backward recomputes the ReLU's sign.
     a: Vec<f32>,
     bn1: RowAffine,
-    b: Vec<f32>,
     /// conv2's output and its BatchNorm.
     c: Vec<f32>,
     bn2: RowAffine,
@@ -318,8 +320,8 @@ impl CustomOp2 for TrainPass {
                 }
                 None => (conv(&layers.conv1, input), None),
             };
-            let (bn1, b) = bn_relu(&layers.bn1, &a, params);
-            let c = conv(&layers.conv2, &b);
+            let bn1 = layers.bn1.affine(&a, params);
+            let c = conv_forward_bn_relu(&layers.conv2.g, &a, &bn1, &taps(&layers.conv2));
             let bn2 = layers.bn2.affine(&c, params);
             let shortcut = layers.downsample.zip(s).map(|((_, bn_d), s)| {
                 let bn = bn_d.affine(&s, params);
@@ -327,7 +329,7 @@ impl CustomOp2 for TrainPass {
             });
             let out = residual_relu(&c, &bn2, input, shortcut.as_ref().map(|(s, bn)| (s.as_slice(), bn)));
             outputs.push(out);
-            blocks.push(BlockTape { a, bn1, b, c, bn2, shortcut });
+            blocks.push(BlockTape { a, bn1, c, bn2, shortcut });
         }
         let last = outputs.last().expect("at least the stem");
         let ch = plan.feature_channels();
@@ -389,7 +391,8 @@ impl TrainPass {
             let (dc, bn2_grads) = bt.bn2.backward_new(layers.bn2.gamma(params), &bt.c, &dout, ReluCut::Where(out));
             put_bn(&mut grads, &layers.bn2, bn2_grads);
             let db = conv_input_grad(&layers.conv2.g, &dc, &taps(&layers.conv2));
-            put(&mut grads, layers.conv2.offset, &weight_grad(&layers.conv2, &bt.b, &dc));
+            let dw2 = conv_weight_grad_taps_bn_relu(&layers.conv2.g, &bt.a, &bt.bn1, &dc);
+            put(&mut grads, layers.conv2.offset, &taps_to_weight(&dw2, &layers.conv2.g));
             drop(dc);
             let (da, bn1_grads) = bt.bn1.backward_new(layers.bn1.gamma(params), &bt.a, &db, ReluCut::Own);
             put_bn(&mut grads, &layers.bn1, bn1_grads);
