@@ -8,11 +8,12 @@
 //! trainable parameters enter as one flat vector (a `cat` of every conv weight, γ and β), the
 //! forward keeps what the backward needs on its own tape, and the backward walks the blocks in
 //! reverse with the same kernels (`conv`: im2col + GEMM, `batch_norm`: fused rows), fusing what
-//! the layer-by-layer graph runs apart: `relu(BN₂(c) + shortcut)` is one pass forward; backward,
-//! the ReLU's mask is applied in place and the shortcut's gradient is accumulated straight into
-//! the block input's gradient; a projection shortcut's three passes run beside the block's first
-//! convolution's, which read the same input (`conv::conv_forward_with_shortcut` and its two
-//! gradients).
+//! the layer-by-layer graph runs apart: `relu(BN₁(a))` is made image by image as conv2 copies
+//! its input into a bordered buffer (never stored); `relu(BN₂(c) + shortcut)` is one pass
+//! forward; backward, the ReLU's mask is applied in place and the shortcut's gradient is
+//! accumulated straight into the block input's gradient; a projection shortcut's three passes
+//! run beside the block's first convolution's, which read the same input
+//! (`conv::conv_forward_with_shortcut` and its two gradients).
 //!
 //! The images get no gradient (they are data); the op returns the globally average-pooled
 //! `(N, C)` features, and each BatchNorm's batch statistics for the running ones. The numbers are
