@@ -105,50 +105,80 @@ fn channel_sums(
 }
 
 /// Per-channel batch mean and biased variance of `(M, C)` rows, reading them from memory once:
-/// each task of [`rows_per_task`] rows (≤ 256 KB, in cache) takes its own mean and then the
-/// squares around it, and the tasks' `(count, mean, M₂)` are merged in f64 (Chan, Golub &
-/// LeVeque's pairwise update). That keeps the two-pass form's accuracy (no E[x²] − μ², which
-/// cancels when the mean is large) at one pass over memory: the activations of a training step
-/// are far larger than the cache, and the second full pass was ~1 % of a width-0.5 step.
+/// each task of [`rows_per_task`] rows (≤ 256 KB, in cache) takes its [`Moments`], and the
+/// tasks' merge in f64. That keeps the two-pass form's accuracy (no E[x²] − μ², which cancels
+/// when the mean is large) at one pass over memory: the activations of a training step are far
+/// larger than the cache, and the second full pass was ~1 % of a width-0.5 step.
 pub(crate) fn mean_and_variance(x: &[f32], c: usize) -> (Vec<f64>, Vec<f64>) {
-    let m = x.len() / c;
-    let task = rows_per_task(c) * c;
-    let parts: Vec<(usize, Vec<f64>, Vec<f64>)> = x
-        .par_chunks(task)
-        .map(|rows| {
-            let count = rows.len() / c;
-            let (mut shift, mut residual, mut m2) = (vec![0f32; c], vec![0f32; c], vec![0f32; c]);
-            with_channels!(c, C => {
-                let (shift, residual, m2) = (&mut shift[..C], &mut residual[..C], &mut m2[..C]);
-                rows.chunks_exact(C).for_each(|row| shift.iter_mut().zip(row).for_each(|(s, v)| *s += v));
-                shift.iter_mut().for_each(|s| *s /= count as f32);
-                // Around the f32 mean, which is off by the rounding of a sum of up to 1024 rows,
-                // the residuals' sum corrects both it and M₂ (the corrected two-pass algorithm).
-                for row in rows.chunks_exact(C) {
-                    for (((r, q), v), mu) in residual.iter_mut().zip(m2.iter_mut()).zip(row).zip(shift.iter()) {
-                        let d = v - mu;
-                        *r += d;
-                        *q += d * d;
-                    }
-                }
-            });
-            let n = count as f64;
-            let mean: Vec<f64> = shift.iter().zip(&residual).map(|(&s, &r)| s as f64 + r as f64 / n).collect();
-            let m2: Vec<f64> = m2.iter().zip(&residual).map(|(&q, &r)| q as f64 - (r as f64).powi(2) / n).collect();
-            (count, mean, m2)
-        })
-        .collect();
-    let (mut count, mut mean, mut m2) = (0usize, vec![0f64; c], vec![0f64; c]);
-    for (n_b, mean_b, m2_b) in parts {
-        let (n_a, total) = (count as f64, (count + n_b) as f64);
-        for ((mu, q), (&mu_b, &q_b)) in mean.iter_mut().zip(m2.iter_mut()).zip(mean_b.iter().zip(&m2_b)) {
-            let delta = mu_b - *mu;
-            *mu += delta * n_b as f64 / total;
-            *q += q_b + delta * delta * n_a * n_b as f64 / total;
+    let parts: Vec<Moments> = x.par_chunks(rows_per_task(c) * c).map(|rows| Moments::of_rows(rows, c)).collect();
+    Moments::merge(parts, c)
+}
+
+/// A block of rows' count and, per channel, mean and sum of squared deviations from it (M₂).
+pub(crate) struct Moments {
+    count: usize,
+    mean: Vec<f64>,
+    m2: Vec<f64>,
+}
+
+impl Moments {
+    /// Of `(rows, C)` rows, a task of [`rows_per_task`] rows at a time (f32 sums within one stay
+    /// exact enough), each read twice while in cache: its mean, then the squares and residuals
+    /// around that mean, the residuals' sum correcting both the mean (off by the rounding of a
+    /// sum of up to 1024 rows) and M₂ — the corrected two-pass algorithm.
+    pub(crate) fn of_rows(rows: &[f32], c: usize) -> Self {
+        let mut total = Self { count: 0, mean: vec![0.0; c], m2: vec![0.0; c] };
+        for task in rows.chunks(rows_per_task(c) * c) {
+            total.add(Self::of_task(task, c));
         }
-        count += n_b;
+        total
     }
-    (mean, m2.iter().map(|q| q / m as f64).collect())
+
+    fn of_task(rows: &[f32], c: usize) -> Self {
+        let count = rows.len() / c;
+        let (mut shift, mut residual, mut m2) = (vec![0f32; c], vec![0f32; c], vec![0f32; c]);
+        with_channels!(c, C => {
+            let (shift, residual, m2) = (&mut shift[..C], &mut residual[..C], &mut m2[..C]);
+            rows.chunks_exact(C).for_each(|row| shift.iter_mut().zip(row).for_each(|(s, v)| *s += v));
+            shift.iter_mut().for_each(|s| *s /= count as f32);
+            for row in rows.chunks_exact(C) {
+                for (((r, q), v), mu) in residual.iter_mut().zip(m2.iter_mut()).zip(row).zip(shift.iter()) {
+                    let d = v - mu;
+                    *r += d;
+                    *q += d * d;
+                }
+            }
+        });
+        let n = count as f64;
+        let mean = shift.iter().zip(&residual).map(|(&s, &r)| s as f64 + r as f64 / n).collect();
+        let m2 = m2.iter().zip(&residual).map(|(&q, &r)| q as f64 - (r as f64).powi(2) / n).collect();
+        Self { count, mean, m2 }
+    }
+
+    /// Merges `other`'s rows into these (Chan, Golub & LeVeque's pairwise update, in f64).
+    fn add(&mut self, other: Self) {
+        if other.count == 0 {
+            return;
+        }
+        let (n_a, n_b) = (self.count as f64, other.count as f64);
+        let total = n_a + n_b;
+        for ((mu, q), (&mu_b, &q_b)) in
+            self.mean.iter_mut().zip(self.m2.iter_mut()).zip(other.mean.iter().zip(&other.m2))
+        {
+            let delta = mu_b - *mu;
+            *mu += delta * n_b / total;
+            *q += q_b + delta * delta * n_a * n_b / total;
+        }
+        self.count += other.count;
+    }
+
+    /// The per-channel mean and biased variance of all the blocks' rows together.
+    pub(crate) fn merge(parts: impl IntoIterator<Item = Self>, c: usize) -> (Vec<f64>, Vec<f64>) {
+        let mut total = Self { count: 0, mean: vec![0.0; c], m2: vec![0.0; c] };
+        parts.into_iter().for_each(|p| total.add(p));
+        let m = total.count.max(1) as f64;
+        (total.mean, total.m2.iter().map(|q| q / m).collect())
+    }
 }
 
 /// `(M, C) → (2, C)`: the batch mean and biased variance, for the running statistics.
@@ -199,8 +229,12 @@ pub(crate) struct RowAffine {
 impl RowAffine {
     /// Per channel, the scale `γ/σ` and the shift `β − μγ/σ` from the batch statistics of `x`.
     pub(crate) fn of_batch(x: &[f32], gamma: &[f32], beta: &[f32], eps: f64) -> Self {
+        Self::of_statistics(mean_and_variance(x, gamma.len()), gamma, beta, eps)
+    }
+
+    /// [`Self::of_batch`] from the batch's per-channel mean and biased variance.
+    pub(crate) fn of_statistics((mean, var): (Vec<f64>, Vec<f64>), gamma: &[f32], beta: &[f32], eps: f64) -> Self {
         let c = gamma.len();
-        let (mean, var) = mean_and_variance(x, c);
         let inv_std: Vec<f64> = var.iter().map(|v| 1.0 / (v + eps).sqrt()).collect();
         let scale: Vec<f32> = (0..c).map(|i| (gamma[i] as f64 * inv_std[i]) as f32).collect();
         let shift = (0..c).map(|i| (beta[i] as f64 - mean[i] * gamma[i] as f64 * inv_std[i]) as f32).collect();

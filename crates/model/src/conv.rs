@@ -19,7 +19,7 @@ use candle_core::{CpuStorage, CustomOp2, DType, Layout, Module, Result, Shape, T
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-use crate::batch_norm::RowAffine;
+use crate::batch_norm::{mean_and_variance, Moments, RowAffine};
 use crate::cpu::{f32_slice, matmul, matmul_raw, new_filled, zeros};
 use crate::direct_conv;
 
@@ -269,21 +269,36 @@ pub(crate) fn conv_forward(g: &Geometry, x: &[f32], taps: &[f32]) -> Vec<f32> {
     conv_forward_im2col(g, x, taps)
 }
 
-/// [`conv_forward`] of `relu(BN(a))`, `bn` the BatchNorm's affine map, without that activation
-/// ever stored: where the direct kernels apply, each image is normalised as it is copied into
-/// its bordered buffer (the copy is made anyway), else it is made in full first. Saves a
-/// write and a read of the activation, and its memory on the tape.
-pub(crate) fn conv_forward_bn_relu(g: &Geometry, a: &[f32], bn: &RowAffine, taps: &[f32]) -> Vec<f32> {
-    if direct_conv::applies(g) && g.padding == 1 {
+/// [`conv_forward`] of `x`, or of `relu(BN(x))` with `input` the BatchNorm's affine map, and the
+/// per-channel mean and biased variance of the output (for the BatchNorm after it). Where the
+/// direct kernels apply, `relu(BN(x))` is made image by image as the input is copied into its
+/// bordered buffer (the copy is made anyway; the activation is never stored: a write and a read
+/// of it fewer, and its memory), and the statistics are taken from each image's output right
+/// after the kernel writes it, in cache, instead of in another pass over memory.
+pub(crate) fn conv_forward_with_statistics(
+    g: &Geometry,
+    x: &[f32],
+    input: Option<&RowAffine>,
+    taps: &[f32],
+) -> (Vec<f32>, (Vec<f64>, Vec<f64>)) {
+    let co = g.out_channels;
+    if direct_conv::applies(g) && (g.padding == 1 || input.is_none()) {
         let weights = direct_conv::taps_to_direct(taps, g);
+        let mut parts = Vec::new();
         // SAFETY: the direct kernel writes every output.
-        return unsafe {
-            new_filled(a.len() / g.image_len() * g.positions() * g.out_channels, |y| {
-                direct_conv::forward_into(g, a, Some(bn), &weights, y)
+        let y = unsafe {
+            new_filled(x.len() / g.image_len() * g.positions() * co, |y| {
+                parts = direct_conv::forward_into_then(g, x, input, &weights, y, |yi| Moments::of_rows(yi, co));
             })
         };
+        return (y, Moments::merge(parts, co));
     }
-    conv_forward_im2col(g, &bn.apply_new(a, true), taps)
+    let y = match input {
+        Some(bn) => conv_forward_im2col(g, &bn.apply_new(x, true), taps),
+        None => conv_forward_im2col(g, x, taps),
+    };
+    let statistics = mean_and_variance(&y, co);
+    (y, statistics)
 }
 
 /// [`conv_forward`] of a block's first convolution `g` and of its projection shortcut `gs`, both
@@ -857,8 +872,9 @@ mod tests {
     }
 
     /// A convolution of `relu(BN(a))` made as its bordered copy is filled equals, bit for bit,
-    /// the convolution of the stored activation, forward and weight gradient: on the direct
-    /// kernels (3×3 at stride 1 and 2) and where they do not apply (256 channels: made in full).
+    /// the convolution of the stored activation, forward and weight gradient, and the output's
+    /// statistics taken image by image equal those of the whole output: on the direct kernels
+    /// (3×3 at stride 1 and 2) and where they do not apply (256 channels: made in full).
     #[test]
     fn convolving_bn_relu_of_the_input_equals_convolving_the_activation() {
         use rand::{Rng, SeedableRng};
@@ -876,7 +892,13 @@ mod tests {
             let taps: Vec<f32> = (0..co * g.rows()).map(|_| rng.random_range(-1.0..1.0)).collect();
             let dy: Vec<f32> = (0..n * g.positions() * co).map(|_| rng.random_range(-1.0..1.0)).collect();
             let case = format!("{c}→{co} on {side}×{side}, stride {stride}");
-            assert_eq!(conv_forward_bn_relu(&g, &a, &bn, &taps), conv_forward(&g, &b, &taps), "forward {case}");
+            let (y, (mean, var)) = conv_forward_with_statistics(&g, &a, Some(&bn), &taps);
+            assert_eq!(y, conv_forward(&g, &b, &taps), "forward {case}");
+            let (want_mean, want_var) = mean_and_variance(&y, co);
+            for (what, got, want) in [("mean", &mean, &want_mean), ("variance", &var, &want_var)] {
+                let e = got.iter().zip(want).map(|(g, w)| (g - w).abs() / w.abs().max(1e-3)).fold(0f64, f64::max);
+                assert!(e < 1e-6, "{what} of the output {case}: {e}");
+            }
             assert_eq!(
                 conv_weight_grad_taps_bn_relu(&g, &a, &bn, &dy),
                 conv_weight_grad_taps(&g, &b, &dy),

@@ -144,6 +144,19 @@ pub(crate) fn forward_into(
     weights: &[f32],
     y: &mut [MaybeUninit<f32>],
 ) {
+    forward_into_then(g, x, input, weights, y, |_| ());
+}
+
+/// [`forward_into`], then `then` on each image's output while it is in cache: what it returns,
+/// image by image.
+pub(crate) fn forward_into_then<T: Send>(
+    g: &Geometry,
+    x: &[f32],
+    input: Option<&RowAffine>,
+    weights: &[f32],
+    y: &mut [MaybeUninit<f32>],
+    then: impl Fn(&[f32]) -> T + Sync,
+) -> Vec<T> {
     assert!(applies(g), "direct convolution called where it does not apply");
     let co = g.out_channels;
     let out_len = g.positions() * co;
@@ -151,7 +164,12 @@ pub(crate) fn forward_into(
     assert_eq!(weights.len(), g.rows() * co, "direct convolution: weight size");
     y.par_chunks_mut(out_len)
         .zip(x.par_chunks(g.image_len()))
-        .for_each(|(yi, xi)| with_input(g, xi, input, |plane, x_row| forward_job(g, plane, x_row, weights, yi).run()));
+        .map(|(yi, xi)| {
+            with_input(g, xi, input, |plane, x_row| forward_job(g, plane, x_row, weights, yi).run());
+            // SAFETY: the job wrote every element of the image's output.
+            then(unsafe { std::slice::from_raw_parts(yi.as_ptr().cast::<f32>(), yi.len()) })
+        })
+        .collect()
 }
 
 /// One image's forward: `plane` as [`with_input`] hands it, `y` its `(out_h, out_w, C_out)`.

@@ -28,7 +28,7 @@ use rayon::prelude::*;
 
 use crate::batch_norm::{rows_per_task, update_running_statistics, with_channels, ReluCut, RowAffine};
 use crate::conv::{
-    conv_forward, conv_forward_bn_relu, conv_forward_with_shortcut, conv_input_grad, conv_input_grad_with_shortcut,
+    conv_forward_with_shortcut, conv_forward_with_statistics, conv_input_grad, conv_input_grad_with_shortcut,
     conv_weight_grad_taps, conv_weight_grad_taps_bn_relu, conv_weight_grad_taps_with_shortcut, taps_to_weight,
     weight_to_taps, Geometry,
 };
@@ -71,6 +71,11 @@ impl BnLayer {
 
     fn affine(&self, x: &[f32], params: &[f32]) -> RowAffine {
         RowAffine::of_batch(x, self.gamma(params), self.beta(params), self.eps)
+    }
+
+    /// [`Self::affine`] from the batch statistics, taken already.
+    fn affine_of(&self, statistics: (Vec<f64>, Vec<f64>), params: &[f32]) -> RowAffine {
+        RowAffine::of_statistics(statistics, self.gamma(params), self.beta(params), self.eps)
     }
 }
 
@@ -278,13 +283,6 @@ fn add_where_positive(acc: &mut [f32], g: &[f32], y: &[f32]) {
     });
 }
 
-/// `y = relu(BN(x))` with batch statistics: the BatchNorm and `y`.
-fn bn_relu(layer: &BnLayer, x: &[f32], params: &[f32]) -> (RowAffine, Vec<f32>) {
-    let bn = layer.affine(x, params);
-    let y = bn.apply_new(x, true);
-    (bn, y)
-}
-
 impl CustomOp2 for TrainPass {
     fn name(&self) -> &'static str {
         "resnet-train-pass"
@@ -300,15 +298,19 @@ impl CustomOp2 for TrainPass {
             candle_core::bail!("{OP}: images {:?} or {} parameters do not fit the plan", xl.dims(), params.len());
         }
         let taps = |layer: &ConvLayer| weight_to_taps(layer.weight(params), &layer.g);
-        let conv = |layer: &ConvLayer, input: &[f32]| conv_forward(&layer.g, input, &taps(layer));
-        let stem_pre = conv(&stem, x);
-        let (stem_bn, first) = bn_relu(&stem_layer, &stem_pre, params);
+        // Each convolution's output with its batch statistics, for the BatchNorm after it.
+        let conv = |layer: &ConvLayer, input: &[f32], bn: Option<&RowAffine>| {
+            conv_forward_with_statistics(&layer.g, input, bn, &taps(layer))
+        };
+        let (stem_pre, statistics) = conv(&stem, x, None);
+        let stem_bn = stem_layer.affine_of(statistics, params);
+        let first = stem_bn.apply_new(&stem_pre, true);
         let mut outputs = vec![first];
         let mut blocks = Vec::with_capacity(plan.blocks.len());
         for layers in &plan.blocks {
             let input = outputs.last().expect("the stem's output is first");
             // The projection shortcut reads the block's input too: both convolutions at once.
-            let (a, s) = match &layers.downsample {
+            let (a, bn1, s) = match &layers.downsample {
                 Some((conv_d, _)) => {
                     let (a, s) = conv_forward_with_shortcut(
                         &layers.conv1.g,
@@ -317,13 +319,16 @@ impl CustomOp2 for TrainPass {
                         &conv_d.g,
                         &taps(conv_d),
                     );
-                    (a, Some(s))
+                    let bn1 = layers.bn1.affine(&a, params);
+                    (a, bn1, Some(s))
                 }
-                None => (conv(&layers.conv1, input), None),
+                None => {
+                    let (a, statistics) = conv(&layers.conv1, input, None);
+                    (a, layers.bn1.affine_of(statistics, params), None)
+                }
             };
-            let bn1 = layers.bn1.affine(&a, params);
-            let c = conv_forward_bn_relu(&layers.conv2.g, &a, &bn1, &taps(&layers.conv2));
-            let bn2 = layers.bn2.affine(&c, params);
+            let (c, statistics) = conv(&layers.conv2, &a, Some(&bn1));
+            let bn2 = layers.bn2.affine_of(statistics, params);
             let shortcut = layers.downsample.zip(s).map(|((_, bn_d), s)| {
                 let bn = bn_d.affine(&s, params);
                 (s, bn)
