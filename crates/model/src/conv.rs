@@ -444,7 +444,7 @@ pub(crate) fn conv_weight_grad_taps(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<
     conv_weight_grad_taps_im2col(g, x, dy)
 }
 
-/// [`conv_weight_grad_taps`] with the input `relu(BN(a))`, made as [`conv_forward_bn_relu`]
+/// [`conv_weight_grad_taps`] with the input `relu(BN(a))`, made as [`conv_forward_with_statistics`]
 /// makes it.
 pub(crate) fn conv_weight_grad_taps_bn_relu(g: &Geometry, a: &[f32], bn: &RowAffine, dy: &[f32]) -> Vec<f32> {
     if direct_conv::applies(g) && g.padding == 1 {
