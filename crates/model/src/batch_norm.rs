@@ -216,6 +216,15 @@ pub(crate) enum ReluCut<'a> {
     Own,
 }
 
+/// `x · scale + shift`, the one place it is computed: the forward's ReLU, a convolution's
+/// bordered copy ([`RowAffine::apply_relu_pixels`]) and the backward's recomputed cut
+/// ([`ReluCut::Own`]) must see the same f32 value, bit for bit (Rust never contracts it into an
+/// FMA on its own).
+#[inline(always)]
+fn normalised(x: f32, scale: f32, shift: f32) -> f32 {
+    x * scale + shift
+}
+
 /// Training-mode BatchNorm of `(M, C)` rows as a per-channel affine map: `y = x · scale + shift`.
 pub(crate) struct RowAffine {
     pub(crate) scale: Vec<f32>,
@@ -257,7 +266,7 @@ impl RowAffine {
                 for (yr, xr) in yc.chunks_exact_mut(C).zip(xc.chunks_exact(C)) {
                     // Zipped, not indexed: the loop then has no bounds checks and vectorises.
                     for (((y, &x), &scale), &shift) in yr.iter_mut().zip(xr).zip(scale).zip(shift) {
-                        let v = x * scale + shift;
+                        let v = normalised(x, scale, shift);
                         y.write(if relu { v.max(0.0) } else { v });
                     }
                 }
@@ -275,7 +284,7 @@ impl RowAffine {
             let (scale, shift) = (&scale[..C], &shift[..C]);
             for (yr, xr) in y.chunks_exact_mut(C).zip(x.chunks_exact(C)) {
                 for (((y, &x), &scale), &shift) in yr.iter_mut().zip(xr).zip(scale).zip(shift) {
-                    *y = (x * scale + shift).max(0.0);
+                    *y = normalised(x, scale, shift).max(0.0);
                 }
             }
         })
@@ -328,13 +337,13 @@ impl RowAffine {
         let m = x.len() / c;
         let (mean, inv_std) = (&self.mean, &self.inv_std);
         // The gradient reaching the normalisation: zero where the ReLU cut. `Own` recomputes
-        // the forward's `x · scale + shift` exactly (same f32 operations, no contraction into an
-        // FMA), so its sign is the one the forward's ReLU saw.
+        // the forward's value through the same `normalised`, so its sign is the one the
+        // forward's ReLU saw.
         #[inline(always)]
         fn g<const CUT: u8>(x: f32, y: f32, d: f32, scale: f32, shift: f32) -> f32 {
             match CUT {
                 CUT_WHERE if y <= 0.0 => 0.0,
-                CUT_OWN if x * scale + shift <= 0.0 => 0.0,
+                CUT_OWN if normalised(x, scale, shift) <= 0.0 => 0.0,
                 _ => d,
             }
         }
