@@ -83,6 +83,29 @@ pub(crate) unsafe fn matmul_raw(
     }
 }
 
+/// The `cols × rows` transpose of the row-major `rows × cols` matrix `src`, in 16 × 16 blocks,
+/// bands of 16 output rows on the pool: element by element, every write of a long column lands
+/// on its own cache line (3×3 convolution weights of 256 channels, 2.4 MB: 0.96 ms, a tenth of
+/// the convolution they feed on two cores; blocked, on one thread: 0.39 ms).
+pub(crate) fn transposed(src: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    const B: usize = 16;
+    assert_eq!(src.len(), rows * cols, "transpose: {} floats for {rows} × {cols}", src.len());
+    let fill = |out: &mut [MaybeUninit<f32>]| {
+        out.par_chunks_mut(B * rows.max(1)).enumerate().for_each(|(band, out)| {
+            let c0 = band * B;
+            for r0 in (0..rows).step_by(B) {
+                for (dc, column) in out.chunks_exact_mut(rows).enumerate() {
+                    for r in r0..(r0 + B).min(rows) {
+                        column[r].write(src[r * cols + c0 + dc]);
+                    }
+                }
+            }
+        })
+    };
+    // SAFETY: every output row `c` (a band's `dc`) gets all `rows` of its elements.
+    unsafe { new_filled(src.len(), fill) }
+}
+
 /// `len` zeros, written by every thread of the pool: for the activation-sized buffers the
 /// kernels then fill, which `vec![0.0; len]` zeroed on the one thread that runs the encoder op
 /// while the others waited (perf: serial `memset` ~3.5 % of a width-0.25 step's samples, ~6 %

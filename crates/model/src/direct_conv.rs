@@ -1,5 +1,7 @@
 //! Convolutions computed directly with AVX-512, no im2col: 3×3 stride 1 and 2 (padding 1) and
-//! 1×1 stride 2 (the shortcuts), up to 128 input channels.
+//! 1×1 stride 2 (the shortcuts), up to 128 input channels; and the forward (with it the stride-1
+//! input gradient) of 3×3 convolutions of 128 channels and more on planes of at most 8×8
+//! outputs, tap-major over several images at once ([`TapJob`]).
 //!
 //! At the narrow widths (3-64 channels) the im2col GEMM is starved: each im2col float feeds
 //! only `C_out` multiply-adds, and the matrix is written, packed by the GEMM and read again
@@ -30,6 +32,7 @@ use rayon::prelude::*;
 
 use crate::batch_norm::RowAffine;
 use crate::conv::Geometry;
+use crate::cpu::transposed;
 
 /// Whether [`forward_into`] and [`weight_grad_taps`] compute this convolution on this CPU:
 /// where they beat im2col. Measured for 3×3 stride 1 on one core, batch 128 (GFLOP/s, im2col →
@@ -60,12 +63,19 @@ pub(crate) fn applies(g: &Geometry) -> bool {
         && avx512()
 }
 
+/// Whether [`forward_into`] computes this convolution on this CPU: where [`applies`], and on
+/// the small planes the tap-major kernel takes ([`tap_major`]). The weight gradient and the
+/// stride-2 input gradient stay where [`applies`].
+pub(crate) fn forward_applies(g: &Geometry) -> bool {
+    applies(g) || (tap_major(g) && avx512())
+}
+
 /// Whether the input gradient has a direct kernel: the 3×3 stride-1 convolution through the
 /// flipped kernel ([`flipped`]), the 3×3 stride-2 one through [`input_grad_stride2_into`], the
 /// 1×1 stride-2 one through [`input_grad_add`].
 pub(crate) fn input_grad_applies(g: &Geometry) -> bool {
     match (g.kernel, g.stride, g.padding) {
-        (3, 1, 1) => applies(&flipped(g)),
+        (3, 1, 1) => forward_applies(&flipped(g)),
         (3, 2, 1) | (1, 2, 0) => applies(g) && g.channels.is_multiple_of(16),
         _ => false,
     }
@@ -103,14 +113,7 @@ fn avx512() -> bool {
 /// Taps `(C_out, k, k, C_in)` (the im2col weight) into `(k, k, C_in, C_out)`: for every tap and
 /// input channel, the output channels contiguous, as the kernel loads them.
 pub(crate) fn taps_to_direct(taps: &[f32], g: &Geometry) -> Vec<f32> {
-    let (rows, co) = (g.rows(), g.out_channels);
-    let mut out = vec![0f32; taps.len()];
-    for (o, row) in taps.chunks_exact(rows).enumerate() {
-        for (r, v) in row.iter().enumerate() {
-            out[r * co + o] = *v;
-        }
-    }
-    out
+    transposed(taps, g.out_channels, g.rows())
 }
 
 /// The weights of the input gradient's convolution (see `conv::conv_input_grad`) from the
@@ -157,11 +160,27 @@ pub(crate) fn forward_into_then<T: Send>(
     y: &mut [MaybeUninit<f32>],
     then: impl Fn(&[f32]) -> T + Sync,
 ) -> Vec<T> {
-    assert!(applies(g), "direct convolution called where it does not apply");
+    assert!(forward_applies(g), "direct convolution called where it does not apply");
     let co = g.out_channels;
     let out_len = g.positions() * co;
     assert_eq!(y.len(), x.len() / g.image_len() * out_len, "direct convolution: output size");
     assert_eq!(weights.len(), g.rows() * co, "direct convolution: weight size");
+    if tap_major(g) {
+        let chunk = TAP_MAJOR_POSITIONS.div_ceil(g.positions()).min((x.len() / g.image_len()).max(1));
+        let per_chunk: Vec<Vec<T>> = y
+            .par_chunks_mut(chunk * out_len)
+            .zip(x.par_chunks(chunk * g.image_len()))
+            .map(|(yc, xc)| {
+                with_inputs(g, xc, input, |planes, x_row, plane| {
+                    tap_major_job(g, planes, (x_row, plane), weights, yc).run()
+                });
+                // SAFETY: the job wrote every element of the chunk's outputs.
+                let yc = unsafe { std::slice::from_raw_parts(yc.as_ptr().cast::<f32>(), yc.len()) };
+                yc.chunks_exact(out_len).map(&then).collect()
+            })
+            .collect();
+        return per_chunk.into_iter().flatten().collect();
+    }
     y.par_chunks_mut(out_len)
         .zip(x.par_chunks(g.image_len()))
         .map(|(yi, xi)| {
@@ -170,6 +189,57 @@ pub(crate) fn forward_into_then<T: Send>(
             then(unsafe { std::slice::from_raw_parts(yi.as_ptr().cast::<f32>(), yi.len()) })
         })
         .collect()
+}
+
+/// Output positions per task of the tap-major forward (8 images of 4×4, 2 of 8×8): their
+/// bordered copies (8 × 37 KB at 256 channels on 4×4), outputs and one tap's weights for 64
+/// output channels (64 KB) stay in L2 together. Measured with 64, 32 and 16 positions per task
+/// forward at 256 channels on 4×4, 8 images against 4: 217-219 against 208-217 GFLOP/s.
+const TAP_MAJOR_POSITIONS: usize = 128;
+
+/// Whether [`forward_into`] runs tap-major ([`TapJob`]): 3×3 kernels (stride 1 or 2) on planes
+/// of at most 8×8 outputs from at least 128 channels, where the one-row tiles lose twice: a row
+/// of 4 or 8 pixels leaves them short tiles, and each tile streams every weight of its output
+/// channels (2.4 MB at 256 channels) through the caches again. One forward on two cores, batch
+/// 128, GFLOP/s median of 30 alternated calls (im2col → one-row tiles → tap-major): 128→128 on
+/// 4×4 175 → 175 → 207, on 8×8 195 → 189 → 216; 256→256 on 4×4 185 → (not taken) → 219, on 8×8
+/// 189 → – → 219; 512→512 on 4×4 169 → – → 188; 3×3 stride 2 128→256 to 4×4 184 → – → 211, to 8×8
+/// 171 → – → 194; 256→512 to 4×4 176 → – → 185. Not taken, no better than the one-row tiles:
+/// 64 channels (on 4×4 204 → 196, 8×8 207 → 206) and planes of 16×16 and more (128→128 198 → 209
+/// within the noise, 64→64 216 → 214).
+fn tap_major(g: &Geometry) -> bool {
+    (g.kernel, g.padding) == (3, 1)
+        && g.stride <= 2
+        && g.positions() <= 64
+        && g.channels >= 128
+        && g.out_channels.is_multiple_of(64)
+}
+
+/// A chunk's tap-major forward: `planes` as [`with_inputs`] hands them (rows of `x_row` floats,
+/// images of `plane` floats), `y` the chunk's outputs.
+fn tap_major_job<'a>(
+    g: &Geometry,
+    planes: &'a [f32],
+    (x_row, plane): (usize, usize),
+    weights: &'a [f32],
+    y: &mut [MaybeUninit<f32>],
+) -> TapJob<'a> {
+    let (c, s, oh, ow) = (g.channels, g.stride, g.out_h(), g.out_w());
+    let images = y.len() / (oh * ow * g.out_channels);
+    let corners = (0..images)
+        .flat_map(|i| (0..oh).flat_map(move |oy| (0..ow).map(move |ox| i * plane + oy * s * x_row + ox * s * c)))
+        .collect();
+    TapJob {
+        planes,
+        corners,
+        x_row,
+        c,
+        kernel: g.kernel,
+        weights,
+        co: g.out_channels,
+        y: y.as_mut_ptr().cast(),
+        y_len: y.len(),
+    }
 }
 
 /// One image's forward: `plane` as [`with_input`] hands it, `y` its `(out_h, out_w, C_out)`.
@@ -438,14 +508,7 @@ fn weight_grads(
 
 /// `(k, k, C_in, C_out)` sums into taps `(C_out, k, k, C_in)`: [`taps_to_direct`] undone.
 fn direct_to_taps(per_tap: &[f32], g: &Geometry) -> Vec<f32> {
-    let (co, rows) = (g.out_channels, g.rows());
-    let mut taps = vec![0f32; co * rows];
-    for (r, row) in per_tap.chunks_exact(co).enumerate() {
-        for (o, v) in row.iter().enumerate() {
-            taps[o * rows + r] = *v;
-        }
-    }
-    taps
+    transposed(per_tap, g.rows(), g.out_channels)
 }
 
 /// Runs `f` on image `x` `(h, w, c)` as the kernel reads it, with the length of one of its
@@ -562,6 +625,43 @@ impl Job<'_> {
     }
 }
 
+/// Several images' convolution one tap at a time (an indirect convolution: each output
+/// position its own window pointer, so a tile runs on across rows and images): position `p`,
+/// of every image in order, reads the window whose corner is `planes[corners[p]]` and writes
+/// its `co` channels at `y + p·co`. Each (tap, 64 output channels) is a `C_in × 64` block of
+/// weights that every tile of 6 positions reuses from L2; the outputs take the taps' sums in turn.
+struct TapJob<'a> {
+    planes: &'a [f32],
+    corners: Vec<usize>,
+    x_row: usize,
+    c: usize,
+    kernel: usize,
+    /// `(kernel, kernel, c, co)`.
+    weights: &'a [f32],
+    co: usize,
+    y: *mut f32,
+    y_len: usize,
+}
+
+impl TapJob<'_> {
+    /// Checks that every read and write stays inside the buffers, then runs the kernel.
+    fn run(&self) {
+        let (k, c, co) = (self.kernel, self.c, self.co);
+        assert!(co.is_multiple_of(64) && c > 0 && k > 0);
+        let window = (k - 1) * self.x_row + k * c;
+        let inside = self.corners.iter().all(|&at| at + window <= self.planes.len());
+        assert!(inside, "tap-major convolution: a window outside the input");
+        assert!(self.weights.len() >= k * k * c * co, "tap-major convolution: weight size");
+        assert!(self.y_len >= self.corners.len() * co, "tap-major convolution: output size");
+        assert!(avx512(), "direct convolution without AVX-512");
+        // SAFETY: the asserts above bound every offset the kernel forms; the CPU has AVX-512F.
+        #[cfg(target_arch = "x86_64")]
+        unsafe {
+            avx512::tap_major(self)
+        }
+    }
+}
+
 /// Some images' weight gradient: as [`Job`], with the output gradient `dy` `(oh, ow, co)`
 /// dense, summed into `(kernel, kernel, c, co)`; image `i`'s input starts at `i·x_image`, its
 /// gradient at `i·dy_image`.
@@ -607,7 +707,83 @@ impl WeightJob<'_> {
 mod avx512 {
     use std::arch::x86_64::*;
 
-    use super::{Job, WeightJob};
+    use super::{Job, TapJob, WeightJob};
+
+    /// Every tap in turn, 64 output channels at a time, tiles of 6 positions.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F; `j`'s offsets were checked by [`TapJob::run`].
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn tap_major(j: &TapJob) {
+        let (k, c, co, m) = (j.kernel, j.c, j.co, j.corners.len());
+        for t in 0..k * k {
+            let tap = (t / k) * j.x_row + (t % k) * c;
+            let accumulate = t > 0;
+            for o in (0..co).step_by(64) {
+                let mut p = 0;
+                while p < m {
+                    // SAFETY: corners p.. are inside `planes` with their whole window, the
+                    // tap's weights for channels o..o + 64 inside `weights`, the tile's outputs
+                    // inside `y` (checked by `TapJob::run`).
+                    unsafe {
+                        let w = j.weights.as_ptr().add(t * c * co + o);
+                        let y = j.y.add(p * co + o);
+                        let at = |q: usize| j.planes.as_ptr().add(j.corners[p + q] + tap);
+                        p += match m - p {
+                            6.. => tap_tile::<6>(std::array::from_fn(at), w, (c, co), y, accumulate),
+                            5 => tap_tile::<5>(std::array::from_fn(at), w, (c, co), y, accumulate),
+                            4 => tap_tile::<4>(std::array::from_fn(at), w, (c, co), y, accumulate),
+                            3 => tap_tile::<3>(std::array::from_fn(at), w, (c, co), y, accumulate),
+                            2 => tap_tile::<2>(std::array::from_fn(at), w, (c, co), y, accumulate),
+                            _ => tap_tile::<1>(std::array::from_fn(at), w, (c, co), y, accumulate),
+                        };
+                    }
+                }
+            }
+        }
+    }
+
+    /// `P` positions (their inputs at `x`) × 64 output channels of one tap, written, or added
+    /// onto the earlier taps' sums when `accumulate`; returns `P`.
+    ///
+    /// # Safety
+    /// As [`tap_major`], with the pointers at the tile's inputs, weights and first output.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn tap_tile<const P: usize>(
+        x: [*const f32; P],
+        w: *const f32,
+        (c, co): (usize, usize),
+        y: *mut f32,
+        accumulate: bool,
+    ) -> usize {
+        let mut acc = [[_mm512_setzero_ps(); 4]; P];
+        for ci in 0..c {
+            // SAFETY: inside the weights and the windows, as the caller guarantees.
+            unsafe {
+                let wr = w.add(ci * co);
+                let wv: [__m512; 4] = std::array::from_fn(|v| _mm512_loadu_ps(wr.add(v * 16)));
+                for (row, xp) in acc.iter_mut().zip(&x) {
+                    let xv = _mm512_set1_ps(*xp.add(ci));
+                    for (a, wv) in row.iter_mut().zip(&wv) {
+                        *a = _mm512_fmadd_ps(xv, *wv, *a);
+                    }
+                }
+            }
+        }
+        for (p, row) in acc.iter().enumerate() {
+            for (v, a) in row.iter().enumerate() {
+                // SAFETY: the tile's outputs are inside `y`, written by an earlier tap when
+                // accumulating.
+                unsafe {
+                    let at = y.add(p * co + v * 16);
+                    let sum = if accumulate { _mm512_add_ps(_mm512_loadu_ps(at), *a) } else { *a };
+                    _mm512_storeu_ps(at, sum);
+                }
+            }
+        }
+        P
+    }
 
     /// [`image`] with the input channel count as a compile-time constant where it is one the
     /// network uses: every pixel's offset in the tile becomes an immediate instead of a chain of
@@ -1084,6 +1260,70 @@ mod tests {
         }
     }
 
+    /// The tap-major forward, and through it the stride-1 input gradient, equal the im2col path
+    /// on random inputs: 4×4 and 8×8 planes, odd sizes, stride 1 and 2, a last chunk of fewer
+    /// images and last tiles of every size below 6 positions; and it takes exactly the shapes it
+    /// was measured to win (not 64 channels, not 16×16 planes, not output channels off 64).
+    #[test]
+    fn tap_major_forward_and_input_gradient_equal_im2col() {
+        let g = |(c, h, w, co, s): (usize, usize, usize, usize, usize)| Geometry {
+            channels: c,
+            height: h,
+            width: w,
+            kernel: 3,
+            stride: s,
+            padding: 1,
+            out_channels: co,
+        };
+        assert!(tap_major(&g((128, 4, 4, 128, 1))) && tap_major(&g((256, 8, 8, 64, 1))));
+        assert!(tap_major(&g((128, 16, 16, 256, 2))) && tap_major(&g((512, 4, 4, 512, 1))));
+        assert!(!tap_major(&g((64, 4, 4, 64, 1))), "64 channels: the one-row tiles");
+        assert!(!tap_major(&g((128, 16, 16, 128, 1))), "16×16 planes: the one-row tiles");
+        assert!(!tap_major(&g((128, 4, 4, 96, 1))), "output channels in blocks of 64");
+        if !avx512() {
+            return;
+        }
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
+        for &(n, shape) in &[
+            (9, (128, 4, 4, 128, 1)),
+            (3, (256, 4, 4, 64, 1)),
+            (2, (128, 8, 8, 128, 1)),
+            (5, (160, 3, 5, 64, 1)),
+            (4, (128, 2, 7, 192, 1)),
+            (1, (128, 1, 1, 64, 1)),
+            (1, (128, 1, 5, 64, 1)),
+            (3, (128, 8, 8, 64, 2)),
+            (2, (144, 7, 9, 128, 2)),
+            (1, (128, 16, 16, 64, 2)),
+        ] {
+            let g = g(shape);
+            let case = format!("n{n} {shape:?}");
+            assert!(tap_major(&g) && forward_applies(&g), "{case}: tap-major should take it");
+            let (c, co) = (g.channels, g.out_channels);
+            let x: Vec<f32> = (0..n * g.image_len()).map(|_| rng.random_range(-1.0..1.0)).collect();
+            let wt: Vec<f32> = (0..co * c * 9).map(|_| rng.random_range(-1.0..1.0)).collect();
+            let taps = weight_to_taps(&wt, &g);
+            let reference = conv_forward_im2col(&g, &x, &taps);
+            // NaN first: an output the kernel left unwritten stays NaN.
+            let mut slots = vec![std::mem::MaybeUninit::new(f32::NAN); reference.len()];
+            forward_into(&g, &x, None, &taps_to_direct(&taps, &g), &mut slots);
+            // SAFETY: every slot was initialised before the kernel wrote into it.
+            let direct: Vec<f32> = slots.iter().map(|v| unsafe { v.assume_init() }).collect();
+            assert!(direct.iter().all(|v| v.is_finite()), "forward {case}: an output left unwritten");
+            let e = max_rel(&direct, &reference);
+            assert!(e < 1e-5, "forward {case}: {e}");
+            if g.stride == 1 {
+                // The input gradient is the flipped convolution: tap-major where C_in is.
+                assert_eq!(tap_major(&flipped(&g)), co >= 128, "{case}");
+                let dy: Vec<f32> = (0..n * g.positions() * co).map(|_| rng.random_range(-1.0..1.0)).collect();
+                let mut dx_ref = vec![0f32; x.len()];
+                conv_input_grad_im2col(&g, &dy, &taps, &mut dx_ref, false);
+                let e = max_rel(&conv_input_grad(&g, &dy, &taps), &dx_ref);
+                assert!(e < 1e-5, "input gradient {case}: {e}");
+            }
+        }
+    }
+
     /// A 3×3 stride-2 convolution and its 1×1 stride-2 shortcut run as one pass per image equal
     /// the two run apart, in every pass, at odd sizes; the input gradients summed.
     #[test]
@@ -1144,7 +1384,7 @@ mod tests {
     }
 
     /// Which input gradients take a direct kernel: those whose input has a multiple of 16
-    /// channels (never the stem's).
+    /// channels (never the stem's), up to 128 channels, and the tap-major ones on small planes.
     #[test]
     fn input_gradient_kernels_apply_where_intended() {
         if !avx512() {
@@ -1168,6 +1408,8 @@ mod tests {
         assert!(input_grad_applies(&g(128, 128, 3, 1)));
         assert!(input_grad_applies(&g(64, 128, 3, 2)));
         assert!(!input_grad_applies(&g(128, 256, 3, 2)));
-        assert!(!input_grad_applies(&g(256, 256, 3, 1)));
+        assert!(input_grad_applies(&g(256, 256, 3, 1)), "tap-major on 8×8 planes");
+        assert!(!input_grad_applies(&Geometry { height: 16, width: 16, ..g(256, 256, 3, 1) }));
+        assert!(!input_grad_applies(&g(256, 96, 3, 1)), "the flipped convolution has 96 outputs");
     }
 }
