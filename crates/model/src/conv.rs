@@ -444,6 +444,9 @@ pub(crate) fn conv_input_grad_im2col(g: &Geometry, dy: &[f32], taps: &[f32], dx:
 
 /// The weight gradient of [`conv_forward`] as taps `(C_out, k, k, C_in)`.
 pub(crate) fn conv_weight_grad_taps(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
+    if direct_conv::weight_grad_tap_major_applies(g) {
+        return direct_conv::weight_grad_tap_major(g, x, None, dy);
+    }
     if direct_conv::applies(g) {
         return direct_conv::weight_grad_taps(g, x, None, dy);
     }
@@ -453,6 +456,9 @@ pub(crate) fn conv_weight_grad_taps(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<
 /// [`conv_weight_grad_taps`] with the input `relu(BN(a))`, made as [`conv_forward_with_statistics`]
 /// makes it.
 pub(crate) fn conv_weight_grad_taps_bn_relu(g: &Geometry, a: &[f32], bn: &RowAffine, dy: &[f32]) -> Vec<f32> {
+    if direct_conv::weight_grad_tap_major_applies(g) {
+        return direct_conv::weight_grad_tap_major(g, a, Some(bn), dy);
+    }
     if direct_conv::applies(g) && g.padding == 1 {
         return direct_conv::weight_grad_taps(g, a, Some(bn), dy);
     }

@@ -224,11 +224,8 @@ fn tap_major_job<'a>(
     weights: &'a [f32],
     y: &mut [MaybeUninit<f32>],
 ) -> TapJob<'a> {
-    let (c, s, oh, ow) = (g.channels, g.stride, g.out_h(), g.out_w());
-    let images = y.len() / (oh * ow * g.out_channels);
-    let corners = (0..images)
-        .flat_map(|i| (0..oh).flat_map(move |oy| (0..ow).map(move |ox| i * plane + oy * s * x_row + ox * s * c)))
-        .collect();
+    let images = y.len() / (g.positions() * g.out_channels);
+    let (corners, c) = (window_corners(g, images, (x_row, plane)), g.channels);
     TapJob {
         planes,
         corners,
@@ -506,6 +503,69 @@ fn weight_grads(
     (direct_to_taps(&per_tap, g), shortcut.map(|(gs, _)| direct_to_taps(&per_tap_s, gs)))
 }
 
+/// Whether [`weight_grad_tap_major`] computes this convolution's weight gradient: the tap-major
+/// shapes ([`tap_major`]) up to 256 channels in and out. Batch 128, two cores, GFLOP/s median of
+/// 12 alternated calls (im2col or one-row direct → this): 256→256 on 4×4 126-143 → 138-162, on
+/// 8×8 162 → 184; 128→128 on 4×4 148 (direct) → 164, on 8×8 179 (direct) → 187; stride 2
+/// 128→256 to 4×4 140 → 152, to 8×8 152 → 173. Not taken, slower: 256→512 to 4×4 161 → 155,
+/// 512→512 on 4×4 152 → 121 (its sums, 9.4 MB, stream through memory once per chunk).
+pub(crate) fn weight_grad_tap_major_applies(g: &Geometry) -> bool {
+    tap_major(g) && g.channels <= 256 && g.out_channels <= 256 && avx512()
+}
+
+/// Output positions per task of the tap-major weight gradient: each task adds into every sum
+/// once, so more than the forward's (256→256 on 4×4, 128 → 512 positions: 115 → 138 GFLOP/s;
+/// 1024 no better).
+const TAP_MAJOR_WEIGHT_GRAD_POSITIONS: usize = 512;
+
+/// The weight gradient of a tap-major convolution as taps `(C_out, k, k, C_in)`, chunk by
+/// chunk of images: the chunk's output gradient packed into panels of 64 output channels (each
+/// position's 64 floats contiguous, not 1 KB apart, where every fourth position fell into the
+/// same L1 sets), then for every (64 output channels, tap, 6 input channels) 24 sums over all
+/// the chunk's positions, each position's window found through its corner as in [`TapJob`].
+/// With `input` the images are `relu(x · scale + shift)` of those `x`, as in [`forward_into`].
+/// Only where [`weight_grad_tap_major_applies`].
+pub(crate) fn weight_grad_tap_major(g: &Geometry, x: &[f32], input: Option<&RowAffine>, dy: &[f32]) -> Vec<f32> {
+    assert!(weight_grad_tap_major_applies(g), "tap-major weight gradient where it does not apply");
+    let (co, out_len) = (g.out_channels, g.positions() * g.out_channels);
+    let n = x.len() / g.image_len();
+    assert_eq!(dy.len(), n * out_len, "tap-major weight gradient: sizes");
+    let chunk = TAP_MAJOR_WEIGHT_GRAD_POSITIONS.div_ceil(g.positions()).min(n.max(1));
+    let zero = || vec![0f32; g.rows() * co];
+    let per_tap = x
+        .par_chunks(chunk * g.image_len())
+        .zip(dy.par_chunks(chunk * out_len))
+        .fold(zero, |mut acc, (xc, dyc)| {
+            let m = dyc.len() / co;
+            let mut panels = vec![0f32; m * co];
+            for (p, row) in dyc.chunks_exact(co).enumerate() {
+                for (ob, part) in row.chunks_exact(64).enumerate() {
+                    panels[(ob * m + p) * 64..][..64].copy_from_slice(part);
+                }
+            }
+            with_inputs(g, xc, input, |planes, x_row, plane| {
+                let c = g.channels;
+                let corners = window_corners(g, m / g.positions(), (x_row, plane));
+                let window = (g.kernel - 1) * x_row + g.kernel * c;
+                let inside = corners.iter().all(|&at| at + window <= planes.len());
+                assert!(inside, "tap-major weight gradient: a window outside the input");
+                assert!(acc.len() == g.rows() * co && panels.len() == m * co && co.is_multiple_of(64));
+                // SAFETY: every window inside `planes` (checked), the panels and sums sized as
+                // the kernel reads them; the CPU has AVX-512F (`weight_grad_tap_major_applies`).
+                #[cfg(target_arch = "x86_64")]
+                unsafe {
+                    avx512::tap_weight_grad(planes, &corners, (x_row, c, g.kernel), &panels, co, &mut acc)
+                };
+            });
+            acc
+        })
+        .reduce(zero, |mut a, b| {
+            a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
+            a
+        });
+    direct_to_taps(&per_tap, g)
+}
+
 /// `(k, k, C_in, C_out)` sums into taps `(C_out, k, k, C_in)`: [`taps_to_direct`] undone.
 fn direct_to_taps(per_tap: &[f32], g: &Geometry) -> Vec<f32> {
     transposed(per_tap, g.rows(), g.out_channels)
@@ -625,6 +685,15 @@ impl Job<'_> {
     }
 }
 
+/// Where each output position's window starts in `images` bordered planes (rows of `x_row`
+/// floats, planes of `plane`), position by position, image after image.
+fn window_corners(g: &Geometry, images: usize, (x_row, plane): (usize, usize)) -> Vec<usize> {
+    let (c, s, oh, ow) = (g.channels, g.stride, g.out_h(), g.out_w());
+    (0..images)
+        .flat_map(|i| (0..oh).flat_map(move |oy| (0..ow).map(move |ox| i * plane + oy * s * x_row + ox * s * c)))
+        .collect()
+}
+
 /// Several images' convolution one tap at a time (an indirect convolution: each output
 /// position its own window pointer, so a tile runs on across rows and images): position `p`,
 /// of every image in order, reads the window whose corner is `planes[corners[p]]` and writes
@@ -741,6 +810,85 @@ mod avx512 {
                 }
             }
         }
+    }
+
+    /// The tap-major weight gradient of one chunk, added into `acc` `(k, k, c, co)`: `panels`
+    /// holds the output gradient as `co / 64` panels of `m × 64` (`m` positions).
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F; every window inside `planes`, `panels` `m × co` floats, `acc`
+    /// `k·k·c·co`, `co` a multiple of 64.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn tap_weight_grad(
+        planes: &[f32],
+        corners: &[usize],
+        (x_row, c, k): (usize, usize, usize),
+        panels: &[f32],
+        co: usize,
+        acc: &mut [f32],
+    ) {
+        let m = corners.len();
+        for ob in 0..co / 64 {
+            // SAFETY: panel `ob` is inside `panels`.
+            let panel = unsafe { panels.as_ptr().add(ob * m * 64) };
+            for t in 0..k * k {
+                let tap = (t / k) * x_row + (t % k) * c;
+                let mut i = 0;
+                while i < c {
+                    // SAFETY: as this function's.
+                    unsafe {
+                        let x = planes.as_ptr().add(tap + i);
+                        let sums = acc.as_mut_ptr().add((t * c + i) * co + ob * 64);
+                        i += match c - i {
+                            6.. => tap_weight_tile::<6>(x, corners, panel, sums, co),
+                            4..=5 => tap_weight_tile::<4>(x, corners, panel, sums, co),
+                            2..=3 => tap_weight_tile::<2>(x, corners, panel, sums, co),
+                            _ => tap_weight_tile::<1>(x, corners, panel, sums, co),
+                        };
+                    }
+                }
+            }
+        }
+    }
+
+    /// `R` input channels × 64 output channels of one tap over every position, added onto
+    /// `sums` (rows `co` apart); returns `R`.
+    ///
+    /// # Safety
+    /// As [`tap_weight_grad`], `x` at the tap's first input channel of the tile in plane 0.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn tap_weight_tile<const R: usize>(
+        x: *const f32,
+        corners: &[usize],
+        panel: *const f32,
+        sums: *mut f32,
+        co: usize,
+    ) -> usize {
+        let mut s = [[_mm512_setzero_ps(); 4]; R];
+        for (p, &corner) in corners.iter().enumerate() {
+            // SAFETY: the caller's.
+            unsafe {
+                let xp = x.add(corner);
+                let d: [__m512; 4] = std::array::from_fn(|v| _mm512_loadu_ps(panel.add(p * 64 + v * 16)));
+                for (r, row) in s.iter_mut().enumerate() {
+                    let xv = _mm512_set1_ps(*xp.add(r));
+                    for (a, d) in row.iter_mut().zip(&d) {
+                        *a = _mm512_fmadd_ps(xv, *d, *a);
+                    }
+                }
+            }
+        }
+        for (r, row) in s.iter().enumerate() {
+            for (v, a) in row.iter().enumerate() {
+                // SAFETY: the caller's.
+                unsafe {
+                    let at = sums.add(r * co + v * 16);
+                    _mm512_storeu_ps(at, _mm512_add_ps(_mm512_loadu_ps(at), *a));
+                }
+            }
+        }
+        R
     }
 
     /// `P` positions (their inputs at `x`) × 64 output channels of one tap, written, or added
@@ -1260,10 +1408,12 @@ mod tests {
         }
     }
 
-    /// The tap-major forward, and through it the stride-1 input gradient, equal the im2col path
-    /// on random inputs: 4×4 and 8×8 planes, odd sizes, stride 1 and 2, a last chunk of fewer
-    /// images and last tiles of every size below 6 positions; and it takes exactly the shapes it
-    /// was measured to win (not 64 channels, not 16×16 planes, not output channels off 64).
+    /// The tap-major forward, through it the stride-1 input gradient, and the tap-major weight
+    /// gradient equal the im2col path on random inputs: 4×4 and 8×8 planes, odd sizes and
+    /// channel counts (every tile of input channels), stride 1 and 2, a last chunk of fewer
+    /// images and last tiles of every size below 6 positions; and each takes exactly the shapes
+    /// it was measured to win (not 64 channels, not 16×16 planes, not output channels off 64,
+    /// the weight gradient not beyond 256 channels).
     #[test]
     fn tap_major_forward_and_input_gradient_equal_im2col() {
         let g = |(c, h, w, co, s): (usize, usize, usize, usize, usize)| Geometry {
@@ -1280,6 +1430,11 @@ mod tests {
         assert!(!tap_major(&g((64, 4, 4, 64, 1))), "64 channels: the one-row tiles");
         assert!(!tap_major(&g((128, 16, 16, 128, 1))), "16×16 planes: the one-row tiles");
         assert!(!tap_major(&g((128, 4, 4, 96, 1))), "output channels in blocks of 64");
+        if avx512() {
+            assert!(weight_grad_tap_major_applies(&g((256, 4, 4, 256, 1))));
+            assert!(!weight_grad_tap_major_applies(&g((512, 4, 4, 512, 1))));
+            assert!(!weight_grad_tap_major_applies(&g((256, 8, 8, 512, 2))));
+        }
         if !avx512() {
             return;
         }
@@ -1290,6 +1445,7 @@ mod tests {
             (2, (128, 8, 8, 128, 1)),
             (5, (160, 3, 5, 64, 1)),
             (4, (128, 2, 7, 192, 1)),
+            (2, (129, 4, 4, 64, 1)),
             (1, (128, 1, 1, 64, 1)),
             (1, (128, 1, 5, 64, 1)),
             (3, (128, 8, 8, 64, 2)),
@@ -1312,10 +1468,12 @@ mod tests {
             assert!(direct.iter().all(|v| v.is_finite()), "forward {case}: an output left unwritten");
             let e = max_rel(&direct, &reference);
             assert!(e < 1e-5, "forward {case}: {e}");
+            let dy: Vec<f32> = (0..n * g.positions() * co).map(|_| rng.random_range(-1.0..1.0)).collect();
+            let e = max_rel(&weight_grad_tap_major(&g, &x, None, &dy), &conv_weight_grad_taps_im2col(&g, &x, &dy));
+            assert!(e < 1e-5, "weight gradient {case}: {e}");
             if g.stride == 1 {
                 // The input gradient is the flipped convolution: tap-major where C_in is.
-                assert_eq!(tap_major(&flipped(&g)), co >= 128, "{case}");
-                let dy: Vec<f32> = (0..n * g.positions() * co).map(|_| rng.random_range(-1.0..1.0)).collect();
+                assert_eq!(tap_major(&flipped(&g)), co >= 128 && c.is_multiple_of(64), "{case}");
                 let mut dx_ref = vec![0f32; x.len()];
                 conv_input_grad_im2col(&g, &dy, &taps, &mut dx_ref, false);
                 let e = max_rel(&conv_input_grad(&g, &dy, &taps), &dx_ref);
