@@ -869,25 +869,12 @@ mod avx512 {
         for (p, &corner) in corners.iter().enumerate() {
             // SAFETY: the caller's.
             unsafe {
-                let xp = x.add(corner);
                 let d: [__m512; 4] = std::array::from_fn(|v| _mm512_loadu_ps(panel.add(p * 64 + v * 16)));
-                for (r, row) in s.iter_mut().enumerate() {
-                    let xv = _mm512_set1_ps(*xp.add(r));
-                    for (a, d) in row.iter_mut().zip(&d) {
-                        *a = _mm512_fmadd_ps(xv, *d, *a);
-                    }
-                }
+                outer_product_add(&mut s, x.add(corner), &d);
             }
         }
-        for (r, row) in s.iter().enumerate() {
-            for (v, a) in row.iter().enumerate() {
-                // SAFETY: the caller's.
-                unsafe {
-                    let at = sums.add(r * co + v * 16);
-                    _mm512_storeu_ps(at, _mm512_add_ps(_mm512_loadu_ps(at), *a));
-                }
-            }
-        }
+        // SAFETY: the caller's.
+        unsafe { add_sums_onto(&s, sums, co) };
         R
     }
 
@@ -1247,30 +1234,54 @@ mod avx512 {
                     unsafe {
                         let xr = a.x0.add(img * a.x_image + oy * S * a.x_row + ox * a.x_pixel);
                         let dr = a.dy0.add(img * a.dy_image + (oy * a.ow + ox) * a.co);
-                        let mut dv = [_mm512_setzero_ps(); V];
-                        for (v, slot) in dv.iter_mut().enumerate() {
-                            *slot = _mm512_loadu_ps(dr.add(v * 16));
-                        }
-                        for (r, row) in sums.iter_mut().enumerate() {
-                            let xv = _mm512_set1_ps(*xr.add(r));
-                            for (s, d) in row.iter_mut().zip(&dv) {
-                                *s = _mm512_fmadd_ps(xv, *d, *s);
-                            }
-                        }
+                        let dv: [__m512; V] = std::array::from_fn(|v| _mm512_loadu_ps(dr.add(v * 16)));
+                        outer_product_add(&mut sums, xr, &dv);
                     }
                 }
             }
         }
-        for (r, row) in sums.iter().enumerate() {
-            for (v, s) in row.iter().enumerate() {
-                // SAFETY: the tile's sums are inside `acc`.
+        // SAFETY: the tile's sums are inside `acc`.
+        unsafe { add_sums_onto(&sums, a.acc0, a.co) };
+        R
+    }
+
+    /// `sums[r][v] += x[r] · d[v]`: `R` input values broadcast against `V` gradient vectors,
+    /// the weight gradients' step for one output pixel.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F; `x` readable for `R` floats.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn outer_product_add<const R: usize, const V: usize>(
+        sums: &mut [[__m512; V]; R],
+        x: *const f32,
+        d: &[__m512; V],
+    ) {
+        for (r, row) in sums.iter_mut().enumerate() {
+            // SAFETY: as this function's.
+            let xv = unsafe { _mm512_set1_ps(*x.add(r)) };
+            for (s, d) in row.iter_mut().zip(d) {
+                *s = _mm512_fmadd_ps(xv, *d, *s);
+            }
+        }
+    }
+
+    /// Adds an `R × 16·V` tile of sums onto memory at `at`, its rows `row` floats apart.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F; the tile lies inside the memory `at` points into.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn add_sums_onto<const R: usize, const V: usize>(sums: &[[__m512; V]; R], at: *mut f32, row: usize) {
+        for (r, vectors) in sums.iter().enumerate() {
+            for (v, s) in vectors.iter().enumerate() {
+                // SAFETY: as this function's.
                 unsafe {
-                    let at = a.acc0.add(r * a.co + v * 16);
-                    _mm512_storeu_ps(at, _mm512_add_ps(_mm512_loadu_ps(at), *s));
+                    let p = at.add(r * row + v * 16);
+                    _mm512_storeu_ps(p, _mm512_add_ps(_mm512_loadu_ps(p), *s));
                 }
             }
         }
-        R
     }
 
     /// All 9 taps × `R` (= every) input channel × 16 output channels of a 3×3 kernel over all
