@@ -1338,6 +1338,19 @@ mod tests {
     };
     use rand::{Rng, SeedableRng};
 
+    /// [`forward_into`] writes every output (into NaN slots: callers hand it uninitialised
+    /// memory, relying on it writing every element) and equals the im2col path.
+    fn assert_forward_equals_im2col(g: &Geometry, x: &[f32], taps: &[f32], case: &str) {
+        let reference = conv_forward_im2col(g, x, taps);
+        let mut slots = vec![std::mem::MaybeUninit::new(f32::NAN); reference.len()];
+        forward_into(g, x, None, &taps_to_direct(taps, g), &mut slots);
+        // SAFETY: every slot was initialised before the kernel wrote into it.
+        let direct: Vec<f32> = slots.iter().map(|v| unsafe { v.assume_init() }).collect();
+        assert!(direct.iter().all(|v| v.is_finite()), "forward {case}: an output left unwritten");
+        let e = max_rel(&direct, &reference);
+        assert!(e < 1e-5, "forward {case}: {e}");
+    }
+
     fn max_rel(a: &[f32], b: &[f32]) -> f32 {
         let scale = b.iter().fold(0f32, |m, v| m.max(v.abs()));
         a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale
@@ -1390,16 +1403,7 @@ mod tests {
             let dy: Vec<f32> = (0..n * g.positions() * co).map(|_| rng.random_range(-1.0..1.0)).collect();
             let wt: Vec<f32> = (0..co * c * k * k).map(|_| rng.random_range(-1.0..1.0)).collect();
             let taps = weight_to_taps(&wt, &g);
-            let reference = conv_forward_im2col(&g, &x, &taps);
-            // NaN in every slot first: an output the kernel left unwritten stays NaN (callers
-            // hand it uninitialised memory, relying on it writing every element).
-            let mut slots = vec![std::mem::MaybeUninit::new(f32::NAN); reference.len()];
-            forward_into(&g, &x, None, &taps_to_direct(&taps, &g), &mut slots);
-            // SAFETY: every slot was initialised before the kernel wrote into it.
-            let direct: Vec<f32> = slots.iter().map(|v| unsafe { v.assume_init() }).collect();
-            assert!(direct.iter().all(|v| v.is_finite()), "forward {case}: an output left unwritten");
-            let e = max_rel(&direct, &reference);
-            assert!(e < 1e-5, "forward {case}: {e}");
+            assert_forward_equals_im2col(&g, &x, &taps, &case);
             // The input gradient, onto zeros and onto what is there.
             let start: Vec<f32> = (0..x.len()).map(|_| rng.random_range(-1.0..1.0)).collect();
             let mut dx_ref = start.clone();
@@ -1470,15 +1474,7 @@ mod tests {
             let x: Vec<f32> = (0..n * g.image_len()).map(|_| rng.random_range(-1.0..1.0)).collect();
             let wt: Vec<f32> = (0..co * c * 9).map(|_| rng.random_range(-1.0..1.0)).collect();
             let taps = weight_to_taps(&wt, &g);
-            let reference = conv_forward_im2col(&g, &x, &taps);
-            // NaN first: an output the kernel left unwritten stays NaN.
-            let mut slots = vec![std::mem::MaybeUninit::new(f32::NAN); reference.len()];
-            forward_into(&g, &x, None, &taps_to_direct(&taps, &g), &mut slots);
-            // SAFETY: every slot was initialised before the kernel wrote into it.
-            let direct: Vec<f32> = slots.iter().map(|v| unsafe { v.assume_init() }).collect();
-            assert!(direct.iter().all(|v| v.is_finite()), "forward {case}: an output left unwritten");
-            let e = max_rel(&direct, &reference);
-            assert!(e < 1e-5, "forward {case}: {e}");
+            assert_forward_equals_im2col(&g, &x, &taps, &case);
             let dy: Vec<f32> = (0..n * g.positions() * co).map(|_| rng.random_range(-1.0..1.0)).collect();
             let e = max_rel(&weight_grad_tap_major(&g, &x, None, &dy), &conv_weight_grad_taps_im2col(&g, &x, &dy));
             assert!(e < 1e-5, "weight gradient {case}: {e}");
