@@ -95,19 +95,24 @@ pub(crate) fn transposed(src: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     let avx = std::is_x86_feature_detected!("avx");
     let fill = |out: &mut [MaybeUninit<f32>]| {
         out.par_chunks_mut(B * rows.max(1)).enumerate().for_each(|(band, out)| {
-            let (c0, width) = (band * B, out.len() / rows.max(1));
-            let mut r0 = 0;
+            let c0 = band * B;
+            // Rows done in whole 8 × 8 blocks; the rest (and all of them without AVX) by element.
             #[cfg(target_arch = "x86_64")]
-            if avx && width == B {
-                while r0 + B <= rows {
+            let r0 = if avx && out.len() == B * rows {
+                let whole = rows / B * B;
+                for r0 in (0..whole).step_by(B) {
                     // SAFETY: rows r0..r0 + 8 of columns c0..c0 + 8 are inside `src`, and
                     // elements r0..r0 + 8 of the band's 8 rows inside `out`; the CPU has AVX.
                     unsafe {
                         avx::transpose8(src.as_ptr().add(r0 * cols + c0), cols, out.as_mut_ptr().add(r0).cast(), rows)
                     };
-                    r0 += B;
                 }
-            }
+                whole
+            } else {
+                0
+            };
+            #[cfg(not(target_arch = "x86_64"))]
+            let r0 = 0;
             for (dc, column) in out.chunks_exact_mut(rows).enumerate() {
                 for (r, v) in column.iter_mut().enumerate().skip(r0) {
                     v.write(src[r * cols + c0 + dc]);
