@@ -30,9 +30,10 @@ const OP: &str = "im2col convolution";
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ConvImpl {
     /// Channels-last im2col + GEMM forward and backward (CPU, f32), the layers of up to 128
-    /// channels, and the forward and stride-1 input gradient of wider ones on planes of at most
-    /// 8×8, by the direct kernels of `direct_conv` where the CPU has AVX-512 (see
-    /// `direct_conv::applies`, `direct_conv::forward_applies`); falls back to `Candle` elsewhere.
+    /// channels, and the forward, stride-1 input gradient and (up to 256 channels) weight
+    /// gradient of wider ones on planes of at most 8×8, by the direct kernels of `direct_conv`
+    /// where the CPU has AVX-512 (see `direct_conv::applies`, `direct_conv::forward_applies`,
+    /// `direct_conv::weight_grad_tap_major_applies`); falls back to `Candle` elsewhere.
     #[default]
     Im2col,
     /// candle's `conv2d` and its autograd (`conv_transpose2d` backward), channels first.

@@ -64,8 +64,9 @@ pub(crate) fn applies(g: &Geometry) -> bool {
 }
 
 /// Whether [`forward_into`] computes this convolution on this CPU: where [`applies`], and on
-/// the small planes the tap-major kernel takes ([`tap_major`]). The weight gradient and the
-/// stride-2 input gradient stay where [`applies`].
+/// the small planes the tap-major kernel takes ([`tap_major`]). The stride-2 input gradient
+/// stays where [`applies`]; the weight gradient where [`applies`] or
+/// [`weight_grad_tap_major_applies`].
 pub(crate) fn forward_applies(g: &Geometry) -> bool {
     applies(g) || (tap_major(g) && avx512())
 }
@@ -193,8 +194,9 @@ pub(crate) fn forward_into_then<T: Send>(
 
 /// Output positions per task of the tap-major forward (8 images of 4×4, 2 of 8×8): their
 /// bordered copies (8 × 37 KB at 256 channels on 4×4), outputs and one tap's weights for 64
-/// output channels (64 KB) stay in L2 together. Measured with 64, 32 and 16 positions per task
-/// forward at 256 channels on 4×4, 8 images against 4: 217-219 against 208-217 GFLOP/s.
+/// output channels (64 KB) stay in L2 together. Forward GFLOP/s, medians of 30 alternated calls:
+/// 256 channels on 4×4, 8 images per task against 4, 217-219 against 208-217; on 8×8, 2 images
+/// against 8, 219 against 212.
 const TAP_MAJOR_POSITIONS: usize = 128;
 
 /// Whether [`forward_into`] runs tap-major ([`TapJob`]): 3×3 kernels (stride 1 or 2) on planes
