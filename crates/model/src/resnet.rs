@@ -229,15 +229,31 @@ impl ResNet {
     }
 
     /// Training mode on channels-last CPU activations: the whole encoder as one op
-    /// (`resnet_cpu`), the same numbers as the layer-by-layer path without its per-node passes.
-    fn train_pass(&self, x: &Tensor) -> Result<Tensor> {
-        let (_, h, w, _) = x.dims4()?;
+    /// (`resnet_cpu`), the same numbers as the layer-by-layer path without its per-node passes;
+    /// the views (of one shape) in one op, each with its own batch statistics.
+    fn train_pass(&self, xs: &[Tensor]) -> Result<Vec<Tensor>> {
+        let (_, h, w, _) = xs[0].dims4()?;
         let mut plan = PlanBuilder::new(h, w);
         plan.stem(&self.conv1, &self.bn1)?;
         for b in &self.blocks {
             plan.block((&b.conv1, &b.bn1), (&b.conv2, &b.bn2), b.downsample.as_ref().map(|(c, bn)| (c, bn)))?;
         }
-        plan.forward(x)
+        plan.forward_views(xs)
+    }
+
+    /// [`ModuleT::forward_t`] of each view, as that many calls would give them (each view's
+    /// BatchNorms use its own statistics, the running ones updated view after view); where the
+    /// fused training pass applies, the views of one shape go through it together, so that the
+    /// pool overlaps their work.
+    pub fn forward_views_t(&self, xs: &[Tensor], train: bool) -> Result<Vec<Tensor>> {
+        let fused = |x: &Tensor| train && self.layout_for(x) == ActLayout::ChannelsLast && !self.max_pool;
+        match xs.first() {
+            Some(first) if xs.iter().all(|x| fused(x) && x.dims() == first.dims()) => {
+                let layout = self.layout_for(first);
+                self.train_pass(&xs.iter().map(|x| layout.from_nchw(x)).collect::<Result<Vec<_>>>()?)
+            }
+            _ => xs.iter().map(|x| self.forward_t(x, train)).collect(),
+        }
     }
 }
 
@@ -247,7 +263,8 @@ impl ModuleT for ResNet {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let layout = self.layout_for(x);
         if train && layout == ActLayout::ChannelsLast && !self.max_pool {
-            return self.train_pass(&layout.from_nchw(x)?);
+            let mut features = self.train_pass(&[layout.from_nchw(x)?])?;
+            return Ok(features.remove(0));
         }
         self.forward_layers(x, train)
     }
@@ -429,6 +446,52 @@ mod tests {
                 let e = max_rel(gf, gl);
                 assert!(e < 1e-4, "gradient of {name} (stem {small_stem}): {e}");
             }
+        }
+    }
+
+    /// Two views through the fused pass at once against one after the other through the
+    /// layer-by-layer graph: each view's features (its own batch statistics), the gradients of a
+    /// loss on both, and the running statistics after both updates, in view order.
+    #[test]
+    fn fused_views_equal_the_views_one_at_a_time() {
+        let dev = Device::Cpu;
+        let build = || {
+            let map = SeededVarMap::new(3);
+            let net = ResNet::new(&ResNetConfig::resnet18(0.125), map.builder(DType::F32, &dev)).unwrap();
+            (map.named_vars(), net)
+        };
+        let (vars_fused, fused) = build();
+        let (vars_layers, layers) = build();
+        // The second view on another scale, so that the views' batch statistics differ.
+        let xs = [
+            crate::cpu::test_randn(0f32, 1.0, (4, 3, 10, 10), &dev).unwrap(),
+            crate::cpu::test_randn(0.5f32, 2.0, (4, 3, 10, 10), &dev).unwrap(),
+        ];
+        let y_fused = fused.forward_views_t(&xs, true).unwrap();
+        let y_layers: Vec<Tensor> = xs.iter().map(|x| layers.forward_layers(x, true).unwrap()).collect();
+        assert_eq!(y_fused.len(), 2);
+        let mut loss: [Option<Tensor>; 2] = [None, None];
+        for (v, (yf, yl)) in y_fused.iter().zip(&y_layers).enumerate() {
+            assert!(max_rel(yf, yl) < 1e-5, "view {v} features: {}", max_rel(yf, yl));
+            let upstream = crate::cpu::test_randn(0f32, 1.0, yf.shape(), &dev).unwrap();
+            for (slot, y) in loss.iter_mut().zip([yf, yl]) {
+                let term = (y * &upstream).unwrap().sum_all().unwrap();
+                *slot = Some(match slot.take() {
+                    Some(sum) => sum.add(&term).unwrap(),
+                    None => term,
+                });
+            }
+        }
+        let [lf, ll] = loss.map(|l| l.unwrap().backward().unwrap());
+        for ((name, vf), (_, vl)) in vars_fused.iter().zip(&vars_layers) {
+            if name.contains("running_") {
+                let e = max_rel(vf.as_tensor(), vl.as_tensor());
+                assert!(e < 1e-6, "{name}: {e}");
+                continue;
+            }
+            let (gf, gl) = (lf.get(vf.as_tensor()).unwrap(), ll.get(vl.as_tensor()).unwrap());
+            let e = max_rel(gf, gl);
+            assert!(e < 1e-4, "gradient of {name}: {e}");
         }
     }
 

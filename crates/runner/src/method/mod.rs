@@ -91,7 +91,7 @@ impl Branch {
     /// too (its Linears as one product over all views' rows, `Mlp::forward_views`), unless
     /// `joint_views`, where it sees all views as one batch (the W-MSE code).
     pub fn embed_views(&self, views: &[Tensor]) -> Result<Vec<Tensor>> {
-        let h = views.iter().map(|x| self.encoder.forward_t(x, true)).collect::<candle_core::Result<Vec<_>>>()?;
+        let h = self.encoder.forward_views_t(views, true)?;
         if self.joint_views {
             let n = h[0].dim(0)?;
             let z = self.projector.forward_t(&Tensor::cat(&h, 0)?, true)?;
