@@ -19,8 +19,8 @@
 //! `(N, C)` features, and each BatchNorm's batch statistics for the running ones. A step's views
 //! enter side by side and run at once, each with its own statistics and tape ([`TrainPass`]):
 //! one view after the other, a width-0.5 step at batch 128 ran 98.2 images/s, at once 103.2
-//! (medians of five alternated runs; width 0.25 315.6 → 330.4, width 1.0 28.8 → 29.6). The numbers are
-//! those of the layer-by-layer path and of candle's reference (`resnet` tests).
+//! (medians of five alternated runs; width 0.25 315.6 → 330.4, width 1.0 28.8 → 29.6). The
+//! numbers are those of the layer-by-layer path and of candle's reference (`resnet` tests).
 
 use std::mem::MaybeUninit;
 use std::sync::{Arc, Mutex};
@@ -246,11 +246,11 @@ struct Tape {
     blocks: Vec<BlockTape>,
 }
 
-/// `(images, flat parameters) → features`, keeping its tape for the backward.
-/// The op: the views side by side in its input, each through the plan with its own batch
-/// statistics and tape. The views run at once on the pool, so that one view's memory-bound
-/// passes (BatchNorm, residual sums, bordered copies), the ends of its parallel loops and the
-/// op's serial steps overlap the other's convolutions; their parameter gradients are summed.
+/// `(images, flat parameters) → features`, keeping a tape per view for the backward: the views
+/// side by side in its input, each through the plan with its own batch statistics. They run at
+/// once on the pool, so that one view's memory-bound passes (BatchNorm, residual sums, bordered
+/// copies), the ends of its parallel loops and the op's serial steps overlap the other's
+/// convolutions; their parameter gradients are summed.
 struct TrainPass {
     plan: Plan,
     views: usize,
