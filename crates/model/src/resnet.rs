@@ -246,9 +246,8 @@ impl ResNet {
     /// fused training pass applies, the views of one shape go through it together, so that the
     /// pool overlaps their work.
     pub fn forward_views_t(&self, xs: &[Tensor], train: bool) -> Result<Vec<Tensor>> {
-        let fused = |x: &Tensor| train && self.layout_for(x) == ActLayout::ChannelsLast && !self.max_pool;
         match xs.first() {
-            Some(first) if xs.iter().all(|x| fused(x) && x.dims() == first.dims()) => {
+            Some(first) if xs.iter().all(|x| self.takes_train_pass(x, train) && x.dims() == first.dims()) => {
                 let layout = self.layout_for(first);
                 self.train_pass(&xs.iter().map(|x| layout.from_nchw(x)).collect::<Result<Vec<_>>>()?)
             }
@@ -261,9 +260,8 @@ impl ModuleT for ResNet {
     /// `(N, C, H, W)` images in, `(N, output_dim)` features out; in between, the layout the
     /// convolution kernels want.
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let layout = self.layout_for(x);
-        if train && layout == ActLayout::ChannelsLast && !self.max_pool {
-            let mut features = self.train_pass(&[layout.from_nchw(x)?])?;
+        if self.takes_train_pass(x, train) {
+            let mut features = self.train_pass(&[self.layout_for(x).from_nchw(x)?])?;
             return Ok(features.remove(0));
         }
         self.forward_layers(x, train)
@@ -271,6 +269,12 @@ impl ModuleT for ResNet {
 }
 
 impl ResNet {
+    /// Whether `x` goes through the fused training pass (`resnet_cpu`): training mode,
+    /// channels-last activations, no stem max-pool.
+    fn takes_train_pass(&self, x: &Tensor, train: bool) -> bool {
+        train && self.layout_for(x) == ActLayout::ChannelsLast && !self.max_pool
+    }
+
     fn layout_for(&self, x: &Tensor) -> ActLayout {
         match self.conv.precision {
             crate::Precision::F32 => self.conv.imp.layout_for(x),
