@@ -23,7 +23,7 @@ use rayon::prelude::*;
 
 use crate::batch_norm::{mean_and_variance, Moments, RowAffine};
 use crate::cpu::{f32_slice, matmul, matmul_raw, new_filled, zeros};
-use crate::direct_conv;
+use crate::{direct_conv, winograd};
 
 /// The name the ops' errors carry.
 const OP: &str = "im2col convolution";
@@ -35,7 +35,9 @@ pub enum ConvImpl {
     /// channels, and the forward, stride-1 input gradient and (up to 256 channels) weight
     /// gradient of wider ones on planes of at most 8×8, by the direct kernels of `direct_conv`
     /// where the CPU has AVX-512 (see `direct_conv::applies`, `direct_conv::forward_applies`,
-    /// `direct_conv::weight_grad_tap_major_applies`); falls back to `Candle` elsewhere.
+    /// `direct_conv::weight_grad_tap_major_applies`) — of them all three passes of the 3×3
+    /// stride-1 convolutions of 16-512 channels by Winograd's F(2×2, 3×3) (`winograd::applies`);
+    /// falls back to `Candle` elsewhere.
     #[default]
     Im2col,
     /// candle's `conv2d` and its autograd (`conv_transpose2d` backward), channels first.
@@ -222,7 +224,7 @@ thread_local! {
 
 /// Runs `f` on this thread's scratch buffer of at least `len` floats (contents unspecified: `f`
 /// overwrites what it reads). A re-entrant call gets a fresh buffer instead of panicking.
-fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+pub(crate) fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
     SCRATCH.with(|cell| match cell.try_borrow_mut() {
         Ok(mut buf) => {
             if buf.len() < len {
@@ -277,11 +279,29 @@ pub(crate) fn conv_forward(g: &Geometry, x: &[f32], taps: &[f32]) -> Vec<f32> {
         // SAFETY: the direct kernel writes every output.
         return unsafe {
             new_filled(x.len() / g.image_len() * g.positions() * g.out_channels, |y| {
-                direct_conv::forward_into(g, x, None, &weights, y)
+                direct_forward_into_then(g, x, None, &weights, y, |_| ());
             })
         };
     }
     conv_forward_im2col(g, x, taps)
+}
+
+/// `direct_conv::forward_into_then`, by Winograd's F(2×2, 3×3) where it applies
+/// ([`winograd::applies`]): the direct kernels' forward and stride-1 input gradient (the weight
+/// gradient's dispatch is in [`conv_weight_grad_taps`] and [`conv_weight_grad_taps_bn_relu`]).
+fn direct_forward_into_then<T: Send>(
+    g: &Geometry,
+    x: &[f32],
+    input: Option<&RowAffine>,
+    weights: &[f32],
+    y: &mut [MaybeUninit<f32>],
+    then: impl Fn(&[f32]) -> T + Sync,
+) -> Vec<T> {
+    if winograd::applies(g) {
+        winograd::forward_into_then(g, x, input, weights, y, then)
+    } else {
+        direct_conv::forward_into_then(g, x, input, weights, y, then)
+    }
 }
 
 /// [`conv_forward`] of `x`, or of `relu(BN(x))` with `input` the BatchNorm's affine map, and the
@@ -303,7 +323,7 @@ pub(crate) fn conv_forward_with_statistics(
         // SAFETY: the direct kernel writes every output.
         let y = unsafe {
             new_filled(x.len() / g.image_len() * g.positions() * co, |y| {
-                parts = direct_conv::forward_into_then(g, x, input, &weights, y, |yi| Moments::of_rows(yi, co));
+                parts = direct_forward_into_then(g, x, input, &weights, y, |yi| Moments::of_rows(yi, co));
             })
         };
         return (y, Moments::merge(parts, co));
@@ -396,7 +416,9 @@ pub(crate) fn conv_input_grad(g: &Geometry, dy: &[f32], taps: &[f32]) -> Vec<f32
         let weights = direct_conv::taps_to_direct_input_grad(taps, g);
         // SAFETY: the direct kernel writes every output.
         return unsafe {
-            new_filled(len, |dx| direct_conv::forward_into(&direct_conv::flipped(g), dy, None, &weights, dx))
+            new_filled(len, |dx| {
+                direct_forward_into_then(&direct_conv::flipped(g), dy, None, &weights, dx, |_| ());
+            })
         };
     }
     if g.kernel == 3 && g.stride == 2 && direct_conv::input_grad_applies(g) {
@@ -453,6 +475,9 @@ pub(crate) fn conv_input_grad_im2col(g: &Geometry, dy: &[f32], taps: &[f32], dx:
 
 /// The weight gradient of [`conv_forward`] as taps `(C_out, k, k, C_in)`.
 pub(crate) fn conv_weight_grad_taps(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
+    if winograd::applies(g) {
+        return winograd::weight_grad_taps(g, x, None, dy);
+    }
     if direct_conv::weight_grad_tap_major_applies(g) {
         return direct_conv::weight_grad_tap_major(g, x, None, dy);
     }
@@ -465,6 +490,9 @@ pub(crate) fn conv_weight_grad_taps(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<
 /// [`conv_weight_grad_taps`] with the input `relu(BN(a))`, made as [`conv_forward_with_statistics`]
 /// makes it.
 pub(crate) fn conv_weight_grad_taps_bn_relu(g: &Geometry, a: &[f32], bn: &RowAffine, dy: &[f32]) -> Vec<f32> {
+    if winograd::applies(g) {
+        return winograd::weight_grad_taps(g, a, Some(bn), dy);
+    }
     if direct_conv::weight_grad_tap_major_applies(g) {
         return direct_conv::weight_grad_tap_major(g, a, Some(bn), dy);
     }

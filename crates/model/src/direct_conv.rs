@@ -100,7 +100,7 @@ pub(crate) fn flipped(g: &Geometry) -> Geometry {
     Geometry { channels: g.out_channels, out_channels: g.channels, ..*g }
 }
 
-fn avx512() -> bool {
+pub(crate) fn avx512() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         std::is_x86_feature_detected!("avx512f")
@@ -141,6 +141,7 @@ thread_local! {
 ///
 /// With `input` the images are `relu(x · scale + shift)` of those `x` (a BatchNorm + ReLU,
 /// applied as each image is copied into its bordered buffer).
+#[cfg(test)]
 pub(crate) fn forward_into(
     g: &Geometry,
     x: &[f32],
@@ -569,7 +570,7 @@ pub(crate) fn weight_grad_tap_major(g: &Geometry, x: &[f32], input: Option<&RowA
 }
 
 /// `(k, k, C_in, C_out)` sums into taps `(C_out, k, k, C_in)`: [`taps_to_direct`] undone.
-fn direct_to_taps(per_tap: &[f32], g: &Geometry) -> Vec<f32> {
+pub(crate) fn direct_to_taps(per_tap: &[f32], g: &Geometry) -> Vec<f32> {
     transposed(per_tap, g.rows(), g.out_channels)
 }
 

@@ -12,6 +12,7 @@ pub mod max_pool;
 pub mod mlp;
 pub mod resnet;
 mod resnet_cpu;
+mod winograd;
 
 pub use conv::{ActLayout, Conv2d, ConvImpl};
 pub use error::{Error, Result};
