@@ -35,9 +35,9 @@ pub enum ConvImpl {
     /// channels, and the forward, stride-1 input gradient and (up to 256 channels) weight
     /// gradient of wider ones on planes of at most 8×8, by the direct kernels of `direct_conv`
     /// where the CPU has AVX-512 (see `direct_conv::applies`, `direct_conv::forward_applies`,
-    /// `direct_conv::weight_grad_tap_major_applies`) — of them all three passes of the 3×3
-    /// stride-1 convolutions of 16-512 channels by Winograd's F(2×2, 3×3) (`winograd::applies`);
-    /// falls back to `Candle` elsewhere.
+    /// `direct_conv::weight_grad_tap_major_applies`) — of them the 3×3 stride-1 convolutions of
+    /// 16-512 channels (the weight gradient from 32) by Winograd's F(2×2, 3×3)
+    /// (`winograd::applies`, `winograd::weight_grad_applies`); falls back to `Candle` elsewhere.
     #[default]
     Im2col,
     /// candle's `conv2d` and its autograd (`conv_transpose2d` backward), channels first.
@@ -475,7 +475,7 @@ pub(crate) fn conv_input_grad_im2col(g: &Geometry, dy: &[f32], taps: &[f32], dx:
 
 /// The weight gradient of [`conv_forward`] as taps `(C_out, k, k, C_in)`.
 pub(crate) fn conv_weight_grad_taps(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
-    if winograd::applies(g) {
+    if winograd::weight_grad_applies(g) {
         return winograd::weight_grad_taps(g, x, None, dy);
     }
     if direct_conv::weight_grad_tap_major_applies(g) {
@@ -490,7 +490,7 @@ pub(crate) fn conv_weight_grad_taps(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<
 /// [`conv_weight_grad_taps`] with the input `relu(BN(a))`, made as [`conv_forward_with_statistics`]
 /// makes it.
 pub(crate) fn conv_weight_grad_taps_bn_relu(g: &Geometry, a: &[f32], bn: &RowAffine, dy: &[f32]) -> Vec<f32> {
-    if winograd::applies(g) {
+    if winograd::weight_grad_applies(g) {
         return winograd::weight_grad_taps(g, a, Some(bn), dy);
     }
     if direct_conv::weight_grad_tap_major_applies(g) {
