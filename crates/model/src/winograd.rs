@@ -132,16 +132,15 @@ pub(crate) fn forward_into_then<T: Send>(
         .zip(x.par_chunks(images * g.image_len()))
         .map(|(yc, xc)| {
             let tiles = xc.len() / g.image_len() * tiles_per_image;
-            with_scratch(XI * group * (c + co), |buf| {
-                let (v, m) = buf.split_at_mut(XI * group * c);
+            with_scratch(XI * (plane_stride(group, c) + plane_stride(group, co)), |buf| {
+                let (v, m) = buf.split_at_mut(XI * plane_stride(group, c));
                 for first in (0..tiles).step_by(group) {
                     let count = group.min(tiles - first);
-                    let (v, m) = (&mut v[..XI * count * c], &mut m[..XI * count * co]);
-                    transform_inputs(g, xc, input, first, v);
-                    for ((vx, ux), mx) in
-                        v.chunks_exact(count * c).zip(u.chunks_exact(c * co)).zip(m.chunks_exact_mut(count * co))
-                    {
-                        product(vx, c, ux, co, mx);
+                    let (vs, ms) = (plane_stride(count, c), plane_stride(count, co));
+                    let (v, m) = (&mut v[..XI * vs], &mut m[..XI * ms]);
+                    transform_inputs(g, xc, input, first, count, v);
+                    for ((vx, ux), mx) in v.chunks_exact(vs).zip(u.chunks_exact(c * co)).zip(m.chunks_exact_mut(ms)) {
+                        product(&vx[..count * c], c, ux, co, &mut mx[..count * co]);
                     }
                     transform_outputs(g, m, first, count, yc);
                 }
@@ -213,17 +212,16 @@ pub(crate) fn weight_grad_taps(g: &Geometry, x: &[f32], input: Option<&RowAffine
         .zip(dy.par_chunks(images * out_len))
         .fold(zero, |mut du, (xc, dyc)| {
             let tiles = xc.len() / g.image_len() * tiles_per_image;
-            with_scratch(XI * group * (c + co), |buf| {
-                let (v, d) = buf.split_at_mut(XI * group * c);
+            with_scratch(XI * (plane_stride(group, c) + plane_stride(group, co)), |buf| {
+                let (v, d) = buf.split_at_mut(XI * plane_stride(group, c));
                 for first in (0..tiles).step_by(group) {
                     let count = group.min(tiles - first);
-                    let (v, d) = (&mut v[..XI * count * c], &mut d[..XI * count * co]);
-                    transform_inputs(g, xc, input, first, v);
-                    transform_output_grads(g, dyc, first, d);
-                    for ((vx, dx), ux) in
-                        v.chunks_exact(count * c).zip(d.chunks_exact(count * co)).zip(du.chunks_exact_mut(c * co))
-                    {
-                        transposed_product_add(vx, c, dx, co, ux);
+                    let (vs, ds) = (plane_stride(count, c), plane_stride(count, co));
+                    let (v, d) = (&mut v[..XI * vs], &mut d[..XI * ds]);
+                    transform_inputs(g, xc, input, first, count, v);
+                    transform_output_grads(g, dyc, first, count, d);
+                    for ((vx, dx), ux) in v.chunks_exact(vs).zip(d.chunks_exact(ds)).zip(du.chunks_exact_mut(c * co)) {
+                        transposed_product_add(&vx[..count * c], c, &dx[..count * co], co, ux);
                     }
                 }
             });
@@ -278,33 +276,40 @@ fn transposed_product_add(a: &[f32], c: usize, b: &[f32], co: usize, u: &mut [f3
     unsafe { avx512::transposed_product_add(a, c, b, co, u) }
 }
 
-/// `Ŷ` `(16, count, C_out)` of tiles `first..first + count` of the output gradient `dy` (the
-/// task's images): `A dY Aᵀ` of each tile's 2×2 gradient.
-fn transform_output_grads(g: &Geometry, dy: &[f32], first: usize, d: &mut [f32]) {
-    let co = g.out_channels;
-    let count = d.len() / (XI * co);
-    assert_eq!(d.len(), XI * count * co);
-    assert!(dy.len() >= (first + count).div_ceil(g.height / 2 * (g.width / 2)) * g.positions() * co);
-    // SAFETY: as `transform_inputs`: every gradient pixel read is inside its image in `dy`.
-    unsafe { avx512::transform_output_grads(g, dy, first, d) }
+/// Floats from one of the 16 planes of `count` rows of `width` to the next: a cache line more
+/// than the rows, so that the 16 values of one tile, at the same row of each plane, fall in
+/// different L1 sets (planes a multiple of 4 KB apart all map to the same few).
+fn plane_stride(count: usize, width: usize) -> usize {
+    count * width + 16
 }
 
-/// `V` `(16, count, C)` of tiles `first..first + count` (image after image, row after row) of
-/// the images `x`: `Bᵀ d B` of each tile's 4×4 window, zero outside the image.
-fn transform_inputs(g: &Geometry, x: &[f32], input: Option<&RowAffine>, first: usize, v: &mut [f32]) {
+/// `Ŷ` (16 planes of `count × C_out`, [`plane_stride`] apart) of tiles `first..first + count` of
+/// the output gradient `dy` (the task's images): `A dY Aᵀ` of each tile's 2×2 gradient.
+fn transform_output_grads(g: &Geometry, dy: &[f32], first: usize, count: usize, d: &mut [f32]) {
+    let co = g.out_channels;
+    assert_eq!(d.len(), XI * plane_stride(count, co));
+    assert!(dy.len() >= (first + count).div_ceil(g.height / 2 * (g.width / 2)) * g.positions() * co);
+    // SAFETY: as `transform_inputs`: every gradient pixel read is inside its image in `dy`.
+    unsafe { avx512::transform_output_grads(g, dy, first, count, d) }
+}
+
+/// `V` (16 planes of `count × C`, [`plane_stride`] apart) of tiles `first..first + count` (image
+/// after image, row after row) of the images `x`: `Bᵀ d B` of each tile's 4×4 window, zero
+/// outside the image.
+fn transform_inputs(g: &Geometry, x: &[f32], input: Option<&RowAffine>, first: usize, count: usize, v: &mut [f32]) {
     let c = g.channels;
-    let count = v.len() / (XI * c);
+    assert_eq!(v.len(), XI * plane_stride(count, c));
     assert!(x.len() >= (first + count).div_ceil(g.height / 2 * (g.width / 2)) * g.image_len());
     // SAFETY: the CPU has AVX-512F (`applies`); every window pixel read is inside the image
     // (checked against the plane's bounds), every write inside `v`, `c` a multiple of 16.
-    unsafe { avx512::transform_inputs(g, x, input, first, v) }
+    unsafe { avx512::transform_inputs(g, x, input, first, count, v) }
 }
 
 /// Writes the outputs of tiles `first..first + count` into `y` (the task's images): `Aᵀ M A`
-/// of each tile's 16 products `M` `(16, count, C_out)`.
+/// of each tile's 16 products `M` (16 planes of `count × C_out`, [`plane_stride`] apart).
 fn transform_outputs(g: &Geometry, m: &[f32], first: usize, count: usize, y: &mut [MaybeUninit<f32>]) {
     let co = g.out_channels;
-    assert_eq!(m.len(), XI * count * co);
+    assert_eq!(m.len(), XI * plane_stride(count, co));
     assert!(y.len() >= (first + count).div_ceil(g.height / 2 * (g.width / 2)) * g.positions() * co);
     // SAFETY: as `transform_inputs`: every output pixel written is inside its image in `y`.
     unsafe { avx512::transform_outputs(g, m, first, count, y) }
@@ -315,7 +320,6 @@ mod avx512 {
     use std::arch::x86_64::*;
     use std::mem::MaybeUninit;
 
-    use super::XI;
     use crate::batch_norm::RowAffine;
     use crate::conv::Geometry;
 
@@ -328,11 +332,12 @@ mod avx512 {
         x: &[f32],
         input: Option<&RowAffine>,
         first: usize,
+        count: usize,
         v: &mut [f32],
     ) {
         let (c, h, w) = (g.channels, g.height, g.width);
         let (th, tw) = (h / 2, w / 2);
-        let count = v.len() / (XI * c);
+        let stride = super::plane_stride(count, c);
         let xp = x.as_ptr();
         let vp = v.as_mut_ptr();
         for t in 0..count {
@@ -381,7 +386,7 @@ mod avx512 {
                         _mm512_sub_ps(e[1], e[3]),
                     ];
                     for (s, o) in out.iter().enumerate() {
-                        _mm512_storeu_ps(vp.add(((r * 4 + s) * count + t) * c + c0), *o);
+                        _mm512_storeu_ps(vp.add((r * 4 + s) * stride + t * c + c0), *o);
                     }
                 }
             }
@@ -508,10 +513,10 @@ mod avx512 {
     /// The CPU has AVX-512F; `dy` holds every image the tiles lie in, `d` is `16 × count ×
     /// C_out`, `C_out` a multiple of 16.
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn transform_output_grads(g: &Geometry, dy: &[f32], first: usize, d: &mut [f32]) {
+    pub(super) unsafe fn transform_output_grads(g: &Geometry, dy: &[f32], first: usize, count: usize, d: &mut [f32]) {
         let (co, h, w) = (g.out_channels, g.height, g.width);
         let (th, tw) = (h / 2, w / 2);
-        let count = d.len() / (XI * co);
+        let stride = super::plane_stride(count, co);
         let (yp, dp) = (dy.as_ptr(), d.as_mut_ptr());
         for t in 0..count {
             let tile = first + t;
@@ -532,7 +537,7 @@ mod avx512 {
                     let out =
                         [*p, _mm512_add_ps(*p, *q), _mm512_sub_ps(*p, *q), _mm512_sub_ps(_mm512_setzero_ps(), *q)];
                     for (s, o) in out.iter().enumerate() {
-                        _mm512_storeu_ps(dp.add(((r * 4 + s) * count + t) * co + k0), *o);
+                        _mm512_storeu_ps(dp.add((r * 4 + s) * stride + t * co + k0), *o);
                     }
                 }
             }
@@ -552,13 +557,14 @@ mod avx512 {
     ) {
         let (co, h, w) = (g.out_channels, g.height, g.width);
         let (th, tw) = (h / 2, w / 2);
+        let stride = super::plane_stride(count, co);
         let mp = m.as_ptr();
         let yp = y.as_mut_ptr().cast::<f32>();
         for t in 0..count {
             let tile = first + t;
             let (image, ty, tx) = (tile / (th * tw), tile / tw % th, tile % tw);
             for k0 in (0..co).step_by(16) {
-                let at = |xi: usize| _mm512_loadu_ps(mp.add((xi * count + t) * co + k0));
+                let at = |xi: usize| _mm512_loadu_ps(mp.add(xi * stride + t * co + k0));
                 // Aᵀ M: two rows from four, column by column.
                 let columns: [[__m512; 4]; 4] = std::array::from_fn(|s| [at(s), at(4 + s), at(8 + s), at(12 + s)]);
                 let r = [
@@ -585,7 +591,14 @@ mod avx512 {
     use crate::batch_norm::RowAffine;
     use crate::conv::Geometry;
 
-    pub(super) unsafe fn transform_inputs(_: &Geometry, _: &[f32], _: Option<&RowAffine>, _: usize, _: &mut [f32]) {
+    pub(super) unsafe fn transform_inputs(
+        _: &Geometry,
+        _: &[f32],
+        _: Option<&RowAffine>,
+        _: usize,
+        _: usize,
+        _: &mut [f32],
+    ) {
         unreachable!("Winograd convolution without AVX-512")
     }
 
@@ -601,7 +614,7 @@ mod avx512 {
         unreachable!("Winograd convolution without AVX-512")
     }
 
-    pub(super) unsafe fn transform_output_grads(_: &Geometry, _: &[f32], _: usize, _: &mut [f32]) {
+    pub(super) unsafe fn transform_output_grads(_: &Geometry, _: &[f32], _: usize, _: usize, _: &mut [f32]) {
         unreachable!("Winograd convolution without AVX-512")
     }
 }
