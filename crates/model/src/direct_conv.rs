@@ -24,7 +24,10 @@
 //!
 //! Applies where the CPU has AVX-512F, `C_out` is a multiple of 16 and the channel counts are
 //! those measured to beat im2col ([`applies`]); elsewhere the im2col path runs. The numbers
-//! equal im2col's up to the order of the sums (tests).
+//! equal im2col's up to the order of the sums (tests). `conv` hands the 3×3 stride-1
+//! convolutions of 16 channels and more on even planes to `winograd` first (fewer
+//! multiply-adds); these kernels keep the rest: the stem, the stride-2 and 1×1 convolutions,
+//! odd planes, and the 16-channel weight gradient.
 
 use std::mem::MaybeUninit;
 
