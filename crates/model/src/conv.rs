@@ -274,7 +274,7 @@ fn reorder_per_output_channel(w: &[f32], (rows, cols): (usize, usize)) -> Vec<f3
 /// `y = conv(x)` over channels-last images `x` (`n · image_len` floats) with the weight as
 /// taps ([`weight_to_taps`]); `y` is `(n, out_h, out_w, C_out)`.
 pub(crate) fn conv_forward(g: &Geometry, x: &[f32], taps: &[f32]) -> Vec<f32> {
-    if direct_conv::forward_applies(g) {
+    if forward_has_kernel(g) {
         let weights = direct_conv::taps_to_direct(taps, g);
         // SAFETY: the direct kernel writes every output.
         return unsafe {
@@ -284,6 +284,18 @@ pub(crate) fn conv_forward(g: &Geometry, x: &[f32], taps: &[f32]) -> Vec<f32> {
         };
     }
     conv_forward_im2col(g, x, taps)
+}
+
+/// Whether [`direct_forward_into_then`] takes this forward: Winograd, or a direct kernel (the
+/// wide layers on planes above 8×8, 96-pixel images, have Winograd and no direct kernel).
+pub(crate) fn forward_has_kernel(g: &Geometry) -> bool {
+    winograd::applies(g) || direct_conv::forward_applies(g)
+}
+
+/// Whether the stride-1 input gradient of `g` (the forward of its flipped kernel) has a
+/// Winograd or direct kernel.
+pub(crate) fn input_grad_has_kernel(g: &Geometry) -> bool {
+    g.stride == 1 && (direct_conv::input_grad_applies(g) || winograd::applies(&direct_conv::flipped(g)))
 }
 
 /// `direct_conv::forward_into_then`, by Winograd's F(2×2, 3×3) where it applies
@@ -317,7 +329,7 @@ pub(crate) fn conv_forward_with_statistics(
     taps: &[f32],
 ) -> (Vec<f32>, (Vec<f64>, Vec<f64>)) {
     let co = g.out_channels;
-    if direct_conv::forward_applies(g) && (g.padding == 1 || input.is_none()) {
+    if forward_has_kernel(g) && (g.padding == 1 || input.is_none()) {
         let weights = direct_conv::taps_to_direct(taps, g);
         let mut parts = Vec::new();
         // SAFETY: the direct kernel writes every output.
@@ -410,7 +422,7 @@ pub(crate) fn conv_forward_im2col(g: &Geometry, x: &[f32], taps: &[f32]) -> Vec<
 /// [`conv_input_grad_add`].
 pub(crate) fn conv_input_grad(g: &Geometry, dy: &[f32], taps: &[f32]) -> Vec<f32> {
     let len = dy.len() / (g.positions() * g.out_channels) * g.image_len();
-    if g.stride == 1 && direct_conv::input_grad_applies(g) {
+    if input_grad_has_kernel(g) {
         // A 3×3 stride-1 convolution's input gradient is the same convolution of `dy` with the
         // kernel flipped and its channels swapped.
         let weights = direct_conv::taps_to_direct_input_grad(taps, g);

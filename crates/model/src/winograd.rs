@@ -689,10 +689,14 @@ mod tests {
             (2, (48, 4, 6, 32)),
             (3, (32, 6, 4, 48)),
             (2, (512, 4, 4, 512)),
+            // No direct kernel for 256 channels on 12×12 (a 96-pixel image's third stage).
+            (2, (256, 12, 12, 256)),
         ] {
             let g = geometry(shape);
             let case = format!("n{n} {shape:?}");
             assert!(applies(&g), "{case}: Winograd should take it");
+            // `conv` dispatches to it whether or not a direct kernel exists for the shape.
+            assert!(crate::conv::forward_has_kernel(&g), "{case}: conv should hand it to Winograd");
             let (c, co) = (g.channels, g.out_channels);
             let x: Vec<f32> = (0..n * g.image_len()).map(|_| rng.random_range(-1.0..1.0)).collect();
             let wt: Vec<f32> = (0..co * c * 9).map(|_| rng.random_range(-1.0..1.0)).collect();
@@ -727,6 +731,10 @@ mod tests {
             // The input gradient: Winograd on the flipped kernel where the swapped channels apply.
             let flipped_applies = c.is_multiple_of(if c > 64 { 64 } else { 16 }) && co.is_multiple_of(16);
             assert_eq!(applies(&direct_conv::flipped(&g)), flipped_applies, "{case}");
+            assert!(
+                !flipped_applies || crate::conv::input_grad_has_kernel(&g),
+                "{case}: conv should hand it to Winograd"
+            );
             let dy: Vec<f32> = (0..n * g.positions() * co).map(|_| rng.random_range(-1.0..1.0)).collect();
             let mut dx_ref = vec![0f32; x.len()];
             conv_input_grad_im2col(&g, &dy, &taps, &mut dx_ref, false);
