@@ -348,7 +348,9 @@ mod tests {
     /// ReLU's kink and every gradient moves by a few percent (seen: 2-5 % in about one run in
     /// ten). A wiring error (layout, residual, ReLU placement) moves them by far more; the
     /// kernels themselves are compared to 1e-4 on their own in `conv` and `batch_norm`. At width
-    /// 0.25 the 16- and 32-channel 3×3 layers run the direct kernels where the CPU has AVX-512.
+    /// 0.25 on 12×12 images, where the CPU has AVX-512, the 3×3 stride-1 layers of 16, 32 and 128
+    /// channels (even planes) run Winograd, the 64-channel ones (3×3 planes) and the stride-2
+    /// ones the direct kernels.
     #[test]
     fn fast_kernels_train_like_the_reference() {
         let dev = Device::Cpu;
