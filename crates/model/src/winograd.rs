@@ -122,10 +122,10 @@ pub(crate) fn forward_into_then<T: Send>(
     }
     let u = transform_weights(weights, c, co);
     let tiles_per_image = g.height / 2 * (g.width / 2);
-    // Tiles per group: V and M in L2, but at least `MIN_GROUP` (each group reads all of U), a
-    // multiple of the products' tile.
+    // Tiles per group: V and M in L2, but at least `min_group` (each group reads all of U), a
+    // multiple of the products' tile and at least one.
     let rows = product_rows(co);
-    let group = (GROUP_FLOATS / (XI * (c + co))).max(min_group(c, co)) / rows * rows;
+    let group = ((GROUP_FLOATS / (XI * (c + co))).max(min_group(c, co)) / rows * rows).max(rows);
     let images = group.div_ceil(tiles_per_image).clamp(1, n.max(1));
     let per_task: Vec<Vec<T>> = y
         .par_chunks_mut(images * out_len)
@@ -691,6 +691,10 @@ mod tests {
             (2, (512, 4, 4, 512)),
             // No direct kernel for 256 channels on 12×12 (a 96-pixel image's third stage).
             (2, (256, 12, 12, 256)),
+            // A 16-channel output after 512 (the input gradient of 16 → 512): groups shorter
+            // than the products' 24-row tile.
+            (2, (16, 4, 4, 512)),
+            (2, (512, 4, 4, 16)),
         ] {
             let g = geometry(shape);
             let case = format!("n{n} {shape:?}");
