@@ -58,7 +58,8 @@ pub(crate) fn applies(g: &Geometry) -> bool {
         && g.height.is_multiple_of(2)
         && g.width.is_multiple_of(2)
         && g.channels.is_multiple_of(16)
-        && g.out_channels.is_multiple_of(16 * product_vectors(g.out_channels))
+        && g.out_channels.is_multiple_of(16)
+        && (g.out_channels <= 64 || g.out_channels.is_multiple_of(64))
         && (MIN_CHANNELS..=MAX_CHANNELS).contains(&g.channels)
         && g.out_channels <= MAX_CHANNELS
         && direct_conv::avx512()
@@ -172,18 +173,25 @@ fn product_rows(co: usize) -> usize {
     24 / product_vectors(co)
 }
 
-/// 16-channel vectors of one tile of [`product`]: up to 4 (64 output channels).
+/// 16-channel vectors of one tile of [`product`]: 4 (64 output channels) where they divide
+/// `co`, else 2, else 1.
 fn product_vectors(co: usize) -> usize {
-    (co / 16).min(4)
+    if co.is_multiple_of(64) {
+        4
+    } else if co.is_multiple_of(32) {
+        2
+    } else {
+        1
+    }
 }
 
 /// `y (m × co) = a (m × c) · b (c × co)`, all row-major, on this thread: tiles of [`product_rows`]
 /// rows × [`product_vectors`] · 16 columns in registers over the inner dimension, `b`'s rows
-/// for the tile's columns from L1/L2. `co` a multiple of 16 (of 64 above 64).
+/// for the tile's columns from L1/L2. `co` a multiple of 16.
 fn product(a: &[f32], c: usize, b: &[f32], co: usize, y: &mut [f32]) {
     let m = a.len() / c;
     assert!(a.len() == m * c && b.len() == c * co && y.len() == m * co, "Winograd product: sizes");
-    assert!(co.is_multiple_of(16 * product_vectors(co)), "Winograd product: output channels");
+    assert!(co.is_multiple_of(16), "Winograd product: output channels");
     // SAFETY: the CPU has AVX-512F (`applies`); the asserts bound every offset.
     unsafe { avx512::product(a, c, b, co, y) }
 }
@@ -271,7 +279,7 @@ fn untransform_weight_grad(du: &[f32], c: usize, co: usize) -> Vec<f32> {
 fn transposed_product_add(a: &[f32], c: usize, b: &[f32], co: usize, u: &mut [f32]) {
     let m = a.len() / c;
     assert!(a.len() == m * c && b.len() == m * co && u.len() == c * co, "Winograd weight product: sizes");
-    assert!(co.is_multiple_of(16 * product_vectors(co)), "Winograd weight product: output channels");
+    assert!(co.is_multiple_of(16), "Winograd weight product: output channels");
     // SAFETY: the CPU has AVX-512F (`applies`); the asserts bound every offset.
     unsafe { avx512::transposed_product_add(a, c, b, co, u) }
 }
