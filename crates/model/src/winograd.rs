@@ -20,10 +20,10 @@
 //!
 //! Against the direct kernels (`infomax bench conv`, batch 128, GFLOP/s counted as the direct
 //! convolution's, forward / input gradient / weight gradient, one run each on a noisy host):
-//! width 1.0 64→64 on 32×32 215-218 / 194-218 / 193-221 → 350 / 403 / 332, 128→128 on 16×16
+//! width 1.0 64→64 on 32×32 219 / 219 / 213 → 350 / 403 / 332, 128→128 on 16×16
 //! 224 / 224 / 221 → 424 / 418 / 360, 256→256 on 8×8 224 / 224 / 207 → 392 / 387 / 273,
 //! 512→512 on 4×4 197 / 194 / 168 → 271 / 258 / 196; width 0.5 32→32 on 32×32 211 / 211 / 214
-//! → 330 / 325 / 264; width 0.25 16→16 on 32×32 191-196 / 195-218 / 171-194 → 222-228 / 218-224.
+//! → 330 / 325 / 264; width 0.25 16→16 on 32×32 191 / 194 / 171-194 → 207-228 / 203-224.
 //!
 //! The numbers equal the direct kernel's up to rounding: the transforms add and subtract
 //! values of similar size (the 4×4 window's values, or the weights halved), no large
