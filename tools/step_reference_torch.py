@@ -191,7 +191,7 @@ def replay(trace, spec, initial, views, dtype):
     online.train()
     opt = torch.optim.Adam(online.parameters(), lr=trace["lr"], betas=tuple(o["betas"]), eps=o["adam_eps"],
                            weight_decay=o["weight_decay"])
-    tau, views = trace["byol_tau"], [v.to(dtype) for v in views]
+    tau, views = trace["target_ema_rate"], [v.to(dtype) for v in views]
     losses, grads0 = [], None
     for _ in trace["losses"]:
         loss = step_loss(spec, online, target, views)

@@ -557,7 +557,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                         .with_context(|| format!("--set {kv}: KEY=VALUE expected"))
                 })
                 .collect::<Result<Vec<_>>>()?;
-            let r = infomax_runner::inspect::inspect(method, &views, &set)?;
+            let r = infomax_runner::loss::loss_on_files(method, &views, &set)?;
             if json {
                 println!("{}", r.to_json());
             } else {

@@ -13,12 +13,15 @@
 //! also works when the branches do not share weights.
 
 use candle_core::Tensor;
+use serde::{Deserialize, Serialize};
 
 use crate::stats::{centre, off_diagonal_cross_square_sum, variance_unbiased};
 use crate::{Error, Result};
 
-/// The coefficients of the three terms and the constants inside the variance hinge.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// The coefficients of the three terms and the constants inside the variance hinge: a VICReg
+/// run's `[vicreg]` table.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct VicregWeights {
     /// λ, weight of the invariance term (25).
     pub sim_coeff: f64,

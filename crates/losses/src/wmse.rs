@@ -15,13 +15,15 @@
 //! permutations are the caller's, so the loss itself is deterministic.
 
 use candle_core::Tensor;
+use serde::{Deserialize, Serialize};
 
 use crate::distance::normalised_mse;
 use crate::linalg::{cholesky, solve_lower_triangular};
 use crate::{Error, Result};
 
-/// W-MSE's whitening parameters.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// W-MSE's whitening parameters: a W-MSE run's `[wmse]` table.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct WmseConfig {
     /// Rows per whitened sub-batch; must divide N and (with ε = 0) exceed the embedding size.
     pub w_size: usize,
@@ -29,6 +31,13 @@ pub struct WmseConfig {
     pub w_iter: usize,
     /// Shrinkage ε of the covariance towards the identity.
     pub eps: f64,
+}
+
+impl Default for WmseConfig {
+    /// The authors' CIFAR setting: sub-batches of 128 rows, one partition per step, no shrinkage.
+    fn default() -> Self {
+        Self { w_size: 128, w_iter: 1, eps: 0.0 }
+    }
 }
 
 /// Whiten `(n, D)` rows by the Cholesky factor of their shrunk covariance, `z = L⁻¹ (v − μ)`
@@ -47,25 +56,39 @@ pub fn whiten_cholesky(v: &Tensor, eps: f64) -> Result<Tensor> {
     Ok(solve_lower_triangular(&l, &vc.t()?)?.t()?)
 }
 
+/// Whether `cfg` can whiten batches of `n` rows of `emb` dimensions: an [`Error::Parameter`]
+/// naming the field, or [`Error::NotPositiveDefinite`] for sub-batches too small to whiten.
+/// `batch` names the batch size in the caller's terms (`train.batch_size`, "the batch size").
+pub fn check_config(cfg: &WmseConfig, n: usize, emb: usize, batch: &str) -> Result<()> {
+    let bad = |field, what: String| Err(Error::Parameter { loss: "w-mse", field, what });
+    let w = cfg.w_size;
+    if w < 2 {
+        return bad("w_size", format!("at least 2 and a divisor of {batch} ({n}) expected, got {w}"));
+    }
+    if !n.is_multiple_of(w) {
+        return bad(
+            "w_size",
+            format!("at least 2 and a divisor of {batch} ({n}) expected, got {w}, which does not divide it"),
+        );
+    }
+    if cfg.w_iter == 0 {
+        return bad("w_iter", "at least 1 expected, got 0".into());
+    }
+    if !(0.0..1.0).contains(&cfg.eps) {
+        return bad("eps", format!("a shrinkage in [0, 1) expected, got {}", cfg.eps));
+    }
+    // w_size rows have a covariance of rank ≤ w_size − 1: singular unless it exceeds emb.
+    if cfg.eps == 0.0 && cfg.w_size <= emb {
+        return Err(Error::NotPositiveDefinite { w_size: cfg.w_size, emb, eps: cfg.eps });
+    }
+    Ok(())
+}
+
 /// Check the views and the configuration against each other.
 pub fn check(views: &[Tensor], cfg: &WmseConfig) -> Result<()> {
     crate::check_views("w-mse", views)?;
     let (n, d) = views[0].dims2()?;
-    let bad = |what: String| Err(Error::Config { loss: "w-mse", what });
-    if cfg.w_size < 2 || n % cfg.w_size != 0 {
-        return bad(format!("w_size must be at least 2 and divide the batch size {n}, got {}", cfg.w_size));
-    }
-    if cfg.w_iter == 0 {
-        return bad("w_iter must be at least 1".into());
-    }
-    if !(0.0..1.0).contains(&cfg.eps) {
-        return bad(format!("eps must be in [0, 1), got {}", cfg.eps));
-    }
-    // w_size rows have a covariance of rank ≤ w_size − 1: singular unless it exceeds emb.
-    if cfg.eps == 0.0 && cfg.w_size <= d {
-        return Err(Error::NotPositiveDefinite { w_size: cfg.w_size, emb: d, eps: cfg.eps });
-    }
-    Ok(())
+    check_config(cfg, n, d, "the batch size")
 }
 
 /// The W-MSE loss. `permutations` holds `w_iter` permutations of `0..N`.

@@ -10,7 +10,7 @@ use rand::SeedableRng;
 use rand_distr::{Distribution, StandardNormal};
 use serde::Serialize;
 
-use crate::method::{Network, Objective, StepContext};
+use crate::method::{Network, StepContext};
 use crate::spec::{ConvKernels, Dataset, DeviceKind, Method, Precision, RunSpec};
 use crate::train::optimizer_for;
 use crate::{Error, Result};
@@ -50,12 +50,6 @@ pub fn train_step(cfg: &TrainStepBench, device: &Device) -> Result<TrainStepResu
             *p.widths.last_mut().expect("validated head") = *widths.last().unwrap_or(&1);
         }
     }
-    if let Some(w) = &mut spec.wmse {
-        // The authors' 128 where it divides the batch, else the whole batch (their default).
-        if !cfg.batch.is_multiple_of(w.w_size) {
-            w.w_size = cfg.batch;
-        }
-    }
     spec.encoder.conv = cfg.conv;
     spec.train.precision = cfg.precision;
     spec.train.device = if device.is_cpu() { DeviceKind::Cpu } else { DeviceKind::Cuda };
@@ -69,7 +63,6 @@ pub fn train_step(cfg: &TrainStepBench, device: &Device) -> Result<TrainStepResu
         return Err(Error::Run { run: "bench".into(), what: "--steps: at least 1 expected".into() });
     }
     let net = Network::new(&spec, device)?;
-    let objective = Objective::for_spec(&spec);
     let mut opt = optimizer_for(&spec, &net);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
     let views = (0..cfg.views)
@@ -85,7 +78,7 @@ pub fn train_step(cfg: &TrainStepBench, device: &Device) -> Result<TrainStepResu
     }
     let mut losses = Vec::with_capacity(cfg.warmup + cfg.steps);
     let mut one_step = || -> Result<()> {
-        let out = objective.step_loss(&net, &views, &ctx)?;
+        let out = spec.method.step_loss(&spec, &net, &views, &ctx)?;
         let grads = out.loss.backward()?;
         if let (Some(dir), true) = (&cfg.trace, losses.is_empty()) {
             let named: HashMap<String, Tensor> = net
@@ -96,7 +89,7 @@ pub fn train_step(cfg: &TrainStepBench, device: &Device) -> Result<TrainStepResu
             candle_core::safetensors::save(&named, dir.join("gradients0.safetensors"))?;
         }
         opt.step(&grads, lr)?;
-        objective.after_step(&net, &ctx)?;
+        spec.method.after_step(&spec, &net, &ctx)?;
         // Wait for the device so the timing covers the work.
         losses.push(out.loss.to_scalar::<f32>()?);
         Ok(())
@@ -128,7 +121,7 @@ pub fn train_step(cfg: &TrainStepBench, device: &Device) -> Result<TrainStepResu
 /// it), `views.safetensors` (`view0`, `view1`, … as the step sees them), `gradients0.safetensors`
 /// (the loss's gradient of every trainable variable at the first step), `final.safetensors` and,
 /// for BYOL, `final_target.safetensors` after the last step, and `trace.json`: the resolved run
-/// configuration, the learning rate, BYOL's EMA rate and the loss of every step (warm-up steps
+/// configuration, the learning rate, the target's EMA rate (BYOL) and the loss of every step (warm-up steps
 /// included). Every step uses the same views, the peak learning rate and progress 0.
 fn trace_start(dir: &Path, net: &Network, views: &[Tensor]) -> Result<()> {
     let io = |source| Error::Io { path: dir.to_path_buf(), source };
@@ -142,12 +135,11 @@ fn trace_start(dir: &Path, net: &Network, views: &[Tensor]) -> Result<()> {
 
 fn trace_finish(dir: &Path, spec: &RunSpec, net: &Network, lr: f64, ctx: &StepContext, losses: &[f32]) -> Result<()> {
     net.vars.var_map().save(dir.join("final.safetensors"))?;
-    let mut tau = None;
-    if let (Some(target), Some(byol)) = (&net.target, &spec.byol) {
+    if let Some(target) = &net.target {
         target.vars.var_map().save(dir.join("final_target.safetensors"))?;
-        tau = Some(crate::method::byol_tau(byol.tau_base, ctx.progress));
     }
-    let json = serde_json::json!({ "spec": spec, "lr": lr, "byol_tau": tau, "losses": losses });
+    let tau = spec.method.target_ema_rate(spec, ctx.progress);
+    let json = serde_json::json!({ "spec": spec, "lr": lr, "target_ema_rate": tau, "losses": losses });
     let path = dir.join("trace.json");
     std::fs::write(&path, serde_json::to_string_pretty(&json).expect("plain JSON values"))
         .map_err(|source| Error::Io { path, source })?;

@@ -189,7 +189,7 @@ pub fn restore(dir: &Path, config_hash: &str, net: &Network, opt: &mut dyn Optim
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::method::{Objective, StepContext};
+    use crate::method::StepContext;
     use crate::spec::{Dataset, Method, RunSpec};
     use candle_core::Device;
 
@@ -219,13 +219,12 @@ mod tests {
         spec.predictor.as_mut().unwrap().widths = vec![16, 8];
         let net = Network::new(&spec, &dev).unwrap();
         let mut opt = crate::train::optimizer_for(&spec, &net);
-        let objective = Objective::for_spec(&spec);
         let views: Vec<Tensor> = (0..2).map(|_| Tensor::randn(0f32, 1.0, (8, 3, 8, 8), &dev).unwrap()).collect();
         for step in 0..2 {
             let ctx = StepContext { seed: 0, epoch: 1, step, progress: 0.5 };
-            let out = objective.step_loss(&net, &views, &ctx).unwrap();
+            let out = spec.method.step_loss(&spec, &net, &views, &ctx).unwrap();
             opt.step(&out.loss.backward().unwrap(), 1e-3).unwrap();
-            objective.after_step(&net, &ctx).unwrap();
+            spec.method.after_step(&spec, &net, &ctx).unwrap();
         }
         let tmp = tempfile::tempdir().unwrap();
         let dir = dir_for(tmp.path(), &spec.hash());

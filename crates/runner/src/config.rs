@@ -809,7 +809,8 @@ impl ExperimentFile {
         let pick = |key: &str, default: &str| -> Result<Value> {
             Ok(merged.get(key).cloned().unwrap_or_else(|| Value::String(default.into())))
         };
-        let method = Method::deserialize(pick("method", "vicreg")?).map_err(|e| fail("method", e.to_string()))?;
+        let method =
+            Method::deserialize(pick("method", Method::DEFAULT.name())?).map_err(|e| fail("method", e.to_string()))?;
         let dataset = Dataset::deserialize(pick("dataset", "cifar10")?).map_err(|e| fail("dataset", e.to_string()))?;
         let mut defaults = RunSpec::defaults(method, dataset);
         if let Some(preset) = merged.get("augment").and_then(|a| a.get("preset")) {
@@ -840,9 +841,8 @@ impl ExperimentFile {
             .map(|(a, &i)| (a.name.clone(), Value::String(a.values[i].name.clone())))
             .collect();
         full.insert("grid".into(), Value::Table(grid));
-        let spec: RunSpec = serde_path_to_error::deserialize(Value::Table(full))
-            .map_err(|e| fail(&e.path().to_string(), e.inner().to_string()))?;
-        crate::validate::validate(&spec).map_err(|(field, what)| fail(field, what))?;
+        let spec = RunSpec::from_toml(full).map_err(|(field, what)| fail(&field, what))?;
+        crate::validate::validate(&spec).map_err(|(field, what)| fail(&field, what))?;
         Ok(spec)
     }
 
@@ -1071,8 +1071,8 @@ source = "W-MSE, Table 1"
             |m: &str, d: &str| runs.iter().find(|r| r.spec.grid["method"] == m && r.spec.grid["dataset"] == d).unwrap();
         assert_eq!(at("simclr", "stl10").spec.projector.widths, vec![64, 8], "`when` only where it matches");
         assert_eq!(at("w-mse-2", "stl10").spec.projector.widths, vec![64, 4]);
-        assert_eq!(at("w-mse-2", "stl10").spec.wmse.as_ref().unwrap().w_size, 8);
-        assert_eq!(at("w-mse-2", "cifar10").spec.wmse.as_ref().unwrap().w_size, 16);
+        assert_eq!(at("w-mse-2", "stl10").spec.method_params.wmse.as_ref().unwrap().w_size, 8);
+        assert_eq!(at("w-mse-2", "cifar10").spec.method_params.wmse.as_ref().unwrap().w_size, 16);
         assert_eq!(at("w-mse-4", "cifar10").spec.train.views, 4);
         assert_eq!(at("w-mse-4", "cifar10").spec.train.batch_size, 16, "the profile's own when");
         assert_eq!(at("w-mse-2", "cifar10").spec.train.batch_size, 32);

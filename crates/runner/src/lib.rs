@@ -8,7 +8,7 @@ pub mod device;
 mod error;
 pub mod eval;
 pub mod export;
-pub mod inspect;
+pub mod loss;
 pub mod machine;
 pub mod method;
 pub mod optim;

@@ -174,7 +174,7 @@ pub fn train_flops_per_image(spec: &RunSpec) -> f64 {
     };
     let forward = 2.0 * (encoder_macs + head_macs as f64);
     // BYOL's target forwards every view once more, without a backward.
-    let target = if spec.method == crate::spec::Method::Byol { 1.0 } else { 0.0 };
+    let target = if spec.method.has_target() { 1.0 } else { 0.0 };
     (3.0 + target) * forward * spec.train.views as f64
 }
 

@@ -8,44 +8,7 @@ use infomax_data::augment::{Augment, Preset};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-/// The self-supervised method.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Method {
-    Vicreg,
-    BarlowTwins,
-    WMse,
-    Simclr,
-    Byol,
-    Simsiam,
-}
-
-impl Method {
-    pub const ALL: [Method; 6] =
-        [Method::Vicreg, Method::BarlowTwins, Method::WMse, Method::Simclr, Method::Byol, Method::Simsiam];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Method::Vicreg => "vicreg",
-            Method::BarlowTwins => "barlow-twins",
-            Method::WMse => "w-mse",
-            Method::Simclr => "simclr",
-            Method::Byol => "byol",
-            Method::Simsiam => "simsiam",
-        }
-    }
-}
-
-impl std::str::FromStr for Method {
-    type Err = String;
-
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        Method::ALL.into_iter().find(|m| m.name() == s).ok_or_else(|| {
-            format!("unknown method `{s}`; expected one of {}", Method::ALL.map(Method::name).join(", "))
-        })
-    }
-}
-
+pub use crate::method::{Method, MethodParams};
 pub use infomax_data::Dataset;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -191,50 +154,17 @@ impl HeadSpec {
             joint_views: false,
         }
     }
-}
 
-/// VICReg's coefficients (SPEC §1).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct VicregSpec {
-    pub sim_coeff: f64,
-    pub std_coeff: f64,
-    pub cov_coeff: f64,
-    pub gamma: f64,
-    pub eps: f64,
-}
+    /// The FAIR projector of VICReg and Barlow Twins: 2048-2048-2048, a bias-free last Linear,
+    /// biases in the hidden Linears when `hidden_bias` (VICReg's; Barlow Twins' have none).
+    pub fn fair_projector(hidden_bias: bool) -> Self {
+        HeadSpec { widths: vec![2048, 2048, 2048], hidden_bias, last_bias: false, ..HeadSpec::mlp(&[]) }
+    }
 
-/// Barlow Twins' redundancy-reduction weight.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BarlowTwinsSpec {
-    pub lambda: f64,
-}
-
-/// W-MSE's whitening (SPEC §1).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WmseSpec {
-    /// Rows per whitened sub-batch; divides the batch size and exceeds the embedding size.
-    pub w_size: usize,
-    /// Random sub-batch partitions per step.
-    pub w_iter: usize,
-    /// Covariance shrinkage towards the identity.
-    pub eps: f64,
-}
-
-/// SimCLR's NT-Xent temperature.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SimclrSpec {
-    pub tau: f64,
-}
-
-/// BYOL's target network: EMA rate τ rising from `tau_base` to 1 on a cosine over training.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ByolSpec {
-    pub tau_base: f64,
+    /// The W-MSE code's head: 1024 → 64 with biases, all views forwarded as one batch.
+    pub fn wmse_head() -> Self {
+        HeadSpec { joint_views: true, ..HeadSpec::mlp(&[1024, 64]) }
+    }
 }
 
 /// VICReg's variance hinge added to any method's loss, on each view's projector output:
@@ -276,6 +206,39 @@ pub struct OptimizerSpec {
     pub warmup_epochs: f64,
     /// The cosine ends at `end_lr_factor × peak`.
     pub end_lr_factor: f64,
+}
+
+impl OptimizerSpec {
+    /// The FAIR recipe: LARS, lr 0.3 × batch/256, weight decay 1e-6, 10 warm-up epochs, then a
+    /// cosine to 0.001 × peak.
+    pub fn lars() -> Self {
+        OptimizerSpec {
+            kind: OptimizerKind::Lars,
+            lr: 0.3,
+            lr_batch_scaling: true,
+            weight_decay: 1e-6,
+            one_d_lr_factor: 1.0,
+            momentum: 0.9,
+            eta: 0.001,
+            betas: (0.9, 0.999),
+            adam_eps: 1e-8,
+            warmup_epochs: 10.0,
+            end_lr_factor: 0.001,
+        }
+    }
+
+    /// The W-MSE code's Adam (its W-MSE, SimCLR and BYOL): lr 3e-3, L2 1e-6, 500 warm-up
+    /// iterations (≈ 5 epochs of batch 512), a cosine to 0.
+    pub fn wmse_adam() -> Self {
+        OptimizerSpec {
+            kind: OptimizerKind::Adam,
+            lr: 3e-3,
+            lr_batch_scaling: false,
+            warmup_epochs: 5.0,
+            end_lr_factor: 0.0,
+            ..OptimizerSpec::lars()
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -333,17 +296,10 @@ pub struct RunSpec {
     /// BYOL's and SimSiam's predictor, on the projector's output.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub predictor: Option<HeadSpec>,
-    /// Each method's parameters: present exactly when `method` is that method.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub vicreg: Option<VicregSpec>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub barlow_twins: Option<BarlowTwinsSpec>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub wmse: Option<WmseSpec>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub simclr: Option<SimclrSpec>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub byol: Option<ByolSpec>,
+    /// Each method's parameters, a table under the method's key (`[vicreg]`, `[wmse]`, …):
+    /// present exactly when it is the run's method.
+    #[serde(flatten)]
+    pub method_params: MethodParams,
     /// VICReg's variance term added to any method (absent: not added).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub variance_reg: Option<VarianceRegSpec>,
@@ -358,6 +314,52 @@ impl RunSpec {
     pub fn canonical_json(&self) -> String {
         let value = serde_json::to_value(self).expect("a RunSpec always serialises");
         serde_json::to_string(&value).expect("JSON values always serialise")
+    }
+
+    /// A run configuration from a complete TOML table, strictly: an unknown or mistyped field is
+    /// `(its path, what was expected)`.
+    pub fn from_toml(table: toml::Table) -> std::result::Result<RunSpec, (String, String)> {
+        // The method tables are flattened into the configuration, where serde loses the path of
+        // a bad field: each is read on its own first.
+        for key in MethodParams::KEYS {
+            let Some(value) = table.get(*key) else { continue };
+            if let Some(Err(e)) = MethodParams::parse_table(key, value.clone()) {
+                let path = e.path().to_string();
+                let field = if path == "." { key.to_string() } else { format!("{key}.{path}") };
+                return Err((field, e.inner().to_string()));
+            }
+        }
+        serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+            let what = e.inner().to_string();
+            let what = match what.strip_prefix("unknown field `").and_then(|r| r.strip_suffix('`')) {
+                // At the top level, flattening also loses serde's list of the valid keys.
+                Some(unknown) if !unknown.contains('`') => format!(
+                    "unknown field `{unknown}`, expected one of {}",
+                    Self::keys().iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ")
+                ),
+                _ => what,
+            };
+            (e.path().to_string(), what)
+        })
+    }
+
+    /// Every top-level key a run configuration can have.
+    fn keys() -> Vec<String> {
+        let mut full = RunSpec::defaults(Method::ALL[0], Dataset::Cifar10);
+        full.grid.insert("axis".into(), "value".into());
+        full.branch_b = Some(BranchBSpec { encoder: full.encoder.clone() });
+        full.predictor = Some(full.projector.clone());
+        full.variance_reg = Some(VarianceRegSpec { coeff: 1.0, gamma: 1.0, eps: 1e-4 });
+        let serde_json::Value::Object(map) = serde_json::to_value(&full).expect("a RunSpec always serialises") else {
+            unreachable!("a struct serialises to an object")
+        };
+        let mut keys: Vec<String> = map.into_iter().map(|(k, _)| k).collect();
+        for key in MethodParams::KEYS {
+            if !keys.iter().any(|k| k == key) {
+                keys.push(key.to_string());
+            }
+        }
+        keys
     }
 
     /// SHA-256 of the canonical JSON, hex: the run's identity.
@@ -376,43 +378,10 @@ impl RunSpec {
         }
     }
 
-    /// Built-in defaults for a method and dataset: the values a file may leave out. Each method
-    /// starts from its authors' CIFAR recipe (SPEC §1): the FAIR methods (VICReg, Barlow Twins)
-    /// with LARS and a 2048-wide projector, the W-MSE paper's methods (W-MSE and its SimCLR and
-    /// BYOL baselines) with Adam 3e-3 and the 1024 → 64 head, SimSiam with SGD.
+    /// Built-in defaults for a method and dataset: the values a file may leave out. Shared
+    /// defaults (ResNet-18, the FAIR projector, LARS, 1,000 epochs of batch 256, the W-MSE
+    /// augmentations and evaluation), then the method's own table and recipe from its file.
     pub fn defaults(method: Method, dataset: Dataset) -> RunSpec {
-        let lars = OptimizerSpec {
-            kind: OptimizerKind::Lars,
-            lr: 0.3,
-            lr_batch_scaling: true,
-            weight_decay: 1e-6,
-            one_d_lr_factor: 1.0,
-            momentum: 0.9,
-            eta: 0.001,
-            betas: (0.9, 0.999),
-            adam_eps: 1e-8,
-            warmup_epochs: 10.0,
-            end_lr_factor: 0.001,
-        };
-        // The W-MSE code: Adam 3e-3, L2 1e-6, 500 warm-up iterations (≈ 5 epochs of batch 512).
-        let adam = OptimizerSpec {
-            kind: OptimizerKind::Adam,
-            lr: 3e-3,
-            lr_batch_scaling: false,
-            weight_decay: 1e-6,
-            warmup_epochs: 5.0,
-            end_lr_factor: 0.0,
-            ..lars.clone()
-        };
-        let wmse_head = HeadSpec { joint_views: true, ..HeadSpec::mlp(&[1024, 64]) };
-        let fair = |bias: bool| HeadSpec {
-            widths: vec![2048, 2048, 2048],
-            hidden_bias: bias,
-            last_bias: false,
-            output_bn: false,
-            output_bn_affine: true,
-            joint_views: false,
-        };
         let mut spec = RunSpec {
             experiment: String::new(),
             profile: String::new(),
@@ -428,16 +397,12 @@ impl RunSpec {
                 zero_init_residual: false,
                 conv: ConvKernels::Im2col,
             },
-            projector: fair(true),
+            projector: HeadSpec::fair_projector(true),
             branch_b: None,
             predictor: None,
-            vicreg: None,
-            barlow_twins: None,
-            wmse: None,
-            simclr: None,
-            byol: None,
+            method_params: MethodParams::default(),
             variance_reg: None,
-            optimizer: lars.clone(),
+            optimizer: OptimizerSpec::lars(),
             train: TrainSpec {
                 epochs: 1000,
                 batch_size: 256,
@@ -456,57 +421,7 @@ impl RunSpec {
                 linear_batch_size: 1000,
             },
         };
-        match method {
-            Method::Vicreg => {
-                spec.vicreg =
-                    Some(VicregSpec { sim_coeff: 25.0, std_coeff: 25.0, cov_coeff: 1.0, gamma: 1.0, eps: 1e-4 });
-            }
-            Method::BarlowTwins => {
-                spec.projector = fair(false);
-                spec.barlow_twins = Some(BarlowTwinsSpec { lambda: infomax_losses::barlow_twins::DEFAULT_LAMBDA });
-                spec.optimizer = OptimizerSpec { lr: 0.2, one_d_lr_factor: 0.0048 / 0.2, ..lars };
-            }
-            Method::WMse => {
-                spec.projector = wmse_head;
-                spec.wmse = Some(WmseSpec { w_size: 128, w_iter: 1, eps: 0.0 });
-                spec.optimizer = adam;
-                spec.train.batch_size = 512;
-            }
-            Method::Simclr => {
-                spec.projector = HeadSpec { output_bn: true, ..wmse_head };
-                spec.simclr = Some(SimclrSpec { tau: infomax_losses::simclr::DEFAULT_TAU });
-                spec.optimizer = adam;
-                spec.train.batch_size = 512;
-            }
-            Method::Byol => {
-                spec.projector = HeadSpec::mlp(&[1024, 64]);
-                spec.predictor = Some(HeadSpec::mlp(&[1024, 64]));
-                spec.byol = Some(ByolSpec { tau_base: 0.99 });
-                spec.optimizer = adam;
-                spec.train.batch_size = 512;
-            }
-            Method::Simsiam => {
-                // SimSiam's CIFAR recipe: 2-layer 2048 projector ending in BN, 512-wide predictor,
-                // SGD lr 0.03 × batch/256, momentum 0.9, wd 5e-4, cosine, no warm-up.
-                spec.projector = HeadSpec {
-                    widths: vec![2048, 2048],
-                    hidden_bias: false,
-                    last_bias: false,
-                    output_bn: true,
-                    output_bn_affine: false,
-                    joint_views: false,
-                };
-                spec.predictor = Some(HeadSpec { hidden_bias: false, ..HeadSpec::mlp(&[512, 2048]) });
-                spec.optimizer = OptimizerSpec {
-                    kind: OptimizerKind::Sgd,
-                    lr: 0.03,
-                    weight_decay: 5e-4,
-                    warmup_epochs: 0.0,
-                    end_lr_factor: 0.0,
-                    ..lars
-                };
-            }
-        }
+        method.recipe(&mut spec);
         spec
     }
 
@@ -557,9 +472,8 @@ mod tests {
         for m in Method::ALL {
             let s = RunSpec::defaults(m, Dataset::Cifar10);
             assert_eq!(m.name().parse::<Method>().unwrap(), m);
-            let present = [s.vicreg.is_some(), s.barlow_twins.is_some(), s.wmse.is_some(), s.simclr.is_some()];
-            let byol = s.byol.is_some();
-            assert_eq!(present.iter().filter(|p| **p).count() + byol as usize, usize::from(m != Method::Simsiam));
+            let tables = serde_json::to_value(&s.method_params).unwrap();
+            assert_eq!(tables.as_object().unwrap().len(), usize::from(m != Method::Simsiam), "{m:?}: {tables}");
             assert_eq!(s.predictor.is_some(), matches!(m, Method::Byol | Method::Simsiam));
             assert!(crate::validate::validate(&s).is_ok(), "{m:?}: {:?}", crate::validate::validate(&s));
         }

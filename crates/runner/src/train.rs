@@ -13,7 +13,7 @@ use rand::seq::SliceRandom;
 
 use crate::checkpoint;
 use crate::eval::{extract_features, knn_cosine_weighted, knn_euclidean_majority};
-use crate::method::{Network, Objective, StepContext};
+use crate::method::{Network, StepContext};
 use crate::optim::{Adam, Lars, Optimizer, Sgd, WarmupCosine};
 use crate::probe::{linear_probe, ProbeConfig};
 use crate::spec::{OptimizerKind, RunSpec};
@@ -185,7 +185,6 @@ fn train_and_evaluate(
     let test_idx: Vec<usize> = (0..test_n).collect();
 
     let net = Network::new(spec, device)?;
-    let objective = Objective::for_spec(spec);
     let o = &spec.optimizer;
     let mut opt = optimizer_for(spec, &net);
     let b = spec.train.batch_size;
@@ -302,7 +301,7 @@ fn train_and_evaluate(
                     step: s as u64,
                     progress: step as f64 / schedule.total_steps.max(1) as f64,
                 };
-                let out = objective.step_loss(&net, &views, &step_ctx)?;
+                let out = spec.method.step_loss(spec, &net, &views, &step_ctx)?;
                 let loss = out.loss.to_scalar::<f32>()? as f64;
                 if !loss.is_finite() {
                     pb.finish_and_clear();
@@ -311,7 +310,7 @@ fn train_and_evaluate(
                 }
                 let grads = out.loss.backward()?;
                 opt.step(&grads, lr)?;
-                objective.after_step(&net, &step_ctx)?;
+                spec.method.after_step(spec, &net, &step_ctx)?;
                 loss_sum += loss;
                 let mut terms: Vec<(String, f64)> = Vec::with_capacity(out.terms.len() + 1);
                 for (name, t) in &out.terms {

@@ -1,11 +1,12 @@
 //! Checks on a resolved [`RunSpec`] that types alone cannot express; each failure names the field.
+//! What holds for every method is checked here; each method's own rules are in its file
+//! (`MethodImpl::check`).
 
-use crate::spec::{Method, OptimizerKind, RunSpec};
-
-type Check = std::result::Result<(), (&'static str, String)>;
+pub use crate::method::Check;
+use crate::spec::{OptimizerKind, RunSpec};
 
 pub fn validate(s: &RunSpec) -> Check {
-    let fail = |field: &'static str, what: String| Err((field, what));
+    let fail = |field: &str, what: String| Err((field.to_string(), what));
     if !["resnet18", "resnet34"].contains(&s.encoder.arch.as_str()) {
         return fail("encoder.arch", format!("`resnet18` or `resnet34` expected, got `{}`", s.encoder.arch));
     }
@@ -70,78 +71,17 @@ pub fn validate(s: &RunSpec) -> Check {
             format!("at least one batch ({}) expected, got {}", t.batch_size, t.train_images),
         );
     }
-    check_method_sections(s)?;
-    let pairwise = |name: &str| -> Check {
-        if t.views != 2 {
-            return fail("train.views", format!("{name} compares exactly 2 views, got {}", t.views));
-        }
-        Ok(())
-    };
-    match s.method {
-        Method::Vicreg => {
-            pairwise("VICReg")?;
-            let v = s.vicreg.as_ref().expect("checked above");
-            if v.eps < 0.0 || v.gamma <= 0.0 {
-                return fail("vicreg", format!("eps ≥ 0 and gamma > 0 expected, got eps {} gamma {}", v.eps, v.gamma));
-            }
-        }
-        Method::BarlowTwins => {
-            pairwise("Barlow Twins")?;
-            let l = s.barlow_twins.as_ref().expect("checked above").lambda;
-            if !(l >= 0.0 && l.is_finite()) {
-                return fail("barlow_twins.lambda", format!("a non-negative weight expected, got {l}"));
-            }
-        }
-        Method::WMse => {
-            let w = s.wmse.as_ref().expect("checked above");
-            let emb = s.embedding_dim();
-            if w.w_size < 2 || !t.batch_size.is_multiple_of(w.w_size) {
-                return fail(
-                    "wmse.w_size",
-                    format!(
-                        "at least 2 and a divisor of train.batch_size ({}) expected, got {}",
-                        t.batch_size, w.w_size
-                    ),
-                );
-            }
-            if w.eps == 0.0 && w.w_size <= emb {
-                return fail(
-                    "wmse.w_size",
-                    format!(
-                        "{} rows cannot be whitened in {emb} dimensions (their covariance has rank ≤ {}); use w_size ≈ 2 × \
-                         emb ({}) or a shrinkage wmse.eps > 0",
-                        w.w_size,
-                        w.w_size - 1,
-                        2 * emb
-                    ),
-                );
-            }
-            if w.w_iter == 0 {
-                return fail("wmse.w_iter", "at least 1 expected, got 0".into());
-            }
-            if !(0.0..1.0).contains(&w.eps) {
-                return fail("wmse.eps", format!("a shrinkage in [0, 1) expected, got {}", w.eps));
-            }
-        }
-        Method::Simclr => {
-            let tau = s.simclr.as_ref().expect("checked above").tau;
-            if !(tau > 0.0 && tau.is_finite()) {
-                return fail("simclr.tau", format!("a positive temperature expected, got {tau}"));
-            }
-        }
-        Method::Byol => {
-            let tau = s.byol.as_ref().expect("checked above").tau_base;
-            if !(0.0..=1.0).contains(&tau) {
-                return fail("byol.tau_base", format!("an EMA rate in [0, 1] expected, got {tau}"));
-            }
-        }
-        Method::Simsiam => {}
+    s.method_params.check(s.method)?;
+    if s.method.two_views() && t.views != 2 {
+        return fail("train.views", format!("{} compares exactly 2 views, got {}", s.method.title(), t.views));
     }
-    if matches!(s.method, Method::Byol | Method::Simsiam) != s.predictor.is_some() {
-        return fail(
-            "predictor",
-            format!("BYOL and SimSiam need a [predictor], other methods take none (method {})", s.method.name()),
-        );
+    s.method.check(s)?;
+    if s.method.needs_predictor() != s.predictor.is_some() {
+        let what = match s.method.needs_predictor() {
+            true => format!("method {} needs a [predictor]", s.method),
+            false => format!("method {} takes no [predictor]", s.method),
+        };
+        return fail("predictor", what);
     }
     if t.views < 2 {
         return fail("train.views", format!("at least 2 views expected, got {}", t.views));
@@ -187,29 +127,6 @@ pub fn validate(s: &RunSpec) -> Check {
     }
     if let Err(e) = s.augment.validate() {
         return fail("augment", e.to_string());
-    }
-    Ok(())
-}
-
-/// Each method's own section is present, and no other method's is.
-fn check_method_sections(s: &RunSpec) -> Check {
-    let sections = [
-        ("vicreg", Method::Vicreg, s.vicreg.is_some()),
-        ("barlow_twins", Method::BarlowTwins, s.barlow_twins.is_some()),
-        ("wmse", Method::WMse, s.wmse.is_some()),
-        ("simclr", Method::Simclr, s.simclr.is_some()),
-        ("byol", Method::Byol, s.byol.is_some()),
-    ];
-    for (field, method, present) in sections {
-        if method == s.method && !present {
-            return Err((field, format!("the [{field}] parameters of method {} are missing", s.method.name())));
-        }
-        if method != s.method && present {
-            return Err((
-                field,
-                format!("[{field}] belongs to method {}, but this run's method is {}", method.name(), s.method.name()),
-            ));
-        }
     }
     Ok(())
 }

@@ -1,31 +1,65 @@
-//! Barlow Twins (SPEC §1): a projector without biases, two views forwarded one by one, the
-//! cross-correlation loss of `infomax_losses::barlow_twins`. The authors' separate learning rate
-//! for biases and BatchNorm parameters is the optimiser's `one_d_lr_factor`.
+//! Barlow Twins (Zbontar et al., ICML 2021): the FAIR projector without biases, LARS with the
+//! authors' separate learning rate for biases and BatchNorm parameters (the optimiser's
+//! `one_d_lr_factor`), two views forwarded one by one, and the cross-correlation loss of
+//! `infomax_losses::barlow_twins`.
 
 use candle_core::Tensor;
+use infomax_losses::barlow_twins::DEFAULT_LAMBDA;
+use infomax_losses::BarlowTwinsTerms;
+use serde::{Deserialize, Serialize};
 
-use super::{Network, SslMethod, StepContext, StepOutput};
-use crate::spec::RunSpec;
+use super::{Check, LossValue, MethodImpl, Network, StepContext, StepOutput};
+use crate::spec::{HeadSpec, OptimizerSpec, RunSpec};
 use crate::Result;
 
-pub struct BarlowTwins {
-    lambda: f64,
+pub struct BarlowTwins;
+
+/// The run's `[barlow_twins]` table: the redundancy-reduction weight λ.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BarlowTwinsParams {
+    pub lambda: f64,
 }
 
-impl BarlowTwins {
-    pub fn from_spec(spec: &RunSpec) -> Self {
-        Self { lambda: spec.barlow_twins.as_ref().expect("validated: barlow-twins runs carry [barlow_twins]").lambda }
+impl Default for BarlowTwinsParams {
+    fn default() -> Self {
+        Self { lambda: DEFAULT_LAMBDA }
     }
 }
 
-impl SslMethod for BarlowTwins {
-    fn step_loss(&self, net: &Network, views: &[Tensor], _ctx: &StepContext) -> Result<StepOutput> {
+fn named(t: BarlowTwinsTerms) -> LossValue {
+    LossValue { loss: t.loss, terms: vec![("on_diagonal", t.on_diagonal), ("off_diagonal", t.off_diagonal)] }
+}
+
+impl MethodImpl for BarlowTwins {
+    const NAME: &'static str = "barlow-twins";
+    const TITLE: &'static str = "Barlow Twins";
+    const TWO_VIEWS: bool = true;
+    const TERMS: &'static [&'static str] = &["on_diagonal", "off_diagonal"];
+    type Params = BarlowTwinsParams;
+    type LossSettings = BarlowTwinsParams;
+
+    /// The authors' LARS: lr 0.2 for the weights, 0.0048 for biases and BatchNorm parameters.
+    fn recipe(spec: &mut RunSpec) {
+        spec.projector = HeadSpec::fair_projector(false);
+        spec.optimizer = OptimizerSpec { lr: 0.2, one_d_lr_factor: 0.0048 / 0.2, ..OptimizerSpec::lars() };
+    }
+
+    fn check(spec: &RunSpec) -> Check {
+        let l = Self::params(spec).lambda;
+        if !(l >= 0.0 && l.is_finite()) {
+            return Err(("barlow_twins.lambda".into(), format!("a non-negative weight expected, got {l}")));
+        }
+        Ok(())
+    }
+
+    fn step_loss(spec: &RunSpec, net: &Network, views: &[Tensor], _ctx: &StepContext) -> Result<StepOutput> {
         let z = net.embed_views(views)?;
-        let t = infomax_losses::barlow_twins(&z[0], &z[1], self.lambda)?;
-        Ok(StepOutput {
-            loss: t.loss,
-            terms: vec![("on_diagonal", t.on_diagonal), ("off_diagonal", t.off_diagonal)],
-            embeddings: z,
-        })
+        let LossValue { loss, terms } = named(infomax_losses::barlow_twins(&z[0], &z[1], Self::params(spec).lambda)?);
+        Ok(StepOutput { loss, terms, embeddings: z })
+    }
+
+    fn loss(views: &[Tensor], p: BarlowTwinsParams) -> Result<LossValue> {
+        Ok(named(infomax_losses::barlow_twins(&views[0], &views[1], p.lambda)?))
     }
 }

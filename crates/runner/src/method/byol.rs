@@ -1,24 +1,28 @@
-//! BYOL as the W-MSE authors' baseline (SPEC §1): online encoder → head → predictor, a target
-//! encoder → head moved by EMA after every step with τ = 1 − (1 − τ_base)(cos(π·progress) + 1)/2,
-//! and the symmetric normalised-MSE loss against the target's (stop-gradient) projections.
+//! BYOL as the W-MSE authors' baseline (Grill et al., NeurIPS 2020): online encoder → head →
+//! predictor, a target encoder → head moved by EMA after every step with
+//! τ = 1 − (1 − τ_base)(cos(π·progress) + 1)/2, the W-MSE code's Adam, and the symmetric
+//! normalised-MSE loss against the target's (stop-gradient) projections.
 
 use candle_core::Tensor;
+use serde::{Deserialize, Serialize};
 
-use super::{Network, SslMethod, StepContext, StepOutput};
-use crate::spec::RunSpec;
+use super::{Check, LossValue, MethodImpl, Network, StepContext, StepOutput};
+use crate::spec::{HeadSpec, OptimizerSpec, RunSpec};
 use crate::Result;
 
-pub struct Byol {
-    tau_base: f64,
+pub struct Byol;
+
+/// The run's `[byol]` table: the target's EMA rate at the start of training.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ByolParams {
+    pub tau_base: f64,
 }
 
-impl Byol {
-    pub fn from_spec(spec: &RunSpec) -> Self {
-        Self { tau_base: spec.byol.as_ref().expect("validated: byol runs carry [byol]").tau_base }
-    }
-
-    pub fn tau(&self, progress: f64) -> f64 {
-        byol_tau(self.tau_base, progress)
+impl Default for ByolParams {
+    /// The W-MSE code's 0.99.
+    fn default() -> Self {
+        Self { tau_base: 0.99 }
     }
 }
 
@@ -27,8 +31,51 @@ pub fn byol_tau(tau_base: f64, progress: f64) -> f64 {
     1.0 - (1.0 - tau_base) * ((std::f64::consts::PI * progress).cos() + 1.0) / 2.0
 }
 
-impl SslMethod for Byol {
-    fn step_loss(&self, net: &Network, views: &[Tensor], _ctx: &StepContext) -> Result<StepOutput> {
+/// `infomax loss` for BYOL and SimSiam: views are [predictions…, targets…]; one pair is the
+/// one-directional loss, k pairs the symmetric one. The targets get no gradient.
+pub(super) fn split_predictions_and_targets<'a>(
+    method: &'static str,
+    views: &'a [Tensor],
+) -> Result<(&'a [Tensor], &'a [Tensor])> {
+    if !views.len().is_multiple_of(2) {
+        return Err(infomax_losses::Error::Shape {
+            loss: method,
+            what: format!("takes [predictions…, targets…]: an even number of views expected, got {}", views.len()),
+        }
+        .into());
+    }
+    Ok(views.split_at(views.len() / 2))
+}
+
+/// No `--set` keys.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoSettings {}
+
+impl MethodImpl for Byol {
+    const NAME: &'static str = "byol";
+    const TITLE: &'static str = "BYOL";
+    const PREDICTOR: bool = true;
+    const TARGET: bool = true;
+    type Params = ByolParams;
+    type LossSettings = NoSettings;
+
+    fn recipe(spec: &mut RunSpec) {
+        spec.projector = HeadSpec::mlp(&[1024, 64]);
+        spec.predictor = Some(HeadSpec::mlp(&[1024, 64]));
+        spec.optimizer = OptimizerSpec::wmse_adam();
+        spec.train.batch_size = 512;
+    }
+
+    fn check(spec: &RunSpec) -> Check {
+        let tau = Self::params(spec).tau_base;
+        if !(0.0..=1.0).contains(&tau) {
+            return Err(("byol.tau_base".into(), format!("an EMA rate in [0, 1] expected, got {tau}")));
+        }
+        Ok(())
+    }
+
+    fn step_loss(_spec: &RunSpec, net: &Network, views: &[Tensor], _ctx: &StepContext) -> Result<StepOutput> {
         let z = net.embed_views(views)?;
         let p = net.predict(&z)?;
         let targets = net.target_embed(views)?;
@@ -36,8 +83,21 @@ impl SslMethod for Byol {
         Ok(StepOutput { loss, terms: Vec::new(), embeddings: z })
     }
 
-    fn after_step(&self, net: &Network, ctx: &StepContext) -> Result<()> {
-        net.update_target(self.tau(ctx.progress))
+    fn target_ema_rate(spec: &RunSpec, progress: f64) -> Option<f64> {
+        Some(byol_tau(Self::params(spec).tau_base, progress))
+    }
+
+    fn after_step(spec: &RunSpec, net: &Network, ctx: &StepContext) -> Result<()> {
+        net.update_target(byol_tau(Self::params(spec).tau_base, ctx.progress))
+    }
+
+    fn loss(views: &[Tensor], _: NoSettings) -> Result<LossValue> {
+        let (p, z) = split_predictions_and_targets(Self::NAME, views)?;
+        let loss = match p.len() {
+            1 => infomax_losses::distance::normalised_mse(&p[0], &z[0].detach())?,
+            _ => infomax_losses::byol(p, z)?,
+        };
+        Ok(LossValue { loss, terms: Vec::new() })
     }
 }
 
@@ -47,9 +107,8 @@ mod tests {
 
     #[test]
     fn tau_rises_on_a_cosine_from_base_to_one() {
-        let b = Byol { tau_base: 0.99 };
-        assert!((b.tau(0.0) - 0.99).abs() < 1e-12);
-        assert!((b.tau(0.5) - 0.995).abs() < 1e-12);
-        assert!((b.tau(1.0) - 1.0).abs() < 1e-12);
+        assert!((byol_tau(0.99, 0.0) - 0.99).abs() < 1e-12);
+        assert!((byol_tau(0.99, 0.5) - 0.995).abs() < 1e-12);
+        assert!((byol_tau(0.99, 1.0) - 1.0).abs() < 1e-12);
     }
 }

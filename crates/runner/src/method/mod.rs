@@ -1,25 +1,62 @@
-//! A method = which heads exist + how views are formed + which loss. Everything shared (the
-//! encoder, the projector and predictor, forwarding the views, the BYOL target network, the
-//! optional variance term) lives here once; each method's file holds only what differs.
+//! The self-supervised methods. A method is one file of this folder holding only what differs
+//! between methods: its parameter table and their defaults, its checks, its built-in recipe (heads,
+//! optimiser, batch size), how its views are forwarded and which loss they become, its loss's term
+//! names, and what `infomax loss` evaluates for it. Everything shared — the encoder and heads
+//! ([`Network`]), BYOL's target, the optional variance term — lives here once, and the registry
+//! below turns the files into the [`Method`] enum that the rest of the code dispatches on.
+//!
+//! # Adding a method
+//!
+//! A method that is VICReg without its covariance term takes a file `vicreg_no_cov.rs`:
+//!
+//! ```text
+//! //! VICReg without the covariance term (the VICReg paper's ablation).
+//! use super::{MethodImpl, Network, StepContext, StepOutput};
+//! use crate::spec::{HeadSpec, OptimizerSpec, RunSpec};
+//!
+//! pub struct VicregNoCov;
+//!
+//! impl MethodImpl for VicregNoCov {
+//!     const NAME: &'static str = "vicreg-no-cov";
+//!     const TITLE: &'static str = "VICReg without covariance";
+//!     const TWO_VIEWS: bool = true;
+//!     const TERMS: &'static [&'static str] = &["invariance", "variance"];
+//!     type Params = infomax_losses::VicregWeights;
+//!     type LossSettings = infomax_losses::VicregWeights;
+//!
+//!     fn recipe(spec: &mut RunSpec) {
+//!         spec.projector = HeadSpec::fair_projector(true);
+//!         spec.optimizer = OptimizerSpec::lars();
+//!     }
+//!     fn step_loss(spec: &RunSpec, net: &Network, views: &[Tensor], _: &StepContext) -> Result<StepOutput> {
+//!         let z = net.embed_views(views)?;
+//!         let w = infomax_losses::VicregWeights { cov_coeff: 0.0, ..*Self::params(spec) };
+//!         let t = infomax_losses::vicreg(&z[0], &z[1], &w)?;
+//!         Ok(StepOutput { loss: t.loss, terms: vec![("invariance", t.invariance), ("variance", t.variance)], embeddings: z })
+//!     }
+//!     fn loss(views: &[Tensor], w: Self::LossSettings) -> Result<LossValue> { … }
+//! }
+//! ```
+//!
+//! and one line in the registry: `VicregNoCov => vicreg_no_cov::VicregNoCov [vicreg_no_cov];`
+//! (the bracket names its table in the run configuration; a method without parameters leaves it
+//! out). Experiment files, validation, `infomax loss`, the database and the report then know it.
 
-mod barlow_twins;
-mod byol;
-mod simclr;
-mod simsiam;
-mod vicreg;
-pub(crate) mod wmse;
+mod network;
 
-pub use byol::byol_tau;
+pub use network::{Branch, Network, Target};
 
-use std::collections::HashMap;
+use std::fmt::Debug;
 
-use candle_core::{DType, Device, Tensor};
-use candle_nn::ModuleT;
-use infomax_model::{Mlp, MlpConfig, ResNet, SeededVarMap};
+use candle_core::Tensor;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
-use crate::optim::{is_running_statistic, Param};
-use crate::spec::{HeadSpec, Method, RunSpec, VarianceRegSpec};
-use crate::{Error, Result};
+use crate::spec::{RunSpec, VarianceRegSpec};
+use crate::Result;
+
+/// A failed check: the field (as a path in the run configuration) and what was expected.
+pub type Check = std::result::Result<(), (String, String)>;
 
 /// Where a training step is: for the methods that draw randomness (W-MSE's sub-batches) or
 /// follow a schedule (BYOL's EMA rate).
@@ -40,328 +77,295 @@ pub struct StepOutput {
     pub embeddings: Vec<Tensor>,
 }
 
-/// What differs between methods: how the views are forwarded and become a loss.
-pub trait SslMethod {
-    fn step_loss(&self, net: &Network, views: &[Tensor], ctx: &StepContext) -> Result<StepOutput>;
+/// A loss evaluated on given embeddings (`infomax loss`): the value and its named terms.
+pub struct LossValue {
+    pub loss: Tensor,
+    pub terms: Vec<(&'static str, Tensor)>,
+}
+
+/// What one method's file provides. Only the registry calls these; everything else goes through
+/// [`Method`].
+pub trait MethodImpl {
+    /// Its name in experiment files, on the command line and in the database.
+    const NAME: &'static str;
+    /// Its name in prose and messages.
+    const TITLE: &'static str;
+    /// Its loss compares exactly two views (otherwise two or more).
+    const TWO_VIEWS: bool = false;
+    /// It needs a predictor head on the projector (otherwise it takes none).
+    const PREDICTOR: bool = false;
+    /// It keeps an EMA target copy of the online branch.
+    const TARGET: bool = false;
+    /// Its loss's terms as recorded per step, in order.
+    const TERMS: &'static [&'static str] = &[];
+    /// Its table in the run configuration; `Default` gives the authors' values. `()` for a method
+    /// without parameters.
+    type Params: Serialize + DeserializeOwned + Clone + PartialEq + Debug + Default;
+    /// The keys `infomax loss --set` takes, with their defaults in `Default`, in order.
+    type LossSettings: Serialize + DeserializeOwned + Default;
+
+    /// The built-in recipe: what the method sets over the shared defaults ([`RunSpec::defaults`]):
+    /// heads, optimiser, batch size.
+    fn recipe(spec: &mut RunSpec);
+
+    /// What types cannot express about this method's run; each failure names the field.
+    fn check(_spec: &RunSpec) -> Check {
+        Ok(())
+    }
+
+    /// Forward a step's views and compute the loss.
+    fn step_loss(spec: &RunSpec, net: &Network, views: &[Tensor], ctx: &StepContext) -> Result<StepOutput>;
+
+    /// The EMA rate its target moves by at a point of training (`progress` in [0, 1]).
+    fn target_ema_rate(_spec: &RunSpec, _progress: f64) -> Option<f64> {
+        None
+    }
 
     /// Runs after each optimiser step (BYOL moves its target network here).
-    fn after_step(&self, _net: &Network, _ctx: &StepContext) -> Result<()> {
-        Ok(())
-    }
-}
-
-/// An encoder and its projector: the online branch, or BYOL's target.
-pub struct Branch {
-    pub encoder: ResNet,
-    pub projector: Mlp,
-    joint_views: bool,
-}
-
-fn head(spec: &HeadSpec, input: usize, precision: crate::spec::Precision) -> MlpConfig {
-    MlpConfig {
-        input,
-        widths: spec.widths.clone(),
-        hidden_bias: spec.hidden_bias,
-        last_bias: spec.last_bias,
-        output_bn: spec.output_bn,
-        output_bn_affine: spec.output_bn_affine,
-        precision: precision.model(),
-    }
-}
-
-impl Branch {
-    /// The run's encoder and projector, or (`second`) the second branch's under `branch_b.`.
-    fn new(spec: &RunSpec, second: bool, vars: &SeededVarMap, device: &Device) -> Result<Self> {
-        let mut vb = vars.builder(DType::F32, device);
-        let mut enc = spec.encoder.resnet();
-        if second {
-            vb = vb.pp("branch_b");
-            let b = spec.branch_b.as_ref().expect("a second branch is built only when the spec has one");
-            enc = b.encoder.resnet();
-        }
-        enc.precision = spec.train.precision.model();
-        let encoder = ResNet::new(&enc, vb.pp("encoder"))?;
-        let projector =
-            Mlp::new(&head(&spec.projector, encoder.output_dim(), spec.train.precision), vb.pp("projector"))?;
-        Ok(Self { encoder, projector, joint_views: spec.projector.joint_views })
-    }
-
-    /// Training-mode projector outputs of each view. The encoder sees each view on its own (its
-    /// BatchNorms use that view's statistics, as every author's code forwards it); the projector
-    /// too (its Linears as one product over all views' rows, `Mlp::forward_views`), unless
-    /// `joint_views`, where it sees all views as one batch (the W-MSE code).
-    pub fn embed_views(&self, views: &[Tensor]) -> Result<Vec<Tensor>> {
-        let h = self.encoder.forward_views_t(views, true)?;
-        if self.joint_views {
-            let n = h[0].dim(0)?;
-            let z = self.projector.forward_t(&Tensor::cat(&h, 0)?, true)?;
-            return Ok((0..views.len()).map(|i| z.narrow(0, i * n, n)).collect::<candle_core::Result<Vec<_>>>()?);
-        }
-        Ok(self.projector.forward_views(&h, true)?)
-    }
-}
-
-/// BYOL's target: a copy of the online branch, moved towards it by EMA, never by gradients.
-pub struct Target {
-    pub vars: SeededVarMap,
-    pub branch: Branch,
-}
-
-/// The online network (encoder, projector, predictor) with its variables, and BYOL's target.
-pub struct Network {
-    pub vars: SeededVarMap,
-    pub online: Branch,
-    /// The second branch of a run with separate weights: it embeds the odd-numbered views.
-    pub branch_b: Option<Branch>,
-    pub predictor: Option<Mlp>,
-    pub target: Option<Target>,
-}
-
-impl Network {
-    /// Build the encoder (`encoder.*`), projector (`projector.*`) and predictor (`predictor.*`),
-    /// initialised from `spec.seed`; for BYOL also the target, initialised identically.
-    pub fn new(spec: &RunSpec, device: &Device) -> Result<Self> {
-        let vars = SeededVarMap::new(spec.seed);
-        let online = Branch::new(spec, false, &vars, device)?;
-        let branch_b = match &spec.branch_b {
-            Some(_) => Some(Branch::new(spec, true, &vars, device)?),
-            None => None,
-        };
-        let predictor = match &spec.predictor {
-            Some(p) => {
-                let vb = vars.builder(DType::F32, device);
-                Some(Mlp::new(&head(p, spec.embedding_dim(), spec.train.precision), vb.pp("predictor"))?)
-            }
-            None => None,
-        };
-        let target = if spec.method == Method::Byol {
-            // The same seed and names give the same initial values: the target starts as a copy.
-            let vars = SeededVarMap::new(spec.seed);
-            let branch = Branch::new(spec, false, &vars, device)?;
-            Some(Target { vars, branch })
-        } else {
-            None
-        };
-        Ok(Self { vars, online, branch_b, predictor, target })
-    }
-
-    /// Trainable parameters of the online network in a stable order (running statistics and
-    /// the target excluded).
-    pub fn params(&self) -> Vec<Param> {
-        self.vars
-            .named_vars()
-            .into_iter()
-            .filter(|(name, _)| !is_running_statistic(name))
-            .map(|(name, var)| Param { name, var })
-            .collect()
-    }
-
-    /// Training-mode embeddings of each view: all through the one network, or with two branches
-    /// the even-numbered views through the first and the odd-numbered through the second.
-    pub fn embed_views(&self, views: &[Tensor]) -> Result<Vec<Tensor>> {
-        let Some(b) = &self.branch_b else { return self.online.embed_views(views) };
-        let even: Vec<Tensor> = views.iter().step_by(2).cloned().collect();
-        let odd: Vec<Tensor> = views.iter().skip(1).step_by(2).cloned().collect();
-        let (mut za, mut zb) = (self.online.embed_views(&even)?.into_iter(), b.embed_views(&odd)?.into_iter());
-        Ok((0..views.len()).filter_map(|i| if i % 2 == 0 { za.next() } else { zb.next() }).collect())
-    }
-
-    /// The predictor applied to each view's embedding (BYOL, SimSiam).
-    pub fn predict(&self, z: &[Tensor]) -> Result<Vec<Tensor>> {
-        let p = self.predictor.as_ref().ok_or_else(|| Error::Run {
-            run: String::new(),
-            what: "this method needs a [predictor] and the run has none".into(),
-        })?;
-        Ok(z.iter().map(|z| p.forward_t(z, true)).collect::<candle_core::Result<Vec<_>>>()?)
-    }
-
-    /// The target's projections of each view, without gradient (BYOL).
-    pub fn target_embed(&self, views: &[Tensor]) -> Result<Vec<Tensor>> {
-        let t = self.target.as_ref().ok_or_else(|| Error::Run {
-            run: String::new(),
-            what: "this method needs a target network and the run has none".into(),
-        })?;
-        Ok(t.branch.embed_views(views)?.iter().map(Tensor::detach).collect())
-    }
-
-    /// `θ_target ← τ θ_target + (1 − τ) θ_online` for every parameter; the target's BatchNorm
-    /// running statistics are its own (the W-MSE code averages `parameters()` only).
-    pub fn update_target(&self, tau: f64) -> Result<()> {
-        let Some(t) = &self.target else { return Ok(()) };
-        let online: HashMap<String, candle_core::Var> = self.vars.named_vars().into_iter().collect();
-        for (name, tv) in t.vars.named_vars() {
-            if is_running_statistic(&name) {
-                continue;
-            }
-            let ov = online.get(&name).ok_or_else(|| Error::Run {
-                run: String::new(),
-                what: format!("target variable {name} has no online counterpart"),
-            })?;
-            let mixed = (tv.as_tensor().affine(tau, 0.0)? + ov.as_tensor().detach().affine(1.0 - tau, 0.0)?)?;
-            tv.set(&mixed)?;
-        }
+    fn after_step(_spec: &RunSpec, _net: &Network, _ctx: &StepContext) -> Result<()> {
         Ok(())
     }
 
-    /// Evaluation-mode encoder features (running BN statistics, no projector).
-    pub fn features(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(self.online.encoder.forward_t(x, false)?.detach())
-    }
+    /// The loss on given embeddings (f64, views already checked for equal shapes and N ≥ 2).
+    fn loss(views: &[Tensor], settings: Self::LossSettings) -> Result<LossValue>;
 }
 
-/// A run's training objective: its method's loss, plus VICReg's variance term when asked.
-pub struct Objective {
-    method: Box<dyn SslMethod>,
-    variance_reg: Option<VarianceRegSpec>,
-}
+/// The registry: one line per method, `Variant => file::Type [table];`. It declares the files,
+/// the [`Method`] enum, the run configuration's method tables ([`MethodParams`]) and the dispatch.
+macro_rules! registry {
+    ($($variant:ident => $file:ident :: $imp:ident $([$table:ident])?;)*) => {
+        $(mod $file;)*
 
-impl Objective {
-    pub fn for_spec(spec: &RunSpec) -> Self {
-        let method: Box<dyn SslMethod> = match spec.method {
-            Method::Vicreg => Box::new(vicreg::Vicreg::from_spec(spec)),
-            Method::BarlowTwins => Box::new(barlow_twins::BarlowTwins::from_spec(spec)),
-            Method::WMse => Box::new(wmse::Wmse::from_spec(spec)),
-            Method::Simclr => Box::new(simclr::Simclr::from_spec(spec)),
-            Method::Byol => Box::new(byol::Byol::from_spec(spec)),
-            Method::Simsiam => Box::new(simsiam::Simsiam),
-        };
-        Self { method, variance_reg: spec.variance_reg.clone() }
-    }
+        /// The self-supervised method of a run: one per file of `runner/src/method/`.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum Method {
+            $($variant,)*
+        }
 
-    pub fn step_loss(&self, net: &Network, views: &[Tensor], ctx: &StepContext) -> Result<StepOutput> {
-        let mut out = self.method.step_loss(net, views, ctx)?;
-        if let Some(v) = &self.variance_reg {
-            let mut total: Option<Tensor> = None;
-            for z in &out.embeddings {
-                let t = infomax_losses::vicreg::variance(z, v.gamma, v.eps)?;
-                total = Some(match total {
-                    Some(acc) => (acc + t)?,
-                    None => t,
-                });
+        const COUNT: usize = [$(stringify!($variant)),*].len();
+
+        /// Every method's name, in the registry's order.
+        const NAMES: [&str; COUNT] = [$(<$file::$imp as MethodImpl>::NAME),*];
+
+        impl Method {
+            /// Every method, in the registry's order.
+            pub const ALL: [Method; COUNT] = [$(Method::$variant),*];
+
+            /// Its name in experiment files, on the command line and in the database.
+            pub fn name(self) -> &'static str {
+                match self { $(Method::$variant => <$file::$imp as MethodImpl>::NAME,)* }
             }
-            let mean = (total.expect("at least two views") / out.embeddings.len() as f64)?;
-            out.loss = (&out.loss + mean.affine(v.coeff, 0.0)?)?;
-            out.terms.push(("variance_reg", mean));
+
+            /// Its name in prose.
+            pub fn title(self) -> &'static str {
+                match self { $(Method::$variant => <$file::$imp as MethodImpl>::TITLE,)* }
+            }
+
+            /// Its loss compares exactly two views.
+            pub fn two_views(self) -> bool {
+                match self { $(Method::$variant => <$file::$imp as MethodImpl>::TWO_VIEWS,)* }
+            }
+
+            /// It needs a predictor head.
+            pub fn needs_predictor(self) -> bool {
+                match self { $(Method::$variant => <$file::$imp as MethodImpl>::PREDICTOR,)* }
+            }
+
+            /// It keeps an EMA target copy of the online branch.
+            pub fn has_target(self) -> bool {
+                match self { $(Method::$variant => <$file::$imp as MethodImpl>::TARGET,)* }
+            }
+
+            /// Its loss's terms as recorded per step.
+            pub fn terms(self) -> &'static [&'static str] {
+                match self { $(Method::$variant => <$file::$imp as MethodImpl>::TERMS,)* }
+            }
+
+            /// Set its parameter table to the authors' values and apply its recipe.
+            pub(crate) fn recipe(self, spec: &mut RunSpec) {
+                match self {
+                    $(Method::$variant => {
+                        $(spec.method_params.$table = Some(Default::default());)?
+                        <$file::$imp as MethodImpl>::recipe(spec)
+                    })*
+                }
+            }
+
+            /// Its own checks of a run configuration.
+            pub(crate) fn check(self, spec: &RunSpec) -> Check {
+                match self { $(Method::$variant => <$file::$imp as MethodImpl>::check(spec),)* }
+            }
+
+            fn method_loss(self, spec: &RunSpec, net: &Network, views: &[Tensor], ctx: &StepContext) -> Result<StepOutput> {
+                match self { $(Method::$variant => <$file::$imp as MethodImpl>::step_loss(spec, net, views, ctx),)* }
+            }
+
+            /// The EMA rate of its target at a point of training; `None` without a target.
+            pub fn target_ema_rate(self, spec: &RunSpec, progress: f64) -> Option<f64> {
+                match self { $(Method::$variant => <$file::$imp as MethodImpl>::target_ema_rate(spec, progress),)* }
+            }
+
+            /// Runs after each optimiser step.
+            pub fn after_step(self, spec: &RunSpec, net: &Network, ctx: &StepContext) -> Result<()> {
+                match self { $(Method::$variant => <$file::$imp as MethodImpl>::after_step(spec, net, ctx),)* }
+            }
+
+            /// The keys `infomax loss --set` takes and their defaults, in order.
+            pub fn loss_keys(self) -> Vec<(String, toml::Value)> {
+                match self {
+                    $(Method::$variant => crate::loss::settings_table(
+                        &<<$file::$imp as MethodImpl>::LossSettings as Default>::default(),
+                    ),)*
+                }
+            }
+
+            /// The loss on given embeddings with `set` (key, value) over [`Method::loss_keys`].
+            pub(crate) fn loss(self, views: &[Tensor], set: &[(String, String)]) -> Result<LossValue> {
+                match self {
+                    $(Method::$variant => {
+                        let settings = crate::loss::parse_settings(self, set)?;
+                        <$file::$imp as MethodImpl>::loss(views, settings)
+                    })*
+                }
+            }
+        }
+
+        /// Each method's parameters, a table of the run configuration under the method's key:
+        /// present exactly when it is the run's method.
+        #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+        pub struct MethodParams {
+            $($(
+                #[serde(default, skip_serializing_if = "Option::is_none")]
+                pub $table: Option<<$file::$imp as MethodImpl>::Params>,
+            )?)*
+        }
+
+        impl MethodParams {
+            /// The keys of the method tables, in the registry's order.
+            pub const KEYS: &'static [&'static str] = &[$($(stringify!($table),)?)*];
+
+            /// Parse `value` as the table under `key`, locating a bad field (`None`: not a
+            /// method's key).
+            pub(crate) fn parse_table(
+                key: &str,
+                value: toml::Value,
+            ) -> Option<std::result::Result<(), serde_path_to_error::Error<toml::de::Error>>> {
+                $($(
+                    if key == stringify!($table) {
+                        return Some(
+                            serde_path_to_error::deserialize::<_, <$file::$imp as MethodImpl>::Params>(value).map(drop),
+                        );
+                    }
+                )?)*
+                None
+            }
+
+            /// Each method's table is present exactly when it is the run's method.
+            pub(crate) fn check(&self, method: Method) -> Check {
+                $($(
+                    let key = stringify!($table);
+                    match (method == Method::$variant, self.$table.is_some()) {
+                        (true, false) => {
+                            return Err((key.into(), format!("the [{key}] parameters of method {} are missing", method.name())))
+                        }
+                        (false, true) => {
+                            return Err((
+                                key.into(),
+                                format!(
+                                    "[{key}] belongs to method {}, but this run's method is {}",
+                                    Method::$variant.name(),
+                                    method.name()
+                                ),
+                            ))
+                        }
+                        _ => {}
+                    }
+                )?)*
+                Ok(())
+            }
+        }
+
+        $($(
+            impl $file::$imp {
+                /// This method's table of a validated run configuration.
+                pub(crate) fn params(spec: &RunSpec) -> &<Self as MethodImpl>::Params {
+                    spec.method_params.$table.as_ref().expect(concat!("validated: the run carries [", stringify!($table), "]"))
+                }
+            }
+        )?)*
+    };
+}
+
+registry! {
+    Vicreg => vicreg::Vicreg [vicreg];
+    BarlowTwins => barlow_twins::BarlowTwins [barlow_twins];
+    WMse => wmse::Wmse [wmse];
+    Simclr => simclr::Simclr [simclr];
+    Byol => byol::Byol [byol];
+    Simsiam => simsiam::Simsiam;
+}
+
+pub use wmse::sub_batch_permutations;
+
+impl Method {
+    /// The method of a file that names none: the registry's first.
+    pub const DEFAULT: Method = Method::ALL[0];
+
+    /// The loss to differentiate for a training step: the method's own, plus VICReg's variance
+    /// term on every view's embedding when the run asks for it (`variance_reg`).
+    pub fn step_loss(self, spec: &RunSpec, net: &Network, views: &[Tensor], ctx: &StepContext) -> Result<StepOutput> {
+        let mut out = self.method_loss(spec, net, views, ctx)?;
+        if let Some(v) = &spec.variance_reg {
+            add_variance_term(&mut out, v)?;
         }
         Ok(out)
     }
+}
 
-    pub fn after_step(&self, net: &Network, ctx: &StepContext) -> Result<()> {
-        self.method.after_step(net, ctx)
+/// `coeff · mean_views variance(z)`, added to the loss and recorded as `variance_reg`.
+fn add_variance_term(out: &mut StepOutput, v: &VarianceRegSpec) -> Result<()> {
+    let mut total: Option<Tensor> = None;
+    for z in &out.embeddings {
+        let t = infomax_losses::vicreg::variance(z, v.gamma, v.eps)?;
+        total = Some(match total {
+            Some(acc) => (acc + t)?,
+            None => t,
+        });
+    }
+    let mean = (total.expect("at least two views") / out.embeddings.len() as f64)?;
+    out.loss = (&out.loss + mean.affine(v.coeff, 0.0)?)?;
+    out.terms.push(("variance_reg", mean));
+    Ok(())
+}
+
+impl std::fmt::Display for Method {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Method {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        Method::ALL.into_iter().find(|m| m.name() == s).ok_or_else(|| {
+            format!("unknown method `{s}`; expected one of {}", Method::ALL.map(Method::name).join(", "))
+        })
+    }
+}
+
+impl Serialize for Method {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+impl<'de> Deserialize<'de> for Method {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        name.parse().map_err(|_| serde::de::Error::unknown_variant(&name, &NAMES))
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::optim::{Adam, Lars, Optimizer};
-    use crate::spec::{Dataset, VarianceRegSpec};
-
-    fn tiny(method: Method) -> RunSpec {
-        let mut spec = RunSpec::defaults(method, Dataset::Cifar10);
-        spec.encoder.width = 0.125;
-        let emb = if method == Method::WMse { 8 } else { 32 };
-        spec.projector.widths = vec![32, emb];
-        if let Some(p) = &mut spec.predictor {
-            p.widths = vec![32, emb];
-        }
-        if let Some(w) = &mut spec.wmse {
-            w.w_size = 16;
-        }
-        spec
-    }
-
-    /// A few optimiser steps on one fixed batch lower each method's loss: gradients reach every
-    /// online parameter with the right sign, and never BYOL's target.
-    #[test]
-    fn every_method_lowers_its_loss_on_a_fixed_batch() {
-        let dev = Device::Cpu;
-        let a = Tensor::randn(0f32, 1.0, (32, 3, 16, 16), &dev).unwrap();
-        let noisy = |s: f32| (&a + Tensor::randn(0f32, s, (32, 3, 16, 16), &dev).unwrap()).unwrap();
-        for method in Method::ALL {
-            let mut spec = tiny(method);
-            if method == Method::Simsiam {
-                spec.variance_reg = Some(VarianceRegSpec { coeff: 1.0, gamma: 1.0, eps: 1e-4 });
-            }
-            let views: Vec<Tensor> = (0..spec.train.views).map(|i| noisy(0.2 + 0.1 * i as f32)).collect();
-            let net = Network::new(&spec, &dev).unwrap();
-            let objective = Objective::for_spec(&spec);
-            let mut opt: Box<dyn Optimizer> = match method {
-                Method::Vicreg | Method::BarlowTwins => Box::new(Lars::new(net.params(), 1e-6, 0.9, 0.001)),
-                _ => Box::new(Adam::new(net.params(), (0.9, 0.999), 1e-8, 0.0)),
-            };
-            let lr = if matches!(method, Method::Vicreg | Method::BarlowTwins) { 0.3 } else { 1e-3 };
-            let mut losses = Vec::new();
-            for step in 0..8 {
-                let ctx = StepContext { seed: 0, epoch: 1, step, progress: step as f64 / 8.0 };
-                let out = objective.step_loss(&net, &views, &ctx).unwrap();
-                losses.push(out.loss.to_scalar::<f32>().unwrap());
-                if method == Method::Simsiam {
-                    assert!(out.terms.iter().any(|(n, _)| *n == "variance_reg"));
-                }
-                let grads = out.loss.backward().unwrap();
-                for p in net.params() {
-                    assert!(grads.get(p.var.as_tensor()).is_some(), "{method:?}: {} gets no gradient", p.name);
-                }
-                if let Some(t) = &net.target {
-                    for (name, v) in t.vars.named_vars() {
-                        assert!(grads.get(v.as_tensor()).is_none(), "BYOL's target {name} got a gradient");
-                    }
-                }
-                opt.step(&grads, lr).unwrap();
-                objective.after_step(&net, &ctx).unwrap();
-            }
-            assert!(losses[7] < losses[0], "{method:?}: {losses:?}");
-        }
-    }
-
-    /// With a second branch, each view goes through its own network: gradients reach both, the
-    /// second's names sit under `branch_b.`, and the features come from the first.
-    #[test]
-    fn a_second_branch_embeds_the_odd_views_with_its_own_weights() {
-        let dev = Device::Cpu;
-        let mut spec = tiny(Method::Vicreg);
-        let mut other = spec.encoder.clone();
-        other.arch = "resnet34".into();
-        other.width = 0.25;
-        spec.branch_b = Some(crate::spec::BranchBSpec { encoder: other });
-        let net = Network::new(&spec, &dev).unwrap();
-        let names: Vec<String> = net.vars.named_vars().into_iter().map(|(n, _)| n).collect();
-        assert!(names.iter().any(|n| n == "branch_b.encoder.layer3.5.conv2.weight"), "ResNet-34 under branch_b");
-        assert!(names.iter().any(|n| n == "branch_b.projector.layers.0.linear.weight"));
-        let x = Tensor::randn(0f32, 1.0, (8, 3, 16, 16), &dev).unwrap();
-        let z = net.embed_views(&[x.clone(), x.clone()]).unwrap();
-        let diff = (&z[0] - &z[1]).unwrap().abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
-        assert!(diff > 1e-3, "the same image gives different embeddings in different branches");
-        let loss = Objective::for_spec(&spec).step_loss(
-            &net,
-            &[x.clone(), x.clone()],
-            &StepContext { seed: 0, epoch: 1, step: 0, progress: 0.0 },
-        );
-        let grads = loss.unwrap().loss.backward().unwrap();
-        for p in net.params() {
-            assert!(grads.get(p.var.as_tensor()).is_some(), "{} gets no gradient", p.name);
-        }
-        assert_eq!(net.features(&x).unwrap().dims(), &[8, 64], "features of the first branch (width 0.125)");
-    }
-
-    /// BYOL's target starts as an exact copy of the online branch and then follows it by EMA.
-    #[test]
-    fn byol_target_starts_as_a_copy_and_moves_by_ema() {
-        let spec = tiny(Method::Byol);
-        let net = Network::new(&spec, &Device::Cpu).unwrap();
-        let target = net.target.as_ref().unwrap();
-        let online: HashMap<String, candle_core::Var> = net.vars.named_vars().into_iter().collect();
-        let name = "projector.layers.1.linear.weight";
-        let values = |v: &candle_core::Var| -> Vec<f32> { v.as_tensor().flatten_all().unwrap().to_vec1().unwrap() };
-        let tv = target.vars.named_vars().into_iter().find(|(n, _)| n == name).unwrap().1;
-        assert_eq!(values(&tv), values(&online[name]));
-        assert_eq!(target.vars.named_vars().len(), net.vars.named_vars().len() - 8, "predictor excluded");
-        let before = values(&tv);
-        online[name].set(&online[name].as_tensor().zeros_like().unwrap()).unwrap();
-        net.update_target(0.75).unwrap();
-        for (after, b) in values(&tv).iter().zip(&before) {
-            assert!((after - 0.75 * b).abs() < 1e-7);
-        }
-    }
-}
+mod tests;

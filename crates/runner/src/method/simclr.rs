@@ -1,26 +1,57 @@
-//! SimCLR as the W-MSE authors' baseline (SPEC §1): the 1024 → emb head over all views at once
-//! followed by a BatchNorm (`bn_last`), NT-Xent averaged over view pairs.
+//! SimCLR as the W-MSE authors' baseline (Chen et al., ICML 2020): the W-MSE code's 1024 → emb
+//! head over all views at once followed by a BatchNorm (`bn_last`), its Adam, and NT-Xent averaged
+//! over view pairs (`infomax_losses::simclr`).
 
 use candle_core::Tensor;
+use infomax_losses::simclr::DEFAULT_TAU;
+use serde::{Deserialize, Serialize};
 
-use super::{Network, SslMethod, StepContext, StepOutput};
-use crate::spec::RunSpec;
+use super::{Check, LossValue, MethodImpl, Network, StepContext, StepOutput};
+use crate::spec::{HeadSpec, OptimizerSpec, RunSpec};
 use crate::Result;
 
-pub struct Simclr {
-    tau: f64,
+pub struct Simclr;
+
+/// The run's `[simclr]` table: the NT-Xent temperature τ.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimclrParams {
+    pub tau: f64,
 }
 
-impl Simclr {
-    pub fn from_spec(spec: &RunSpec) -> Self {
-        Self { tau: spec.simclr.as_ref().expect("validated: simclr runs carry [simclr]").tau }
+impl Default for SimclrParams {
+    fn default() -> Self {
+        Self { tau: DEFAULT_TAU }
     }
 }
 
-impl SslMethod for Simclr {
-    fn step_loss(&self, net: &Network, views: &[Tensor], _ctx: &StepContext) -> Result<StepOutput> {
+impl MethodImpl for Simclr {
+    const NAME: &'static str = "simclr";
+    const TITLE: &'static str = "SimCLR";
+    type Params = SimclrParams;
+    type LossSettings = SimclrParams;
+
+    fn recipe(spec: &mut RunSpec) {
+        spec.projector = HeadSpec { output_bn: true, ..HeadSpec::wmse_head() };
+        spec.optimizer = OptimizerSpec::wmse_adam();
+        spec.train.batch_size = 512;
+    }
+
+    fn check(spec: &RunSpec) -> Check {
+        let tau = Self::params(spec).tau;
+        if !(tau > 0.0 && tau.is_finite()) {
+            return Err(("simclr.tau".into(), format!("a positive temperature expected, got {tau}")));
+        }
+        Ok(())
+    }
+
+    fn step_loss(spec: &RunSpec, net: &Network, views: &[Tensor], _ctx: &StepContext) -> Result<StepOutput> {
         let z = net.embed_views(views)?;
-        let loss = infomax_losses::simclr(&z, self.tau)?;
+        let loss = infomax_losses::simclr(&z, Self::params(spec).tau)?;
         Ok(StepOutput { loss, terms: Vec::new(), embeddings: z })
+    }
+
+    fn loss(views: &[Tensor], p: SimclrParams) -> Result<LossValue> {
+        Ok(LossValue { loss: infomax_losses::simclr(views, p.tau)?, terms: Vec::new() })
     }
 }

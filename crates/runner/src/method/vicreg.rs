@@ -1,40 +1,52 @@
-//! VICReg (SPEC §1): projector `Linear → BN → ReLU` per hidden layer and a bias-free last
-//! Linear; two views forwarded one by one; the loss of `infomax_losses::vicreg`.
+//! VICReg (Bardes, Ponce & LeCun, ICLR 2022): the FAIR projector (`Linear → BN → ReLU` per hidden
+//! layer, a bias-free last Linear), LARS, two views forwarded one by one, and the loss of
+//! `infomax_losses::vicreg`, whose `VicregWeights` are the run's `[vicreg]` table.
 
 use candle_core::Tensor;
-use infomax_losses::VicregWeights;
+use infomax_losses::{VicregTerms, VicregWeights};
 
-use super::{Network, SslMethod, StepContext, StepOutput};
-use crate::spec::RunSpec;
+use super::{Check, LossValue, MethodImpl, Network, StepContext, StepOutput};
+use crate::spec::{HeadSpec, OptimizerSpec, RunSpec};
 use crate::Result;
 
-pub struct Vicreg {
-    weights: VicregWeights,
-}
+pub struct Vicreg;
 
-impl Vicreg {
-    pub fn from_spec(spec: &RunSpec) -> Self {
-        let v = spec.vicreg.as_ref().expect("validated: vicreg runs carry [vicreg]");
-        Self {
-            weights: VicregWeights {
-                sim_coeff: v.sim_coeff,
-                std_coeff: v.std_coeff,
-                cov_coeff: v.cov_coeff,
-                gamma: v.gamma,
-                eps: v.eps,
-            },
-        }
+/// The loss's terms under the names recorded per step and printed by `infomax loss`.
+fn named(t: VicregTerms) -> LossValue {
+    LossValue {
+        loss: t.loss,
+        terms: vec![("invariance", t.invariance), ("variance", t.variance), ("covariance", t.covariance)],
     }
 }
 
-impl SslMethod for Vicreg {
-    fn step_loss(&self, net: &Network, views: &[Tensor], _ctx: &StepContext) -> Result<StepOutput> {
+impl MethodImpl for Vicreg {
+    const NAME: &'static str = "vicreg";
+    const TITLE: &'static str = "VICReg";
+    const TWO_VIEWS: bool = true;
+    const TERMS: &'static [&'static str] = &["invariance", "variance", "covariance"];
+    type Params = VicregWeights;
+    type LossSettings = VicregWeights;
+
+    fn recipe(spec: &mut RunSpec) {
+        spec.projector = HeadSpec::fair_projector(true);
+        spec.optimizer = OptimizerSpec::lars();
+    }
+
+    fn check(spec: &RunSpec) -> Check {
+        let v = Self::params(spec);
+        if v.eps < 0.0 || v.gamma <= 0.0 {
+            return Err(("vicreg".into(), format!("eps ≥ 0 and gamma > 0 expected, got eps {} gamma {}", v.eps, v.gamma)));
+        }
+        Ok(())
+    }
+
+    fn step_loss(spec: &RunSpec, net: &Network, views: &[Tensor], _ctx: &StepContext) -> Result<StepOutput> {
         let z = net.embed_views(views)?;
-        let t = infomax_losses::vicreg(&z[0], &z[1], &self.weights)?;
-        Ok(StepOutput {
-            loss: t.loss,
-            terms: vec![("invariance", t.invariance), ("variance", t.variance), ("covariance", t.covariance)],
-            embeddings: z,
-        })
+        let LossValue { loss, terms } = named(infomax_losses::vicreg(&z[0], &z[1], Self::params(spec))?);
+        Ok(StepOutput { loss, terms, embeddings: z })
+    }
+
+    fn loss(views: &[Tensor], weights: VicregWeights) -> Result<LossValue> {
+        Ok(named(infomax_losses::vicreg(&views[0], &views[1], &weights)?))
     }
 }
