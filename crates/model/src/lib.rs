@@ -26,12 +26,26 @@ use candle_core::{DType, Tensor};
 /// it — operands cast to bfloat16, the product cast back to the input's type. Weights, BatchNorm
 /// and everything after the heads stay f32. candle's CPU has no bf16 products, so there the
 /// operands and the product are rounded to bf16 and the product runs in f32: the numbers of a
-/// GPU's bf16 product (bf16 operands, f32 accumulation, a bf16 result), at f32 speed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// GPU's bf16 product (bf16 operands, f32 accumulation, a bf16 result), at f32 speed. A run's
+/// `train.precision`: `f32` or `bf16`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Precision {
     #[default]
     F32,
     Bf16,
+}
+
+impl std::str::FromStr for Precision {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "f32" => Ok(Precision::F32),
+            "bf16" => Ok(Precision::Bf16),
+            other => Err(format!("`f32` or `bf16` expected, got `{other}`")),
+        }
+    }
 }
 
 impl Precision {

@@ -40,7 +40,7 @@ impl EncoderSpec {
                 ConvKernels::Im2col => infomax_model::ConvImpl::Im2col,
                 ConvKernels::Candle => infomax_model::ConvImpl::Candle,
             },
-            precision: infomax_model::Precision::F32,
+            precision: Precision::F32,
         }
     }
 }
@@ -74,37 +74,9 @@ pub enum DeviceKind {
     Cuda,
 }
 
-/// The arithmetic of convolutions and matrix products. `bf16` casts their operands to bfloat16
-/// and their results back to f32, as PyTorch's autocast does; BatchNorm, the losses' statistics,
-/// W-MSE's whitening and the optimiser stay f32, as do the weights.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Precision {
-    #[default]
-    F32,
-    Bf16,
-}
-
-impl std::str::FromStr for Precision {
-    type Err = String;
-
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s {
-            "f32" => Ok(Precision::F32),
-            "bf16" => Ok(Precision::Bf16),
-            other => Err(format!("`f32` or `bf16` expected, got `{other}`")),
-        }
-    }
-}
-
-impl Precision {
-    pub fn model(self) -> infomax_model::Precision {
-        match self {
-            Precision::F32 => infomax_model::Precision::F32,
-            Precision::Bf16 => infomax_model::Precision::Bf16,
-        }
-    }
-}
+/// The arithmetic of convolutions and matrix products (`f32`, or autocast-style `bf16`); BatchNorm,
+/// the losses' statistics, W-MSE's whitening, the optimiser and the weights stay f32.
+pub use infomax_model::Precision;
 
 fn is_default<T: Default + PartialEq>(v: &T) -> bool {
     *v == T::default()

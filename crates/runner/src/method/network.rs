@@ -18,7 +18,7 @@ pub struct Branch {
     joint_views: bool,
 }
 
-fn head(spec: &HeadSpec, input: usize, precision: crate::spec::Precision) -> MlpConfig {
+fn head(spec: &HeadSpec, input: usize, precision: infomax_model::Precision) -> MlpConfig {
     MlpConfig {
         input,
         widths: spec.widths.clone(),
@@ -26,7 +26,7 @@ fn head(spec: &HeadSpec, input: usize, precision: crate::spec::Precision) -> Mlp
         last_bias: spec.last_bias,
         output_bn: spec.output_bn,
         output_bn_affine: spec.output_bn_affine,
-        precision: precision.model(),
+        precision,
     }
 }
 
@@ -40,7 +40,7 @@ impl Branch {
             let b = spec.branch_b.as_ref().expect("a second branch is built only when the spec has one");
             enc = b.encoder.resnet();
         }
-        enc.precision = spec.train.precision.model();
+        enc.precision = spec.train.precision;
         let encoder = ResNet::new(&enc, vb.pp("encoder"))?;
         let projector =
             Mlp::new(&head(&spec.projector, encoder.output_dim(), spec.train.precision), vb.pp("projector"))?;
