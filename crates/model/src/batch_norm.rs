@@ -18,60 +18,10 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp3, DType, Layout, Result, Shape
 use candle_nn::{BatchNorm, ModuleT};
 use rayon::prelude::*;
 
-use crate::cpu::{f32_slice, new_filled};
+use crate::cpu::{f32_slice, new_filled, rows_per_task, with_channels};
 
 /// The name the ops' errors carry.
 const OP: &str = "fused batch-norm";
-
-/// Elements per parallel task: enough work to amortise a task, small enough to share 2-64 cores
-/// whether the rows are many and narrow (a conv's pixels) or few and wide (a projector's batch).
-pub(crate) const ELEMENTS_PER_TASK: usize = 1 << 16;
-
-/// Rows per task for `c` channels; at most 1024, so f32 sums within a task stay exact enough.
-pub(crate) fn rows_per_task(c: usize) -> usize {
-    (ELEMENTS_PER_TASK / c.max(1)).clamp(8, 1024)
-}
-
-/// Runs `$body` with `$C` bound to the channel count `$c`: a constant for the ResNets' widths, so
-/// that the loops over a row's `C` channels unroll into whole AVX-512 vectors (with a run-time
-/// count, a 16-channel row was one vector plus a loop's set-up and remainder: BatchNorm's
-/// backward ran at 8-11 GB/s), a variable otherwise (the projectors' 2048-wide rows).
-macro_rules! with_channels {
-    ($c:expr, $C:ident => $body:block) => {
-        match $c {
-            16 => {
-                const $C: usize = 16;
-                $body
-            }
-            32 => {
-                const $C: usize = 32;
-                $body
-            }
-            64 => {
-                const $C: usize = 64;
-                $body
-            }
-            128 => {
-                const $C: usize = 128;
-                $body
-            }
-            256 => {
-                const $C: usize = 256;
-                $body
-            }
-            512 => {
-                const $C: usize = 512;
-                $body
-            }
-            c => {
-                #[allow(non_snake_case)]
-                let $C: usize = c;
-                $body
-            }
-        }
-    };
-}
-pub(crate) use with_channels;
 
 /// Two per-channel sums over the rows of up to three aligned `(M, C)` arrays: `f(a, b, c, s, t)`
 /// adds the terms of one task's rows into `s` and `t`. Rows accumulate in f32 within a task of
