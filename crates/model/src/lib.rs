@@ -4,7 +4,6 @@
 pub mod batch_norm;
 pub mod conv;
 mod cpu;
-mod direct_conv;
 mod error;
 pub mod init;
 pub mod linear;
@@ -12,7 +11,6 @@ pub mod max_pool;
 pub mod mlp;
 pub mod resnet;
 mod resnet_cpu;
-mod winograd;
 
 pub use conv::{ActLayout, Conv2d, ConvImpl};
 pub use error::{Error, Result};

@@ -34,8 +34,8 @@ use std::mem::MaybeUninit;
 use rayon::prelude::*;
 
 use crate::batch_norm::RowAffine;
+use crate::conv::direct;
 use crate::conv::{with_scratch, Geometry};
-use crate::direct_conv;
 
 /// Transform entries: a 4×4 window per tile.
 const XI: usize = 16;
@@ -62,7 +62,7 @@ pub(crate) fn applies(g: &Geometry) -> bool {
         && (g.out_channels <= 64 || g.out_channels.is_multiple_of(64))
         && (MIN_CHANNELS..=MAX_CHANNELS).contains(&g.channels)
         && g.out_channels <= MAX_CHANNELS
-        && direct_conv::avx512()
+        && direct::avx512()
 }
 
 /// Whether [`weight_grad_taps`] computes this convolution's weight gradient: where [`applies`],
@@ -102,7 +102,7 @@ pub(crate) fn transform_weights(weights: &[f32], c: usize, co: usize) -> Vec<f32
     unsafe { crate::cpu::new_filled(XI * block, fill) }
 }
 
-/// `y = conv(x)` as `direct_conv::forward_into_then` computes it (weights `(3, 3, C_in, C_out)`,
+/// `y = conv(x)` as `direct::forward_into_then` computes it (weights `(3, 3, C_in, C_out)`,
 /// with `input` the images are `relu(x · scale + shift)`), `then` on each image's output while it
 /// is in cache. Only where [`applies`].
 pub(crate) fn forward_into_then<T: Send>(
@@ -239,7 +239,7 @@ pub(crate) fn weight_grad_taps(g: &Geometry, x: &[f32], input: Option<&RowAffine
             a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
             a
         });
-    direct_conv::direct_to_taps(&untransform_weight_grad(&du, c, co), g)
+    direct::direct_to_taps(&untransform_weight_grad(&du, c, co), g)
 }
 
 /// Tiles per group of the weight gradient: each group adds its products into the task's `dU`
@@ -671,7 +671,7 @@ mod tests {
     /// widths the network uses.
     #[test]
     fn winograd_equals_im2col() {
-        if !direct_conv::avx512() {
+        if !direct::avx512() {
             assert!(!applies(&geometry((64, 8, 8, 64))), "no AVX-512: never");
             eprintln!("no AVX-512 on this CPU: Winograd is not used here");
             return;
@@ -713,7 +713,7 @@ mod tests {
             let x: Vec<f32> = (0..n * g.image_len()).map(|_| rng.random_range(-1.0..1.0)).collect();
             let wt: Vec<f32> = (0..co * c * 9).map(|_| rng.random_range(-1.0..1.0)).collect();
             let taps = weight_to_taps(&wt, &g);
-            let weights = direct_conv::taps_to_direct(&taps, &g);
+            let weights = direct::taps_to_direct(&taps, &g);
             let reference = conv_forward_im2col(&g, &x, &taps);
             let mut slots = vec![MaybeUninit::new(f32::NAN); reference.len()];
             let sums = forward_into_then(&g, &x, None, &weights, &mut slots, |yi| yi.iter().sum::<f32>());
@@ -742,7 +742,7 @@ mod tests {
 
             // The input gradient: Winograd on the flipped kernel where the swapped channels apply.
             let flipped_applies = c.is_multiple_of(if c > 64 { 64 } else { 16 }) && co.is_multiple_of(16);
-            assert_eq!(applies(&direct_conv::flipped(&g)), flipped_applies, "{case}");
+            assert_eq!(applies(&direct::flipped(&g)), flipped_applies, "{case}");
             assert!(
                 !flipped_applies || crate::conv::input_grad_has_kernel(&g),
                 "{case}: conv should hand it to Winograd"

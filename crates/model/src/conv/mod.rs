@@ -23,7 +23,9 @@ use rayon::prelude::*;
 
 use crate::batch_norm::{mean_and_variance, Moments, RowAffine};
 use crate::cpu::{f32_slice, matmul, matmul_raw, new_filled, zeros};
-use crate::{direct_conv, winograd};
+
+mod direct;
+mod winograd;
 
 /// The name the ops' errors carry.
 const OP: &str = "im2col convolution";
@@ -34,8 +36,8 @@ pub enum ConvImpl {
     /// Channels-last im2col + GEMM forward and backward (CPU, f32), the layers of up to 128
     /// channels, and the forward, stride-1 input gradient and (up to 256 channels) weight
     /// gradient of wider ones on planes of at most 8×8, by the direct kernels of `direct_conv`
-    /// where the CPU has AVX-512 (see `direct_conv::applies`, `direct_conv::forward_applies`,
-    /// `direct_conv::weight_grad_tap_major_applies`) — of them the 3×3 stride-1 convolutions of
+    /// where the CPU has AVX-512 (see `direct::applies`, `direct::forward_applies`,
+    /// `direct::weight_grad_tap_major_applies`) — of them the 3×3 stride-1 convolutions of
     /// 16-512 channels (the weight gradient from 32) by Winograd's F(2×2, 3×3)
     /// (`winograd::applies`, `winograd::weight_grad_applies`); falls back to `Candle` elsewhere.
     #[default]
@@ -275,7 +277,7 @@ fn reorder_per_output_channel(w: &[f32], (rows, cols): (usize, usize)) -> Vec<f3
 /// taps ([`weight_to_taps`]); `y` is `(n, out_h, out_w, C_out)`.
 pub(crate) fn conv_forward(g: &Geometry, x: &[f32], taps: &[f32]) -> Vec<f32> {
     if forward_has_kernel(g) {
-        let weights = direct_conv::taps_to_direct(taps, g);
+        let weights = direct::taps_to_direct(taps, g);
         // SAFETY: the direct kernel writes every output.
         return unsafe {
             new_filled(x.len() / g.image_len() * g.positions() * g.out_channels, |y| {
@@ -289,16 +291,16 @@ pub(crate) fn conv_forward(g: &Geometry, x: &[f32], taps: &[f32]) -> Vec<f32> {
 /// Whether [`direct_forward_into_then`] takes this forward: Winograd, or a direct kernel (the
 /// wide layers on planes above 8×8, 96-pixel images, have Winograd and no direct kernel).
 pub(crate) fn forward_has_kernel(g: &Geometry) -> bool {
-    winograd::applies(g) || direct_conv::forward_applies(g)
+    winograd::applies(g) || direct::forward_applies(g)
 }
 
 /// Whether the stride-1 input gradient of `g` (the forward of its flipped kernel) has a
 /// Winograd or direct kernel.
 pub(crate) fn input_grad_has_kernel(g: &Geometry) -> bool {
-    g.stride == 1 && (direct_conv::input_grad_applies(g) || winograd::applies(&direct_conv::flipped(g)))
+    g.stride == 1 && (direct::input_grad_applies(g) || winograd::applies(&direct::flipped(g)))
 }
 
-/// `direct_conv::forward_into_then`, by Winograd's F(2×2, 3×3) where it applies
+/// `direct::forward_into_then`, by Winograd's F(2×2, 3×3) where it applies
 /// ([`winograd::applies`]): the direct kernels' forward and stride-1 input gradient (the weight
 /// gradient's dispatch is in [`conv_weight_grad_taps`] and [`conv_weight_grad_taps_bn_relu`]).
 fn direct_forward_into_then<T: Send>(
@@ -312,7 +314,7 @@ fn direct_forward_into_then<T: Send>(
     if winograd::applies(g) {
         winograd::forward_into_then(g, x, input, weights, y, then)
     } else {
-        direct_conv::forward_into_then(g, x, input, weights, y, then)
+        direct::forward_into_then(g, x, input, weights, y, then)
     }
 }
 
@@ -330,7 +332,7 @@ pub(crate) fn conv_forward_with_statistics(
 ) -> (Vec<f32>, (Vec<f64>, Vec<f64>)) {
     let co = g.out_channels;
     if forward_has_kernel(g) && (g.padding == 1 || input.is_none()) {
-        let weights = direct_conv::taps_to_direct(taps, g);
+        let weights = direct::taps_to_direct(taps, g);
         let mut parts = Vec::new();
         // SAFETY: the direct kernel writes every output.
         let y = unsafe {
@@ -358,17 +360,17 @@ pub(crate) fn conv_forward_with_shortcut(
     gs: &Geometry,
     taps_s: &[f32],
 ) -> (Vec<f32>, Vec<f32>) {
-    if !direct_conv::pair_applies(g, gs) {
+    if !direct::pair_applies(g, gs) {
         return (conv_forward(g, x, taps), conv_forward(gs, x, taps_s));
     }
     let n = x.len() / g.image_len();
-    let (weights, weights_s) = (direct_conv::taps_to_direct(taps, g), direct_conv::taps_to_direct(taps_s, gs));
+    let (weights, weights_s) = (direct::taps_to_direct(taps, g), direct::taps_to_direct(taps_s, gs));
     let mut ys = Vec::new();
     // SAFETY: the direct kernels write every output of both.
     let y = unsafe {
         new_filled(n * g.positions() * g.out_channels, |y| {
             ys = new_filled(n * gs.positions() * gs.out_channels, |ys| {
-                direct_conv::forward_pair_into((g, x, &weights, y), (gs, &weights_s, ys))
+                direct::forward_pair_into((g, x, &weights, y), (gs, &weights_s, ys))
             });
         })
     };
@@ -425,17 +427,17 @@ pub(crate) fn conv_input_grad(g: &Geometry, dy: &[f32], taps: &[f32]) -> Vec<f32
     if input_grad_has_kernel(g) {
         // A 3×3 stride-1 convolution's input gradient is the same convolution of `dy` with the
         // kernel flipped and its channels swapped.
-        let weights = direct_conv::taps_to_direct_input_grad(taps, g);
+        let weights = direct::taps_to_direct_input_grad(taps, g);
         // SAFETY: the direct kernel writes every output.
         return unsafe {
             new_filled(len, |dx| {
-                direct_forward_into_then(&direct_conv::flipped(g), dy, None, &weights, dx, |_| ());
+                direct_forward_into_then(&direct::flipped(g), dy, None, &weights, dx, |_| ());
             })
         };
     }
-    if g.kernel == 3 && g.stride == 2 && direct_conv::input_grad_applies(g) {
+    if g.kernel == 3 && g.stride == 2 && direct::input_grad_applies(g) {
         // SAFETY: the direct kernel writes every output.
-        return unsafe { new_filled(len, |dx| direct_conv::input_grad_stride2_into(g, dy, taps, dx, None)) };
+        return unsafe { new_filled(len, |dx| direct::input_grad_stride2_into(g, dy, taps, dx, None)) };
     }
     // Both paths below add onto what is there: zeros, and no second zeroing inside.
     let mut dx = zeros(len);
@@ -449,20 +451,20 @@ pub(crate) fn conv_input_grad_with_shortcut(
     (g, dy, taps): (&Geometry, &[f32], &[f32]),
     (gs, dys, taps_s): (&Geometry, &[f32], &[f32]),
 ) -> Vec<f32> {
-    if !direct_conv::pair_applies(g, gs) {
+    if !direct::pair_applies(g, gs) {
         let mut dx = conv_input_grad(g, dy, taps);
         conv_input_grad_add(gs, dys, taps_s, &mut dx);
         return dx;
     }
     let len = dy.len() / (g.positions() * g.out_channels) * g.image_len();
     // SAFETY: the direct kernel writes every output, then adds the shortcut's onto it.
-    unsafe { new_filled(len, |dx| direct_conv::input_grad_stride2_into(g, dy, taps, dx, Some((gs, dys, taps_s)))) }
+    unsafe { new_filled(len, |dx| direct::input_grad_stride2_into(g, dy, taps, dx, Some((gs, dys, taps_s)))) }
 }
 
 /// Adds the input gradient of [`conv_forward`] onto `dx`.
 pub(crate) fn conv_input_grad_add(g: &Geometry, dy: &[f32], taps: &[f32], dx: &mut [f32]) {
-    if g.kernel == 1 && g.stride != 1 && direct_conv::input_grad_applies(g) {
-        return direct_conv::input_grad_add(g, dy, taps, dx);
+    if g.kernel == 1 && g.stride != 1 && direct::input_grad_applies(g) {
+        return direct::input_grad_add(g, dy, taps, dx);
     }
     conv_input_grad_im2col(g, dy, taps, dx, true);
 }
@@ -490,11 +492,11 @@ pub(crate) fn conv_weight_grad_taps(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<
     if winograd::weight_grad_applies(g) {
         return winograd::weight_grad_taps(g, x, None, dy);
     }
-    if direct_conv::weight_grad_tap_major_applies(g) {
-        return direct_conv::weight_grad_tap_major(g, x, None, dy);
+    if direct::weight_grad_tap_major_applies(g) {
+        return direct::weight_grad_tap_major(g, x, None, dy);
     }
-    if direct_conv::applies(g) {
-        return direct_conv::weight_grad_taps(g, x, None, dy);
+    if direct::applies(g) {
+        return direct::weight_grad_taps(g, x, None, dy);
     }
     conv_weight_grad_taps_im2col(g, x, dy)
 }
@@ -505,11 +507,11 @@ pub(crate) fn conv_weight_grad_taps_bn_relu(g: &Geometry, a: &[f32], bn: &RowAff
     if winograd::weight_grad_applies(g) {
         return winograd::weight_grad_taps(g, a, Some(bn), dy);
     }
-    if direct_conv::weight_grad_tap_major_applies(g) {
-        return direct_conv::weight_grad_tap_major(g, a, Some(bn), dy);
+    if direct::weight_grad_tap_major_applies(g) {
+        return direct::weight_grad_tap_major(g, a, Some(bn), dy);
     }
-    if direct_conv::applies(g) && g.padding == 1 {
-        return direct_conv::weight_grad_taps(g, a, Some(bn), dy);
+    if direct::applies(g) && g.padding == 1 {
+        return direct::weight_grad_taps(g, a, Some(bn), dy);
     }
     conv_weight_grad_taps_im2col(g, &bn.apply_new(a, true), dy)
 }
@@ -521,10 +523,10 @@ pub(crate) fn conv_weight_grad_taps_with_shortcut(
     (gs, dys): (&Geometry, &[f32]),
     x: &[f32],
 ) -> (Vec<f32>, Vec<f32>) {
-    if !direct_conv::pair_applies(g, gs) {
+    if !direct::pair_applies(g, gs) {
         return (conv_weight_grad_taps(g, x, dy), conv_weight_grad_taps(gs, x, dys));
     }
-    direct_conv::weight_grad_taps_pair(g, x, dy, gs, dys)
+    direct::weight_grad_taps_pair(g, x, dy, gs, dys)
 }
 
 /// [`conv_weight_grad_taps`] through im2col + GEMM, whatever the shape.
