@@ -29,11 +29,11 @@ use candle_core::{CpuStorage, CustomOp2, Device, Layout, Result, Shape, Tensor};
 use candle_nn::BatchNorm;
 use rayon::prelude::*;
 
-use crate::batch_norm::{update_running_statistics, ReluCut, RowAffine};
+use crate::batch_norm::{update_running_statistics, ReluCut};
 use crate::conv::{
     conv_forward_with_shortcut, conv_forward_with_statistics, conv_input_grad, conv_input_grad_with_shortcut,
     conv_weight_grad_taps, conv_weight_grad_taps_bn_relu, conv_weight_grad_taps_with_shortcut, taps_to_weight,
-    weight_to_taps, Geometry,
+    weight_to_taps, Geometry, RowAffine,
 };
 use crate::cpu::{f32_slice, new_filled, rows_per_task, with_channels, zeros};
 use crate::Conv2d;

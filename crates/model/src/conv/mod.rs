@@ -21,10 +21,13 @@ use candle_core::{CpuStorage, CustomOp2, DType, Layout, Module, Result, Shape, T
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-use crate::batch_norm::{mean_and_variance, Moments, RowAffine};
+use crate::batch_norm::{mean_and_variance, Moments};
 use crate::cpu::{f32_slice, matmul, matmul_raw, new_filled, zeros};
+use shared::{flipped, taps_to_direct, taps_to_direct_input_grad, with_scratch};
+pub(crate) use shared::{taps_to_weight, weight_to_taps, Geometry, RowAffine};
 
 mod direct;
+pub(crate) mod shared;
 mod winograd;
 
 /// The name the ops' errors carry.
@@ -96,18 +99,6 @@ impl ActLayout {
     }
 }
 
-/// Geometry of one convolution: input planes, square kernel, stride, padding, output channels.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Geometry {
-    pub(crate) channels: usize,
-    pub(crate) height: usize,
-    pub(crate) width: usize,
-    pub(crate) kernel: usize,
-    pub(crate) stride: usize,
-    pub(crate) padding: usize,
-    pub(crate) out_channels: usize,
-}
-
 /// GEMM rows a chunk aims for: tall enough for the micro-kernels to run near their peak.
 const CHUNK_ROWS: usize = 512;
 /// The weight gradient's: each chunk is a task that sums into its own `(C_out, k·k·C_in)`
@@ -118,29 +109,8 @@ const WEIGHT_GRAD_CHUNK_ROWS: usize = 1024;
 /// The most floats one chunk's im2col buffer holds (16 MB), unless one image alone needs more.
 const CHUNK_FLOATS: usize = 4 << 20;
 
+/// The im2col lowering of a convolution.
 impl Geometry {
-    pub(crate) fn out_h(&self) -> usize {
-        (self.height + 2 * self.padding - self.kernel) / self.stride + 1
-    }
-
-    pub(crate) fn out_w(&self) -> usize {
-        (self.width + 2 * self.padding - self.kernel) / self.stride + 1
-    }
-
-    /// Columns of the im2col matrix (and of `W'`): k·k·C, pixel-major.
-    pub(crate) fn rows(&self) -> usize {
-        self.channels * self.kernel * self.kernel
-    }
-
-    /// Output positions of one image.
-    pub(crate) fn positions(&self) -> usize {
-        self.out_h() * self.out_w()
-    }
-
-    pub(crate) fn image_len(&self) -> usize {
-        self.channels * self.height * self.width
-    }
-
     /// A 1×1, stride-1, unpadded convolution: the activations already are the im2col matrix.
     fn is_pointwise(&self) -> bool {
         self.kernel == 1 && self.stride == 1 && self.padding == 0
@@ -218,66 +188,11 @@ impl Geometry {
     }
 }
 
-thread_local! {
-    /// Each thread's im2col matrix, kept between calls: rebuilding a fresh zeroed buffer per
-    /// task cost a memset of the whole matrix every time (perf: ~8 % of a width-0.25 step).
-    static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-/// Runs `f` on this thread's scratch buffer of at least `len` floats (contents unspecified: `f`
-/// overwrites what it reads). A re-entrant call gets a fresh buffer instead of panicking.
-pub(crate) fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
-    SCRATCH.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut buf) => {
-            if buf.len() < len {
-                buf.resize(len, 0.0);
-            }
-            f(&mut buf[..len])
-        }
-        Err(_) => f(&mut vec![0.0; len]),
-    })
-}
-
-/// `(C_out, C_in, k, k)` into `(C_out, k, k, C_in)`: each output channel's taps pixel-major, as
-/// the channels-last im2col matrix has them.
-pub(crate) fn weight_to_taps(w: &[f32], g: &Geometry) -> Vec<f32> {
-    let (c, kk) = (g.channels, g.kernel * g.kernel);
-    reorder_per_output_channel(w, (c, kk))
-}
-
-/// The inverse of [`weight_to_taps`].
-pub(crate) fn taps_to_weight(taps: &[f32], g: &Geometry) -> Vec<f32> {
-    let (c, kk) = (g.channels, g.kernel * g.kernel);
-    reorder_per_output_channel(taps, (kk, c))
-}
-
-/// Each output channel's `rows × cols` block of `w` transposed, the blocks on the pool. The
-/// encoder converts every convolution's weight each forward and backward (and its gradient
-/// back), six passes over the weights per two-view step, on the op's own thread while the
-/// pool waited (perf, width 0.5: 5 ms of each view's 190 ms forward). One pass over six layers
-/// of 32-512 channels (3.7 M floats), warm allocator: 3.1-3.3 ms on one thread, zeroed first;
-/// 1.2-1.8 ms this way.
-fn reorder_per_output_channel(w: &[f32], (rows, cols): (usize, usize)) -> Vec<f32> {
-    let block = rows * cols;
-    let fill = |out: &mut [MaybeUninit<f32>]| {
-        out.par_chunks_mut(block.max(1)).zip(w.par_chunks(block.max(1))).with_min_len(8).for_each(|(dst, src)| {
-            // Writes in order (the block is in L1, the strided reads cheap).
-            for (col, dst) in dst.chunks_exact_mut(rows).enumerate() {
-                for (d, s) in dst.iter_mut().zip(src[col..].iter().step_by(cols)) {
-                    d.write(*s);
-                }
-            }
-        })
-    };
-    // SAFETY: each block's `cols` runs of `rows` elements cover it, every element written once.
-    unsafe { new_filled(w.len(), fill) }
-}
-
 /// `y = conv(x)` over channels-last images `x` (`n · image_len` floats) with the weight as
 /// taps ([`weight_to_taps`]); `y` is `(n, out_h, out_w, C_out)`.
 pub(crate) fn conv_forward(g: &Geometry, x: &[f32], taps: &[f32]) -> Vec<f32> {
     if forward_has_kernel(g) {
-        let weights = direct::taps_to_direct(taps, g);
+        let weights = taps_to_direct(taps, g);
         // SAFETY: the direct kernel writes every output.
         return unsafe {
             new_filled(x.len() / g.image_len() * g.positions() * g.out_channels, |y| {
@@ -297,7 +212,7 @@ pub(crate) fn forward_has_kernel(g: &Geometry) -> bool {
 /// Whether the stride-1 input gradient of `g` (the forward of its flipped kernel) has a
 /// Winograd or direct kernel.
 pub(crate) fn input_grad_has_kernel(g: &Geometry) -> bool {
-    g.stride == 1 && (direct::input_grad_applies(g) || winograd::applies(&direct::flipped(g)))
+    g.stride == 1 && (direct::input_grad_applies(g) || winograd::applies(&flipped(g)))
 }
 
 /// `direct::forward_into_then`, by Winograd's F(2×2, 3×3) where it applies
@@ -332,7 +247,7 @@ pub(crate) fn conv_forward_with_statistics(
 ) -> (Vec<f32>, (Vec<f64>, Vec<f64>)) {
     let co = g.out_channels;
     if forward_has_kernel(g) && (g.padding == 1 || input.is_none()) {
-        let weights = direct::taps_to_direct(taps, g);
+        let weights = taps_to_direct(taps, g);
         let mut parts = Vec::new();
         // SAFETY: the direct kernel writes every output.
         let y = unsafe {
@@ -364,7 +279,7 @@ pub(crate) fn conv_forward_with_shortcut(
         return (conv_forward(g, x, taps), conv_forward(gs, x, taps_s));
     }
     let n = x.len() / g.image_len();
-    let (weights, weights_s) = (direct::taps_to_direct(taps, g), direct::taps_to_direct(taps_s, gs));
+    let (weights, weights_s) = (taps_to_direct(taps, g), taps_to_direct(taps_s, gs));
     let mut ys = Vec::new();
     // SAFETY: the direct kernels write every output of both.
     let y = unsafe {
@@ -427,11 +342,11 @@ pub(crate) fn conv_input_grad(g: &Geometry, dy: &[f32], taps: &[f32]) -> Vec<f32
     if input_grad_has_kernel(g) {
         // A 3×3 stride-1 convolution's input gradient is the same convolution of `dy` with the
         // kernel flipped and its channels swapped.
-        let weights = direct::taps_to_direct_input_grad(taps, g);
+        let weights = taps_to_direct_input_grad(taps, g);
         // SAFETY: the direct kernel writes every output.
         return unsafe {
             new_filled(len, |dx| {
-                direct_forward_into_then(&direct::flipped(g), dy, None, &weights, dx, |_| ());
+                direct_forward_into_then(&flipped(g), dy, None, &weights, dx, |_| ());
             })
         };
     }
@@ -895,24 +810,6 @@ mod tests {
     use candle_core::{Device, Var};
 
     use crate::cpu::max_rel;
-
-    /// The taps layout by its index definition, and back, with more output channels than one
-    /// task of the pool takes.
-    #[test]
-    fn weight_to_taps_is_pixel_major_and_taps_to_weight_inverts_it() {
-        let (co, c, k) = (37, 5, 3);
-        let g = Geometry { channels: c, height: 6, width: 6, kernel: k, stride: 1, padding: 1, out_channels: co };
-        let w: Vec<f32> = (0..co * c * k * k).map(|i| i as f32).collect();
-        let taps = weight_to_taps(&w, &g);
-        for o in 0..co {
-            for ci in 0..c {
-                for t in 0..k * k {
-                    assert_eq!(taps[(o * k * k + t) * c + ci], w[(o * c + ci) * k * k + t], "({o}, {ci}, {t})");
-                }
-            }
-        }
-        assert_eq!(taps_to_weight(&taps, &g), w);
-    }
 
     /// Output, input gradient and weight gradient equal candle's reference implementation.
     #[test]

@@ -33,9 +33,7 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
-use crate::batch_norm::RowAffine;
-use crate::conv::Geometry;
-use crate::cpu::transposed;
+use crate::conv::shared::{avx512, direct_to_taps, flipped, with_buffer, with_input, with_inputs, Geometry, RowAffine};
 
 /// Whether [`forward_into`] and [`weight_grad_taps`] compute this convolution on this CPU:
 /// where they beat im2col. Measured for 3×3 stride 1 on one core, batch 128 (GFLOP/s, im2col →
@@ -95,48 +93,6 @@ pub(crate) fn pair_applies(g: &Geometry, gs: &Geometry) -> bool {
         && (g.channels, g.height, g.width) == (gs.channels, gs.height, gs.width)
         && input_grad_applies(g)
         && input_grad_applies(gs)
-}
-
-/// The convolution whose output is the input gradient of the 3×3 stride-1 convolution `g`:
-/// the same geometry with the channel counts swapped (its weights: [`taps_to_direct_input_grad`]).
-pub(crate) fn flipped(g: &Geometry) -> Geometry {
-    Geometry { channels: g.out_channels, out_channels: g.channels, ..*g }
-}
-
-pub(crate) fn avx512() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::is_x86_feature_detected!("avx512f")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
-}
-
-/// Taps `(C_out, k, k, C_in)` (the im2col weight) into `(k, k, C_in, C_out)`: for every tap and
-/// input channel, the output channels contiguous, as the kernel loads them.
-pub(crate) fn taps_to_direct(taps: &[f32], g: &Geometry) -> Vec<f32> {
-    transposed(taps, g.out_channels, g.rows())
-}
-
-/// The weights of the input gradient's convolution (see `conv::conv_input_grad`) from the
-/// forward's taps `(C_out, 3, 3, C_in)`: `(3, 3, C_out, C_in)` with the kernel flipped.
-pub(crate) fn taps_to_direct_input_grad(taps: &[f32], g: &Geometry) -> Vec<f32> {
-    let (ci, co, rows) = (g.channels, g.out_channels, g.rows());
-    let mut out = vec![0f32; taps.len()];
-    for t in 0..9 {
-        for o in 0..co {
-            let src = &taps[o * rows + (8 - t) * ci..][..ci];
-            out[(t * co + o) * ci..][..ci].copy_from_slice(src);
-        }
-    }
-    out
-}
-
-thread_local! {
-    /// Each thread's zero-bordered image (or output gradient), kept between calls.
-    static PADDED: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// `y = conv(x)` for channels-last `x` `(n, H, W, C_in)` and weights from [`taps_to_direct`],
@@ -570,74 +526,6 @@ pub(crate) fn weight_grad_tap_major(g: &Geometry, x: &[f32], input: Option<&RowA
             a
         });
     direct_to_taps(&per_tap, g)
-}
-
-/// `(k, k, C_in, C_out)` sums into taps `(C_out, k, k, C_in)`: [`taps_to_direct`] undone.
-pub(crate) fn direct_to_taps(per_tap: &[f32], g: &Geometry) -> Vec<f32> {
-    transposed(per_tap, g.rows(), g.out_channels)
-}
-
-/// Runs `f` on image `x` `(h, w, c)` as the kernel reads it, with the length of one of its
-/// rows: the image itself where `g` has no padding, else copied into the middle of this
-/// thread's zero-bordered `(h + 2, w + 2, c)` buffer, kept between calls (a re-entrant call
-/// gets a fresh one).
-/// With `input`, the copy is `relu(x · scale + shift)`.
-fn with_input<R>(g: &Geometry, x: &[f32], input: Option<&RowAffine>, f: impl FnOnce(&[f32], usize) -> R) -> R {
-    with_inputs(g, x, input, |planes, x_row, _| f(planes, x_row))
-}
-
-/// [`with_input`] for the images `x` (whole ones), one after another: `f` gets them, the length
-/// of a row and of an image.
-fn with_inputs<R>(g: &Geometry, x: &[f32], input: Option<&RowAffine>, f: impl FnOnce(&[f32], usize, usize) -> R) -> R {
-    let (h, w, c) = (g.height, g.width, g.channels);
-    if g.padding == 0 {
-        assert!(input.is_none(), "direct convolution: an input transform needs a bordered copy");
-        return f(x, w * c, g.image_len());
-    }
-    assert_eq!(g.padding, 1, "direct convolution: padding 0 or 1");
-    let plane = (h + 2) * (w + 2) * c;
-    let len = x.len() / g.image_len() * plane;
-    let fill = |buf: &mut [f32]| {
-        for (xi, padded) in x.chunks_exact(g.image_len()).zip(buf.chunks_exact_mut(plane)) {
-            pad(xi, padded, (h, w, c), input);
-        }
-    };
-    with_buffer(len, fill, |buf| f(buf, (w + 2) * c, plane))
-}
-
-/// Runs `f` on `len` floats of this thread's buffer (kept between calls; a re-entrant call gets
-/// a fresh one) after `fill` has written every one of them.
-fn with_buffer<R>(len: usize, fill: impl FnOnce(&mut [f32]), f: impl FnOnce(&[f32]) -> R) -> R {
-    PADDED.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut buf) => {
-            if buf.len() < len {
-                buf.resize(len, 0.0);
-            }
-            fill(&mut buf[..len]);
-            f(&buf[..len])
-        }
-        Err(_) => {
-            let mut buf = vec![0.0; len];
-            fill(&mut buf);
-            f(&buf)
-        }
-    })
-}
-
-/// One image `(h, w, c)` (or `relu(x · scale + shift)` of it) into the middle of
-/// `(h + 2, w + 2, c)`, the border zero.
-fn pad(x: &[f32], padded: &mut [f32], (h, w, c): (usize, usize, usize), input: Option<&RowAffine>) {
-    let row = (w + 2) * c;
-    padded[..row].fill(0.0);
-    padded[(h + 1) * row..].fill(0.0);
-    for (src, dst) in x.chunks_exact(w * c).zip(padded[row..(h + 1) * row].chunks_exact_mut(row)) {
-        dst[..c].fill(0.0);
-        match input {
-            None => dst[c..(w + 1) * c].copy_from_slice(src),
-            Some(bn) => bn.apply_relu_pixels(src, &mut dst[c..(w + 1) * c]),
-        }
-        dst[(w + 1) * c..].fill(0.0);
-    }
 }
 
 /// One image's convolution for the kernels: output pixel (oy, ox) reads the `kernel.0 ×
@@ -1338,6 +1226,7 @@ mod avx512 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::conv::shared::taps_to_direct;
     use crate::conv::{
         conv_forward_im2col, conv_input_grad, conv_input_grad_add, conv_input_grad_im2col,
         conv_weight_grad_taps_im2col, weight_to_taps,

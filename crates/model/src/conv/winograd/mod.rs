@@ -33,9 +33,7 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
-use crate::batch_norm::RowAffine;
-use crate::conv::direct;
-use crate::conv::{with_scratch, Geometry};
+use crate::conv::shared::{avx512, direct_to_taps, with_scratch, Geometry, RowAffine};
 
 /// Transform entries: a 4×4 window per tile.
 const XI: usize = 16;
@@ -62,7 +60,7 @@ pub(crate) fn applies(g: &Geometry) -> bool {
         && (g.out_channels <= 64 || g.out_channels.is_multiple_of(64))
         && (MIN_CHANNELS..=MAX_CHANNELS).contains(&g.channels)
         && g.out_channels <= MAX_CHANNELS
-        && direct::avx512()
+        && avx512()
 }
 
 /// Whether [`weight_grad_taps`] computes this convolution's weight gradient: where [`applies`],
@@ -239,7 +237,7 @@ pub(crate) fn weight_grad_taps(g: &Geometry, x: &[f32], input: Option<&RowAffine
             a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
             a
         });
-    direct::direct_to_taps(&untransform_weight_grad(&du, c, co), g)
+    direct_to_taps(&untransform_weight_grad(&du, c, co), g)
 }
 
 /// Tiles per group of the weight gradient: each group adds its products into the task's `dU`
@@ -328,8 +326,7 @@ mod avx512 {
     use std::arch::x86_64::*;
     use std::mem::MaybeUninit;
 
-    use crate::batch_norm::RowAffine;
-    use crate::conv::Geometry;
+    use crate::conv::shared::{Geometry, RowAffine};
 
     /// # Safety
     /// The CPU has AVX-512F; `x` holds every image the tiles lie in, `v` is `16 × count × C`,
@@ -596,8 +593,7 @@ mod avx512 {
 mod avx512 {
     use std::mem::MaybeUninit;
 
-    use crate::batch_norm::RowAffine;
-    use crate::conv::Geometry;
+    use crate::conv::shared::{Geometry, RowAffine};
 
     pub(super) unsafe fn transform_inputs(
         _: &Geometry,
@@ -671,7 +667,7 @@ mod tests {
     /// widths the network uses.
     #[test]
     fn winograd_equals_im2col() {
-        if !direct::avx512() {
+        if !avx512() {
             assert!(!applies(&geometry((64, 8, 8, 64))), "no AVX-512: never");
             eprintln!("no AVX-512 on this CPU: Winograd is not used here");
             return;
@@ -713,7 +709,7 @@ mod tests {
             let x: Vec<f32> = (0..n * g.image_len()).map(|_| rng.random_range(-1.0..1.0)).collect();
             let wt: Vec<f32> = (0..co * c * 9).map(|_| rng.random_range(-1.0..1.0)).collect();
             let taps = weight_to_taps(&wt, &g);
-            let weights = direct::taps_to_direct(&taps, &g);
+            let weights = crate::conv::shared::taps_to_direct(&taps, &g);
             let reference = conv_forward_im2col(&g, &x, &taps);
             let mut slots = vec![MaybeUninit::new(f32::NAN); reference.len()];
             let sums = forward_into_then(&g, &x, None, &weights, &mut slots, |yi| yi.iter().sum::<f32>());
@@ -742,7 +738,7 @@ mod tests {
 
             // The input gradient: Winograd on the flipped kernel where the swapped channels apply.
             let flipped_applies = c.is_multiple_of(if c > 64 { 64 } else { 16 }) && co.is_multiple_of(16);
-            assert_eq!(applies(&direct::flipped(&g)), flipped_applies, "{case}");
+            assert_eq!(applies(&crate::conv::shared::flipped(&g)), flipped_applies, "{case}");
             assert!(
                 !flipped_applies || crate::conv::input_grad_has_kernel(&g),
                 "{case}: conv should hand it to Winograd"
