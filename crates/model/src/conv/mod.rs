@@ -1,33 +1,33 @@
-//! 2-D convolution with a selectable implementation.
+//! 2-D convolution with a selectable implementation, and the choice of kernel for each pass.
 //!
 //! candle's CPU convolution backward computes the input gradient with an unblocked
 //! `conv_transpose2d` (a loop of dot products) and the weight gradient through an im2col of the
 //! whole gradient, which together make it 5-10× slower than PyTorch (measured: ~85 % of a
-//! training step). [`ConvImpl::Im2col`] works on channels-last activations `(N, H, W, C)` and
-//! lowers a chunk of whole images to one GEMM over their im2col matrix,
-//! `Y = cols(X) · W'ᵀ` with `M = images × output positions` rows, and its backward to two more,
-//! `dW' = dYᵀ · cols(X)` and `dX = col2im(dY · W')`, where `W'` is the weight reordered to
-//! `(C_out, k, k, C_in)` so that every im2col row is `k` runs of whole pixels (`C_in` contiguous
-//! floats: a copy, never a gather). Chunking whole images keeps the GEMMs tall where the planes
-//! are small (4×4 in ResNet-18's last stage, where a per-image GEMM had 16 rows) and keeps
-//! col2im's scatter inside one thread's images. The im2col matrix of a chunk is rebuilt in a
-//! per-thread buffer and never stored, so memory stays that of the activations.
-//! [`ConvImpl::Candle`] keeps candle's own kernels on `(N, C, H, W)` selectable: the reference,
-//! and the path on GPUs, where `Im2col` has no kernel yet.
-
-use std::mem::MaybeUninit;
+//! training step). [`ConvImpl::Im2col`] works on channels-last activations `(N, H, W, C)` with
+//! this crate's kernels, one family to a module: `im2col` (GEMM over chunks of whole images,
+//! any shape), `direct` (AVX-512 tiles of output pixels along a row, up to 128 channels),
+//! `tap_major` (AVX-512, small planes of many channels, several images at once) and `winograd`
+//! (F(2×2, 3×3), the 3×3 stride-1 convolutions of 16-512 channels). Each imports only what all
+//! share (`shared`: the geometry, buffers, weight layouts, bordered copies, the BatchNorm map)
+//! and `crate::cpu`, never another family or this module. This module picks the kernel of each
+//! pass — Winograd where it handles the shape, else tap-major, else direct, else im2col — and
+//! calls a forward through one function type ([`ForwardKernel`]), a weight gradient through
+//! another ([`WeightGradKernel`]). [`ConvImpl::Candle`] keeps candle's own kernels on `(N, C, H,
+//! W)` selectable: the reference, and the path on GPUs, where `Im2col` has no kernel yet.
 
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Module, Result, Shape, Tensor};
-use gemm::Parallelism;
-use rayon::prelude::*;
 
 use crate::batch_norm::{mean_and_variance, Moments};
-use crate::cpu::{f32_slice, matmul, matmul_raw, new_filled, zeros};
-use shared::{flipped, taps_to_direct, taps_to_direct_input_grad, with_scratch};
+use crate::cpu::{f32_slice, new_filled, zeros};
+use shared::{flipped, taps_to_direct, taps_to_direct_input_grad, ForwardKernel, WeightGradKernel};
 pub(crate) use shared::{taps_to_weight, weight_to_taps, Geometry, RowAffine};
 
 mod direct;
+mod im2col;
 pub(crate) mod shared;
+mod tap_major;
+#[cfg(test)]
+mod tests;
 mod winograd;
 
 /// The name the ops' errors carry.
@@ -36,13 +36,14 @@ const OP: &str = "im2col convolution";
 /// Which convolution kernels a model uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ConvImpl {
-    /// Channels-last im2col + GEMM forward and backward (CPU, f32), the layers of up to 128
-    /// channels, and the forward, stride-1 input gradient and (up to 256 channels) weight
-    /// gradient of wider ones on planes of at most 8×8, by the direct kernels of `direct_conv`
-    /// where the CPU has AVX-512 (see `direct::applies`, `direct::forward_applies`,
-    /// `direct::weight_grad_tap_major_applies`) — of them the 3×3 stride-1 convolutions of
-    /// 16-512 channels (the weight gradient from 32) by Winograd's F(2×2, 3×3)
-    /// (`winograd::applies`, `winograd::weight_grad_applies`); falls back to `Candle` elsewhere.
+    /// Channels-last im2col + GEMM forward and backward (CPU, f32); where the CPU has AVX-512,
+    /// the layers of up to 128 channels by the direct kernels (`direct::handles_forward`), the
+    /// forward, stride-1 input gradient and (up to 256 channels) weight gradient of wider ones on
+    /// planes of at most 8×8 by the tap-major ones (`tap_major::handles_forward`,
+    /// `tap_major::handles_weight_grad`), and of them the 3×3 stride-1 convolutions of 16-512
+    /// channels (the weight gradient from 32) by Winograd's F(2×2, 3×3)
+    /// (`winograd::handles_forward`, `winograd::handles_weight_grad`); falls back to `Candle`
+    /// elsewhere.
     #[default]
     Im2col,
     /// candle's `conv2d` and its autograd (`conv_transpose2d` backward), channels first.
@@ -99,137 +100,63 @@ impl ActLayout {
     }
 }
 
-/// GEMM rows a chunk aims for: tall enough for the micro-kernels to run near their peak.
-const CHUNK_ROWS: usize = 512;
-/// The weight gradient's: each chunk is a task that sums into its own `(C_out, k·k·C_in)`
-/// buffer, zeroed first and added up after, so fewer and taller ones (256 channels on 4×4,
-/// batch 128, GFLOP/s median of 12 alternated calls, 512 → 1024 rows: 88 → 153 and 145 → 174
-/// in two runs; 512 channels 136 → 143, 102 → 116; 256 on 8×8 the same).
-const WEIGHT_GRAD_CHUNK_ROWS: usize = 1024;
-/// The most floats one chunk's im2col buffer holds (16 MB), unless one image alone needs more.
-const CHUNK_FLOATS: usize = 4 << 20;
-
-/// The im2col lowering of a convolution.
-impl Geometry {
-    /// A 1×1, stride-1, unpadded convolution: the activations already are the im2col matrix.
-    fn is_pointwise(&self) -> bool {
-        self.kernel == 1 && self.stride == 1 && self.padding == 0
+/// The forward kernel for `g` on this CPU, `None` where only im2col computes it: Winograd where it
+/// handles the shape (fewer multiply-adds), else the direct families'.
+fn forward_kernel<T: Send>(g: &Geometry) -> Option<ForwardKernel<T>> {
+    if winograd::handles_forward(g) {
+        return Some(winograd::forward_into_then);
     }
+    direct_or_tap_major_forward(g)
+}
 
-    /// Whole images per GEMM: about `rows` rows, within [`CHUNK_FLOATS`], at least one.
-    fn images_per_chunk(&self, images: usize, rows: usize) -> usize {
-        let pos = self.positions().max(1);
-        let by_rows = rows.div_ceil(pos);
-        let by_memory = CHUNK_FLOATS / (pos * self.rows()).max(1);
-        by_rows.min(by_memory).clamp(1, images.max(1))
+/// The forward kernel of the direct families for `g` on this CPU: tap-major on the small planes
+/// it suits (where it and the one-row tiles both could, it wins), else the one-row tiles.
+fn direct_or_tap_major_forward<T: Send>(g: &Geometry) -> Option<ForwardKernel<T>> {
+    if tap_major::handles_forward(g) {
+        Some(tap_major::forward_into_then)
+    } else if direct::handles_forward(g) {
+        Some(direct::forward_into_then)
+    } else {
+        None
     }
+}
 
-    /// For output row `oy`, the kernel rows inside the image and their input rows.
-    fn valid_taps(&self, out: usize, size: usize) -> (usize, usize) {
-        // Tap t reads input out·stride + t − padding; keep 0 ≤ that < size.
-        let start = out * self.stride;
-        let first = self.padding.saturating_sub(start);
-        let last = (size + self.padding).saturating_sub(start).min(self.kernel);
-        (first, last.max(first))
+/// The kernel of the stride-1 input gradient of `g`, the forward of its flipped kernel
+/// ([`flipped`]): Winograd's or a direct family's where one takes that forward, else `None`.
+fn input_grad_kernel<T: Send>(g: &Geometry) -> Option<ForwardKernel<T>> {
+    if g.stride == 1 {
+        forward_kernel(&flipped(g))
+    } else {
+        None
     }
+}
 
-    /// Images `(g, H, W, C)` into their `(g·positions, k·k·C)` matrix; zero where padding is
-    /// covered. Each (row, kernel row) is one copy of the taps inside the image.
-    fn im2col(&self, images: &[f32], cols: &mut [f32]) {
-        let (c, k, rows) = (self.channels, self.kernel, self.rows());
-        let (oh, ow) = (self.out_h(), self.out_w());
-        for (img, out) in images.chunks_exact(self.image_len()).zip(cols.chunks_exact_mut(self.positions() * rows)) {
-            for oy in 0..oh {
-                let (ky0, ky1) = self.valid_taps(oy, self.height);
-                for ox in 0..ow {
-                    let (kx0, kx1) = self.valid_taps(ox, self.width);
-                    let row = &mut out[(oy * ow + ox) * rows..][..rows];
-                    for ky in 0..k {
-                        let dst = &mut row[ky * k * c..][..k * c];
-                        if ky < ky0 || ky >= ky1 || kx0 == kx1 {
-                            dst.fill(0.0);
-                            continue;
-                        }
-                        let iy = oy * self.stride + ky - self.padding;
-                        let ix = ox * self.stride + kx0 - self.padding;
-                        dst[..kx0 * c].fill(0.0);
-                        dst[kx0 * c..kx1 * c].copy_from_slice(&img[(iy * self.width + ix) * c..][..(kx1 - kx0) * c]);
-                        dst[kx1 * c..].fill(0.0);
-                    }
-                }
-            }
-        }
-    }
-
-    /// The adjoint of [`Self::im2col`]: add each matrix entry back onto its input pixel, onto
-    /// what `images` holds when `accumulate`, onto zeros otherwise.
-    fn col2im(&self, cols: &[f32], images: &mut [f32], accumulate: bool) {
-        if !accumulate {
-            images.fill(0.0);
-        }
-        let (c, k, rows) = (self.channels, self.kernel, self.rows());
-        let (oh, ow) = (self.out_h(), self.out_w());
-        for (img, out) in images.chunks_exact_mut(self.image_len()).zip(cols.chunks_exact(self.positions() * rows)) {
-            for oy in 0..oh {
-                let (ky0, ky1) = self.valid_taps(oy, self.height);
-                for ox in 0..ow {
-                    let (kx0, kx1) = self.valid_taps(ox, self.width);
-                    let row = &out[(oy * ow + ox) * rows..][..rows];
-                    for ky in ky0..ky1 {
-                        let iy = oy * self.stride + ky - self.padding;
-                        let ix = ox * self.stride + kx0 - self.padding;
-                        let src = &row[(ky * k + kx0) * c..(ky * k + kx1) * c];
-                        let dst = &mut img[(iy * self.width + ix) * c..][..src.len()];
-                        dst.iter_mut().zip(src).for_each(|(d, s)| *d += s);
-                    }
-                }
-            }
-        }
+/// The weight-gradient kernel for `g` on this CPU, `None` where only im2col computes it:
+/// Winograd, else tap-major, else direct, each where it handles the shape.
+fn weight_grad_kernel(g: &Geometry) -> Option<WeightGradKernel> {
+    if winograd::handles_weight_grad(g) {
+        Some(winograd::weight_grad_taps)
+    } else if tap_major::handles_weight_grad(g) {
+        Some(tap_major::weight_grad_taps)
+    } else if direct::handles_weight_grad(g) {
+        Some(direct::weight_grad_taps)
+    } else {
+        None
     }
 }
 
 /// `y = conv(x)` over channels-last images `x` (`n · image_len` floats) with the weight as
 /// taps ([`weight_to_taps`]); `y` is `(n, out_h, out_w, C_out)`.
 pub(crate) fn conv_forward(g: &Geometry, x: &[f32], taps: &[f32]) -> Vec<f32> {
-    if forward_has_kernel(g) {
-        let weights = taps_to_direct(taps, g);
-        // SAFETY: the direct kernel writes every output.
-        return unsafe {
-            new_filled(x.len() / g.image_len() * g.positions() * g.out_channels, |y| {
-                direct_forward_into_then(g, x, None, &weights, y, |_| ());
-            })
-        };
-    }
-    conv_forward_im2col(g, x, taps)
-}
-
-/// Whether [`direct_forward_into_then`] takes this forward: Winograd, or a direct kernel (the
-/// wide layers on planes above 8×8, 96-pixel images, have Winograd and no direct kernel).
-pub(crate) fn forward_has_kernel(g: &Geometry) -> bool {
-    winograd::applies(g) || direct::forward_applies(g)
-}
-
-/// Whether the stride-1 input gradient of `g` (the forward of its flipped kernel) has a
-/// Winograd or direct kernel.
-pub(crate) fn input_grad_has_kernel(g: &Geometry) -> bool {
-    g.stride == 1 && (direct::input_grad_applies(g) || winograd::applies(&flipped(g)))
-}
-
-/// `direct::forward_into_then`, by Winograd's F(2×2, 3×3) where it applies
-/// ([`winograd::applies`]): the direct kernels' forward and stride-1 input gradient (the weight
-/// gradient's dispatch is in [`conv_weight_grad_taps`] and [`conv_weight_grad_taps_bn_relu`]).
-fn direct_forward_into_then<T: Send>(
-    g: &Geometry,
-    x: &[f32],
-    input: Option<&RowAffine>,
-    weights: &[f32],
-    y: &mut [MaybeUninit<f32>],
-    then: impl Fn(&[f32]) -> T + Sync,
-) -> Vec<T> {
-    if winograd::applies(g) {
-        winograd::forward_into_then(g, x, input, weights, y, then)
-    } else {
-        direct::forward_into_then(g, x, input, weights, y, then)
+    let Some(kernel) = forward_kernel(g) else {
+        return im2col::forward(g, x, taps);
+    };
+    let weights = taps_to_direct(taps, g);
+    // SAFETY: the kernel writes every output.
+    unsafe {
+        new_filled(x.len() / g.image_len() * g.positions() * g.out_channels, |y| {
+            kernel(g, x, None, &weights, y, &|_| ());
+        })
     }
 }
 
@@ -246,20 +173,20 @@ pub(crate) fn conv_forward_with_statistics(
     taps: &[f32],
 ) -> (Vec<f32>, (Vec<f64>, Vec<f64>)) {
     let co = g.out_channels;
-    if forward_has_kernel(g) && (g.padding == 1 || input.is_none()) {
+    if let Some(kernel) = forward_kernel(g).filter(|_| g.padding == 1 || input.is_none()) {
         let weights = taps_to_direct(taps, g);
         let mut parts = Vec::new();
-        // SAFETY: the direct kernel writes every output.
+        // SAFETY: the kernel writes every output.
         let y = unsafe {
             new_filled(x.len() / g.image_len() * g.positions() * co, |y| {
-                parts = direct_forward_into_then(g, x, input, &weights, y, |yi| Moments::of_rows(yi, co));
+                parts = kernel(g, x, input, &weights, y, &|yi| Moments::of_rows(yi, co));
             })
         };
         return (y, Moments::merge(parts, co));
     }
     let y = match input {
-        Some(bn) => conv_forward_im2col(g, &bn.apply_new(x, true), taps),
-        None => conv_forward_im2col(g, x, taps),
+        Some(bn) => im2col::forward(g, &bn.apply_new(x, true), taps),
+        None => im2col::forward(g, x, taps),
     };
     let statistics = mean_and_variance(&y, co);
     (y, statistics)
@@ -275,7 +202,7 @@ pub(crate) fn conv_forward_with_shortcut(
     gs: &Geometry,
     taps_s: &[f32],
 ) -> (Vec<f32>, Vec<f32>) {
-    if !direct::pair_applies(g, gs) {
+    if !direct::handles_downsampling_pair(g, gs) {
         return (conv_forward(g, x, taps), conv_forward(gs, x, taps_s));
     }
     let n = x.len() / g.image_len();
@@ -292,65 +219,23 @@ pub(crate) fn conv_forward_with_shortcut(
     (y, ys)
 }
 
-/// [`conv_forward`] through im2col + GEMM, whatever the shape.
-pub(crate) fn conv_forward_im2col(g: &Geometry, x: &[f32], taps: &[f32]) -> Vec<f32> {
-    let n = x.len() / g.image_len();
-    let (rows, pos, co) = (g.rows(), g.positions(), g.out_channels);
-    let chunk = g.images_per_chunk(n, CHUNK_ROWS);
-    let len = n * pos * co;
-    let mut y: Vec<f32> = Vec::with_capacity(len);
-    y.spare_capacity_mut()[..len].par_chunks_mut(chunk * pos * co).zip(x.par_chunks(chunk * g.image_len())).for_each(
-        |(yc, xc)| {
-            let m = yc.len() / co;
-            let mut gemm_into = |lhs: &[f32]| {
-                // W'ᵀ: (rows × co) with row stride 1 and column stride rows. SAFETY: `yc` is
-                // `m·co` floats of spare capacity, all written (not read) by this GEMM.
-                unsafe {
-                    matmul_raw(
-                        (m, co, rows),
-                        yc.as_mut_ptr().cast(),
-                        yc.len(),
-                        false,
-                        lhs,
-                        (rows, 1),
-                        taps,
-                        (1, rows),
-                        Parallelism::None,
-                    )
-                }
-            };
-            if g.is_pointwise() {
-                gemm_into(xc);
-            } else {
-                with_scratch(m * rows, |cols| {
-                    g.im2col(xc, cols);
-                    gemm_into(cols);
-                });
-            }
-        },
-    );
-    // SAFETY: the chunks above cover `len` floats and each was written in full by its GEMM.
-    unsafe { y.set_len(len) };
-    y
-}
-
 /// The input gradient (`n · image_len` floats, a new buffer) of [`conv_forward`] from the output
 /// gradient `dy`. To add it onto an existing gradient (a residual block's two branches), call
 /// [`conv_input_grad_add`].
 pub(crate) fn conv_input_grad(g: &Geometry, dy: &[f32], taps: &[f32]) -> Vec<f32> {
     let len = dy.len() / (g.positions() * g.out_channels) * g.image_len();
-    if input_grad_has_kernel(g) {
+    if let Some(kernel) = input_grad_kernel(g) {
         // A 3×3 stride-1 convolution's input gradient is the same convolution of `dy` with the
         // kernel flipped and its channels swapped.
         let weights = taps_to_direct_input_grad(taps, g);
-        // SAFETY: the direct kernel writes every output.
+        // SAFETY: the kernel writes every output.
         return unsafe {
             new_filled(len, |dx| {
-                direct_forward_into_then(&flipped(g), dy, None, &weights, dx, |_| ());
+                kernel(&flipped(g), dy, None, &weights, dx, &|_| ());
             })
         };
     }
-    if g.kernel == 3 && g.stride == 2 && direct::input_grad_applies(g) {
+    if g.kernel == 3 && g.stride == 2 && direct::handles_strided_input_grad(g) {
         // SAFETY: the direct kernel writes every output.
         return unsafe { new_filled(len, |dx| direct::input_grad_stride2_into(g, dy, taps, dx, None)) };
     }
@@ -366,7 +251,7 @@ pub(crate) fn conv_input_grad_with_shortcut(
     (g, dy, taps): (&Geometry, &[f32], &[f32]),
     (gs, dys, taps_s): (&Geometry, &[f32], &[f32]),
 ) -> Vec<f32> {
-    if !direct::pair_applies(g, gs) {
+    if !direct::handles_downsampling_pair(g, gs) {
         let mut dx = conv_input_grad(g, dy, taps);
         conv_input_grad_add(gs, dys, taps_s, &mut dx);
         return dx;
@@ -378,57 +263,27 @@ pub(crate) fn conv_input_grad_with_shortcut(
 
 /// Adds the input gradient of [`conv_forward`] onto `dx`.
 pub(crate) fn conv_input_grad_add(g: &Geometry, dy: &[f32], taps: &[f32], dx: &mut [f32]) {
-    if g.kernel == 1 && g.stride != 1 && direct::input_grad_applies(g) {
+    if g.kernel == 1 && g.stride != 1 && direct::handles_strided_input_grad(g) {
         return direct::input_grad_add(g, dy, taps, dx);
     }
-    conv_input_grad_im2col(g, dy, taps, dx, true);
-}
-
-/// [`conv_input_grad`] through GEMM + col2im, whatever the shape.
-pub(crate) fn conv_input_grad_im2col(g: &Geometry, dy: &[f32], taps: &[f32], dx: &mut [f32], accumulate: bool) {
-    let n = dx.len() / g.image_len();
-    let (rows, pos, co) = (g.rows(), g.positions(), g.out_channels);
-    let chunk = g.images_per_chunk(n, CHUNK_ROWS);
-    dx.par_chunks_mut(chunk * g.image_len()).zip(dy.par_chunks(chunk * pos * co)).for_each(|(dxc, dyc)| {
-        let m = dyc.len() / co;
-        if g.is_pointwise() {
-            matmul((m, rows, co), dxc, accumulate, dyc, (co, 1), taps, (rows, 1), Parallelism::None);
-        } else {
-            with_scratch(m * rows, |dcols| {
-                matmul((m, rows, co), dcols, false, dyc, (co, 1), taps, (rows, 1), Parallelism::None);
-                g.col2im(dcols, dxc, accumulate);
-            });
-        }
-    });
+    im2col::input_grad_into(g, dy, taps, dx, true);
 }
 
 /// The weight gradient of [`conv_forward`] as taps `(C_out, k, k, C_in)`.
 pub(crate) fn conv_weight_grad_taps(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
-    if winograd::weight_grad_applies(g) {
-        return winograd::weight_grad_taps(g, x, None, dy);
+    match weight_grad_kernel(g) {
+        Some(kernel) => kernel(g, x, None, dy),
+        None => im2col::weight_grad_taps(g, x, dy),
     }
-    if direct::weight_grad_tap_major_applies(g) {
-        return direct::weight_grad_tap_major(g, x, None, dy);
-    }
-    if direct::applies(g) {
-        return direct::weight_grad_taps(g, x, None, dy);
-    }
-    conv_weight_grad_taps_im2col(g, x, dy)
 }
 
 /// [`conv_weight_grad_taps`] with the input `relu(BN(a))`, made as [`conv_forward_with_statistics`]
-/// makes it.
+/// makes it: by the kernel as it reads a padded input, else in full.
 pub(crate) fn conv_weight_grad_taps_bn_relu(g: &Geometry, a: &[f32], bn: &RowAffine, dy: &[f32]) -> Vec<f32> {
-    if winograd::weight_grad_applies(g) {
-        return winograd::weight_grad_taps(g, a, Some(bn), dy);
+    match weight_grad_kernel(g) {
+        Some(kernel) if g.padding == 1 => kernel(g, a, Some(bn), dy),
+        _ => im2col::weight_grad_taps(g, &bn.apply_new(a, true), dy),
     }
-    if direct::weight_grad_tap_major_applies(g) {
-        return direct::weight_grad_tap_major(g, a, Some(bn), dy);
-    }
-    if direct::applies(g) && g.padding == 1 {
-        return direct::weight_grad_taps(g, a, Some(bn), dy);
-    }
-    conv_weight_grad_taps_im2col(g, &bn.apply_new(a, true), dy)
 }
 
 /// [`conv_weight_grad_taps`] of a block's first convolution `g` (output gradient `dy`) and of
@@ -438,45 +293,10 @@ pub(crate) fn conv_weight_grad_taps_with_shortcut(
     (gs, dys): (&Geometry, &[f32]),
     x: &[f32],
 ) -> (Vec<f32>, Vec<f32>) {
-    if !direct::pair_applies(g, gs) {
+    if !direct::handles_downsampling_pair(g, gs) {
         return (conv_weight_grad_taps(g, x, dy), conv_weight_grad_taps(gs, x, dys));
     }
     direct::weight_grad_taps_pair(g, x, dy, gs, dys)
-}
-
-/// [`conv_weight_grad_taps`] through im2col + GEMM, whatever the shape.
-pub(crate) fn conv_weight_grad_taps_im2col(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
-    let n = x.len() / g.image_len();
-    let (rows, pos, co) = (g.rows(), g.positions(), g.out_channels);
-    let chunk = g.images_per_chunk(n, WEIGHT_GRAD_CHUNK_ROWS);
-    x.par_chunks(chunk * g.image_len())
-        .zip(dy.par_chunks(chunk * pos * co))
-        .fold(
-            || vec![0f32; co * rows],
-            |mut acc, (xc, dyc)| {
-                let m = dyc.len() / co;
-                // acc += dYᵀ · cols: dYᵀ is (co × m) with row stride 1 and column stride co.
-                let accumulate = |acc: &mut [f32], rhs: &[f32]| {
-                    matmul((co, rows, m), acc, true, dyc, (1, co), rhs, (rows, 1), Parallelism::None);
-                };
-                if g.is_pointwise() {
-                    accumulate(&mut acc, xc);
-                } else {
-                    with_scratch(m * rows, |cols| {
-                        g.im2col(xc, cols);
-                        accumulate(&mut acc, cols);
-                    });
-                }
-                acc
-            },
-        )
-        .reduce(
-            || vec![0f32; co * rows],
-            |mut a, b| {
-                a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
-                a
-            },
-        )
 }
 
 /// The forward convolution, `(x, w) → y` on channels-last `x`, with its backward built from the
@@ -801,116 +621,5 @@ pub fn time_passes(shape: ConvShape, imp: ConvImpl, repetitions: usize) -> Resul
             })?;
             Ok(PassSeconds { forward, backward, backward_passes: 2, input_grad: None, weight_grad: None })
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use candle_core::{Device, Var};
-
-    use crate::cpu::max_rel;
-
-    /// Output, input gradient and weight gradient equal candle's reference implementation.
-    #[test]
-    fn im2col_matches_candle_forward_and_gradients() {
-        let dev = Device::Cpu;
-        for &(n, c, h, co, k, s, p) in &[
-            (3, 4, 9, 5, 3, 1, 1),
-            (2, 3, 8, 6, 3, 2, 1),
-            (2, 4, 8, 3, 1, 2, 0),
-            (2, 4, 5, 3, 1, 1, 0),
-            (2, 3, 12, 4, 7, 2, 3),
-            // Several images per GEMM chunk, the last chunk shorter.
-            (40, 3, 4, 5, 3, 1, 1),
-            (40, 4, 8, 3, 1, 2, 0),
-            (70, 6, 4, 5, 3, 2, 1),
-        ] {
-            // candle's own backward mishandles odd sizes at stride 2, so the reference only sees even ones there.
-            let wd = if s == 1 { h + 1 } else { h };
-            let x = Var::from_tensor(&crate::cpu::test_randn(0f32, 1.0, (n, c, h, wd), &dev).unwrap()).unwrap();
-            let wt = Var::from_tensor(&crate::cpu::test_randn(0f32, 1.0, (co, c, k, k), &dev).unwrap()).unwrap();
-            let upstream = {
-                let probe = x.as_tensor().conv2d(wt.as_tensor(), p, s, 1, 1).unwrap();
-                crate::cpu::test_randn(0f32, 1.0, probe.shape(), &dev).unwrap()
-            };
-            let run = |imp: ConvImpl| {
-                let conv = Conv2d::new(wt.as_tensor().clone(), s, p, imp);
-                let y = conv.forward(x.as_tensor()).unwrap();
-                let grads = (&y * &upstream).unwrap().sum_all().unwrap().backward().unwrap();
-                (y, grads.get(x.as_tensor()).unwrap().clone(), grads.get(wt.as_tensor()).unwrap().clone())
-            };
-            let (y0, gx0, gw0) = run(ConvImpl::Candle);
-            let (y1, gx1, gw1) = run(ConvImpl::Im2col);
-            let case = format!("n{n} c{c} h{h} co{co} k{k} s{s} p{p}");
-            assert!(max_rel(&y1, &y0) < 1e-5, "output {case}: {}", max_rel(&y1, &y0));
-            assert!(max_rel(&gx1, &gx0) < 1e-5, "input grad {case}: {}", max_rel(&gx1, &gx0));
-            assert!(max_rel(&gw1, &gw0) < 1e-5, "weight grad {case}: {}", max_rel(&gw1, &gw0));
-        }
-    }
-
-    /// A convolution of `relu(BN(a))` made as its bordered copy is filled equals, bit for bit,
-    /// the convolution of the stored activation, forward and weight gradient, and the output's
-    /// statistics taken image by image equal those of the whole output: on the direct kernels
-    /// (3×3 at stride 1 and 2, one-row tiles and tap-major over 9 images, a short last chunk)
-    /// and where they do not apply (24 output channels: made in full).
-    #[test]
-    fn convolving_bn_relu_of_the_input_equals_convolving_the_activation() {
-        use rand::{Rng, SeedableRng};
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(21);
-        for &(n, c, side, co, stride) in &[
-            (3, 16, 9, 16, 1),
-            (2, 32, 6, 64, 1),
-            (2, 16, 7, 32, 2),
-            (9, 256, 4, 256, 1),
-            (3, 128, 7, 64, 2),
-            (2, 32, 5, 24, 1),
-        ] {
-            let g =
-                Geometry { channels: c, height: side, width: side, kernel: 3, stride, padding: 1, out_channels: co };
-            let a: Vec<f32> = (0..n * g.image_len()).map(|_| rng.random_range(-2.0..2.0)).collect();
-            let gamma: Vec<f32> = (0..c).map(|_| rng.random_range(0.5..1.5)).collect();
-            let beta: Vec<f32> = (0..c).map(|_| rng.random_range(-0.5..0.5)).collect();
-            let bn = RowAffine::of_batch(&a, &gamma, &beta, 1e-5);
-            let b = bn.apply_new(&a, true);
-            assert!(b.iter().filter(|v| **v == 0.0).count() > b.len() / 5, "the ReLU should cut");
-            let taps: Vec<f32> = (0..co * g.rows()).map(|_| rng.random_range(-1.0..1.0)).collect();
-            let dy: Vec<f32> = (0..n * g.positions() * co).map(|_| rng.random_range(-1.0..1.0)).collect();
-            let case = format!("{c}→{co} on {side}×{side}, stride {stride}");
-            let (y, (mean, var)) = conv_forward_with_statistics(&g, &a, Some(&bn), &taps);
-            assert_eq!(y, conv_forward(&g, &b, &taps), "forward {case}");
-            let (want_mean, want_var) = mean_and_variance(&y, co);
-            // Each against its own scale: a mean near zero against the spread of the values.
-            let std: Vec<f64> = want_var.iter().map(|v| v.sqrt().max(1e-3)).collect();
-            let var_scale: Vec<f64> = want_var.iter().map(|v| v.max(1e-3)).collect();
-            for (what, got, want, scale) in
-                [("mean", &mean, &want_mean, &std), ("variance", &var, &want_var, &var_scale)]
-            {
-                let e = (0..co).map(|o| (got[o] - want[o]).abs() / scale[o]).fold(0f64, f64::max);
-                assert!(e < 1e-6, "{what} of the output {case}: {e}");
-            }
-            assert_eq!(
-                conv_weight_grad_taps_bn_relu(&g, &a, &bn, &dy),
-                conv_weight_grad_taps(&g, &b, &dy),
-                "weight gradient {case}"
-            );
-        }
-    }
-
-    /// col2im is the adjoint of im2col: <im2col(x), y> = <x, col2im(y)>.
-    #[test]
-    fn col2im_is_the_adjoint_of_im2col() {
-        use rand::{Rng, SeedableRng};
-        let g = Geometry { channels: 2, height: 5, width: 6, kernel: 3, stride: 2, padding: 1, out_channels: 1 };
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(4);
-        let x: Vec<f32> = (0..g.image_len()).map(|_| rng.random_range(-1.0..1.0)).collect();
-        let y: Vec<f32> = (0..g.rows() * g.positions()).map(|_| rng.random_range(-1.0..1.0)).collect();
-        let mut cols = vec![0.0; y.len()];
-        g.im2col(&x, &mut cols);
-        let mut back = vec![0.0; x.len()];
-        g.col2im(&y, &mut back, false);
-        let lhs: f64 = cols.iter().zip(&y).map(|(a, b)| (*a as f64) * (*b as f64)).sum();
-        let rhs: f64 = x.iter().zip(&back).map(|(a, b)| (*a as f64) * (*b as f64)).sum();
-        assert!((lhs - rhs).abs() < 1e-5 * lhs.abs().max(1.0), "{lhs} vs {rhs}");
     }
 }

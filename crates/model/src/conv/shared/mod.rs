@@ -1,12 +1,18 @@
 //! What every convolution kernel family shares: the [`Geometry`] of a convolution, per-thread
 //! buffers, run-time detection of AVX-512, the weight layouts the kernels read ([`taps`]), the
-//! zero-bordered copies of images that the padded direct and tap-major kernels read, and the
-//! BatchNorm + ReLU map a kernel may apply to its input as it reads it ([`RowAffine`]).
+//! zero-bordered copies of images that the padded direct and tap-major kernels read, the
+//! BatchNorm + ReLU map a kernel may apply to its input as it reads it ([`RowAffine`]), and the
+//! one function type of a forward kernel ([`ForwardKernel`]) and of a weight-gradient kernel
+//! ([`WeightGradKernel`]) through which `conv` calls them.
 //!
 //! A leaf: it imports nothing of `conv` but its own children (and `crate::cpu`), so that the
 //! kernel families depend on it and never on each other or on the dispatch in `conv`.
 
+use std::mem::MaybeUninit;
+
 mod row_affine;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod simd;
 mod taps;
 
 pub(crate) use row_affine::{normalised, RowAffine};
@@ -49,6 +55,22 @@ impl Geometry {
         self.channels * self.height * self.width
     }
 }
+
+/// A kernel family's forward convolution, the one interface through which `conv` runs the
+/// Winograd, tap-major and direct kernels: `y = conv(x)` for channels-last `x` `(n, H, W, C_in)`
+/// and weights `(k, k, C_in, C_out)` ([`taps_to_direct`]), written into `y` `(n, out_h, out_w,
+/// C_out)`, every element of it; with `input` the images are `relu(x · scale + shift)` of those
+/// `x` (a BatchNorm + ReLU applied as the kernel reads them); then `then` on each image's output
+/// while it is in cache: what it returns, image by image. Each family's `handles_forward` says
+/// where its kernel may be called.
+pub(crate) type ForwardKernel<T> =
+    fn(&Geometry, &[f32], Option<&RowAffine>, &[f32], &mut [MaybeUninit<f32>], &(dyn Fn(&[f32]) -> T + Sync)) -> Vec<T>;
+
+/// A kernel family's weight gradient as taps `(C_out, k, k, C_in)` from the input `x` and the
+/// output gradient `dy`, summed over the images; with `input` the images are `relu(x · scale +
+/// shift)` of those `x`, as in [`ForwardKernel`]. Each family's `handles_weight_grad` says where
+/// its kernel may be called.
+pub(crate) type WeightGradKernel = fn(&Geometry, &[f32], Option<&RowAffine>, &[f32]) -> Vec<f32>;
 
 /// Whether the CPU has AVX-512F, which every kernel but im2col needs.
 pub(crate) fn avx512() -> bool {
