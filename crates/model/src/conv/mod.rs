@@ -24,11 +24,14 @@ pub(crate) use shared::{taps_to_weight, weight_to_taps, Geometry, RowAffine};
 
 mod direct;
 mod im2col;
+mod passes;
 pub(crate) mod shared;
 mod tap_major;
 #[cfg(test)]
 mod tests;
 mod winograd;
+
+pub use passes::ConvPasses;
 
 /// The name the ops' errors carry.
 const OP: &str = "im2col convolution";
@@ -443,183 +446,5 @@ impl Module for Conv2d {
         let layout =
             if self.precision == crate::Precision::F32 { self.imp.layout_for(x) } else { ActLayout::ChannelsFirst };
         layout.to_nchw(&self.forward_in(&layout.from_nchw(x)?, layout)?)
-    }
-}
-
-/// One convolution's shape for [`time_passes`]: `batch` images of `channels × side × side`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ConvShape {
-    pub batch: usize,
-    pub channels: usize,
-    pub side: usize,
-    pub out_channels: usize,
-    pub kernel: usize,
-    pub stride: usize,
-    /// Whether training needs the input gradient here (not for the stem: the images need none).
-    pub input_grad: bool,
-    /// With the 1×1 stride-2 projection shortcut (same input, `out_channels`) beside it: a
-    /// downsampling block's first convolution, timed as training runs the two, together
-    /// where the direct kernels take both (`conv_forward_with_shortcut`).
-    pub shortcut: bool,
-}
-
-impl ConvShape {
-    fn geometry(&self) -> Geometry {
-        Geometry {
-            channels: self.channels,
-            height: self.side,
-            width: self.side,
-            kernel: self.kernel,
-            stride: self.stride,
-            padding: self.kernel / 2,
-            out_channels: self.out_channels,
-        }
-    }
-
-    /// The shortcut's geometry.
-    fn shortcut_geometry(&self) -> Geometry {
-        Geometry { kernel: 1, padding: 0, ..self.geometry() }
-    }
-
-    /// Floating-point operations of one pass (each pass is one multiply-add per weight tap and
-    /// output position: 2 FLOPs), the shortcut's included.
-    pub fn flops(&self) -> f64 {
-        let g = self.geometry();
-        let taps = g.rows() + if self.shortcut { g.channels } else { 0 };
-        2.0 * (self.batch * g.positions() * taps * self.out_channels) as f64
-    }
-
-    /// The distinct convolutions of the small-stem ResNet-18 on `side`-pixel images, each with
-    /// how many times it occurs; each stage's first with its shortcut.
-    pub fn resnet18(widths: [usize; 4], batch: usize, side: usize) -> Vec<(ConvShape, usize)> {
-        let shape = |channels, side, out_channels, kernel, stride| ConvShape {
-            batch,
-            channels,
-            side,
-            out_channels,
-            kernel,
-            stride,
-            input_grad: true,
-            shortcut: false,
-        };
-        let stem = ConvShape { input_grad: false, ..shape(3, side, widths[0], 3, 1) };
-        let mut out = vec![(stem, 1), (shape(widths[0], side, widths[0], 3, 1), 4)];
-        let mut s = side;
-        for pair in widths.windows(2) {
-            let (cin, c) = (pair[0], pair[1]);
-            out.push((ConvShape { shortcut: true, ..shape(cin, s, c, 3, 2) }, 1));
-            s = s.div_ceil(2);
-            out.push((shape(c, s, c, 3, 1), 3));
-        }
-        out
-    }
-}
-
-/// Seconds per call of each pass of a convolution, best of the repetitions.
-#[derive(Debug, Clone, Copy)]
-pub struct PassSeconds {
-    pub forward: f64,
-    /// The gradients training computes here (candle's autograd: both).
-    pub backward: f64,
-    /// How many passes `backward` is: 2, or 1 where training needs no input gradient.
-    pub backward_passes: usize,
-    /// The input and weight gradients apart, where the kernels compute them apart (not candle's
-    /// autograd, which makes both in one call) and training needs them.
-    pub input_grad: Option<f64>,
-    pub weight_grad: Option<f64>,
-}
-
-/// Times the forward and backward passes of `imp` on random data, each as a training step runs
-/// it (the input gradient where [`ConvShape::input_grad`], the shortcut beside it where
-/// [`ConvShape::shortcut`]).
-pub fn time_passes(shape: ConvShape, imp: ConvImpl, repetitions: usize) -> Result<PassSeconds> {
-    use std::time::Instant;
-    let dev = candle_core::Device::Cpu;
-    let (g, gs) = (shape.geometry(), shape.shortcut_geometry());
-    let best = |f: &mut dyn FnMut() -> Result<()>| -> Result<f64> {
-        f()?; // warm-up: thread pool, allocator, caches
-        let mut best = f64::INFINITY;
-        for _ in 0..repetitions.max(1) {
-            let t = Instant::now();
-            f()?;
-            best = best.min(t.elapsed().as_secs_f64());
-        }
-        Ok(best)
-    };
-    let w = Tensor::randn(0f32, 1.0, (g.out_channels, g.channels, g.kernel, g.kernel), &dev)?;
-    let ws = Tensor::randn(0f32, 1.0, (g.out_channels, g.channels, 1, 1), &dev)?;
-    match imp {
-        ConvImpl::Im2col if shape.shortcut => {
-            let values = |t: &Tensor| t.flatten_all()?.to_vec1::<f32>();
-            let x = values(&Tensor::randn(0f32, 1.0, shape.batch * g.image_len(), &dev)?)?;
-            let dy = values(&Tensor::randn(0f32, 1.0, shape.batch * g.positions() * g.out_channels, &dev)?)?;
-            let dys = values(&Tensor::randn(0f32, 1.0, dy.len(), &dev)?)?;
-            let (w, ws) = (values(&w)?, values(&ws)?);
-            // The weights' reordering is part of each pass, as in training.
-            let forward = best(&mut || {
-                conv_forward_with_shortcut(&g, &x, &weight_to_taps(&w, &g), &gs, &weight_to_taps(&ws, &gs));
-                Ok(())
-            })?;
-            let input_grad = best(&mut || {
-                let (taps, taps_s) = (weight_to_taps(&w, &g), weight_to_taps(&ws, &gs));
-                conv_input_grad_with_shortcut((&g, &dy, &taps), (&gs, &dys, &taps_s));
-                Ok(())
-            })?;
-            let weight_grad = best(&mut || {
-                let (dw, dws) = conv_weight_grad_taps_with_shortcut((&g, &dy), (&gs, &dys), &x);
-                std::hint::black_box((taps_to_weight(&dw, &g), taps_to_weight(&dws, &gs)));
-                Ok(())
-            })?;
-            Ok(PassSeconds {
-                forward,
-                backward: input_grad + weight_grad,
-                backward_passes: 2,
-                input_grad: Some(input_grad),
-                weight_grad: Some(weight_grad),
-            })
-        }
-        ConvImpl::Im2col => {
-            let x = Tensor::randn(0f32, 1.0, (shape.batch, g.height, g.width, g.channels), &dev)?;
-            let dy = Tensor::randn(0f32, 1.0, (shape.batch, g.out_h(), g.out_w(), g.out_channels), &dev)?;
-            let forward = best(&mut || x.apply_op2_no_bwd(&w, &ConvForward(g)).map(drop))?;
-            let input_grad = if shape.input_grad {
-                Some(best(&mut || dy.apply_op2_no_bwd(&w, &ConvInputGrad(g)).map(drop))?)
-            } else {
-                None
-            };
-            let weight_grad = best(&mut || x.apply_op2_no_bwd(&dy, &ConvWeightGrad(g)).map(drop))?;
-            Ok(PassSeconds {
-                forward,
-                backward: input_grad.unwrap_or(0.0) + weight_grad,
-                backward_passes: 1 + usize::from(input_grad.is_some()),
-                input_grad,
-                weight_grad: Some(weight_grad),
-            })
-        }
-        ConvImpl::Candle => {
-            let x = candle_core::Var::from_tensor(&Tensor::randn(
-                0f32,
-                1.0,
-                (shape.batch, g.channels, g.height, g.width),
-                &dev,
-            )?)?;
-            let (wv, wsv) = (candle_core::Var::from_tensor(&w)?, candle_core::Var::from_tensor(&ws)?);
-            // Both convolutions where there is a shortcut, each its own call.
-            let outputs = || -> Result<Vec<Tensor>> {
-                let y = x.conv2d(&wv, g.padding, g.stride, 1, 1)?;
-                Ok(if shape.shortcut { vec![y, x.conv2d(&wsv, 0, gs.stride, 1, 1)?] } else { vec![y] })
-            };
-            let forward = best(&mut || outputs().map(drop))?;
-            let ys = outputs()?;
-            let dys = ys.iter().map(|y| Tensor::randn(0f32, 1.0, y.shape(), &dev)).collect::<Result<Vec<_>>>()?;
-            let backward = best(&mut || {
-                let mut total = (&ys[0] * &dys[0])?.sum_all()?;
-                for (y, dy) in ys.iter().zip(&dys).skip(1) {
-                    total = (total + (y * dy)?.sum_all()?)?;
-                }
-                total.backward().map(drop)
-            })?;
-            Ok(PassSeconds { forward, backward, backward_passes: 2, input_grad: None, weight_grad: None })
-        }
     }
 }
