@@ -10,7 +10,6 @@ pub mod linear;
 pub mod max_pool;
 pub mod mlp;
 pub mod resnet;
-mod resnet_cpu;
 
 pub use conv::{ActLayout, Conv2d, ConvImpl};
 pub use error::{Error, Result};
