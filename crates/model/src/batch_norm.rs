@@ -18,60 +18,11 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp3, DType, Layout, Result, Shape
 use candle_nn::{BatchNorm, ModuleT};
 use rayon::prelude::*;
 
-use crate::cpu::{f32_slice, new_filled};
+use crate::conv::shared::{normalised, RowAffine};
+use crate::cpu::{f32_slice, new_filled, rows_per_task, with_channels};
 
 /// The name the ops' errors carry.
 const OP: &str = "fused batch-norm";
-
-/// Elements per parallel task: enough work to amortise a task, small enough to share 2-64 cores
-/// whether the rows are many and narrow (a conv's pixels) or few and wide (a projector's batch).
-pub(crate) const ELEMENTS_PER_TASK: usize = 1 << 16;
-
-/// Rows per task for `c` channels; at most 1024, so f32 sums within a task stay exact enough.
-pub(crate) fn rows_per_task(c: usize) -> usize {
-    (ELEMENTS_PER_TASK / c.max(1)).clamp(8, 1024)
-}
-
-/// Runs `$body` with `$C` bound to the channel count `$c`: a constant for the ResNets' widths, so
-/// that the loops over a row's `C` channels unroll into whole AVX-512 vectors (with a run-time
-/// count, a 16-channel row was one vector plus a loop's set-up and remainder: BatchNorm's
-/// backward ran at 8-11 GB/s), a variable otherwise (the projectors' 2048-wide rows).
-macro_rules! with_channels {
-    ($c:expr, $C:ident => $body:block) => {
-        match $c {
-            16 => {
-                const $C: usize = 16;
-                $body
-            }
-            32 => {
-                const $C: usize = 32;
-                $body
-            }
-            64 => {
-                const $C: usize = 64;
-                $body
-            }
-            128 => {
-                const $C: usize = 128;
-                $body
-            }
-            256 => {
-                const $C: usize = 256;
-                $body
-            }
-            512 => {
-                const $C: usize = 512;
-                $body
-            }
-            c => {
-                #[allow(non_snake_case)]
-                let $C: usize = c;
-                $body
-            }
-        }
-    };
-}
-pub(crate) use with_channels;
 
 /// Two per-channel sums over the rows of up to three aligned `(M, C)` arrays: `f(a, b, c, s, t)`
 /// adds the terms of one task's rows into `s` and `t`. Rows accumulate in f32 within a task of
@@ -216,78 +167,13 @@ pub(crate) enum ReluCut<'a> {
     Own,
 }
 
-/// `x · scale + shift`, the one place it is computed: the forward's ReLU, a convolution's
-/// bordered copy ([`RowAffine::apply_relu_pixels`]) and the backward's recomputed cut
-/// ([`ReluCut::Own`]) must see the same f32 value, bit for bit (Rust never contracts it into an
-/// FMA on its own).
-#[inline(always)]
-fn normalised(x: f32, scale: f32, shift: f32) -> f32 {
-    x * scale + shift
-}
-
-/// Training-mode BatchNorm of `(M, C)` rows as a per-channel affine map: `y = x · scale + shift`.
-pub(crate) struct RowAffine {
-    pub(crate) scale: Vec<f32>,
-    pub(crate) shift: Vec<f32>,
-    /// The batch statistics behind it (biased variance), for the backward and the running ones.
-    pub(crate) mean: Vec<f64>,
-    pub(crate) var: Vec<f64>,
-    pub(crate) inv_std: Vec<f64>,
-}
-
+/// BatchNorm's side of [`RowAffine`] (the map itself and its application are in `conv::shared`,
+/// as the convolution kernels apply it to their input): the map from a batch's own statistics,
+/// and the backward.
 impl RowAffine {
     /// Per channel, the scale `γ/σ` and the shift `β − μγ/σ` from the batch statistics of `x`.
     pub(crate) fn of_batch(x: &[f32], gamma: &[f32], beta: &[f32], eps: f64) -> Self {
         Self::of_statistics(mean_and_variance(x, gamma.len()), gamma, beta, eps)
-    }
-
-    /// [`Self::of_batch`] from the batch's per-channel mean and biased variance.
-    pub(crate) fn of_statistics((mean, var): (Vec<f64>, Vec<f64>), gamma: &[f32], beta: &[f32], eps: f64) -> Self {
-        let c = gamma.len();
-        let inv_std: Vec<f64> = var.iter().map(|v| 1.0 / (v + eps).sqrt()).collect();
-        let scale: Vec<f32> = (0..c).map(|i| (gamma[i] as f64 * inv_std[i]) as f32).collect();
-        let shift = (0..c).map(|i| (beta[i] as f64 - mean[i] * gamma[i] as f64 * inv_std[i]) as f32).collect();
-        Self { scale, shift, mean, var, inv_std }
-    }
-
-    /// `[relu](x · scale + shift)` as a new buffer.
-    pub(crate) fn apply_new(&self, x: &[f32], relu: bool) -> Vec<f32> {
-        // SAFETY: `apply` writes every element.
-        unsafe { new_filled(x.len(), |y| self.apply(x, y, relu)) }
-    }
-
-    /// `y = [relu](x · scale + shift)`, row by row, every element of `y` written.
-    pub(crate) fn apply(&self, x: &[f32], y: &mut [MaybeUninit<f32>], relu: bool) {
-        let c = self.scale.len();
-        let (scale, shift) = (&self.scale, &self.shift);
-        y.par_chunks_mut(rows_per_task(c) * c).zip(x.par_chunks(rows_per_task(c) * c)).for_each(|(yc, xc)| {
-            with_channels!(c, C => {
-                let (scale, shift) = (&scale[..C], &shift[..C]);
-                for (yr, xr) in yc.chunks_exact_mut(C).zip(xc.chunks_exact(C)) {
-                    // Zipped, not indexed: the loop then has no bounds checks and vectorises.
-                    for (((y, &x), &scale), &shift) in yr.iter_mut().zip(xr).zip(scale).zip(shift) {
-                        let v = normalised(x, scale, shift);
-                        y.write(if relu { v.max(0.0) } else { v });
-                    }
-                }
-            })
-        });
-    }
-
-    /// `y = relu(x · scale + shift)` over whole pixels on this thread, the same f32 operations
-    /// as [`Self::apply`]: a convolution's bordered copy of one image row made from the
-    /// BatchNorm's input instead of its stored output.
-    pub(crate) fn apply_relu_pixels(&self, x: &[f32], y: &mut [f32]) {
-        let c = self.scale.len();
-        let (scale, shift) = (&self.scale, &self.shift);
-        with_channels!(c, C => {
-            let (scale, shift) = (&scale[..C], &shift[..C]);
-            for (yr, xr) in y.chunks_exact_mut(C).zip(x.chunks_exact(C)) {
-                for (((y, &x), &scale), &shift) in yr.iter_mut().zip(xr).zip(scale).zip(shift) {
-                    *y = normalised(x, scale, shift).max(0.0);
-                }
-            }
-        })
     }
 
     /// [`Self::backward`] with `dx` a new buffer: `(dx, (dγ, dβ))`.

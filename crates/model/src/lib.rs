@@ -4,15 +4,12 @@
 pub mod batch_norm;
 pub mod conv;
 mod cpu;
-mod direct_conv;
 mod error;
 pub mod init;
 pub mod linear;
 pub mod max_pool;
 pub mod mlp;
 pub mod resnet;
-mod resnet_cpu;
-mod winograd;
 
 pub use conv::{ActLayout, Conv2d, ConvImpl};
 pub use error::{Error, Result};

@@ -10,8 +10,10 @@ use crate::batch_norm::batch_norm_rows;
 use crate::conv::{ActLayout, Conv2d, ConvImpl};
 
 use crate::mlp::batch_norm;
-use crate::resnet_cpu::PlanBuilder;
 use crate::Error;
+use fused_training::LayerScheduleBuilder;
+
+mod fused_training;
 
 /// Which stem and how wide.
 #[derive(Debug, Clone, PartialEq)]
@@ -229,16 +231,16 @@ impl ResNet {
     }
 
     /// Training mode on channels-last CPU activations: the whole encoder as one op
-    /// (`resnet_cpu`), the same numbers as the layer-by-layer path without its per-node passes;
+    /// (`fused_training`), the same numbers as the layer-by-layer path without its per-node passes;
     /// the views (of one shape) in one op, each with its own batch statistics.
     fn train_pass(&self, xs: &[Tensor]) -> Result<Vec<Tensor>> {
         let (_, h, w, _) = xs[0].dims4()?;
-        let mut plan = PlanBuilder::new(h, w);
-        plan.stem(&self.conv1, &self.bn1)?;
+        let mut schedule = LayerScheduleBuilder::new(h, w);
+        schedule.stem(&self.conv1, &self.bn1)?;
         for b in &self.blocks {
-            plan.block((&b.conv1, &b.bn1), (&b.conv2, &b.bn2), b.downsample.as_ref().map(|(c, bn)| (c, bn)))?;
+            schedule.block((&b.conv1, &b.bn1), (&b.conv2, &b.bn2), b.downsample.as_ref().map(|(c, bn)| (c, bn)))?;
         }
-        plan.forward_views(xs)
+        schedule.forward_views(xs)
     }
 
     /// [`ModuleT::forward_t`] of each view, as that many calls would give them (each view's
@@ -269,7 +271,7 @@ impl ModuleT for ResNet {
 }
 
 impl ResNet {
-    /// Whether `x` goes through the fused training pass (`resnet_cpu`): training mode,
+    /// Whether `x` goes through the fused training pass (`fused_training`): training mode,
     /// channels-last activations, no stem max-pool.
     fn takes_train_pass(&self, x: &Tensor, train: bool) -> bool {
         train && self.layout_for(x) == ActLayout::ChannelsLast && !self.max_pool
@@ -408,7 +410,7 @@ mod tests {
         assert!(e < 1e-5, "evaluation-mode features differ by {e}");
     }
 
-    /// The fused training pass (`resnet_cpu`) against the layer-by-layer graph on the same
+    /// The fused training pass (`fused_training`) against the layer-by-layer graph on the same
     /// kernels: features, every parameter's gradient and the running statistics, for the CIFAR
     /// stem and the 7×7 stride-2 one, identity and projection shortcuts, odd plane sizes.
     #[test]

@@ -15,6 +15,8 @@ use crate::spec::{ConvKernels, Dataset, DeviceKind, Method, Precision, RunSpec};
 use crate::train::optimizer_for;
 use crate::{Error, Result};
 
+mod conv;
+
 #[derive(Debug, Clone)]
 pub struct TrainStepBench {
     pub method: Method,
@@ -250,7 +252,7 @@ pub struct ConvBenchResult {
 }
 
 pub fn conv_passes(cfg: &ConvBench) -> Result<ConvBenchResult> {
-    use infomax_model::conv::{time_passes, ConvShape};
+    use conv::{time_passes, ConvShape};
     if cfg.batch == 0 || cfg.repetitions == 0 {
         return Err(Error::Run { run: "bench".into(), what: "--batch and --repetitions: at least 1 expected".into() });
     }

@@ -29,13 +29,13 @@ use candle_core::{CpuStorage, CustomOp2, Device, Layout, Result, Shape, Tensor};
 use candle_nn::BatchNorm;
 use rayon::prelude::*;
 
-use crate::batch_norm::{rows_per_task, update_running_statistics, with_channels, ReluCut, RowAffine};
+use crate::batch_norm::{update_running_statistics, ReluCut};
 use crate::conv::{
     conv_forward_with_shortcut, conv_forward_with_statistics, conv_input_grad, conv_input_grad_with_shortcut,
     conv_weight_grad_taps, conv_weight_grad_taps_bn_relu, conv_weight_grad_taps_with_shortcut, taps_to_weight,
-    weight_to_taps, Geometry,
+    weight_to_taps, Geometry, RowAffine,
 };
-use crate::cpu::{f32_slice, new_filled, zeros};
+use crate::cpu::{f32_slice, new_filled, rows_per_task, with_channels, zeros};
 use crate::Conv2d;
 
 /// The name the op's errors carry.
@@ -91,15 +91,17 @@ struct BlockLayers {
     downsample: Option<(ConvLayer, BnLayer)>,
 }
 
-/// The network the op runs, built by [`PlanBuilder`] in the order the parameters are flattened.
+/// The layers the op runs, in forward order, each with its geometry and its parameters' offsets
+/// in the flat vector: built by [`LayerScheduleBuilder`] in the order the parameters are
+/// flattened.
 #[derive(Debug, Clone)]
-struct Plan {
+struct LayerSchedule {
     stem: (ConvLayer, BnLayer),
     blocks: Vec<BlockLayers>,
     params: usize,
 }
 
-impl Plan {
+impl LayerSchedule {
     /// Channels of the last activation: the features' size.
     fn feature_channels(&self) -> usize {
         self.blocks.last().map_or(self.stem.0.g.out_channels, |b| b.conv2.g.out_channels)
@@ -108,7 +110,7 @@ impl Plan {
 
 /// Walks a ResNet's layers in forward order, collecting the parameter tensors to flatten, their
 /// offsets, and the BatchNorms whose running statistics the pass updates.
-pub(crate) struct PlanBuilder {
+pub(crate) struct LayerScheduleBuilder {
     params: Vec<Tensor>,
     len: usize,
     bns: Vec<BatchNorm>,
@@ -118,7 +120,7 @@ pub(crate) struct PlanBuilder {
     blocks: Vec<BlockLayers>,
 }
 
-impl PlanBuilder {
+impl LayerScheduleBuilder {
     /// For channels-last images of `height × width`.
     pub(crate) fn new(height: usize, width: usize) -> Self {
         Self { params: Vec::new(), len: 0, bns: Vec::new(), height, width, stem: None, blocks: Vec::new() }
@@ -187,10 +189,10 @@ impl PlanBuilder {
         if xs.iter().any(|x| x.dims() != first.dims()) {
             candle_core::bail!("{OP}: views of different shapes");
         }
-        let plan = Plan { stem, blocks: self.blocks, params: self.len };
+        let schedule = LayerSchedule { stem, blocks: self.blocks, params: self.len };
         let params = Tensor::cat(&self.params, 0)?;
         let tapes = Arc::new(Mutex::new(Vec::new()));
-        let op = TrainPass { plan, views: xs.len(), tapes: tapes.clone() };
+        let op = TrainPass { schedule, views: xs.len(), tapes: tapes.clone() };
         let x = if xs.len() == 1 { first.contiguous()? } else { Tensor::cat(xs, 0)? };
         let features = x.apply_op2_arc(&params, Arc::new(Box::new(op)))?;
         let guard = tapes.lock().expect("tape lock");
@@ -207,7 +209,7 @@ impl PlanBuilder {
                     stats.push((bn, rows(s.len(), bn.mean.len())));
                 }
             }
-            // The same order as the plan's BatchNorms.
+            // The same order as the schedule's BatchNorms.
             for (bn, (affine, m)) in self.bns.iter().zip(stats) {
                 if m < 2 {
                     candle_core::bail!("batch-norm in training needs at least 2 rows, got {m}");
@@ -247,12 +249,12 @@ struct Tape {
 }
 
 /// `(images, flat parameters) → features`, keeping a tape per view for the backward: the views
-/// side by side in its input, each through the plan with its own batch statistics. They run at
+/// side by side in its input, each through the schedule with its own batch statistics. They run at
 /// once on the pool, so that one view's memory-bound passes (BatchNorm, residual sums, bordered
 /// copies), the ends of its parallel loops and the op's serial steps overlap the other's
 /// convolutions; their parameter gradients are summed.
 struct TrainPass {
-    plan: Plan,
+    schedule: LayerSchedule,
     views: usize,
     tapes: Arc<Mutex<Vec<Tape>>>,
 }
@@ -312,10 +314,10 @@ impl CustomOp2 for TrainPass {
     fn cpu_fwd(&self, xs: &CpuStorage, xl: &Layout, ps: &CpuStorage, pl: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = f32_slice(OP, xs, xl, "images")?;
         let params = f32_slice(OP, ps, pl, "parameters")?;
-        let (stem, _) = self.plan.stem;
+        let (stem, _) = self.schedule.stem;
         let n = xl.dims()[0];
-        if xl.dims() != [n, stem.g.height, stem.g.width, stem.g.channels] || params.len() != self.plan.params {
-            candle_core::bail!("{OP}: images {:?} or {} parameters do not fit the plan", xl.dims(), params.len());
+        if xl.dims() != [n, stem.g.height, stem.g.width, stem.g.channels] || params.len() != self.schedule.params {
+            candle_core::bail!("{OP}: images {:?} or {} parameters do not fit the schedule", xl.dims(), params.len());
         }
         if self.views == 0 || n == 0 || !n.is_multiple_of(self.views) {
             candle_core::bail!("{OP}: {n} images are not {} views of equal batches", self.views);
@@ -324,7 +326,7 @@ impl CustomOp2 for TrainPass {
             x.par_chunks(x.len() / self.views).map(|xv| self.forward_view(xv, params)).collect();
         let features: Vec<f32> = per_view.iter().flat_map(|(f, _)| f.iter().copied()).collect();
         *self.tapes.lock().expect("tape lock") = per_view.into_iter().map(|(_, tape)| tape).collect();
-        Ok((CpuStorage::F32(features), Shape::from((n, self.plan.feature_channels()))))
+        Ok((CpuStorage::F32(features), Shape::from((n, self.schedule.feature_channels()))))
     }
 
     fn bwd(&self, _x: &Tensor, params: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
@@ -346,15 +348,15 @@ impl CustomOp2 for TrainPass {
                 a.iter_mut().zip(b).for_each(|(a, b)| *a += b);
             });
         }
-        Ok((None, Some(Tensor::from_vec(grads, self.plan.params, &Device::Cpu)?)))
+        Ok((None, Some(Tensor::from_vec(grads, self.schedule.params, &Device::Cpu)?)))
     }
 }
 
 impl TrainPass {
     /// One view's forward: its `(n, C)` pooled features and its tape.
     fn forward_view(&self, x: &[f32], params: &[f32]) -> (Vec<f32>, Tape) {
-        let plan = &self.plan;
-        let (stem, stem_layer) = plan.stem;
+        let schedule = &self.schedule;
+        let (stem, stem_layer) = schedule.stem;
         let n = x.len() / stem.g.image_len();
         let taps = |layer: &ConvLayer| weight_to_taps(layer.weight(params), &layer.g);
         // Each convolution's output with its batch statistics, for the BatchNorm after it.
@@ -365,8 +367,8 @@ impl TrainPass {
         let stem_bn = stem_layer.affine_of(statistics, params);
         let first = stem_bn.apply_new(&stem_pre, true);
         let mut outputs = vec![first];
-        let mut blocks = Vec::with_capacity(plan.blocks.len());
-        for layers in &plan.blocks {
+        let mut blocks = Vec::with_capacity(schedule.blocks.len());
+        for layers in &schedule.blocks {
             let input = outputs.last().expect("the stem's output is first");
             // The projection shortcut reads the block's input too: both convolutions at once.
             let (a, bn1, s) = match &layers.downsample {
@@ -397,7 +399,7 @@ impl TrainPass {
             blocks.push(BlockTape { a, bn1, c, bn2, shortcut });
         }
         let last = outputs.last().expect("at least the stem");
-        let ch = plan.feature_channels();
+        let ch = schedule.feature_channels();
         let positions = last.len() / (n * ch);
         let mut features = vec![0f32; n * ch];
         features.par_chunks_mut(ch).zip(last.par_chunks(positions * ch)).for_each(|(f, image)| {
@@ -411,8 +413,8 @@ impl TrainPass {
 
     /// The gradient of every flat parameter from the features' gradient.
     fn backward(&self, tape: &Tape, params: &[f32], dfeatures: &[f32]) -> Vec<f32> {
-        let plan = &self.plan;
-        let mut grads = vec![0f32; plan.params];
+        let schedule = &self.schedule;
+        let mut grads = vec![0f32; schedule.params];
         let put =
             |grads: &mut [f32], offset: usize, values: &[f32]| grads[offset..][..values.len()].copy_from_slice(values);
         let put_bn = |grads: &mut [f32], layer: &BnLayer, (dg, db): (Vec<f32>, Vec<f32>)| {
@@ -426,7 +428,7 @@ impl TrainPass {
 
         // The average pool's gradient: each position gets its image's feature gradient / positions.
         let last = tape.outputs.last().expect("at least the stem");
-        let ch = plan.feature_channels();
+        let ch = schedule.feature_channels();
         let n = dfeatures.len() / ch;
         let positions = last.len() / (n * ch);
         let mut dout = zeros(last.len());
@@ -436,7 +438,7 @@ impl TrainPass {
             }
         });
 
-        for (i, (layers, bt)) in plan.blocks.iter().zip(&tape.blocks).enumerate().rev() {
+        for (i, (layers, bt)) in schedule.blocks.iter().zip(&tape.blocks).enumerate().rev() {
             let (input, out) = (&tape.outputs[i], &tape.outputs[i + 1]);
             // `dout` reaches the sum through the ReLU after it: each of the sum's terms below
             // cuts it where `out ≤ 0` as it reads it (a pass of its own, branching on the sign,
@@ -471,7 +473,7 @@ impl TrainPass {
             };
         }
 
-        let (stem, stem_layer) = &plan.stem;
+        let (stem, stem_layer) = &schedule.stem;
         let (da, stem_grads) = tape.stem_bn.backward_new(stem_layer.gamma(params), &tape.stem_pre, &dout, ReluCut::Own);
         put_bn(&mut grads, stem_layer, stem_grads);
         put(&mut grads, stem.offset, &weight_grad(stem, &tape.input, &da));
