@@ -11,7 +11,7 @@ pub mod max_pool;
 pub mod mlp;
 pub mod resnet;
 
-pub use conv::{ActLayout, Conv2d, ConvImpl};
+pub use conv::{ActLayout, Conv2d, ConvKernels};
 pub use error::{Error, Result};
 pub use init::SeededVarMap;
 pub use mlp::{Mlp, MlpConfig};

@@ -7,7 +7,7 @@ use candle_nn::init::{FanInOut, NonLinearity, NormalOrUniform};
 use candle_nn::{BatchNorm, Init, ModuleT, VarBuilder};
 
 use crate::batch_norm::batch_norm_rows;
-use crate::conv::{ActLayout, Conv2d, ConvImpl};
+use crate::conv::{ActLayout, Conv2d, ConvKernels};
 
 use crate::mlp::batch_norm;
 use crate::Error;
@@ -30,7 +30,7 @@ pub struct ResNetConfig {
     /// Zero the last BN γ of each residual branch (FAIR code), so each block starts as identity.
     pub zero_init_residual: bool,
     /// Convolution kernels (im2col + GEMM, or candle's reference).
-    pub conv: ConvImpl,
+    pub conv: ConvKernels,
     /// Arithmetic of the convolutions (bf16: channels first, candle's kernels).
     pub precision: crate::Precision,
 }
@@ -43,7 +43,7 @@ impl ResNetConfig {
             small_stem: true,
             max_pool: false,
             zero_init_residual: false,
-            conv: ConvImpl::default(),
+            conv: ConvKernels::default(),
             precision: crate::Precision::F32,
         }
     }
@@ -120,7 +120,7 @@ const CONV_INIT: Init =
 /// How every convolution of an encoder runs: its kernels and its arithmetic.
 #[derive(Debug, Clone, Copy)]
 struct ConvOpts {
-    imp: ConvImpl,
+    imp: ConvKernels,
     precision: crate::Precision,
 }
 
@@ -358,14 +358,14 @@ mod tests {
         let dev = Device::Cpu;
         let x = crate::cpu::test_randn(0f32, 1.0, (6, 3, 12, 12), &dev).unwrap();
         let target = crate::cpu::test_randn(0f32, 1.0, (6, 128), &dev).unwrap();
-        let build = |conv: ConvImpl| {
+        let build = |conv: ConvKernels| {
             let map = SeededVarMap::new(7);
             let cfg = ResNetConfig { conv, ..ResNetConfig::resnet18(0.25) };
             let net = ResNet::new(&cfg, map.builder(DType::F32, &dev)).unwrap();
             (map.named_vars(), net)
         };
-        let (vars_ref, net_ref) = build(ConvImpl::Candle);
-        let (vars_fast, net_fast) = build(ConvImpl::Im2col);
+        let (vars_ref, net_ref) = build(ConvKernels::Candle);
+        let (vars_fast, net_fast) = build(ConvKernels::Im2col);
         let loss_of =
             |net: &ResNet| (net.forward_t(&x, true).unwrap() - &target).unwrap().sqr().unwrap().mean_all().unwrap();
         let values = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();

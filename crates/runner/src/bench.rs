@@ -258,10 +258,7 @@ pub fn conv_passes(cfg: &ConvBench) -> Result<ConvBenchResult> {
     }
     let resnet = infomax_model::ResNetConfig::resnet18(cfg.width);
     resnet.validate().map_err(|e| Error::Run { run: "bench".into(), what: e.to_string() })?;
-    let imp = match cfg.conv {
-        ConvKernels::Im2col => infomax_model::ConvImpl::Im2col,
-        ConvKernels::Candle => infomax_model::ConvImpl::Candle,
-    };
+    let imp = cfg.conv;
     let gflops = |flops: f64, seconds: f64| flops / seconds / 1e9;
     let (mut rows, mut flops, mut bwd_flops, mut fwd_s, mut bwd_s) = (Vec::new(), 0.0, 0.0, 0.0, 0.0);
     for (shape, count) in ConvShape::resnet18(resnet.stage_widths(), cfg.batch, 32) {

@@ -36,33 +36,13 @@ impl EncoderSpec {
             small_stem: self.small_stem,
             max_pool: self.max_pool,
             zero_init_residual: self.zero_init_residual,
-            conv: match self.conv {
-                ConvKernels::Im2col => infomax_model::ConvImpl::Im2col,
-                ConvKernels::Candle => infomax_model::ConvImpl::Candle,
-            },
+            conv: self.conv,
             precision: Precision::F32,
         }
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ConvKernels {
-    Im2col,
-    Candle,
-}
-
-impl std::str::FromStr for ConvKernels {
-    type Err = String;
-
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s {
-            "im2col" => Ok(ConvKernels::Im2col),
-            "candle" => Ok(ConvKernels::Candle),
-            other => Err(format!("`im2col` or `candle` expected, got `{other}`")),
-        }
-    }
-}
+pub use infomax_model::ConvKernels;
 
 /// Where a run trains. `cuda` is the GPU that `--device cuda:N` names (0 unless given): the index
 /// is the machine's business, not the run's, so it is not part of the run's identity.

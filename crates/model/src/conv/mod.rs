@@ -3,7 +3,7 @@
 //! candle's CPU convolution backward computes the input gradient with an unblocked
 //! `conv_transpose2d` (a loop of dot products) and the weight gradient through an im2col of the
 //! whole gradient, which together make it 5-10× slower than PyTorch (measured: ~85 % of a
-//! training step). [`ConvImpl::Im2col`] works on channels-last activations `(N, H, W, C)` with
+//! training step). [`ConvKernels::Im2col`] works on channels-last activations `(N, H, W, C)` with
 //! this crate's kernels, one family to a module: `im2col` (GEMM over chunks of whole images,
 //! any shape), `direct` (AVX-512 tiles of output pixels along a row, up to 128 channels),
 //! `tap_major` (AVX-512, small planes of many channels, several images at once) and `winograd`
@@ -12,7 +12,7 @@
 //! and `crate::cpu`, never another family or this module. This module picks the kernel of each
 //! pass — Winograd where it handles the shape, else tap-major, else direct, else im2col — and
 //! calls a forward through one function type ([`ForwardKernel`]), a weight gradient through
-//! another ([`WeightGradKernel`]). [`ConvImpl::Candle`] keeps candle's own kernels on `(N, C, H,
+//! another ([`WeightGradKernel`]). [`ConvKernels::Candle`] keeps candle's own kernels on `(N, C, H,
 //! W)` selectable: the reference, and the path on GPUs, where `Im2col` has no kernel yet.
 
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Module, Result, Shape, Tensor};
@@ -36,9 +36,10 @@ pub use passes::ConvPasses;
 /// The name the ops' errors carry.
 const OP: &str = "im2col convolution";
 
-/// Which convolution kernels a model uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum ConvImpl {
+/// Which convolution kernels a model uses: a run's `encoder.conv`, `im2col` or `candle`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ConvKernels {
     /// Channels-last im2col + GEMM forward and backward (CPU, f32); where the CPU has AVX-512,
     /// the layers of up to 128 channels by the direct kernels (`direct::handles_forward`), the
     /// forward, stride-1 input gradient and (up to 256 channels) weight gradient of wider ones on
@@ -58,15 +59,27 @@ pub enum ConvImpl {
 pub enum ActLayout {
     /// `(N, C, H, W)`, candle's and PyTorch's default.
     ChannelsFirst,
-    /// `(N, H, W, C)`: what [`ConvImpl::Im2col`] reads and writes.
+    /// `(N, H, W, C)`: what [`ConvKernels::Im2col`] reads and writes.
     ChannelsLast,
 }
 
-impl ConvImpl {
+impl std::str::FromStr for ConvKernels {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "im2col" => Ok(ConvKernels::Im2col),
+            "candle" => Ok(ConvKernels::Candle),
+            other => Err(format!("`im2col` or `candle` expected, got `{other}`")),
+        }
+    }
+}
+
+impl ConvKernels {
     /// The layout a network with these kernels keeps for input `x`: channels last where the
     /// im2col kernels run (CPU, f32), channels first elsewhere.
     pub fn layout_for(self, x: &Tensor) -> ActLayout {
-        if self == ConvImpl::Im2col && x.device().is_cpu() && x.dtype() == DType::F32 {
+        if self == ConvKernels::Im2col && x.device().is_cpu() && x.dtype() == DType::F32 {
             ActLayout::ChannelsLast
         } else {
             ActLayout::ChannelsFirst
@@ -369,13 +382,13 @@ pub struct Conv2d {
     weight: Tensor,
     stride: usize,
     padding: usize,
-    imp: ConvImpl,
+    imp: ConvKernels,
     precision: crate::Precision,
 }
 
 impl Conv2d {
     /// `weight` is `(C_out, C_in, k, k)` in either layout.
-    pub fn new(weight: Tensor, stride: usize, padding: usize, imp: ConvImpl) -> Self {
+    pub fn new(weight: Tensor, stride: usize, padding: usize, imp: ConvKernels) -> Self {
         Self { weight, stride, padding, imp, precision: crate::Precision::F32 }
     }
 
@@ -406,7 +419,7 @@ impl Conv2d {
         })
     }
 
-    /// The convolution of `x` laid out as `layout` (what [`ConvImpl::layout_for`] chose), in the
+    /// The convolution of `x` laid out as `layout` (what [`ConvKernels::layout_for`] chose), in the
     /// same layout.
     pub fn forward_in(&self, x: &Tensor, layout: ActLayout) -> Result<Tensor> {
         match layout {

@@ -7,7 +7,7 @@ use super::{
     conv_weight_grad_taps_with_shortcut, taps_to_weight, weight_to_taps, Geometry,
 };
 
-/// The passes of one convolution by [`ConvImpl::Im2col`](super::ConvImpl::Im2col)'s kernels:
+/// The passes of one convolution by [`ConvKernels::Im2col`](super::ConvKernels::Im2col)'s kernels:
 /// activations `(n, H, W, C)` channels last, the weight `(C_out, C_in, k, k)` as a
 /// [`Conv2d`](super::Conv2d) holds it, reordered into the kernels' layout inside each pass (and
 /// its gradient back), as the ops and the fused training op do.

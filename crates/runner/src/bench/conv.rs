@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use candle_core::{Device, Result, Tensor, Var};
 use infomax_model::conv::ConvPasses;
-use infomax_model::ConvImpl;
+use infomax_model::ConvKernels;
 
 /// One convolution's shape for [`time_passes`]: `batch` images of `channels × side × side`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,7 +97,7 @@ pub(crate) struct PassSeconds {
 /// Times the forward and backward passes of `imp` on random data, each as a training step runs
 /// it (the input gradient where [`ConvShape::input_grad`], the shortcut beside it where
 /// [`ConvShape::shortcut`]).
-pub(crate) fn time_passes(shape: ConvShape, imp: ConvImpl, repetitions: usize) -> Result<PassSeconds> {
+pub(crate) fn time_passes(shape: ConvShape, imp: ConvKernels, repetitions: usize) -> Result<PassSeconds> {
     let dev = Device::Cpu;
     let (side, out, k, pad) = (shape.side, shape.out_side(), shape.kernel, shape.padding());
     let best = |f: &mut dyn FnMut() -> Result<()>| -> Result<f64> {
@@ -114,7 +114,7 @@ pub(crate) fn time_passes(shape: ConvShape, imp: ConvImpl, repetitions: usize) -
     let ws = Tensor::randn(0f32, 1.0, (shape.out_channels, shape.channels, 1, 1), &dev)?;
     let values = |t: &Tensor| t.flatten_all()?.to_vec1::<f32>();
     match imp {
-        ConvImpl::Im2col if shape.shortcut => {
+        ConvKernels::Im2col if shape.shortcut => {
             let (conv, shortcut) = (shape.passes(), shape.shortcut_passes());
             let x = values(&Tensor::randn(0f32, 1.0, shape.batch * side * side * shape.channels, &dev)?)?;
             let dy = values(&Tensor::randn(0f32, 1.0, shape.batch * out * out * shape.out_channels, &dev)?)?;
@@ -141,7 +141,7 @@ pub(crate) fn time_passes(shape: ConvShape, imp: ConvImpl, repetitions: usize) -
                 weight_grad: Some(weight_grad),
             })
         }
-        ConvImpl::Im2col => {
+        ConvKernels::Im2col => {
             let conv = shape.passes();
             let x = values(&Tensor::randn(0f32, 1.0, (shape.batch, side, side, shape.channels), &dev)?)?;
             let dy = values(&Tensor::randn(0f32, 1.0, (shape.batch, out, out, shape.out_channels), &dev)?)?;
@@ -170,7 +170,7 @@ pub(crate) fn time_passes(shape: ConvShape, imp: ConvImpl, repetitions: usize) -
                 weight_grad: Some(weight_grad),
             })
         }
-        ConvImpl::Candle => {
+        ConvKernels::Candle => {
             let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (shape.batch, shape.channels, side, side), &dev)?)?;
             let (wv, wsv) = (Var::from_tensor(&w)?, Var::from_tensor(&ws)?);
             // Both convolutions where there is a shortcut, each its own call.
@@ -213,13 +213,13 @@ mod tests {
         };
         let stem = ConvShape { channels: 3, out_channels: 16, stride: 1, input_grad: false, shortcut: false, ..shape };
         let positive = |s: f64| s.is_finite() && s > 0.0;
-        for (shape, imp) in [(shape, ConvImpl::Im2col), (stem, ConvImpl::Im2col), (shape, ConvImpl::Candle)] {
+        for (shape, imp) in [(shape, ConvKernels::Im2col), (stem, ConvKernels::Im2col), (shape, ConvKernels::Candle)] {
             let t = time_passes(shape, imp, 1).unwrap();
             assert!(positive(t.forward) && positive(t.backward), "{shape:?} {imp:?}: {t:?}");
             let apart = [t.input_grad, t.weight_grad];
             match imp {
-                ConvImpl::Candle => assert_eq!((t.backward_passes, apart), (2, [None, None])),
-                ConvImpl::Im2col => {
+                ConvKernels::Candle => assert_eq!((t.backward_passes, apart), (2, [None, None])),
+                ConvKernels::Im2col => {
                     assert_eq!(t.backward_passes, 1 + usize::from(shape.input_grad));
                     assert_eq!(t.input_grad.is_some(), shape.input_grad);
                     assert!(t.weight_grad.is_some_and(positive));

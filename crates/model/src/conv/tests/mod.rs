@@ -33,14 +33,14 @@ fn im2col_matches_candle_forward_and_gradients() {
             let probe = x.as_tensor().conv2d(wt.as_tensor(), p, s, 1, 1).unwrap();
             crate::cpu::test_randn(0f32, 1.0, probe.shape(), &dev).unwrap()
         };
-        let run = |imp: ConvImpl| {
+        let run = |imp: ConvKernels| {
             let conv = Conv2d::new(wt.as_tensor().clone(), s, p, imp);
             let y = conv.forward(x.as_tensor()).unwrap();
             let grads = (&y * &upstream).unwrap().sum_all().unwrap().backward().unwrap();
             (y, grads.get(x.as_tensor()).unwrap().clone(), grads.get(wt.as_tensor()).unwrap().clone())
         };
-        let (y0, gx0, gw0) = run(ConvImpl::Candle);
-        let (y1, gx1, gw1) = run(ConvImpl::Im2col);
+        let (y0, gx0, gw0) = run(ConvKernels::Candle);
+        let (y1, gx1, gw1) = run(ConvKernels::Im2col);
         let case = format!("n{n} c{c} h{h} co{co} k{k} s{s} p{p}");
         assert!(max_rel(&y1, &y0) < 1e-5, "output {case}: {}", max_rel(&y1, &y0));
         assert!(max_rel(&gx1, &gx0) < 1e-5, "input grad {case}: {}", max_rel(&gx1, &gx0));
