@@ -183,7 +183,7 @@ pub fn run(cmd: DatasetsCommand, root: &Path) -> Result<ExitCode> {
                 let augment = match experiment {
                     None => RunSpec::augment_defaults(preset, name),
                     Some(e) => {
-                        let path = infomax_runner::config::locate(&e, Path::new("experiments"))?;
+                        let path = infomax_runner::experiment::locate(&e, Path::new("experiments"))?;
                         let file = infomax_runner::ExperimentFile::load(&path)?;
                         let mut overrides =
                             set.iter().map(|s| s.parse::<infomax_runner::Override>()).collect::<Result<Vec<_>, _>>()?;

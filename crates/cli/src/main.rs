@@ -390,7 +390,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             slurm_requeue,
             html,
         } => {
-            let path = infomax_runner::config::locate(&experiment, &experiments_dir)?;
+            let path = infomax_runner::experiment::locate(&experiment, &experiments_dir)?;
             let file = ExperimentFile::load(&path)?;
             let mut overrides = set.iter().map(|s| s.parse::<Override>()).collect::<Result<Vec<_>, _>>()?;
             if let Some(choice) = device_choice {

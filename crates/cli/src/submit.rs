@@ -70,7 +70,7 @@ pub fn submit(args: SubmitArgs, data_dir: Option<PathBuf>) -> Result<()> {
     if !args.slurm {
         bail!("submit needs a scheduler: --slurm (the one infomax writes jobs for)");
     }
-    let path = infomax_runner::config::locate(&args.experiment, &args.experiments_dir)?;
+    let path = infomax_runner::experiment::locate(&args.experiment, &args.experiments_dir)?;
     let experiment_text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     let file = ExperimentFile::load(&path)?;
     // The whole plan, resolved here, so that a bad option fails now rather than in N queued tasks.

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::config::{Axis, ExperimentFile, Override};
+use crate::experiment::{Axis, ExperimentFile, Override};
 use crate::spec::RunSpec;
 use crate::store::Store;
 use crate::{Error, Result};
@@ -90,7 +90,7 @@ pub fn plan(
         let a = axes.iter().position(|a| a.name == axis).ok_or_else(|| {
             bad(format!(
                 "no axis `{axis}`{}; the grid's axes: {}",
-                crate::config::did_you_mean(axis, names.iter().copied()),
+                crate::experiment::did_you_mean(axis, names.iter().copied()),
                 if names.is_empty() { "none".into() } else { names.join(", ") }
             ))
         })?;
@@ -98,7 +98,7 @@ pub fn plan(
         let v = values.iter().position(|v| *v == value).ok_or_else(|| {
             bad(format!(
                 "axis `{axis}` has no value `{value}`{}; its values: {}",
-                crate::config::did_you_mean(value, values.iter().copied()),
+                crate::experiment::did_you_mean(value, values.iter().copied()),
                 values.join(", ")
             ))
         })?;
