@@ -1,17 +1,24 @@
 //! `infomax`: reproduce self-supervised learning papers' tables from experiment files.
 
 mod datasets;
+mod paths;
+mod process;
+mod progress;
+mod stop;
 mod submit;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use clap::{Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 use infomax_runner::bench::{train_step, TrainStepBench};
 use infomax_runner::plan::PlanOptions;
 use infomax_runner::spec::{ConvKernels, DeviceKind, Method};
 use infomax_runner::{ExperimentFile, Override, RunContext, Store};
+
+use paths::{HtmlDir, Paths};
+use stop::StopOnSignal;
 
 #[derive(Parser)]
 #[command(
@@ -35,37 +42,6 @@ fn parse_metric(s: &str) -> Result<infomax_report::db::Metric, String> {
         let valid: Vec<&str> = infomax_report::db::Metric::ALL.iter().map(|m| m.key()).collect();
         format!("unknown metric `{s}`; one of {}", valid.join(", "))
     })
-}
-
-#[derive(Args)]
-struct Paths {
-    /// Dataset root [default: $INFOMAX_DATA, else ./datasets].
-    #[arg(long, global = true, value_name = "DIR")]
-    data_dir: Option<PathBuf>,
-    /// Results database (SQLite).
-    #[arg(long, global = true, value_name = "FILE", default_value = "reports/results.sqlite")]
-    db: PathBuf,
-}
-
-/// Where the HTML pages go: an option of the commands that render (not global, so that
-/// `export --out FILE` and `datasets preview --out FILE.png` mean their own file).
-#[derive(Args)]
-struct HtmlDir {
-    /// Folder the HTML report is written to [default: the database's folder, so
-    /// reports/results.sqlite renders into reports/].
-    #[arg(long = "out", value_name = "DIR")]
-    dir: Option<PathBuf>,
-}
-
-impl HtmlDir {
-    /// The pages go beside the database they show unless `--out` says otherwise: a second
-    /// database (`--db other/results.sqlite`) never overwrites the report of the first.
-    fn for_db(&self, db: &Path) -> PathBuf {
-        self.dir.clone().unwrap_or_else(|| match db.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        })
-    }
 }
 
 #[derive(Subcommand)]
@@ -301,60 +277,10 @@ enum BenchCommand {
     },
 }
 
-/// Keep freed memory in the process instead of returning it to the kernel: a training step
-/// allocates and frees the same large buffers every step, and re-faulting fresh zeroed pages
-/// cost about 30 % of a step at width 0.25 (measured with perf: `clear_page_erms`,
-/// `exc_page_fault`). Memory stays bounded by the step's peak. glibc caps the mmap threshold at
-/// 32 MB, so blocks above it (width 1.0's first-stage activations: 33.5 MB at batch 128) were
-/// still fresh mappings every step — 5 % of the step in page faults — until mmap was switched
-/// off for the heap's blocks altogether: width 1.0 batch 128 20.2-23.3 → 23.8-24.0 images/s,
-/// batch 256 21.9-22.7 → 24.6, the same peak memory.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn keep_freed_memory() {
-    // SAFETY: mallopt only changes allocator tunables; called before any other thread exists.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_MAX, 0);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
-        libc::mallopt(libc::M_TOP_PAD, 256 << 20);
-    }
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn keep_freed_memory() {}
-
-/// candle runs its element-wise CPU ops on a pool of its own (`CANDLE_NUM_THREADS`, by default a
-/// thread per core), whose idle workers spin (25 000 rounds) after every op before they sleep;
-/// infomax's heavy work — the encoder, the heads' products, the optimiser — runs on rayon's
-/// pool, and what is left to candle's (the loss, the projector's element-wise steps, autograd's
-/// gradient sums) is small tensors, where those spinning workers took cores from rayon's
-/// threads. One thread for candle's pool unless the user sets it: `bench train-step`, alternated
-/// runs, width 0.25 batch 128 305.4 → 330.1 images/s (medians of four), width 0.5 103.4 → 106.6
-/// and 106.1 → 107.8 (five and four).
-fn candle_elementwise_on_one_thread() {
-    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
-        // Before any candle op (its pool reads the variable once, when first used) and before
-        // any other thread exists.
-        std::env::set_var("CANDLE_NUM_THREADS", "1");
-    }
-}
-
-/// Leave quietly when stdout's reader goes away (`infomax compare | head`), as Unix tools do:
-/// Rust ignores SIGPIPE, so every later `print!` would panic on the broken pipe instead.
-#[cfg(unix)]
-fn default_sigpipe() {
-    // SAFETY: restores the default disposition of one signal before any other thread exists.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
-}
-
-#[cfg(not(unix))]
-fn default_sigpipe() {}
-
 fn main() -> ExitCode {
-    keep_freed_memory();
-    candle_elementwise_on_one_thread();
-    default_sigpipe();
+    process::keep_freed_memory();
+    process::candle_elementwise_on_one_thread();
+    process::default_sigpipe();
     let cli = Cli::parse();
     let filter =
         tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -399,7 +325,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let cuda_ordinal = device_choice.map_or(0, |c| c.ordinal);
             let opts = PlanOptions { seeds, only, shard };
             let plan = infomax_runner::plan::plan(&file, &profile, &overrides, &opts)?;
-            let data_root = infomax_data::root::data_root(cli.paths.data_dir.clone());
+            let data_root = cli.paths.data_root();
             let uses_cuda = plan.iter().any(|r| r.spec.train.device == DeviceKind::Cuda);
             let run_device = if uses_cuda {
                 infomax_runner::device::open(DeviceKind::Cuda, cuda_ordinal).unwrap_or_else(|_| device.clone())
@@ -427,7 +353,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 progress: !no_progress,
                 code_version: infomax_runner::machine::code_version(),
                 machine,
-                checkpoints: cli.paths.db.with_extension("checkpoints"),
+                checkpoints: cli.paths.checkpoints(),
                 stop: stop.flag.clone(),
             };
             let summary = infomax_runner::sweep::run_plan(&plan, &ctx)?;
@@ -473,12 +399,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 anyhow::bail!("{}: no results database", cli.paths.db.display());
             }
             let store = Store::open(&cli.paths.db)?;
-            let e = infomax_runner::export::export_encoder(
-                &store,
-                &cli.paths.db.with_extension("checkpoints"),
-                &run,
-                &out,
-            )?;
+            let e = infomax_runner::export::export_encoder(&store, &cli.paths.checkpoints(), &run, &out)?;
             let enc = &e.spec.encoder;
             println!(
                 "{}: run {} ({}, {} on {}), epoch {}/{}: {} tensors of a {} at width {} ({} stem{})",
@@ -528,7 +449,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             println!("merged into {}", cli.paths.db.display());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Datasets(cmd) => datasets::run(cmd, &infomax_data::root::data_root(cli.paths.data_dir.clone())),
+        Command::Datasets(cmd) => datasets::run(cmd, &cli.paths.data_root()),
         Command::Report { html } => {
             let r = infomax_report::render(&cli.paths.db, &html.for_db(&cli.paths.db))?;
             println!(
@@ -671,58 +592,6 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 );
             }
             Ok(ExitCode::SUCCESS)
-        }
-    }
-}
-
-/// A flag raised by SIGINT, SIGTERM (a scheduler's stop) or SIGUSR1 (Slurm's time-limit
-/// warning): the trainer finishes its step, checkpoints, marks the run `interrupted` and the
-/// process exits with 130 (or requeues itself under `--slurm-requeue`); a second signal ends it
-/// at once.
-struct StopOnSignal {
-    flag: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    which: std::sync::Arc<std::sync::atomic::AtomicI32>,
-}
-
-impl StopOnSignal {
-    fn install() -> Self {
-        use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
-        use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
-        let flag = std::sync::Arc::new(AtomicBool::new(false));
-        let which = std::sync::Arc::new(AtomicI32::new(0));
-        match signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGUSR1]) {
-            Ok(mut signals) => {
-                let (seen, last) = (flag.clone(), which.clone());
-                std::thread::spawn(move || {
-                    for sig in signals.forever() {
-                        if seen.swap(true, Ordering::SeqCst) {
-                            std::process::exit(130);
-                        }
-                        last.store(sig, Ordering::SeqCst);
-                        let name = match sig {
-                            SIGUSR1 => "SIGUSR1",
-                            SIGTERM => "SIGTERM",
-                            _ => "SIGINT",
-                        };
-                        eprintln!("{name} received: stopping after the current step (again to stop at once)");
-                    }
-                });
-            }
-            Err(e) => tracing::warn!(
-                "cannot catch SIGINT/SIGTERM/SIGUSR1 ({e}); an interrupted run resumes from its last checkpoint"
-            ),
-        }
-        StopOnSignal { flag, which }
-    }
-
-    /// The signal that raised the flag, if one did.
-    fn signal(&self) -> Option<infomax_runner::slurm::StopSignal> {
-        use infomax_runner::slurm::StopSignal;
-        match self.which.load(std::sync::atomic::Ordering::SeqCst) {
-            signal_hook::consts::SIGUSR1 => Some(StopSignal::User1),
-            signal_hook::consts::SIGTERM => Some(StopSignal::Terminate),
-            signal_hook::consts::SIGINT => Some(StopSignal::Interrupt),
-            _ => None,
         }
     }
 }
