@@ -5,7 +5,6 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use clap::Subcommand;
-use indicatif::{ProgressBar, ProgressStyle};
 use infomax_data::augment::Preset;
 use infomax_data::{Dataset, Split};
 use infomax_runner::spec::RunSpec;
@@ -131,12 +130,7 @@ pub fn run(cmd: DatasetsCommand, root: &Path) -> Result<ExitCode> {
         }
         DatasetsCommand::Fetch { name, url, keep_archive } => {
             let a = name.archive();
-            let pb = ProgressBar::new(a.bytes).with_prefix(a.file_name);
-            pb.set_style(
-                ProgressStyle::with_template("{prefix} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}")
-                    .expect("static template")
-                    .progress_chars("=> "),
-            );
+            let pb = crate::progress::download(a.file_name, a.bytes);
             let outcome = infomax_data::fetch::fetch(name, root, url.as_deref(), keep_archive, &mut |done, total| {
                 if let Some(t) = total {
                     pb.set_length(t);
@@ -183,7 +177,7 @@ pub fn run(cmd: DatasetsCommand, root: &Path) -> Result<ExitCode> {
                 let augment = match experiment {
                     None => RunSpec::augment_defaults(preset, name),
                     Some(e) => {
-                        let path = infomax_runner::config::locate(&e, Path::new("experiments"))?;
+                        let path = infomax_runner::experiment::locate(&e, Path::new("experiments"))?;
                         let file = infomax_runner::ExperimentFile::load(&path)?;
                         let mut overrides =
                             set.iter().map(|s| s.parse::<infomax_runner::Override>()).collect::<Result<Vec<_>, _>>()?;

@@ -1,12 +1,15 @@
 //! `infomax submit NAME --slurm`: an experiment's plan as a Slurm job array plus a merge job.
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use infomax_runner::plan::PlanOptions;
 use infomax_runner::slurm::{self, Submission};
 use infomax_runner::{ExperimentFile, Override};
+
+use crate::paths::Paths;
 
 #[derive(Args)]
 pub struct SubmitArgs {
@@ -66,11 +69,11 @@ pub struct SubmitArgs {
     dry_run: bool,
 }
 
-pub fn submit(args: SubmitArgs, data_dir: Option<PathBuf>) -> Result<()> {
+pub fn run(args: SubmitArgs, paths: &Paths) -> Result<ExitCode> {
     if !args.slurm {
         bail!("submit needs a scheduler: --slurm (the one infomax writes jobs for)");
     }
-    let path = infomax_runner::config::locate(&args.experiment, &args.experiments_dir)?;
+    let path = infomax_runner::experiment::locate(&args.experiment, &args.experiments_dir)?;
     let experiment_text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     let file = ExperimentFile::load(&path)?;
     // The whole plan, resolved here, so that a bad option fails now rather than in N queued tasks.
@@ -117,7 +120,7 @@ pub fn submit(args: SubmitArgs, data_dir: Option<PathBuf>) -> Result<()> {
         dir: dir.clone(),
         workdir: std::env::current_dir().context("the working directory")?,
         binary: std::env::current_exe().context("locating the infomax binary")?,
-        data_root: absolute(infomax_data::root::data_root(data_dir))?,
+        data_root: absolute(paths.data_root())?,
         reproduce_args,
     };
     let scripts = sub.scripts()?;
@@ -139,7 +142,7 @@ pub fn submit(args: SubmitArgs, data_dir: Option<PathBuf>) -> Result<()> {
         println!("# ---- submitted with ----");
         println!("sbatch --parsable {}", array_path.display());
         println!("sbatch --parsable --dependency=afterany:<array job id> {}", merge_path.display());
-        return Ok(());
+        return Ok(ExitCode::SUCCESS);
     }
     slurm::prepare_dir(&sub, &experiment_text, &scripts)?;
     let jobs = slurm::submit(&sub)?;
@@ -160,5 +163,5 @@ pub fn submit(args: SubmitArgs, data_dir: Option<PathBuf>) -> Result<()> {
         dir.join("report/index.html").display(),
         jobs.merge_job
     );
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }

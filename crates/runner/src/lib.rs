@@ -3,10 +3,10 @@
 
 pub mod bench;
 pub mod checkpoint;
-pub mod config;
 pub mod device;
 mod error;
 pub mod eval;
+pub mod experiment;
 pub mod export;
 pub mod loss;
 pub mod machine;
@@ -21,8 +21,8 @@ pub mod sweep;
 pub mod train;
 mod validate;
 
-pub use config::{ExperimentFile, Override};
 pub use error::{Error, Result};
+pub use experiment::{ExperimentFile, Override};
 pub use spec::RunSpec;
 pub use store::Store;
 pub use train::{execute, RunContext, RunOutcome};

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::config::{Axis, ExperimentFile, Override};
+use crate::experiment::{Axis, ExperimentFile, Override};
 use crate::spec::RunSpec;
 use crate::store::Store;
 use crate::{Error, Result};
@@ -90,7 +90,7 @@ pub fn plan(
         let a = axes.iter().position(|a| a.name == axis).ok_or_else(|| {
             bad(format!(
                 "no axis `{axis}`{}; the grid's axes: {}",
-                crate::config::did_you_mean(axis, names.iter().copied()),
+                crate::experiment::did_you_mean(axis, names.iter().copied()),
                 if names.is_empty() { "none".into() } else { names.join(", ") }
             ))
         })?;
@@ -98,7 +98,7 @@ pub fn plan(
         let v = values.iter().position(|v| *v == value).ok_or_else(|| {
             bad(format!(
                 "axis `{axis}` has no value `{value}`{}; its values: {}",
-                crate::config::did_you_mean(value, values.iter().copied()),
+                crate::experiment::did_you_mean(value, values.iter().copied()),
                 values.join(", ")
             ))
         })?;
@@ -251,6 +251,7 @@ pub fn human_duration(seconds: f64) -> String {
 mod tests {
     use super::*;
     use crate::spec::{Dataset, Method};
+    use std::path::Path;
 
     #[test]
     fn flops_follow_views_images_epochs_and_byols_target() {
@@ -273,5 +274,168 @@ mod tests {
         assert_eq!(human_duration(50.0), "50 s");
         assert_eq!(human_duration(7_320.0), "2 h 2 min");
         assert!((estimate_seconds(&s, 10.0) - (train + eval) / 1e10).abs() < 1e-6);
+    }
+
+    const GRID: &str = r#"
+[experiment]
+name = "g"
+title = "grid"
+paper = "W-MSE"
+reproduces = "Table 1"
+
+[base]
+projector = { widths = [64, 8] }
+train = { epochs = 3, batch_size = 32, train_images = 64 }
+optimizer = { warmup_epochs = 1 }
+
+[grid.method]
+simclr = { method = "simclr" }
+w-mse-2 = { method = "w-mse", wmse = { w_size = 16 } }
+w-mse-4 = { method = "w-mse", wmse = { w_size = 16 }, train = { views = 4 } }
+
+[grid]
+dataset = ["cifar10", "stl10"]
+
+[[when]]
+match = { method = ["w-mse-2", "w-mse-4"], dataset = "stl10" }
+set = { projector = { widths = [64, 4] }, wmse = { w_size = 8 } }
+
+[profiles.smoke]
+about = "tiny"
+encoder = { width = 0.25 }
+
+[[profiles.smoke.when]]
+match = { method = "w-mse-4" }
+set = { train = { batch_size = 16 } }
+
+[profiles.other]
+about = "other"
+train = { epochs = 9 }
+
+[[reference]]
+at = { method = "simclr", dataset = "cifar10" }
+linear = 91.80
+knn5 = 88.42
+source = "W-MSE, Table 1"
+"#;
+
+    fn file() -> ExperimentFile {
+        ExperimentFile::parse(Path::new("experiments/g.toml"), GRID).unwrap()
+    }
+
+    #[test]
+    fn grid_expands_in_file_order_with_value_when_and_profile_layers() {
+        let f = file();
+        let runs = plan(&f, "smoke", &[], &PlanOptions::default()).unwrap();
+        let labels: Vec<String> = runs.iter().map(|r| r.label()).collect();
+        assert_eq!(
+            labels,
+            [
+                "method=simclr dataset=cifar10 seed=0",
+                "method=simclr dataset=stl10 seed=0",
+                "method=w-mse-2 dataset=cifar10 seed=0",
+                "method=w-mse-2 dataset=stl10 seed=0",
+                "method=w-mse-4 dataset=cifar10 seed=0",
+                "method=w-mse-4 dataset=stl10 seed=0",
+            ]
+        );
+        let at =
+            |m: &str, d: &str| runs.iter().find(|r| r.spec.grid["method"] == m && r.spec.grid["dataset"] == d).unwrap();
+        assert_eq!(at("simclr", "stl10").spec.projector.widths, vec![64, 8], "`when` only where it matches");
+        assert_eq!(at("w-mse-2", "stl10").spec.projector.widths, vec![64, 4]);
+        assert_eq!(at("w-mse-2", "stl10").spec.method_params.wmse.as_ref().unwrap().w_size, 8);
+        assert_eq!(at("w-mse-2", "cifar10").spec.method_params.wmse.as_ref().unwrap().w_size, 16);
+        assert_eq!(at("w-mse-4", "cifar10").spec.train.views, 4);
+        assert_eq!(at("w-mse-4", "cifar10").spec.train.batch_size, 16, "the profile's own when");
+        assert_eq!(at("w-mse-2", "cifar10").spec.train.batch_size, 32);
+        assert!(runs.iter().all(|r| r.spec.encoder.width == 0.25));
+        assert_eq!(at("simclr", "cifar10").spec.method, Method::Simclr);
+        assert!(at("w-mse-2", "stl10").spec.encoder.max_pool, "dataset defaults follow the cell's dataset");
+        assert_eq!(f.references[0].values["linear"], 91.80);
+        assert_eq!(f.references[0].at["method"], "simclr");
+    }
+
+    #[test]
+    fn only_seeds_and_shards_narrow_and_widen_the_plan() {
+        let f = file();
+        let opts = |only: &[&str], seeds, shard: Option<&str>| PlanOptions {
+            only: only.iter().map(|s| s.to_string()).collect(),
+            seeds,
+            shard: shard.map(|s| s.parse().unwrap()),
+        };
+        let runs =
+            plan(&f, "smoke", &[], &opts(&["dataset=cifar10", "method=simclr", "method=w-mse-4"], None, None)).unwrap();
+        assert_eq!(runs.len(), 2);
+        let seeded = plan(&f, "smoke", &[], &opts(&["dataset=cifar10"], Some(3), None)).unwrap();
+        assert_eq!(seeded.len(), 9);
+        assert_eq!(seeded.iter().map(|r| r.spec.seed).collect::<Vec<_>>(), [0, 1, 2, 0, 1, 2, 0, 1, 2]);
+        // Adding seeds keeps seed 0's runs the same runs.
+        let unseeded = plan(&f, "smoke", &[], &opts(&["dataset=cifar10"], None, None)).unwrap();
+        assert_eq!(seeded[0].spec.hash(), unseeded[0].spec.hash());
+        // Shards partition the plan.
+        let all = plan(&f, "smoke", &[], &opts(&[], Some(2), None)).unwrap();
+        let mut union: Vec<String> = (1..=5)
+            .flat_map(|i| plan(&f, "smoke", &[], &opts(&[], Some(2), Some(&format!("{i}/5")))).unwrap())
+            .map(|r| r.spec.hash())
+            .collect();
+        union.sort();
+        let mut expect: Vec<String> = all.iter().map(|r| r.spec.hash()).collect();
+        expect.sort();
+        assert_eq!(union, expect);
+        let err = plan(&f, "smoke", &[], &opts(&["method=wmse-2"], None, None)).unwrap_err().to_string();
+        assert!(err.contains("--only method=wmse-2") && err.contains("did you mean `w-mse-2`"), "{err}");
+        let err = plan(&f, "smoke", &[], &opts(&["datset=cifar10"], None, None)).unwrap_err().to_string();
+        assert!(err.contains("no axis `datset`") && err.contains("did you mean `dataset`"), "{err}");
+        assert!("0/3".parse::<crate::plan::Shard>().is_err() && "4/3".parse::<crate::plan::Shard>().is_err());
+    }
+
+    #[test]
+    fn differences_name_what_varies() {
+        let f = file();
+        let runs = plan(&f, "smoke", &[], &PlanOptions { only: vec!["dataset=cifar10".into()], ..Default::default() })
+            .unwrap();
+        let diffs = crate::plan::differences(&runs);
+        let keys: Vec<&str> = diffs[0].iter().map(|(k, _)| k.as_str()).collect();
+        assert!(keys.contains(&"method") && keys.contains(&"train.views"), "{keys:?}");
+        assert!(!keys.contains(&"encoder.width") && !keys.iter().any(|k| k.starts_with("grid")), "{keys:?}");
+    }
+
+    #[test]
+    fn a_second_branch_inherits_the_encoder_and_rejects_predictor_methods() {
+        let text = GRID.replace(
+            "[grid]\ndataset",
+            "[grid.branches]\nshared = {}\ndifferent-weights = { branch_b = { encoder = {} } }\n\
+             deeper = { branch_b = { encoder = { arch = \"resnet34\" } } }\n\n[grid]\ndataset",
+        );
+        let f = ExperimentFile::parse(Path::new("experiments/g.toml"), &text).unwrap();
+        let opts = PlanOptions { only: vec!["method=simclr".into(), "dataset=cifar10".into()], ..Default::default() };
+        let runs = plan(&f, "smoke", &[], &opts).unwrap();
+        assert_eq!(runs.len(), 3);
+        assert!(runs[0].spec.branch_b.is_none());
+        let dw = runs[1].spec.branch_b.as_ref().unwrap();
+        assert_eq!(dw.encoder, runs[1].spec.encoder, "different weights: the same architecture");
+        let da = runs[2].spec.branch_b.as_ref().unwrap();
+        assert_eq!(
+            (da.encoder.arch.as_str(), da.encoder.width),
+            ("resnet34", 0.25),
+            "the profile's width carries over"
+        );
+        let byol = text.replace(
+            "simclr = { method = \"simclr\" }",
+            "simclr = { method = \"byol\", predictor = { widths = [64, 8] } }",
+        );
+        let f = ExperimentFile::parse(Path::new("experiments/g.toml"), &byol).unwrap();
+        let err = plan(&f, "smoke", &[], &opts).unwrap_err().to_string();
+        assert!(err.contains("branch_b") && err.contains("shared weights only"), "{err}");
+    }
+
+    #[test]
+    fn errors_carry_line_and_column() {
+        let bad = GRID.replace("train = { epochs = 9 }", "train = { epochs = 9, epohcs = 2 }");
+        let f = ExperimentFile::parse(Path::new("experiments/g.toml"), &bad).unwrap();
+        let err = plan(&f, "other", &[], &PlanOptions::default()).unwrap_err().to_string();
+        let line = bad.lines().position(|l| l.contains("epohcs")).unwrap() + 1;
+        assert!(err.contains(&format!("experiments/g.toml:{line}:")), "{err}");
+        assert!(err.contains("did you mean `epochs`"), "{err}");
     }
 }

@@ -454,11 +454,7 @@ impl Store {
     /// Record an experiment file's description, its profiles, the paper's numbers and the runs
     /// a `reproduce` planned, replacing what an earlier call recorded for that experiment (the
     /// plan's rows are added to, so shards and profiles accumulate).
-    pub fn record_experiment(
-        &self,
-        file: &crate::config::ExperimentFile,
-        plan: &[crate::plan::PlannedRun],
-    ) -> Result<()> {
+    pub fn record_experiment(&self, file: &crate::ExperimentFile, plan: &[crate::plan::PlannedRun]) -> Result<()> {
         let name = &file.meta.name;
         // The grid: its axes and the cells it leaves out on purpose, with why.
         let axes: Vec<serde_json::Value> = file

@@ -169,6 +169,8 @@ pub fn execute(spec: &RunSpec, ctx: &RunContext) -> Result<RunOutcome> {
     }
 }
 
+/// Train a recorded run from its start or its checkpoint, evaluating as its spec says, and
+/// write every epoch, evaluation and checkpoint as it happens.
 fn train_and_evaluate(
     spec: &RunSpec,
     ctx: &RunContext,
@@ -178,32 +180,133 @@ fn train_and_evaluate(
     ckpt_dir: &std::path::Path,
     resume: Option<checkpoint::Position>,
 ) -> Result<RunOutcome> {
-    let RunData { full_train, train, test } = data;
-    let bank_n = if spec.eval.bank_images > 0 { spec.eval.bank_images.min(full_train.len()) } else { full_train.len() };
-    let test_n = if spec.eval.test_images > 0 { spec.eval.test_images.min(test.len()) } else { test.len() };
-    let bank_idx: Vec<usize> = (0..bank_n).collect();
-    let test_idx: Vec<usize> = (0..test_n).collect();
-
-    let net = Network::new(spec, device)?;
-    let o = &spec.optimizer;
-    let mut opt = optimizer_for(spec, &net);
-    let b = spec.train.batch_size;
-    let steps_per_epoch = train.len() / b;
-    let schedule = WarmupCosine {
-        peak: spec.peak_lr(),
-        warmup_steps: (o.warmup_epochs * steps_per_epoch as f64).round() as usize,
-        total_steps: spec.train.epochs * steps_per_epoch,
-        end_factor: o.end_lr_factor,
+    let mut t = Training::build(spec, ctx, device, data, run_id, ckpt_dir)?;
+    let Start { first_epoch, mut step, mut in_epoch } = match resume {
+        Some(_) => t.restore()?,
+        None => {
+            t.evaluate(0)?;
+            Start { first_epoch: 1, step: 0, in_epoch: None }
+        }
     };
+    for epoch in first_epoch..=spec.train.epochs {
+        let record = match t.train_epoch(epoch, &mut step, in_epoch.take())? {
+            EpochEnd::Trained(record) => record,
+            EpochEnd::Diverged(outcome) => return Ok(outcome),
+        };
+        t.finish_epoch(&record, step)?;
+    }
+    Ok(RunOutcome::Finished { run_id })
+}
 
-    let evaluate = |epoch: usize| -> Result<()> {
+/// A run in training: its data and evaluation subsets, the network, its optimiser, and the learning-rate schedule.
+struct Training<'a> {
+    spec: &'a RunSpec,
+    ctx: &'a RunContext<'a>,
+    device: &'a Device,
+    data: &'a RunData,
+    run_id: i64,
+    ckpt_dir: &'a std::path::Path,
+    hash: String,
+    /// The labelled training images the k-NN bank is made of, and the test images queried.
+    bank_idx: Vec<usize>,
+    test_idx: Vec<usize>,
+    net: Network,
+    opt: Box<dyn Optimizer>,
+    schedule: WarmupCosine,
+    steps_per_epoch: usize,
+}
+
+/// Where training starts: the first epoch to train, the optimiser steps already taken, and, when
+/// resuming mid-epoch, the step the epoch starts at and its sums so far.
+struct Start {
+    first_epoch: usize,
+    step: usize,
+    in_epoch: Option<(usize, checkpoint::PartialEpoch)>,
+}
+
+/// How an epoch's steps ended.
+enum EpochEnd {
+    /// Every step ran: the epoch's row, not yet recorded.
+    Trained(EpochRecord),
+    /// A step's loss was not finite.
+    Diverged(RunOutcome),
+}
+
+impl<'a> Training<'a> {
+    /// Build the network, the optimiser and the schedule; nothing is written.
+    fn build(
+        spec: &'a RunSpec,
+        ctx: &'a RunContext<'a>,
+        device: &'a Device,
+        data: &'a RunData,
+        run_id: i64,
+        ckpt_dir: &'a std::path::Path,
+    ) -> Result<Self> {
+        let RunData { full_train, train, test } = data;
+        let bank_n =
+            if spec.eval.bank_images > 0 { spec.eval.bank_images.min(full_train.len()) } else { full_train.len() };
+        let test_n = if spec.eval.test_images > 0 { spec.eval.test_images.min(test.len()) } else { test.len() };
+        let bank_idx: Vec<usize> = (0..bank_n).collect();
+        let test_idx: Vec<usize> = (0..test_n).collect();
+
+        let net = Network::new(spec, device)?;
+        let o = &spec.optimizer;
+        let opt = optimizer_for(spec, &net);
+        let b = spec.train.batch_size;
+        let steps_per_epoch = train.len() / b;
+        let schedule = WarmupCosine {
+            peak: spec.peak_lr(),
+            warmup_steps: (o.warmup_epochs * steps_per_epoch as f64).round() as usize,
+            total_steps: spec.train.epochs * steps_per_epoch,
+            end_factor: o.end_lr_factor,
+        };
+        Ok(Self {
+            spec,
+            ctx,
+            device,
+            data,
+            run_id,
+            ckpt_dir,
+            hash: spec.hash(),
+            bank_idx,
+            test_idx,
+            net,
+            opt,
+            schedule,
+            steps_per_epoch,
+        })
+    }
+
+    /// Load the latest checkpoint into the network and the optimiser: training goes on after
+    /// its epoch, or inside it from the step it was taken at.
+    fn restore(&mut self) -> Result<Start> {
+        let (ckpt_dir, hash) = (self.ckpt_dir, &self.hash);
+        let pos = checkpoint::restore(ckpt_dir, hash, &self.net, self.opt.as_mut())?
+            .ok_or_else(|| Error::Run { run: hash.clone(), what: "its checkpoint disappeared".into() })?;
+        let mut in_epoch = None;
+        if let Some(s) = pos.in_epoch {
+            let sums = checkpoint::latest_partial(ckpt_dir, hash)?.unwrap_or(checkpoint::PartialEpoch {
+                loss_sum: 0.0,
+                term_sums: Vec::new(),
+                wall_seconds: 0.0,
+            });
+            in_epoch = Some((s, sums));
+        }
+        Ok(Start { first_epoch: pos.epoch + 1, step: pos.step, in_epoch })
+    }
+
+    /// The k-NN (and, when the spec asks, linear-probe) accuracies after `epoch`, recorded.
+    fn evaluate(&self, epoch: usize) -> Result<()> {
+        let Training { spec, ctx, device, data, run_id, ref bank_idx, ref test_idx, ref net, .. } = *self;
+        let RunData { full_train, test, .. } = data;
+        let (bank_n, test_n) = (bank_idx.len(), test_idx.len());
         let pb = bar(ctx, (bank_n + test_n) as u64, format!("eval ep {epoch}"));
         let classes = full_train.num_classes();
-        let bank = extract_features(&net, full_train, &bank_idx, &spec.augment, spec.eval.batch_size, device, |n| {
+        let bank = extract_features(net, full_train, bank_idx, &spec.augment, spec.eval.batch_size, device, |n| {
             pb.inc(n as u64)
         })?;
         let queries =
-            extract_features(&net, test, &test_idx, &spec.augment, spec.eval.batch_size, device, |n| pb.inc(n as u64))?;
+            extract_features(net, test, test_idx, &spec.augment, spec.eval.batch_size, device, |n| pb.inc(n as u64))?;
         pb.finish_and_clear();
         let knn5 = knn_euclidean_majority(&bank, &queries, 5, classes)?;
         let knn200 = knn_cosine_weighted(&bank, &queries, 200, 0.1, classes)?;
@@ -235,37 +338,40 @@ fn train_and_evaluate(
         }
         tracing::info!("epoch {epoch}: 5-NN top-1 {:.2} %, 200-NN top-1 {:.2} %", knn5.top1, knn200.top1);
         Ok(())
-    };
-
-    let hash = spec.hash();
-    let mut step = 0usize;
-    let mut first_epoch = 1;
-    // Where the first epoch starts when resuming mid-epoch, and its sums so far.
-    let mut resume_in_epoch: Option<(usize, checkpoint::PartialEpoch)> = None;
-    match resume {
-        Some(_) => {
-            let pos = checkpoint::restore(ckpt_dir, &hash, &net, opt.as_mut())?
-                .ok_or_else(|| Error::Run { run: hash.clone(), what: "its checkpoint disappeared".into() })?;
-            (first_epoch, step) = (pos.epoch + 1, pos.step);
-            if let Some(s) = pos.in_epoch {
-                let sums = checkpoint::latest_partial(ckpt_dir, &hash)?.unwrap_or(checkpoint::PartialEpoch {
-                    loss_sum: 0.0,
-                    term_sums: Vec::new(),
-                    wall_seconds: 0.0,
-                });
-                resume_in_epoch = Some((s, sums));
-            }
-        }
-        None => evaluate(0)?,
     }
-    for epoch in first_epoch..=spec.train.epochs {
+
+    /// Run one epoch's steps (from `resume`'s step when resuming inside it), the next batches'
+    /// views augmented on their own thread; `step` counts the optimiser steps. A stop request
+    /// checkpoints where the epoch stands and ends the run as interrupted.
+    fn train_epoch(
+        &mut self,
+        epoch: usize,
+        step: &mut usize,
+        resume: Option<(usize, checkpoint::PartialEpoch)>,
+    ) -> Result<EpochEnd> {
+        let Training {
+            spec,
+            ctx,
+            device,
+            data,
+            run_id,
+            ckpt_dir,
+            ref hash,
+            ref net,
+            ref mut opt,
+            ref schedule,
+            steps_per_epoch,
+            ..
+        } = *self;
+        let train = &data.train;
+        let b = spec.train.batch_size;
         let started = Instant::now();
         let mut order: Vec<usize> = (0..train.len()).collect();
         order.shuffle(&mut rng_for(spec.seed, Purpose::Shuffle, epoch as u64, 0, 0));
         let pb = bar(ctx, steps_per_epoch as u64, format!("epoch {epoch}/{}", spec.train.epochs));
         // A mid-epoch resume skips the steps already taken (the order and every view are
         // functions of the seed, the epoch and the image) and carries the epoch's sums on.
-        let (first_step, carried) = match resume_in_epoch.take() {
+        let (first_step, carried) = match resume {
             Some((s, sums)) => (s.min(steps_per_epoch), sums),
             None => (0, checkpoint::PartialEpoch { loss_sum: 0.0, term_sums: Vec::new(), wall_seconds: 0.0 }),
         };
@@ -294,14 +400,14 @@ fn train_and_evaluate(
                     .into_iter()
                     .map(|v| Tensor::from_vec(v, (b, 3, side, side), device))
                     .collect::<candle_core::Result<Vec<_>>>()?;
-                lr = schedule.lr(step);
+                lr = schedule.lr(*step);
                 let step_ctx = StepContext {
                     seed: spec.seed,
                     epoch: epoch as u64,
                     step: s as u64,
-                    progress: step as f64 / schedule.total_steps.max(1) as f64,
+                    progress: *step as f64 / schedule.total_steps.max(1) as f64,
                 };
-                let out = spec.method.step_loss(spec, &net, &views, &step_ctx)?;
+                let out = spec.method.step_loss(spec, net, &views, &step_ctx)?;
                 let loss = out.loss.to_scalar::<f32>()? as f64;
                 if !loss.is_finite() {
                     pb.finish_and_clear();
@@ -310,67 +416,80 @@ fn train_and_evaluate(
                 }
                 let grads = out.loss.backward()?;
                 opt.step(&grads, lr)?;
-                spec.method.after_step(spec, &net, &step_ctx)?;
+                spec.method.after_step(spec, net, &step_ctx)?;
                 loss_sum += loss;
-                let mut terms: Vec<(String, f64)> = Vec::with_capacity(out.terms.len() + 1);
-                for (name, t) in &out.terms {
-                    terms.push((format!("loss.{name}"), t.to_scalar::<f32>()? as f64));
-                }
-                terms.push(("diag.embedding_std".into(), normalised_std(&out.embeddings[0])?));
-                terms.push(("diag.effective_rank".into(), infomax_losses::stats::effective_rank(&out.embeddings[0])?));
+                let terms = step_terms(&out)?;
                 if sums.is_empty() {
                     sums = terms.iter().map(|(n, _)| (n.clone(), 0.0)).collect();
                 }
                 sums.iter_mut().zip(&terms).for_each(|(acc, (_, v))| acc.1 += v);
-                step += 1;
+                *step += 1;
                 pb.set_message(format!("loss {:.4} lr {lr:.4}", loss_sum / (s + 1) as f64));
                 pb.inc(1);
                 if ctx.stop.load(std::sync::atomic::Ordering::Relaxed) {
                     pb.finish_and_clear();
                     // Checkpoint where it stands, so the next call loses nothing of this epoch.
-                    let position = checkpoint::Position { epoch: epoch - 1, step, in_epoch: Some(s + 1) };
+                    let position = checkpoint::Position { epoch: epoch - 1, step: *step, in_epoch: Some(s + 1) };
                     let partial = checkpoint::PartialEpoch {
                         loss_sum,
                         term_sums: sums.clone(),
                         wall_seconds: carried.wall_seconds + started.elapsed().as_secs_f64(),
                     };
-                    checkpoint::save(ckpt_dir, &hash, position, Some(&partial), &net, opt.as_ref())?;
+                    checkpoint::save(ckpt_dir, hash, position, Some(&partial), net, opt.as_ref())?;
                     return Err(Error::Interrupted { epoch, step: s + 1 });
                 }
             }
             Ok(None)
         })?;
         if let Some(outcome) = diverged {
-            return Ok(outcome);
+            return Ok(EpochEnd::Diverged(outcome));
         }
         pb.finish_and_clear();
         let wall = carried.wall_seconds + started.elapsed().as_secs_f64();
         let n = steps_per_epoch.max(1) as f64;
-        let record = EpochRecord {
+        Ok(EpochEnd::Trained(EpochRecord {
             epoch,
             loss: loss_sum / n,
             lr,
             images_per_second: (steps_per_epoch * b) as f64 / wall,
             wall_seconds: wall,
             terms: sums.into_iter().map(|(name, v)| (name, v / n)).collect(),
-        };
+        }))
+    }
+
+    /// Close a trained epoch: record its row, evaluate when due, then checkpoint (`step` is the
+    /// optimiser steps taken so far).
+    fn finish_epoch(&self, record: &EpochRecord, step: usize) -> Result<()> {
+        let (spec, epoch) = (self.spec, record.epoch);
         tracing::info!(
             "epoch {epoch}/{}: loss {:.4}, {:.1} img/s, {:.0} s",
             spec.train.epochs,
             record.loss,
             record.images_per_second,
-            wall
+            record.wall_seconds
         );
-        ctx.store.record_epoch(run_id, &record)?;
+        self.ctx.store.record_epoch(self.run_id, record)?;
         let every = spec.eval.every_epochs;
         if epoch == spec.train.epochs || (every > 0 && epoch % every == 0) {
-            evaluate(epoch)?;
+            self.evaluate(epoch)?;
         }
         // After the epoch's rows: a crash before this line redoes the epoch from the previous
         // checkpoint, and `resume_run` drops its rows first.
-        checkpoint::save(ckpt_dir, &hash, checkpoint::Position::epoch_end(epoch, step), None, &net, opt.as_ref())?;
+        let position = checkpoint::Position::epoch_end(epoch, step);
+        checkpoint::save(self.ckpt_dir, &self.hash, position, None, &self.net, self.opt.as_ref())
     }
-    Ok(RunOutcome::Finished { run_id })
+}
+
+/// What a step logs besides its loss: the loss's terms (`loss.NAME`) and the collapse
+/// diagnostics of the first view's embeddings (`diag.*`).
+fn step_terms(out: &crate::method::StepOutput) -> Result<Vec<(String, f64)>> {
+    let mut terms: Vec<(String, f64)> = Vec::with_capacity(out.terms.len() + 1);
+    for (name, t) in &out.terms {
+        terms.push((format!("loss.{name}"), t.to_scalar::<f32>()? as f64));
+    }
+    terms.push(("diag.embedding_std".into(), normalised_std(&out.embeddings[0])?));
+    terms.push(("diag.effective_rank".into(), infomax_losses::stats::effective_rank(&out.embeddings[0])?));
+    Ok(terms)
 }
 
 /// The optimiser a run's spec names, over the online network's parameters.

@@ -1,0 +1,199 @@
+//! `infomax bench augment | train-step | conv`: micro-benchmarks of the augmentation pipeline, the
+//! full training step and the convolution passes.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::Subcommand;
+use infomax_runner::bench::{train_step, TrainStepBench};
+use infomax_runner::spec::{ConvKernels, Method};
+
+#[derive(Subcommand)]
+pub enum BenchCommand {
+    /// Augmented views per second of a dataset's pipeline (synthetic images of its stored size,
+    /// rayon over the batch, as the trainer's prefetch thread makes them).
+    Augment {
+        /// cifar10, cifar100, stl10 or tiny-imagenet.
+        #[arg(long, default_value = "cifar10")]
+        dataset: infomax_data::Dataset,
+        /// wmse or fair.
+        #[arg(long, default_value = "wmse")]
+        preset: String,
+        #[arg(long, default_value_t = 256)]
+        batch: usize,
+        #[arg(long, default_value_t = 2)]
+        views: usize,
+        /// Timed batches.
+        #[arg(long, default_value_t = 5)]
+        batches: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Time the full training step (every view forward, the method's loss, backward, optimiser
+    /// update) on synthetic 32×32 images, after warm-up; prints images/s (images, not views) and
+    /// peak RSS.
+    TrainStep {
+        /// vicreg, barlow-twins, w-mse, simclr, byol or simsiam.
+        #[arg(long, default_value = "vicreg")]
+        method: Method,
+        /// ResNet-18 width multiplier (1.0 = 64-128-256-512).
+        #[arg(long, default_value_t = 1.0)]
+        width: f64,
+        /// Images per step.
+        #[arg(long, default_value_t = 128)]
+        batch: usize,
+        /// Augmented views per image.
+        #[arg(long, default_value_t = 2)]
+        views: usize,
+        /// Timed steps.
+        #[arg(long, default_value_t = 5)]
+        steps: usize,
+        /// Untimed warm-up steps.
+        #[arg(long, default_value_t = 1)]
+        warmup: usize,
+        /// Projector widths, comma-separated (default: the method's own head).
+        #[arg(long, value_delimiter = ',')]
+        projector: Option<Vec<usize>>,
+        /// Convolution kernels: im2col (GEMM-lowered) or candle (candle's reference kernels).
+        #[arg(long, default_value = "im2col")]
+        conv: ConvKernels,
+        /// cpu or cuda[:N] (a CUDA build: `just build-cuda`).
+        #[arg(long, default_value = "cpu", value_name = "DEVICE")]
+        device: infomax_runner::device::DeviceChoice,
+        /// f32, or bf16 (autocast-style convolutions and head products).
+        #[arg(long, default_value = "f32")]
+        precision: infomax_runner::spec::Precision,
+        /// Also write the initial weights, the views, every step's loss and the final weights to
+        /// DIR, for replaying the same steps in another framework
+        /// (`tools/step_reference_torch.py DIR` does it in PyTorch and compares).
+        #[arg(long, value_name = "DIR")]
+        trace: Option<PathBuf>,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// GFLOP/s of each convolution pass (forward, input gradient, weight gradient) at every
+    /// shape of the small-stem ResNet-18 on 32×32 images, and over the whole network.
+    Conv {
+        /// ResNet-18 width multiplier (1.0 = 64-128-256-512).
+        #[arg(long, default_value_t = 1.0)]
+        width: f64,
+        /// Images per call.
+        #[arg(long, default_value_t = 128)]
+        batch: usize,
+        /// Convolution kernels: im2col (GEMM-lowered) or candle (candle's reference kernels).
+        #[arg(long, default_value = "im2col")]
+        conv: ConvKernels,
+        /// Timed calls per pass; the fastest counts.
+        #[arg(long, default_value_t = 10)]
+        repetitions: usize,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub fn run(cmd: BenchCommand) -> Result<ExitCode> {
+    let device = infomax_runner::default_device();
+    match cmd {
+        BenchCommand::Augment { dataset, preset, batch, views, batches, json } => {
+            let preset: infomax_data::augment::Preset =
+                serde_json::from_value(serde_json::Value::String(preset.clone()))
+                    .with_context(|| format!("--preset {preset}: expected wmse or fair"))?;
+            let r = infomax_runner::bench::augment_throughput(&infomax_runner::bench::AugmentBench {
+                dataset,
+                preset,
+                batch,
+                views,
+                batches,
+            })?;
+            if json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                println!(
+                    "augment, {} preset on {} ({} px stored → {} px views), batch {batch} × {views} views: {:.0} views/s ({})",
+                    r.preset,
+                    r.dataset,
+                    r.stored_side,
+                    r.view_side,
+                    r.views_per_second,
+                    infomax_runner::machine::describe(&device)
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        BenchCommand::Conv { width, batch, conv, repetitions, json } => {
+            let r = infomax_runner::bench::conv_passes(&infomax_runner::bench::ConvBench {
+                width,
+                batch,
+                conv,
+                repetitions,
+            })?;
+            if json {
+                println!("{}", serde_json::to_string(&r)?);
+                return Ok(ExitCode::SUCCESS);
+            }
+            println!(
+                "convolution passes, ResNet-18 width {width}, batch {batch}, {conv:?} kernels, GFLOP/s ({})",
+                infomax_runner::machine::describe(&device)
+            );
+            println!(
+                "{:>16} {:>6} {:>5}  {:>8} {:>10} {:>11} {:>9}",
+                "in→out", "side", "k/s", "forward", "input grad", "weight grad", "backward"
+            );
+            // A downsampling block's first convolution runs with its 1×1 shortcut ("3/2+1").
+            let opt = |v: Option<f64>| v.map_or("–".to_string(), |v| format!("{v:.1}"));
+            for row in &r.rows {
+                println!(
+                    "{:>16} {:>6} {:>5}  {:>8.1} {:>10} {:>11} {:>9.1}",
+                    format!("{}×{}→{}", row.count, row.channels, row.out_channels),
+                    row.side,
+                    format!("{}/{}{}", row.kernel, row.stride, if row.shortcut { "+1" } else { "" }),
+                    row.forward_gflops,
+                    opt(row.input_grad_gflops),
+                    opt(row.weight_grad_gflops),
+                    row.backward_gflops
+                );
+            }
+            println!(
+                "whole network: forward {:.1} GFLOP/s, backward {:.1} GFLOP/s",
+                r.network_forward_gflops, r.network_backward_gflops
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        BenchCommand::TrainStep {
+            method,
+            width,
+            batch,
+            views,
+            steps,
+            warmup,
+            projector,
+            conv,
+            device: choice,
+            precision,
+            trace,
+            json,
+        } => {
+            let cfg = TrainStepBench { method, width, batch, views, steps, warmup, projector, conv, precision, trace };
+            let device = infomax_runner::device::open(choice.kind, choice.ordinal)?;
+            let r = train_step(&cfg, &device)?;
+            if json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                println!(
+                    "train step, {} on ResNet-18 width {width}, batch {batch}, {views} views, projector {}, {conv:?} \
+                     convolutions, {precision:?}: {:.1} images/s, {:.3} s/step, peak RSS {:.2} GB ({})",
+                    method.name(),
+                    cfg.projector.as_ref().map_or("default".to_string(), |p| format!("{p:?}")),
+                    r.images_per_second,
+                    r.seconds_per_step,
+                    r.peak_rss_bytes as f64 / 1e9,
+                    infomax_runner::machine::describe(&device)
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -1,0 +1,215 @@
+//! `infomax reproduce NAME`: plan an experiment's runs, train and evaluate them into the
+//! database, and render the report; `--dry-run` prints the plan instead.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::Args;
+use infomax_runner::plan::PlanOptions;
+use infomax_runner::spec::DeviceKind;
+use infomax_runner::{ExperimentFile, Override, RunContext, Store};
+
+use crate::paths::{HtmlDir, Paths};
+use crate::stop::StopOnSignal;
+
+#[derive(Args)]
+pub struct ReproduceArgs {
+    /// Experiment name (experiments/NAME.toml) or path to a TOML file.
+    experiment: String,
+    /// Profile of the experiment file to run (e.g. smoke, cpu, paper).
+    #[arg(long, default_value = "smoke")]
+    profile: String,
+    /// Seeds 0..N for every cell (replaces the file's `seed` axis).
+    #[arg(long, value_name = "N")]
+    seeds: Option<usize>,
+    /// Keep only the cells with AXIS=VALUE (repeat: values of one axis are alternatives,
+    /// different axes must all match), e.g. --only dataset=cifar10 --only method=w-mse-2.
+    #[arg(long, value_name = "AXIS=VALUE")]
+    only: Vec<String>,
+    /// Run the I-th of N deterministic slices of the plan (1 ≤ I ≤ N), for N processes that
+    /// each write their own database (combine them with `infomax merge`).
+    #[arg(long, value_name = "I/N")]
+    shard: Option<infomax_runner::plan::Shard>,
+    /// Print the plan (runs, what differs between them, their state, estimated time) and stop.
+    #[arg(long)]
+    dry_run: bool,
+    /// Override any field of every run, e.g. --set train.epochs=2 --set optimizer.lr=0.5.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// Folder where experiment names are looked up.
+    #[arg(long, value_name = "DIR", default_value = "experiments")]
+    experiments_dir: PathBuf,
+    /// Do not draw progress bars.
+    #[arg(long)]
+    no_progress: bool,
+    /// Train on `cpu` or `cuda[:N]` (GPU N, default 0; needs a CUDA build: `just build-cuda`):
+    /// sets every run's `train.device`, as `--set train.device=…` would [default: the
+    /// experiment's, else cpu].
+    #[arg(long, value_name = "DEVICE")]
+    device: Option<infomax_runner::device::DeviceChoice>,
+    /// Inside a Slurm job (`infomax submit` sets it): when SIGUSR1 (the time-limit warning)
+    /// or a SIGTERM at the time limit stops the sweep, requeue this job after the checkpoint,
+    /// so that it resumes there.
+    #[arg(long)]
+    slurm_requeue: bool,
+    #[command(flatten)]
+    html: HtmlDir,
+}
+
+pub fn run(args: ReproduceArgs, paths: &Paths) -> Result<ExitCode> {
+    let ReproduceArgs {
+        experiment,
+        profile,
+        seeds,
+        only,
+        shard,
+        dry_run,
+        set,
+        experiments_dir,
+        no_progress,
+        device: device_choice,
+        slurm_requeue,
+        html,
+    } = args;
+    let device = infomax_runner::default_device();
+    let path = infomax_runner::experiment::locate(&experiment, &experiments_dir)?;
+    let file = ExperimentFile::load(&path)?;
+    let mut overrides = set.iter().map(|s| s.parse::<Override>()).collect::<Result<Vec<_>, _>>()?;
+    if let Some(choice) = device_choice {
+        overrides.push(choice.override_text().parse::<Override>()?);
+    }
+    let cuda_ordinal = device_choice.map_or(0, |c| c.ordinal);
+    let opts = PlanOptions { seeds, only, shard };
+    let plan = infomax_runner::plan::plan(&file, &profile, &overrides, &opts)?;
+    let data_root = paths.data_root();
+    let uses_cuda = plan.iter().any(|r| r.spec.train.device == DeviceKind::Cuda);
+    let run_device = if uses_cuda {
+        infomax_runner::device::open(DeviceKind::Cuda, cuda_ordinal).unwrap_or_else(|_| device.clone())
+    } else {
+        device.clone()
+    };
+    let machine = infomax_runner::machine::describe(&run_device);
+    if dry_run {
+        // A dry run reads the database if there is one and never creates it.
+        let store = if paths.db.is_file() { Some(Store::open(&paths.db)?) } else { None };
+        print!("{}", dry_run_text(&file, &profile, &plan, store.as_ref(), &data_root, &machine)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let store = Store::open(&paths.db)?;
+    store.record_experiment(&file, &plan)?;
+    if let Some(p) = file.profiles.get(&profile) {
+        tracing::info!("{} / profile {profile}: {}", file.meta.name, p.about);
+    }
+    tracing::info!("{} runs planned; data from {}", plan.len(), data_root.display());
+    let stop = StopOnSignal::install();
+    let ctx = RunContext {
+        data_root,
+        store: &store,
+        cuda_ordinal,
+        progress: !no_progress,
+        code_version: infomax_runner::machine::code_version(),
+        machine,
+        checkpoints: paths.checkpoints(),
+        stop: stop.flag.clone(),
+    };
+    let summary = infomax_runner::sweep::run_plan(&plan, &ctx)?;
+    for (run, why) in &summary.skipped {
+        println!("skipped  {run}: {why}");
+    }
+    for (run, why) in &summary.diverged {
+        println!("diverged {run}: {why}");
+    }
+    for (run, why) in &summary.failed {
+        println!("failed   {run}: {why}");
+    }
+    if let Some(why) = &summary.interrupted {
+        println!("stopped: {why}");
+    }
+    println!("{} / {profile}: {} runs: {}", file.meta.name, plan.len(), summary.line());
+    let report = infomax_report::render(&paths.db, &html.for_db(&paths.db))?;
+    println!("report: {}", report.index.display());
+    if let (true, Some(_), Some(signal)) = (slurm_requeue, &summary.interrupted, stop.signal()) {
+        if let Some(job) = infomax_runner::slurm::job_to_requeue(signal)? {
+            // Slurm ends this process once the requeue is accepted: say so first.
+            println!("requeueing Slurm job {job}: it resumes from its checkpoint when it starts again");
+            infomax_runner::slurm::requeue(&job)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+    }
+    Ok(ExitCode::from(summary.exit_code()))
+}
+
+/// The plan as `--dry-run` prints it: each run with its state in the database, the fields that
+/// differ between runs, and the time it should take at the throughput this machine measured.
+fn dry_run_text(
+    file: &ExperimentFile,
+    profile: &str,
+    plan: &[infomax_runner::plan::PlannedRun],
+    store: Option<&Store>,
+    data_root: &std::path::Path,
+    machine: &str,
+) -> Result<String> {
+    use infomax_runner::plan::{differences, estimate_seconds, human_duration, measured_gflops};
+    use std::fmt::Write;
+    let gflops = match store {
+        Some(s) => measured_gflops(s, machine)?,
+        None => None,
+    };
+    let rows = match store {
+        Some(s) => s.run_rows(Some(&file.meta.name))?,
+        None => Vec::new(),
+    };
+    let diffs = differences(plan);
+    let mut out = String::new();
+    let axes: Vec<&str> = file.axes.iter().map(|a| a.name.as_str()).collect();
+    writeln!(
+        out,
+        "{} — {} / profile {profile}: {} runs{}",
+        file.meta.name,
+        file.meta.title,
+        plan.len(),
+        if axes.is_empty() { String::new() } else { format!(" over {}", axes.join(" × ")) }
+    )?;
+    if let Some(p) = file.profiles.get(profile) {
+        writeln!(out, "profile {profile}: {}", p.about)?;
+    }
+    let mut total = 0.0;
+    let mut pending = 0;
+    for (i, (run, diff)) in plan.iter().zip(&diffs).enumerate() {
+        let hash = run.spec.hash();
+        let row = rows.iter().find(|r| r.config_hash == hash && r.status != "pending");
+        let state = match (row, infomax_runner::sweep::missing_dataset(run.spec.dataset, data_root)) {
+            (Some(r), _) if r.status == "finished" || r.status == "diverged" => r.status.clone(),
+            (_, Some(_)) => "skip: dataset not found".to_string(),
+            (Some(r), None) if r.epochs_done > 0 => format!("resumes after epoch {}/{}", r.epochs_done, r.epochs),
+            _ => "to train".to_string(),
+        };
+        let estimate = match gflops {
+            Some(g) if state.starts_with("to train") || state.starts_with("resumes") => {
+                let s = estimate_seconds(&run.spec, g);
+                total += s;
+                pending += 1;
+                human_duration(s)
+            }
+            _ => "—".to_string(),
+        };
+        writeln!(out, "{:>3}. {}  [{}]  {state}  est. {estimate}", i + 1, run.label(), &hash[..12])?;
+        if !diff.is_empty() {
+            let shown: Vec<String> = diff.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            writeln!(out, "     {}", shown.join("  "))?;
+        }
+    }
+    match gflops {
+        Some(g) => writeln!(
+            out,
+            "estimated: {} for {pending} runs to train, at {g:.1} GFLOP/s (the median of this machine's latest recorded epochs)",
+            human_duration(total)
+        )?,
+        None => writeln!(
+            out,
+            "estimated: unknown — no epoch recorded on this machine yet ({machine}); any run's first epoch calibrates it"
+        )?,
+    }
+    Ok(out)
+}
