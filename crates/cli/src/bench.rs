@@ -34,8 +34,8 @@ pub enum BenchCommand {
     /// update) on synthetic 32×32 images, after warm-up; prints images/s (images, not views) and
     /// peak RSS.
     TrainStep {
-        /// vicreg, barlow-twins, w-mse, simclr, byol or simsiam.
-        #[arg(long, default_value = "vicreg")]
+        /// The method whose step to time.
+        #[arg(long, default_value_t = Method::Vicreg, value_parser = crate::loss::method_value())]
         method: Method,
         /// ResNet-18 width multiplier (1.0 = 64-128-256-512).
         #[arg(long, default_value_t = 1.0)]

@@ -4,19 +4,19 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::Args;
 use infomax_runner::spec::Method;
 
 #[derive(Args)]
 pub struct LossArgs {
-    /// barlow-twins, vicreg, w-mse, simclr, byol or simsiam.
-    #[arg(long)]
+    /// The method whose loss to evaluate.
+    #[arg(long, value_parser = method_value())]
     method: Method,
     /// The views' .npy files.
     #[arg(long, num_args = 2.., required = true, value_name = "FILE")]
     views: Vec<PathBuf>,
-    /// A loss parameter: barlow-twins lambda; vicreg sim_coeff, std_coeff, cov_coeff, gamma, eps;
-    /// w-mse w_size (default N), w_iter, eps, seed, permute (0: consecutive sub-batches); simclr tau.
+    /// A loss parameter (each method's keys and defaults: `infomax loss --help`).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
     /// Write ∂loss/∂view_i as DIR/grad_i.npy (float32).
@@ -25,6 +25,30 @@ pub struct LossArgs {
     /// Print one JSON object: {"method", "loss", "terms"}.
     #[arg(long)]
     json: bool,
+}
+
+/// A `--method` value: one of the registry's method names, listed in the help and in the error
+/// for any other.
+pub fn method_value() -> impl TypedValueParser<Value = Method> {
+    PossibleValuesParser::new(Method::ALL.map(Method::name)).map(|name| name.parse().expect("a listed method name"))
+}
+
+/// `loss --set`'s help, from each method's keys and defaults.
+pub fn with_keys_in_help(cli: clap::Command) -> clap::Command {
+    let keys: Vec<String> = Method::ALL
+        .into_iter()
+        .filter_map(|m| {
+            let keys = m.loss_keys();
+            let list: Vec<String> = keys.iter().map(|(k, v)| format!("{k} ({v})")).collect();
+            let note = match m.loss_note() {
+                "" => String::new(),
+                note => format!(" — {note}"),
+            };
+            (!list.is_empty()).then(|| format!("{m}: {}{note}", list.join(", ")))
+        })
+        .collect();
+    let help = format!("A loss parameter, KEY=VALUE (defaults in brackets). {}.", keys.join("; "));
+    cli.mut_subcommand("loss", |c| c.mut_arg("set", |a| a.help(help)))
 }
 
 pub fn run(args: LossArgs) -> Result<ExitCode> {

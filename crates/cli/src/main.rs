@@ -19,7 +19,7 @@ mod submit;
 use std::process::ExitCode;
 
 use anyhow::Result;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use paths::Paths;
 
@@ -79,8 +79,8 @@ enum Command {
     /// Evaluate a method's loss and its gradient on embeddings from .npy files, to check infomax
     /// against another framework on the same numbers.
     ///
-    /// Views are (N, D) float32 or float64 arrays, all the same shape, N ≥ 2. byol and simsiam
-    /// take [online prediction, target projection] (or k predictions then k targets).
+    /// Views are (N, D) float32 or float64 arrays, all the same shape, N ≥ 2. Methods with a
+    /// predictor take [online prediction, target projection] (or k predictions then k targets).
     Loss(loss::LossArgs),
     /// Datasets under the data root: list, verify, fetch, preview.
     #[command(subcommand)]
@@ -94,7 +94,8 @@ fn main() -> ExitCode {
     process::keep_freed_memory();
     process::candle_elementwise_on_one_thread();
     process::default_sigpipe();
-    let cli = Cli::parse();
+    let matches = loss::with_keys_in_help(Cli::command()).get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let filter =
         tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()

@@ -101,6 +101,8 @@ pub trait MethodImpl {
     /// Its table in the run configuration; `Default` gives the authors' values. `()` for a method
     /// without parameters.
     type Params: Serialize + DeserializeOwned + Clone + PartialEq + Debug + Default;
+    /// What `infomax loss --help` says of those keys beyond their names and defaults.
+    const LOSS_NOTE: &'static str = "";
     /// The keys `infomax loss --set` takes, with their defaults in `Default`, in order.
     type LossSettings: Serialize + DeserializeOwned + Default;
 
@@ -208,6 +210,11 @@ macro_rules! registry {
             /// Runs after each optimiser step.
             pub fn after_step(self, spec: &RunSpec, net: &Network, ctx: &StepContext) -> Result<()> {
                 match self { $(Method::$variant => <$file::$imp as MethodImpl>::after_step(spec, net, ctx),)* }
+            }
+
+            /// What `infomax loss --help` says of its keys beyond their names and defaults.
+            pub fn loss_note(self) -> &'static str {
+                match self { $(Method::$variant => <$file::$imp as MethodImpl>::LOSS_NOTE,)* }
             }
 
             /// The keys `infomax loss --set` takes and their defaults, in order.

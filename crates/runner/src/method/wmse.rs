@@ -55,6 +55,7 @@ impl MethodImpl for Wmse {
     const NAME: &'static str = "w-mse";
     const TITLE: &'static str = "W-MSE";
     type Params = WmseConfig;
+    const LOSS_NOTE: &'static str = "w_size 0 is the whole batch; permute 0 takes consecutive rows as sub-batches";
     type LossSettings = WmseLossSettings;
 
     fn recipe(spec: &mut RunSpec) {
