@@ -69,6 +69,10 @@ pub enum BenchCommand {
         /// (`tools/step_reference_torch.py DIR` does it in PyTorch and compares).
         #[arg(long, value_name = "DIR")]
         trace: Option<PathBuf>,
+        /// A field of the step's run configuration, as in experiment files (`wmse.w_size=64`);
+        /// repeatable.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
         /// Print one JSON object instead of text.
         #[arg(long)]
         json: bool,
@@ -174,9 +178,12 @@ pub fn run(cmd: BenchCommand) -> Result<ExitCode> {
             device: choice,
             precision,
             trace,
+            set,
             json,
         } => {
-            let cfg = TrainStepBench { method, width, batch, views, steps, warmup, projector, conv, precision, trace };
+            let set = set.iter().map(|s| s.parse()).collect::<Result<Vec<_>, _>>()?;
+            let cfg =
+                TrainStepBench { method, width, batch, views, steps, warmup, projector, conv, precision, trace, set };
             let device = infomax_runner::device::open(choice.kind, choice.ordinal)?;
             let r = train_step(&cfg, &device)?;
             if json {

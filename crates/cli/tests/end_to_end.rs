@@ -325,6 +325,21 @@ fn bench_train_step_prints_the_json_object() {
     assert!(v["images_per_second"].as_f64().unwrap() > 0.0 && v["peak_rss_bytes"].as_u64().unwrap() > 0);
 }
 
+/// A step's configuration is the method's defaults and the flags; anything else is set with
+/// `--set`, never changed behind the user's back: W-MSE's 128-row sub-batches do not divide a
+/// batch of 16, and the step says so until `wmse.w_size` is set.
+#[test]
+fn bench_train_step_takes_fields_of_its_configuration_from_set() {
+    let args = ["bench", "train-step", "--method", "w-mse", "--width", "0.125", "--batch", "16", "--steps", "1"];
+    let args = [&args[..], &["--projector", "64,8", "--json"]].concat();
+    let o = infomax(&args);
+    assert!(!o.status.success() && text(&o).contains("wmse.w_size"), "{}", text(&o));
+    let o = infomax(&[&args[..], &["--set", "wmse.w_size=16"]].concat());
+    assert!(o.status.success(), "{}", text(&o));
+    let o = infomax(&[&args[..], &["--set", "wmse.w_sise=16"]].concat());
+    assert!(!o.status.success() && text(&o).contains("w_sise"), "{}", text(&o));
+}
+
 /// `--trace DIR` writes what `tools/step_reference_torch.py` replays: the initial weights, the
 /// views, the first step's gradients, the final online and target weights and every loss.
 #[test]

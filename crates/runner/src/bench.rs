@@ -31,6 +31,8 @@ pub struct TrainStepBench {
     pub precision: Precision,
     /// Write what another framework needs to replay the same steps here (see [`trace_start`]).
     pub trace: Option<PathBuf>,
+    /// Fields of the run configuration set over the above (`wmse.w_size=64`).
+    pub set: Vec<crate::Override>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -59,8 +61,7 @@ pub fn train_step(cfg: &TrainStepBench, device: &Device) -> Result<TrainStepResu
     spec.train.views = cfg.views;
     spec.train.epochs = 1;
     spec.optimizer.warmup_epochs = 0.0;
-    crate::validate::validate(&spec)
-        .map_err(|(field, what)| Error::Run { run: "bench".into(), what: format!("{field}: {what}") })?;
+    let spec = crate::Override::apply_all(&cfg.set, &spec)?;
     if cfg.steps == 0 {
         return Err(Error::Run { run: "bench".into(), what: "--steps: at least 1 expected".into() });
     }

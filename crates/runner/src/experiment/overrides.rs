@@ -3,6 +3,7 @@
 use toml::{Table, Value};
 
 use super::RESERVED;
+use crate::spec::RunSpec;
 use crate::{Error, Result};
 
 /// One `--set key.path=value` override; the value is TOML (bare words are strings).
@@ -35,6 +36,27 @@ impl std::str::FromStr for Override {
     }
 }
 
+impl Override {
+    /// `config` with `overrides` applied, read back strictly and validated: for commands that
+    /// start from a built-in configuration rather than an experiment file.
+    pub fn apply_all(overrides: &[Override], config: &RunSpec) -> Result<RunSpec> {
+        let Ok(Value::Table(mut table)) = Value::try_from(config) else {
+            unreachable!("a run configuration serialises to a table")
+        };
+        for o in overrides {
+            super::layering::set_path(&mut table, &o.key, o.value.clone())
+                .map_err(|what| Error::Override { arg: o.raw.clone(), what })?;
+        }
+        let named = |field: String, what: String| {
+            let arg = overrides.iter().rev().find(|o| field.starts_with(&o.key.join("."))).map_or("", |o| &o.raw);
+            Error::Override { arg: arg.to_string(), what: format!("field `{field}`: {what}") }
+        };
+        let config = RunSpec::from_toml(table).map_err(|(field, what)| named(field, what))?;
+        crate::validate::validate(&config).map_err(|(field, what)| named(field, what))?;
+        Ok(config)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -46,5 +68,17 @@ mod tests {
         let o: Override = "method=vicreg".parse().unwrap();
         assert_eq!(o.value, Value::String("vicreg".into()));
         assert!("nokey".parse::<Override>().is_err());
+    }
+
+    #[test]
+    fn overrides_apply_to_a_built_in_configuration_and_name_a_bad_field() {
+        let base = RunSpec::defaults(crate::spec::Method::WMse, crate::spec::Dataset::Cifar10);
+        let set: Vec<Override> = vec!["wmse.w_size=256".parse().unwrap(), "train.epochs=3".parse().unwrap()];
+        let config = Override::apply_all(&set, &base).unwrap();
+        assert_eq!((config.method_params.wmse.unwrap().w_size, config.train.epochs), (256, 3));
+        let err = Override::apply_all(&["wmse.w_size=100".parse().unwrap()], &base).unwrap_err().to_string();
+        assert!(err.contains("wmse.w_size=100") && err.contains("divisor of train.batch_size (512)"), "{err}");
+        let err = Override::apply_all(&["wmse.w_sise=100".parse().unwrap()], &base).unwrap_err().to_string();
+        assert!(err.contains("w_sise"), "{err}");
     }
 }
