@@ -122,7 +122,7 @@ pub fn run(cmd: BenchCommand) -> Result<ExitCode> {
                     r.stored_side,
                     r.view_side,
                     r.views_per_second,
-                    infomax_runner::machine::describe(&device)
+                    infomax_runner::environment::describe_machine(&device)
                 );
             }
             Ok(ExitCode::SUCCESS)
@@ -140,7 +140,7 @@ pub fn run(cmd: BenchCommand) -> Result<ExitCode> {
             }
             println!(
                 "convolution passes, ResNet-18 width {width}, batch {batch}, {conv:?} kernels, GFLOP/s ({})",
-                infomax_runner::machine::describe(&device)
+                infomax_runner::environment::describe_machine(&device)
             );
             println!(
                 "{:>16} {:>6} {:>5}  {:>8} {:>10} {:>11} {:>9}",
@@ -197,7 +197,7 @@ pub fn run(cmd: BenchCommand) -> Result<ExitCode> {
                     r.images_per_second,
                     r.seconds_per_step,
                     r.peak_rss_bytes as f64 / 1e9,
-                    infomax_runner::machine::describe(&device)
+                    infomax_runner::environment::describe_machine(&device)
                 );
             }
             Ok(ExitCode::SUCCESS)

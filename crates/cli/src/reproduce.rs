@@ -89,7 +89,7 @@ pub fn run(args: ReproduceArgs, paths: &Paths) -> Result<ExitCode> {
     } else {
         device.clone()
     };
-    let machine = infomax_runner::machine::describe(&run_device);
+    let machine = infomax_runner::environment::describe_machine(&run_device);
     if dry_run {
         // A dry run reads the database if there is one and never creates it.
         let store = if paths.db.is_file() { Some(Store::open(&paths.db)?) } else { None };
@@ -108,7 +108,7 @@ pub fn run(args: ReproduceArgs, paths: &Paths) -> Result<ExitCode> {
         store: &store,
         cuda_ordinal,
         progress: !no_progress,
-        code_version: infomax_runner::machine::code_version(),
+        code_version: infomax_runner::environment::code_version(),
         machine,
         checkpoints: paths.checkpoints(),
         stop: stop.flag.clone(),

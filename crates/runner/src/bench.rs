@@ -111,7 +111,7 @@ pub fn train_step(cfg: &TrainStepBench, device: &Device) -> Result<TrainStepResu
     Ok(TrainStepResult {
         images_per_second: cfg.batch as f64 / seconds_per_step,
         seconds_per_step,
-        peak_rss_bytes: crate::machine::peak_rss_bytes().unwrap_or(0),
+        peak_rss_bytes: crate::environment::peak_rss_bytes().unwrap_or(0),
         width: cfg.width,
         batch: cfg.batch,
     })

@@ -4,12 +4,12 @@
 pub mod bench;
 pub mod checkpoint;
 pub mod device;
+pub mod environment;
 mod error;
 pub mod eval;
 pub mod experiment;
 pub mod export;
 pub mod loss;
-pub mod machine;
 pub mod method;
 pub mod optim;
 pub mod plan;

@@ -14,7 +14,7 @@ fn first_line_with(path: &str, key: &str) -> Option<String> {
 }
 
 /// CPU model, usable threads, memory, OS and compute device, in one line.
-pub fn describe(device: &candle_core::Device) -> String {
+pub fn describe_machine(device: &candle_core::Device) -> String {
     let cpu = first_line_with("/proc/cpuinfo", "model name").unwrap_or_else(|| std::env::consts::ARCH.to_string());
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let mem = first_line_with("/proc/meminfo", "MemTotal")
