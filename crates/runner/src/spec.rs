@@ -62,7 +62,7 @@ fn is_default<T: Default + PartialEq>(v: &T) -> bool {
     *v == T::default()
 }
 
-/// A second branch with its own weights, for the odd-numbered views (VICReg's Table 5): the same
+/// Branch B: a second branch with its own weights, for the odd-numbered views (VICReg's Table 5): the same
 /// architecture with different weights, or a different architecture. In a file, its `encoder`
 /// table is merged over the run's `encoder`, so `branch_b = { encoder = {} }` is "different
 /// weights" and `branch_b = { encoder = { arch = "resnet34" } }` "different architectures". The
@@ -242,7 +242,7 @@ pub struct RunSpec {
     pub encoder: EncoderSpec,
     /// The projector; its output is the embedding the loss sees.
     pub projector: HeadSpec,
-    /// A second branch with its own weights (absent: both views share one network).
+    /// Branch B, with its own weights (absent: both views share one network).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub branch_b: Option<BranchBSpec>,
     /// BYOL's and SimSiam's predictor, on the projector's output.

@@ -1,14 +1,14 @@
-//! The networks a method trains: the online branch (encoder and projector), an optional second
-//! branch for the odd-numbered views, the predictor, and BYOL's EMA target.
+//! The networks a method trains: the online branch (encoder and projector), an optional
+//! branch B for the odd-numbered views, the predictor, and BYOL's EMA target.
 
 use std::collections::HashMap;
 
 use candle_core::{DType, Device, Tensor};
-use candle_nn::ModuleT;
+use candle_nn::{ModuleT, VarBuilder};
 use infomax_model::{Mlp, MlpConfig, ResNet, SeededVarMap};
 
 use crate::optim::{is_running_statistic, Param};
-use crate::spec::{HeadSpec, RunSpec};
+use crate::spec::{EncoderSpec, HeadSpec, RunSpec};
 use crate::{Error, Result};
 
 /// An encoder and its projector: the online branch, or BYOL's target.
@@ -31,15 +31,10 @@ fn head(spec: &HeadSpec, input: usize, precision: infomax_model::Precision) -> M
 }
 
 impl Branch {
-    /// The run's encoder and projector, or (`second`) the second branch's under `branch_b.`.
-    fn new(spec: &RunSpec, second: bool, vars: &SeededVarMap, device: &Device) -> Result<Self> {
-        let mut vb = vars.builder(DType::F32, device);
-        let mut enc = spec.encoder.resnet();
-        if second {
-            vb = vb.pp("branch_b");
-            let b = spec.branch_b.as_ref().expect("a second branch is built only when the spec has one");
-            enc = b.encoder.resnet();
-        }
+    /// An encoder of `encoder`'s shape and the run's projector, their variables under `vb`: the
+    /// run's own branch (and BYOL's target) at the root, branch B under `branch_b.`.
+    fn new(spec: &RunSpec, encoder: &EncoderSpec, vb: VarBuilder) -> Result<Self> {
+        let mut enc = encoder.resnet();
         enc.precision = spec.train.precision;
         let encoder = ResNet::new(&enc, vb.pp("encoder"))?;
         let projector =
@@ -72,7 +67,7 @@ pub struct Target {
 pub struct Network {
     pub vars: SeededVarMap,
     pub online: Branch,
-    /// The second branch of a run with separate weights: it embeds the odd-numbered views.
+    /// Branch B of a run with separate weights (`branch_b`): it embeds the odd-numbered views.
     pub branch_b: Option<Branch>,
     pub predictor: Option<Mlp>,
     pub target: Option<Target>,
@@ -83,9 +78,10 @@ impl Network {
     /// initialised from `spec.seed`; for BYOL also the target, initialised identically.
     pub fn new(spec: &RunSpec, device: &Device) -> Result<Self> {
         let vars = SeededVarMap::new(spec.seed);
-        let online = Branch::new(spec, false, &vars, device)?;
+        let root = vars.builder(DType::F32, device);
+        let online = Branch::new(spec, &spec.encoder, root.clone())?;
         let branch_b = match &spec.branch_b {
-            Some(_) => Some(Branch::new(spec, true, &vars, device)?),
+            Some(b) => Some(Branch::new(spec, &b.encoder, root.pp("branch_b"))?),
             None => None,
         };
         let predictor = match &spec.predictor {
@@ -98,7 +94,7 @@ impl Network {
         let target = if spec.method.has_target() {
             // The same seed and names give the same initial values: the target starts as a copy.
             let vars = SeededVarMap::new(spec.seed);
-            let branch = Branch::new(spec, false, &vars, device)?;
+            let branch = Branch::new(spec, &spec.encoder, vars.builder(DType::F32, device))?;
             Some(Target { vars, branch })
         } else {
             None
@@ -118,7 +114,7 @@ impl Network {
     }
 
     /// Training-mode embeddings of each view: all through the one network, or with two branches
-    /// the even-numbered views through the first and the odd-numbered through the second.
+    /// the even-numbered views through the run's own branch and the odd-numbered through branch B.
     pub fn embed_views(&self, views: &[Tensor]) -> Result<Vec<Tensor>> {
         let Some(b) = &self.branch_b else { return self.online.embed_views(views) };
         let even: Vec<Tensor> = views.iter().step_by(2).cloned().collect();
