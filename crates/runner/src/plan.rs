@@ -202,24 +202,10 @@ pub fn run_flops(spec: &RunSpec) -> (f64, f64) {
 /// Training GFLOP/s this machine reached in recorded epochs (median of the latest 20 whose
 /// machine description is `machine`): the rate time estimates divide by.
 pub fn measured_gflops(store: &Store, machine: &str) -> Result<Option<f64>> {
-    let err = |source| Error::Store { path: store.path().to_path_buf(), source };
-    let mut stmt = store
-        .connection()
-        .prepare(
-            "SELECT r.config_json, e.images_per_second FROM epochs e JOIN runs r ON r.id = e.run_id
-             WHERE r.machine = ?1 ORDER BY r.id DESC, e.epoch DESC LIMIT 20",
-        )
-        .map_err(err)?;
-    let rows = stmt
-        .query_map([machine], |r| Ok((r.get::<_, String>(0)?, r.get::<_, f64>(1)?)))
-        .and_then(|rows| rows.collect::<std::result::Result<Vec<_>, _>>())
-        .map_err(err)?;
-    let mut rates: Vec<f64> = rows
+    let mut rates: Vec<f64> = store
+        .recent_throughput(machine, 20)?
         .into_iter()
-        .filter_map(|(json, ips)| {
-            let spec: RunSpec = serde_json::from_str(&json).ok()?;
-            Some(train_flops_per_image(&spec) * ips / 1e9)
-        })
+        .map(|(spec, ips)| train_flops_per_image(&spec) * ips / 1e9)
         .filter(|r| r.is_finite() && *r > 0.0)
         .collect();
     if rates.is_empty() {
