@@ -13,6 +13,7 @@ pub mod svg;
 
 use std::path::{Path, PathBuf};
 
+use infomax_runner::human::human_duration;
 use rusqlite::{Connection, OpenFlags};
 use serde::Serialize;
 use thiserror::Error;
@@ -168,18 +169,6 @@ fn fmt2(v: &tera::Value, _: &std::collections::HashMap<String, tera::Value>) -> 
 /// `{{ x | fmt1 }}`: one decimal.
 fn fmt1(v: &tera::Value, _: &std::collections::HashMap<String, tera::Value>) -> tera::Result<tera::Value> {
     Ok(tera::Value::String(format!("{:.1}", number(v, "fmt1")?)))
-}
-
-/// Seconds as `1 h 02 min`, `3 min 05 s` or `12.3 s`.
-pub fn human_duration(s: f64) -> String {
-    let total = s.round() as u64;
-    if s < 60.0 {
-        format!("{s:.1} s")
-    } else if total < 3600 {
-        format!("{} min {:02} s", total / 60, total % 60)
-    } else {
-        format!("{} h {:02} min", total / 3600, (total % 3600) / 60)
-    }
 }
 
 fn duration(v: &tera::Value, _: &std::collections::HashMap<String, tera::Value>) -> tera::Result<tera::Value> {
@@ -520,13 +509,6 @@ pub(crate) mod tests {
         assert!(back.equals_missing(&df), "{back}");
         let err = export::export(&db, export::Format::Parquet, None, &mut Vec::new()).unwrap_err().to_string();
         assert!(err.contains("--out"), "{err}");
-    }
-
-    #[test]
-    fn durations_read_naturally() {
-        assert_eq!(human_duration(12.34), "12.3 s");
-        assert_eq!(human_duration(185.0), "3 min 05 s");
-        assert_eq!(human_duration(3720.0), "1 h 02 min");
     }
 
     #[test]

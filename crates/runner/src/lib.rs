@@ -8,6 +8,7 @@ pub mod device;
 mod error;
 pub mod eval;
 pub mod export;
+pub mod human;
 pub mod inspect;
 pub mod machine;
 pub mod method;

@@ -222,17 +222,6 @@ pub fn estimate_seconds(spec: &RunSpec, gflops: f64) -> f64 {
     (train + eval) / (gflops * 1e9)
 }
 
-/// `3 h 20 min`, `14 min`, `40 s`.
-pub fn human_duration(seconds: f64) -> String {
-    let s = seconds.round() as u64;
-    match s {
-        0..=89 => format!("{s} s"),
-        90..=5399 => format!("{} min", (s + 30) / 60),
-        5400..=172_799 => format!("{} h {} min", s / 3600, (s % 3600 + 30) / 60),
-        _ => format!("{:.1} days", seconds / 86_400.0),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -256,8 +245,6 @@ mod tests {
         let mut four = s.clone();
         four.train.views = 4;
         assert_eq!(train_flops_per_image(&four), 2.0 * per_image);
-        assert_eq!(human_duration(50.0), "50 s");
-        assert_eq!(human_duration(7_320.0), "2 h 2 min");
         assert!((estimate_seconds(&s, 10.0) - (train + eval) / 1e10).abs() < 1e-6);
     }
 }
