@@ -6,6 +6,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod device;
 mod error;
+pub mod estimate;
 pub mod eval;
 pub mod export;
 pub mod human;
