@@ -150,7 +150,9 @@ fn dry_run_text(
     data_root: &std::path::Path,
     machine: &str,
 ) -> Result<String> {
-    use infomax_runner::plan::{differences, estimate_seconds, human_duration, measured_gflops};
+    use infomax_runner::estimate::{estimate_seconds, measured_gflops};
+    use infomax_runner::human::human_duration;
+    use infomax_runner::plan::differences;
     use std::fmt::Write;
     let gflops = match store {
         Some(s) => measured_gflops(s, machine)?,

@@ -7,8 +7,10 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 
+use infomax_runner::store::{Experiment, GridAxis};
+
 use crate::aggregate::{summarise, Sample, Stat};
-use crate::db::{Database, Experiment, Metric, Run};
+use crate::db::{Database, Metric, Run};
 use crate::svg::{Chart, Series};
 use crate::Result;
 
@@ -81,7 +83,7 @@ pub struct RunLink {
     pub status: String,
     pub detail: Option<String>,
     pub epochs_done: usize,
-    pub epochs: i64,
+    pub epochs: usize,
 }
 
 /// How many runs stand in each state.
@@ -132,21 +134,22 @@ pub struct ExperimentPage {
 }
 
 /// A run's training budget in words, from its resolved config.
-pub fn budget(run: &Run) -> Option<String> {
-    let c: serde_json::Value = serde_json::from_str(&run.config_json).ok()?;
-    let n = |p: &str| c.pointer(p).and_then(|v| v.as_u64());
-    let (epochs, images, batch, views) =
-        (n("/train/epochs")?, n("/train/train_images")?, n("/train/batch_size")?, n("/train/views")?);
-    let arch = c.pointer("/encoder/arch")?.as_str()?;
-    let width = c.pointer("/encoder/width")?.as_f64()?;
-    let images = if images == 0 { "all training images".to_string() } else { format!("{} images", thousands(images)) };
-    Some(format!(
-        "{epochs} epoch{} × {images}, batches of {batch} × {views} views, {arch} × {width}",
-        if epochs == 1 { "" } else { "s" }
-    ))
+pub fn budget(run: &Run) -> String {
+    let (train, encoder) = (&run.spec.train, &run.spec.encoder);
+    let (epochs, batch, views) = (train.epochs, train.batch_size, train.views);
+    let images = match train.train_images {
+        0 => "all training images".to_string(),
+        n => format!("{} images", thousands(n)),
+    };
+    format!(
+        "{epochs} epoch{} × {images}, batches of {batch} × {views} views, {} × {}",
+        if epochs == 1 { "" } else { "s" },
+        encoder.arch,
+        encoder.width
+    )
 }
 
-fn thousands(n: u64) -> String {
+fn thousands(n: usize) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
@@ -169,7 +172,7 @@ pub fn experiment_file(name: &str) -> String {
 }
 
 /// Every combination of the given axes' values, first axis outermost.
-fn combinations(axes: &[&crate::db::Axis]) -> Vec<BTreeMap<String, String>> {
+fn combinations(axes: &[&GridAxis]) -> Vec<BTreeMap<String, String>> {
     let mut out = vec![BTreeMap::new()];
     for axis in axes {
         out = out
@@ -208,7 +211,7 @@ fn missing_reason(
     cell: &BTreeMap<String, String>,
     runs: &[&Run],
 ) -> (&'static str, String) {
-    if let Some(x) = experiment.exclusions.iter().find(|x| x.applies(cell)) {
+    if let Some(x) = experiment.excluding(cell) {
         return ("excluded", format!("not run: {}", x.why));
     }
     let first = |status: &str| runs.iter().find(|r| r.status == status);
@@ -225,7 +228,8 @@ fn missing_reason(
         return ("failed", format!("failed: {}", r.detail.as_deref().unwrap_or("no reason recorded")));
     }
     if let Some(r) = runs.iter().find(|r| r.status == "running" || r.status == "interrupted") {
-        return ("partial", format!("{}: {} of {} epochs so far", r.status, db.epochs_of(r).len(), r.epochs));
+        let epochs = r.spec.train.epochs;
+        return ("partial", format!("{}: {} of {epochs} epochs so far", r.status, db.epochs_of(r).len()));
     }
     if first("pending").is_some() {
         return ("pending", "pending: planned, not started".into());
@@ -241,7 +245,7 @@ pub fn pages(db: &Database) -> Result<Vec<ExperimentPage>> {
         for m in Metric::ALL {
             if let Some(value) = db.result(r, m) {
                 samples.push(Sample {
-                    group: cell_key(&r.experiment, &r.profile, &r.grid, m),
+                    group: cell_key(&r.spec.experiment, &r.spec.profile, &r.spec.grid, m),
                     value,
                     init: db.initial(r, m),
                 });
@@ -253,16 +257,16 @@ pub fn pages(db: &Database) -> Result<Vec<ExperimentPage>> {
 }
 
 fn page(db: &Database, e: &Experiment, stats: &HashMap<String, Stat>) -> Result<ExperimentPage> {
-    let runs: Vec<&Run> = db.runs.iter().filter(|r| r.experiment == e.name).collect();
+    let runs: Vec<&Run> = db.runs.iter().filter(|r| r.spec.experiment == e.name).collect();
     let mut profiles: Vec<String> = e.profiles.iter().map(|(p, _)| p.clone()).collect();
     for r in &runs {
-        if !profiles.contains(&r.profile) {
-            profiles.push(r.profile.clone());
+        if !profiles.contains(&r.spec.profile) {
+            profiles.push(r.spec.profile.clone());
         }
     }
-    profiles.retain(|p| runs.iter().any(|r| &r.profile == p));
+    profiles.retain(|p| runs.iter().any(|r| &r.spec.profile == p));
     let column_axis = e.axes.get(1);
-    let row_axes: Vec<&crate::db::Axis> = e.axes.iter().enumerate().filter(|(i, _)| *i != 1).map(|(_, a)| a).collect();
+    let row_axes: Vec<&GridAxis> = e.axes.iter().enumerate().filter(|(i, _)| *i != 1).map(|(_, a)| a).collect();
     let row_cells = combinations(&row_axes);
     let columns: Vec<Option<&String>> = match column_axis {
         Some(a) => a.values.iter().map(Some).collect(),
@@ -273,11 +277,11 @@ fn page(db: &Database, e: &Experiment, stats: &HashMap<String, Stat>) -> Result<
     let mut sections = Vec::new();
     for profile in &profiles {
         let about = e.profiles.iter().find(|(p, _)| p == profile).map(|(_, a)| a.clone()).unwrap_or_default();
-        let profile_runs: Vec<&Run> = runs.iter().copied().filter(|r| &r.profile == profile).collect();
+        let profile_runs: Vec<&Run> = runs.iter().copied().filter(|r| &r.spec.profile == profile).collect();
         // Metrics with a number in some cell, the papers' first (the table's own), top-5 only if
         // the paper gives it.
         let measured = |m: Metric| {
-            profile_runs.iter().any(|r| stats.contains_key(&cell_key(&e.name, profile, &r.grid, m)))
+            profile_runs.iter().any(|r| stats.contains_key(&cell_key(&e.name, profile, &r.spec.grid, m)))
                 || reference_metrics.contains(&m)
         };
         let mut metrics: Vec<Metric> = reference_metrics.clone();
@@ -299,7 +303,7 @@ fn page(db: &Database, e: &Experiment, stats: &HashMap<String, Stat>) -> Result<
                     if let (Some(axis), Some(v)) = (column_axis, col) {
                         cell.insert(axis.name.clone(), (*v).clone());
                     }
-                    let cell_runs: Vec<&Run> = profile_runs.iter().copied().filter(|r| r.grid == cell).collect();
+                    let cell_runs: Vec<&Run> = profile_runs.iter().copied().filter(|r| r.spec.grid == cell).collect();
                     let reference = e.references.iter().find(|r| r.metric == m.key() && r.applies(&cell));
                     let ours = stats.get(&cell_key(&e.name, profile, &cell, m)).copied();
                     let diff = ours.zip(reference).map(|(o, r)| o.mean - r.value);
@@ -349,10 +353,10 @@ fn page(db: &Database, e: &Experiment, stats: &HashMap<String, Stat>) -> Result<
                 status: r.status.clone(),
                 detail: r.detail.clone(),
                 epochs_done: db.epochs_of(r).len(),
-                epochs: r.epochs,
+                epochs: r.spec.train.epochs,
             })
             .collect();
-        let mut budgets: Vec<String> = profile_runs.iter().filter_map(|r| budget(r)).collect();
+        let mut budgets: Vec<String> = profile_runs.iter().map(|r| budget(r)).collect();
         budgets.sort();
         budgets.dedup();
         sections.push(ProfileSection {
@@ -417,8 +421,7 @@ fn charts(e: &Experiment, profile: &str, metrics: &[Metric], stats: &HashMap<Str
         if axis.values.len() < 3 || xs.iter().any(Option::is_none) {
             continue;
         }
-        let others: Vec<&crate::db::Axis> =
-            e.axes.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, a)| a).collect();
+        let others: Vec<&GridAxis> = e.axes.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, a)| a).collect();
         let (lo, hi) = xs.iter().flatten().fold((f64::MAX, f64::MIN), |(a, b), x| (a.min(*x), b.max(*x)));
         for &m in metrics {
             let series: Vec<Series> = combinations(&others)
@@ -455,32 +458,32 @@ fn charts(e: &Experiment, profile: &str, metrics: &[Metric], stats: &HashMap<Str
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::db::{Axis, Evaluation};
+    use infomax_runner::spec::{Dataset, RunSpec};
+    use infomax_runner::store::EvalRecord;
 
     fn run(id: i64, method: &str, dim: &str, seed: i64) -> Run {
+        let mut spec = RunSpec::defaults(method.parse().unwrap(), Dataset::Cifar10);
+        spec.experiment = "sweep".into();
+        spec.profile = "smoke".into();
+        spec.seed = seed as u64;
+        spec.train.epochs = 1;
+        spec.grid = [("method".to_string(), method.to_string()), ("dim".to_string(), dim.to_string())].into();
         Run {
             id: Some(id),
-            experiment: "sweep".into(),
-            profile: "smoke".into(),
-            method: method.into(),
+            spec,
             method_label: method.into(),
-            dataset: "cifar10".into(),
-            seed,
-            epochs: 1,
             config_hash: format!("h{id}"),
-            config_json: "{}".into(),
             status: "finished".into(),
             detail: None,
             started_at: None,
             finished_at: None,
             code_version: None,
             machine: None,
-            grid: [("method".to_string(), method.to_string()), ("dim".to_string(), dim.to_string())].into(),
         }
     }
 
-    fn knn200(epoch: i64, top1: f64) -> Evaluation {
-        Evaluation { epoch, protocol: "knn-cosine".into(), k: 200, top1, top5: 90.0, bank_size: 10, test_size: 10 }
+    fn knn200(epoch: usize, top1: f64) -> EvalRecord {
+        EvalRecord { epoch, protocol: "knn-cosine".into(), k: 200, top1, top5: 90.0, bank_size: 10, test_size: 10 }
     }
 
     /// A numeric axis with three values becomes a chart: a line per method, a point per
@@ -494,8 +497,8 @@ mod tests {
             paper: "p".into(),
             reproduces: "r".into(),
             axes: vec![
-                Axis { name: "method".into(), values: vec!["barlow-twins".into(), "simclr".into()] },
-                Axis { name: "dim".into(), values: vec!["64".into(), "256".into(), "1024".into()] },
+                GridAxis { name: "method".into(), values: vec!["barlow-twins".into(), "simclr".into()] },
+                GridAxis { name: "dim".into(), values: vec!["64".into(), "256".into(), "1024".into()] },
             ],
             exclusions: vec![],
             profiles: vec![("smoke".into(), "about".into())],

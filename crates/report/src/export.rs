@@ -6,7 +6,8 @@ use std::path::Path;
 
 use polars::prelude::*;
 
-use crate::{open, Error, Result};
+use crate::db::Database;
+use crate::{Error, Result};
 
 /// Output formats of `infomax export`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,34 +32,64 @@ fn polars_err(path: &Path) -> impl Fn(PolarsError) -> Error + '_ {
     move |e| Error::Export { path: path.to_path_buf(), what: e.to_string() }
 }
 
-/// One joined row: the run's columns, then its evaluation's (empty when it has none).
+/// An evaluation's columns (all empty for a run without any).
+type EvalColumns = (Option<i64>, Option<String>, Option<i64>, Option<f64>, Option<f64>, Option<i64>, Option<i64>);
+
+/// One joined row: the run's columns, then its evaluation's.
 type Row = (
     (i64, String, String, String, String, i64, String, String, Option<String>),
     (i64, String, String, Option<String>, String, String),
-    (Option<i64>, Option<String>, Option<i64>, Option<f64>, Option<f64>, Option<i64>, Option<i64>),
+    EvalColumns,
 );
 
-/// The flat table of the database at `db`.
+/// The flat table of the database at `db`: every row of `runs` (every attempt) by id, each
+/// joined with its evaluations by epoch, protocol and k.
 pub fn flat_table(db: &Path) -> Result<DataFrame> {
-    let conn = open(db)?;
-    let err = |source| Error::Db { path: db.to_path_buf(), source };
-    let sql = r#"
-        SELECT r.id, r.experiment, r.profile, r.method, r.dataset, r.seed, r.grid_json, r.status, r.status_detail,
-               r.epochs, r.config_hash, r.started_at, r.finished_at, r.code_version, r.machine,
-               v.epoch, v.protocol, v.k, v.top1, v.top5, v.bank_size, v.test_size
-        FROM runs r LEFT JOIN evaluations v ON v.run_id = r.id
-        ORDER BY r.id, v.epoch, v.protocol, v.k"#;
-    let mut stmt = conn.prepare(sql).map_err(err)?;
-    let rows: Vec<Row> = stmt
-        .query_map([], |r| {
-            Ok((
-                (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?),
-                (r.get(9)?, r.get(10)?, r.get(11)?, r.get(12)?, r.get(13)?, r.get(14)?),
-                (r.get(15)?, r.get(16)?, r.get(17)?, r.get(18)?, r.get(19)?, r.get(20)?, r.get(21)?),
-            ))
-        })
-        .and_then(|rows| rows.collect())
-        .map_err(err)?;
+    let data = Database::load(db)?;
+    let mut rows: Vec<Row> = Vec::new();
+    for r in &data.records {
+        let s = &r.spec;
+        let run = (
+            (
+                r.id,
+                s.experiment.clone(),
+                s.profile.clone(),
+                s.method.name().to_string(),
+                s.dataset.name().to_string(),
+                s.seed as i64,
+                serde_json::to_string(&s.grid).expect("a map of strings serialises"),
+                r.status.as_str().to_string(),
+                r.detail.clone(),
+            ),
+            (
+                s.train.epochs as i64,
+                r.config_hash.clone(),
+                r.started_at.clone(),
+                r.finished_at.clone(),
+                r.code_version.clone(),
+                r.machine.clone(),
+            ),
+        );
+        let evaluations = data.evaluations.get(&r.id).map_or(&[][..], Vec::as_slice);
+        let mut evals: Vec<EvalColumns> = evaluations
+            .iter()
+            .map(|v| {
+                (
+                    Some(v.epoch as i64),
+                    Some(v.protocol.clone()),
+                    Some(v.k as i64),
+                    Some(v.top1),
+                    Some(v.top5),
+                    Some(v.bank_size as i64),
+                    Some(v.test_size as i64),
+                )
+            })
+            .collect();
+        if evals.is_empty() {
+            evals.push((None, None, None, None, None, None, None));
+        }
+        rows.extend(evals.into_iter().map(|eval| (run.0.clone(), run.1.clone(), eval)));
+    }
     fn col<T, F>(name: &str, rows: &[Row], f: F) -> Column
     where
         F: Fn(&Row) -> T,

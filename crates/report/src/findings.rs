@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 
+use infomax_runner::spec::Method;
 use serde::Serialize;
 
 use crate::db::{Database, Metric, Run};
@@ -66,12 +67,8 @@ fn finding(id: &'static str, claim: &'static str, basis: String, evidence: Vec<E
     Finding { id, claim, verdict, verdict_label: verdict.label(), basis, evidence }
 }
 
-fn config(run: &Run) -> serde_json::Value {
-    serde_json::from_str(&run.config_json).unwrap_or_default()
-}
-
 fn embedding_dim(run: &Run) -> Option<usize> {
-    config(run).pointer("/projector/widths")?.as_array()?.last()?.as_u64().map(|d| d as usize)
+    run.spec.projector.widths.last().copied()
 }
 
 fn mean(values: &[f64]) -> f64 {
@@ -82,7 +79,8 @@ fn mean(values: &[f64]) -> f64 {
 fn comparable_groups(db: &Database, keep: impl Fn(&Run) -> bool) -> BTreeMap<(String, String, String), Vec<&Run>> {
     let mut groups: BTreeMap<(String, String, String), Vec<&Run>> = BTreeMap::new();
     for r in db.runs.iter().filter(|r| r.status == "finished" && keep(r)) {
-        groups.entry((r.experiment.clone(), r.profile.clone(), r.dataset.clone())).or_default().push(r);
+        let key = (r.spec.experiment.clone(), r.spec.profile.clone(), r.spec.dataset.name().to_string());
+        groups.entry(key).or_default().push(r);
     }
     groups
 }
@@ -110,7 +108,7 @@ fn beats_random(db: &Database) -> Finding {
     let mut by_method: BTreeMap<(String, String), Vec<f64>> = BTreeMap::new();
     for r in db.runs.iter().filter(|r| r.status == "finished") {
         if let (Some(t), Some(i)) = (db.result(r, Metric::Knn200), db.initial(r, Metric::Knn200)) {
-            by_method.entry((r.method_label.clone(), r.profile.clone())).or_default().push(t - i);
+            by_method.entry((r.method_label.clone(), r.spec.profile.clone())).or_default().push(t - i);
         }
     }
     let evidence = by_method
@@ -160,7 +158,7 @@ fn rank_correlation(xs: &[f64], ys: &[f64]) -> f64 {
 
 /// (b) Barlow Twins improves as the projector widens.
 fn barlow_twins_widens(db: &Database) -> Finding {
-    let groups = comparable_groups(db, |r| r.method == "barlow-twins" && config(r).get("branch_b").is_none());
+    let groups = comparable_groups(db, |r| r.spec.method == Method::BarlowTwins && r.spec.branch_b.is_none());
     let mut evidence = Vec::new();
     for (key, runs) in &groups {
         let mut by_dim: BTreeMap<usize, Vec<&Run>> = BTreeMap::new();
@@ -196,26 +194,25 @@ fn barlow_twins_widens(db: &Database) -> Finding {
 fn sharing_cost(db: &Database) -> Finding {
     // Shared weights: no second branch; different weights: a second branch with the same encoder.
     let sharing = |r: &Run| -> Option<&'static str> {
-        let c = config(r);
-        match c.get("branch_b") {
-            None | Some(serde_json::Value::Null) => Some("shared"),
-            Some(b) if b.get("encoder") == c.get("encoder") => Some("different"),
+        match &r.spec.branch_b {
+            None => Some("shared"),
+            Some(b) if b.encoder == r.spec.encoder => Some("different"),
             Some(_) => None,
         }
     };
-    let groups = comparable_groups(db, |r| matches!(r.method.as_str(), "vicreg" | "barlow-twins"));
+    let groups = comparable_groups(db, |r| matches!(r.spec.method, Method::Vicreg | Method::BarlowTwins));
     let mut evidence = Vec::new();
     for (key, runs) in &groups {
         let m = headline(db, runs);
-        let cost = |method: &str| -> Option<(f64, f64)> {
+        let cost = |method: Method| -> Option<(f64, f64)> {
             let of = |kind: &str| {
                 let rs: Vec<&Run> =
-                    runs.iter().copied().filter(|r| r.method == method && sharing(r) == Some(kind)).collect();
+                    runs.iter().copied().filter(|r| r.spec.method == method && sharing(r) == Some(kind)).collect();
                 mean_result(db, &rs, m)
             };
             Some((of("shared")?, of("different")?))
         };
-        let (Some(v), Some(b)) = (cost("vicreg"), cost("barlow-twins")) else { continue };
+        let (Some(v), Some(b)) = (cost(Method::Vicreg), cost(Method::BarlowTwins)) else { continue };
         let (cv, cb) = (v.0 - v.1, b.0 - b.1);
         evidence.push(Evidence {
             text: format!(
@@ -240,18 +237,12 @@ fn sharing_cost(db: &Database) -> Finding {
 
 /// (d) W-MSE 4 ≥ W-MSE 2 at equal views per step.
 fn more_positives(db: &Database) -> Finding {
-    let groups = comparable_groups(db, |r| r.method == "w-mse");
+    let groups = comparable_groups(db, |r| r.spec.method == Method::WMse);
     let mut evidence = Vec::new();
     for (key, runs) in &groups {
-        let mut by_budget: BTreeMap<u64, BTreeMap<u64, Vec<&Run>>> = BTreeMap::new();
+        let mut by_budget: BTreeMap<usize, BTreeMap<usize, Vec<&Run>>> = BTreeMap::new();
         for r in runs {
-            let c = config(r);
-            let (Some(views), Some(batch)) = (
-                c.pointer("/train/views").and_then(|v| v.as_u64()),
-                c.pointer("/train/batch_size").and_then(|v| v.as_u64()),
-            ) else {
-                continue;
-            };
+            let (views, batch) = (r.spec.train.views, r.spec.train.batch_size);
             by_budget.entry(views * batch).or_default().entry(views).or_default().push(r);
         }
         for (budget, by_views) in &by_budget {
@@ -291,14 +282,13 @@ fn no_collapse(db: &Database) -> Finding {
     let mut by_method: BTreeMap<(String, String), Vec<Spread>> = BTreeMap::new();
     for r in db.runs.iter().filter(|r| r.status == "finished") {
         let (Some(last), Some(d)) = (db.epochs_of(r).last(), embedding_dim(r)) else { continue };
-        let (Some(std), Some(rank)) = (last.terms.get("diag.embedding_std"), last.terms.get("diag.effective_rank"))
-        else {
+        let (Some(std), Some(rank)) = (last.term("diag.embedding_std"), last.term("diag.effective_rank")) else {
             continue;
         };
-        let batch = config(r).pointer("/train/batch_size").and_then(|b| b.as_u64()).map_or(d, |b| b as usize);
-        by_method.entry((r.method_label.clone(), r.profile.clone())).or_default().push((
+        let batch = r.spec.train.batch_size;
+        by_method.entry((r.method_label.clone(), r.spec.profile.clone())).or_default().push((
             std * (d as f64).sqrt(),
-            *rank,
+            rank,
             d.min(batch),
             r.id.unwrap_or_default(),
         ));

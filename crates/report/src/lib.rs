@@ -13,19 +13,16 @@ pub mod svg;
 
 use std::path::{Path, PathBuf};
 
-use rusqlite::{Connection, OpenFlags};
+use infomax_runner::human::human_duration;
 use serde::Serialize;
 use thiserror::Error;
 
-/// The schema version this report reads (the runner's `store::SCHEMA_VERSION`).
-pub const SCHEMA_VERSION: i64 = 2;
-
 #[derive(Debug, Error)]
 pub enum Error {
-    #[error("results database {path}: {source}")]
-    Db { path: PathBuf, source: rusqlite::Error },
-    #[error("results database {path}: {what}")]
-    Schema { path: PathBuf, what: String },
+    /// Reading the results database (a missing file, another schema version, a configuration
+    /// that does not parse): the store's error, which names the file.
+    #[error(transparent)]
+    Store(#[from] infomax_runner::Error),
     #[error("template {name}: {source}")]
     Template { name: &'static str, source: tera::Error },
     #[error("{path}: {source}")]
@@ -38,20 +35,20 @@ pub enum Error {
 
 pub type Result<T> = std::result::Result<T, Error>;
 
-/// One row of the index: a run and its headline numbers.
+/// One row of the index: a run (every attempt) and its headline numbers.
 #[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct RunRow {
+pub struct IndexRow {
     pub id: i64,
     pub experiment: String,
     pub profile: String,
     /// The grid's name for the method (`w-mse-4`) when the grid has a method axis.
     pub method: String,
     pub dataset: String,
-    pub seed: i64,
+    pub seed: u64,
     pub status: String,
     pub status_detail: Option<String>,
-    pub epochs_planned: i64,
-    pub epochs_done: i64,
+    pub epochs_planned: usize,
+    pub epochs_done: usize,
     /// 200-NN (cosine) top-1 of the randomly initialised encoder, percent.
     pub knn200_init: Option<f64>,
     /// 200-NN top-1 at the last evaluated epoch after training, percent.
@@ -63,8 +60,8 @@ pub struct RunRow {
     /// Linear probe top-1 (W-MSE protocol) with the random encoder and after training.
     pub linear_init: Option<f64>,
     pub linear_trained: Option<f64>,
-    pub bank_size: Option<i64>,
-    pub test_size: Option<i64>,
+    pub bank_size: Option<usize>,
+    pub test_size: Option<usize>,
     /// Seconds spent in training epochs.
     pub train_seconds: f64,
     /// Seconds from start to end of the run (training and every evaluation); none while running.
@@ -75,85 +72,49 @@ pub struct RunRow {
     pub machine: String,
 }
 
-fn open(path: &Path) -> Result<Connection> {
-    let err = |source| Error::Db { path: path.to_path_buf(), source };
-    if !path.is_file() {
-        return Err(Error::Schema {
-            path: path.to_path_buf(),
-            what: "no such file; run `infomax reproduce` first or pass --db".into(),
-        });
-    }
-    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(err)?;
-    let v: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(err)?;
-    if v != SCHEMA_VERSION {
-        return Err(Error::Schema {
-            path: path.to_path_buf(),
-            what: format!("schema version {v}, this report reads version {SCHEMA_VERSION}"),
-        });
-    }
-    Ok(conn)
-}
-
-/// Every run with its headline numbers, newest first.
-pub fn load_runs(db: &Path) -> Result<Vec<RunRow>> {
-    let conn = open(db)?;
-    let err = |source| Error::Db { path: db.to_path_buf(), source };
-    let sql = r#"
-        SELECT r.id, r.experiment, r.profile, COALESCE(json_extract(r.grid_json, '$.method'), r.method), r.dataset, r.seed, r.status, r.status_detail, r.epochs,
-               (SELECT COALESCE(MAX(epoch), 0) FROM epochs e WHERE e.run_id = r.id),
-               (SELECT top1 FROM evaluations v WHERE v.run_id = r.id AND v.protocol = 'knn-cosine' AND v.k = 200 AND v.epoch = 0),
-               (SELECT top1 FROM evaluations v WHERE v.run_id = r.id AND v.protocol = 'knn-cosine' AND v.k = 200 AND v.epoch > 0
-                  ORDER BY v.epoch DESC LIMIT 1),
-               (SELECT top1 FROM evaluations v WHERE v.run_id = r.id AND v.protocol = 'knn-euclidean' AND v.k = 5 AND v.epoch = 0),
-               (SELECT top1 FROM evaluations v WHERE v.run_id = r.id AND v.protocol = 'knn-euclidean' AND v.k = 5 AND v.epoch > 0
-                  ORDER BY v.epoch DESC LIMIT 1),
-               (SELECT bank_size FROM evaluations v WHERE v.run_id = r.id ORDER BY v.epoch DESC LIMIT 1),
-               (SELECT test_size FROM evaluations v WHERE v.run_id = r.id ORDER BY v.epoch DESC LIMIT 1),
-               (SELECT COALESCE(SUM(wall_seconds), 0.0) FROM epochs e WHERE e.run_id = r.id),
-               (SELECT AVG(images_per_second) FROM epochs e WHERE e.run_id = r.id),
-               r.started_at, r.code_version, r.machine,
-               (julianday(r.finished_at) - julianday(r.started_at)) * 86400.0,
-               (SELECT top1 FROM evaluations v WHERE v.run_id = r.id AND v.protocol = 'linear' AND v.epoch = 0),
-               (SELECT top1 FROM evaluations v WHERE v.run_id = r.id AND v.protocol = 'linear' AND v.epoch > 0
-                  ORDER BY v.epoch DESC LIMIT 1)
-        FROM runs r ORDER BY r.id DESC"#;
-    let mut stmt = conn.prepare(sql).map_err(err)?;
-    let rows = stmt
-        .query_map([], |r| {
-            Ok(RunRow {
-                id: r.get(0)?,
-                experiment: r.get(1)?,
-                profile: r.get(2)?,
-                method: r.get(3)?,
-                dataset: r.get(4)?,
-                seed: r.get(5)?,
-                status: r.get(6)?,
-                status_detail: r.get(7)?,
-                epochs_planned: r.get(8)?,
-                epochs_done: r.get(9)?,
-                knn200_init: r.get(10)?,
-                knn200_trained: r.get(11)?,
-                knn200_gain: None,
-                knn5_init: r.get(12)?,
-                knn5_trained: r.get(13)?,
-                bank_size: r.get(14)?,
-                test_size: r.get(15)?,
-                train_seconds: r.get(16)?,
-                total_seconds: r.get(21)?,
-                images_per_second: r.get(17)?,
-                started_at: r.get(18)?,
-                code_version: r.get(19)?,
-                machine: r.get(20)?,
-                linear_init: r.get(22)?,
-                linear_trained: r.get(23)?,
-            })
+/// Every run (every row of `runs`) with its headline numbers, newest first.
+pub fn index_rows(db: &db::Database) -> Vec<IndexRow> {
+    use db::Metric;
+    db.records
+        .iter()
+        .rev()
+        .map(|r| {
+            let id = Some(r.id);
+            let epochs = db.epochs_by_id(id);
+            let evaluations = db.evaluations_by_id(id);
+            let trained = |m| db.latest_by_id(id, m).map(|(_, v)| v);
+            let knn200 = (db.initial_by_id(id, Metric::Knn200), trained(Metric::Knn200));
+            let spec = &r.spec;
+            IndexRow {
+                id: r.id,
+                experiment: spec.experiment.clone(),
+                profile: spec.profile.clone(),
+                method: db::method_label(spec),
+                dataset: spec.dataset.name().to_string(),
+                seed: spec.seed,
+                status: r.status.as_str().to_string(),
+                status_detail: r.detail.clone(),
+                epochs_planned: spec.train.epochs,
+                epochs_done: epochs.iter().map(|e| e.epoch).max().unwrap_or(0),
+                knn200_init: knn200.0,
+                knn200_trained: knn200.1,
+                knn200_gain: knn200.1.zip(knn200.0).map(|(t, i)| t - i),
+                knn5_init: db.initial_by_id(id, Metric::Knn5),
+                knn5_trained: trained(Metric::Knn5),
+                linear_init: db.initial_by_id(id, Metric::Linear),
+                linear_trained: trained(Metric::Linear),
+                bank_size: evaluations.last().map(|e| e.bank_size),
+                test_size: evaluations.last().map(|e| e.test_size),
+                train_seconds: epochs.iter().map(|e| e.wall_seconds).sum(),
+                total_seconds: r.elapsed_seconds,
+                images_per_second: (!epochs.is_empty())
+                    .then(|| epochs.iter().map(|e| e.images_per_second).sum::<f64>() / epochs.len() as f64),
+                started_at: r.started_at.clone(),
+                code_version: r.code_version.clone(),
+                machine: r.machine.clone(),
+            }
         })
-        .map_err(err)?;
-    let mut runs = rows.collect::<std::result::Result<Vec<_>, _>>().map_err(err)?;
-    for r in &mut runs {
-        r.knn200_gain = r.knn200_trained.zip(r.knn200_init).map(|(t, i)| t - i);
-    }
-    Ok(runs)
+        .collect()
 }
 
 fn number(v: &tera::Value, filter: &str) -> tera::Result<f64> {
@@ -168,18 +129,6 @@ fn fmt2(v: &tera::Value, _: &std::collections::HashMap<String, tera::Value>) -> 
 /// `{{ x | fmt1 }}`: one decimal.
 fn fmt1(v: &tera::Value, _: &std::collections::HashMap<String, tera::Value>) -> tera::Result<tera::Value> {
     Ok(tera::Value::String(format!("{:.1}", number(v, "fmt1")?)))
-}
-
-/// Seconds as `1 h 02 min`, `3 min 05 s` or `12.3 s`.
-pub fn human_duration(s: f64) -> String {
-    let total = s.round() as u64;
-    if s < 60.0 {
-        format!("{s:.1} s")
-    } else if total < 3600 {
-        format!("{} min {:02} s", total / 60, total % 60)
-    } else {
-        format!("{} h {:02} min", total / 3600, (total % 3600) / 60)
-    }
 }
 
 fn duration(v: &tera::Value, _: &std::collections::HashMap<String, tera::Value>) -> tera::Result<tera::Value> {
@@ -244,8 +193,8 @@ pub struct Rendered {
 /// with their status and compute, the SPEC §7 findings, every run), one page per experiment and
 /// one per started run. Every page is written atomically.
 pub fn render(db: &Path, out_dir: &Path) -> Result<Rendered> {
-    let runs = load_runs(db)?;
     let data = db::Database::load(db)?;
+    let runs = index_rows(&data);
     let tera = templates()?;
     let experiments = experiment::pages(&data)?;
     let findings = findings::evaluate(&data);
@@ -293,81 +242,141 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<PathBuf> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use infomax_runner::experiment::ExperimentFile;
+    use infomax_runner::plan::PlannedRun;
+    use infomax_runner::spec::{Dataset, Method, RunSpec};
+    use infomax_runner::store::{EpochRecord, EvalRecord, RunStatus, Store};
+    use rusqlite::Connection;
 
-    /// A database with the runner's schema (version 2), written by hand so this crate stays
-    /// independent: a small paper table (`mini`: method × dataset, BYOL on STL-10 excluded, the
-    /// paper's numbers for SimCLR on CIFAR-10) whose cells are finished over two seeds, diverged,
-    /// skipped, still running and pending; and a run of an unrecorded experiment whose name is
-    /// markup.
+    /// The `mini` experiment: method × dataset, BYOL on STL-10 excluded, the paper's numbers for
+    /// SimCLR.
+    const MINI: &str = r#"
+[experiment]
+name = "mini"
+title = "A mini table"
+paper = "Someone, 2021"
+reproduces = "Table 1"
+
+[base]
+
+[grid.method]
+simclr = { method = "simclr" }
+byol = { method = "byol" }
+w-mse-2 = { method = "w-mse" }
+
+[grid]
+dataset = ["cifar10", "stl10"]
+
+[[exclude]]
+match = { method = "byol", dataset = "stl10" }
+why = "the <paper> leaves it empty"
+
+[profiles.smoke]
+about = "Smoke: two epochs, not a reproduction."
+train = { epochs = 2 }
+
+[profiles.paper]
+about = "The paper's protocol."
+
+[[reference]]
+at = { method = "simclr", dataset = "cifar10" }
+linear = 91.8
+knn5 = 88.42
+source = "Table 1"
+
+[[reference]]
+at = { method = "simclr", dataset = "stl10" }
+linear = 90.51
+source = "Table 1"
+"#;
+
+    /// A run of `mini` under `smoke`: the cell (`method` as the grid names it), seed, two epochs.
+    fn mini(method: Method, grid_method: &str, dataset: Dataset, seed: u64) -> RunSpec {
+        let mut s = RunSpec::defaults(method, dataset);
+        s.experiment = "mini".into();
+        s.profile = "smoke".into();
+        s.grid =
+            [("dataset".to_string(), dataset.name().to_string()), ("method".to_string(), grid_method.into())].into();
+        s.seed = seed;
+        s.train.epochs = 2;
+        s
+    }
+
+    /// A database written by the runner's store: a small paper table (`mini`) whose cells are
+    /// finished over two seeds, diverged, skipped, still running and pending; and a run of an
+    /// unrecorded experiment whose name is markup. Times are pinned; run 1 has no end time.
     pub(crate) fn fixture(dir: &Path) -> PathBuf {
         let path = dir.join("r.sqlite");
-        let c = Connection::open(&path).unwrap();
-        c.execute_batch(
-            r#"
-            CREATE TABLE runs (id INTEGER PRIMARY KEY, experiment TEXT, profile TEXT, method TEXT, dataset TEXT,
-              seed INTEGER, epochs INTEGER, config_json TEXT, config_hash TEXT, status TEXT, status_detail TEXT,
-              started_at TEXT, finished_at TEXT, code_version TEXT, machine TEXT, grid_json TEXT DEFAULT '{}');
-            CREATE TABLE epochs (run_id INTEGER, epoch INTEGER, loss REAL, lr REAL, images_per_second REAL, wall_seconds REAL);
-            CREATE TABLE epoch_terms (run_id INTEGER, epoch INTEGER, name TEXT, value REAL);
-            CREATE TABLE evaluations (run_id INTEGER, epoch INTEGER, protocol TEXT, k INTEGER, top1 REAL, top5 REAL,
-              bank_size INTEGER, test_size INTEGER);
-            CREATE TABLE experiments (name TEXT PRIMARY KEY, title TEXT, paper TEXT, reproduces TEXT, axes_json TEXT,
-              updated_at TEXT);
-            CREATE TABLE profiles (experiment TEXT, profile TEXT, about TEXT);
-            CREATE TABLE planned_runs (config_hash TEXT PRIMARY KEY, experiment TEXT, profile TEXT, label TEXT,
-              grid_json TEXT, config_json TEXT);
-            CREATE TABLE reference_values (experiment TEXT, at_json TEXT, metric TEXT, value REAL, source TEXT);
+        let store = Store::open(&path).unwrap();
+        let mut simclr = mini(Method::Simclr, "simclr", Dataset::Cifar10, 0);
+        simclr.projector.widths = vec![64, 16];
+        let mut markup = RunSpec::defaults(Method::Vicreg, Dataset::Cifar10);
+        (markup.experiment, markup.profile, markup.seed, markup.train.epochs) =
+            ("<script>x</script>".into(), "cpu".into(), 1, 5);
+        let start = |spec: &RunSpec| store.start_run(spec, "v", "m").unwrap();
+        let (finished, diverged) = (RunStatus::Finished, RunStatus::Diverged);
+        store.finish_run(start(&simclr), finished, None).unwrap();
+        store.finish_run(start(&markup), diverged, Some("loss not finite at epoch 1, step 3")).unwrap();
+        store.finish_run(start(&RunSpec { seed: 1, ..simclr.clone() }), finished, None).unwrap();
+        let wmse = mini(Method::WMse, "w-mse-2", Dataset::Cifar10, 0);
+        store.finish_run(start(&wmse), diverged, Some("loss is NaN at epoch 1, step 7")).unwrap();
+        let why = "dataset not found: stl10_binary is not under /data; get it with `infomax datasets fetch stl10`";
+        store.skip_run(&mini(Method::Simclr, "simclr", Dataset::Stl10, 0), why, "v", "m").unwrap();
+        assert_eq!(start(&mini(Method::Byol, "byol", Dataset::Cifar10, 0)), 6);
+        store
+            .connection()
+            .execute_batch(
+                "UPDATE runs SET started_at = '2026-01-01T00:00:00Z',
+                                 finished_at = CASE id WHEN 3 THEN '2026-01-01T00:01:00Z' END",
+            )
+            .unwrap();
 
-            INSERT INTO runs VALUES (1, 'mini', 'smoke', 'simclr', 'cifar10', 0, 2,
-              '{"method":"simclr","dataset":"cifar10","seed":0,"projector":{"widths":[64,16]},"train":{"epochs":2}}', 'h',
-              'finished', NULL, '2026-01-01T00:00:00Z', NULL, 'v', 'm', '{"dataset":"cifar10","method":"simclr"}');
-            INSERT INTO runs VALUES (2, '<script>x</script>', 'cpu', 'vicreg', 'cifar10', 1, 5, '{}', 'g', 'diverged',
-              'loss not finite at epoch 1, step 3', '2026-01-01T00:00:00Z', NULL, 'v', 'm', '{}');
-            INSERT INTO runs VALUES (3, 'mini', 'smoke', 'simclr', 'cifar10', 1, 2,
-              '{"method":"simclr","dataset":"cifar10","seed":1,"projector":{"widths":[64,16]},"train":{"epochs":2}}', 'h1',
-              'finished', NULL, '2026-01-01T00:00:00Z', '2026-01-01T00:01:00Z', 'v', 'm', '{"dataset":"cifar10","method":"simclr"}');
-            INSERT INTO runs VALUES (4, 'mini', 'smoke', 'w-mse', 'cifar10', 0, 2, '{}', 'w', 'diverged',
-              'loss is NaN at epoch 1, step 7', '2026-01-01T00:00:00Z', NULL, 'v', 'm', '{"dataset":"cifar10","method":"w-mse-2"}');
-            INSERT INTO runs VALUES (5, 'mini', 'smoke', 'simclr', 'stl10', 0, 2, '{}', 's', 'skipped',
-              'dataset not found: stl10_binary is not under /data; get it with `infomax datasets fetch stl10`', '2026-01-01T00:00:00Z', NULL, 'v', 'm',
-              '{"dataset":"stl10","method":"simclr"}');
-            INSERT INTO runs VALUES (6, 'mini', 'smoke', 'byol', 'cifar10', 0, 2, '{}', 'b', 'running', NULL,
-              '2026-01-01T00:00:00Z', NULL, 'v', 'm', '{"dataset":"cifar10","method":"byol"}');
-            INSERT INTO planned_runs VALUES ('p', 'mini', 'smoke', 'method=w-mse-2 dataset=stl10 seed=0',
-              '{"dataset":"stl10","method":"w-mse-2"}', '{"method":"w-mse","dataset":"stl10","seed":0,"train":{"epochs":2}}');
-            INSERT INTO planned_runs VALUES ('h', 'mini', 'smoke', 'method=simclr dataset=cifar10 seed=0',
-              '{"dataset":"cifar10","method":"simclr"}', '{}');
+        let file = ExperimentFile::parse(Path::new("mini.toml"), MINI).unwrap();
+        let planned = |spec: RunSpec| PlannedRun {
+            coords: vec![
+                ("method".into(), spec.grid["method"].clone()),
+                ("dataset".into(), spec.dataset.name().into()),
+                ("seed".into(), spec.seed.to_string()),
+            ],
+            spec,
+        };
+        let plan = [planned(mini(Method::WMse, "w-mse-2", Dataset::Stl10, 0)), planned(simclr)];
+        store.record_experiment(&file, &plan).unwrap();
 
-            INSERT INTO epochs VALUES (1, 1, 3.0, 0.1, 50.0, 10.0), (1, 2, 2.0, 0.1, 70.0, 12.0),
-              (3, 1, 3.1, 0.1, 50.0, 10.0), (3, 2, 2.1, 0.1, 70.0, 12.0), (6, 1, 4.0, 0.1, 40.0, 11.0);
-            INSERT INTO epoch_terms VALUES (1, 2, 'diag.embedding_std', 0.2), (1, 2, 'diag.effective_rank', 9.0),
-              (1, 2, 'loss.nt_xent', 2.0), (3, 2, 'diag.embedding_std', 0.01), (3, 2, 'diag.effective_rank', 1.2);
-            INSERT INTO evaluations VALUES (1, 0, 'knn-cosine', 200, 28.5, 70.0, 1000, 200),
-              (1, 2, 'knn-cosine', 200, 36.25, 80.0, 1000, 200), (1, 0, 'knn-euclidean', 5, 25.0, 60.0, 1000, 200),
-              (1, 2, 'linear', 0, 40.0, 85.0, 1000, 200),
-              (3, 0, 'knn-cosine', 200, 27.5, 70.0, 1000, 200), (3, 2, 'knn-cosine', 200, 38.25, 80.0, 1000, 200),
-              (3, 2, 'linear', 0, 42.0, 86.0, 1000, 200);
-
-            INSERT INTO experiments VALUES ('mini', 'A mini table', 'Someone, 2021', 'Table 1',
-              '{"axes":[{"name":"method","values":["simclr","byol","w-mse-2"]},{"name":"dataset","values":["cifar10","stl10"]}],
-                "exclude":[{"match":[["method",["byol"]],["dataset",["stl10"]]],"why":"the <paper> leaves it empty"}]}',
-              '2026-01-01T00:00:00Z');
-            INSERT INTO profiles VALUES ('mini', 'smoke', 'Smoke: two epochs, not a reproduction.'),
-              ('mini', 'paper', 'The paper''s protocol.');
-            INSERT INTO reference_values VALUES ('mini', '{"dataset":"cifar10","method":"simclr"}', 'linear', 91.8, 'Table 1'),
-              ('mini', '{"dataset":"cifar10","method":"simclr"}', 'knn5', 88.42, 'Table 1'),
-              ('mini', '{"dataset":"stl10","method":"simclr"}', 'linear', 90.51, 'Table 1');
-            PRAGMA user_version = 2;
-            "#,
-        )
-        .unwrap();
+        let epoch = |epoch, loss, ips, wall, terms: &[(&str, f64)]| EpochRecord {
+            epoch,
+            loss,
+            lr: 0.1,
+            images_per_second: ips,
+            wall_seconds: wall,
+            terms: terms.iter().map(|(n, v)| (n.to_string(), *v)).collect(),
+        };
+        let terms = [("diag.embedding_std", 0.2), ("diag.effective_rank", 9.0), ("loss.nt_xent", 2.0)];
+        store.record_epoch(1, &epoch(1, 3.0, 50.0, 10.0, &[])).unwrap();
+        store.record_epoch(1, &epoch(2, 2.0, 70.0, 12.0, &terms)).unwrap();
+        store.record_epoch(3, &epoch(1, 3.1, 50.0, 10.0, &[])).unwrap();
+        let collapsed = [("diag.embedding_std", 0.01), ("diag.effective_rank", 1.2)];
+        store.record_epoch(3, &epoch(2, 2.1, 70.0, 12.0, &collapsed)).unwrap();
+        store.record_epoch(6, &epoch(1, 4.0, 40.0, 11.0, &[])).unwrap();
+        for (run, epoch, protocol, k, top1, top5) in [
+            (1, 0, "knn-cosine", 200, 28.5, 70.0),
+            (1, 2, "knn-cosine", 200, 36.25, 80.0),
+            (1, 0, "knn-euclidean", 5, 25.0, 60.0),
+            (1, 2, "linear", 0, 40.0, 85.0),
+            (3, 0, "knn-cosine", 200, 27.5, 70.0),
+            (3, 2, "knn-cosine", 200, 38.25, 80.0),
+            (3, 2, "linear", 0, 42.0, 86.0),
+        ] {
+            let e = EvalRecord { epoch, protocol: protocol.into(), k, top1, top5, bank_size: 1000, test_size: 200 };
+            store.record_eval(run, &e).unwrap();
+        }
         path
     }
 
     #[test]
     fn rows_carry_baseline_trained_and_time() {
         let dir = tempfile::tempdir().unwrap();
-        let runs = load_runs(&fixture(dir.path())).unwrap();
+        let runs = index_rows(&db::Database::load(&fixture(dir.path())).unwrap());
         assert_eq!(runs.len(), 6);
         let r = runs.iter().find(|r| r.id == 1).unwrap();
         assert_eq!((r.knn200_init, r.knn200_trained), (Some(28.5), Some(36.25)));
@@ -523,13 +532,6 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn durations_read_naturally() {
-        assert_eq!(human_duration(12.34), "12.3 s");
-        assert_eq!(human_duration(185.0), "3 min 05 s");
-        assert_eq!(human_duration(3720.0), "1 h 02 min");
-    }
-
-    #[test]
     fn missing_or_foreign_database_is_a_clear_error() {
         let dir = tempfile::tempdir().unwrap();
         let err = render(&dir.path().join("none.sqlite"), dir.path()).unwrap_err().to_string();
@@ -538,5 +540,18 @@ pub(crate) mod tests {
         Connection::open(&p).unwrap().execute_batch("CREATE TABLE t (x); PRAGMA user_version = 7;").unwrap();
         let err = render(&p, dir.path()).unwrap_err().to_string();
         assert!(err.contains("schema version 7"), "{err}");
+    }
+
+    /// A stored configuration this infomax cannot read stops the report with the database, the
+    /// run and what serde found, rather than showing the run without it.
+    #[test]
+    fn a_configuration_that_does_not_parse_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = fixture(dir.path());
+        let store = Store::open(&path).unwrap();
+        store.connection().execute("UPDATE runs SET config_json = '{\"seed\": 0}' WHERE id = 4", []).unwrap();
+        let err = render(&path, &dir.path().join("out")).unwrap_err().to_string();
+        assert!(err.contains(&path.display().to_string()) && err.contains("run 4"), "{err}");
+        assert!(err.contains("missing field"), "serde's message: {err}");
     }
 }

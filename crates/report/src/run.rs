@@ -1,9 +1,10 @@
 //! One run's page: loss and each term per epoch, learning rate, evaluations over epochs,
 //! collapse diagnostics, throughput, the resolved config, code version and machine.
 
+use infomax_runner::store::{EpochRecord, EvalRecord};
 use serde::Serialize;
 
-use crate::db::{Database, Epoch, Evaluation, Metric, Run};
+use crate::db::{Database, Metric, Run};
 use crate::svg::{Chart, Series};
 
 #[derive(Debug, Clone, Serialize)]
@@ -16,10 +17,10 @@ pub struct RunPage {
     pub profile: String,
     pub method: String,
     pub dataset: String,
-    pub seed: i64,
+    pub seed: u64,
     pub status: String,
     pub detail: Option<String>,
-    pub epochs: i64,
+    pub epochs: usize,
     pub epochs_done: usize,
     pub started_at: Option<String>,
     pub finished_at: Option<String>,
@@ -32,8 +33,8 @@ pub struct RunPage {
     pub mean_images_per_second: Option<f64>,
     /// Term names (columns of the epoch table).
     pub terms: Vec<String>,
-    pub epoch_rows: Vec<Epoch>,
-    pub evaluations: Vec<Evaluation>,
+    pub epoch_rows: Vec<EpochRecord>,
+    pub evaluations: Vec<EvalRecord>,
     /// Inline SVG markup.
     pub charts: Vec<String>,
 }
@@ -45,10 +46,10 @@ pub fn page_file(id: i64) -> String {
 pub fn page(db: &Database, run: &Run, id: i64) -> RunPage {
     let epochs = db.epochs_of(run);
     let evaluations = db.evaluations_of(run).to_vec();
-    let mut terms: Vec<String> = epochs.iter().flat_map(|e| e.terms.keys().cloned()).collect();
+    let mut terms: Vec<String> = epochs.iter().flat_map(|e| e.terms.iter().map(|(name, _)| name.clone())).collect();
     terms.sort();
     terms.dedup();
-    let epoch_series = |name: &str, f: &dyn Fn(&Epoch) -> Option<f64>| Series {
+    let epoch_series = |name: &str, f: &dyn Fn(&EpochRecord) -> Option<f64>| Series {
         name: name.to_string(),
         points: epochs.iter().filter_map(|e| Some((e.epoch as f64, f(e)?, None))).collect(),
     };
@@ -63,10 +64,7 @@ pub fn page(db: &Database, run: &Run, id: i64) -> RunPage {
         charts.extend(chart("loss per epoch", "loss (epoch mean)", vec![epoch_series("loss", &|e| Some(e.loss))]));
     }
     if per_epoch && !loss_terms.is_empty() {
-        let series = loss_terms
-            .iter()
-            .map(|t| epoch_series(t.trim_start_matches("loss."), &|e| e.terms.get(*t).copied()))
-            .collect();
+        let series = loss_terms.iter().map(|t| epoch_series(t.trim_start_matches("loss."), &|e| e.term(t))).collect();
         charts.extend(chart("loss terms per epoch", "term (epoch mean)", series));
     }
     if per_epoch {
@@ -86,30 +84,26 @@ pub fn page(db: &Database, run: &Run, id: i64) -> RunPage {
         ("diag.effective_rank", "effective rank of the embeddings"),
     ] {
         if per_epoch && terms.iter().any(|t| t == term) {
-            charts.extend(chart(
-                title,
-                term.trim_start_matches("diag."),
-                vec![epoch_series(title, &|e| e.terms.get(term).copied())],
-            ));
+            charts.extend(chart(title, term.trim_start_matches("diag."), vec![epoch_series(title, &|e| e.term(term))]));
         }
     }
-    let config = serde_json::from_str::<serde_json::Value>(&run.config_json)
-        .and_then(|v| serde_json::to_string_pretty(&v))
-        .unwrap_or_else(|_| run.config_json.clone());
+    // Keys sorted, as in the canonical JSON the run's identity hashes.
+    let config =
+        serde_json::to_value(&run.spec).and_then(|v| serde_json::to_string_pretty(&v)).expect("a RunSpec serialises");
     let ips: Vec<f64> = epochs.iter().map(|e| e.images_per_second).collect();
     RunPage {
         id,
         file_name: page_file(id),
         label: run.label(),
-        experiment: run.experiment.clone(),
-        experiment_file: crate::experiment::experiment_file(&run.experiment),
-        profile: run.profile.clone(),
+        experiment: run.spec.experiment.clone(),
+        experiment_file: crate::experiment::experiment_file(&run.spec.experiment),
+        profile: run.spec.profile.clone(),
         method: run.method_label.clone(),
-        dataset: run.dataset.clone(),
-        seed: run.seed,
+        dataset: run.spec.dataset.name().to_string(),
+        seed: run.spec.seed,
         status: run.status.clone(),
         detail: run.detail.clone(),
-        epochs: run.epochs,
+        epochs: run.spec.train.epochs,
         epochs_done: epochs.len(),
         started_at: run.started_at.clone(),
         finished_at: run.finished_at.clone(),

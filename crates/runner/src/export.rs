@@ -16,7 +16,6 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
-use rusqlite::{params, OptionalExtension};
 
 use crate::checkpoint;
 use crate::spec::RunSpec;
@@ -34,55 +33,10 @@ pub struct ExportedEncoder {
     pub spec: RunSpec,
 }
 
-/// The run `run` names: its id, or a prefix (6 or more characters) of its configuration hash.
-fn find_run(store: &Store, run: &str) -> Result<(i64, String, String)> {
-    let conn = store.connection();
-    let err = |source| Error::Store { path: store.path().to_path_buf(), source };
-    let by_id = |id: i64| {
-        conn.query_row("SELECT id, status, config_json FROM runs WHERE id = ?1", params![id], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-        })
-        .optional()
-    };
-    if let Ok(id) = run.parse::<i64>() {
-        return by_id(id).map_err(err)?.ok_or_else(|| Error::Run {
-            run: run.into(),
-            what: format!("no run with id {id} in {}; `infomax status` lists them", store.path().display()),
-        });
-    }
-    if run.len() < 6 || !run.chars().all(|c| c.is_ascii_hexdigit()) {
-        return Err(Error::Run {
-            run: run.into(),
-            what: "a run id (a number) or 6 or more hex digits of its configuration hash expected".into(),
-        });
-    }
-    let rows: Vec<(i64, String, String)> = conn
-        .prepare(
-            "SELECT id, status, config_json FROM runs WHERE config_hash LIKE ?1 || '%'
-             AND id = (SELECT max(id) FROM runs r WHERE r.config_hash = runs.config_hash)",
-        )
-        .and_then(|mut s| {
-            s.query_map(params![run.to_ascii_lowercase()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect()
-        })
-        .map_err(err)?;
-    match rows.len() {
-        1 => Ok(rows.into_iter().next().expect("one row")),
-        0 => Err(Error::Run {
-            run: run.into(),
-            what: format!("no run's hash starts with `{run}` in {}", store.path().display()),
-        }),
-        n => {
-            Err(Error::Run { run: run.into(), what: format!("{n} runs' hashes start with `{run}`; give more digits") })
-        }
-    }
-}
-
 /// Write the encoder of `run`'s latest checkpoint (in `checkpoints`, the database's folder) to
 /// `out`, atomically.
 pub fn export_encoder(store: &Store, checkpoints: &Path, run: &str, out: &Path) -> Result<ExportedEncoder> {
-    let (run_id, status, config) = find_run(store, run)?;
-    let spec: RunSpec = serde_json::from_str(&config)
-        .map_err(|e| Error::Run { run: run.into(), what: format!("its stored configuration does not parse: {e}") })?;
+    let (run_id, status, spec) = store.find_run(run)?;
     let hash = spec.hash();
     let dir = checkpoint::dir_for(checkpoints, &hash);
     let position = checkpoint::latest(&dir, &hash)?.ok_or_else(|| Error::Run {

@@ -1,12 +1,11 @@
 //! A sweep's plan: the runs an experiment file expands to under a profile, narrowed by
-//! `--only`, widened by `--seeds`, sliced by `--shard`; what differs between them; and how long
-//! they should take, estimated from throughput this machine has already measured.
+//! `--only`, widened by `--seeds`, sliced by `--shard`, and what differs between them. How long
+//! they should take is `estimate`'s business.
 
 use std::collections::BTreeMap;
 
 use crate::experiment::{Axis, ExperimentFile, Override};
 use crate::spec::RunSpec;
-use crate::store::Store;
 use crate::{Error, Result};
 
 /// `--shard I/N`: the I-th of N deterministic slices of a plan (1 ≤ I ≤ N), for N processes
@@ -153,128 +152,11 @@ pub fn differences(runs: &[PlannedRun]) -> Vec<Vec<(String, String)>> {
         all_keys.into_iter().filter(|k| flat.iter().any(|m| m.get(*k) != flat[0].get(*k))).collect();
     flat.iter().map(|m| varying.iter().filter_map(|k| m.get(*k).map(|v| ((*k).clone(), v.clone()))).collect()).collect()
 }
-
-/// Floating-point work of one training image: every view forward and backward (≈ 3 forwards)
-/// through the encoder and heads, plus BYOL's target forward.
-pub fn train_flops_per_image(spec: &RunSpec) -> f64 {
-    let enc = spec.encoder.resnet();
-    let mut widths = vec![enc.output_dim()];
-    widths.extend(&spec.projector.widths);
-    let mut head_macs: usize = widths.windows(2).map(|w| w[0] * w[1]).sum();
-    if let Some(p) = &spec.predictor {
-        let mut pw = vec![spec.embedding_dim()];
-        pw.extend(&p.widths);
-        head_macs += pw.windows(2).map(|w| w[0] * w[1]).sum::<usize>();
-    }
-    let side = spec.augment.size();
-    // With a second branch, half the views go through its encoder.
-    let encoder_macs = match &spec.branch_b {
-        Some(b) => (enc.forward_macs(side) + b.encoder.resnet().forward_macs(side)) as f64 / 2.0,
-        None => enc.forward_macs(side) as f64,
-    };
-    let forward = 2.0 * (encoder_macs + head_macs as f64);
-    // BYOL's target forwards every view once more, without a backward.
-    let target = if spec.method.has_target() { 1.0 } else { 0.0 };
-    (3.0 + target) * forward * spec.train.views as f64
-}
-
-/// Floating-point work of one run: (training, evaluations). Training counts every image of
-/// every epoch; each evaluation one encoder forward of each bank and test image.
-pub fn run_flops(spec: &RunSpec) -> (f64, f64) {
-    let d = spec.dataset;
-    let count = |want: usize, splits: &[infomax_data::Split]| {
-        let n: usize = d.splits().iter().filter(|(s, _)| splits.contains(s)).map(|(_, n)| n).sum();
-        if want > 0 {
-            want.min(n)
-        } else {
-            n
-        }
-    };
-    let images = count(spec.train.train_images, d.pretrain_splits());
-    let seen = images / spec.train.batch_size * spec.train.batch_size * spec.train.epochs;
-    let evals = 2 + spec.train.epochs.checked_div(spec.eval.every_epochs).unwrap_or(0);
-    let eval_images = count(spec.eval.bank_images, &[infomax_data::Split::Train])
-        + count(spec.eval.test_images, &[infomax_data::Split::Test]);
-    let forward = 2.0 * spec.encoder.resnet().forward_macs(spec.augment.size()) as f64;
-    (train_flops_per_image(spec) * seen as f64, forward * (eval_images * evals) as f64)
-}
-
-/// Training GFLOP/s this machine reached in recorded epochs (median of the latest 20 whose
-/// machine description is `machine`): the rate time estimates divide by.
-pub fn measured_gflops(store: &Store, machine: &str) -> Result<Option<f64>> {
-    let err = |source| Error::Store { path: store.path().to_path_buf(), source };
-    let mut stmt = store
-        .connection()
-        .prepare(
-            "SELECT r.config_json, e.images_per_second FROM epochs e JOIN runs r ON r.id = e.run_id
-             WHERE r.machine = ?1 ORDER BY r.id DESC, e.epoch DESC LIMIT 20",
-        )
-        .map_err(err)?;
-    let rows = stmt
-        .query_map([machine], |r| Ok((r.get::<_, String>(0)?, r.get::<_, f64>(1)?)))
-        .and_then(|rows| rows.collect::<std::result::Result<Vec<_>, _>>())
-        .map_err(err)?;
-    let mut rates: Vec<f64> = rows
-        .into_iter()
-        .filter_map(|(json, ips)| {
-            let spec: RunSpec = serde_json::from_str(&json).ok()?;
-            Some(train_flops_per_image(&spec) * ips / 1e9)
-        })
-        .filter(|r| r.is_finite() && *r > 0.0)
-        .collect();
-    if rates.is_empty() {
-        return Ok(None);
-    }
-    rates.sort_by(f64::total_cmp);
-    Ok(Some(rates[rates.len() / 2]))
-}
-
-/// Seconds a run should take at `gflops` (training at the measured rate; forward-only
-/// evaluation at the same rate).
-pub fn estimate_seconds(spec: &RunSpec, gflops: f64) -> f64 {
-    let (train, eval) = run_flops(spec);
-    (train + eval) / (gflops * 1e9)
-}
-
-/// `3 h 20 min`, `14 min`, `40 s`.
-pub fn human_duration(seconds: f64) -> String {
-    let s = seconds.round() as u64;
-    match s {
-        0..=89 => format!("{s} s"),
-        90..=5399 => format!("{} min", (s + 30) / 60),
-        5400..=172_799 => format!("{} h {} min", s / 3600, (s % 3600 + 30) / 60),
-        _ => format!("{:.1} days", seconds / 86_400.0),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::{Dataset, Method};
+    use crate::spec::Method;
     use std::path::Path;
-
-    #[test]
-    fn flops_follow_views_images_epochs_and_byols_target() {
-        let mut s = RunSpec::defaults(Method::Simclr, Dataset::Cifar10);
-        s.train.train_images = 10_240;
-        s.train.batch_size = 128;
-        s.train.epochs = 2;
-        let per_image = train_flops_per_image(&s);
-        // ResNet-18 at 32 px: 0.556 GMACs forward, ×2 FLOPs, ×3 with the backward, ×2 views.
-        assert!((6.6e9..6.8e9).contains(&per_image), "{per_image}");
-        let (train, eval) = run_flops(&s);
-        assert_eq!(train, per_image * 20_480.0);
-        assert!(eval > 0.0);
-        let mut byol = s.clone();
-        byol.method = Method::Byol;
-        assert!((train_flops_per_image(&byol) / per_image - 4.0 / 3.0).abs() < 1e-12);
-        let mut four = s.clone();
-        four.train.views = 4;
-        assert_eq!(train_flops_per_image(&four), 2.0 * per_image);
-        assert_eq!(human_duration(50.0), "50 s");
-        assert_eq!(human_duration(7_320.0), "2 h 2 min");
-        assert!((estimate_seconds(&s, 10.0) - (train + eval) / 1e10).abs() < 1e-6);
-    }
 
     const GRID: &str = r#"
 [experiment]

@@ -1,0 +1,305 @@
+//! The results store: one SQLite file (default `reports/results.sqlite`), the single source of
+//! truth for runs, per-epoch metrics and evaluations. HTML is a view of it.
+//!
+//! This module owns the database: its schema, defined once in [`schema`] with the migrations
+//! generated from it; the typed rows ([`rows`]); and every reader and writer (`read.rs`,
+//! `write.rs`, `merge.rs`, `status.rs`). Nothing else in infomax writes SQL against the file;
+//! the report reads it through [`Store::open_read_only`] and the readers, so a run's
+//! configuration comes back as a [`crate::RunSpec`] and a renamed field fails to compile rather
+//! than go missing from a page.
+//!
+//! The schema version lives in `PRAGMA user_version`; an older file is migrated forward on
+//! opening, a file from a newer infomax is refused rather than misread.
+
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, OpenFlags};
+
+use crate::{Error, Result};
+
+mod merge;
+mod read;
+pub mod rows;
+pub mod schema;
+mod status;
+mod write;
+
+pub use merge::MergeStats;
+pub use rows::{
+    label, run_label, EpochRecord, EvalRecord, Exclusion, Experiment, GridAxis, PlannedRecord, ReferenceValue,
+    RunRecord, RunStatus,
+};
+pub use schema::SCHEMA_VERSION;
+pub use status::RunRow;
+
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl Store {
+    /// Open (creating the file, its folder and the schema on first use; migrating an older
+    /// schema forward).
+    pub fn open(path: &Path) -> Result<Self> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| Error::Io { path: dir.to_path_buf(), source })?;
+        }
+        let err = |source| Error::Store { path: path.to_path_buf(), source };
+        let conn = Connection::open(path).map_err(err)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
+        conn.pragma_update(None, "foreign_keys", "ON").map_err(err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(30)).map_err(err)?;
+        let store = Self { conn, path: path.to_path_buf() };
+        match store.version()? {
+            0 => store.step(&schema::create_sql(SCHEMA_VERSION), SCHEMA_VERSION)?,
+            SCHEMA_VERSION => {}
+            v if !(1..SCHEMA_VERSION).contains(&v) => return Err(store.newer(v)),
+            v => {
+                // Foreign keys off while tables are rebuilt: the others keep pointing at them by name.
+                store.conn.pragma_update(None, "foreign_keys", "OFF").map_err(err)?;
+                for from in v..SCHEMA_VERSION {
+                    store.step(&schema::migration_sql(from), from + 1)?;
+                }
+                store.conn.pragma_update(None, "foreign_keys", "ON").map_err(err)?;
+            }
+        }
+        Ok(store)
+    }
+
+    /// Open an existing database to read it (a report): no file is created, nothing migrated,
+    /// and a file at another schema version is refused.
+    pub fn open_read_only(path: &Path) -> Result<Self> {
+        if !path.is_file() {
+            return Err(Error::StoreSchema {
+                path: path.to_path_buf(),
+                what: "no such file; run `infomax reproduce` first or pass --db".into(),
+            });
+        }
+        let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(|source| Error::Store { path: path.to_path_buf(), source })?;
+        let store = Self { conn, path: path.to_path_buf() };
+        match store.version()? {
+            SCHEMA_VERSION => Ok(store),
+            v if v > SCHEMA_VERSION => Err(store.newer(v)),
+            v => Err(Error::StoreSchema {
+                path: path.to_path_buf(),
+                what: format!(
+                    "schema version {v}, this infomax reads version {SCHEMA_VERSION}; any command that writes to \
+                     it (e.g. `infomax status`) upgrades it"
+                ),
+            }),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The connection, for tests that look at or alter a database directly.
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
+    fn err(&self) -> impl Fn(rusqlite::Error) -> Error + '_ {
+        move |source| Error::Store { path: self.path.clone(), source }
+    }
+
+    fn version(&self) -> Result<i64> {
+        self.conn.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(self.err())
+    }
+
+    fn newer(&self, v: i64) -> Error {
+        Error::StoreSchema {
+            path: self.path.clone(),
+            what: format!(
+                "schema version {v}, this infomax reads version {SCHEMA_VERSION}; use the infomax that wrote it"
+            ),
+        }
+    }
+
+    /// Run `sql` and set the schema version to `version`, in one transaction.
+    fn step(&self, sql: &str, version: i64) -> Result<()> {
+        let tx = self.conn.unchecked_transaction().map_err(self.err())?;
+        tx.execute_batch(sql).map_err(self.err())?;
+        tx.pragma_update(None, "user_version", version).map_err(self.err())?;
+        tx.commit().map_err(self.err())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::{Dataset, Method, RunSpec};
+
+    #[test]
+    fn schema_round_trip_and_completion_lookup() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/results.sqlite");
+        let store = Store::open(&path).unwrap();
+        let spec = RunSpec::defaults(Method::Vicreg, Dataset::Cifar10);
+        let id = store.start_run(&spec, "test", "machine").unwrap();
+        assert_eq!(store.completed_run(&spec.hash()).unwrap(), None);
+        let e = EpochRecord {
+            epoch: 1,
+            loss: 2.5,
+            lr: 0.1,
+            images_per_second: 10.0,
+            wall_seconds: 3.0,
+            terms: vec![("invariance".into(), 0.5)],
+        };
+        store.record_epoch(id, &e).unwrap();
+        assert!(store.record_epoch(id, &e).is_err(), "an epoch is recorded once");
+        store
+            .record_eval(
+                id,
+                &EvalRecord {
+                    epoch: 1,
+                    protocol: "knn-cosine".into(),
+                    k: 200,
+                    top1: 40.0,
+                    top5: 80.0,
+                    bank_size: 1000,
+                    test_size: 100,
+                },
+            )
+            .unwrap();
+        store.finish_run(id, RunStatus::Finished, None).unwrap();
+        assert_eq!(store.completed_run(&spec.hash()).unwrap(), Some((id, "finished".into())));
+        drop(store);
+        // Reopening keeps everything and does not recreate the schema.
+        let store = Store::open(&path).unwrap();
+        let n: i64 = store.connection().query_row("SELECT count(*) FROM epoch_terms", [], |r| r.get(0)).unwrap();
+        assert_eq!(n, 1);
+    }
+
+    /// Resuming drops what came after the checkpoint, terms before their epochs (the foreign
+    /// key), and from no checkpoint at all drops everything.
+    #[test]
+    fn resume_drops_rows_after_the_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("r.sqlite")).unwrap();
+        let spec = RunSpec::defaults(Method::Vicreg, Dataset::Cifar10);
+        let id = store.start_run(&spec, "v", "m").unwrap();
+        for epoch in 1..=3 {
+            let terms = vec![("loss.x".to_string(), 1.0)];
+            let e = EpochRecord { epoch, loss: 1.0, lr: 0.1, images_per_second: 1.0, wall_seconds: 1.0, terms };
+            store.record_epoch(id, &e).unwrap();
+        }
+        let count = |t: &str| -> i64 {
+            store.connection().query_row(&format!("SELECT count(*) FROM {t}"), [], |r| r.get(0)).unwrap()
+        };
+        store.resume_run(id, Some(2)).unwrap();
+        assert_eq!((count("epochs"), count("epoch_terms"), store.last_recorded_epoch(id).unwrap()), (2, 2, 2));
+        store.resume_run(id, None).unwrap();
+        assert_eq!((count("epochs"), count("epoch_terms"), store.last_recorded_epoch(id).unwrap()), (0, 0, 0));
+    }
+
+    #[test]
+    fn a_version_1_database_is_migrated_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v1.sqlite");
+        {
+            // The version-1 schema: `runs` without `grid_json` and without the `skipped` status.
+            let c = Connection::open(&path).unwrap();
+            let v1 = schema::create_sql(1);
+            assert!(!v1.contains("grid_json") && !v1.contains("skipped"));
+            c.execute_batch(&v1).unwrap();
+            c.execute_batch(
+                "INSERT INTO runs (id, experiment, profile, method, dataset, seed, epochs, config_json, config_hash,
+                                   status, started_at, code_version, machine)
+                 VALUES (7, 'smoke', 'smoke', 'vicreg', 'cifar10', 0, 2, '{}', 'h', 'finished', 'now', 'v', 'm');
+                 INSERT INTO epochs VALUES (7, 1, 2.5, 0.1, 10.0, 3.0);
+                 PRAGMA user_version = 1;",
+            )
+            .unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        let c = store.connection();
+        assert_eq!(c.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0)).unwrap(), SCHEMA_VERSION);
+        let (id, grid): (i64, String) = c
+            .query_row("SELECT id, grid_json FROM runs WHERE config_hash = 'h'", [], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap();
+        assert_eq!((id, grid.as_str()), (7, "{}"), "ids and rows kept");
+        assert_eq!(store.completed_run("h").unwrap(), Some((7, "finished".into())));
+        let spec = RunSpec::defaults(Method::Vicreg, Dataset::Cifar10);
+        store.skip_run(&spec, "dataset not found", "v", "m").unwrap();
+        // Foreign keys still point at the rebuilt table.
+        assert!(c.execute("INSERT INTO epochs VALUES (999, 1, 1.0, 0.1, 1.0, 1.0)", []).is_err());
+        store
+            .record_epoch(
+                7,
+                &EpochRecord { epoch: 2, loss: 1.0, lr: 0.1, images_per_second: 1.0, wall_seconds: 1.0, terms: vec![] },
+            )
+            .unwrap();
+        let rows = store.run_rows(None).unwrap();
+        let mut statuses: Vec<&str> = rows.iter().map(|r| r.status.as_str()).collect();
+        statuses.sort();
+        assert_eq!(statuses, ["finished", "skipped"]);
+        assert_eq!(rows.iter().find(|r| r.status == "finished").unwrap().epochs_done, 2);
+    }
+
+    #[test]
+    fn newer_schema_is_refused_and_stale_runs_marked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.sqlite");
+        let store = Store::open(&path).unwrap();
+        let spec = RunSpec::defaults(Method::Vicreg, Dataset::Cifar10);
+        store.start_run(&spec, "v", "m").unwrap();
+        assert_eq!(store.mark_interrupted(&spec.hash()).unwrap(), 1);
+        store.connection().pragma_update(None, "user_version", 99).unwrap();
+        drop(store);
+        let err = Store::open(&path).err().unwrap().to_string();
+        assert!(err.contains("schema version 99"), "{err}");
+    }
+
+    /// SQL as SQLite keeps it, without comments or layout.
+    fn normalise(sql: &str) -> String {
+        let code: Vec<&str> = sql.lines().map(|l| l.split("--").next().unwrap_or_default()).collect();
+        let words = code.join(" ").split_whitespace().collect::<Vec<_>>().join(" ");
+        words.replace("( ", "(").replace(" )", ")").replace(" ,", ",")
+    }
+
+    /// A database infomax wrote at version 2 before the schema was generated from one definition
+    /// (`tests/data/results-v2.sqlite`: `table1` under `smoke` with SimCLR on CIFAR-10 finished,
+    /// on STL-10 skipped, W-MSE 2 on CIFAR-10 left running after an epoch, on STL-10 planned)
+    /// opens as it is: its tables are the generated ones to the letter, every configuration
+    /// parses back to its hash, and training goes on in it.
+    #[test]
+    fn a_version_2_database_from_before_opens_as_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v2.sqlite");
+        std::fs::copy(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/results-v2.sqlite"), &path).unwrap();
+        let schema_of = |p: &Path| -> Vec<(String, String)> {
+            let c = Connection::open_with_flags(p, OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+            let mut s = c.prepare("SELECT name, sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY name").unwrap();
+            let rows = s.query_map([], |r| Ok((r.get(0)?, normalise(&r.get::<_, String>(1)?))));
+            rows.unwrap().map(|r| r.unwrap()).collect()
+        };
+        let fresh = dir.path().join("fresh.sqlite");
+        Store::open(&fresh).unwrap();
+        assert_eq!(schema_of(&path), schema_of(&fresh));
+
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.version().unwrap(), 2);
+        let runs = store.runs().unwrap();
+        let planned = store.planned_runs().unwrap();
+        assert_eq!((runs.len(), planned.len()), (3, 4));
+        for (hash, spec) in
+            runs.iter().map(|r| (&r.config_hash, &r.spec)).chain(planned.iter().map(|p| (&p.config_hash, &p.spec)))
+        {
+            assert_eq!(&spec.hash(), hash, "the run's identity still holds");
+        }
+        let e = &store.experiments().unwrap()[0];
+        assert_eq!((e.name.as_str(), e.axes.len(), e.profiles.is_empty()), ("table1", 2, false));
+        let statuses: Vec<String> = store.run_rows(None).unwrap().into_iter().map(|r| r.status).collect();
+        assert_eq!(statuses, ["finished", "skipped", "running", "pending"]);
+        assert_eq!(store.epochs().unwrap()[&runs[0].id].len(), 2);
+        assert_eq!(store.completed_run(&runs[0].config_hash).unwrap(), Some((runs[0].id, "finished".into())));
+        let running = &runs[2];
+        assert_eq!(store.unfinished_run(&running.config_hash).unwrap(), Some(running.id));
+        let e = EpochRecord { epoch: 2, loss: 1.0, lr: 0.1, images_per_second: 1.0, wall_seconds: 1.0, terms: vec![] };
+        store.record_epoch(running.id, &e).unwrap();
+        store.finish_run(running.id, RunStatus::Finished, None).unwrap();
+        assert_eq!(store.last_recorded_epoch(running.id).unwrap(), 2);
+    }
+}

@@ -1,0 +1,308 @@
+//! The rows the store writes and reads, typed. A run's configuration is stored as the canonical
+//! JSON of its [`RunSpec`] and read back as one, so what a row says about a run (its experiment,
+//! method, dataset, seed, epochs, grid coordinates) is the configuration's own fields.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+pub use crate::experiment::Exclusion;
+use crate::experiment::ExperimentFile;
+use crate::plan::PlannedRun;
+use crate::spec::RunSpec;
+
+/// Status values of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunStatus {
+    Running,
+    Finished,
+    Diverged,
+    Failed,
+    Interrupted,
+    /// Not started for a reason outside the run (its dataset is not on disk).
+    Skipped,
+}
+
+impl RunStatus {
+    pub const ALL: [RunStatus; 6] = [
+        RunStatus::Running,
+        RunStatus::Finished,
+        RunStatus::Diverged,
+        RunStatus::Failed,
+        RunStatus::Interrupted,
+        RunStatus::Skipped,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Finished => "finished",
+            RunStatus::Diverged => "diverged",
+            RunStatus::Failed => "failed",
+            RunStatus::Interrupted => "interrupted",
+            RunStatus::Skipped => "skipped",
+        }
+    }
+
+    /// Finished or diverged: the run needs no more training.
+    pub fn is_complete(self) -> bool {
+        matches!(self, RunStatus::Finished | RunStatus::Diverged)
+    }
+}
+
+impl std::str::FromStr for RunStatus {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        RunStatus::ALL.into_iter().find(|r| r.as_str() == s).ok_or_else(|| format!("unknown run status `{s}`"))
+    }
+}
+
+/// One row of `runs`: a run's configuration and what became of it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunRecord {
+    pub id: i64,
+    /// The configuration: experiment, profile, grid coordinates, method, dataset, seed, epochs.
+    pub spec: RunSpec,
+    /// SHA-256 of the configuration's canonical JSON when it was written: the run's identity.
+    pub config_hash: String,
+    pub status: RunStatus,
+    pub detail: Option<String>,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    pub code_version: String,
+    pub machine: String,
+    /// Seconds from start to end (training and every evaluation); none until the run ends.
+    pub elapsed_seconds: Option<f64>,
+}
+
+/// One row of `planned_runs`: a run a `reproduce` planned, trained yet or not.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannedRecord {
+    pub config_hash: String,
+    /// Grid coordinates and seed: `method=w-mse-4 dataset=cifar10 seed=0`.
+    pub label: String,
+    pub spec: RunSpec,
+}
+
+impl From<&PlannedRun> for PlannedRecord {
+    fn from(run: &PlannedRun) -> Self {
+        PlannedRecord { config_hash: run.spec.hash(), label: run.label(), spec: run.spec.clone() }
+    }
+}
+
+/// One epoch's aggregate, as stored: a row of `epochs` with its rows of `epoch_terms`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EpochRecord {
+    pub epoch: usize,
+    pub loss: f64,
+    pub lr: f64,
+    pub images_per_second: f64,
+    pub wall_seconds: f64,
+    /// `loss.<term>` and `diag.<diagnostic>`, averaged over the epoch's steps (read back sorted
+    /// by name); serialised as a map from name to value.
+    #[serde(serialize_with = "terms_as_map")]
+    pub terms: Vec<(String, f64)>,
+}
+
+fn terms_as_map<S: Serializer>(terms: &[(String, f64)], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_map(terms.iter().map(|(name, value)| (name, value)))
+}
+
+impl EpochRecord {
+    /// The value of term `name`, if the epoch recorded it.
+    pub fn term(&self, name: &str) -> Option<f64> {
+        self.terms.iter().find(|(n, _)| n == name).map(|(_, v)| *v)
+    }
+}
+
+/// One evaluation, as stored (accuracies in percent): a row of `evaluations`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EvalRecord {
+    pub epoch: usize,
+    pub protocol: String,
+    pub k: usize,
+    pub top1: f64,
+    pub top5: f64,
+    pub bank_size: usize,
+    pub test_size: usize,
+}
+
+/// One axis of an experiment's grid as stored: its value names in the file's order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GridAxis {
+    pub name: String,
+    pub values: Vec<String>,
+}
+
+/// The paper's number for the cells matching `at`: a row of `reference_values`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ReferenceValue {
+    pub at: BTreeMap<String, String>,
+    /// One of `config::REFERENCE_METRICS`.
+    pub metric: String,
+    pub value: f64,
+    pub source: String,
+}
+
+impl ReferenceValue {
+    pub fn applies(&self, cell: &BTreeMap<String, String>) -> bool {
+        self.at.iter().all(|(axis, v)| cell.get(axis) == Some(v))
+    }
+}
+
+/// An experiment as stored: a row of `experiments` (its grid in `axes_json`), with its rows of
+/// `profiles` and `reference_values`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Experiment {
+    pub name: String,
+    pub title: String,
+    pub paper: String,
+    pub reproduces: String,
+    /// The grid's axes in the file's order.
+    pub axes: Vec<GridAxis>,
+    /// Cells of the grid left out on purpose, with why.
+    pub exclusions: Vec<Exclusion>,
+    /// (profile, about), in the order written.
+    pub profiles: Vec<(String, String)>,
+    pub references: Vec<ReferenceValue>,
+}
+
+impl Experiment {
+    /// What an experiment file records: its description, grid, profiles and the papers' numbers.
+    pub fn from_file(file: &ExperimentFile) -> Experiment {
+        let meta = &file.meta;
+        Experiment {
+            name: meta.name.clone(),
+            title: meta.title.clone(),
+            paper: meta.paper.clone(),
+            reproduces: meta.reproduces.clone(),
+            axes: file
+                .axes
+                .iter()
+                .map(|a| GridAxis { name: a.name.clone(), values: a.values.iter().map(|v| v.name.clone()).collect() })
+                .collect(),
+            exclusions: file.exclusions.clone(),
+            profiles: file.profiles.iter().map(|(name, p)| (name.clone(), p.about.clone())).collect(),
+            references: file
+                .references
+                .iter()
+                .flat_map(|r| {
+                    r.values.iter().map(|(metric, value)| ReferenceValue {
+                        at: r.at.clone(),
+                        metric: metric.clone(),
+                        value: *value,
+                        source: r.source.clone(),
+                    })
+                })
+                .collect(),
+        }
+    }
+
+    /// The exclusion that leaves out `cell` (axis → value name), if one does: every axis it
+    /// names holds one of its values.
+    pub fn excluding(&self, cell: &BTreeMap<String, String>) -> Option<&Exclusion> {
+        self.exclusions
+            .iter()
+            .find(|x| x.matches.iter().all(|(axis, values)| cell.get(axis).is_some_and(|v| values.contains(v))))
+    }
+
+    /// `axes_json`: `{"axes": [{"name", "values"}], "exclude": [{"match": [[axis, [values]]], "why"}]}`.
+    pub(super) fn grid_json(&self) -> String {
+        let grid = StoredGridRef { axes: &self.axes, exclude: &self.exclusions };
+        serde_json::to_string(&grid).expect("a grid serialises")
+    }
+
+    /// The axes and exclusions of an `axes_json`.
+    pub(super) fn parse_grid(json: &str) -> serde_json::Result<(Vec<GridAxis>, Vec<Exclusion>)> {
+        let grid: StoredGrid = serde_json::from_str(json)?;
+        Ok((grid.axes, grid.exclude))
+    }
+}
+
+#[derive(Serialize)]
+struct StoredGridRef<'a> {
+    axes: &'a [GridAxis],
+    exclude: &'a [Exclusion],
+}
+
+#[derive(Deserialize)]
+struct StoredGrid {
+    axes: Vec<GridAxis>,
+    #[serde(default, deserialize_with = "exclusions")]
+    exclude: Vec<Exclusion>,
+}
+
+/// Reads [`Exclusion`] as it serialises (`config` derives only `Serialize`); a field renamed
+/// there fails to compile here.
+#[derive(Deserialize)]
+#[serde(remote = "Exclusion")]
+struct ExclusionDef {
+    #[serde(rename = "match")]
+    matches: Vec<(String, Vec<String>)>,
+    why: String,
+}
+
+fn exclusions<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Exclusion>, D::Error> {
+    #[derive(Deserialize)]
+    struct One(#[serde(with = "ExclusionDef")] Exclusion);
+    Ok(Vec::<One>::deserialize(d)?.into_iter().map(|One(x)| x).collect())
+}
+
+/// `method=w-mse-4 dataset=cifar10 seed=0`: a run's grid coordinates (its method and dataset
+/// when it has none), then its seed.
+pub fn label(grid: &BTreeMap<String, String>, method: &str, dataset: &str, seed: u64) -> String {
+    let mut parts: Vec<String> = grid.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    if parts.is_empty() {
+        parts = vec![format!("method={method}"), format!("dataset={dataset}")];
+    }
+    parts.push(format!("seed={seed}"));
+    parts.join(" ")
+}
+
+/// [`label`] of a configuration.
+pub fn run_label(spec: &RunSpec) -> String {
+    label(&spec.grid, spec.method.name(), spec.dataset.name(), spec.seed)
+}
+
+/// `grid_json`: a run's grid coordinates.
+pub(super) fn grid_json(spec: &RunSpec) -> String {
+    serde_json::to_string(&spec.grid).expect("a map of strings serialises")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_grid_reads_back_as_written() {
+        let e = Experiment {
+            name: "mini".into(),
+            title: String::new(),
+            paper: String::new(),
+            reproduces: String::new(),
+            axes: vec![GridAxis { name: "method".into(), values: vec!["simclr".into(), "byol".into()] }],
+            exclusions: vec![Exclusion { matches: vec![("method".into(), vec!["byol".into()])], why: "empty".into() }],
+            profiles: vec![],
+            references: vec![],
+        };
+        let json = e.grid_json();
+        assert_eq!(
+            json,
+            r#"{"axes":[{"name":"method","values":["simclr","byol"]}],"exclude":[{"match":[["method",["byol"]]],"why":"empty"}]}"#
+        );
+        assert_eq!(Experiment::parse_grid(&json).unwrap(), (e.axes.clone(), e.exclusions.clone()));
+        let byol = BTreeMap::from([("method".to_string(), "byol".to_string())]);
+        assert_eq!(e.excluding(&byol).map(|x| x.why.as_str()), Some("empty"));
+        assert!(Experiment::parse_grid(r#"{"axes": []}"#).unwrap().1.is_empty(), "`exclude` may be absent");
+        assert!(Experiment::parse_grid(r#"{"exclude": []}"#).is_err(), "`axes` may not");
+    }
+
+    #[test]
+    fn statuses_parse_back() {
+        for s in RunStatus::ALL {
+            assert_eq!(s.as_str().parse::<RunStatus>(), Ok(s));
+        }
+        assert!("pending".parse::<RunStatus>().is_err());
+    }
+}

@@ -1,0 +1,216 @@
+//! Writers: a run's life (started, resumed, epoch by epoch, evaluated, ended or skipped) and what
+//! an experiment is and plans. Each call is one transaction, so a crash leaves whole epochs and
+//! whole evaluations, never half of one.
+
+use rusqlite::params;
+
+use super::rows::{grid_json, EpochRecord, EvalRecord, Experiment, PlannedRecord, RunStatus};
+use super::{schema, Store};
+use crate::experiment::ExperimentFile;
+use crate::plan::PlannedRun;
+use crate::spec::RunSpec;
+use crate::Result;
+
+const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
+
+impl Store {
+    /// Insert a run in status `running`; returns its id.
+    pub fn start_run(&self, spec: &RunSpec, code_version: &str, machine: &str) -> Result<i64> {
+        let tx = self.conn.unchecked_transaction().map_err(self.err())?;
+        self.insert_run(&tx, spec, RunStatus::Running, None, code_version, machine)?;
+        let id = tx.last_insert_rowid();
+        // A run that starts replaces the record of its earlier skip.
+        tx.execute("DELETE FROM runs WHERE config_hash = ?1 AND status = 'skipped'", params![spec.hash()])
+            .map_err(self.err())?;
+        tx.commit().map_err(self.err())?;
+        Ok(id)
+    }
+
+    /// Record that a run could not start for a reason outside it (its dataset is not on disk):
+    /// one `skipped` row per configuration, its reason updated, removed once the run starts.
+    pub fn skip_run(&self, spec: &RunSpec, reason: &str, code_version: &str, machine: &str) -> Result<()> {
+        let tx = self.conn.unchecked_transaction().map_err(self.err())?;
+        tx.execute("DELETE FROM runs WHERE config_hash = ?1 AND status = 'skipped'", params![spec.hash()])
+            .map_err(self.err())?;
+        self.insert_run(&tx, spec, RunStatus::Skipped, Some(reason), code_version, machine)?;
+        tx.commit().map_err(self.err())
+    }
+
+    /// A row of `runs` for `spec`, started now (and ended now unless it is running).
+    fn insert_run(
+        &self,
+        tx: &rusqlite::Transaction,
+        spec: &RunSpec,
+        status: RunStatus,
+        detail: Option<&str>,
+        code_version: &str,
+        machine: &str,
+    ) -> Result<()> {
+        let finished_at = if status == RunStatus::Running { "NULL" } else { NOW };
+        tx.execute(
+            &format!(
+                "INSERT INTO runs (experiment, profile, method, dataset, seed, epochs, config_json, config_hash,
+                                   status, status_detail, started_at, finished_at, code_version, machine, grid_json)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, {NOW}, {finished_at}, ?11, ?12, ?13)"
+            ),
+            params![
+                spec.experiment,
+                spec.profile,
+                spec.method.name(),
+                spec.dataset.name(),
+                spec.seed as i64,
+                spec.train.epochs as i64,
+                spec.canonical_json(),
+                spec.hash(),
+                status.as_str(),
+                detail,
+                code_version,
+                machine,
+                grid_json(spec)
+            ],
+        )
+        .map(|_| ())
+        .map_err(self.err())
+    }
+
+    /// Mark runs of this hash left `running` by a process that died as `interrupted`.
+    pub fn mark_interrupted(&self, config_hash: &str) -> Result<usize> {
+        self.conn
+            .execute(
+                "UPDATE runs SET status = 'interrupted', status_detail = 'the process ended before the run did'
+                 WHERE config_hash = ?1 AND status = 'running'",
+                params![config_hash],
+            )
+            .map_err(self.err())
+    }
+
+    /// Take up an unfinished run again from the end of `epoch` (its checkpoint), or from the
+    /// start when there is none: drop what was recorded after that point (work the checkpoint
+    /// does not hold) and mark it `running` again, in one transaction. A run stays one row
+    /// however often it is interrupted.
+    pub fn resume_run(&self, run_id: i64, epoch: Option<usize>) -> Result<()> {
+        let tx = self.conn.unchecked_transaction().map_err(self.err())?;
+        let keep_through = epoch.map_or(-1, |e| e as i64);
+        // Referencing tables first: terms reference their epoch's row.
+        for table in schema::per_run_tables().rev() {
+            tx.execute(
+                &format!("DELETE FROM {} WHERE run_id = ?1 AND epoch > ?2", table.name),
+                params![run_id, keep_through],
+            )
+            .map_err(self.err())?;
+        }
+        let detail = match epoch {
+            Some(e) => format!("resumed after epoch {e}"),
+            None => "restarted: the interrupted attempt left no checkpoint".to_string(),
+        };
+        tx.execute("UPDATE runs SET status = 'running', status_detail = ?2 WHERE id = ?1", params![run_id, detail])
+            .map_err(self.err())?;
+        tx.commit().map_err(self.err())
+    }
+
+    /// Record an experiment file's description, its profiles, the paper's numbers and the runs
+    /// a `reproduce` planned (see [`Store::write_experiment`]).
+    pub fn record_experiment(&self, file: &ExperimentFile, plan: &[PlannedRun]) -> Result<()> {
+        let planned: Vec<PlannedRecord> = plan.iter().map(PlannedRecord::from).collect();
+        self.write_experiment(&Experiment::from_file(file), &planned)
+    }
+
+    /// Write an experiment, replacing what was recorded for it before (the plan's rows are
+    /// added to, so shards and profiles accumulate).
+    pub fn write_experiment(&self, e: &Experiment, planned: &[PlannedRecord]) -> Result<()> {
+        let name = &e.name;
+        let tx = self.conn.unchecked_transaction().map_err(self.err())?;
+        tx.execute(
+            &format!(
+                "INSERT INTO experiments (name, title, paper, reproduces, axes_json, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, {NOW})
+                 ON CONFLICT (name) DO UPDATE SET title = ?2, paper = ?3, reproduces = ?4, axes_json = ?5,
+                                                  updated_at = excluded.updated_at"
+            ),
+            params![name, e.title, e.paper, e.reproduces, e.grid_json()],
+        )
+        .map_err(self.err())?;
+        tx.execute("DELETE FROM profiles WHERE experiment = ?1", params![name]).map_err(self.err())?;
+        for (profile, about) in &e.profiles {
+            tx.execute(
+                "INSERT INTO profiles (experiment, profile, about) VALUES (?1, ?2, ?3)",
+                params![name, profile, about],
+            )
+            .map_err(self.err())?;
+        }
+        tx.execute("DELETE FROM reference_values WHERE experiment = ?1", params![name]).map_err(self.err())?;
+        for r in &e.references {
+            let at = serde_json::to_string(&r.at).expect("a map of strings serialises");
+            tx.execute(
+                "INSERT OR REPLACE INTO reference_values (experiment, at_json, metric, value, source)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![name, at, r.metric, r.value, r.source],
+            )
+            .map_err(self.err())?;
+        }
+        for p in planned {
+            tx.execute(
+                "INSERT OR REPLACE INTO planned_runs (config_hash, experiment, profile, label, grid_json, config_json)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    p.config_hash,
+                    p.spec.experiment,
+                    p.spec.profile,
+                    p.label,
+                    grid_json(&p.spec),
+                    p.spec.canonical_json()
+                ],
+            )
+            .map_err(self.err())?;
+        }
+        tx.commit().map_err(self.err())
+    }
+
+    pub fn record_epoch(&self, run_id: i64, e: &EpochRecord) -> Result<()> {
+        let tx = self.conn.unchecked_transaction().map_err(self.err())?;
+        tx.execute(
+            "INSERT INTO epochs (run_id, epoch, loss, lr, images_per_second, wall_seconds) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![run_id, e.epoch as i64, e.loss, e.lr, e.images_per_second, e.wall_seconds],
+        )
+        .map_err(self.err())?;
+        for (name, value) in &e.terms {
+            tx.execute(
+                "INSERT INTO epoch_terms (run_id, epoch, name, value) VALUES (?1, ?2, ?3, ?4)",
+                params![run_id, e.epoch as i64, name, value],
+            )
+            .map_err(self.err())?;
+        }
+        tx.commit().map_err(self.err())
+    }
+
+    pub fn record_eval(&self, run_id: i64, e: &EvalRecord) -> Result<()> {
+        self.conn
+            .execute(
+                "INSERT INTO evaluations (run_id, epoch, protocol, k, top1, top5, bank_size, test_size)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    run_id,
+                    e.epoch as i64,
+                    e.protocol,
+                    e.k as i64,
+                    e.top1,
+                    e.top5,
+                    e.bank_size as i64,
+                    e.test_size as i64
+                ],
+            )
+            .map(|_| ())
+            .map_err(self.err())
+    }
+
+    /// Close a run with its final status and an optional explanation.
+    pub fn finish_run(&self, run_id: i64, status: RunStatus, detail: Option<&str>) -> Result<()> {
+        self.conn
+            .execute(
+                &format!("UPDATE runs SET status = ?2, status_detail = ?3, finished_at = {NOW} WHERE id = ?1"),
+                params![run_id, status.as_str(), detail],
+            )
+            .map(|_| ())
+            .map_err(self.err())
+    }
+}
