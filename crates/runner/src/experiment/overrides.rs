@@ -48,8 +48,12 @@ impl Override {
                 .map_err(|what| Error::Override { arg: o.raw.clone(), what })?;
         }
         let named = |field: String, what: String| {
-            let arg = overrides.iter().rev().find(|o| field.starts_with(&o.key.join("."))).map_or("", |o| &o.raw);
-            Error::Override { arg: arg.to_string(), what: format!("field `{field}`: {what}") }
+            // The override that set the field, else all of them: the field kept its built-in value.
+            let arg = match overrides.iter().rev().find(|o| field.starts_with(&o.key.join("."))) {
+                Some(o) => o.raw.clone(),
+                None => overrides.iter().map(|o| o.raw.as_str()).collect::<Vec<_>>().join(" --set "),
+            };
+            Error::Override { arg, what: format!("field `{field}`: {what}") }
         };
         let config = RunSpec::from_toml(table).map_err(|(field, what)| named(field, what))?;
         crate::validate::validate(&config).map_err(|(field, what)| named(field, what))?;
@@ -73,9 +77,9 @@ mod tests {
     #[test]
     fn overrides_apply_to_a_built_in_configuration_and_name_a_bad_field() {
         let base = RunSpec::defaults(crate::spec::Method::WMse, crate::spec::Dataset::Cifar10);
-        let set: Vec<Override> = vec!["wmse.w_size=256".parse().unwrap(), "train.epochs=3".parse().unwrap()];
+        let set: Vec<Override> = vec!["wmse.w_size=256".parse().unwrap(), "train.epochs=30".parse().unwrap()];
         let config = Override::apply_all(&set, &base).unwrap();
-        assert_eq!((config.method_params.wmse.unwrap().w_size, config.train.epochs), (256, 3));
+        assert_eq!((config.method_params.wmse.unwrap().w_size, config.train.epochs), (256, 30));
         let err = Override::apply_all(&["wmse.w_size=100".parse().unwrap()], &base).unwrap_err().to_string();
         assert!(err.contains("wmse.w_size=100") && err.contains("divisor of train.batch_size (512)"), "{err}");
         let err = Override::apply_all(&["wmse.w_sise=100".parse().unwrap()], &base).unwrap_err().to_string();
