@@ -98,13 +98,13 @@ class Mlp(nn.Module):
 
 
 class Online(nn.Module):
-    def __init__(self, spec, with_predictor):
+    def __init__(self, config, with_predictor):
         super().__init__()
-        self.encoder = ResNet(spec["encoder"])
-        out = max(1, round(512 * spec["encoder"]["width"]))
-        self.projector = Mlp(spec["projector"], out)
+        self.encoder = ResNet(config["encoder"])
+        out = max(1, round(512 * config["encoder"]["width"]))
+        self.projector = Mlp(config["projector"], out)
         if with_predictor:
-            self.predictor = Mlp(spec["predictor"], spec["projector"]["widths"][-1])
+            self.predictor = Mlp(config["predictor"], config["projector"]["widths"][-1])
 
 
 def load_strict(module, tensors, what):
@@ -124,11 +124,11 @@ def norm_mse(p, z):
     return (2 - 2 * (F.normalize(p, dim=1) * F.normalize(z, dim=1)).sum(dim=1)).mean()
 
 
-def embed(branch, spec, views):
+def embed(branch, config, views):
     """Projector outputs of each view: the encoder sees each view alone (its BatchNorms use that
     view's statistics); the projector too, or all views as one batch when `joint_views`."""
     h = [branch.encoder(x) for x in views]
-    if spec["projector"]["joint_views"]:
+    if config["projector"]["joint_views"]:
         z = branch.projector(torch.cat(h))
         return list(z.split(len(views[0])))
     return [branch.projector(x) for x in h]
@@ -160,30 +160,30 @@ def pairs_mean(d, f):
     return sum(f(i, j) for i in range(d) for j in range(i + 1, d)) / (d * (d - 1) / 2)
 
 
-def step_loss(spec, online, target, views):
+def step_loss(config, online, target, views):
     d = len(views)
-    if spec["method"] == "byol":
-        p = [online.predictor(x) for x in embed(online, spec, views)]
+    if config["method"] == "byol":
+        p = [online.predictor(x) for x in embed(online, config, views)]
         with torch.no_grad():
-            zt = embed(target, spec, views)
+            zt = embed(target, config, views)
         return pairs_mean(d, lambda i, j: norm_mse(p[i], zt[j]) + norm_mse(p[j], zt[i]))
-    if spec["method"] == "simclr":
-        z = embed(online, spec, views)
-        return pairs_mean(d, lambda i, j: nt_xent(z[i], z[j], spec["simclr"]["tau"]))
+    if config["method"] == "simclr":
+        z = embed(online, config, views)
+        return pairs_mean(d, lambda i, j: nt_xent(z[i], z[j], config["simclr"]["tau"]))
     # w-mse with one sub-batch (checked in main): each view whitened with its own statistics.
-    z = [whiten(x, spec["wmse"]["eps"]) for x in embed(online, spec, views)]
+    z = [whiten(x, config["wmse"]["eps"]) for x in embed(online, config, views)]
     return pairs_mean(d, lambda i, j: norm_mse(z[i], z[j]))
 
 
-def replay(trace, spec, initial, views, dtype):
+def replay(trace, config, initial, views, dtype):
     """The traced steps in PyTorch at `dtype`: losses, first-step gradients, final states."""
-    o = spec["optimizer"]
-    byol = spec["method"] == "byol"
-    online = Online(spec, spec.get("predictor") is not None).to(dtype)
+    o = config["optimizer"]
+    byol = config["method"] == "byol"
+    online = Online(config, config.get("predictor") is not None).to(dtype)
     load_strict(online, {k: v.to(dtype) for k, v in initial.items()}, "initial.safetensors")
     target = None
     if byol:
-        target = Online(spec, False).to(dtype)
+        target = Online(config, False).to(dtype)
         target.load_state_dict({k: v for k, v in online.state_dict().items() if not k.startswith("predictor.")})
         for p in target.parameters():
             p.requires_grad_(False)
@@ -194,7 +194,7 @@ def replay(trace, spec, initial, views, dtype):
     tau, views = trace["target_ema_rate"], [v.to(dtype) for v in views]
     losses, grads0 = [], None
     for _ in trace["losses"]:
-        loss = step_loss(spec, online, target, views)
+        loss = step_loss(config, online, target, views)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if grads0 is None:
@@ -221,16 +221,16 @@ def main():
     torch.set_num_threads(os.cpu_count() or 1)
     with open(os.path.join(a.trace, "trace.json")) as f:
         trace = json.load(f)
-    spec = trace["spec"]
-    if spec["method"] not in ("byol", "simclr", "w-mse"):
-        sys.exit(f"{a.trace}/trace.json: method {spec['method']!r}: byol, simclr and w-mse are replayed")
-    if spec["method"] == "w-mse":
-        w = spec["wmse"]
-        n = spec["train"]["batch_size"]
+    config = trace["config"]
+    if config["method"] not in ("byol", "simclr", "w-mse"):
+        sys.exit(f"{a.trace}/trace.json: method {config['method']!r}: byol, simclr and w-mse are replayed")
+    if config["method"] == "w-mse":
+        w = config["wmse"]
+        n = config["train"]["batch_size"]
         if w["w_size"] != n or w["w_iter"] != 1:
             sys.exit(f"{a.trace}/trace.json: w-mse with w_size {w['w_size']} and w_iter {w['w_iter']}: only one "
                      f"sub-batch of the whole batch ({n}) is replayed (infomax's sub-batch draw is its own)")
-    o = spec["optimizer"]
+    o = config["optimizer"]
     if o["kind"] != "adam" or o.get("one_d_lr_factor", 1.0) != 1.0:
         sys.exit(f"{a.trace}/trace.json: optimizer {o['kind']} (one_d_lr_factor {o.get('one_d_lr_factor')}): "
                  "only Adam with one learning rate is replayed")
@@ -242,12 +242,12 @@ def main():
     # f64 is the reference. The yardstick is PyTorch's own f32: one replay on the views as they
     # are and three on views perturbed at 1e-6 relative (about what one f32 layer's round-off
     # does); for the largest of their errors e, infomax may differ by max(limit, 3 e).
-    ref = replay(trace, spec, initial, views, torch.float64)
-    f32 = [replay(trace, spec, initial, views, torch.float32)]
+    ref = replay(trace, config, initial, views, torch.float64)
+    f32 = [replay(trace, config, initial, views, torch.float32)]
     for seed in range(3):
         g = torch.Generator().manual_seed(seed)
         noisy = [v * (1 + 1e-6 * torch.randn(v.shape, generator=g)) for v in views]
-        f32.append(replay(trace, spec, initial, noisy, torch.float32))
+        f32.append(replay(trace, config, initial, noisy, torch.float32))
     failures = []
 
     def check(what, error, floor, limit):

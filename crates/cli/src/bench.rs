@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::Subcommand;
 use infomax_runner::bench::{train_step, TrainStepBench};
-use infomax_runner::spec::{ConvKernels, Method};
+use infomax_runner::config::{ConvKernels, Method};
 
 #[derive(Subcommand)]
 pub enum BenchCommand {
@@ -63,7 +63,7 @@ pub enum BenchCommand {
         device: infomax_runner::device::DeviceChoice,
         /// f32, or bf16 (autocast-style convolutions and head products).
         #[arg(long, default_value = "f32")]
-        precision: infomax_runner::spec::Precision,
+        precision: infomax_runner::config::Precision,
         /// Also write the initial weights, the views, every step's loss and the final weights to
         /// DIR, for replaying the same steps in another framework
         /// (`tools/step_reference_torch.py DIR` does it in PyTorch and compares).

@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 use clap::Subcommand;
 use infomax_data::augment::Preset;
 use infomax_data::{Dataset, Split};
-use infomax_runner::spec::RunSpec;
+use infomax_runner::config::RunConfig;
 
 #[derive(Subcommand)]
 pub enum DatasetsCommand {
@@ -175,7 +175,7 @@ pub fn run(cmd: DatasetsCommand, root: &Path) -> Result<ExitCode> {
                     bail!("--views {views}: at most 16 expected");
                 }
                 let augment = match experiment {
-                    None => RunSpec::augment_defaults(preset, name),
+                    None => RunConfig::augment_defaults(preset, name),
                     Some(e) => {
                         let path = infomax_runner::experiment::locate(&e, Path::new("experiments"))?;
                         let file = infomax_runner::ExperimentFile::load(&path)?;

@@ -26,14 +26,14 @@ pub fn run(args: ExportEncoderArgs, paths: &Paths) -> Result<ExitCode> {
     }
     let store = Store::open(&paths.db)?;
     let e = infomax_runner::export::export_encoder(&store, &paths.checkpoints(), &run, &out)?;
-    let enc = &e.spec.encoder;
+    let enc = &e.config.encoder;
     println!(
         "{}: run {} ({}, {} on {}), epoch {}/{}: {} tensors of a {} at width {} ({} stem{})",
         out.display(),
         e.run_id,
         e.status,
-        e.spec.method.name(),
-        e.spec.dataset.name(),
+        e.config.method.name(),
+        e.config.dataset.name(),
         e.epoch,
         e.epochs,
         e.tensors,

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::Args;
-use infomax_runner::spec::Method;
+use infomax_runner::config::Method;
 
 #[derive(Args)]
 pub struct LossArgs {

@@ -6,8 +6,8 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::Args;
+use infomax_runner::config::DeviceKind;
 use infomax_runner::plan::PlanOptions;
-use infomax_runner::spec::DeviceKind;
 use infomax_runner::{ExperimentFile, Override, RunContext, Store};
 
 use crate::paths::{HtmlDir, Paths};
@@ -83,7 +83,7 @@ pub fn run(args: ReproduceArgs, paths: &Paths) -> Result<ExitCode> {
     let opts = PlanOptions { seeds, only, shard };
     let plan = infomax_runner::plan::plan(&file, &profile, &overrides, &opts)?;
     let data_root = paths.data_root();
-    let uses_cuda = plan.iter().any(|r| r.spec.train.device == DeviceKind::Cuda);
+    let uses_cuda = plan.iter().any(|r| r.config.train.device == DeviceKind::Cuda);
     let run_device = if uses_cuda {
         infomax_runner::device::open(DeviceKind::Cuda, cuda_ordinal).unwrap_or_else(|_| device.clone())
     } else {
@@ -179,9 +179,9 @@ fn dry_run_text(
     let mut total = 0.0;
     let mut pending = 0;
     for (i, (run, diff)) in plan.iter().zip(&diffs).enumerate() {
-        let hash = run.spec.hash();
+        let hash = run.config.hash();
         let row = rows.iter().find(|r| r.config_hash == hash && r.status != "pending");
-        let state = match (row, infomax_runner::sweep::missing_dataset(run.spec.dataset, data_root)) {
+        let state = match (row, infomax_runner::sweep::missing_dataset(run.config.dataset, data_root)) {
             (Some(r), _) if r.status == "finished" || r.status == "diverged" => r.status.clone(),
             (_, Some(_)) => "skip: dataset not found".to_string(),
             (Some(r), None) if r.epochs_done > 0 => format!("resumes after epoch {}/{}", r.epochs_done, r.epochs),
@@ -189,7 +189,7 @@ fn dry_run_text(
         };
         let estimate = match gflops {
             Some(g) if state.starts_with("to train") || state.starts_with("resumes") => {
-                let s = estimate_seconds(&run.spec, g);
+                let s = estimate_seconds(&run.config, g);
                 total += s;
                 pending += 1;
                 human_duration(s)

@@ -367,7 +367,7 @@ fn bench_train_step_traces_byol_for_another_framework() {
     let losses = trace["losses"].as_array().unwrap();
     assert_eq!(losses.len(), 3, "warm-up and timed steps: {trace}");
     assert!(losses.iter().all(|l| l.as_f64().unwrap().is_finite()));
-    assert_eq!(trace["spec"]["method"], "byol");
+    assert_eq!(trace["config"]["method"], "byol");
     assert_eq!(trace["target_ema_rate"], 0.99);
     let read = |f: &str| std::fs::read(dir.join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
     let (views, initial, grads, fin, target) = (

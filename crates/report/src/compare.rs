@@ -47,17 +47,17 @@ pub fn compare(
     let finished: Vec<_> = db
         .runs
         .iter()
-        .filter(|r| r.status == "finished" && profile.is_none_or(|p| r.spec.profile == p))
+        .filter(|r| r.status == "finished" && profile.is_none_or(|p| r.config.profile == p))
         .filter(|r| db.result(r, metric).is_some())
         .collect();
-    let matches = |want: &String, r: &crate::db::Run| &r.method_label == want || r.spec.method.name() == want;
+    let matches = |want: &String, r: &crate::db::Run| &r.method_label == want || r.config.method.name() == want;
     let methods: Vec<String> = if methods.is_empty() {
         finished.iter().map(|r| r.method_label.clone()).collect::<BTreeSet<_>>().into_iter().collect()
     } else {
         methods.to_vec()
     };
     let datasets: Vec<String> = if datasets.is_empty() {
-        finished.iter().map(|r| r.spec.dataset.name().to_string()).collect::<BTreeSet<_>>().into_iter().collect()
+        finished.iter().map(|r| r.config.dataset.name().to_string()).collect::<BTreeSet<_>>().into_iter().collect()
     } else {
         datasets.to_vec()
     };
@@ -66,7 +66,7 @@ pub fn compare(
     for m in &methods {
         for r in finished.iter().filter(|r| matches(m, r)) {
             samples.push(Sample {
-                group: key(m, r.spec.dataset.name()),
+                group: key(m, r.config.dataset.name()),
                 value: db.result(r, metric).expect("filtered on it"),
                 init: db.initial(r, metric),
             });
@@ -81,10 +81,10 @@ pub fn compare(
                 .iter()
                 .map(|d| {
                     let runs: Vec<_> =
-                        finished.iter().filter(|r| matches(m, r) && r.spec.dataset.name() == d).collect();
+                        finished.iter().filter(|r| matches(m, r) && r.config.dataset.name() == d).collect();
                     let sources: BTreeSet<String> =
-                        runs.iter().map(|r| format!("{}/{}", r.spec.experiment, r.spec.profile)).collect();
-                    let profiles: BTreeSet<&str> = runs.iter().map(|r| r.spec.profile.as_str()).collect();
+                        runs.iter().map(|r| format!("{}/{}", r.config.experiment, r.config.profile)).collect();
+                    let profiles: BTreeSet<&str> = runs.iter().map(|r| r.config.profile.as_str()).collect();
                     CompareCell {
                         stat: stats.get(&key(m, d)).copied(),
                         sources: sources.into_iter().collect(),

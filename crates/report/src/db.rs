@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use infomax_runner::spec::RunSpec;
+use infomax_runner::config::RunConfig;
 use infomax_runner::store::{self, EpochRecord, EvalRecord, Experiment, PlannedRecord, RunRecord, Store};
 use serde::Serialize;
 
@@ -18,7 +18,7 @@ pub struct Run {
     pub id: Option<i64>,
     /// The run's configuration: experiment, profile, grid coordinates (the seed left out),
     /// method, dataset, seed, epochs.
-    pub spec: RunSpec,
+    pub config: RunConfig,
     /// The grid's name for the method (`w-mse-4`) when the grid has a method axis, else the
     /// method's own (`w-mse`).
     pub method_label: String,
@@ -35,8 +35,8 @@ impl Run {
     fn started(r: &RunRecord) -> Run {
         Run {
             id: Some(r.id),
-            method_label: method_label(&r.spec),
-            spec: r.spec.clone(),
+            method_label: method_label(&r.config),
+            config: r.config.clone(),
             config_hash: r.config_hash.clone(),
             status: r.status.as_str().to_string(),
             detail: r.detail.clone(),
@@ -50,8 +50,8 @@ impl Run {
     fn pending(p: PlannedRecord) -> Run {
         Run {
             id: None,
-            method_label: method_label(&p.spec),
-            spec: p.spec,
+            method_label: method_label(&p.config),
+            config: p.config,
             config_hash: p.config_hash,
             status: "pending".into(),
             detail: None,
@@ -64,13 +64,13 @@ impl Run {
 
     /// `method=w-mse-4 dataset=cifar10 seed=0`.
     pub fn label(&self) -> String {
-        store::run_label(&self.spec)
+        store::run_label(&self.config)
     }
 }
 
 /// The grid's name for a run's method (`w-mse-4`), else the method's own (`w-mse`).
-pub(crate) fn method_label(spec: &RunSpec) -> String {
-    spec.grid.get("method").cloned().unwrap_or_else(|| spec.method.name().to_string())
+pub(crate) fn method_label(config: &RunConfig) -> String {
+    config.grid.get("method").cloned().unwrap_or_else(|| config.method.name().to_string())
 }
 
 /// The accuracies a table can show, by the names experiment files use for the papers' numbers.
@@ -219,7 +219,9 @@ fn latest_then_pending(records: &[RunRecord], planned: Vec<PlannedRecord>) -> Ve
     }
     let mut runs: Vec<Run> =
         records.iter().filter(|r| latest.get(r.config_hash.as_str()) == Some(&r.id)).map(Run::started).collect();
-    runs.sort_by(|a, b| (&a.spec.experiment, &a.spec.profile, a.id).cmp(&(&b.spec.experiment, &b.spec.profile, b.id)));
+    runs.sort_by(|a, b| {
+        (&a.config.experiment, &a.config.profile, a.id).cmp(&(&b.config.experiment, &b.config.profile, b.id))
+    });
     runs.extend(planned.into_iter().filter(|p| !latest.contains_key(p.config_hash.as_str())).map(Run::pending));
     runs
 }

@@ -135,7 +135,7 @@ pub struct ExperimentPage {
 
 /// A run's training budget in words, from its resolved config.
 pub fn budget(run: &Run) -> String {
-    let (train, encoder) = (&run.spec.train, &run.spec.encoder);
+    let (train, encoder) = (&run.config.train, &run.config.encoder);
     let (epochs, batch, views) = (train.epochs, train.batch_size, train.views);
     let images = match train.train_images {
         0 => "all training images".to_string(),
@@ -228,7 +228,7 @@ fn missing_reason(
         return ("failed", format!("failed: {}", r.detail.as_deref().unwrap_or("no reason recorded")));
     }
     if let Some(r) = runs.iter().find(|r| r.status == "running" || r.status == "interrupted") {
-        let epochs = r.spec.train.epochs;
+        let epochs = r.config.train.epochs;
         return ("partial", format!("{}: {} of {epochs} epochs so far", r.status, db.epochs_of(r).len()));
     }
     if first("pending").is_some() {
@@ -245,7 +245,7 @@ pub fn pages(db: &Database) -> Result<Vec<ExperimentPage>> {
         for m in Metric::ALL {
             if let Some(value) = db.result(r, m) {
                 samples.push(Sample {
-                    group: cell_key(&r.spec.experiment, &r.spec.profile, &r.spec.grid, m),
+                    group: cell_key(&r.config.experiment, &r.config.profile, &r.config.grid, m),
                     value,
                     init: db.initial(r, m),
                 });
@@ -257,14 +257,14 @@ pub fn pages(db: &Database) -> Result<Vec<ExperimentPage>> {
 }
 
 fn page(db: &Database, e: &Experiment, stats: &HashMap<String, Stat>) -> Result<ExperimentPage> {
-    let runs: Vec<&Run> = db.runs.iter().filter(|r| r.spec.experiment == e.name).collect();
+    let runs: Vec<&Run> = db.runs.iter().filter(|r| r.config.experiment == e.name).collect();
     let mut profiles: Vec<String> = e.profiles.iter().map(|(p, _)| p.clone()).collect();
     for r in &runs {
-        if !profiles.contains(&r.spec.profile) {
-            profiles.push(r.spec.profile.clone());
+        if !profiles.contains(&r.config.profile) {
+            profiles.push(r.config.profile.clone());
         }
     }
-    profiles.retain(|p| runs.iter().any(|r| &r.spec.profile == p));
+    profiles.retain(|p| runs.iter().any(|r| &r.config.profile == p));
     let column_axis = e.axes.get(1);
     let row_axes: Vec<&GridAxis> = e.axes.iter().enumerate().filter(|(i, _)| *i != 1).map(|(_, a)| a).collect();
     let row_cells = combinations(&row_axes);
@@ -277,11 +277,11 @@ fn page(db: &Database, e: &Experiment, stats: &HashMap<String, Stat>) -> Result<
     let mut sections = Vec::new();
     for profile in &profiles {
         let about = e.profiles.iter().find(|(p, _)| p == profile).map(|(_, a)| a.clone()).unwrap_or_default();
-        let profile_runs: Vec<&Run> = runs.iter().copied().filter(|r| &r.spec.profile == profile).collect();
+        let profile_runs: Vec<&Run> = runs.iter().copied().filter(|r| &r.config.profile == profile).collect();
         // Metrics with a number in some cell, the papers' first (the table's own), top-5 only if
         // the paper gives it.
         let measured = |m: Metric| {
-            profile_runs.iter().any(|r| stats.contains_key(&cell_key(&e.name, profile, &r.spec.grid, m)))
+            profile_runs.iter().any(|r| stats.contains_key(&cell_key(&e.name, profile, &r.config.grid, m)))
                 || reference_metrics.contains(&m)
         };
         let mut metrics: Vec<Metric> = reference_metrics.clone();
@@ -303,7 +303,7 @@ fn page(db: &Database, e: &Experiment, stats: &HashMap<String, Stat>) -> Result<
                     if let (Some(axis), Some(v)) = (column_axis, col) {
                         cell.insert(axis.name.clone(), (*v).clone());
                     }
-                    let cell_runs: Vec<&Run> = profile_runs.iter().copied().filter(|r| r.spec.grid == cell).collect();
+                    let cell_runs: Vec<&Run> = profile_runs.iter().copied().filter(|r| r.config.grid == cell).collect();
                     let reference = e.references.iter().find(|r| r.metric == m.key() && r.applies(&cell));
                     let ours = stats.get(&cell_key(&e.name, profile, &cell, m)).copied();
                     let diff = ours.zip(reference).map(|(o, r)| o.mean - r.value);
@@ -353,7 +353,7 @@ fn page(db: &Database, e: &Experiment, stats: &HashMap<String, Stat>) -> Result<
                 status: r.status.clone(),
                 detail: r.detail.clone(),
                 epochs_done: db.epochs_of(r).len(),
-                epochs: r.spec.train.epochs,
+                epochs: r.config.train.epochs,
             })
             .collect();
         let mut budgets: Vec<String> = profile_runs.iter().map(|r| budget(r)).collect();
@@ -458,19 +458,19 @@ fn charts(e: &Experiment, profile: &str, metrics: &[Metric], stats: &HashMap<Str
 #[cfg(test)]
 mod tests {
     use super::*;
-    use infomax_runner::spec::{Dataset, RunSpec};
+    use infomax_runner::config::{Dataset, RunConfig};
     use infomax_runner::store::EvalRecord;
 
     fn run(id: i64, method: &str, dim: &str, seed: i64) -> Run {
-        let mut spec = RunSpec::defaults(method.parse().unwrap(), Dataset::Cifar10);
-        spec.experiment = "sweep".into();
-        spec.profile = "smoke".into();
-        spec.seed = seed as u64;
-        spec.train.epochs = 1;
-        spec.grid = [("method".to_string(), method.to_string()), ("dim".to_string(), dim.to_string())].into();
+        let mut config = RunConfig::defaults(method.parse().unwrap(), Dataset::Cifar10);
+        config.experiment = "sweep".into();
+        config.profile = "smoke".into();
+        config.seed = seed as u64;
+        config.train.epochs = 1;
+        config.grid = [("method".to_string(), method.to_string()), ("dim".to_string(), dim.to_string())].into();
         Run {
             id: Some(id),
-            spec,
+            config,
             method_label: method.into(),
             config_hash: format!("h{id}"),
             status: "finished".into(),

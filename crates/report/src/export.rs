@@ -48,7 +48,7 @@ pub fn flat_table(db: &Path) -> Result<DataFrame> {
     let data = Database::load(db)?;
     let mut rows: Vec<Row> = Vec::new();
     for r in &data.records {
-        let s = &r.spec;
+        let s = &r.config;
         let run = (
             (
                 r.id,

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use infomax_runner::spec::Method;
+use infomax_runner::config::Method;
 use serde::Serialize;
 
 use crate::db::{Database, Metric, Run};
@@ -68,7 +68,7 @@ fn finding(id: &'static str, claim: &'static str, basis: String, evidence: Vec<E
 }
 
 fn embedding_dim(run: &Run) -> Option<usize> {
-    run.spec.projector.widths.last().copied()
+    run.config.projector.widths.last().copied()
 }
 
 fn mean(values: &[f64]) -> f64 {
@@ -79,7 +79,7 @@ fn mean(values: &[f64]) -> f64 {
 fn comparable_groups(db: &Database, keep: impl Fn(&Run) -> bool) -> BTreeMap<(String, String, String), Vec<&Run>> {
     let mut groups: BTreeMap<(String, String, String), Vec<&Run>> = BTreeMap::new();
     for r in db.runs.iter().filter(|r| r.status == "finished" && keep(r)) {
-        let key = (r.spec.experiment.clone(), r.spec.profile.clone(), r.spec.dataset.name().to_string());
+        let key = (r.config.experiment.clone(), r.config.profile.clone(), r.config.dataset.name().to_string());
         groups.entry(key).or_default().push(r);
     }
     groups
@@ -108,7 +108,7 @@ fn beats_random(db: &Database) -> Finding {
     let mut by_method: BTreeMap<(String, String), Vec<f64>> = BTreeMap::new();
     for r in db.runs.iter().filter(|r| r.status == "finished") {
         if let (Some(t), Some(i)) = (db.result(r, Metric::Knn200), db.initial(r, Metric::Knn200)) {
-            by_method.entry((r.method_label.clone(), r.spec.profile.clone())).or_default().push(t - i);
+            by_method.entry((r.method_label.clone(), r.config.profile.clone())).or_default().push(t - i);
         }
     }
     let evidence = by_method
@@ -158,7 +158,7 @@ fn rank_correlation(xs: &[f64], ys: &[f64]) -> f64 {
 
 /// (b) Barlow Twins improves as the projector widens.
 fn barlow_twins_widens(db: &Database) -> Finding {
-    let groups = comparable_groups(db, |r| r.spec.method == Method::BarlowTwins && r.spec.branch_b.is_none());
+    let groups = comparable_groups(db, |r| r.config.method == Method::BarlowTwins && r.config.branch_b.is_none());
     let mut evidence = Vec::new();
     for (key, runs) in &groups {
         let mut by_dim: BTreeMap<usize, Vec<&Run>> = BTreeMap::new();
@@ -194,20 +194,20 @@ fn barlow_twins_widens(db: &Database) -> Finding {
 fn sharing_cost(db: &Database) -> Finding {
     // Shared weights: no second branch; different weights: a second branch with the same encoder.
     let sharing = |r: &Run| -> Option<&'static str> {
-        match &r.spec.branch_b {
+        match &r.config.branch_b {
             None => Some("shared"),
-            Some(b) if b.encoder == r.spec.encoder => Some("different"),
+            Some(b) if b.encoder == r.config.encoder => Some("different"),
             Some(_) => None,
         }
     };
-    let groups = comparable_groups(db, |r| matches!(r.spec.method, Method::Vicreg | Method::BarlowTwins));
+    let groups = comparable_groups(db, |r| matches!(r.config.method, Method::Vicreg | Method::BarlowTwins));
     let mut evidence = Vec::new();
     for (key, runs) in &groups {
         let m = headline(db, runs);
         let cost = |method: Method| -> Option<(f64, f64)> {
             let of = |kind: &str| {
                 let rs: Vec<&Run> =
-                    runs.iter().copied().filter(|r| r.spec.method == method && sharing(r) == Some(kind)).collect();
+                    runs.iter().copied().filter(|r| r.config.method == method && sharing(r) == Some(kind)).collect();
                 mean_result(db, &rs, m)
             };
             Some((of("shared")?, of("different")?))
@@ -237,12 +237,12 @@ fn sharing_cost(db: &Database) -> Finding {
 
 /// (d) W-MSE 4 ≥ W-MSE 2 at equal views per step.
 fn more_positives(db: &Database) -> Finding {
-    let groups = comparable_groups(db, |r| r.spec.method == Method::WMse);
+    let groups = comparable_groups(db, |r| r.config.method == Method::WMse);
     let mut evidence = Vec::new();
     for (key, runs) in &groups {
         let mut by_budget: BTreeMap<usize, BTreeMap<usize, Vec<&Run>>> = BTreeMap::new();
         for r in runs {
-            let (views, batch) = (r.spec.train.views, r.spec.train.batch_size);
+            let (views, batch) = (r.config.train.views, r.config.train.batch_size);
             by_budget.entry(views * batch).or_default().entry(views).or_default().push(r);
         }
         for (budget, by_views) in &by_budget {
@@ -285,8 +285,8 @@ fn no_collapse(db: &Database) -> Finding {
         let (Some(std), Some(rank)) = (last.term("diag.embedding_std"), last.term("diag.effective_rank")) else {
             continue;
         };
-        let batch = r.spec.train.batch_size;
-        by_method.entry((r.method_label.clone(), r.spec.profile.clone())).or_default().push((
+        let batch = r.config.train.batch_size;
+        by_method.entry((r.method_label.clone(), r.config.profile.clone())).or_default().push((
             std * (d as f64).sqrt(),
             rank,
             d.min(batch),

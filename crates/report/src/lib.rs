@@ -84,17 +84,17 @@ pub fn index_rows(db: &db::Database) -> Vec<IndexRow> {
             let evaluations = db.evaluations_by_id(id);
             let trained = |m| db.latest_by_id(id, m).map(|(_, v)| v);
             let knn200 = (db.initial_by_id(id, Metric::Knn200), trained(Metric::Knn200));
-            let spec = &r.spec;
+            let config = &r.config;
             IndexRow {
                 id: r.id,
-                experiment: spec.experiment.clone(),
-                profile: spec.profile.clone(),
-                method: db::method_label(spec),
-                dataset: spec.dataset.name().to_string(),
-                seed: spec.seed,
+                experiment: config.experiment.clone(),
+                profile: config.profile.clone(),
+                method: db::method_label(config),
+                dataset: config.dataset.name().to_string(),
+                seed: config.seed,
                 status: r.status.as_str().to_string(),
                 status_detail: r.detail.clone(),
-                epochs_planned: spec.train.epochs,
+                epochs_planned: config.train.epochs,
                 epochs_done: epochs.iter().map(|e| e.epoch).max().unwrap_or(0),
                 knn200_init: knn200.0,
                 knn200_trained: knn200.1,
@@ -242,9 +242,9 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<PathBuf> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use infomax_runner::config::{Dataset, Method, RunConfig};
     use infomax_runner::experiment::ExperimentFile;
     use infomax_runner::plan::PlannedRun;
-    use infomax_runner::spec::{Dataset, Method, RunSpec};
     use infomax_runner::store::{EpochRecord, EvalRecord, RunStatus, Store};
     use rusqlite::Connection;
 
@@ -291,8 +291,8 @@ source = "Table 1"
 "#;
 
     /// A run of `mini` under `smoke`: the cell (`method` as the grid names it), seed, two epochs.
-    fn mini(method: Method, grid_method: &str, dataset: Dataset, seed: u64) -> RunSpec {
-        let mut s = RunSpec::defaults(method, dataset);
+    fn mini(method: Method, grid_method: &str, dataset: Dataset, seed: u64) -> RunConfig {
+        let mut s = RunConfig::defaults(method, dataset);
         s.experiment = "mini".into();
         s.profile = "smoke".into();
         s.grid =
@@ -310,14 +310,14 @@ source = "Table 1"
         let store = Store::open(&path).unwrap();
         let mut simclr = mini(Method::Simclr, "simclr", Dataset::Cifar10, 0);
         simclr.projector.widths = vec![64, 16];
-        let mut markup = RunSpec::defaults(Method::Vicreg, Dataset::Cifar10);
+        let mut markup = RunConfig::defaults(Method::Vicreg, Dataset::Cifar10);
         (markup.experiment, markup.profile, markup.seed, markup.train.epochs) =
             ("<script>x</script>".into(), "cpu".into(), 1, 5);
-        let start = |spec: &RunSpec| store.start_run(spec, "v", "m").unwrap();
+        let start = |config: &RunConfig| store.start_run(config, "v", "m").unwrap();
         let (finished, diverged) = (RunStatus::Finished, RunStatus::Diverged);
         store.finish_run(start(&simclr), finished, None).unwrap();
         store.finish_run(start(&markup), diverged, Some("loss not finite at epoch 1, step 3")).unwrap();
-        store.finish_run(start(&RunSpec { seed: 1, ..simclr.clone() }), finished, None).unwrap();
+        store.finish_run(start(&RunConfig { seed: 1, ..simclr.clone() }), finished, None).unwrap();
         let wmse = mini(Method::WMse, "w-mse-2", Dataset::Cifar10, 0);
         store.finish_run(start(&wmse), diverged, Some("loss is NaN at epoch 1, step 7")).unwrap();
         let why = "dataset not found: stl10_binary is not under /data; get it with `infomax datasets fetch stl10`";
@@ -332,13 +332,13 @@ source = "Table 1"
             .unwrap();
 
         let file = ExperimentFile::parse(Path::new("mini.toml"), MINI).unwrap();
-        let planned = |spec: RunSpec| PlannedRun {
+        let planned = |config: RunConfig| PlannedRun {
             coords: vec![
-                ("method".into(), spec.grid["method"].clone()),
-                ("dataset".into(), spec.dataset.name().into()),
-                ("seed".into(), spec.seed.to_string()),
+                ("method".into(), config.grid["method"].clone()),
+                ("dataset".into(), config.dataset.name().into()),
+                ("seed".into(), config.seed.to_string()),
             ],
-            spec,
+            config,
         };
         let plan = [planned(mini(Method::WMse, "w-mse-2", Dataset::Stl10, 0)), planned(simclr)];
         store.record_experiment(&file, &plan).unwrap();

@@ -88,22 +88,23 @@ pub fn page(db: &Database, run: &Run, id: i64) -> RunPage {
         }
     }
     // Keys sorted, as in the canonical JSON the run's identity hashes.
-    let config =
-        serde_json::to_value(&run.spec).and_then(|v| serde_json::to_string_pretty(&v)).expect("a RunSpec serialises");
+    let config = serde_json::to_value(&run.config)
+        .and_then(|v| serde_json::to_string_pretty(&v))
+        .expect("a RunConfig serialises");
     let ips: Vec<f64> = epochs.iter().map(|e| e.images_per_second).collect();
     RunPage {
         id,
         file_name: page_file(id),
         label: run.label(),
-        experiment: run.spec.experiment.clone(),
-        experiment_file: crate::experiment::experiment_file(&run.spec.experiment),
-        profile: run.spec.profile.clone(),
+        experiment: run.config.experiment.clone(),
+        experiment_file: crate::experiment::experiment_file(&run.config.experiment),
+        profile: run.config.profile.clone(),
         method: run.method_label.clone(),
-        dataset: run.spec.dataset.name().to_string(),
-        seed: run.spec.seed,
+        dataset: run.config.dataset.name().to_string(),
+        seed: run.config.seed,
         status: run.status.clone(),
         detail: run.detail.clone(),
-        epochs: run.spec.train.epochs,
+        epochs: run.config.train.epochs,
         epochs_done: epochs.len(),
         started_at: run.started_at.clone(),
         finished_at: run.finished_at.clone(),

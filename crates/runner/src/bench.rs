@@ -10,8 +10,8 @@ use rand::SeedableRng;
 use rand_distr::{Distribution, StandardNormal};
 use serde::Serialize;
 
+use crate::config::{ConvKernels, Dataset, DeviceKind, Method, Precision, RunConfig};
 use crate::method::{Network, StepContext};
-use crate::spec::{ConvKernels, Dataset, DeviceKind, Method, Precision, RunSpec};
 use crate::train::optimizer_for;
 use crate::{Error, Result};
 
@@ -46,27 +46,27 @@ pub struct TrainStepResult {
 }
 
 pub fn train_step(cfg: &TrainStepBench, device: &Device) -> Result<TrainStepResult> {
-    let mut spec = RunSpec::defaults(cfg.method, Dataset::Cifar10);
-    spec.encoder.width = cfg.width;
+    let mut config = RunConfig::defaults(cfg.method, Dataset::Cifar10);
+    config.encoder.width = cfg.width;
     if let Some(widths) = &cfg.projector {
-        spec.projector.widths = widths.clone();
-        if let Some(p) = &mut spec.predictor {
+        config.projector.widths = widths.clone();
+        if let Some(p) = &mut config.predictor {
             *p.widths.last_mut().expect("validated head") = *widths.last().unwrap_or(&1);
         }
     }
-    spec.encoder.conv = cfg.conv;
-    spec.train.precision = cfg.precision;
-    spec.train.device = if device.is_cpu() { DeviceKind::Cpu } else { DeviceKind::Cuda };
-    spec.train.batch_size = cfg.batch;
-    spec.train.views = cfg.views;
-    spec.train.epochs = 1;
-    spec.optimizer.warmup_epochs = 0.0;
-    let spec = crate::Override::apply_all(&cfg.set, &spec)?;
+    config.encoder.conv = cfg.conv;
+    config.train.precision = cfg.precision;
+    config.train.device = if device.is_cpu() { DeviceKind::Cpu } else { DeviceKind::Cuda };
+    config.train.batch_size = cfg.batch;
+    config.train.views = cfg.views;
+    config.train.epochs = 1;
+    config.optimizer.warmup_epochs = 0.0;
+    let config = crate::Override::apply_all(&cfg.set, &config)?;
     if cfg.steps == 0 {
         return Err(Error::Run { run: "bench".into(), what: "--steps: at least 1 expected".into() });
     }
-    let net = Network::new(&spec, device)?;
-    let mut opt = optimizer_for(&spec, &net);
+    let net = Network::new(&config, device)?;
+    let mut opt = optimizer_for(&config, &net);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
     let views = (0..cfg.views)
         .map(|_| {
@@ -74,14 +74,14 @@ pub fn train_step(cfg: &TrainStepBench, device: &Device) -> Result<TrainStepResu
             Tensor::from_vec(v, (cfg.batch, 3, 32, 32), device)
         })
         .collect::<candle_core::Result<Vec<_>>>()?;
-    let lr = spec.peak_lr();
+    let lr = config.peak_lr();
     let ctx = StepContext { seed: 0, epoch: 1, step: 0, progress: 0.0 };
     if let Some(dir) = &cfg.trace {
         trace_start(dir, &net, &views)?;
     }
     let mut losses = Vec::with_capacity(cfg.warmup + cfg.steps);
     let mut one_step = || -> Result<()> {
-        let out = spec.method.step_loss(&spec, &net, &views, &ctx)?;
+        let out = config.method.step_loss(&config, &net, &views, &ctx)?;
         let grads = out.loss.backward()?;
         if let (Some(dir), true) = (&cfg.trace, losses.is_empty()) {
             let named: HashMap<String, Tensor> = net
@@ -92,7 +92,7 @@ pub fn train_step(cfg: &TrainStepBench, device: &Device) -> Result<TrainStepResu
             candle_core::safetensors::save(&named, dir.join("gradients0.safetensors"))?;
         }
         opt.step(&grads, lr)?;
-        spec.method.after_step(&spec, &net, &ctx)?;
+        config.method.after_step(&config, &net, &ctx)?;
         // Wait for the device so the timing covers the work.
         losses.push(out.loss.to_scalar::<f32>()?);
         Ok(())
@@ -106,7 +106,7 @@ pub fn train_step(cfg: &TrainStepBench, device: &Device) -> Result<TrainStepResu
     }
     let seconds_per_step = started.elapsed().as_secs_f64() / cfg.steps as f64;
     if let Some(dir) = &cfg.trace {
-        trace_finish(dir, &spec, &net, lr, &ctx, &losses)?;
+        trace_finish(dir, &config, &net, lr, &ctx, &losses)?;
     }
     Ok(TrainStepResult {
         images_per_second: cfg.batch as f64 / seconds_per_step,
@@ -136,13 +136,20 @@ fn trace_start(dir: &Path, net: &Network, views: &[Tensor]) -> Result<()> {
     Ok(())
 }
 
-fn trace_finish(dir: &Path, spec: &RunSpec, net: &Network, lr: f64, ctx: &StepContext, losses: &[f32]) -> Result<()> {
+fn trace_finish(
+    dir: &Path,
+    config: &RunConfig,
+    net: &Network,
+    lr: f64,
+    ctx: &StepContext,
+    losses: &[f32],
+) -> Result<()> {
     net.vars.var_map().save(dir.join("final.safetensors"))?;
     if let Some(target) = &net.target {
         target.vars.var_map().save(dir.join("final_target.safetensors"))?;
     }
-    let tau = spec.method.target_ema_rate(spec, ctx.progress);
-    let json = serde_json::json!({ "spec": spec, "lr": lr, "target_ema_rate": tau, "losses": losses });
+    let tau = config.method.target_ema_rate(config, ctx.progress);
+    let json = serde_json::json!({ "config": config, "lr": lr, "target_ema_rate": tau, "losses": losses });
     let path = dir.join("trace.json");
     std::fs::write(&path, serde_json::to_string_pretty(&json).expect("plain JSON values"))
         .map_err(|source| Error::Io { path, source })?;
@@ -192,7 +199,7 @@ pub fn augment_throughput(cfg: &AugmentBench) -> Result<AugmentResult> {
         Vec::new(),
         Vec::new(),
     );
-    let augment = RunSpec::augment_defaults(cfg.preset, cfg.dataset);
+    let augment = RunConfig::augment_defaults(cfg.preset, cfg.dataset);
     let idx: Vec<usize> = (0..cfg.batch).collect();
     // One untimed batch warms the thread pool and the allocator.
     infomax_data::views::augmented_views(&set, &idx, cfg.views, &augment, 0, 0);

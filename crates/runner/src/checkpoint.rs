@@ -189,8 +189,8 @@ pub fn restore(dir: &Path, config_hash: &str, net: &Network, opt: &mut dyn Optim
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{Dataset, Method, RunConfig};
     use crate::method::StepContext;
-    use crate::spec::{Dataset, Method, RunSpec};
     use candle_core::Device;
 
     fn all_values(net: &Network, opt: &dyn Optimizer) -> Vec<(String, Vec<f32>)> {
@@ -213,35 +213,35 @@ mod tests {
     #[test]
     fn save_and_restore_round_trip_byol_with_adam() {
         let dev = Device::Cpu;
-        let mut spec = RunSpec::defaults(Method::Byol, Dataset::Cifar10);
-        spec.encoder.width = 0.125;
-        spec.projector.widths = vec![16, 8];
-        spec.predictor.as_mut().unwrap().widths = vec![16, 8];
-        let net = Network::new(&spec, &dev).unwrap();
-        let mut opt = crate::train::optimizer_for(&spec, &net);
+        let mut config = RunConfig::defaults(Method::Byol, Dataset::Cifar10);
+        config.encoder.width = 0.125;
+        config.projector.widths = vec![16, 8];
+        config.predictor.as_mut().unwrap().widths = vec![16, 8];
+        let net = Network::new(&config, &dev).unwrap();
+        let mut opt = crate::train::optimizer_for(&config, &net);
         let views: Vec<Tensor> = (0..2).map(|_| Tensor::randn(0f32, 1.0, (8, 3, 8, 8), &dev).unwrap()).collect();
         for step in 0..2 {
             let ctx = StepContext { seed: 0, epoch: 1, step, progress: 0.5 };
-            let out = spec.method.step_loss(&spec, &net, &views, &ctx).unwrap();
+            let out = config.method.step_loss(&config, &net, &views, &ctx).unwrap();
             opt.step(&out.loss.backward().unwrap(), 1e-3).unwrap();
-            spec.method.after_step(&spec, &net, &ctx).unwrap();
+            config.method.after_step(&config, &net, &ctx).unwrap();
         }
         let tmp = tempfile::tempdir().unwrap();
-        let dir = dir_for(tmp.path(), &spec.hash());
+        let dir = dir_for(tmp.path(), &config.hash());
         let pos = Position::epoch_end(3, 2);
-        save(&dir, &spec.hash(), pos, None, &net, opt.as_ref()).unwrap();
+        save(&dir, &config.hash(), pos, None, &net, opt.as_ref()).unwrap();
         let mid = Position { epoch: 3, step: 2, in_epoch: Some(1) };
         let sums = PartialEpoch { loss_sum: 1.5, term_sums: vec![("loss.x".into(), 0.5)], wall_seconds: 2.0 };
-        save(&dir, &spec.hash(), mid, Some(&sums), &net, opt.as_ref()).unwrap();
+        save(&dir, &config.hash(), mid, Some(&sums), &net, opt.as_ref()).unwrap();
         assert!(dir.join("epoch-4-step-1.safetensors").exists() && !dir.join("epoch-3.safetensors").exists());
-        assert_eq!(latest_partial(&dir, &spec.hash()).unwrap(), Some(sums));
-        save(&dir, &spec.hash(), Position::epoch_end(4, 2), None, &net, opt.as_ref()).unwrap();
+        assert_eq!(latest_partial(&dir, &config.hash()).unwrap(), Some(sums));
+        save(&dir, &config.hash(), Position::epoch_end(4, 2), None, &net, opt.as_ref()).unwrap();
         assert!(!dir.join("epoch-4-step-1.safetensors").exists(), "older checkpoints are removed");
-        assert_eq!(latest_partial(&dir, &spec.hash()).unwrap(), None);
+        assert_eq!(latest_partial(&dir, &config.hash()).unwrap(), None);
 
-        let fresh = Network::new(&spec, &dev).unwrap();
-        let mut fresh_opt = crate::train::optimizer_for(&spec, &fresh);
-        assert_eq!(restore(&dir, &spec.hash(), &fresh, fresh_opt.as_mut()).unwrap(), Some(Position::epoch_end(4, 2)));
+        let fresh = Network::new(&config, &dev).unwrap();
+        let mut fresh_opt = crate::train::optimizer_for(&config, &fresh);
+        assert_eq!(restore(&dir, &config.hash(), &fresh, fresh_opt.as_mut()).unwrap(), Some(Position::epoch_end(4, 2)));
         let (a, b) = (all_values(&net, opt.as_ref()), all_values(&fresh, fresh_opt.as_ref()));
         assert_eq!(a.len(), b.len());
         assert!(a.iter().any(|(n, _)| n == "optimizer/adam_step"));

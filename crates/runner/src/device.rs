@@ -7,7 +7,7 @@
 
 use candle_core::Device;
 
-use crate::spec::DeviceKind;
+use crate::config::DeviceKind;
 use crate::{Error, Result};
 
 /// `--device`: a kind and, for CUDA, the GPU's index.

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use candle_core::{Device, Tensor};
 
 use crate::checkpoint;
-use crate::spec::RunSpec;
+use crate::config::RunConfig;
 use crate::store::Store;
 use crate::{Error, Result};
 
@@ -30,14 +30,14 @@ pub struct ExportedEncoder {
     pub epoch: usize,
     pub epochs: usize,
     pub tensors: usize,
-    pub spec: RunSpec,
+    pub config: RunConfig,
 }
 
 /// Write the encoder of `run`'s latest checkpoint (in `checkpoints`, the database's folder) to
 /// `out`, atomically.
 pub fn export_encoder(store: &Store, checkpoints: &Path, run: &str, out: &Path) -> Result<ExportedEncoder> {
-    let (run_id, status, spec) = store.find_run(run)?;
-    let hash = spec.hash();
+    let (run_id, status, config) = store.find_run(run)?;
+    let hash = config.hash();
     let dir = checkpoint::dir_for(checkpoints, &hash);
     let position = checkpoint::latest(&dir, &hash)?.ok_or_else(|| Error::Run {
         run: run.into(),
@@ -56,21 +56,21 @@ pub fn export_encoder(store: &Store, checkpoints: &Path, run: &str, out: &Path) 
         return Err(Error::File { path: weights, what: "holds no encoder tensors (online/encoder.*)".into() });
     }
     // torchvision's BatchNorm keeps a count of training-mode forwards: one per view per step.
-    let forwards = (position.step * spec.train.views) as i64;
+    let forwards = (position.step * config.train.views) as i64;
     let batch_norms: Vec<String> =
         encoder.iter().filter_map(|(n, _)| n.strip_suffix(".running_mean").map(str::to_string)).collect();
     for bn in batch_norms {
         encoder.push((format!("{bn}.num_batches_tracked"), Tensor::new(forwards, &Device::Cpu)?));
     }
     encoder.sort_by(|a, b| a.0.cmp(&b.0));
-    let e = &spec.encoder;
+    let e = &config.encoder;
     let metadata: HashMap<String, String> = [
         ("format", "pt".to_string()),
         ("infomax.run_id", run_id.to_string()),
         ("infomax.config_hash", hash.clone()),
-        ("infomax.experiment", spec.experiment.clone()),
-        ("infomax.method", spec.method.name().to_string()),
-        ("infomax.dataset", spec.dataset.name().to_string()),
+        ("infomax.experiment", config.experiment.clone()),
+        ("infomax.method", config.method.name().to_string()),
+        ("infomax.dataset", config.dataset.name().to_string()),
         ("infomax.epoch", position.epoch.to_string()),
         ("infomax.arch", e.arch.clone()),
         ("infomax.width", e.width.to_string()),
@@ -91,8 +91,8 @@ pub fn export_encoder(store: &Store, checkpoints: &Path, run: &str, out: &Path) 
         run_id,
         status,
         epoch: position.epoch,
-        epochs: spec.train.epochs,
+        epochs: config.train.epochs,
         tensors: encoder.len(),
-        spec,
+        config,
     })
 }

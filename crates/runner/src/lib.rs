@@ -1,8 +1,9 @@
-//! The runner ties the lower crates together: experiment files → [`RunSpec`]s → training and
+//! The runner ties the lower crates together: experiment files → [`RunConfig`]s → training and
 //! evaluation → the SQLite results store.
 
 pub mod bench;
 pub mod checkpoint;
+pub mod config;
 pub mod device;
 pub mod environment;
 mod error;
@@ -17,15 +18,14 @@ pub mod optim;
 pub mod plan;
 pub mod probe;
 pub mod slurm;
-pub mod spec;
 pub mod store;
 pub mod sweep;
 pub mod train;
 mod validate;
 
+pub use config::RunConfig;
 pub use error::{Error, Result};
 pub use experiment::{ExperimentFile, Override};
-pub use spec::RunSpec;
 pub use store::Store;
 pub use train::{execute, RunContext, RunOutcome};
 

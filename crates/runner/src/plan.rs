@@ -4,8 +4,8 @@
 
 use std::collections::BTreeMap;
 
+use crate::config::RunConfig;
 use crate::experiment::{Axis, ExperimentFile, Override};
-use crate::spec::RunSpec;
 use crate::{Error, Result};
 
 /// `--shard I/N`: the I-th of N deterministic slices of a plan (1 ≤ I ≤ N), for N processes
@@ -45,7 +45,7 @@ pub struct PlanOptions {
 #[derive(Debug, Clone)]
 pub struct PlannedRun {
     pub coords: Vec<(String, String)>,
-    pub spec: RunSpec,
+    pub config: RunConfig,
 }
 
 impl PlannedRun {
@@ -53,10 +53,10 @@ impl PlannedRun {
     pub fn label(&self) -> String {
         let mut parts: Vec<String> = self.coords.iter().map(|(a, v)| format!("{a}={v}")).collect();
         if self.coords.iter().all(|(a, _)| a == "seed") {
-            parts.insert(0, format!("method={} dataset={}", self.spec.method.name(), self.spec.dataset.name()));
+            parts.insert(0, format!("method={} dataset={}", self.config.method.name(), self.config.dataset.name()));
         }
         if !self.coords.iter().any(|(a, _)| a == "seed") {
-            parts.push(format!("seed={}", self.spec.seed));
+            parts.push(format!("seed={}", self.config.seed));
         }
         parts.join(" ")
     }
@@ -110,9 +110,9 @@ pub fn plan(
         {
             continue;
         }
-        let spec = file.resolve_cell(profile, &axes, &cell, overrides)?;
+        let config = file.resolve_cell(profile, &axes, &cell, overrides)?;
         let coords = axes.iter().zip(&cell).map(|(a, &i)| (a.name.clone(), a.values[i].name.clone())).collect();
-        runs.push(PlannedRun { coords, spec });
+        runs.push(PlannedRun { coords, config });
     }
     if let Some(Shard { index, count }) = opts.shard {
         runs = runs.into_iter().enumerate().filter(|(i, _)| i % count == index - 1).map(|(_, r)| r).collect();
@@ -142,7 +142,7 @@ pub fn differences(runs: &[PlannedRun]) -> Vec<Vec<(String, String)>> {
         .iter()
         .map(|r| {
             let mut out = BTreeMap::new();
-            flatten("", &serde_json::to_value(&r.spec).expect("a RunSpec serialises"), &mut out);
+            flatten("", &serde_json::to_value(&r.config).expect("a RunConfig serialises"), &mut out);
             out.retain(|k, _| !k.starts_with("grid."));
             out
         })
@@ -155,7 +155,7 @@ pub fn differences(runs: &[PlannedRun]) -> Vec<Vec<(String, String)>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::Method;
+    use crate::config::Method;
     use std::path::Path;
 
     const GRID: &str = r#"
@@ -221,18 +221,19 @@ source = "W-MSE, Table 1"
                 "method=w-mse-4 dataset=stl10 seed=0",
             ]
         );
-        let at =
-            |m: &str, d: &str| runs.iter().find(|r| r.spec.grid["method"] == m && r.spec.grid["dataset"] == d).unwrap();
-        assert_eq!(at("simclr", "stl10").spec.projector.widths, vec![64, 8], "`when` only where it matches");
-        assert_eq!(at("w-mse-2", "stl10").spec.projector.widths, vec![64, 4]);
-        assert_eq!(at("w-mse-2", "stl10").spec.method_params.wmse.as_ref().unwrap().w_size, 8);
-        assert_eq!(at("w-mse-2", "cifar10").spec.method_params.wmse.as_ref().unwrap().w_size, 16);
-        assert_eq!(at("w-mse-4", "cifar10").spec.train.views, 4);
-        assert_eq!(at("w-mse-4", "cifar10").spec.train.batch_size, 16, "the profile's own when");
-        assert_eq!(at("w-mse-2", "cifar10").spec.train.batch_size, 32);
-        assert!(runs.iter().all(|r| r.spec.encoder.width == 0.25));
-        assert_eq!(at("simclr", "cifar10").spec.method, Method::Simclr);
-        assert!(at("w-mse-2", "stl10").spec.encoder.max_pool, "dataset defaults follow the cell's dataset");
+        let at = |m: &str, d: &str| {
+            runs.iter().find(|r| r.config.grid["method"] == m && r.config.grid["dataset"] == d).unwrap()
+        };
+        assert_eq!(at("simclr", "stl10").config.projector.widths, vec![64, 8], "`when` only where it matches");
+        assert_eq!(at("w-mse-2", "stl10").config.projector.widths, vec![64, 4]);
+        assert_eq!(at("w-mse-2", "stl10").config.method_params.wmse.as_ref().unwrap().w_size, 8);
+        assert_eq!(at("w-mse-2", "cifar10").config.method_params.wmse.as_ref().unwrap().w_size, 16);
+        assert_eq!(at("w-mse-4", "cifar10").config.train.views, 4);
+        assert_eq!(at("w-mse-4", "cifar10").config.train.batch_size, 16, "the profile's own when");
+        assert_eq!(at("w-mse-2", "cifar10").config.train.batch_size, 32);
+        assert!(runs.iter().all(|r| r.config.encoder.width == 0.25));
+        assert_eq!(at("simclr", "cifar10").config.method, Method::Simclr);
+        assert!(at("w-mse-2", "stl10").config.encoder.max_pool, "dataset defaults follow the cell's dataset");
         assert_eq!(f.references[0].values["linear"], 91.80);
         assert_eq!(f.references[0].at["method"], "simclr");
     }
@@ -250,18 +251,18 @@ source = "W-MSE, Table 1"
         assert_eq!(runs.len(), 2);
         let seeded = plan(&f, "smoke", &[], &opts(&["dataset=cifar10"], Some(3), None)).unwrap();
         assert_eq!(seeded.len(), 9);
-        assert_eq!(seeded.iter().map(|r| r.spec.seed).collect::<Vec<_>>(), [0, 1, 2, 0, 1, 2, 0, 1, 2]);
+        assert_eq!(seeded.iter().map(|r| r.config.seed).collect::<Vec<_>>(), [0, 1, 2, 0, 1, 2, 0, 1, 2]);
         // Adding seeds keeps seed 0's runs the same runs.
         let unseeded = plan(&f, "smoke", &[], &opts(&["dataset=cifar10"], None, None)).unwrap();
-        assert_eq!(seeded[0].spec.hash(), unseeded[0].spec.hash());
+        assert_eq!(seeded[0].config.hash(), unseeded[0].config.hash());
         // Shards partition the plan.
         let all = plan(&f, "smoke", &[], &opts(&[], Some(2), None)).unwrap();
         let mut union: Vec<String> = (1..=5)
             .flat_map(|i| plan(&f, "smoke", &[], &opts(&[], Some(2), Some(&format!("{i}/5")))).unwrap())
-            .map(|r| r.spec.hash())
+            .map(|r| r.config.hash())
             .collect();
         union.sort();
-        let mut expect: Vec<String> = all.iter().map(|r| r.spec.hash()).collect();
+        let mut expect: Vec<String> = all.iter().map(|r| r.config.hash()).collect();
         expect.sort();
         assert_eq!(union, expect);
         let err = plan(&f, "smoke", &[], &opts(&["method=wmse-2"], None, None)).unwrap_err().to_string();
@@ -293,10 +294,10 @@ source = "W-MSE, Table 1"
         let opts = PlanOptions { only: vec!["method=simclr".into(), "dataset=cifar10".into()], ..Default::default() };
         let runs = plan(&f, "smoke", &[], &opts).unwrap();
         assert_eq!(runs.len(), 3);
-        assert!(runs[0].spec.branch_b.is_none());
-        let dw = runs[1].spec.branch_b.as_ref().unwrap();
-        assert_eq!(dw.encoder, runs[1].spec.encoder, "different weights: the same architecture");
-        let da = runs[2].spec.branch_b.as_ref().unwrap();
+        assert!(runs[0].config.branch_b.is_none());
+        let dw = runs[1].config.branch_b.as_ref().unwrap();
+        assert_eq!(dw.encoder, runs[1].config.encoder, "different weights: the same architecture");
+        let da = runs[2].config.branch_b.as_ref().unwrap();
         assert_eq!(
             (da.encoder.arch.as_str(), da.encoder.width),
             ("resnet34", 0.25),

@@ -67,7 +67,7 @@ pub fn run_plan(plan: &[PlannedRun], ctx: &RunContext) -> crate::Result<SweepSum
     let mut summary = SweepSummary::default();
     for (i, run) in plan.iter().enumerate() {
         let label = run.label();
-        let hash = run.spec.hash();
+        let hash = run.config.hash();
         tracing::info!("[{}/{}] {label} (run {})", i + 1, plan.len(), &hash[..12]);
         if let Some((_, status)) = ctx.store.completed_run(&hash)? {
             tracing::info!("already {status}; not trained again");
@@ -78,13 +78,13 @@ pub fn run_plan(plan: &[PlannedRun], ctx: &RunContext) -> crate::Result<SweepSum
             }
             continue;
         }
-        if let Some(why) = missing_dataset(run.spec.dataset, &ctx.data_root) {
+        if let Some(why) = missing_dataset(run.config.dataset, &ctx.data_root) {
             tracing::warn!("skipped: {why}");
-            ctx.store.skip_run(&run.spec, &why, &ctx.code_version, &ctx.machine)?;
+            ctx.store.skip_run(&run.config, &why, &ctx.code_version, &ctx.machine)?;
             summary.skipped.push((label, why));
             continue;
         }
-        match execute(&run.spec, ctx) {
+        match execute(&run.config, ctx) {
             Ok(RunOutcome::AlreadyDone { status, .. }) if status == "diverged" => {
                 summary.diverged.push((label, "diverged in an earlier call; not trained again".into()))
             }

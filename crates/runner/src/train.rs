@@ -12,11 +12,11 @@ use infomax_data::{ImageSet, Split};
 use rand::seq::SliceRandom;
 
 use crate::checkpoint;
+use crate::config::{OptimizerKind, RunConfig};
 use crate::eval::{extract_features, knn_cosine_weighted, knn_euclidean_majority};
 use crate::method::{Network, StepContext};
 use crate::optim::{Adam, Lars, Optimizer, Sgd, WarmupCosine};
 use crate::probe::{linear_probe, ProbeConfig};
-use crate::spec::{OptimizerKind, RunSpec};
 use crate::store::{EpochRecord, EvalRecord, RunStatus, Store};
 use crate::{Error, Result};
 
@@ -82,16 +82,16 @@ struct RunData {
 }
 
 impl RunData {
-    fn load(spec: &RunSpec, root: &std::path::Path) -> Result<Self> {
-        let d = spec.dataset;
+    fn load(config: &RunConfig, root: &std::path::Path) -> Result<Self> {
+        let d = config.dataset;
         let full_train = d.load(root, Split::Train)?;
         let test = d.load(root, Split::Test)?;
         let pretrain = if d.pretrain_splits() == [Split::Train] { full_train.clone() } else { d.load_pretrain(root)? };
-        let train = if spec.train.train_images > 0 { pretrain.head(spec.train.train_images) } else { pretrain };
-        if train.len() < spec.train.batch_size {
+        let train = if config.train.train_images > 0 { pretrain.head(config.train.train_images) } else { pretrain };
+        if train.len() < config.train.batch_size {
             return Err(Error::Run {
-                run: spec.hash(),
-                what: format!("{} training images, fewer than one batch of {}", train.len(), spec.train.batch_size),
+                run: config.hash(),
+                what: format!("{} training images, fewer than one batch of {}", train.len(), config.train.batch_size),
             });
         }
         Ok(Self { full_train, train, test })
@@ -102,14 +102,14 @@ impl RunData {
 ///
 /// Bad input (a missing dataset, too few images) fails before anything is written; a run that
 /// fails later keeps what it recorded and is marked `failed` with the reason.
-pub fn execute(spec: &RunSpec, ctx: &RunContext) -> Result<RunOutcome> {
-    let hash = spec.hash();
+pub fn execute(config: &RunConfig, ctx: &RunContext) -> Result<RunOutcome> {
+    let hash = config.hash();
     if let Some((run_id, status)) = ctx.store.completed_run(&hash)? {
         return Ok(RunOutcome::AlreadyDone { run_id, status });
     }
-    let data = RunData::load(spec, &ctx.data_root)?;
+    let data = RunData::load(config, &ctx.data_root)?;
     // A device that cannot be opened is bad input too: it fails before a run row exists.
-    let device = crate::device::open(spec.train.device, ctx.cuda_ordinal)?;
+    let device = crate::device::open(config.train.device, ctx.cuda_ordinal)?;
     let ckpt_dir = checkpoint::dir_for(&ctx.checkpoints, &hash);
     let (run_id, resume) = match ctx.store.unfinished_run(&hash)? {
         Some(run_id) => {
@@ -143,10 +143,10 @@ pub fn execute(spec: &RunSpec, ctx: &RunContext) -> Result<RunOutcome> {
         None => {
             // A fresh run: checkpoints left by an earlier failed attempt are not its state.
             checkpoint::clear(&ckpt_dir)?;
-            (ctx.store.start_run(spec, &ctx.code_version, &ctx.machine)?, None)
+            (ctx.store.start_run(config, &ctx.code_version, &ctx.machine)?, None)
         }
     };
-    match train_and_evaluate(spec, ctx, &device, &data, run_id, &ckpt_dir, resume) {
+    match train_and_evaluate(config, ctx, &device, &data, run_id, &ckpt_dir, resume) {
         Ok(outcome) => {
             match &outcome {
                 RunOutcome::Diverged { epoch, step, .. } => {
@@ -169,10 +169,10 @@ pub fn execute(spec: &RunSpec, ctx: &RunContext) -> Result<RunOutcome> {
     }
 }
 
-/// Train a recorded run from its start or its checkpoint, evaluating as its spec says, and
+/// Train a recorded run from its start or its checkpoint, evaluating as its config says, and
 /// write every epoch, evaluation and checkpoint as it happens.
 fn train_and_evaluate(
-    spec: &RunSpec,
+    config: &RunConfig,
     ctx: &RunContext,
     device: &Device,
     data: &RunData,
@@ -180,7 +180,7 @@ fn train_and_evaluate(
     ckpt_dir: &std::path::Path,
     resume: Option<checkpoint::Position>,
 ) -> Result<RunOutcome> {
-    let mut t = Training::build(spec, ctx, device, data, run_id, ckpt_dir)?;
+    let mut t = Training::build(config, ctx, device, data, run_id, ckpt_dir)?;
     let Start { first_epoch, mut step, mut in_epoch } = match resume {
         Some(_) => t.restore()?,
         None => {
@@ -188,7 +188,7 @@ fn train_and_evaluate(
             Start { first_epoch: 1, step: 0, in_epoch: None }
         }
     };
-    for epoch in first_epoch..=spec.train.epochs {
+    for epoch in first_epoch..=config.train.epochs {
         let record = match t.train_epoch(epoch, &mut step, in_epoch.take())? {
             EpochEnd::Trained(record) => record,
             EpochEnd::Diverged(outcome) => return Ok(outcome),
@@ -200,7 +200,7 @@ fn train_and_evaluate(
 
 /// A run in training: its data and evaluation subsets, the network, its optimiser, and the learning-rate schedule.
 struct Training<'a> {
-    spec: &'a RunSpec,
+    config: &'a RunConfig,
     ctx: &'a RunContext<'a>,
     device: &'a Device,
     data: &'a RunData,
@@ -235,7 +235,7 @@ enum EpochEnd {
 impl<'a> Training<'a> {
     /// Build the network, the optimiser and the schedule; nothing is written.
     fn build(
-        spec: &'a RunSpec,
+        config: &'a RunConfig,
         ctx: &'a RunContext<'a>,
         device: &'a Device,
         data: &'a RunData,
@@ -244,30 +244,30 @@ impl<'a> Training<'a> {
     ) -> Result<Self> {
         let RunData { full_train, train, test } = data;
         let bank_n =
-            if spec.eval.bank_images > 0 { spec.eval.bank_images.min(full_train.len()) } else { full_train.len() };
-        let test_n = if spec.eval.test_images > 0 { spec.eval.test_images.min(test.len()) } else { test.len() };
+            if config.eval.bank_images > 0 { config.eval.bank_images.min(full_train.len()) } else { full_train.len() };
+        let test_n = if config.eval.test_images > 0 { config.eval.test_images.min(test.len()) } else { test.len() };
         let bank_idx: Vec<usize> = (0..bank_n).collect();
         let test_idx: Vec<usize> = (0..test_n).collect();
 
-        let net = Network::new(spec, device)?;
-        let o = &spec.optimizer;
-        let opt = optimizer_for(spec, &net);
-        let b = spec.train.batch_size;
+        let net = Network::new(config, device)?;
+        let o = &config.optimizer;
+        let opt = optimizer_for(config, &net);
+        let b = config.train.batch_size;
         let steps_per_epoch = train.len() / b;
         let schedule = WarmupCosine {
-            peak: spec.peak_lr(),
+            peak: config.peak_lr(),
             warmup_steps: (o.warmup_epochs * steps_per_epoch as f64).round() as usize,
-            total_steps: spec.train.epochs * steps_per_epoch,
+            total_steps: config.train.epochs * steps_per_epoch,
             end_factor: o.end_lr_factor,
         };
         Ok(Self {
-            spec,
+            config,
             ctx,
             device,
             data,
             run_id,
             ckpt_dir,
-            hash: spec.hash(),
+            hash: config.hash(),
             bank_idx,
             test_idx,
             net,
@@ -295,27 +295,28 @@ impl<'a> Training<'a> {
         Ok(Start { first_epoch: pos.epoch + 1, step: pos.step, in_epoch })
     }
 
-    /// The k-NN (and, when the spec asks, linear-probe) accuracies after `epoch`, recorded.
+    /// The k-NN (and, when the config asks, linear-probe) accuracies after `epoch`, recorded.
     fn evaluate(&self, epoch: usize) -> Result<()> {
-        let Training { spec, ctx, device, data, run_id, ref bank_idx, ref test_idx, ref net, .. } = *self;
+        let Training { config, ctx, device, data, run_id, ref bank_idx, ref test_idx, ref net, .. } = *self;
         let RunData { full_train, test, .. } = data;
         let (bank_n, test_n) = (bank_idx.len(), test_idx.len());
         let pb = bar(ctx, (bank_n + test_n) as u64, format!("eval ep {epoch}"));
         let classes = full_train.num_classes();
-        let bank = extract_features(net, full_train, bank_idx, &spec.augment, spec.eval.batch_size, device, |n| {
+        let bank = extract_features(net, full_train, bank_idx, &config.augment, config.eval.batch_size, device, |n| {
             pb.inc(n as u64)
         })?;
-        let queries =
-            extract_features(net, test, test_idx, &spec.augment, spec.eval.batch_size, device, |n| pb.inc(n as u64))?;
+        let queries = extract_features(net, test, test_idx, &config.augment, config.eval.batch_size, device, |n| {
+            pb.inc(n as u64)
+        })?;
         pb.finish_and_clear();
         let knn5 = knn_euclidean_majority(&bank, &queries, 5, classes)?;
         let knn200 = knn_cosine_weighted(&bank, &queries, 200, 0.1, classes)?;
         let mut results = vec![("knn-euclidean", 5, knn5), ("knn-cosine", 200, knn200)];
-        if spec.eval.linear_epochs > 0 {
+        if config.eval.linear_epochs > 0 {
             let cfg = ProbeConfig {
-                epochs: spec.eval.linear_epochs,
-                batch_size: spec.eval.linear_batch_size,
-                seed: spec.seed,
+                epochs: config.eval.linear_epochs,
+                batch_size: config.eval.linear_batch_size,
+                seed: config.seed,
                 stream: epoch as u64,
             };
             let linear = linear_probe(&bank, &queries, classes, &cfg)?;
@@ -350,7 +351,7 @@ impl<'a> Training<'a> {
         resume: Option<(usize, checkpoint::PartialEpoch)>,
     ) -> Result<EpochEnd> {
         let Training {
-            spec,
+            config,
             ctx,
             device,
             data,
@@ -364,11 +365,11 @@ impl<'a> Training<'a> {
             ..
         } = *self;
         let train = &data.train;
-        let b = spec.train.batch_size;
+        let b = config.train.batch_size;
         let started = Instant::now();
         let mut order: Vec<usize> = (0..train.len()).collect();
-        order.shuffle(&mut rng_for(spec.seed, Purpose::Shuffle, epoch as u64, 0, 0));
-        let pb = bar(ctx, steps_per_epoch as u64, format!("epoch {epoch}/{}", spec.train.epochs));
+        order.shuffle(&mut rng_for(config.seed, Purpose::Shuffle, epoch as u64, 0, 0));
+        let pb = bar(ctx, steps_per_epoch as u64, format!("epoch {epoch}/{}", config.train.epochs));
         // A mid-epoch resume skips the steps already taken (the order and every view are
         // functions of the seed, the epoch and the image) and carries the epoch's sums on.
         let (first_step, carried) = match resume {
@@ -379,7 +380,7 @@ impl<'a> Training<'a> {
         let mut sums: Vec<(String, f64)> = carried.term_sums;
         let mut loss_sum = carried.loss_sum;
         let mut lr = schedule.lr(step.saturating_sub(1));
-        let side = spec.augment.size();
+        let side = config.augment.size();
         // The next batches' views are augmented on their own thread while this one trains.
         let diverged = std::thread::scope(|scope| -> Result<Option<RunOutcome>> {
             let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Vec<f32>>>(PREFETCH_BATCHES);
@@ -387,7 +388,8 @@ impl<'a> Training<'a> {
             scope.spawn(move || {
                 for s in first_step..steps_per_epoch {
                     let idx = &order[s * b..(s + 1) * b];
-                    let views = augmented_views(train, idx, spec.train.views, &spec.augment, spec.seed, epoch as u64);
+                    let views =
+                        augmented_views(train, idx, config.train.views, &config.augment, config.seed, epoch as u64);
                     if tx.send(views).is_err() {
                         break; // the trainer stopped early
                     }
@@ -396,18 +398,18 @@ impl<'a> Training<'a> {
             for s in first_step..steps_per_epoch {
                 let views = rx
                     .recv()
-                    .map_err(|_| Error::Run { run: spec.hash(), what: "the augmentation thread stopped".into() })?
+                    .map_err(|_| Error::Run { run: config.hash(), what: "the augmentation thread stopped".into() })?
                     .into_iter()
                     .map(|v| Tensor::from_vec(v, (b, 3, side, side), device))
                     .collect::<candle_core::Result<Vec<_>>>()?;
                 lr = schedule.lr(*step);
                 let step_ctx = StepContext {
-                    seed: spec.seed,
+                    seed: config.seed,
                     epoch: epoch as u64,
                     step: s as u64,
                     progress: *step as f64 / schedule.total_steps.max(1) as f64,
                 };
-                let out = spec.method.step_loss(spec, net, &views, &step_ctx)?;
+                let out = config.method.step_loss(config, net, &views, &step_ctx)?;
                 let loss = out.loss.to_scalar::<f32>()? as f64;
                 if !loss.is_finite() {
                     pb.finish_and_clear();
@@ -416,7 +418,7 @@ impl<'a> Training<'a> {
                 }
                 let grads = out.loss.backward()?;
                 opt.step(&grads, lr)?;
-                spec.method.after_step(spec, net, &step_ctx)?;
+                config.method.after_step(config, net, &step_ctx)?;
                 loss_sum += loss;
                 let terms = step_terms(&out)?;
                 if sums.is_empty() {
@@ -460,17 +462,17 @@ impl<'a> Training<'a> {
     /// Close a trained epoch: record its row, evaluate when due, then checkpoint (`step` is the
     /// optimiser steps taken so far).
     fn finish_epoch(&self, record: &EpochRecord, step: usize) -> Result<()> {
-        let (spec, epoch) = (self.spec, record.epoch);
+        let (config, epoch) = (self.config, record.epoch);
         tracing::info!(
             "epoch {epoch}/{}: loss {:.4}, {:.1} img/s, {:.0} s",
-            spec.train.epochs,
+            config.train.epochs,
             record.loss,
             record.images_per_second,
             record.wall_seconds
         );
         self.ctx.store.record_epoch(self.run_id, record)?;
-        let every = spec.eval.every_epochs;
-        if epoch == spec.train.epochs || (every > 0 && epoch % every == 0) {
+        let every = config.eval.every_epochs;
+        if epoch == config.train.epochs || (every > 0 && epoch % every == 0) {
             self.evaluate(epoch)?;
         }
         // After the epoch's rows: a crash before this line redoes the epoch from the previous
@@ -492,9 +494,9 @@ fn step_terms(out: &crate::method::StepOutput) -> Result<Vec<(String, f64)>> {
     Ok(terms)
 }
 
-/// The optimiser a run's spec names, over the online network's parameters.
-pub fn optimizer_for(spec: &RunSpec, net: &Network) -> Box<dyn Optimizer> {
-    let o = &spec.optimizer;
+/// The optimiser a run's config names, over the online network's parameters.
+pub fn optimizer_for(config: &RunConfig, net: &Network) -> Box<dyn Optimizer> {
+    let o = &config.optimizer;
     let params = net.params();
     match o.kind {
         OptimizerKind::Lars => {

@@ -1,11 +1,11 @@
-//! Checks on a resolved [`RunSpec`] that types alone cannot express; each failure names the field.
+//! Checks on a resolved [`RunConfig`] that types alone cannot express; each failure names the field.
 //! What holds for every method is checked here; each method's own rules are in its file
 //! (`MethodImpl::check`).
 
+use crate::config::{OptimizerKind, RunConfig};
 pub use crate::method::Check;
-use crate::spec::{OptimizerKind, RunSpec};
 
-pub fn validate(s: &RunSpec) -> Check {
+pub fn validate(s: &RunConfig) -> Check {
     let fail = |field: &str, what: String| Err((field.to_string(), what));
     if !["resnet18", "resnet34"].contains(&s.encoder.arch.as_str()) {
         return fail("encoder.arch", format!("`resnet18` or `resnet34` expected, got `{}`", s.encoder.arch));

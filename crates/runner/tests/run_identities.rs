@@ -5,15 +5,15 @@
 
 use std::path::Path;
 
-use infomax_runner::spec::{Dataset, Method, RunSpec};
+use infomax_runner::config::{Dataset, Method, RunConfig};
 use infomax_runner::ExperimentFile;
 
 fn identities() -> String {
     let mut lines = Vec::new();
     for method in Method::ALL {
         for dataset in [Dataset::Cifar10, Dataset::Cifar100, Dataset::Stl10, Dataset::TinyImagenet] {
-            let spec = RunSpec::defaults(method, dataset);
-            lines.push(format!("defaults {} {:?} {}", method.name(), dataset, spec.hash()));
+            let config = RunConfig::defaults(method, dataset);
+            lines.push(format!("defaults {} {:?} {}", method.name(), dataset, config.hash()));
         }
     }
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../experiments");
@@ -25,7 +25,7 @@ fn identities() -> String {
         for profile in file.profiles.keys() {
             let plan = infomax_runner::plan::plan(&file, profile, &[], &Default::default()).unwrap();
             for run in plan {
-                lines.push(format!("{} {} {}", run.spec.experiment, run.spec.profile, run.spec.hash()));
+                lines.push(format!("{} {} {}", run.config.experiment, run.config.profile, run.config.hash()));
             }
         }
     }

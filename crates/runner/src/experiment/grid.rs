@@ -95,10 +95,10 @@ pub(super) fn value_name(v: &Value) -> String {
 impl ExperimentFile {
     pub(super) fn parse_axes(&self, grid: &Table) -> Result<Vec<Axis>> {
         let mut axes = Vec::new();
-        for (name, spec) in grid {
+        for (name, config) in grid {
             let anchor = keys(&["grid", name]);
             let field = format!("grid.{name}");
-            let values: Vec<AxisValue> = match spec {
+            let values: Vec<AxisValue> = match config {
                 // `dataset = ["cifar10", "stl10"]`: each value sets the (dotted) key of the axis.
                 Value::Array(items) => {
                     let key: Vec<String> = name.split('.').map(str::to_string).collect();

@@ -7,7 +7,7 @@ use toml::{Table, Value};
 
 use super::position::{keys, position_of, Seg};
 use super::{did_you_mean, Axis, ExperimentFile, Override};
-use crate::spec::{Dataset, Method, RunSpec};
+use crate::config::{Dataset, Method, RunConfig};
 use crate::{Error, Result};
 use infomax_data::augment::Preset;
 
@@ -50,7 +50,7 @@ fn sets_path(table: &Table, path: &[String]) -> bool {
 
 impl ExperimentFile {
     /// The single run of a file without a grid.
-    pub fn resolve(&self, profile: &str, overrides: &[Override]) -> Result<RunSpec> {
+    pub fn resolve(&self, profile: &str, overrides: &[Override]) -> Result<RunConfig> {
         if !self.axes.is_empty() {
             return Err(Error::Experiment {
                 path: self.path.clone(),
@@ -61,14 +61,14 @@ impl ExperimentFile {
     }
 
     /// Resolve the run at `cell` of the grid over `axes` (the file's, or with `--seeds` applied)
-    /// under `profile` and command-line overrides into a complete [`RunSpec`].
+    /// under `profile` and command-line overrides into a complete [`RunConfig`].
     pub fn resolve_cell(
         &self,
         profile: &str,
         axes: &[Axis],
         cell: &[usize],
         overrides: &[Override],
-    ) -> Result<RunSpec> {
+    ) -> Result<RunConfig> {
         let p = self.profile(profile)?;
         let mut layers: Vec<(Vec<Seg>, &Table)> = vec![(keys(&["base"]), &self.base)];
         for (axis, &i) in axes.iter().zip(cell) {
@@ -98,10 +98,10 @@ impl ExperimentFile {
         let method =
             Method::deserialize(pick("method", Method::DEFAULT.name())?).map_err(|e| fail("method", e.to_string()))?;
         let dataset = Dataset::deserialize(pick("dataset", "cifar10")?).map_err(|e| fail("dataset", e.to_string()))?;
-        let mut defaults = RunSpec::defaults(method, dataset);
+        let mut defaults = RunConfig::defaults(method, dataset);
         if let Some(preset) = merged.get("augment").and_then(|a| a.get("preset")) {
             let preset = Preset::deserialize(preset.clone()).map_err(|e| fail("augment.preset", e.to_string()))?;
-            defaults.augment = RunSpec::augment_defaults(preset, dataset);
+            defaults.augment = RunConfig::augment_defaults(preset, dataset);
         }
         let mut full = match Value::try_from(&defaults).expect("defaults serialise to TOML") {
             Value::Table(t) => t,
@@ -127,9 +127,9 @@ impl ExperimentFile {
             .map(|(a, &i)| (a.name.clone(), Value::String(a.values[i].name.clone())))
             .collect();
         full.insert("grid".into(), Value::Table(grid));
-        let spec = RunSpec::from_toml(full).map_err(|(field, what)| fail(&field, what))?;
-        crate::validate::validate(&spec).map_err(|(field, what)| fail(&field, what))?;
-        Ok(spec)
+        let config = RunConfig::from_toml(full).map_err(|(field, what)| fail(&field, what))?;
+        crate::validate::validate(&config).map_err(|(field, what)| fail(&field, what))?;
+        Ok(config)
     }
 
     /// Name where a bad field was set: the last layer that sets it (its line and column), or the
@@ -188,7 +188,7 @@ mod tests {
         let m: Override = "optimizer.kind=adam".parse().unwrap();
         let s2 = f.resolve("smoke", &[o, m]).unwrap();
         assert_eq!(s2.train.epochs, 5);
-        assert_eq!(s2.optimizer.kind, crate::spec::OptimizerKind::Adam);
+        assert_eq!(s2.optimizer.kind, crate::config::OptimizerKind::Adam);
         assert_ne!(s.hash(), s2.hash());
         assert_eq!(f.resolve("other", &[]).unwrap().train.epochs, 9);
     }

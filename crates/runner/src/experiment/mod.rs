@@ -1,4 +1,4 @@
-//! Experiment files (TOML in `experiments/`) and their resolution into [`RunSpec`]s.
+//! Experiment files (TOML in `experiments/`) and their resolution into [`RunConfig`]s.
 //!
 //! ```toml
 //! [experiment]            # name, title, paper, reproduces
@@ -234,11 +234,11 @@ mod shipped_files {
             for name in file.profiles.keys() {
                 let plan = crate::plan::plan(&file, name, &[], &Default::default()).unwrap_or_else(|e| panic!("{e}"));
                 assert!(!plan.is_empty());
-                let mut hashes: Vec<String> = plan.iter().map(|r| r.spec.hash()).collect();
+                let mut hashes: Vec<String> = plan.iter().map(|r| r.config.hash()).collect();
                 hashes.sort();
                 hashes.dedup();
                 assert_eq!(hashes.len(), plan.len(), "{}: two cells resolve to the same run", path.display());
-                assert!(plan.iter().all(|r| &r.spec.profile == name));
+                assert!(plan.iter().all(|r| &r.config.profile == name));
                 seen += 1;
             }
         }

@@ -3,7 +3,7 @@
 use toml::{Table, Value};
 
 use super::RESERVED;
-use crate::spec::RunSpec;
+use crate::config::RunConfig;
 use crate::{Error, Result};
 
 /// One `--set key.path=value` override; the value is TOML (bare words are strings).
@@ -39,7 +39,7 @@ impl std::str::FromStr for Override {
 impl Override {
     /// `config` with `overrides` applied, read back strictly and validated: for commands that
     /// start from a built-in configuration rather than an experiment file.
-    pub fn apply_all(overrides: &[Override], config: &RunSpec) -> Result<RunSpec> {
+    pub fn apply_all(overrides: &[Override], config: &RunConfig) -> Result<RunConfig> {
         let Ok(Value::Table(mut table)) = Value::try_from(config) else {
             unreachable!("a run configuration serialises to a table")
         };
@@ -55,7 +55,7 @@ impl Override {
             };
             Error::Override { arg, what: format!("field `{field}`: {what}") }
         };
-        let config = RunSpec::from_toml(table).map_err(|(field, what)| named(field, what))?;
+        let config = RunConfig::from_toml(table).map_err(|(field, what)| named(field, what))?;
         crate::validate::validate(&config).map_err(|(field, what)| named(field, what))?;
         Ok(config)
     }
@@ -76,7 +76,7 @@ mod tests {
 
     #[test]
     fn overrides_apply_to_a_built_in_configuration_and_name_a_bad_field() {
-        let base = RunSpec::defaults(crate::spec::Method::WMse, crate::spec::Dataset::Cifar10);
+        let base = RunConfig::defaults(crate::config::Method::WMse, crate::config::Dataset::Cifar10);
         let set: Vec<Override> = vec!["wmse.w_size=256".parse().unwrap(), "train.epochs=30".parse().unwrap()];
         let config = Override::apply_all(&set, &base).unwrap();
         assert_eq!((config.method_params.wmse.unwrap().w_size, config.train.epochs), (256, 30));

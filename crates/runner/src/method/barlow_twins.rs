@@ -9,7 +9,7 @@ use infomax_losses::BarlowTwinsTerms;
 use serde::{Deserialize, Serialize};
 
 use super::{Check, LossValue, MethodImpl, Network, StepContext, StepOutput};
-use crate::spec::{HeadSpec, OptimizerSpec, RunSpec};
+use crate::config::{HeadConfig, OptimizerConfig, RunConfig};
 use crate::Result;
 
 pub struct BarlowTwins;
@@ -40,22 +40,22 @@ impl MethodImpl for BarlowTwins {
     type LossSettings = BarlowTwinsParams;
 
     /// The authors' LARS: lr 0.2 for the weights, 0.0048 for biases and BatchNorm parameters.
-    fn recipe(spec: &mut RunSpec) {
-        spec.projector = HeadSpec::fair_projector(false);
-        spec.optimizer = OptimizerSpec { lr: 0.2, one_d_lr_factor: 0.0048 / 0.2, ..OptimizerSpec::lars() };
+    fn recipe(config: &mut RunConfig) {
+        config.projector = HeadConfig::fair_projector(false);
+        config.optimizer = OptimizerConfig { lr: 0.2, one_d_lr_factor: 0.0048 / 0.2, ..OptimizerConfig::lars() };
     }
 
-    fn check(spec: &RunSpec) -> Check {
-        let l = Self::params(spec).lambda;
+    fn check(config: &RunConfig) -> Check {
+        let l = Self::params(config).lambda;
         if !(l >= 0.0 && l.is_finite()) {
             return Err(("barlow_twins.lambda".into(), format!("a non-negative weight expected, got {l}")));
         }
         Ok(())
     }
 
-    fn step_loss(spec: &RunSpec, net: &Network, views: &[Tensor], _ctx: &StepContext) -> Result<StepOutput> {
+    fn step_loss(config: &RunConfig, net: &Network, views: &[Tensor], _ctx: &StepContext) -> Result<StepOutput> {
         let z = net.embed_views(views)?;
-        let LossValue { loss, terms } = named(infomax_losses::barlow_twins(&z[0], &z[1], Self::params(spec).lambda)?);
+        let LossValue { loss, terms } = named(infomax_losses::barlow_twins(&z[0], &z[1], Self::params(config).lambda)?);
         Ok(StepOutput { loss, terms, embeddings: z })
     }
 

@@ -7,7 +7,7 @@ use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
 use super::{Check, LossValue, MethodImpl, Network, StepContext, StepOutput};
-use crate::spec::{HeadSpec, OptimizerSpec, RunSpec};
+use crate::config::{HeadConfig, OptimizerConfig, RunConfig};
 use crate::Result;
 
 pub struct Byol;
@@ -60,22 +60,22 @@ impl MethodImpl for Byol {
     type Params = ByolParams;
     type LossSettings = NoSettings;
 
-    fn recipe(spec: &mut RunSpec) {
-        spec.projector = HeadSpec::mlp(&[1024, 64]);
-        spec.predictor = Some(HeadSpec::mlp(&[1024, 64]));
-        spec.optimizer = OptimizerSpec::wmse_adam();
-        spec.train.batch_size = 512;
+    fn recipe(config: &mut RunConfig) {
+        config.projector = HeadConfig::mlp(&[1024, 64]);
+        config.predictor = Some(HeadConfig::mlp(&[1024, 64]));
+        config.optimizer = OptimizerConfig::wmse_adam();
+        config.train.batch_size = 512;
     }
 
-    fn check(spec: &RunSpec) -> Check {
-        let tau = Self::params(spec).tau_base;
+    fn check(config: &RunConfig) -> Check {
+        let tau = Self::params(config).tau_base;
         if !(0.0..=1.0).contains(&tau) {
             return Err(("byol.tau_base".into(), format!("an EMA rate in [0, 1] expected, got {tau}")));
         }
         Ok(())
     }
 
-    fn step_loss(_spec: &RunSpec, net: &Network, views: &[Tensor], _ctx: &StepContext) -> Result<StepOutput> {
+    fn step_loss(_config: &RunConfig, net: &Network, views: &[Tensor], _ctx: &StepContext) -> Result<StepOutput> {
         let z = net.embed_views(views)?;
         let p = net.predict(&z)?;
         let targets = net.target_embed(views)?;
@@ -83,12 +83,12 @@ impl MethodImpl for Byol {
         Ok(StepOutput { loss, terms: Vec::new(), embeddings: z })
     }
 
-    fn target_ema_rate(spec: &RunSpec, progress: f64) -> Option<f64> {
-        Some(byol_tau(Self::params(spec).tau_base, progress))
+    fn target_ema_rate(config: &RunConfig, progress: f64) -> Option<f64> {
+        Some(byol_tau(Self::params(config).tau_base, progress))
     }
 
-    fn after_step(spec: &RunSpec, net: &Network, ctx: &StepContext) -> Result<()> {
-        net.update_target(byol_tau(Self::params(spec).tau_base, ctx.progress))
+    fn after_step(config: &RunConfig, net: &Network, ctx: &StepContext) -> Result<()> {
+        net.update_target(byol_tau(Self::params(config).tau_base, ctx.progress))
     }
 
     fn loss(views: &[Tensor], _: NoSettings) -> Result<LossValue> {

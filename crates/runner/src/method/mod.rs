@@ -12,7 +12,7 @@
 //! ```text
 //! //! VICReg without the covariance term (the VICReg paper's ablation).
 //! use super::{MethodImpl, Network, StepContext, StepOutput};
-//! use crate::spec::{HeadSpec, OptimizerSpec, RunSpec};
+//! use crate::config::{HeadConfig, OptimizerConfig, RunConfig};
 //!
 //! pub struct VicregNoCov;
 //!
@@ -24,13 +24,13 @@
 //!     type Params = infomax_losses::VicregWeights;
 //!     type LossSettings = infomax_losses::VicregWeights;
 //!
-//!     fn recipe(spec: &mut RunSpec) {
-//!         spec.projector = HeadSpec::fair_projector(true);
-//!         spec.optimizer = OptimizerSpec::lars();
+//!     fn recipe(config: &mut RunConfig) {
+//!         config.projector = HeadConfig::fair_projector(true);
+//!         config.optimizer = OptimizerConfig::lars();
 //!     }
-//!     fn step_loss(spec: &RunSpec, net: &Network, views: &[Tensor], _: &StepContext) -> Result<StepOutput> {
+//!     fn step_loss(config: &RunConfig, net: &Network, views: &[Tensor], _: &StepContext) -> Result<StepOutput> {
 //!         let z = net.embed_views(views)?;
-//!         let w = infomax_losses::VicregWeights { cov_coeff: 0.0, ..*Self::params(spec) };
+//!         let w = infomax_losses::VicregWeights { cov_coeff: 0.0, ..*Self::params(config) };
 //!         let t = infomax_losses::vicreg(&z[0], &z[1], &w)?;
 //!         Ok(StepOutput { loss: t.loss, terms: vec![("invariance", t.invariance), ("variance", t.variance)], embeddings: z })
 //!     }
@@ -52,7 +52,7 @@ use candle_core::Tensor;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::spec::{RunSpec, VarianceRegSpec};
+use crate::config::{RunConfig, VarianceRegConfig};
 use crate::Result;
 
 /// A failed check: the field (as a path in the run configuration) and what was expected.
@@ -106,25 +106,25 @@ pub trait MethodImpl {
     /// The keys `infomax loss --set` takes, with their defaults in `Default`, in order.
     type LossSettings: Serialize + DeserializeOwned + Default;
 
-    /// The built-in recipe: what the method sets over the shared defaults ([`RunSpec::defaults`]):
+    /// The built-in recipe: what the method sets over the shared defaults ([`RunConfig::defaults`]):
     /// heads, optimiser, batch size.
-    fn recipe(spec: &mut RunSpec);
+    fn recipe(config: &mut RunConfig);
 
     /// What types cannot express about this method's run; each failure names the field.
-    fn check(_spec: &RunSpec) -> Check {
+    fn check(_config: &RunConfig) -> Check {
         Ok(())
     }
 
     /// Forward a step's views and compute the loss.
-    fn step_loss(spec: &RunSpec, net: &Network, views: &[Tensor], ctx: &StepContext) -> Result<StepOutput>;
+    fn step_loss(config: &RunConfig, net: &Network, views: &[Tensor], ctx: &StepContext) -> Result<StepOutput>;
 
     /// The EMA rate its target moves by at a point of training (`progress` in [0, 1]).
-    fn target_ema_rate(_spec: &RunSpec, _progress: f64) -> Option<f64> {
+    fn target_ema_rate(_config: &RunConfig, _progress: f64) -> Option<f64> {
         None
     }
 
     /// Runs after each optimiser step (BYOL moves its target network here).
-    fn after_step(_spec: &RunSpec, _net: &Network, _ctx: &StepContext) -> Result<()> {
+    fn after_step(_config: &RunConfig, _net: &Network, _ctx: &StepContext) -> Result<()> {
         Ok(())
     }
 
@@ -184,32 +184,32 @@ macro_rules! registry {
             }
 
             /// Set its parameter table to the authors' values and apply its recipe.
-            pub(crate) fn recipe(self, spec: &mut RunSpec) {
+            pub(crate) fn recipe(self, config: &mut RunConfig) {
                 match self {
                     $(Method::$variant => {
-                        $(spec.method_params.$table = Some(Default::default());)?
-                        <$file::$imp as MethodImpl>::recipe(spec)
+                        $(config.method_params.$table = Some(Default::default());)?
+                        <$file::$imp as MethodImpl>::recipe(config)
                     })*
                 }
             }
 
             /// Its own checks of a run configuration.
-            pub(crate) fn check(self, spec: &RunSpec) -> Check {
-                match self { $(Method::$variant => <$file::$imp as MethodImpl>::check(spec),)* }
+            pub(crate) fn check(self, config: &RunConfig) -> Check {
+                match self { $(Method::$variant => <$file::$imp as MethodImpl>::check(config),)* }
             }
 
-            fn method_loss(self, spec: &RunSpec, net: &Network, views: &[Tensor], ctx: &StepContext) -> Result<StepOutput> {
-                match self { $(Method::$variant => <$file::$imp as MethodImpl>::step_loss(spec, net, views, ctx),)* }
+            fn method_loss(self, config: &RunConfig, net: &Network, views: &[Tensor], ctx: &StepContext) -> Result<StepOutput> {
+                match self { $(Method::$variant => <$file::$imp as MethodImpl>::step_loss(config, net, views, ctx),)* }
             }
 
             /// The EMA rate of its target at a point of training; `None` without a target.
-            pub fn target_ema_rate(self, spec: &RunSpec, progress: f64) -> Option<f64> {
-                match self { $(Method::$variant => <$file::$imp as MethodImpl>::target_ema_rate(spec, progress),)* }
+            pub fn target_ema_rate(self, config: &RunConfig, progress: f64) -> Option<f64> {
+                match self { $(Method::$variant => <$file::$imp as MethodImpl>::target_ema_rate(config, progress),)* }
             }
 
             /// Runs after each optimiser step.
-            pub fn after_step(self, spec: &RunSpec, net: &Network, ctx: &StepContext) -> Result<()> {
-                match self { $(Method::$variant => <$file::$imp as MethodImpl>::after_step(spec, net, ctx),)* }
+            pub fn after_step(self, config: &RunConfig, net: &Network, ctx: &StepContext) -> Result<()> {
+                match self { $(Method::$variant => <$file::$imp as MethodImpl>::after_step(config, net, ctx),)* }
             }
 
             /// What `infomax loss --help` says of its keys beyond their names and defaults.
@@ -295,8 +295,8 @@ macro_rules! registry {
         $($(
             impl $file::$imp {
                 /// This method's table of a validated run configuration.
-                pub(crate) fn params(spec: &RunSpec) -> &<Self as MethodImpl>::Params {
-                    spec.method_params.$table.as_ref().expect(concat!("validated: the run carries [", stringify!($table), "]"))
+                pub(crate) fn params(config: &RunConfig) -> &<Self as MethodImpl>::Params {
+                    config.method_params.$table.as_ref().expect(concat!("validated: the run carries [", stringify!($table), "]"))
                 }
             }
         )?)*
@@ -320,9 +320,15 @@ impl Method {
 
     /// The loss to differentiate for a training step: the method's own, plus VICReg's variance
     /// term on every view's embedding when the run asks for it (`variance_reg`).
-    pub fn step_loss(self, spec: &RunSpec, net: &Network, views: &[Tensor], ctx: &StepContext) -> Result<StepOutput> {
-        let mut out = self.method_loss(spec, net, views, ctx)?;
-        if let Some(v) = &spec.variance_reg {
+    pub fn step_loss(
+        self,
+        config: &RunConfig,
+        net: &Network,
+        views: &[Tensor],
+        ctx: &StepContext,
+    ) -> Result<StepOutput> {
+        let mut out = self.method_loss(config, net, views, ctx)?;
+        if let Some(v) = &config.variance_reg {
             add_variance_term(&mut out, v)?;
         }
         Ok(out)
@@ -330,7 +336,7 @@ impl Method {
 }
 
 /// `coeff · mean_views variance(z)`, added to the loss and recorded as `variance_reg`.
-fn add_variance_term(out: &mut StepOutput, v: &VarianceRegSpec) -> Result<()> {
+fn add_variance_term(out: &mut StepOutput, v: &VarianceRegConfig) -> Result<()> {
     let mut total: Option<Tensor> = None;
     for z in &out.embeddings {
         let t = infomax_losses::vicreg::variance(z, v.gamma, v.eps)?;

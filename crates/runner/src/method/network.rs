@@ -7,8 +7,8 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::{ModuleT, VarBuilder};
 use infomax_model::{Mlp, MlpConfig, ResNet, SeededVarMap};
 
+use crate::config::{EncoderConfig, HeadConfig, RunConfig};
 use crate::optim::{is_running_statistic, Param};
-use crate::spec::{EncoderSpec, HeadSpec, RunSpec};
 use crate::{Error, Result};
 
 /// An encoder and its projector: the online branch, or BYOL's target.
@@ -18,14 +18,14 @@ pub struct Branch {
     joint_views: bool,
 }
 
-fn head(spec: &HeadSpec, input: usize, precision: infomax_model::Precision) -> MlpConfig {
+fn head(config: &HeadConfig, input: usize, precision: infomax_model::Precision) -> MlpConfig {
     MlpConfig {
         input,
-        widths: spec.widths.clone(),
-        hidden_bias: spec.hidden_bias,
-        last_bias: spec.last_bias,
-        output_bn: spec.output_bn,
-        output_bn_affine: spec.output_bn_affine,
+        widths: config.widths.clone(),
+        hidden_bias: config.hidden_bias,
+        last_bias: config.last_bias,
+        output_bn: config.output_bn,
+        output_bn_affine: config.output_bn_affine,
         precision,
     }
 }
@@ -33,13 +33,13 @@ fn head(spec: &HeadSpec, input: usize, precision: infomax_model::Precision) -> M
 impl Branch {
     /// An encoder of `encoder`'s shape and the run's projector, their variables under `vb`: the
     /// run's own branch (and BYOL's target) at the root, branch B under `branch_b.`.
-    fn new(spec: &RunSpec, encoder: &EncoderSpec, vb: VarBuilder) -> Result<Self> {
+    fn new(config: &RunConfig, encoder: &EncoderConfig, vb: VarBuilder) -> Result<Self> {
         let mut enc = encoder.resnet();
-        enc.precision = spec.train.precision;
+        enc.precision = config.train.precision;
         let encoder = ResNet::new(&enc, vb.pp("encoder"))?;
         let projector =
-            Mlp::new(&head(&spec.projector, encoder.output_dim(), spec.train.precision), vb.pp("projector"))?;
-        Ok(Self { encoder, projector, joint_views: spec.projector.joint_views })
+            Mlp::new(&head(&config.projector, encoder.output_dim(), config.train.precision), vb.pp("projector"))?;
+        Ok(Self { encoder, projector, joint_views: config.projector.joint_views })
     }
 
     /// Training-mode projector outputs of each view. The encoder sees each view on its own (its
@@ -75,26 +75,26 @@ pub struct Network {
 
 impl Network {
     /// Build the encoder (`encoder.*`), projector (`projector.*`) and predictor (`predictor.*`),
-    /// initialised from `spec.seed`; for BYOL also the target, initialised identically.
-    pub fn new(spec: &RunSpec, device: &Device) -> Result<Self> {
-        let vars = SeededVarMap::new(spec.seed);
+    /// initialised from `config.seed`; for BYOL also the target, initialised identically.
+    pub fn new(config: &RunConfig, device: &Device) -> Result<Self> {
+        let vars = SeededVarMap::new(config.seed);
         let root = vars.builder(DType::F32, device);
-        let online = Branch::new(spec, &spec.encoder, root.clone())?;
-        let branch_b = match &spec.branch_b {
-            Some(b) => Some(Branch::new(spec, &b.encoder, root.pp("branch_b"))?),
+        let online = Branch::new(config, &config.encoder, root.clone())?;
+        let branch_b = match &config.branch_b {
+            Some(b) => Some(Branch::new(config, &b.encoder, root.pp("branch_b"))?),
             None => None,
         };
-        let predictor = match &spec.predictor {
+        let predictor = match &config.predictor {
             Some(p) => {
                 let vb = vars.builder(DType::F32, device);
-                Some(Mlp::new(&head(p, spec.embedding_dim(), spec.train.precision), vb.pp("predictor"))?)
+                Some(Mlp::new(&head(p, config.embedding_dim(), config.train.precision), vb.pp("predictor"))?)
             }
             None => None,
         };
-        let target = if spec.method.has_target() {
+        let target = if config.method.has_target() {
             // The same seed and names give the same initial values: the target starts as a copy.
-            let vars = SeededVarMap::new(spec.seed);
-            let branch = Branch::new(spec, &spec.encoder, vars.builder(DType::F32, device))?;
+            let vars = SeededVarMap::new(config.seed);
+            let branch = Branch::new(config, &config.encoder, vars.builder(DType::F32, device))?;
             Some(Target { vars, branch })
         } else {
             None

@@ -7,7 +7,7 @@ use infomax_losses::simclr::DEFAULT_TAU;
 use serde::{Deserialize, Serialize};
 
 use super::{Check, LossValue, MethodImpl, Network, StepContext, StepOutput};
-use crate::spec::{HeadSpec, OptimizerSpec, RunSpec};
+use crate::config::{HeadConfig, OptimizerConfig, RunConfig};
 use crate::Result;
 
 pub struct Simclr;
@@ -31,23 +31,23 @@ impl MethodImpl for Simclr {
     type Params = SimclrParams;
     type LossSettings = SimclrParams;
 
-    fn recipe(spec: &mut RunSpec) {
-        spec.projector = HeadSpec { output_bn: true, ..HeadSpec::wmse_head() };
-        spec.optimizer = OptimizerSpec::wmse_adam();
-        spec.train.batch_size = 512;
+    fn recipe(config: &mut RunConfig) {
+        config.projector = HeadConfig { output_bn: true, ..HeadConfig::wmse_head() };
+        config.optimizer = OptimizerConfig::wmse_adam();
+        config.train.batch_size = 512;
     }
 
-    fn check(spec: &RunSpec) -> Check {
-        let tau = Self::params(spec).tau;
+    fn check(config: &RunConfig) -> Check {
+        let tau = Self::params(config).tau;
         if !(tau > 0.0 && tau.is_finite()) {
             return Err(("simclr.tau".into(), format!("a positive temperature expected, got {tau}")));
         }
         Ok(())
     }
 
-    fn step_loss(spec: &RunSpec, net: &Network, views: &[Tensor], _ctx: &StepContext) -> Result<StepOutput> {
+    fn step_loss(config: &RunConfig, net: &Network, views: &[Tensor], _ctx: &StepContext) -> Result<StepOutput> {
         let z = net.embed_views(views)?;
-        let loss = infomax_losses::simclr(&z, Self::params(spec).tau)?;
+        let loss = infomax_losses::simclr(&z, Self::params(config).tau)?;
         Ok(StepOutput { loss, terms: Vec::new(), embeddings: z })
     }
 

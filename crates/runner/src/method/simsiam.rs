@@ -6,7 +6,7 @@ use candle_core::Tensor;
 
 use super::byol::{split_predictions_and_targets, NoSettings};
 use super::{LossValue, MethodImpl, Network, StepContext, StepOutput};
-use crate::spec::{HeadSpec, OptimizerKind, OptimizerSpec, RunSpec};
+use crate::config::{HeadConfig, OptimizerKind, OptimizerConfig, RunConfig};
 use crate::Result;
 
 pub struct Simsiam;
@@ -20,8 +20,8 @@ impl MethodImpl for Simsiam {
 
     /// The CIFAR recipe: a 2-layer 2048 projector ending in an affine-free BN, a 512-wide
     /// predictor, SGD lr 0.03 × batch/256, momentum 0.9, weight decay 5e-4, cosine, no warm-up.
-    fn recipe(spec: &mut RunSpec) {
-        spec.projector = HeadSpec {
+    fn recipe(config: &mut RunConfig) {
+        config.projector = HeadConfig {
             widths: vec![2048, 2048],
             hidden_bias: false,
             last_bias: false,
@@ -29,18 +29,18 @@ impl MethodImpl for Simsiam {
             output_bn_affine: false,
             joint_views: false,
         };
-        spec.predictor = Some(HeadSpec { hidden_bias: false, ..HeadSpec::mlp(&[512, 2048]) });
-        spec.optimizer = OptimizerSpec {
+        config.predictor = Some(HeadConfig { hidden_bias: false, ..HeadConfig::mlp(&[512, 2048]) });
+        config.optimizer = OptimizerConfig {
             kind: OptimizerKind::Sgd,
             lr: 0.03,
             weight_decay: 5e-4,
             warmup_epochs: 0.0,
             end_lr_factor: 0.0,
-            ..OptimizerSpec::lars()
+            ..OptimizerConfig::lars()
         };
     }
 
-    fn step_loss(_spec: &RunSpec, net: &Network, views: &[Tensor], _ctx: &StepContext) -> Result<StepOutput> {
+    fn step_loss(_config: &RunConfig, net: &Network, views: &[Tensor], _ctx: &StepContext) -> Result<StepOutput> {
         let z = net.embed_views(views)?;
         let p = net.predict(&z)?;
         let loss = infomax_losses::simsiam(&p, &z)?;

@@ -3,21 +3,21 @@ use std::collections::HashMap;
 use candle_core::{Device, Tensor};
 
 use super::*;
+use crate::config::{Dataset, VarianceRegConfig};
 use crate::optim::{Adam, Lars, Optimizer};
-use crate::spec::{Dataset, VarianceRegSpec};
 
-fn tiny(method: Method) -> RunSpec {
-    let mut spec = RunSpec::defaults(method, Dataset::Cifar10);
-    spec.encoder.width = 0.125;
+fn tiny(method: Method) -> RunConfig {
+    let mut config = RunConfig::defaults(method, Dataset::Cifar10);
+    config.encoder.width = 0.125;
     let emb = if method == Method::WMse { 8 } else { 32 };
-    spec.projector.widths = vec![32, emb];
-    if let Some(p) = &mut spec.predictor {
+    config.projector.widths = vec![32, emb];
+    if let Some(p) = &mut config.predictor {
         p.widths = vec![32, emb];
     }
-    if let Some(w) = &mut spec.method_params.wmse {
+    if let Some(w) = &mut config.method_params.wmse {
         w.w_size = 16;
     }
-    spec
+    config
 }
 
 /// A few optimiser steps on one fixed batch lower each method's loss: gradients reach every
@@ -28,12 +28,12 @@ fn every_method_lowers_its_loss_on_a_fixed_batch() {
     let a = Tensor::randn(0f32, 1.0, (32, 3, 16, 16), &dev).unwrap();
     let noisy = |s: f32| (&a + Tensor::randn(0f32, s, (32, 3, 16, 16), &dev).unwrap()).unwrap();
     for method in Method::ALL {
-        let mut spec = tiny(method);
+        let mut config = tiny(method);
         if method == Method::Simsiam {
-            spec.variance_reg = Some(VarianceRegSpec { coeff: 1.0, gamma: 1.0, eps: 1e-4 });
+            config.variance_reg = Some(VarianceRegConfig { coeff: 1.0, gamma: 1.0, eps: 1e-4 });
         }
-        let views: Vec<Tensor> = (0..spec.train.views).map(|i| noisy(0.2 + 0.1 * i as f32)).collect();
-        let net = Network::new(&spec, &dev).unwrap();
+        let views: Vec<Tensor> = (0..config.train.views).map(|i| noisy(0.2 + 0.1 * i as f32)).collect();
+        let net = Network::new(&config, &dev).unwrap();
         let mut opt: Box<dyn Optimizer> = match method {
             Method::Vicreg | Method::BarlowTwins => Box::new(Lars::new(net.params(), 1e-6, 0.9, 0.001)),
             _ => Box::new(Adam::new(net.params(), (0.9, 0.999), 1e-8, 0.0)),
@@ -42,7 +42,7 @@ fn every_method_lowers_its_loss_on_a_fixed_batch() {
         let mut losses = Vec::new();
         for step in 0..8 {
             let ctx = StepContext { seed: 0, epoch: 1, step, progress: step as f64 / 8.0 };
-            let out = method.step_loss(&spec, &net, &views, &ctx).unwrap();
+            let out = method.step_loss(&config, &net, &views, &ctx).unwrap();
             losses.push(out.loss.to_scalar::<f32>().unwrap());
             let names: Vec<&str> = out.terms.iter().map(|(n, _)| *n).filter(|n| *n != "variance_reg").collect();
             assert_eq!(names, method.terms(), "{method:?}: the terms it records are the ones it declares");
@@ -59,7 +59,7 @@ fn every_method_lowers_its_loss_on_a_fixed_batch() {
                 }
             }
             opt.step(&grads, lr).unwrap();
-            method.after_step(&spec, &net, &ctx).unwrap();
+            method.after_step(&config, &net, &ctx).unwrap();
         }
         assert!(losses[7] < losses[0], "{method:?}: {losses:?}");
     }
@@ -70,12 +70,12 @@ fn every_method_lowers_its_loss_on_a_fixed_batch() {
 #[test]
 fn a_second_branch_embeds_the_odd_views_with_its_own_weights() {
     let dev = Device::Cpu;
-    let mut spec = tiny(Method::Vicreg);
-    let mut other = spec.encoder.clone();
+    let mut config = tiny(Method::Vicreg);
+    let mut other = config.encoder.clone();
     other.arch = "resnet34".into();
     other.width = 0.25;
-    spec.branch_b = Some(crate::spec::BranchBSpec { encoder: other });
-    let net = Network::new(&spec, &dev).unwrap();
+    config.branch_b = Some(crate::config::BranchBConfig { encoder: other });
+    let net = Network::new(&config, &dev).unwrap();
     let names: Vec<String> = net.vars.named_vars().into_iter().map(|(n, _)| n).collect();
     assert!(names.iter().any(|n| n == "branch_b.encoder.layer3.5.conv2.weight"), "ResNet-34 under branch_b");
     assert!(names.iter().any(|n| n == "branch_b.projector.layers.0.linear.weight"));
@@ -83,8 +83,8 @@ fn a_second_branch_embeds_the_odd_views_with_its_own_weights() {
     let z = net.embed_views(&[x.clone(), x.clone()]).unwrap();
     let diff = (&z[0] - &z[1]).unwrap().abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
     assert!(diff > 1e-3, "the same image gives different embeddings in different branches");
-    let loss = spec.method.step_loss(
-        &spec,
+    let loss = config.method.step_loss(
+        &config,
         &net,
         &[x.clone(), x.clone()],
         &StepContext { seed: 0, epoch: 1, step: 0, progress: 0.0 },
@@ -99,8 +99,8 @@ fn a_second_branch_embeds_the_odd_views_with_its_own_weights() {
 /// BYOL's target starts as an exact copy of the online branch and then follows it by EMA.
 #[test]
 fn byol_target_starts_as_a_copy_and_moves_by_ema() {
-    let spec = tiny(Method::Byol);
-    let net = Network::new(&spec, &Device::Cpu).unwrap();
+    let config = tiny(Method::Byol);
+    let net = Network::new(&config, &Device::Cpu).unwrap();
     let target = net.target.as_ref().unwrap();
     let online: HashMap<String, candle_core::Var> = net.vars.named_vars().into_iter().collect();
     let name = "projector.layers.1.linear.weight";
@@ -120,13 +120,13 @@ fn byol_target_starts_as_a_copy_and_moves_by_ema() {
 /// one definition: the defaults are the loss's, and the configuration's key is the registry's.
 #[test]
 fn parameters_defaults_and_loss_keys_have_one_source() {
-    let spec = RunSpec::defaults(Method::Vicreg, Dataset::Cifar10);
-    assert_eq!(spec.method_params.vicreg, Some(infomax_losses::VicregWeights::default()));
+    let config = RunConfig::defaults(Method::Vicreg, Dataset::Cifar10);
+    assert_eq!(config.method_params.vicreg, Some(infomax_losses::VicregWeights::default()));
     let keys: Vec<String> = Method::Vicreg.loss_keys().into_iter().map(|(k, _)| k).collect();
     assert_eq!(keys, ["sim_coeff", "std_coeff", "cov_coeff", "gamma", "eps"]);
-    let json = serde_json::to_value(&spec).unwrap();
+    let json = serde_json::to_value(&config).unwrap();
     assert_eq!(json["vicreg"]["sim_coeff"], 25.0);
-    let wmse = RunSpec::defaults(Method::WMse, Dataset::Cifar10);
+    let wmse = RunConfig::defaults(Method::WMse, Dataset::Cifar10);
     assert_eq!(wmse.method_params.wmse, Some(infomax_losses::WmseConfig::default()));
     assert_eq!(MethodParams::KEYS, ["vicreg", "barlow_twins", "wmse", "simclr", "byol"]);
     for m in Method::ALL {

@@ -6,7 +6,7 @@ use candle_core::Tensor;
 use infomax_losses::{VicregTerms, VicregWeights};
 
 use super::{Check, LossValue, MethodImpl, Network, StepContext, StepOutput};
-use crate::spec::{HeadSpec, OptimizerSpec, RunSpec};
+use crate::config::{HeadConfig, OptimizerConfig, RunConfig};
 use crate::Result;
 
 pub struct Vicreg;
@@ -27,22 +27,22 @@ impl MethodImpl for Vicreg {
     type Params = VicregWeights;
     type LossSettings = VicregWeights;
 
-    fn recipe(spec: &mut RunSpec) {
-        spec.projector = HeadSpec::fair_projector(true);
-        spec.optimizer = OptimizerSpec::lars();
+    fn recipe(config: &mut RunConfig) {
+        config.projector = HeadConfig::fair_projector(true);
+        config.optimizer = OptimizerConfig::lars();
     }
 
-    fn check(spec: &RunSpec) -> Check {
-        let v = Self::params(spec);
+    fn check(config: &RunConfig) -> Check {
+        let v = Self::params(config);
         if v.eps < 0.0 || v.gamma <= 0.0 {
             return Err(("vicreg".into(), format!("eps ≥ 0 and gamma > 0 expected, got eps {} gamma {}", v.eps, v.gamma)));
         }
         Ok(())
     }
 
-    fn step_loss(spec: &RunSpec, net: &Network, views: &[Tensor], _ctx: &StepContext) -> Result<StepOutput> {
+    fn step_loss(config: &RunConfig, net: &Network, views: &[Tensor], _ctx: &StepContext) -> Result<StepOutput> {
         let z = net.embed_views(views)?;
-        let LossValue { loss, terms } = named(infomax_losses::vicreg(&z[0], &z[1], Self::params(spec))?);
+        let LossValue { loss, terms } = named(infomax_losses::vicreg(&z[0], &z[1], Self::params(config))?);
         Ok(StepOutput { loss, terms, embeddings: z })
     }
 

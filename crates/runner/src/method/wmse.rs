@@ -11,7 +11,7 @@ use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
 use super::{Check, LossValue, MethodImpl, Network, StepContext, StepOutput};
-use crate::spec::{HeadSpec, OptimizerSpec, RunSpec};
+use crate::config::{HeadConfig, OptimizerConfig, RunConfig};
 use crate::Result;
 
 /// `w_iter` orderings of `0..n` whose consecutive `w_size` chunks are the whitened sub-batches:
@@ -58,15 +58,15 @@ impl MethodImpl for Wmse {
     const LOSS_NOTE: &'static str = "w_size 0 is the whole batch; permute 0 takes consecutive rows as sub-batches";
     type LossSettings = WmseLossSettings;
 
-    fn recipe(spec: &mut RunSpec) {
-        spec.projector = HeadSpec::wmse_head();
-        spec.optimizer = OptimizerSpec::wmse_adam();
-        spec.train.batch_size = 512;
+    fn recipe(config: &mut RunConfig) {
+        config.projector = HeadConfig::wmse_head();
+        config.optimizer = OptimizerConfig::wmse_adam();
+        config.train.batch_size = 512;
     }
 
     /// The loss's own rules for its sub-batches against the run's batch and embedding sizes.
-    fn check(spec: &RunSpec) -> Check {
-        infomax_losses::wmse::check_config(Self::params(spec), spec.train.batch_size, spec.embedding_dim(), "train.batch_size").map_err(
+    fn check(config: &RunConfig) -> Check {
+        infomax_losses::wmse::check_config(Self::params(config), config.train.batch_size, config.embedding_dim(), "train.batch_size").map_err(
             |e| {
                 let field = format!("wmse.{}", e.parameter().unwrap_or("w_size"));
                 match e {
@@ -77,8 +77,8 @@ impl MethodImpl for Wmse {
         )
     }
 
-    fn step_loss(spec: &RunSpec, net: &Network, views: &[Tensor], ctx: &StepContext) -> Result<StepOutput> {
-        let cfg = Self::params(spec);
+    fn step_loss(config: &RunConfig, net: &Network, views: &[Tensor], ctx: &StepContext) -> Result<StepOutput> {
+        let cfg = Self::params(config);
         let z = net.embed_views(views)?;
         let n = z[0].dim(0)?;
         let mut rng = rng_for(ctx.seed, Purpose::Whiten, ctx.epoch, ctx.step, 0);

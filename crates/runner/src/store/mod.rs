@@ -5,7 +5,7 @@
 //! generated from it; the typed rows ([`rows`]); and every reader and writer (`read.rs`,
 //! `write.rs`, `merge.rs`, `status.rs`). Nothing else in infomax writes SQL against the file;
 //! the report reads it through [`Store::open_read_only`] and the readers, so a run's
-//! configuration comes back as a [`crate::RunSpec`] and a renamed field fails to compile rather
+//! configuration comes back as a [`crate::RunConfig`] and a renamed field fails to compile rather
 //! than go missing from a page.
 //!
 //! The schema version lives in `PRAGMA user_version`; an older file is migrated forward on
@@ -129,16 +129,16 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::{Dataset, Method, RunSpec};
+    use crate::config::{Dataset, Method, RunConfig};
 
     #[test]
     fn schema_round_trip_and_completion_lookup() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sub/results.sqlite");
         let store = Store::open(&path).unwrap();
-        let spec = RunSpec::defaults(Method::Vicreg, Dataset::Cifar10);
-        let id = store.start_run(&spec, "test", "machine").unwrap();
-        assert_eq!(store.completed_run(&spec.hash()).unwrap(), None);
+        let config = RunConfig::defaults(Method::Vicreg, Dataset::Cifar10);
+        let id = store.start_run(&config, "test", "machine").unwrap();
+        assert_eq!(store.completed_run(&config.hash()).unwrap(), None);
         let e = EpochRecord {
             epoch: 1,
             loss: 2.5,
@@ -164,7 +164,7 @@ mod tests {
             )
             .unwrap();
         store.finish_run(id, RunStatus::Finished, None).unwrap();
-        assert_eq!(store.completed_run(&spec.hash()).unwrap(), Some((id, "finished".into())));
+        assert_eq!(store.completed_run(&config.hash()).unwrap(), Some((id, "finished".into())));
         drop(store);
         // Reopening keeps everything and does not recreate the schema.
         let store = Store::open(&path).unwrap();
@@ -178,8 +178,8 @@ mod tests {
     fn resume_drops_rows_after_the_checkpoint() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("r.sqlite")).unwrap();
-        let spec = RunSpec::defaults(Method::Vicreg, Dataset::Cifar10);
-        let id = store.start_run(&spec, "v", "m").unwrap();
+        let config = RunConfig::defaults(Method::Vicreg, Dataset::Cifar10);
+        let id = store.start_run(&config, "v", "m").unwrap();
         for epoch in 1..=3 {
             let terms = vec![("loss.x".to_string(), 1.0)];
             let e = EpochRecord { epoch, loss: 1.0, lr: 0.1, images_per_second: 1.0, wall_seconds: 1.0, terms };
@@ -221,8 +221,8 @@ mod tests {
             .unwrap();
         assert_eq!((id, grid.as_str()), (7, "{}"), "ids and rows kept");
         assert_eq!(store.completed_run("h").unwrap(), Some((7, "finished".into())));
-        let spec = RunSpec::defaults(Method::Vicreg, Dataset::Cifar10);
-        store.skip_run(&spec, "dataset not found", "v", "m").unwrap();
+        let config = RunConfig::defaults(Method::Vicreg, Dataset::Cifar10);
+        store.skip_run(&config, "dataset not found", "v", "m").unwrap();
         // Foreign keys still point at the rebuilt table.
         assert!(c.execute("INSERT INTO epochs VALUES (999, 1, 1.0, 0.1, 1.0, 1.0)", []).is_err());
         store
@@ -243,9 +243,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("r.sqlite");
         let store = Store::open(&path).unwrap();
-        let spec = RunSpec::defaults(Method::Vicreg, Dataset::Cifar10);
-        store.start_run(&spec, "v", "m").unwrap();
-        assert_eq!(store.mark_interrupted(&spec.hash()).unwrap(), 1);
+        let config = RunConfig::defaults(Method::Vicreg, Dataset::Cifar10);
+        store.start_run(&config, "v", "m").unwrap();
+        assert_eq!(store.mark_interrupted(&config.hash()).unwrap(), 1);
         store.connection().pragma_update(None, "user_version", 99).unwrap();
         drop(store);
         let err = Store::open(&path).err().unwrap().to_string();
@@ -284,10 +284,10 @@ mod tests {
         let runs = store.runs().unwrap();
         let planned = store.planned_runs().unwrap();
         assert_eq!((runs.len(), planned.len()), (3, 4));
-        for (hash, spec) in
-            runs.iter().map(|r| (&r.config_hash, &r.spec)).chain(planned.iter().map(|p| (&p.config_hash, &p.spec)))
+        for (hash, config) in
+            runs.iter().map(|r| (&r.config_hash, &r.config)).chain(planned.iter().map(|p| (&p.config_hash, &p.config)))
         {
-            assert_eq!(&spec.hash(), hash, "the run's identity still holds");
+            assert_eq!(&config.hash(), hash, "the run's identity still holds");
         }
         let e = &store.experiments().unwrap()[0];
         assert_eq!((e.name.as_str(), e.axes.len(), e.profiles.is_empty()), ("table1", 2, false));

@@ -1,6 +1,6 @@
 //! Readers: whole tables as typed rows (what a report needs, read in a few passes), and the
 //! lookups training and the CLI make. A run's configuration that does not parse as a
-//! [`RunSpec`] is an error naming the database, the run and serde's complaint.
+//! [`RunConfig`] is an error naming the database, the run and serde's complaint.
 
 use std::collections::HashMap;
 
@@ -8,7 +8,7 @@ use rusqlite::{params, OptionalExtension, Row};
 
 use super::rows::{EpochRecord, EvalRecord, Experiment, PlannedRecord, ReferenceValue, RunRecord};
 use super::Store;
-use crate::spec::RunSpec;
+use crate::config::RunConfig;
 use crate::{Error, Result};
 
 impl Store {
@@ -81,7 +81,7 @@ impl Store {
                 )| {
                     Ok(RunRecord {
                         id,
-                        spec: self.parse_spec(&config, || format!("run {id}"))?,
+                        config: self.parse_spec(&config, || format!("run {id}"))?,
                         config_hash,
                         status: status.parse().map_err(|x| self.schema_error(format!("run {id}: {x}")))?,
                         detail,
@@ -104,8 +104,8 @@ impl Store {
         )?;
         rows.into_iter()
             .map(|(config_hash, label, config)| {
-                let spec = self.parse_spec(&config, || format!("planned run {config_hash}"))?;
-                Ok(PlannedRecord { config_hash, label, spec })
+                let config = self.parse_spec(&config, || format!("planned run {config_hash}"))?;
+                Ok(PlannedRecord { config_hash, label, config })
             })
             .collect()
     }
@@ -204,7 +204,7 @@ impl Store {
 
     /// The run `run` names: its id, or a prefix (6 or more hex digits) of its configuration
     /// hash (the latest row of that hash); with its status and configuration.
-    pub fn find_run(&self, run: &str) -> Result<(i64, String, RunSpec)> {
+    pub fn find_run(&self, run: &str) -> Result<(i64, String, RunConfig)> {
         let sql = "SELECT id, status, config_json FROM runs";
         let get = |r: &Row| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?));
         let rows = if let Ok(id) = run.parse::<i64>() {
@@ -243,16 +243,16 @@ impl Store {
                 })
             }
         };
-        let spec = serde_json::from_str(&config).map_err(|e| Error::Run {
+        let config = serde_json::from_str(&config).map_err(|e| Error::Run {
             run: run.into(),
             what: format!("its stored configuration does not parse: {e}"),
         })?;
-        Ok((id, status, spec))
+        Ok((id, status, config))
     }
 
     /// The configuration and images per second of the latest `limit` epochs recorded on
     /// `machine` (newest first); epochs of configurations that no longer parse are left out.
-    pub fn recent_throughput(&self, machine: &str, limit: usize) -> Result<Vec<(RunSpec, f64)>> {
+    pub fn recent_throughput(&self, machine: &str, limit: usize) -> Result<Vec<(RunConfig, f64)>> {
         let rows = self.rows_with(
             "SELECT r.config_json, e.images_per_second FROM epochs e JOIN runs r ON r.id = e.run_id
              WHERE r.machine = ?1 ORDER BY r.id DESC, e.epoch DESC LIMIT ?2",
@@ -263,7 +263,7 @@ impl Store {
     }
 
     /// A stored configuration, parsed; `which` names its row for the error.
-    fn parse_spec(&self, json: &str, which: impl Fn() -> String) -> Result<RunSpec> {
+    fn parse_spec(&self, json: &str, which: impl Fn() -> String) -> Result<RunConfig> {
         serde_json::from_str(json).map_err(|e| {
             self.schema_error(format!("{}: its configuration does not parse as this infomax's: {e}", which()))
         })
@@ -289,11 +289,11 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::spec::{Dataset, Method};
+    use crate::config::{Dataset, Method};
     use crate::store::{Exclusion, GridAxis, RunStatus};
 
-    fn spec(method: Method, seed: u64) -> RunSpec {
-        let mut s = RunSpec::defaults(method, Dataset::Cifar10);
+    fn config(method: Method, seed: u64) -> RunConfig {
+        let mut s = RunConfig::defaults(method, Dataset::Cifar10);
         (s.experiment, s.profile, s.seed) = ("e".into(), "p".into(), seed);
         s.grid = BTreeMap::from([("method".to_string(), method.name().to_string())]);
         s
@@ -305,7 +305,7 @@ mod tests {
     fn readers_return_what_the_writers_wrote() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("r.sqlite")).unwrap();
-        let (a, b) = (spec(Method::Simclr, 0), spec(Method::Byol, 1));
+        let (a, b) = (config(Method::Simclr, 0), config(Method::Byol, 1));
         let id = store.start_run(&a, "v", "m").unwrap();
         let terms = vec![("loss.x".to_string(), 1.5), ("diag.y".to_string(), 2.5)];
         let e = EpochRecord { epoch: 1, loss: 1.0, lr: 0.1, images_per_second: 9.0, wall_seconds: 2.0, terms };
@@ -337,14 +337,14 @@ mod tests {
                 source: "s".into(),
             }],
         };
-        let planned = PlannedRecord { config_hash: b.hash(), label: "method=byol seed=1".into(), spec: b.clone() };
+        let planned = PlannedRecord { config_hash: b.hash(), label: "method=byol seed=1".into(), config: b.clone() };
         store.write_experiment(&experiment, std::slice::from_ref(&planned)).unwrap();
 
         assert_eq!(store.experiments().unwrap(), vec![experiment]);
         assert_eq!(store.planned_runs().unwrap(), vec![planned]);
         let runs = store.runs().unwrap();
         assert_eq!(
-            runs.iter().map(|r| (&r.spec, r.status)).collect::<Vec<_>>(),
+            runs.iter().map(|r| (&r.config, r.status)).collect::<Vec<_>>(),
             [(&a, RunStatus::Finished), (&b, RunStatus::Skipped)]
         );
         assert_eq!((runs[0].id, runs[0].config_hash.as_str(), runs[0].code_version.as_str()), (id, &*a.hash(), "v"));
@@ -367,7 +367,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("r.sqlite");
         let store = Store::open(&path).unwrap();
-        let id = store.start_run(&spec(Method::Vicreg, 0), "v", "m").unwrap();
+        let id = store.start_run(&config(Method::Vicreg, 0), "v", "m").unwrap();
         store.connection().execute("UPDATE runs SET config_json = '{\"seed\": 0}' WHERE id = ?1", [id]).unwrap();
         let err = store.runs().unwrap_err().to_string();
         assert!(err.contains(&path.display().to_string()) && err.contains(&format!("run {id}:")), "{err}");

@@ -1,15 +1,15 @@
 //! The rows the store writes and reads, typed. A run's configuration is stored as the canonical
-//! JSON of its [`RunSpec`] and read back as one, so what a row says about a run (its experiment,
+//! JSON of its [`RunConfig`] and read back as one, so what a row says about a run (its experiment,
 //! method, dataset, seed, epochs, grid coordinates) is the configuration's own fields.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::config::RunConfig;
 pub use crate::experiment::Exclusion;
 use crate::experiment::ExperimentFile;
 use crate::plan::PlannedRun;
-use crate::spec::RunSpec;
 
 /// Status values of a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,7 +63,7 @@ impl std::str::FromStr for RunStatus {
 pub struct RunRecord {
     pub id: i64,
     /// The configuration: experiment, profile, grid coordinates, method, dataset, seed, epochs.
-    pub spec: RunSpec,
+    pub config: RunConfig,
     /// SHA-256 of the configuration's canonical JSON when it was written: the run's identity.
     pub config_hash: String,
     pub status: RunStatus,
@@ -82,12 +82,12 @@ pub struct PlannedRecord {
     pub config_hash: String,
     /// Grid coordinates and seed: `method=w-mse-4 dataset=cifar10 seed=0`.
     pub label: String,
-    pub spec: RunSpec,
+    pub config: RunConfig,
 }
 
 impl From<&PlannedRun> for PlannedRecord {
     fn from(run: &PlannedRun) -> Self {
-        PlannedRecord { config_hash: run.spec.hash(), label: run.label(), spec: run.spec.clone() }
+        PlannedRecord { config_hash: run.config.hash(), label: run.label(), config: run.config.clone() }
     }
 }
 
@@ -261,13 +261,13 @@ pub fn label(grid: &BTreeMap<String, String>, method: &str, dataset: &str, seed:
 }
 
 /// [`label`] of a configuration.
-pub fn run_label(spec: &RunSpec) -> String {
-    label(&spec.grid, spec.method.name(), spec.dataset.name(), spec.seed)
+pub fn run_label(config: &RunConfig) -> String {
+    label(&config.grid, config.method.name(), config.dataset.name(), config.seed)
 }
 
 /// `grid_json`: a run's grid coordinates.
-pub(super) fn grid_json(spec: &RunSpec) -> String {
-    serde_json::to_string(&spec.grid).expect("a map of strings serialises")
+pub(super) fn grid_json(config: &RunConfig) -> String {
+    serde_json::to_string(&config.grid).expect("a map of strings serialises")
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use rusqlite::params;
 
 use super::rows::label;
 use super::Store;
-use crate::spec::RunSpec;
+use crate::config::RunConfig;
 use crate::Result;
 
 /// One run as `infomax status` shows it.
@@ -92,7 +92,7 @@ impl Store {
             .and_then(|mut stmt| {
                 stmt.query_map(params![experiment], |r| {
                     let config: String = r.get(4)?;
-                    let epochs = serde_json::from_str::<RunSpec>(&config).map_or(0, |s| s.train.epochs);
+                    let epochs = serde_json::from_str::<RunConfig>(&config).map_or(0, |s| s.train.epochs);
                     Ok(RunRow {
                         id: None,
                         experiment: r.get(0)?,

@@ -6,21 +6,21 @@ use rusqlite::params;
 
 use super::rows::{grid_json, EpochRecord, EvalRecord, Experiment, PlannedRecord, RunStatus};
 use super::{schema, Store};
+use crate::config::RunConfig;
 use crate::experiment::ExperimentFile;
 use crate::plan::PlannedRun;
-use crate::spec::RunSpec;
 use crate::Result;
 
 const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
 
 impl Store {
     /// Insert a run in status `running`; returns its id.
-    pub fn start_run(&self, spec: &RunSpec, code_version: &str, machine: &str) -> Result<i64> {
+    pub fn start_run(&self, config: &RunConfig, code_version: &str, machine: &str) -> Result<i64> {
         let tx = self.conn.unchecked_transaction().map_err(self.err())?;
-        self.insert_run(&tx, spec, RunStatus::Running, None, code_version, machine)?;
+        self.insert_run(&tx, config, RunStatus::Running, None, code_version, machine)?;
         let id = tx.last_insert_rowid();
         // A run that starts replaces the record of its earlier skip.
-        tx.execute("DELETE FROM runs WHERE config_hash = ?1 AND status = 'skipped'", params![spec.hash()])
+        tx.execute("DELETE FROM runs WHERE config_hash = ?1 AND status = 'skipped'", params![config.hash()])
             .map_err(self.err())?;
         tx.commit().map_err(self.err())?;
         Ok(id)
@@ -28,19 +28,19 @@ impl Store {
 
     /// Record that a run could not start for a reason outside it (its dataset is not on disk):
     /// one `skipped` row per configuration, its reason updated, removed once the run starts.
-    pub fn skip_run(&self, spec: &RunSpec, reason: &str, code_version: &str, machine: &str) -> Result<()> {
+    pub fn skip_run(&self, config: &RunConfig, reason: &str, code_version: &str, machine: &str) -> Result<()> {
         let tx = self.conn.unchecked_transaction().map_err(self.err())?;
-        tx.execute("DELETE FROM runs WHERE config_hash = ?1 AND status = 'skipped'", params![spec.hash()])
+        tx.execute("DELETE FROM runs WHERE config_hash = ?1 AND status = 'skipped'", params![config.hash()])
             .map_err(self.err())?;
-        self.insert_run(&tx, spec, RunStatus::Skipped, Some(reason), code_version, machine)?;
+        self.insert_run(&tx, config, RunStatus::Skipped, Some(reason), code_version, machine)?;
         tx.commit().map_err(self.err())
     }
 
-    /// A row of `runs` for `spec`, started now (and ended now unless it is running).
+    /// A row of `runs` for `config`, started now (and ended now unless it is running).
     fn insert_run(
         &self,
         tx: &rusqlite::Transaction,
-        spec: &RunSpec,
+        config: &RunConfig,
         status: RunStatus,
         detail: Option<&str>,
         code_version: &str,
@@ -54,19 +54,19 @@ impl Store {
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, {NOW}, {finished_at}, ?11, ?12, ?13)"
             ),
             params![
-                spec.experiment,
-                spec.profile,
-                spec.method.name(),
-                spec.dataset.name(),
-                spec.seed as i64,
-                spec.train.epochs as i64,
-                spec.canonical_json(),
-                spec.hash(),
+                config.experiment,
+                config.profile,
+                config.method.name(),
+                config.dataset.name(),
+                config.seed as i64,
+                config.train.epochs as i64,
+                config.canonical_json(),
+                config.hash(),
                 status.as_str(),
                 detail,
                 code_version,
                 machine,
-                grid_json(spec)
+                grid_json(config)
             ],
         )
         .map(|_| ())
@@ -154,11 +154,11 @@ impl Store {
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![
                     p.config_hash,
-                    p.spec.experiment,
-                    p.spec.profile,
+                    p.config.experiment,
+                    p.config.profile,
                     p.label,
-                    grid_json(&p.spec),
-                    p.spec.canonical_json()
+                    grid_json(&p.config),
+                    p.config.canonical_json()
                 ],
             )
             .map_err(self.err())?;

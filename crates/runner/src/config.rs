@@ -1,5 +1,5 @@
-//! [`RunSpec`]: the fully resolved configuration of one run. Nothing in it is left to resolve
-//! later; its canonical JSON, hashed, is the run's identity (the same spec is the same run on
+//! [`RunConfig`]: the fully resolved configuration of one run. Nothing in it is left to resolve
+//! later; its canonical JSON, hashed, is the run's identity (the same config is the same run on
 //! every machine).
 
 use std::collections::BTreeMap;
@@ -13,7 +13,7 @@ pub use infomax_data::Dataset;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct EncoderSpec {
+pub struct EncoderConfig {
     /// `resnet18` or `resnet34`.
     pub arch: String,
     /// Channel multiplier (1.0 = 64-128-256-512).
@@ -27,7 +27,7 @@ pub struct EncoderSpec {
     pub conv: ConvKernels,
 }
 
-impl EncoderSpec {
+impl EncoderConfig {
     /// The model crate's configuration of this encoder.
     pub fn resnet(&self) -> infomax_model::ResNetConfig {
         infomax_model::ResNetConfig {
@@ -69,15 +69,15 @@ fn is_default<T: Default + PartialEq>(v: &T) -> bool {
 /// branch has its own projector of the same shape; evaluation reads the first branch's encoder.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct BranchBSpec {
-    pub encoder: EncoderSpec,
+pub struct BranchBConfig {
+    pub encoder: EncoderConfig,
 }
 
 /// An MLP head (projector or predictor): `Linear → BN → ReLU` per hidden width, then a last
 /// `Linear`, optionally followed by a BatchNorm.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct HeadSpec {
+pub struct HeadConfig {
     /// Layer widths; the last is the head's output size.
     pub widths: Vec<usize>,
     /// Bias in the hidden Linears (Barlow Twins' and SimSiam's have none).
@@ -93,11 +93,11 @@ pub struct HeadSpec {
     pub joint_views: bool,
 }
 
-impl HeadSpec {
+impl HeadConfig {
     /// `Linear → BN → ReLU` hidden layers with biases and a biased last Linear, views forwarded
     /// one by one.
     pub fn mlp(widths: &[usize]) -> Self {
-        HeadSpec {
+        HeadConfig {
             widths: widths.to_vec(),
             hidden_bias: true,
             last_bias: true,
@@ -110,12 +110,12 @@ impl HeadSpec {
     /// The FAIR projector of VICReg and Barlow Twins: 2048-2048-2048, a bias-free last Linear,
     /// biases in the hidden Linears when `hidden_bias` (VICReg's; Barlow Twins' have none).
     pub fn fair_projector(hidden_bias: bool) -> Self {
-        HeadSpec { widths: vec![2048, 2048, 2048], hidden_bias, last_bias: false, ..HeadSpec::mlp(&[]) }
+        HeadConfig { widths: vec![2048, 2048, 2048], hidden_bias, last_bias: false, ..HeadConfig::mlp(&[]) }
     }
 
     /// The W-MSE code's head: 1024 → 64 with biases, all views forwarded as one batch.
     pub fn wmse_head() -> Self {
-        HeadSpec { joint_views: true, ..HeadSpec::mlp(&[1024, 64]) }
+        HeadConfig { joint_views: true, ..HeadConfig::mlp(&[1024, 64]) }
     }
 }
 
@@ -123,7 +123,7 @@ impl HeadSpec {
 /// `coeff · mean_views mean_j max(0, γ − sqrt(Var(z^j) + ε))` (the VICReg paper's Fig. 3).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct VarianceRegSpec {
+pub struct VarianceRegConfig {
     pub coeff: f64,
     pub gamma: f64,
     pub eps: f64,
@@ -139,7 +139,7 @@ pub enum OptimizerKind {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct OptimizerSpec {
+pub struct OptimizerConfig {
     pub kind: OptimizerKind,
     /// Base learning rate; multiplied by batch/256 when `lr_batch_scaling` (FAIR convention).
     pub lr: f64,
@@ -160,11 +160,11 @@ pub struct OptimizerSpec {
     pub end_lr_factor: f64,
 }
 
-impl OptimizerSpec {
+impl OptimizerConfig {
     /// The FAIR recipe: LARS, lr 0.3 × batch/256, weight decay 1e-6, 10 warm-up epochs, then a
     /// cosine to 0.001 × peak.
     pub fn lars() -> Self {
-        OptimizerSpec {
+        OptimizerConfig {
             kind: OptimizerKind::Lars,
             lr: 0.3,
             lr_batch_scaling: true,
@@ -182,20 +182,20 @@ impl OptimizerSpec {
     /// The W-MSE code's Adam (its W-MSE, SimCLR and BYOL): lr 3e-3, L2 1e-6, 500 warm-up
     /// iterations (≈ 5 epochs of batch 512), a cosine to 0.
     pub fn wmse_adam() -> Self {
-        OptimizerSpec {
+        OptimizerConfig {
             kind: OptimizerKind::Adam,
             lr: 3e-3,
             lr_batch_scaling: false,
             warmup_epochs: 5.0,
             end_lr_factor: 0.0,
-            ..OptimizerSpec::lars()
+            ..OptimizerConfig::lars()
         }
     }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct TrainSpec {
+pub struct TrainConfig {
     pub epochs: usize,
     pub batch_size: usize,
     /// Augmented views per image (d).
@@ -212,7 +212,7 @@ pub struct TrainSpec {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct EvalSpec {
+pub struct EvalConfig {
     /// k-NN bank: the first N training images, un-augmented (0 = all).
     pub bank_images: usize,
     /// k-NN queries: the first N test images (0 = all).
@@ -230,7 +230,7 @@ pub struct EvalSpec {
 /// One run, fully resolved.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RunSpec {
+pub struct RunConfig {
     pub experiment: String,
     pub profile: String,
     /// The run's coordinates in its experiment's grid (axis → value name; the seed is `seed`).
@@ -239,38 +239,38 @@ pub struct RunSpec {
     pub method: Method,
     pub dataset: Dataset,
     pub seed: u64,
-    pub encoder: EncoderSpec,
+    pub encoder: EncoderConfig,
     /// The projector; its output is the embedding the loss sees.
-    pub projector: HeadSpec,
+    pub projector: HeadConfig,
     /// Branch B, with its own weights (absent: both views share one network).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub branch_b: Option<BranchBSpec>,
+    pub branch_b: Option<BranchBConfig>,
     /// BYOL's and SimSiam's predictor, on the projector's output.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub predictor: Option<HeadSpec>,
+    pub predictor: Option<HeadConfig>,
     /// Each method's parameters, a table under the method's key (`[vicreg]`, `[wmse]`, …):
     /// present exactly when it is the run's method.
     #[serde(flatten)]
     pub method_params: MethodParams,
     /// VICReg's variance term added to any method (absent: not added).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub variance_reg: Option<VarianceRegSpec>,
-    pub optimizer: OptimizerSpec,
-    pub train: TrainSpec,
+    pub variance_reg: Option<VarianceRegConfig>,
+    pub optimizer: OptimizerConfig,
+    pub train: TrainConfig,
     pub augment: Augment,
-    pub eval: EvalSpec,
+    pub eval: EvalConfig,
 }
 
-impl RunSpec {
+impl RunConfig {
     /// Canonical JSON: keys sorted at every level (serde_json's map is ordered), no whitespace.
     pub fn canonical_json(&self) -> String {
-        let value = serde_json::to_value(self).expect("a RunSpec always serialises");
+        let value = serde_json::to_value(self).expect("a RunConfig always serialises");
         serde_json::to_string(&value).expect("JSON values always serialise")
     }
 
     /// A run configuration from a complete TOML table, strictly: an unknown or mistyped field is
     /// `(its path, what was expected)`.
-    pub fn from_toml(table: toml::Table) -> std::result::Result<RunSpec, (String, String)> {
+    pub fn from_toml(table: toml::Table) -> std::result::Result<RunConfig, (String, String)> {
         // The method tables are flattened into the configuration, where serde loses the path of
         // a bad field: each is read on its own first.
         for key in MethodParams::KEYS {
@@ -297,12 +297,12 @@ impl RunSpec {
 
     /// Every top-level key a run configuration can have.
     fn keys() -> Vec<String> {
-        let mut full = RunSpec::defaults(Method::ALL[0], Dataset::Cifar10);
+        let mut full = RunConfig::defaults(Method::ALL[0], Dataset::Cifar10);
         full.grid.insert("axis".into(), "value".into());
-        full.branch_b = Some(BranchBSpec { encoder: full.encoder.clone() });
+        full.branch_b = Some(BranchBConfig { encoder: full.encoder.clone() });
         full.predictor = Some(full.projector.clone());
-        full.variance_reg = Some(VarianceRegSpec { coeff: 1.0, gamma: 1.0, eps: 1e-4 });
-        let serde_json::Value::Object(map) = serde_json::to_value(&full).expect("a RunSpec always serialises") else {
+        full.variance_reg = Some(VarianceRegConfig { coeff: 1.0, gamma: 1.0, eps: 1e-4 });
+        let serde_json::Value::Object(map) = serde_json::to_value(&full).expect("a RunConfig always serialises") else {
             unreachable!("a struct serialises to an object")
         };
         let mut keys: Vec<String> = map.into_iter().map(|(k, _)| k).collect();
@@ -333,15 +333,15 @@ impl RunSpec {
     /// Built-in defaults for a method and dataset: the values a file may leave out. Shared
     /// defaults (ResNet-18, the FAIR projector, LARS, 1,000 epochs of batch 256, the W-MSE
     /// augmentations and evaluation), then the method's own table and recipe from its file.
-    pub fn defaults(method: Method, dataset: Dataset) -> RunSpec {
-        let mut spec = RunSpec {
+    pub fn defaults(method: Method, dataset: Dataset) -> RunConfig {
+        let mut config = RunConfig {
             experiment: String::new(),
             profile: String::new(),
             grid: BTreeMap::new(),
             method,
             dataset,
             seed: 0,
-            encoder: EncoderSpec {
+            encoder: EncoderConfig {
                 arch: "resnet18".into(),
                 width: 1.0,
                 small_stem: true,
@@ -349,13 +349,13 @@ impl RunSpec {
                 zero_init_residual: false,
                 conv: ConvKernels::Im2col,
             },
-            projector: HeadSpec::fair_projector(true),
+            projector: HeadConfig::fair_projector(true),
             branch_b: None,
             predictor: None,
             method_params: MethodParams::default(),
             variance_reg: None,
-            optimizer: OptimizerSpec::lars(),
-            train: TrainSpec {
+            optimizer: OptimizerConfig::lars(),
+            train: TrainConfig {
                 epochs: 1000,
                 batch_size: 256,
                 views: 2,
@@ -364,7 +364,7 @@ impl RunSpec {
                 precision: Precision::F32,
             },
             augment: Self::augment_defaults(Preset::Wmse, dataset),
-            eval: EvalSpec {
+            eval: EvalConfig {
                 bank_images: 0,
                 test_images: 0,
                 every_epochs: 0,
@@ -373,8 +373,8 @@ impl RunSpec {
                 linear_batch_size: 1000,
             },
         };
-        method.recipe(&mut spec);
-        spec
+        method.recipe(&mut config);
+        config
     }
 
     /// A preset's augmentations at the dataset's crop size, normalisation and evaluation transform.
@@ -399,20 +399,20 @@ mod tests {
 
     #[test]
     fn hash_is_stable_and_sensitive() {
-        let a = RunSpec::defaults(Method::Vicreg, Dataset::Cifar10);
+        let a = RunConfig::defaults(Method::Vicreg, Dataset::Cifar10);
         let mut b = a.clone();
         assert_eq!(a.hash(), b.hash());
         assert_eq!(a.hash().len(), 64);
         b.seed = 1;
         assert_ne!(a.hash(), b.hash());
         let json = a.canonical_json();
-        let back: RunSpec = serde_json::from_str(&json).unwrap();
+        let back: RunConfig = serde_json::from_str(&json).unwrap();
         assert_eq!(back, a);
     }
 
     #[test]
     fn peak_lr_scales_with_batch() {
-        let mut s = RunSpec::defaults(Method::Vicreg, Dataset::Cifar10);
+        let mut s = RunConfig::defaults(Method::Vicreg, Dataset::Cifar10);
         s.train.batch_size = 512;
         assert!((s.peak_lr() - 0.6).abs() < 1e-12);
         s.optimizer.lr_batch_scaling = false;
@@ -422,7 +422,7 @@ mod tests {
     #[test]
     fn every_method_has_its_parameters_and_a_name_that_parses_back() {
         for m in Method::ALL {
-            let s = RunSpec::defaults(m, Dataset::Cifar10);
+            let s = RunConfig::defaults(m, Dataset::Cifar10);
             assert_eq!(m.name().parse::<Method>().unwrap(), m);
             let tables = serde_json::to_value(&s.method_params).unwrap();
             assert_eq!(tables.as_object().unwrap().len(), usize::from(m != Method::Simsiam), "{m:?}: {tables}");
