@@ -25,7 +25,7 @@ pub fn run(args: ExportEncoderArgs, paths: &Paths) -> Result<ExitCode> {
         anyhow::bail!("{}: no results database", paths.db.display());
     }
     let store = Store::open(&paths.db)?;
-    let e = infomax_runner::export::export_encoder(&store, &paths.checkpoints(), &run, &out)?;
+    let e = infomax_runner::export_encoder::export_encoder(&store, &paths.checkpoints(), &run, &out)?;
     let enc = &e.config.encoder;
     println!(
         "{}: run {} ({}, {} on {}), epoch {}/{}: {} tensors of a {} at width {} ({} stem{})",

@@ -10,7 +10,7 @@ mod error;
 pub mod estimate;
 pub mod eval;
 pub mod experiment;
-pub mod export;
+pub mod export_encoder;
 pub mod human;
 pub mod loss;
 pub mod method;
