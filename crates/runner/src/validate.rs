@@ -5,8 +5,23 @@
 use crate::config::{OptimizerKind, RunConfig};
 pub use crate::method::Check;
 
+/// Every check, in order: the networks, the training budget, the method, the optimiser, the
+/// evaluation and the augmentations.
 pub fn validate(s: &RunConfig) -> Check {
-    let fail = |field: &str, what: String| Err((field.to_string(), what));
+    check_networks(s)?;
+    check_training(s)?;
+    check_method(s)?;
+    check_optimizer(s)?;
+    check_evaluation(s)
+}
+
+/// A failed check of `field`.
+fn fail(field: &str, what: String) -> Check {
+    Err((field.to_string(), what))
+}
+
+/// The encoders, branch B and the heads.
+fn check_networks(s: &RunConfig) -> Check {
     if !["resnet18", "resnet34"].contains(&s.encoder.arch.as_str()) {
         return fail("encoder.arch", format!("`resnet18` or `resnet34` expected, got `{}`", s.encoder.arch));
     }
@@ -58,6 +73,11 @@ pub fn validate(s: &RunConfig) -> Check {
             );
         }
     }
+    Ok(())
+}
+
+/// The training budget: epochs, batch and images.
+fn check_training(s: &RunConfig) -> Check {
     let t = &s.train;
     if t.epochs == 0 {
         return fail("train.epochs", "at least 1 expected, got 0".into());
@@ -71,6 +91,12 @@ pub fn validate(s: &RunConfig) -> Check {
             format!("at least one batch ({}) expected, got {}", t.batch_size, t.train_images),
         );
     }
+    Ok(())
+}
+
+/// The method's own table and rules, its views and predictor, the added variance term.
+fn check_method(s: &RunConfig) -> Check {
+    let t = &s.train;
     s.method_params.check(s.method)?;
     if s.method.two_views() && t.views != 2 {
         return fail("train.views", format!("{} compares exactly 2 views, got {}", s.method.title(), t.views));
@@ -94,6 +120,12 @@ pub fn validate(s: &RunConfig) -> Check {
             );
         }
     }
+    Ok(())
+}
+
+/// The optimiser and its schedule.
+fn check_optimizer(s: &RunConfig) -> Check {
+    let t = &s.train;
     let o = &s.optimizer;
     if !(o.lr > 0.0 && o.lr.is_finite()) {
         return fail("optimizer.lr", format!("a positive learning rate expected, got {}", o.lr));
@@ -116,6 +148,11 @@ pub fn validate(s: &RunConfig) -> Check {
     if o.kind != OptimizerKind::Adam && !(0.0..1.0).contains(&o.momentum) {
         return fail("optimizer.momentum", format!("a value in [0, 1) expected, got {}", o.momentum));
     }
+    Ok(())
+}
+
+/// Evaluation and augmentations.
+fn check_evaluation(s: &RunConfig) -> Check {
     if s.eval.linear_epochs > 0 && s.eval.linear_batch_size == 0 {
         return fail("eval.linear_batch_size", "at least 1 expected, got 0".into());
     }
