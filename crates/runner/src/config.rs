@@ -314,6 +314,46 @@ impl RunConfig {
         keys
     }
 
+    /// Every field as a dotted path and its value's JSON text (`optimizer.lr` → `0.3`).
+    pub fn fields(&self) -> BTreeMap<String, String> {
+        fn flatten(prefix: &str, v: &serde_json::Value, out: &mut BTreeMap<String, String>) {
+            match v {
+                serde_json::Value::Object(m) => {
+                    for (k, v) in m {
+                        let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                        flatten(&key, v, out);
+                    }
+                }
+                other => {
+                    out.insert(prefix.to_string(), other.to_string());
+                }
+            }
+        }
+        let mut out = BTreeMap::new();
+        flatten("", &serde_json::to_value(self).expect("a RunConfig always serialises"), &mut out);
+        out
+    }
+
+    /// The fields in which this configuration differs from `other`, seed aside, as `key=value`
+    /// pairs sorted by key (a field `other` lacks shows this one's value, one this lacks `none`).
+    pub fn differences_from(&self, other: &RunConfig) -> Vec<(String, String)> {
+        let (mine, theirs) = (self.fields(), other.fields());
+        let keys: std::collections::BTreeSet<&String> = mine.keys().chain(theirs.keys()).collect();
+        keys.into_iter()
+            .filter(|k| *k != "seed" && mine.get(*k) != theirs.get(*k))
+            .map(|k| (k.clone(), mine.get(k).cloned().unwrap_or_else(|| "none".into())))
+            .collect()
+    }
+
+    /// The hash of the configuration without its seed: runs that share it are one configuration
+    /// trained from different seeds, and only such runs are pooled into a mean ± std over seeds.
+    pub fn seedless_hash(&self) -> String {
+        let mut value = serde_json::to_value(self).expect("a RunConfig always serialises");
+        value.as_object_mut().expect("a struct serialises to an object").remove("seed");
+        let digest = Sha256::digest(serde_json::to_string(&value).expect("JSON values always serialise").as_bytes());
+        digest.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
     /// SHA-256 of the canonical JSON, hex: the run's identity.
     pub fn hash(&self) -> String {
         let digest = Sha256::digest(self.canonical_json().as_bytes());
@@ -408,6 +448,30 @@ mod tests {
         let json = a.canonical_json();
         let back: RunConfig = serde_json::from_str(&json).unwrap();
         assert_eq!(back, a);
+    }
+
+    #[test]
+    fn differences_and_the_seedless_hash_set_seeds_apart_from_everything_else() {
+        let a = RunConfig::defaults(Method::Vicreg, Dataset::Cifar10);
+        let mut seed = a.clone();
+        seed.seed = 7;
+        assert_eq!(seed.seedless_hash(), a.seedless_hash());
+        assert!(seed.differences_from(&a).is_empty());
+        let mut budget = seed.clone();
+        budget.train.epochs = 3;
+        budget.optimizer.lr = 0.5;
+        assert_ne!(budget.seedless_hash(), a.seedless_hash());
+        assert_eq!(
+            budget.differences_from(&a),
+            [("optimizer.lr".to_string(), "0.5".to_string()), ("train.epochs".into(), "3".into())]
+        );
+        let other = RunConfig::defaults(Method::BarlowTwins, Dataset::Cifar10);
+        let d = other.differences_from(&a);
+        assert!(
+            d.contains(&("vicreg.sim_coeff".into(), "none".into()))
+                && d.contains(&("method".into(), "\"barlow-twins\"".into())),
+            "{d:?}"
+        );
     }
 
     #[test]

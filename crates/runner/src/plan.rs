@@ -120,20 +120,6 @@ pub fn plan(
     Ok(runs)
 }
 
-fn flatten(prefix: &str, v: &serde_json::Value, out: &mut BTreeMap<String, String>) {
-    match v {
-        serde_json::Value::Object(m) => {
-            for (k, v) in m {
-                let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
-                flatten(&key, v, out);
-            }
-        }
-        other => {
-            out.insert(prefix.to_string(), other.to_string());
-        }
-    }
-}
-
 /// For each run, the configuration fields whose values are not the same in every run of the plan
 /// (`key=value`, sorted by key); the grid coordinates and the fields of sections the run does
 /// not have (another method's parameters) are left out.
@@ -141,8 +127,7 @@ pub fn differences(runs: &[PlannedRun]) -> Vec<Vec<(String, String)>> {
     let flat: Vec<BTreeMap<String, String>> = runs
         .iter()
         .map(|r| {
-            let mut out = BTreeMap::new();
-            flatten("", &serde_json::to_value(&r.config).expect("a RunConfig serialises"), &mut out);
+            let mut out = r.config.fields();
             out.retain(|k, _| !k.starts_with("grid."));
             out
         })

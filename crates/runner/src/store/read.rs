@@ -81,7 +81,7 @@ impl Store {
                 )| {
                     Ok(RunRecord {
                         id,
-                        config: self.parse_spec(&config, || format!("run {id}"))?,
+                        config: self.parse_config(&config, || format!("run {id}"))?,
                         config_hash,
                         status: status.parse().map_err(|x| self.schema_error(format!("run {id}: {x}")))?,
                         detail,
@@ -104,7 +104,7 @@ impl Store {
         )?;
         rows.into_iter()
             .map(|(config_hash, label, config)| {
-                let config = self.parse_spec(&config, || format!("planned run {config_hash}"))?;
+                let config = self.parse_config(&config, || format!("planned run {config_hash}"))?;
                 Ok(PlannedRecord { config_hash, label, config })
             })
             .collect()
@@ -263,7 +263,7 @@ impl Store {
     }
 
     /// A stored configuration, parsed; `which` names its row for the error.
-    fn parse_spec(&self, json: &str, which: impl Fn() -> String) -> Result<RunConfig> {
+    fn parse_config(&self, json: &str, which: impl Fn() -> String) -> Result<RunConfig> {
         serde_json::from_str(json).map_err(|e| {
             self.schema_error(format!("{}: its configuration does not parse as this infomax's: {e}", which()))
         })
@@ -354,8 +354,8 @@ mod tests {
         assert_eq!(epochs[&id], vec![EpochRecord { terms: sorted, ..e }]);
         assert_eq!(epochs[&id][0].term("loss.x"), Some(1.5));
         assert_eq!(store.evaluations().unwrap()[&id], vec![eval]);
-        let (found, status, found_spec) = store.find_run(&a.hash()[..8]).unwrap();
-        assert_eq!((found, status.as_str(), found_spec), (id, "finished", a.clone()));
+        let (found, status, found_config) = store.find_run(&a.hash()[..8]).unwrap();
+        assert_eq!((found, status.as_str(), found_config), (id, "finished", a.clone()));
         assert_eq!(store.recent_throughput("m", 20).unwrap(), vec![(a, 9.0)]);
         assert!(store.recent_throughput("elsewhere", 20).unwrap().is_empty());
     }
