@@ -1,6 +1,7 @@
 //! `infomax compare`: methods down, datasets across, one metric, from every finished run in the
-//! database whatever its experiment — mean ± std over runs, with the profiles and experiments
-//! each cell draws on, so runs of different budgets are never averaged unnoticed.
+//! database whatever its experiment — a row per method and configuration (experiment, profile,
+//! grid cell, variant), mean ± std over that configuration's seeds: runs that differ in anything
+//! but the seed are never averaged.
 
 use std::collections::BTreeSet;
 use std::fmt::Write;
@@ -8,21 +9,22 @@ use std::fmt::Write;
 use serde::Serialize;
 
 use crate::aggregate::{summarise, Sample, Stat};
-use crate::db::{Database, Metric};
+use crate::db::{Database, Metric, Run};
 use crate::Result;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct CompareCell {
     pub stat: Option<Stat>,
-    /// `profile` or `experiment/profile` pairs the cell's runs come from.
-    pub sources: Vec<String>,
-    /// The cell mixes profiles: its runs had different budgets.
-    pub mixed: bool,
 }
 
+/// One method as one configuration: an experiment, profile, grid cell and variant. Runs are pooled
+/// over seeds only within a row, so a row never mixes budgets or any other setting.
 #[derive(Debug, Clone, Serialize)]
 pub struct CompareRow {
     pub method: String,
+    /// `experiment/profile`, the run's other grid coordinates and its variant
+    /// (`smoke/smoke · train.epochs=3`); empty for a method without a finished run.
+    pub source: String,
     pub cells: Vec<CompareCell>,
 }
 
@@ -35,6 +37,19 @@ pub struct Comparison {
     pub rows: Vec<CompareRow>,
 }
 
+/// Where a run's result belongs in the comparison: its experiment and profile, its grid
+/// coordinates other than method and dataset, and its variant.
+pub(crate) fn source(r: &Run) -> String {
+    let mut parts = vec![format!("{}/{}", r.config.experiment, r.config.profile)];
+    parts.extend(
+        r.config.grid.iter().filter(|(k, _)| *k != "method" && *k != "dataset").map(|(k, v)| format!("{k}={v}")),
+    );
+    if !r.variant.is_empty() {
+        parts.push(r.variant.clone());
+    }
+    parts.join(" · ")
+}
+
 /// Compare `methods` (the grid's method names, e.g. `w-mse-4`, or the loss's, e.g. `w-mse`) on
 /// `datasets`; an empty list means all present. `profile` restricts to one profile.
 pub fn compare(
@@ -44,13 +59,13 @@ pub fn compare(
     metric: Metric,
     profile: Option<&str>,
 ) -> Result<Comparison> {
-    let finished: Vec<_> = db
+    let finished: Vec<&Run> = db
         .runs
         .iter()
         .filter(|r| r.status == "finished" && profile.is_none_or(|p| r.config.profile == p))
         .filter(|r| db.result(r, metric).is_some())
         .collect();
-    let matches = |want: &String, r: &crate::db::Run| &r.method_label == want || r.config.method.name() == want;
+    let matches = |want: &String, r: &Run| &r.method_label == want || r.config.method.name() == want;
     let methods: Vec<String> = if methods.is_empty() {
         finished.iter().map(|r| r.method_label.clone()).collect::<BTreeSet<_>>().into_iter().collect()
     } else {
@@ -61,39 +76,41 @@ pub fn compare(
     } else {
         datasets.to_vec()
     };
-    let key = |m: &str, d: &str| format!("{m}\u{1f}{d}");
+    // A sample's group: the row (method and source), the dataset, and the configuration without
+    // its seed, so that only seeds of one configuration are ever averaged.
+    let key = |m: &str, r: &Run| {
+        format!("{m}\u{1f}{}\u{1f}{}\u{1f}{}", source(r), r.config.dataset.name(), r.config.seedless_hash())
+    };
     let mut samples = Vec::new();
     for m in &methods {
         for r in finished.iter().filter(|r| matches(m, r)) {
             samples.push(Sample {
-                group: key(m, r.config.dataset.name()),
+                group: key(m, r),
                 value: db.result(r, metric).expect("filtered on it"),
                 init: db.initial(r, metric),
             });
         }
     }
     let stats = summarise(&samples)?;
-    let rows = methods
-        .iter()
-        .map(|m| CompareRow {
-            method: m.clone(),
-            cells: datasets
+    let mut rows = Vec::new();
+    for m in &methods {
+        let sources: BTreeSet<String> = finished.iter().filter(|r| matches(m, r)).map(|r| source(r)).collect();
+        if sources.is_empty() {
+            let cells = datasets.iter().map(|_| CompareCell { stat: None }).collect();
+            rows.push(CompareRow { method: m.clone(), source: String::new(), cells });
+        }
+        for src in sources {
+            let cells = datasets
                 .iter()
                 .map(|d| {
-                    let runs: Vec<_> =
-                        finished.iter().filter(|r| matches(m, r) && r.config.dataset.name() == d).collect();
-                    let sources: BTreeSet<String> =
-                        runs.iter().map(|r| format!("{}/{}", r.config.experiment, r.config.profile)).collect();
-                    let profiles: BTreeSet<&str> = runs.iter().map(|r| r.config.profile.as_str()).collect();
-                    CompareCell {
-                        stat: stats.get(&key(m, d)).copied(),
-                        sources: sources.into_iter().collect(),
-                        mixed: profiles.len() > 1,
-                    }
+                    let run =
+                        finished.iter().find(|r| matches(m, r) && source(r) == src && r.config.dataset.name() == d);
+                    CompareCell { stat: run.and_then(|r| stats.get(&key(m, r)).copied()) }
                 })
-                .collect(),
-        })
-        .collect();
+                .collect();
+            rows.push(CompareRow { method: m.clone(), source: src, cells });
+        }
+    }
     Ok(Comparison {
         metric: metric.key(),
         metric_title: metric.title(),
@@ -115,16 +132,14 @@ pub fn format_stat(s: Option<&Stat>) -> String {
 }
 
 impl Comparison {
-    /// A plain-text table for the terminal, with the sources of each cell below it.
+    /// A plain-text table for the terminal.
     pub fn to_text(&self) -> String {
-        let mut header = vec!["method".to_string()];
+        let mut header = vec!["method".to_string(), "source".to_string()];
         header.extend(self.datasets.iter().cloned());
         let mut lines: Vec<Vec<String>> = vec![header];
         for r in &self.rows {
-            let mut line = vec![r.method.clone()];
-            line.extend(
-                r.cells.iter().map(|c| format!("{}{}", format_stat(c.stat.as_ref()), if c.mixed { " *" } else { "" })),
-            );
+            let mut line = vec![r.method.clone(), r.source.clone()];
+            line.extend(r.cells.iter().map(|c| format_stat(c.stat.as_ref())));
             lines.push(line);
         }
         let widths: Vec<usize> =
@@ -132,7 +147,7 @@ impl Comparison {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "{} — mean ± std (runs){}",
+            "{} — mean ± std over seeds (n){}",
             self.metric_title,
             self.profile.as_deref().map(|p| format!(", profile {p}")).unwrap_or_default()
         );
@@ -141,25 +156,12 @@ impl Comparison {
                 .iter()
                 .zip(&widths)
                 .enumerate()
-                .map(|(j, (c, w))| if j == 0 { format!("{c:<w$}") } else { format!("{c:>w$}") })
+                .map(|(j, (c, w))| if j < 2 { format!("{c:<w$}") } else { format!("{c:>w$}") })
                 .collect();
             let _ = writeln!(out, "{}", cells.join("  ").trim_end());
             if i == 0 {
                 let _ = writeln!(out, "{}", widths.iter().map(|w| "-".repeat(*w)).collect::<Vec<_>>().join("  "));
             }
-        }
-        let mut sources: BTreeSet<&str> = BTreeSet::new();
-        self.rows.iter().flat_map(|r| &r.cells).flat_map(|c| &c.sources).for_each(|s| {
-            sources.insert(s);
-        });
-        if !sources.is_empty() {
-            let _ = writeln!(out, "from experiment/profile: {}", sources.into_iter().collect::<Vec<_>>().join(", "));
-        }
-        if self.rows.iter().flat_map(|r| &r.cells).any(|c| c.mixed) {
-            let _ = writeln!(
-                out,
-                "* the cell averages runs of different profiles (budgets); pass --profile to separate them"
-            );
         }
         out
     }

@@ -23,6 +23,9 @@ pub struct Run {
     /// method's own (`w-mse`).
     pub method_label: String,
     pub config_hash: String,
+    /// How the configuration differs from its cell's recorded plan (`train.epochs=3`), empty for
+    /// the cell as planned: runs are pooled over seeds only within one variant.
+    pub variant: String,
     pub status: String,
     pub detail: Option<String>,
     pub started_at: Option<String>,
@@ -32,9 +35,10 @@ pub struct Run {
 }
 
 impl Run {
-    fn started(r: &RunRecord) -> Run {
+    fn started(r: &RunRecord, planned: &[PlannedRecord], records: &[RunRecord]) -> Run {
         Run {
             id: Some(r.id),
+            variant: store::variant_label(&store::variant_of(&r.config, planned, records.iter().map(|r| &r.config))),
             method_label: method_label(&r.config),
             config: r.config.clone(),
             config_hash: r.config_hash.clone(),
@@ -53,6 +57,7 @@ impl Run {
             method_label: method_label(&p.config),
             config: p.config,
             config_hash: p.config_hash,
+            variant: String::new(),
             status: "pending".into(),
             detail: None,
             started_at: None,
@@ -62,9 +67,12 @@ impl Run {
         }
     }
 
-    /// `method=w-mse-4 dataset=cifar10 seed=0`.
+    /// `method=w-mse-4 dataset=cifar10 seed=0`, and the variant when there is one.
     pub fn label(&self) -> String {
-        store::run_label(&self.config)
+        match self.variant.as_str() {
+            "" => store::run_label(&self.config),
+            v => format!("{} ({v})", store::run_label(&self.config)),
+        }
     }
 }
 
@@ -217,8 +225,11 @@ fn latest_then_pending(records: &[RunRecord], planned: Vec<PlannedRecord>) -> Ve
         let id = latest.entry(r.config_hash.as_str()).or_insert(r.id);
         *id = (*id).max(r.id);
     }
-    let mut runs: Vec<Run> =
-        records.iter().filter(|r| latest.get(r.config_hash.as_str()) == Some(&r.id)).map(Run::started).collect();
+    let mut runs: Vec<Run> = records
+        .iter()
+        .filter(|r| latest.get(r.config_hash.as_str()) == Some(&r.id))
+        .map(|r| Run::started(r, &planned, records))
+        .collect();
     runs.sort_by(|a, b| {
         (&a.config.experiment, &a.config.profile, a.id).cmp(&(&b.config.experiment, &b.config.profile, b.id))
     });

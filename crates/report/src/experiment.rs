@@ -47,7 +47,10 @@ pub struct Cell {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Row {
+    /// The row's grid coordinates, and its variant when it is one.
     pub label: String,
+    /// How the row's runs differ from the plan (`train.epochs=3`); empty for the cell as planned.
+    pub variant: String,
     pub cells: Vec<Cell>,
 }
 
@@ -189,9 +192,11 @@ fn combinations(axes: &[&GridAxis]) -> Vec<BTreeMap<String, String>> {
     out
 }
 
-fn cell_key(experiment: &str, profile: &str, cell: &BTreeMap<String, String>, metric: Metric) -> String {
+/// The group a run's result is pooled in: its experiment, profile, grid cell and variant, so that
+/// only runs whose configurations differ in nothing but the seed share a mean ± std.
+fn cell_key(experiment: &str, profile: &str, cell: &BTreeMap<String, String>, variant: &str, metric: Metric) -> String {
     format!(
-        "{experiment}\u{1f}{profile}\u{1f}{}\u{1f}{}",
+        "{experiment}\u{1f}{profile}\u{1f}{}\u{1f}{variant}\u{1f}{}",
         serde_json::to_string(cell).unwrap_or_default(),
         metric.key()
     )
@@ -239,13 +244,13 @@ fn missing_reason(
 
 /// Every experiment's page model.
 pub fn pages(db: &Database) -> Result<Vec<ExperimentPage>> {
-    // One sample per finished run and metric, grouped by (experiment, profile, cell, metric).
+    // One sample per finished run and metric, grouped by (experiment, profile, cell, variant, metric).
     let mut samples = Vec::new();
     for r in db.runs.iter().filter(|r| r.status == "finished") {
         for m in Metric::ALL {
             if let Some(value) = db.result(r, m) {
                 samples.push(Sample {
-                    group: cell_key(&r.config.experiment, &r.config.profile, &r.config.grid, m),
+                    group: cell_key(&r.config.experiment, &r.config.profile, &r.config.grid, &r.variant, m),
                     value,
                     init: db.initial(r, m),
                 });
@@ -281,7 +286,7 @@ fn page(db: &Database, e: &Experiment, stats: &HashMap<String, Stat>) -> Result<
         // Metrics with a number in some cell, the papers' first (the table's own), top-5 only if
         // the paper gives it.
         let measured = |m: Metric| {
-            profile_runs.iter().any(|r| stats.contains_key(&cell_key(&e.name, profile, &r.config.grid, m)))
+            profile_runs.iter().any(|r| stats.contains_key(&cell_key(&e.name, profile, &r.config.grid, &r.variant, m)))
                 || reference_metrics.contains(&m)
         };
         let mut metrics: Vec<Metric> = reference_metrics.clone();
@@ -297,43 +302,30 @@ fn page(db: &Database, e: &Experiment, stats: &HashMap<String, Stat>) -> Result<
         for &m in &metrics {
             let mut rows = Vec::new();
             for rc in &row_cells {
-                let mut cells = Vec::new();
-                for col in &columns {
-                    let mut cell = rc.clone();
-                    if let (Some(axis), Some(v)) = (column_axis, col) {
-                        cell.insert(axis.name.clone(), (*v).clone());
+                // The cell as planned first, then each variant its runs were trained as.
+                let mut variants: Vec<&str> = vec![""];
+                for r in profile_runs.iter().filter(|r| rc.iter().all(|(k, v)| r.config.grid.get(k) == Some(v))) {
+                    if !variants.contains(&r.variant.as_str()) {
+                        variants.push(&r.variant);
                     }
-                    let cell_runs: Vec<&Run> = profile_runs.iter().copied().filter(|r| r.config.grid == cell).collect();
-                    let reference = e.references.iter().find(|r| r.metric == m.key() && r.applies(&cell));
-                    let ours = stats.get(&cell_key(&e.name, profile, &cell, m)).copied();
-                    let diff = ours.zip(reference).map(|(o, r)| o.mean - r.value);
-                    let others = StatusCounts::of(cell_runs.iter().copied().filter(|r| r.status != "finished"));
-                    let (state, note) = match ours {
-                        Some(_) if others.total == 0 => ("ok", None),
-                        Some(_) => ("ok", Some(describe_others(&others))),
-                        None => {
-                            let (s, n) = missing_reason(db, e, &cell, &cell_runs);
-                            (s, Some(n))
-                        }
-                    };
-                    let (note, note_full) = match note {
-                        Some(n) if state == "skipped" => (Some(shorten(&n)), Some(n)),
-                        n => (n, None),
-                    };
-                    cells.push(Cell {
-                        note_full,
-                        ours,
-                        paper: reference.map(|r| r.value),
-                        source: reference.map(|r| r.source.clone()),
-                        diff,
-                        closeness: diff.map(closeness),
-                        note,
-                        state,
-                        run_ids: cell_runs.iter().filter_map(|r| r.id).collect(),
-                    });
                 }
-                let label = row_axes.iter().filter_map(|a| rc.get(&a.name).cloned()).collect::<Vec<_>>().join(" · ");
-                rows.push(Row { label: if label.is_empty() { e.name.clone() } else { label }, cells });
+                for variant in variants {
+                    let cells = columns
+                        .iter()
+                        .map(|col| {
+                            let mut cell = rc.clone();
+                            if let (Some(axis), Some(v)) = (column_axis, col) {
+                                cell.insert(axis.name.clone(), (*v).clone());
+                            }
+                            table_cell(db, e, profile, &profile_runs, &cell, variant, m, stats)
+                        })
+                        .collect();
+                    let label =
+                        row_axes.iter().filter_map(|a| rc.get(&a.name).cloned()).collect::<Vec<_>>().join(" · ");
+                    let label = if label.is_empty() { e.name.clone() } else { label };
+                    let label = if variant.is_empty() { label } else { format!("{label} · {variant}") };
+                    rows.push(Row { label, variant: variant.to_string(), cells });
+                }
             }
             tables.push(MetricTable {
                 metric: m.key(),
@@ -380,6 +372,53 @@ fn page(db: &Database, e: &Experiment, stats: &HashMap<String, Stat>) -> Result<
         train_seconds: runs.iter().map(|r| db.train_seconds(r)).sum(),
         sections,
     })
+}
+
+/// One table cell: the runs of `cell` trained as `variant` (empty: as planned), their mean over
+/// seeds and the paper's number, or why there is none.
+#[allow(clippy::too_many_arguments)]
+fn table_cell(
+    db: &Database,
+    e: &Experiment,
+    profile: &str,
+    profile_runs: &[&Run],
+    cell: &BTreeMap<String, String>,
+    variant: &str,
+    m: Metric,
+    stats: &HashMap<String, Stat>,
+) -> Cell {
+    let cell_runs: Vec<&Run> =
+        profile_runs.iter().copied().filter(|r| &r.config.grid == cell && r.variant == variant).collect();
+    let reference = e.references.iter().find(|r| r.metric == m.key() && r.applies(cell));
+    let ours = stats.get(&cell_key(&e.name, profile, cell, variant, m)).copied();
+    let diff = ours.zip(reference).map(|(o, r)| o.mean - r.value);
+    let others = StatusCounts::of(cell_runs.iter().copied().filter(|r| r.status != "finished"));
+    let (state, note) = match ours {
+        Some(_) if others.total == 0 => ("ok", None),
+        Some(_) => ("ok", Some(describe_others(&others))),
+        None if !variant.is_empty() && cell_runs.is_empty() => {
+            ("unplanned", "no run of this variant".to_string().into())
+        }
+        None => {
+            let (s, n) = missing_reason(db, e, cell, &cell_runs);
+            (s, Some(n))
+        }
+    };
+    let (note, note_full) = match note {
+        Some(n) if state == "skipped" => (Some(shorten(&n)), Some(n)),
+        n => (n, None),
+    };
+    Cell {
+        note_full,
+        ours,
+        paper: reference.map(|r| r.value),
+        source: reference.map(|r| r.source.clone()),
+        diff,
+        closeness: diff.map(closeness),
+        note,
+        state,
+        run_ids: cell_runs.iter().filter_map(|r| r.id).collect(),
+    }
 }
 
 /// A skip reason in a few words: its first clause and the command that mends it, e.g. "not run:
@@ -434,7 +473,7 @@ fn charts(e: &Experiment, profile: &str, metrics: &[Metric], stats: &HashMap<Str
                         .filter_map(|(v, x)| {
                             let mut cell = base.clone();
                             cell.insert(axis.name.clone(), v.clone());
-                            let s = stats.get(&cell_key(&e.name, profile, &cell, m))?;
+                            let s = stats.get(&cell_key(&e.name, profile, &cell, "", m))?;
                             Some(((*x)?, s.mean, s.std))
                         })
                         .collect();
@@ -473,6 +512,7 @@ mod tests {
             config,
             method_label: method.into(),
             config_hash: format!("h{id}"),
+            variant: String::new(),
             status: "finished".into(),
             detail: None,
             started_at: None,

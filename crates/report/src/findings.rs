@@ -79,7 +79,12 @@ fn mean(values: &[f64]) -> f64 {
 fn comparable_groups(db: &Database, keep: impl Fn(&Run) -> bool) -> BTreeMap<(String, String, String), Vec<&Run>> {
     let mut groups: BTreeMap<(String, String, String), Vec<&Run>> = BTreeMap::new();
     for r in db.runs.iter().filter(|r| r.status == "finished" && keep(r)) {
-        let key = (r.config.experiment.clone(), r.config.profile.clone(), r.config.dataset.name().to_string());
+        // A variant (a run trained with `--set`) is compared only with runs of the same variant.
+        let profile = match r.variant.as_str() {
+            "" => r.config.profile.clone(),
+            v => format!("{} · {v}", r.config.profile),
+        };
+        let key = (r.config.experiment.clone(), profile, r.config.dataset.name().to_string());
         groups.entry(key).or_default().push(r);
     }
     groups
@@ -105,19 +110,21 @@ fn where_(key: &(String, String, String)) -> String {
 
 /// (a) every method beats a randomly initialised encoder's k-NN accuracy by a wide margin.
 fn beats_random(db: &Database) -> Finding {
-    let mut by_method: BTreeMap<(String, String), Vec<f64>> = BTreeMap::new();
+    // One group per configuration: only its seeds are averaged.
+    let mut by_method: BTreeMap<(String, String, String), Vec<f64>> = BTreeMap::new();
     for r in db.runs.iter().filter(|r| r.status == "finished") {
         if let (Some(t), Some(i)) = (db.result(r, Metric::Knn200), db.initial(r, Metric::Knn200)) {
-            by_method.entry((r.method_label.clone(), r.config.profile.clone())).or_default().push(t - i);
+            let place = format!("{} · {}", crate::compare::source(r), r.config.dataset.name());
+            by_method.entry((r.method_label.clone(), place, r.config.seedless_hash())).or_default().push(t - i);
         }
     }
     let evidence = by_method
         .iter()
-        .map(|((method, profile), gains)| {
+        .map(|((method, place, _), gains)| {
             let min = gains.iter().copied().fold(f64::MAX, f64::min);
             Evidence {
                 text: format!(
-                    "{method} ({profile} profile, {} run{}): 200-NN gain over init {:+.2} points on average, {:+.2} at least",
+                    "{method} ({place}, {} run{}): 200-NN gain over init {:+.2} points on average, {:+.2} at least",
                     gains.len(),
                     if gains.len() == 1 { "" } else { "s" },
                     mean(gains),

@@ -373,6 +373,45 @@ source = "Table 1"
         path
     }
 
+    /// A run of a planned cell trained with `--set train.epochs=3` is a variant: the table, the
+    /// comparison and the run's label keep it apart from the cell's seeds as planned.
+    #[test]
+    fn runs_that_differ_beyond_the_seed_are_never_pooled() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = fixture(dir.path());
+        let store = Store::open(&path).unwrap();
+        let mut longer = mini(Method::Simclr, "simclr", Dataset::Cifar10, 0);
+        (longer.projector.widths, longer.train.epochs) = (vec![64, 16], 3);
+        let id = store.start_run(&longer, "v", "m").unwrap();
+        store.finish_run(id, RunStatus::Finished, None).unwrap();
+        let e = EvalRecord {
+            epoch: 3,
+            protocol: "linear".into(),
+            k: 0,
+            top1: 60.0,
+            top5: 90.0,
+            bank_size: 1000,
+            test_size: 200,
+        };
+        store.record_eval(id, &e).unwrap();
+        drop(store);
+        let db = db::Database::load(&path).unwrap();
+        let page = experiment::pages(&db).unwrap().into_iter().find(|p| p.name == "mini").unwrap();
+        let linear = &page.sections[0].tables[0];
+        let planned = linear.rows.iter().find(|r| r.label == "simclr").unwrap();
+        let variant = linear.rows.iter().find(|r| r.variant == "train.epochs=3").unwrap();
+        assert_eq!(variant.label, "simclr · train.epochs=3");
+        let (a, b) = (planned.cells[0].ours.unwrap(), variant.cells[0].ours.unwrap());
+        assert_eq!((a.mean, a.n, b.mean, b.n), (41.0, 2, 60.0, 1), "seeds pooled, the variant apart");
+        assert_eq!(variant.cells[1].note.as_deref(), Some("no run of this variant"));
+        let c = compare::compare(&db, &["simclr".into()], &[], db::Metric::Linear, None).unwrap();
+        let sources: Vec<(&str, usize)> =
+            c.rows.iter().map(|r| (r.source.as_str(), r.cells[0].stat.map_or(0, |s| s.n))).collect();
+        assert_eq!(sources, [("mini/smoke", 2), ("mini/smoke · train.epochs=3", 1)]);
+        let run = db.runs.iter().find(|r| r.id == Some(id)).unwrap();
+        assert_eq!(run.label(), "dataset=cifar10 method=simclr seed=0 (train.epochs=3)");
+    }
+
     #[test]
     fn rows_carry_baseline_trained_and_time() {
         let dir = tempfile::tempdir().unwrap();

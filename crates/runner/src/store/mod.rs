@@ -26,8 +26,8 @@ mod write;
 
 pub use merge::MergeStats;
 pub use rows::{
-    label, run_label, EpochRecord, EvalRecord, Exclusion, Experiment, GridAxis, PlannedRecord, ReferenceValue,
-    RunRecord, RunStatus,
+    label, run_label, variant_label, variant_of, EpochRecord, EvalRecord, Exclusion, Experiment, GridAxis,
+    PlannedRecord, ReferenceValue, RunRecord, RunStatus,
 };
 pub use schema::SCHEMA_VERSION;
 pub use status::RunRow;

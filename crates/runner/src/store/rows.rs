@@ -265,6 +265,31 @@ pub fn run_label(config: &RunConfig) -> String {
     label(&config.grid, config.method.name(), config.dataset.name(), config.seed)
 }
 
+/// How a run's configuration differs from its grid cell's reference — the configuration the
+/// recorded plan gives the cell (any seed), or for a cell the plan lacks the first of `runs` in
+/// it: the run's variant, empty for the cell as planned. Only runs of one variant are pooled.
+pub fn variant_of<'a>(
+    config: &RunConfig,
+    planned: &'a [PlannedRecord],
+    runs: impl IntoIterator<Item = &'a RunConfig>,
+) -> Vec<(String, String)> {
+    let same_cell =
+        |c: &RunConfig| c.experiment == config.experiment && c.profile == config.profile && c.grid == config.grid;
+    let reference =
+        planned.iter().map(|p| &p.config).find(|c| same_cell(c)).or_else(|| runs.into_iter().find(|c| same_cell(c)));
+    reference.map_or_else(Vec::new, |r| config.differences_from(r))
+}
+
+/// A variant's name from [`variant_of`]: `optimizer.lr=0.5 train.epochs=3` (string values
+/// unquoted), empty for the cell as planned.
+pub fn variant_label(differences: &[(String, String)]) -> String {
+    differences
+        .iter()
+        .map(|(k, v)| format!("{k}={}", v.strip_prefix('"').and_then(|v| v.strip_suffix('"')).unwrap_or(v)))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// `grid_json`: a run's grid coordinates.
 pub(super) fn grid_json(config: &RunConfig) -> String {
     serde_json::to_string(&config.grid).expect("a map of strings serialises")
@@ -273,6 +298,30 @@ pub(super) fn grid_json(config: &RunConfig) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_variant_is_named_by_what_differs_from_its_cells_plan() {
+        let mut plan = RunConfig::defaults(crate::config::Method::Vicreg, crate::config::Dataset::Cifar10);
+        (plan.experiment, plan.profile) = ("e".into(), "p".into());
+        plan.grid.insert("method".into(), "vicreg".into());
+        let planned = [PlannedRecord { config_hash: plan.hash(), label: run_label(&plan), config: plan.clone() }];
+        let variant = |c: &RunConfig, runs: &[RunConfig]| variant_label(&variant_of(c, &planned, runs));
+        let mut seed = plan.clone();
+        seed.seed = 3;
+        assert_eq!(variant(&seed, &[]), "");
+        let mut longer = seed.clone();
+        longer.train.epochs = 3;
+        longer.encoder.arch = "resnet34".into();
+        assert_eq!(variant(&longer, &[]), "encoder.arch=resnet34 train.epochs=3");
+        // A cell the plan lacks: measured against its first run.
+        let mut elsewhere = plan.clone();
+        elsewhere.grid.insert("method".into(), "other".into());
+        let mut elsewhere_longer = elsewhere.clone();
+        elsewhere_longer.train.epochs = 5;
+        let runs = [elsewhere.clone(), elsewhere_longer.clone()];
+        assert_eq!(variant(&elsewhere, &runs), "");
+        assert_eq!(variant(&elsewhere_longer, &runs), "train.epochs=5");
+    }
 
     #[test]
     fn a_grid_reads_back_as_written() {
