@@ -12,7 +12,8 @@ use crate::paths::Paths;
 
 #[derive(Args)]
 pub struct ExportEncoderArgs {
-    /// Run id (see `infomax status`) or 6+ hex digits of its configuration hash.
+    /// Run id (`12` or `#12`, as `infomax status` prints it) or 6+ hex digits of its
+    /// configuration hash.
     run: String,
     /// The .safetensors file to write.
     #[arg(long, value_name = "FILE")]

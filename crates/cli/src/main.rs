@@ -57,8 +57,9 @@ enum Command {
     /// Tasks checkpoint and requeue themselves when warned of their time limit, and resume where
     /// they stopped. Submitting the same thing into the same folder again continues the sweep.
     Submit(submit::SubmitArgs),
-    /// Runs by state (finished, diverged, failed, interrupted, running, skipped, pending) with
-    /// their last evaluation.
+    /// Runs by state (finished, diverged, failed, interrupted, running, skipped, pending), each
+    /// with its id and hash prefix, the fields in which it differs from its grid cell's plan,
+    /// its epochs and its last evaluation.
     Status(status::StatusArgs),
     /// Combine results databases (e.g. one per shard) into --db without duplicating a run: a
     /// run kept once, the furthest-along copy winning.

@@ -23,7 +23,10 @@ pub fn run(args: StatusArgs, paths: &Paths) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `infomax status`: runs grouped by state, each with its progress and last evaluation.
+/// `infomax status`: runs grouped by state, each line naming the run (`#id`, none while pending,
+/// and the first 8 hex digits of its configuration hash, either of which `export-encoder`
+/// takes), its cell, how its configuration differs from the cell's plan, its progress and last
+/// evaluation.
 fn status_text(rows: &[infomax_runner::store::RunRow]) -> String {
     use std::fmt::Write;
     const ORDER: [&str; 7] = ["running", "interrupted", "failed", "diverged", "finished", "skipped", "pending"];
@@ -31,6 +34,8 @@ fn status_text(rows: &[infomax_runner::store::RunRow]) -> String {
     if rows.is_empty() {
         out.push_str("no runs recorded\n");
     }
+    let id = |r: &infomax_runner::store::RunRow| r.id.map_or(String::new(), |id| format!("#{id}"));
+    let id_width = rows.iter().map(|r| id(r).len()).max().unwrap_or(0);
     for state in ORDER {
         let group: Vec<_> = rows.iter().filter(|r| r.status == state).collect();
         if group.is_empty() {
@@ -38,10 +43,16 @@ fn status_text(rows: &[infomax_runner::store::RunRow]) -> String {
         }
         let _ = writeln!(out, "{state} ({})", group.len());
         for r in group {
+            let hash: String = r.config_hash.chars().take(8).collect();
+            let _ = write!(out, "  {:<id_width$} {hash}  {}/{} {}", id(r), r.experiment, r.profile, r.label);
+            let from_plan = r.from_plan.to_string();
+            if !from_plan.is_empty() {
+                let _ = write!(out, "  {from_plan}");
+            }
+            let _ = write!(out, "  epochs {}/{}", r.epochs_done, r.epochs);
             let evals: Vec<String> = r.last_eval.iter().map(|(_, name, top1)| format!("{name} {top1:.2} %")).collect();
-            let at = r.last_eval.first().map_or(String::new(), |(e, _, _)| format!(" at epoch {e}"));
-            let _ = write!(out, "  {}/{} {}  epochs {}/{}", r.experiment, r.profile, r.label, r.epochs_done, r.epochs);
             if !evals.is_empty() {
+                let at = r.last_eval.first().map_or(String::new(), |(e, _, _)| format!(" at epoch {e}"));
                 let _ = write!(out, "  {}{at}", evals.join(", "));
             }
             if let Some(d) = &r.detail {

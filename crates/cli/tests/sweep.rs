@@ -351,3 +351,59 @@ fn export_encoder_writes_torchvision_names() {
     let o = infomax(&["export-encoder", "7", "--out", out.to_str().unwrap(), "--db", db.to_str().unwrap()]);
     assert!(!o.status.success() && text(&o).contains("no run with id 7"), "{}", text(&o));
 }
+
+/// Two runs of one cell that differ only by `--set train.epochs` are two lines in `infomax
+/// status`, each naming its id and hash prefix; the second shows the field in which it differs
+/// from the cell's plan (the first recorded), the first none. `export-encoder` takes either
+/// name as printed.
+#[test]
+fn status_tells_runs_of_one_cell_apart_and_export_encoder_takes_what_it_prints() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = cifar10_only(tmp.path());
+    let db = tmp.path().join("r.sqlite");
+    let smoke = workspace_root().join("experiments/smoke.toml");
+    for epochs in [1, 2] {
+        let mut tiny: Vec<String> = [
+            "encoder.width=0.125",
+            "projector.widths=[64, 64]",
+            "train.train_images=128",
+            "train.batch_size=64",
+            "eval.bank_images=200",
+            "eval.test_images=100",
+            "eval.linear_epochs=2",
+        ]
+        .iter()
+        .flat_map(|s| ["--set".to_string(), s.to_string()])
+        .collect();
+        tiny.extend(["--set".to_string(), format!("train.epochs={epochs}")]);
+        let o = run(&args(&smoke, &data, &db, &tiny.iter().map(String::as_str).collect::<Vec<_>>()));
+        assert!(o.status.success(), "{}", text(&o));
+    }
+    let hashes: Vec<String> = Connection::open(&db)
+        .unwrap()
+        .prepare("SELECT config_hash FROM runs ORDER BY id")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(hashes.len(), 2);
+
+    let o = infomax(&["status", "--db", db.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    let st = text(&o);
+    let lines: Vec<&str> = st.lines().filter(|l| l.contains("smoke/smoke")).collect();
+    assert_eq!(lines.len(), 2, "{st}");
+    assert_ne!(lines[0], lines[1], "{st}");
+    let names = |line: &str| line.split_whitespace().take(2).map(String::from).collect::<Vec<_>>();
+    assert_eq!(names(lines[0]), ["#1", &hashes[0][..8]], "{st}");
+    assert_eq!(names(lines[1]), ["#2", &hashes[1][..8]], "{st}");
+    assert!(lines[0].contains("seed=0  epochs 1/1"), "the first run is its cell's plan: {st}");
+    assert!(lines[1].contains("seed=0  train.epochs=2  epochs 2/2"), "{st}");
+
+    let out = tmp.path().join("encoder.safetensors");
+    for (name, id) in [(names(lines[0])[1].clone(), 1), (names(lines[1])[0].clone(), 2)] {
+        let o = infomax(&["export-encoder", &name, "--out", out.to_str().unwrap(), "--db", db.to_str().unwrap()]);
+        assert!(o.status.success() && text(&o).contains(&format!("run {id} (finished")), "{name}: {}", text(&o));
+    }
+}

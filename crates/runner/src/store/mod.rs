@@ -30,7 +30,7 @@ pub use rows::{
     PlannedRecord, ReferenceValue, RunRecord, RunStatus,
 };
 pub use schema::SCHEMA_VERSION;
-pub use status::RunRow;
+pub use status::{FromPlan, RunRow};
 
 pub struct Store {
     conn: Connection,

@@ -202,45 +202,55 @@ impl Store {
             .map_err(self.err())
     }
 
-    /// The run `run` names: its id, or a prefix (6 or more hex digits) of its configuration
-    /// hash (the latest row of that hash); with its status and configuration.
+    /// The run `run` names, as `infomax status` prints it: its id (`12` or `#12`), or a prefix
+    /// (6 or more hex digits) of its configuration hash (the latest row of that hash); with its
+    /// status and configuration. Six or more decimal digits can be either: the one that exists
+    /// is meant, and when both do, `#` or more digits must say which.
     pub fn find_run(&self, run: &str) -> Result<(i64, String, RunConfig)> {
         let sql = "SELECT id, status, config_json FROM runs";
         let get = |r: &Row| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?));
-        let rows = if let Ok(id) = run.parse::<i64>() {
-            let row = self.conn.query_row(&format!("{sql} WHERE id = ?1"), params![id], get).optional();
-            let row = row.map_err(self.err())?.ok_or_else(|| Error::Run {
-                run: run.into(),
-                what: format!("no run with id {id} in {}; `infomax status` lists them", self.path.display()),
-            })?;
-            vec![row]
-        } else if run.len() < 6 || !run.chars().all(|c| c.is_ascii_hexdigit()) {
-            return Err(Error::Run {
-                run: run.into(),
-                what: "a run id (a number) or 6 or more hex digits of its configuration hash expected".into(),
-            });
-        } else {
+        let by_id = |id: i64| {
+            self.conn.query_row(&format!("{sql} WHERE id = ?1"), params![id], get).optional().map_err(self.err())
+        };
+        let by_hash = |prefix: &str| -> Result<Vec<(i64, String, String)>> {
             self.conn
                 .prepare(&format!(
                     "{sql} WHERE config_hash LIKE ?1 || '%'
                      AND id = (SELECT max(id) FROM runs r WHERE r.config_hash = runs.config_hash)"
                 ))
-                .and_then(|mut s| s.query_map(params![run.to_ascii_lowercase()], get)?.collect())
-                .map_err(self.err())?
+                .and_then(|mut s| s.query_map(params![prefix.to_ascii_lowercase()], get)?.collect())
+                .map_err(self.err())
         };
-        let (id, status, config) = match rows.len() {
-            1 => rows.into_iter().next().expect("one row"),
-            0 => {
-                return Err(Error::Run {
-                    run: run.into(),
-                    what: format!("no run's hash starts with `{run}` in {}", self.path.display()),
-                })
-            }
-            n => {
-                return Err(Error::Run {
-                    run: run.into(),
-                    what: format!("{n} runs' hashes start with `{run}`; give more digits"),
-                })
+        let error = |what: String| Error::Run { run: run.into(), what };
+        let no_id =
+            |id: i64| error(format!("no run with id {id} in {}; `infomax status` lists them", self.path.display()));
+        let one_of = |rows: Vec<(i64, String, String)>, prefix: &str| match rows.len() {
+            1 => Ok(rows.into_iter().next().expect("one row")),
+            0 => Err(error(format!("no run's hash starts with `{prefix}` in {}", self.path.display()))),
+            n => Err(error(format!("{n} runs' hashes start with `{prefix}`; give more digits"))),
+        };
+        let (hash_sign, text) = match run.strip_prefix('#') {
+            Some(id) => (true, id),
+            None => (false, run),
+        };
+        let hex = !hash_sign && text.len() >= 6 && text.chars().all(|c| c.is_ascii_hexdigit());
+        let (id, status, config) = match (text.parse::<i64>().ok(), hex) {
+            (Some(id), false) => by_id(id)?.ok_or_else(|| no_id(id))?,
+            (None, true) => one_of(by_hash(text)?, text)?,
+            (Some(id), true) => match (by_id(id)?, by_hash(text)?) {
+                (Some(row), hashes) if hashes.is_empty() => row,
+                (None, hashes) => one_of(hashes, text)?,
+                (Some(_), _) => {
+                    return Err(error(format!(
+                        "both run {id} and a run whose hash starts with `{text}` exist; write `#{id}` for the id, \
+                         or more hex digits of the hash"
+                    )))
+                }
+            },
+            (None, false) => {
+                return Err(error(
+                    "a run id (`12` or `#12`) or 6 or more hex digits of its configuration hash expected".into(),
+                ))
             }
         };
         let config = serde_json::from_str(&config).map_err(|e| Error::Run {
@@ -356,8 +366,33 @@ mod tests {
         assert_eq!(store.evaluations().unwrap()[&id], vec![eval]);
         let (found, status, found_config) = store.find_run(&a.hash()[..8]).unwrap();
         assert_eq!((found, status.as_str(), found_config), (id, "finished", a.clone()));
+        for named in [id.to_string(), format!("#{id}")] {
+            assert_eq!(store.find_run(&named).unwrap().0, id, "{named}");
+        }
+        assert!(store.find_run("#x").unwrap_err().to_string().contains("`#12`"));
         assert_eq!(store.recent_throughput("m", 20).unwrap(), vec![(a, 9.0)]);
         assert!(store.recent_throughput("elsewhere", 20).unwrap().is_empty());
+    }
+
+    /// What `infomax status` prints names a run: `#id`, and a hash prefix even when its digits
+    /// are all decimal (then an id of the same number makes it ambiguous, and `#` decides).
+    #[test]
+    fn a_run_is_found_by_its_printed_id_or_a_decimal_looking_hash_prefix() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("r.sqlite")).unwrap();
+        let (a, b) = (config(Method::Simclr, 0), config(Method::Simclr, 1));
+        let a_id = store.start_run(&a, "v", "m").unwrap();
+        let decimal = format!("12345678{}", &a.hash()[8..]);
+        store.connection().execute("UPDATE runs SET config_hash = ?1 WHERE id = ?2", (&decimal, a_id)).unwrap();
+        assert_eq!(store.find_run("12345678").unwrap().0, a_id);
+        let b_id = store.start_run(&b, "v", "m").unwrap();
+        store.connection().execute("UPDATE runs SET id = 123456 WHERE id = ?1", [b_id]).unwrap();
+        let err = store.find_run("123456").unwrap_err().to_string();
+        assert!(err.contains("write `#123456` for the id"), "{err}");
+        assert_eq!(store.find_run("#123456").unwrap().2, b);
+        assert_eq!(store.find_run("1234567").unwrap().0, a_id);
+        let err = store.find_run("#999").unwrap_err().to_string();
+        assert!(err.contains("no run with id 999"), "{err}");
     }
 
     /// A stored configuration this infomax cannot read is an error naming the file, the run and

@@ -116,7 +116,8 @@ impl Store {
     }
 
     /// Write an experiment, replacing what was recorded for it before (the plan's rows are
-    /// added to, so shards and profiles accumulate).
+    /// added to, so shards and profiles accumulate; a configuration planned again keeps its place,
+    /// so the first plan recorded for a grid cell stays first: `infomax status` compares with it).
     pub fn write_experiment(&self, e: &Experiment, planned: &[PlannedRecord]) -> Result<()> {
         let name = &e.name;
         let tx = self.conn.unchecked_transaction().map_err(self.err())?;
@@ -150,8 +151,10 @@ impl Store {
         }
         for p in planned {
             tx.execute(
-                "INSERT OR REPLACE INTO planned_runs (config_hash, experiment, profile, label, grid_json, config_json)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT INTO planned_runs (config_hash, experiment, profile, label, grid_json, config_json)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (config_hash) DO UPDATE SET experiment = ?2, profile = ?3, label = ?4, grid_json = ?5,
+                                                         config_json = ?6",
                 params![
                     p.config_hash,
                     p.config.experiment,
