@@ -406,4 +406,18 @@ fn status_tells_runs_of_one_cell_apart_and_export_encoder_takes_what_it_prints()
         let o = infomax(&["export-encoder", &name, "--out", out.to_str().unwrap(), "--db", db.to_str().unwrap()]);
         assert!(o.status.success() && text(&o).contains(&format!("run {id} (finished")), "{name}: {}", text(&o));
     }
+
+    // The report and compare keep them apart too: never one mean over the two budgets.
+    let html = tmp.path().join("html");
+    let o = infomax(&["report", "--db", db.to_str().unwrap(), "--out", html.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    let page = std::fs::read_to_string(html.join("experiment-smoke.html")).unwrap();
+    assert!(page.contains("· train.epochs=2"), "the variant has its own row");
+    assert!(!page.contains("(n=2)") && !page.contains("(2)</"), "no cell pools the two runs");
+    let o = infomax(&["compare", "--metric", "knn200", "--db", db.to_str().unwrap(), "--out", html.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    let table = text(&o);
+    let rows: Vec<&str> = table.lines().filter(|l| l.starts_with("vicreg")).collect();
+    assert_eq!(rows.len(), 2, "{table}");
+    assert!(rows.iter().all(|r| r.contains("(1)")) && rows[1].contains("train.epochs=2"), "{table}");
 }

@@ -51,13 +51,13 @@ impl Run {
         }
     }
 
-    fn pending(p: PlannedRecord) -> Run {
+    fn pending(p: PlannedRecord, planned: &[PlannedRecord]) -> Run {
         Run {
             id: None,
             method_label: method_label(&p.config),
+            variant: store::variant_label(&store::variant_of(&p.config, planned, [])),
             config: p.config,
             config_hash: p.config_hash,
-            variant: String::new(),
             status: "pending".into(),
             detail: None,
             started_at: None,
@@ -233,6 +233,8 @@ fn latest_then_pending(records: &[RunRecord], planned: Vec<PlannedRecord>) -> Ve
     runs.sort_by(|a, b| {
         (&a.config.experiment, &a.config.profile, a.id).cmp(&(&b.config.experiment, &b.config.profile, b.id))
     });
-    runs.extend(planned.into_iter().filter(|p| !latest.contains_key(p.config_hash.as_str())).map(Run::pending));
+    let pending: Vec<PlannedRecord> =
+        planned.iter().filter(|p| !latest.contains_key(p.config_hash.as_str())).cloned().collect();
+    runs.extend(pending.into_iter().map(|p| Run::pending(p, &planned)));
     runs
 }

@@ -283,11 +283,12 @@ pub fn variant_of<'a>(
 /// A variant's name from [`variant_of`]: `optimizer.lr=0.5 train.epochs=3` (string values
 /// unquoted), empty for the cell as planned.
 pub fn variant_label(differences: &[(String, String)]) -> String {
-    differences
-        .iter()
-        .map(|(k, v)| format!("{k}={}", v.strip_prefix('"').and_then(|v| v.strip_suffix('"')).unwrap_or(v)))
-        .collect::<Vec<_>>()
-        .join(" ")
+    differences.iter().map(|(k, v)| format!("{k}={}", shown_value(v))).collect::<Vec<_>>().join(" ")
+}
+
+/// A field's JSON value text as a person reads it: strings unquoted, anything else as it is.
+pub fn shown_value(json: &str) -> String {
+    serde_json::from_str::<String>(json).unwrap_or_else(|_| json.to_string())
 }
 
 /// `grid_json`: a run's grid coordinates.

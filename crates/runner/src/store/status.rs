@@ -73,11 +73,7 @@ impl FromPlan {
             None => FromPlan::Unplanned,
             Some(Err(e)) => FromPlan::Unreadable(format!("the plan of its cell: {e}")),
             Some(Ok(plan)) => FromPlan::Fields(
-                config
-                    .differences_from(plan)
-                    .into_iter()
-                    .map(|(k, v)| (k, serde_json::from_str::<String>(&v).unwrap_or(v)))
-                    .collect(),
+                config.differences_from(plan).into_iter().map(|(k, v)| (k, super::rows::shown_value(&v))).collect(),
             ),
         }
     }
