@@ -50,6 +50,25 @@ fn tick(v: f64) -> String {
     }
 }
 
+/// Labels of evenly spaced ticks, all to the step's precision: the fewest decimals (or digits of
+/// a mantissa, for very small or large values) at which every label reads back as its tick, so
+/// that no two ticks read the same (0.0175, 0.0180, 0.0185 rather than 0.018 thrice).
+fn tick_labels(values: &[f64]) -> Vec<String> {
+    let step = values.windows(2).map(|w| (w[1] - w[0]).abs()).fold(f64::INFINITY, f64::min);
+    let largest = values.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    let scientific = largest != 0.0 && !(1e-2..1e5).contains(&largest);
+    for d in 0..=12 {
+        let labels: Vec<String> =
+            values.iter().map(|v| if scientific { format!("{v:.d$e}") } else { format!("{v:.d$}") }).collect();
+        let exact =
+            labels.iter().zip(values).all(|(l, v)| l.parse::<f64>().is_ok_and(|p| (p - v).abs() <= step * 1e-3));
+        if exact || !step.is_finite() {
+            return if step.is_finite() { labels } else { values.iter().map(|v| tick(*v)).collect() };
+        }
+    }
+    values.iter().map(|v| tick(*v)).collect()
+}
+
 /// About five round y ticks covering [lo, hi].
 fn nice_ticks(lo: f64, hi: f64) -> Vec<f64> {
     let span = (hi - lo).max(1e-12);
@@ -99,7 +118,7 @@ impl Chart {
             t = escape(&self.title)
         );
         let _ = write!(s, r#"<text x="{left}" y="18" font-weight="600">{}</text>"#, escape(&self.title));
-        for &t in &yticks {
+        for (&t, label) in yticks.iter().zip(tick_labels(&yticks)) {
             let y = py(t);
             let _ = write!(
                 s,
@@ -107,7 +126,7 @@ impl Chart {
                 w - right,
                 left - 6.0,
                 y + 4.0,
-                tick(t)
+                label
             );
         }
         let mut xs: Vec<f64> = pts.iter().map(|p| p.0).collect();
@@ -232,5 +251,18 @@ mod tests {
         assert_eq!(tick(0.5), "0.5");
         assert_eq!(tick(4096.0), "4096");
         assert_eq!(tick(0.0001), "1.0e-4");
+    }
+
+    #[test]
+    fn tick_labels_follow_the_step_and_never_repeat() {
+        let labels = |lo: f64, hi: f64| tick_labels(&nice_ticks(lo, hi));
+        assert_eq!(labels(0.0, 100.0), ["0", "20", "40", "60", "80", "100"]);
+        let std = labels(0.0172, 0.0188);
+        assert!(std.windows(2).all(|w| w[0] != w[1]), "{std:?}");
+        assert_eq!(std[..3], ["0.0170", "0.0175", "0.0180"]);
+        assert_eq!(labels(0.0, 1.0), ["0.0", "0.2", "0.4", "0.6", "0.8", "1.0"]);
+        let tiny = labels(1e-4, 2e-4);
+        assert!(tiny.windows(2).all(|w| w[0] != w[1]) && tiny[0].contains('e'), "{tiny:?}");
+        assert_eq!(tick_labels(&[3.0]), ["3"], "a single tick keeps the plain label");
     }
 }
