@@ -187,6 +187,8 @@ pub struct Rendered {
     pub index: PathBuf,
     pub experiments: Vec<PathBuf>,
     pub runs: Vec<PathBuf>,
+    /// Every method across datasets on 200-NN (`infomax compare` writes other metrics here).
+    pub compare: PathBuf,
 }
 
 /// Render the whole report from the database at `db` into `out_dir`: `index.html` (experiments
@@ -211,6 +213,8 @@ pub fn render(db: &Path, out_dir: &Path) -> Result<Rendered> {
         ctx.insert("r", &page);
         rendered.runs.push(render_page(&tera, "run.html", &ctx, &out_dir.join(&page.file_name))?);
     }
+    let comparison = compare::compare(&data, &[], &[], db::Metric::Knn200, None)?;
+    rendered.compare = render_compare(db, &comparison, &out_dir.join("compare.html"))?;
     let mut ctx = base_context(db);
     ctx.insert("runs", &runs);
     ctx.insert("experiments", &experiments);
@@ -435,6 +439,7 @@ source = "Table 1"
         assert!(!html.contains("<script>"));
         assert!(html.contains("loss not finite at epoch 1, step 3"));
         assert!(html.contains(r#"<a href="experiment-mini.html">mini</a>"#), "{html}");
+        assert!(html.contains(r#"<a href="compare.html">"#) && out.compare.is_file(), "the index links the comparison");
         for page in out.experiments.iter().chain(&out.runs).chain([&out.index]) {
             let html = std::fs::read_to_string(page).unwrap();
             assert!(!html.contains("http://") && !html.contains("https://"), "{} is self-contained", page.display());
