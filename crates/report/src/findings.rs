@@ -283,17 +283,18 @@ fn more_positives(db: &Database) -> Finding {
 /// (e) no method collapses.
 fn no_collapse(db: &Database) -> Finding {
     // (std × √D, effective rank, the most it can be: min(D, batch), run id) of each run, by
-    // (method, profile). The rank is measured on one step's batch of embeddings, so a batch
-    // smaller than D bounds it.
+    // configuration (its seeds together). The rank is measured on one step's batch of
+    // embeddings, so a batch smaller than D bounds it.
     type Spread = (f64, f64, usize, i64);
-    let mut by_method: BTreeMap<(String, String), Vec<Spread>> = BTreeMap::new();
+    let mut by_method: BTreeMap<(String, String, String), Vec<Spread>> = BTreeMap::new();
     for r in db.runs.iter().filter(|r| r.status == "finished") {
         let (Some(last), Some(d)) = (db.epochs_of(r).last(), embedding_dim(r)) else { continue };
         let (Some(std), Some(rank)) = (last.term("diag.embedding_std"), last.term("diag.effective_rank")) else {
             continue;
         };
         let batch = r.config.train.batch_size;
-        by_method.entry((r.method_label.clone(), r.config.profile.clone())).or_default().push((
+        let place = format!("{} · {}", crate::compare::source(r), r.config.dataset.name());
+        by_method.entry((r.method_label.clone(), place, r.config.seedless_hash())).or_default().push((
             std * (d as f64).sqrt(),
             rank,
             d.min(batch),
@@ -301,7 +302,7 @@ fn no_collapse(db: &Database) -> Finding {
         ));
     }
     let mut evidence = Vec::new();
-    for ((method, profile), runs) in &by_method {
+    for ((method, place, _), runs) in &by_method {
         let worst_std = runs.iter().min_by(|a, b| a.0.total_cmp(&b.0)).expect("a group has a run");
         let worst_rank = runs.iter().min_by(|a, b| (a.1 / a.2 as f64).total_cmp(&(b.1 / b.2 as f64))).expect("a run");
         let ok = runs
@@ -309,7 +310,7 @@ fn no_collapse(db: &Database) -> Finding {
             .all(|(s, rank, most, _)| *s >= MIN_STD_FRACTION && *rank >= (MIN_RANK_FRACTION * *most as f64).max(2.0));
         evidence.push(Evidence {
             text: format!(
-                "{method} ({profile} profile, {} run{}): last epoch's embedding std × √D at least {:.2} (run {}), effective rank at least {:.1} of at most {} (run {})",
+                "{method} ({place}, {} run{}): last epoch's embedding std × √D at least {:.2} (run {}), effective rank at least {:.1} of at most {} (run {})",
                 runs.len(),
                 if runs.len() == 1 { "" } else { "s" },
                 worst_std.0,

@@ -45,6 +45,8 @@ pub struct IndexRow {
     pub method: String,
     pub dataset: String,
     pub seed: u64,
+    /// How the run differs from its cell's plan (`train.epochs=3`); empty when it is the plan.
+    pub variant: String,
     pub status: String,
     pub status_detail: Option<String>,
     pub epochs_planned: usize,
@@ -92,6 +94,11 @@ pub fn index_rows(db: &db::Database) -> Vec<IndexRow> {
                 method: db::method_label(config),
                 dataset: config.dataset.name().to_string(),
                 seed: config.seed,
+                variant: db
+                    .runs
+                    .iter()
+                    .find(|x| x.config_hash == r.config_hash)
+                    .map_or_else(String::new, |x| x.variant.clone()),
                 status: r.status.as_str().to_string(),
                 status_detail: r.detail.clone(),
                 epochs_planned: config.train.epochs,
@@ -414,6 +421,9 @@ source = "Table 1"
         assert_eq!(sources, [("mini/smoke", 2), ("mini/smoke · train.epochs=3", 1)]);
         let run = db.runs.iter().find(|r| r.id == Some(id)).unwrap();
         assert_eq!(run.label(), "dataset=cifar10 method=simclr seed=0 (train.epochs=3)");
+        let rows = index_rows(&db);
+        let variants: Vec<&str> = rows.iter().filter(|r| r.id == id || r.id == 1).map(|r| r.variant.as_str()).collect();
+        assert_eq!(variants, ["train.epochs=3", ""], "the index's runs table names the variant");
     }
 
     #[test]
