@@ -487,6 +487,7 @@ fn charts(e: &Experiment, profile: &str, metrics: &[Metric], stats: &HashMap<Str
                 y_label: m.title().to_string(),
                 log_x: lo > 0.0 && hi / lo >= 8.0,
                 series,
+                reference: None,
             };
             out.extend(chart.render());
         }

@@ -53,9 +53,11 @@ pub fn page(db: &Database, run: &Run, id: i64) -> RunPage {
         name: name.to_string(),
         points: epochs.iter().filter_map(|e| Some((e.epoch as f64, f(e)?, None))).collect(),
     };
-    let chart = |title: &str, y: &str, series: Vec<Series>| {
-        Chart { title: title.into(), x_label: "epoch".into(), y_label: y.into(), log_x: false, series }.render()
+    let chart_with = |title: &str, y: &str, series: Vec<Series>, reference: Option<(f64, String)>| {
+        Chart { title: title.into(), x_label: "epoch".into(), y_label: y.into(), log_x: false, series, reference }
+            .render()
     };
+    let chart = |title: &str, y: &str, series: Vec<Series>| chart_with(title, y, series, None);
     // A line needs two epochs; a single epoch's numbers are in the table below the charts.
     let mut charts = Vec::new();
     let per_epoch = epochs.len() >= 2;
@@ -84,7 +86,12 @@ pub fn page(db: &Database, run: &Run, id: i64) -> RunPage {
         ("diag.effective_rank", "effective rank of the embeddings"),
     ] {
         if per_epoch && terms.iter().any(|t| t == term) {
-            charts.extend(chart(title, term.trim_start_matches("diag."), vec![epoch_series(title, &|e| e.term(term))]));
+            // Embeddings spread evenly over the unit sphere have a per-dimension std of 1/√D.
+            let d = run.config.embedding_dim();
+            let reference =
+                (term == "diag.embedding_std" && d > 0).then(|| (1.0 / (d as f64).sqrt(), "1/√D".to_string()));
+            let series = vec![epoch_series(title, &|e| e.term(term))];
+            charts.extend(chart_with(title, term.trim_start_matches("diag."), series, reference));
         }
     }
     // Keys sorted, as in the canonical JSON the run's identity hashes.

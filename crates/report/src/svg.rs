@@ -18,6 +18,8 @@ pub struct Chart {
     /// Ticks at the data's x values, spaced by log2 (for sizes that double).
     pub log_x: bool,
     pub series: Vec<Series>,
+    /// A horizontal reference line: its value and label (`1/√D` on the embeddings' std chart).
+    pub reference: Option<(f64, String)>,
 }
 
 /// Colour-blind-safe palette (Okabe–Ito).
@@ -96,6 +98,9 @@ impl Chart {
         let fx = |x: f64| if self.log_x { x.log2() } else { x };
         let (mut x0, mut x1) = pts.iter().fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(fx(p.0)), b.max(fx(p.0))));
         let (mut y0, mut y1) = pts.iter().fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.1 - p.2), b.max(p.1 + p.2)));
+        if let Some((r, _)) = self.reference.as_ref().filter(|(r, _)| r.is_finite()) {
+            (y0, y1) = (y0.min(*r), y1.max(*r));
+        }
         if x1 - x0 < 1e-12 {
             x0 -= 1.0;
             x1 += 1.0;
@@ -161,6 +166,16 @@ impl Chart {
             top + (h - top - bottom) / 2.0,
             escape(&self.y_label)
         );
+        if let Some((r, label)) = self.reference.as_ref().filter(|(r, _)| r.is_finite()) {
+            let y = py(*r);
+            let _ = write!(
+                s,
+                r##"<line x1="{left}" x2="{x2}" y1="{y:.1}" y2="{y:.1}" stroke="#8250df" stroke-dasharray="6 4"/><text x="{x2}" y="{:.1}" text-anchor="end" fill="#8250df">{}</text>"##,
+                y - 4.0,
+                escape(label),
+                x2 = w - right,
+            );
+        }
         for (i, series) in self.series.iter().enumerate() {
             let colour = COLOURS[i % COLOURS.len()];
             let mut points: Vec<&(f64, f64, Option<f64>)> = series
@@ -233,6 +248,7 @@ mod tests {
                 Series { name: "<script>".into(), points: vec![(64.0, 30.0, Some(1.0)), (256.0, 35.0, None)] },
                 Series { name: "vicreg".into(), points: vec![(64.0, 31.0, None)] },
             ],
+            reference: None,
         };
         let svg = chart.render().unwrap();
         assert!(svg.starts_with("<svg") && svg.ends_with("</svg>"));
@@ -241,6 +257,10 @@ mod tests {
         assert!(svg.contains("a &lt;b&gt; &amp; c") && svg.contains("&lt;script&gt;"));
         assert!(!svg.contains("<script>"));
         assert!(svg.contains(">64<") && svg.contains(">256<"), "ticks at the data's x values");
+        assert!(!svg.contains("stroke-dasharray"), "no reference line unless asked");
+        let with_line = Chart { reference: Some((50.0, "1/√D".into())), ..chart.clone() };
+        let svg = with_line.render().unwrap();
+        assert!(svg.contains("stroke-dasharray") && svg.contains(">1/√D<"), "the reference line and its label");
         let empty = Chart { series: vec![], ..chart };
         assert_eq!(empty.render(), None);
     }
