@@ -231,8 +231,8 @@ def main():
             sys.exit(f"{a.trace}/trace.json: w-mse with w_size {w['w_size']} and w_iter {w['w_iter']}: only one "
                      f"sub-batch of the whole batch ({n}) is replayed (infomax's sub-batch draw is its own)")
     o = config["optimizer"]
-    if o["kind"] != "adam" or o.get("one_d_lr_factor", 1.0) != 1.0:
-        sys.exit(f"{a.trace}/trace.json: optimizer {o['kind']} (one_d_lr_factor {o.get('one_d_lr_factor')}): "
+    if o["kind"] != "adam" or o.get("bias_and_norm_lr_factor", 1.0) != 1.0:
+        sys.exit(f"{a.trace}/trace.json: optimizer {o['kind']} (bias_and_norm_lr_factor {o.get('bias_and_norm_lr_factor')}): "
                  "only Adam with one learning rate is replayed")
     path = lambda f: os.path.join(a.trace, f)  # noqa: E731
     views = load_file(path("views.safetensors"))

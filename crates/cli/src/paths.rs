@@ -23,7 +23,7 @@ impl Paths {
 
     /// The folder of the database's per-run checkpoints (`results.sqlite` → `results.checkpoints/`).
     pub fn checkpoints(&self) -> PathBuf {
-        self.db.with_extension("checkpoints")
+        infomax_runner::store::checkpoints_of(&self.db)
     }
 }
 

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use infomax_runner::config::RunConfig;
+pub use infomax_runner::store::Metric;
 use infomax_runner::store::{self, EpochRecord, EvalRecord, Experiment, PlannedRecord, RunRecord, Store};
 use serde::Serialize;
 
@@ -79,61 +80,6 @@ impl Run {
 /// The grid's name for a run's method (`w-mse-4`), else the method's own (`w-mse`).
 pub(crate) fn method_label(config: &RunConfig) -> String {
     config.grid.get("method").cloned().unwrap_or_else(|| config.method.name().to_string())
-}
-
-/// The accuracies a table can show, by the names experiment files use for the papers' numbers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-pub enum Metric {
-    Linear,
-    LinearTop5,
-    Knn5,
-    Knn200,
-}
-
-impl Metric {
-    pub const ALL: [Metric; 4] = [Metric::Linear, Metric::Knn5, Metric::Knn200, Metric::LinearTop5];
-
-    pub fn key(self) -> &'static str {
-        match self {
-            Metric::Linear => "linear",
-            Metric::LinearTop5 => "linear-top5",
-            Metric::Knn5 => "knn5",
-            Metric::Knn200 => "knn200",
-        }
-    }
-
-    pub fn title(self) -> &'static str {
-        match self {
-            Metric::Linear => "linear probe top-1 %",
-            Metric::LinearTop5 => "linear probe top-5 %",
-            Metric::Knn5 => "5-NN top-1 % (Euclidean, majority)",
-            Metric::Knn200 => "200-NN top-1 % (cosine, weighted)",
-        }
-    }
-
-    pub fn short(self) -> &'static str {
-        match self {
-            Metric::Linear => "linear",
-            Metric::LinearTop5 => "linear top-5",
-            Metric::Knn5 => "5-NN",
-            Metric::Knn200 => "200-NN",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Metric> {
-        Metric::ALL.into_iter().find(|m| m.key() == s)
-    }
-
-    /// This metric's value in an evaluation, if the evaluation measures it.
-    pub fn of(self, e: &EvalRecord) -> Option<f64> {
-        match (self, e.protocol.as_str(), e.k) {
-            (Metric::Linear, "linear", _) => Some(e.top1),
-            (Metric::LinearTop5, "linear", _) => Some(e.top5),
-            (Metric::Knn5, "knn-euclidean", 5) => Some(e.top1),
-            (Metric::Knn200, "knn-cosine", 200) => Some(e.top1),
-            _ => None,
-        }
-    }
 }
 
 /// The whole database, as the pages need it.

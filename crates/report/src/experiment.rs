@@ -524,7 +524,15 @@ mod tests {
     }
 
     fn knn200(epoch: usize, top1: f64) -> EvalRecord {
-        EvalRecord { epoch, protocol: "knn-cosine".into(), k: 200, top1, top5: 90.0, bank_size: 10, test_size: 10 }
+        EvalRecord {
+            epoch,
+            protocol: "knn-cosine".into(),
+            k: Some(200),
+            top1,
+            top5: 90.0,
+            bank_size: 10,
+            test_size: 10,
+        }
     }
 
     /// A numeric axis with three values becomes a chart: a line per method, a point per

@@ -77,7 +77,7 @@ pub fn flat_table(db: &Path) -> Result<DataFrame> {
                 (
                     Some(v.epoch as i64),
                     Some(v.protocol.clone()),
-                    Some(v.k as i64),
+                    v.k.map(|k| k as i64),
                     Some(v.top1),
                     Some(v.top5),
                     Some(v.bank_size as i64),

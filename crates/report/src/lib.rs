@@ -370,13 +370,13 @@ source = "Table 1"
         store.record_epoch(3, &epoch(2, 2.1, 70.0, 12.0, &collapsed)).unwrap();
         store.record_epoch(6, &epoch(1, 4.0, 40.0, 11.0, &[])).unwrap();
         for (run, epoch, protocol, k, top1, top5) in [
-            (1, 0, "knn-cosine", 200, 28.5, 70.0),
-            (1, 2, "knn-cosine", 200, 36.25, 80.0),
-            (1, 0, "knn-euclidean", 5, 25.0, 60.0),
-            (1, 2, "linear", 0, 40.0, 85.0),
-            (3, 0, "knn-cosine", 200, 27.5, 70.0),
-            (3, 2, "knn-cosine", 200, 38.25, 80.0),
-            (3, 2, "linear", 0, 42.0, 86.0),
+            (1, 0, "knn-cosine", Some(200), 28.5, 70.0),
+            (1, 2, "knn-cosine", Some(200), 36.25, 80.0),
+            (1, 0, "knn-euclidean", Some(5), 25.0, 60.0),
+            (1, 2, "linear", None, 40.0, 85.0),
+            (3, 0, "knn-cosine", Some(200), 27.5, 70.0),
+            (3, 2, "knn-cosine", Some(200), 38.25, 80.0),
+            (3, 2, "linear", None, 42.0, 86.0),
         ] {
             let e = EvalRecord { epoch, protocol: protocol.into(), k, top1, top5, bank_size: 1000, test_size: 200 };
             store.record_eval(run, &e).unwrap();
@@ -398,7 +398,7 @@ source = "Table 1"
         let e = EvalRecord {
             epoch: 3,
             protocol: "linear".into(),
-            k: 0,
+            k: None,
             top1: 60.0,
             top5: 90.0,
             bank_size: 1000,

@@ -95,9 +95,7 @@ pub fn page(db: &Database, run: &Run, id: i64) -> RunPage {
         }
     }
     // Keys sorted, as in the canonical JSON the run's identity hashes.
-    let config = serde_json::to_value(&run.config)
-        .and_then(|v| serde_json::to_string_pretty(&v))
-        .expect("a RunConfig serialises");
+    let config = serde_json::to_string_pretty(&run.config.to_json()).expect("JSON values always serialise");
     let ips: Vec<f64> = epochs.iter().map(|e| e.images_per_second).collect();
     RunPage {
         id,

@@ -125,6 +125,30 @@ pub fn save(
     Ok(())
 }
 
+/// Move a run's checkpoints to its new identity (a database migration gave its configuration
+/// a new hash): `<checkpoints>/<old>/` becomes `<checkpoints>/<new>/`, each description naming
+/// the new hash. Nothing to move, or a folder already there under the new hash, is left alone.
+pub fn rename_run(checkpoints: &Path, old_hash: &str, new_hash: &str) -> Result<()> {
+    let (from, to) = (dir_for(checkpoints, old_hash), dir_for(checkpoints, new_hash));
+    if !from.is_dir() || to.exists() {
+        return Ok(());
+    }
+    std::fs::rename(&from, &to).map_err(io(&to))?;
+    for entry in std::fs::read_dir(&to).map_err(io(&to))?.flatten() {
+        let path = entry.path();
+        if path.extension().is_none_or(|e| e != "json") {
+            continue;
+        }
+        let bytes = std::fs::read(&path).map_err(io(&path))?;
+        let mut meta: Meta = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::File { path: path.clone(), what: format!("not a checkpoint description: {e}") })?;
+        meta.config_hash = new_hash.to_string();
+        let json = serde_json::to_vec_pretty(&meta).expect("checkpoint metadata serialises");
+        write_atomically(&path, |tmp| std::fs::write(tmp, &json).map_err(io(tmp)))?;
+    }
+    Ok(())
+}
+
 /// Remove a run's checkpoints (a fresh start, or a checkpoint that is not this run's).
 pub fn clear(dir: &Path) -> Result<()> {
     match std::fs::remove_dir_all(dir) {

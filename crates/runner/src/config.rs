@@ -146,7 +146,7 @@ pub struct OptimizerConfig {
     pub lr_batch_scaling: bool,
     pub weight_decay: f64,
     /// Learning-rate multiplier for biases and BatchNorm parameters (Barlow Twins: 0.0048 / 0.2).
-    pub one_d_lr_factor: f64,
+    pub bias_and_norm_lr_factor: f64,
     /// LARS and SGD momentum.
     pub momentum: f64,
     /// LARS trust coefficient η.
@@ -169,7 +169,7 @@ impl OptimizerConfig {
             lr: 0.3,
             lr_batch_scaling: true,
             weight_decay: 1e-6,
-            one_d_lr_factor: 1.0,
+            bias_and_norm_lr_factor: 1.0,
             momentum: 0.9,
             eta: 0.001,
             betas: (0.9, 0.999),
@@ -262,10 +262,21 @@ pub struct RunConfig {
 }
 
 impl RunConfig {
-    /// Canonical JSON: keys sorted at every level (serde_json's map is ordered), no whitespace.
+    /// Canonical JSON: keys sorted at every level (serde_json's map is ordered), no whitespace,
+    /// each number as written (see [`RunConfig::to_json`]).
     pub fn canonical_json(&self) -> String {
-        let value = serde_json::to_value(self).expect("a RunConfig always serialises");
-        serde_json::to_string(&value).expect("JSON values always serialise")
+        serde_json::to_string(&self.to_json()).expect("JSON values always serialise")
+    }
+
+    /// The configuration as a JSON value whose numbers are the shortest decimals that read back
+    /// as the stored values: an `f32` field set to `0.4` is `0.4`, not the `0.4000000059604645`
+    /// that widening it to `f64` would give, so the stored JSON, its hash and SQL comparisons
+    /// (`json_extract(config_json, '$.augment.view_a.flip_p') = 0.5`) all see what was written.
+    /// (serde_json prints an `f32` in its shortest form; parsing that text gives the `f64` of
+    /// the same decimal.)
+    pub fn to_json(&self) -> serde_json::Value {
+        let text = serde_json::to_string(self).expect("a RunConfig always serialises");
+        serde_json::from_str(&text).expect("serde_json reads what it wrote")
     }
 
     /// A run configuration from a complete TOML table, strictly: an unknown or mistyped field is
@@ -302,9 +313,7 @@ impl RunConfig {
         full.branch_b = Some(BranchBConfig { encoder: full.encoder.clone() });
         full.predictor = Some(full.projector.clone());
         full.variance_reg = Some(VarianceRegConfig { coeff: 1.0, gamma: 1.0, eps: 1e-4 });
-        let serde_json::Value::Object(map) = serde_json::to_value(&full).expect("a RunConfig always serialises") else {
-            unreachable!("a struct serialises to an object")
-        };
+        let serde_json::Value::Object(map) = full.to_json() else { unreachable!("a struct serialises to an object") };
         let mut keys: Vec<String> = map.into_iter().map(|(k, _)| k).collect();
         for key in MethodParams::KEYS {
             if !keys.iter().any(|k| k == key) {
@@ -330,7 +339,7 @@ impl RunConfig {
             }
         }
         let mut out = BTreeMap::new();
-        flatten("", &serde_json::to_value(self).expect("a RunConfig always serialises"), &mut out);
+        flatten("", &self.to_json(), &mut out);
         out
     }
 
@@ -348,7 +357,7 @@ impl RunConfig {
     /// The hash of the configuration without its seed: runs that share it are one configuration
     /// trained from different seeds, and only such runs are pooled into a mean ± std over seeds.
     pub fn seedless_hash(&self) -> String {
-        let mut value = serde_json::to_value(self).expect("a RunConfig always serialises");
+        let mut value = self.to_json();
         value.as_object_mut().expect("a struct serialises to an object").remove("seed");
         let digest = Sha256::digest(serde_json::to_string(&value).expect("JSON values always serialise").as_bytes());
         digest.iter().map(|b| format!("{b:02x}")).collect()

@@ -167,7 +167,7 @@ pub struct Lars {
     pub momentum: f64,
     pub eta: f64,
     /// Learning-rate multiplier of the 1-D parameters (Barlow Twins' separate bias/BN group).
-    pub one_d_lr_factor: f64,
+    pub bias_and_norm_lr_factor: f64,
     /// One fused pass per parameter on the CPU (f32); false forces the tensor-op path, the
     /// reference the fused one is tested against (and the path on other devices).
     pub fused: bool,
@@ -176,14 +176,14 @@ pub struct Lars {
 impl Lars {
     pub fn new(params: Vec<Param>, weight_decay: f64, momentum: f64, eta: f64) -> Self {
         let momentum_buffers = vec![None; params.len()];
-        Self { params, momentum_buffers, weight_decay, momentum, eta, one_d_lr_factor: 1.0, fused: true }
+        Self { params, momentum_buffers, weight_decay, momentum, eta, bias_and_norm_lr_factor: 1.0, fused: true }
     }
 
     /// [`Optimizer::step`] for parameter `i` in one fused pass; false where it does not apply.
     fn step_fused(&mut self, i: usize, g: &Tensor, lr: f64) -> Result<bool> {
         let (wd, eta, momentum) = (self.weight_decay as f32, self.eta, self.momentum as f32);
         let adapt = !self.params[i].is_one_dimensional();
-        let lr = lr_of(&self.params[i], lr, self.one_d_lr_factor) as f32;
+        let lr = lr_of(&self.params[i], lr, self.bias_and_norm_lr_factor) as f32;
         let update = |w: &[f32], g: &[f32], [mu]: [Option<&[f32]>; 1]| {
             let decayed = |w: f32, g: f32| if adapt { g + wd * w } else { g };
             let q = if adapt {
@@ -260,7 +260,7 @@ impl Optimizer for Lars {
                 Some(m) => ((m * self.momentum)? + g)?,
                 None => g,
             };
-            let lr = lr_of(&self.params[i], lr, self.one_d_lr_factor);
+            let lr = lr_of(&self.params[i], lr, self.bias_and_norm_lr_factor);
             let p = &self.params[i].var;
             p.set(&(p.as_tensor() - (&mu * lr)?)?)?;
             self.momentum_buffers[i] = Some(mu);
@@ -277,9 +277,9 @@ impl Optimizer for Lars {
     }
 }
 
-fn lr_of(p: &Param, lr: f64, one_d_lr_factor: f64) -> f64 {
+fn lr_of(p: &Param, lr: f64, bias_and_norm_lr_factor: f64) -> f64 {
     if p.is_one_dimensional() {
-        lr * one_d_lr_factor
+        lr * bias_and_norm_lr_factor
     } else {
         lr
     }
@@ -292,13 +292,13 @@ pub struct Sgd {
     momentum_buffers: Vec<Option<Tensor>>,
     pub weight_decay: f64,
     pub momentum: f64,
-    pub one_d_lr_factor: f64,
+    pub bias_and_norm_lr_factor: f64,
 }
 
 impl Sgd {
     pub fn new(params: Vec<Param>, weight_decay: f64, momentum: f64) -> Self {
         let momentum_buffers = vec![None; params.len()];
-        Self { params, momentum_buffers, weight_decay, momentum, one_d_lr_factor: 1.0 }
+        Self { params, momentum_buffers, weight_decay, momentum, bias_and_norm_lr_factor: 1.0 }
     }
 }
 
@@ -312,7 +312,7 @@ impl Optimizer for Sgd {
                 Some(m) => ((m * self.momentum)? + g)?,
                 None => g,
             };
-            let lr = lr_of(&self.params[i], lr, self.one_d_lr_factor);
+            let lr = lr_of(&self.params[i], lr, self.bias_and_norm_lr_factor);
             p.set(&(p.as_tensor() - (&mu * lr)?)?)?;
             self.momentum_buffers[i] = Some(mu);
         }
@@ -336,7 +336,7 @@ pub struct Adam {
     pub betas: (f64, f64),
     pub eps: f64,
     pub weight_decay: f64,
-    pub one_d_lr_factor: f64,
+    pub bias_and_norm_lr_factor: f64,
     /// One fused pass per parameter on the CPU (f32); false forces the tensor-op path.
     pub fused: bool,
 }
@@ -344,7 +344,7 @@ pub struct Adam {
 impl Adam {
     pub fn new(params: Vec<Param>, betas: (f64, f64), eps: f64, weight_decay: f64) -> Self {
         let moments = vec![None; params.len()];
-        Self { params, moments, step: 0, betas, eps, weight_decay, one_d_lr_factor: 1.0, fused: true }
+        Self { params, moments, step: 0, betas, eps, weight_decay, bias_and_norm_lr_factor: 1.0, fused: true }
     }
 
     /// [`Optimizer::step`] for parameter `i` in one fused pass, with the bias corrections `c1`,
@@ -352,7 +352,7 @@ impl Adam {
     fn step_fused(&mut self, i: usize, g: &Tensor, lr: f64, (c1, c2): (f64, f64)) -> Result<bool> {
         let (b1, b2) = (self.betas.0 as f32, self.betas.1 as f32);
         let (wd, eps, c1, c2) = (self.weight_decay as f32, self.eps as f32, c1 as f32, c2 as f32);
-        let lr = lr_of(&self.params[i], lr, self.one_d_lr_factor) as f32;
+        let lr = lr_of(&self.params[i], lr, self.bias_and_norm_lr_factor) as f32;
         let (m0, v0) = match &self.moments[i] {
             Some((m, v)) => (Some(m), Some(v)),
             None => (None, None),
@@ -414,7 +414,7 @@ impl Optimizer for Adam {
             };
             let denom = ((&v / c2)?.sqrt()? + self.eps)?;
             let update = ((&m / c1)? / denom)?;
-            let lr = lr_of(&self.params[i], lr, self.one_d_lr_factor);
+            let lr = lr_of(&self.params[i], lr, self.bias_and_norm_lr_factor);
             p.set(&(p.as_tensor() - (update * lr)?)?)?;
             self.moments[i] = Some((m, v));
         }
@@ -530,7 +530,7 @@ mod tests {
         grads.insert(w.var.as_tensor(), Tensor::new(&[[1.0f32, 0.0]], &Device::Cpu).unwrap());
         grads.insert(b.var.as_tensor(), Tensor::new(&[2.0f32], &Device::Cpu).unwrap());
         let mut opt = Sgd::new(vec![w.clone(), b.clone()], 0.5, 0.9);
-        opt.one_d_lr_factor = 0.5;
+        opt.bias_and_norm_lr_factor = 0.5;
         opt.step(&grads, 0.1).unwrap();
         let got = values(&w);
         assert!((got[0] - 0.85).abs() < 1e-6 && (got[1] - 1.9).abs() < 1e-6, "{got:?}");
@@ -579,13 +579,13 @@ mod tests {
             let mut opt: Box<dyn Optimizer> = match kind {
                 "lars" => {
                     let mut o = Lars::new(params, 0.05, 0.9, 0.02);
-                    o.one_d_lr_factor = 0.3;
+                    o.bias_and_norm_lr_factor = 0.3;
                     o.fused = fused;
                     Box::new(o)
                 }
                 _ => {
                     let mut o = Adam::new(params, (0.9, 0.999), 1e-8, 0.01);
-                    o.one_d_lr_factor = 0.3;
+                    o.bias_and_norm_lr_factor = 0.3;
                     o.fused = fused;
                     Box::new(o)
                 }

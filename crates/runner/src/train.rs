@@ -17,7 +17,7 @@ use crate::eval::{extract_features, knn_cosine_weighted, knn_euclidean_majority}
 use crate::method::{Network, StepContext};
 use crate::optim::{Adam, Lars, Optimizer, Sgd, WarmupCosine};
 use crate::probe::{linear_probe, ProbeConfig};
-use crate::store::{EpochRecord, EvalRecord, RunStatus, Store};
+use crate::store::{EpochRecord, EvalRecord, Metric, RunStatus, Store};
 use crate::{Error, Result};
 
 /// Batches of views prepared ahead of the trainer.
@@ -137,7 +137,7 @@ pub fn execute(config: &RunConfig, ctx: &RunContext) -> Result<RunOutcome> {
                     "run {run_id} was interrupted before its first checkpoint; training it from the start"
                 ),
             }
-            ctx.store.resume_run(run_id, pos.map(|p| p.epoch))?;
+            ctx.store.resume_run(run_id, pos)?;
             (run_id, pos)
         }
         None => {
@@ -311,7 +311,7 @@ impl<'a> Training<'a> {
         pb.finish_and_clear();
         let knn5 = knn_euclidean_majority(&bank, &queries, 5, classes)?;
         let knn200 = knn_cosine_weighted(&bank, &queries, 200, 0.1, classes)?;
-        let mut results = vec![("knn-euclidean", 5, knn5), ("knn-cosine", 200, knn200)];
+        let mut results = vec![(Metric::Knn5, knn5), (Metric::Knn200, knn200)];
         if config.eval.linear_epochs > 0 {
             let cfg = ProbeConfig {
                 epochs: config.eval.linear_epochs,
@@ -321,15 +321,15 @@ impl<'a> Training<'a> {
             };
             let linear = linear_probe(&bank, &queries, classes, &cfg)?;
             tracing::info!("epoch {epoch}: linear probe top-1 {:.2} %, top-5 {:.2} %", linear.top1, linear.top5);
-            results.push(("linear", 0, linear));
+            results.push((Metric::Linear, linear));
         }
-        for (protocol, k, acc) in results {
+        for (metric, acc) in results {
             ctx.store.record_eval(
                 run_id,
                 &EvalRecord {
                     epoch,
-                    protocol: protocol.into(),
-                    k,
+                    protocol: metric.protocol().into(),
+                    k: metric.k(),
                     top1: acc.top1,
                     top5: acc.top5,
                     bank_size: bank_n,
@@ -501,17 +501,17 @@ pub fn optimizer_for(config: &RunConfig, net: &Network) -> Box<dyn Optimizer> {
     match o.kind {
         OptimizerKind::Lars => {
             let mut lars = Lars::new(params, o.weight_decay, o.momentum, o.eta);
-            lars.one_d_lr_factor = o.one_d_lr_factor;
+            lars.bias_and_norm_lr_factor = o.bias_and_norm_lr_factor;
             Box::new(lars)
         }
         OptimizerKind::Adam => {
             let mut adam = Adam::new(params, o.betas, o.adam_eps, o.weight_decay);
-            adam.one_d_lr_factor = o.one_d_lr_factor;
+            adam.bias_and_norm_lr_factor = o.bias_and_norm_lr_factor;
             Box::new(adam)
         }
         OptimizerKind::Sgd => {
             let mut sgd = Sgd::new(params, o.weight_decay, o.momentum);
-            sgd.one_d_lr_factor = o.one_d_lr_factor;
+            sgd.bias_and_norm_lr_factor = o.bias_and_norm_lr_factor;
             Box::new(sgd)
         }
     }

@@ -142,8 +142,11 @@ fn check_optimizer(s: &RunConfig) -> Check {
     if !(0.0..=1.0).contains(&o.end_lr_factor) {
         return fail("optimizer.end_lr_factor", format!("a factor in [0, 1] expected, got {}", o.end_lr_factor));
     }
-    if !(o.one_d_lr_factor >= 0.0 && o.one_d_lr_factor.is_finite()) {
-        return fail("optimizer.one_d_lr_factor", format!("a factor ≥ 0 expected, got {}", o.one_d_lr_factor));
+    if !(o.bias_and_norm_lr_factor >= 0.0 && o.bias_and_norm_lr_factor.is_finite()) {
+        return fail(
+            "optimizer.bias_and_norm_lr_factor",
+            format!("a factor ≥ 0 expected, got {}", o.bias_and_norm_lr_factor),
+        );
     }
     if o.kind != OptimizerKind::Adam && !(0.0..1.0).contains(&o.momentum) {
         return fail("optimizer.momentum", format!("a value in [0, 1) expected, got {}", o.momentum));

@@ -11,7 +11,7 @@ use super::{did_you_mean, ExperimentFile};
 use crate::Result;
 
 /// The metrics a `[[reference]]` entry may carry (top-1 % unless named otherwise).
-pub const REFERENCE_METRICS: [&str; 4] = ["linear", "linear-top5", "knn5", "knn200"];
+pub const REFERENCE_METRICS: [&str; 4] = crate::store::Metric::KEYS;
 
 /// The paper's numbers for the cells matching `at` (grid coordinates).
 #[derive(Debug, Clone, PartialEq, Serialize)]

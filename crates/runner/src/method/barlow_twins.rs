@@ -1,6 +1,6 @@
 //! Barlow Twins (Zbontar et al., ICML 2021): the FAIR projector without biases, LARS with the
 //! authors' separate learning rate for biases and BatchNorm parameters (the optimiser's
-//! `one_d_lr_factor`), two views forwarded one by one, and the cross-correlation loss of
+//! `bias_and_norm_lr_factor`), two views forwarded one by one, and the cross-correlation loss of
 //! `infomax_losses::barlow_twins`.
 
 use candle_core::Tensor;
@@ -42,7 +42,7 @@ impl MethodImpl for BarlowTwins {
     /// The authors' LARS: lr 0.2 for the weights, 0.0048 for biases and BatchNorm parameters.
     fn recipe(config: &mut RunConfig) {
         config.projector = HeadConfig::fair_projector(false);
-        config.optimizer = OptimizerConfig { lr: 0.2, one_d_lr_factor: 0.0048 / 0.2, ..OptimizerConfig::lars() };
+        config.optimizer = OptimizerConfig { lr: 0.2, bias_and_norm_lr_factor: 0.0048 / 0.2, ..OptimizerConfig::lars() };
     }
 
     fn check(config: &RunConfig) -> Check {

@@ -18,6 +18,7 @@ use rusqlite::{Connection, OpenFlags};
 use crate::{Error, Result};
 
 mod merge;
+mod migrate;
 mod read;
 pub mod rows;
 pub mod schema;
@@ -26,7 +27,7 @@ mod write;
 
 pub use merge::MergeStats;
 pub use rows::{
-    label, run_label, variant_label, variant_of, EpochRecord, EvalRecord, Exclusion, Experiment, GridAxis,
+    label, run_label, variant_label, variant_of, EpochRecord, EvalRecord, Exclusion, Experiment, GridAxis, Metric,
     PlannedRecord, ReferenceValue, RunRecord, RunStatus,
 };
 pub use schema::SCHEMA_VERSION;
@@ -58,7 +59,7 @@ impl Store {
                 // Foreign keys off while tables are rebuilt: the others keep pointing at them by name.
                 store.conn.pragma_update(None, "foreign_keys", "OFF").map_err(err)?;
                 for from in v..SCHEMA_VERSION {
-                    store.step(&schema::migration_sql(from), from + 1)?;
+                    store.migrate(from)?;
                 }
                 store.conn.pragma_update(None, "foreign_keys", "ON").map_err(err)?;
             }
@@ -95,6 +96,13 @@ impl Store {
         &self.path
     }
 
+    /// The folder of this database's per-run checkpoints (`results.sqlite` →
+    /// `results.checkpoints/`, holding `<config hash>/`): each database has its own, so two
+    /// databases never read each other's.
+    pub fn checkpoints(&self) -> PathBuf {
+        checkpoints_of(&self.path)
+    }
+
     /// The connection, for tests that look at or alter a database directly.
     pub fn connection(&self) -> &Connection {
         &self.conn
@@ -117,6 +125,18 @@ impl Store {
         }
     }
 
+    /// Take the file from version `from` to `from + 1`: the tables, then what the step does to
+    /// the data, in one transaction.
+    fn migrate(&self, from: i64) -> Result<()> {
+        let tx = self.conn.unchecked_transaction().map_err(self.err())?;
+        tx.execute_batch(&schema::migration_sql(from)).map_err(self.err())?;
+        if from + 1 == 3 {
+            migrate::to_version_3(&tx, &self.path, &self.checkpoints())?;
+        }
+        tx.pragma_update(None, "user_version", from + 1).map_err(self.err())?;
+        tx.commit().map_err(self.err())
+    }
+
     /// Run `sql` and set the schema version to `version`, in one transaction.
     fn step(&self, sql: &str, version: i64) -> Result<()> {
         let tx = self.conn.unchecked_transaction().map_err(self.err())?;
@@ -124,6 +144,11 @@ impl Store {
         tx.pragma_update(None, "user_version", version).map_err(self.err())?;
         tx.commit().map_err(self.err())
     }
+}
+
+/// The checkpoint folder of the database at `db` (see [`Store::checkpoints`]).
+pub fn checkpoints_of(db: &Path) -> PathBuf {
+    db.with_extension("checkpoints")
 }
 
 #[cfg(test)]
@@ -155,7 +180,7 @@ mod tests {
                 &EvalRecord {
                     epoch: 1,
                     protocol: "knn-cosine".into(),
-                    k: 200,
+                    k: Some(200),
                     top1: 40.0,
                     top5: 80.0,
                     bank_size: 1000,
@@ -188,7 +213,7 @@ mod tests {
         let count = |t: &str| -> i64 {
             store.connection().query_row(&format!("SELECT count(*) FROM {t}"), [], |r| r.get(0)).unwrap()
         };
-        store.resume_run(id, Some(2)).unwrap();
+        store.resume_run(id, Some(crate::checkpoint::Position::epoch_end(2, 20))).unwrap();
         assert_eq!((count("epochs"), count("epoch_terms"), store.last_recorded_epoch(id).unwrap()), (2, 2, 2));
         store.resume_run(id, None).unwrap();
         assert_eq!((count("epochs"), count("epoch_terms"), store.last_recorded_epoch(id).unwrap()), (0, 0, 0));
@@ -204,24 +229,26 @@ mod tests {
             let v1 = schema::create_sql(1);
             assert!(!v1.contains("grid_json") && !v1.contains("skipped"));
             c.execute_batch(&v1).unwrap();
-            c.execute_batch(
+            c.execute(
                 "INSERT INTO runs (id, experiment, profile, method, dataset, seed, epochs, config_json, config_hash,
                                    status, started_at, code_version, machine)
-                 VALUES (7, 'smoke', 'smoke', 'vicreg', 'cifar10', 0, 2, '{}', 'h', 'finished', 'now', 'v', 'm');
-                 INSERT INTO epochs VALUES (7, 1, 2.5, 0.1, 10.0, 3.0);
-                 PRAGMA user_version = 1;",
+                 VALUES (7, 'smoke', 'smoke', 'vicreg', 'cifar10', 0, 2, ?1, 'h', 'finished', 'now', 'v', 'm')",
+                [RunConfig::defaults(Method::Vicreg, Dataset::Cifar10).canonical_json()],
             )
             .unwrap();
+            c.execute_batch("INSERT INTO epochs VALUES (7, 1, 2.5, 0.1, 10.0, 3.0); PRAGMA user_version = 1;").unwrap();
         }
+        let hash = RunConfig::defaults(Method::Vicreg, Dataset::Cifar10).hash();
         let store = Store::open(&path).unwrap();
         let c = store.connection();
         assert_eq!(c.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0)).unwrap(), SCHEMA_VERSION);
         let (id, grid): (i64, String) = c
-            .query_row("SELECT id, grid_json FROM runs WHERE config_hash = 'h'", [], |r| Ok((r.get(0)?, r.get(1)?)))
+            .query_row("SELECT id, grid_json FROM runs WHERE config_hash = ?1", [&hash], |r| Ok((r.get(0)?, r.get(1)?)))
             .unwrap();
         assert_eq!((id, grid.as_str()), (7, "{}"), "ids and rows kept");
-        assert_eq!(store.completed_run("h").unwrap(), Some((7, "finished".into())));
-        let config = RunConfig::defaults(Method::Vicreg, Dataset::Cifar10);
+        assert_eq!(store.completed_run(&hash).unwrap(), Some((7, "finished".into())));
+        let mut config = RunConfig::defaults(Method::Vicreg, Dataset::Cifar10);
+        config.seed = 1;
         store.skip_run(&config, "dataset not found", "v", "m").unwrap();
         // Foreign keys still point at the rebuilt table.
         assert!(c.execute("INSERT INTO epochs VALUES (999, 1, 1.0, 0.1, 1.0, 1.0)", []).is_err());
@@ -256,19 +283,39 @@ mod tests {
     fn normalise(sql: &str) -> String {
         let code: Vec<&str> = sql.lines().map(|l| l.split("--").next().unwrap_or_default()).collect();
         let words = code.join(" ").split_whitespace().collect::<Vec<_>>().join(" ");
-        words.replace("( ", "(").replace(" )", ")").replace(" ,", ",")
+        // A rebuilt table keeps the quotes of its rename: `CREATE TABLE "runs"`.
+        let words = words.replace("( ", "(").replace(" )", ")").replace(" ,", ",");
+        match words.strip_prefix("CREATE TABLE \"").and_then(|rest| rest.split_once('"')) {
+            Some((name, rest)) => format!("CREATE TABLE {name}{rest}"),
+            None => words,
+        }
     }
 
-    /// A database infomax wrote at version 2 before the schema was generated from one definition
-    /// (`tests/data/results-v2.sqlite`: `table1` under `smoke` with SimCLR on CIFAR-10 finished,
-    /// on STL-10 skipped, W-MSE 2 on CIFAR-10 left running after an epoch, on STL-10 planned)
-    /// opens as it is: its tables are the generated ones to the letter, every configuration
-    /// parses back to its hash, and training goes on in it.
+    /// A database infomax wrote at version 2 (`tests/data/results-v2.sqlite`: `table1` under
+    /// `smoke` with SimCLR on CIFAR-10 finished, on STL-10 skipped, W-MSE 2 on CIFAR-10 left
+    /// running after an epoch with a checkpoint, on STL-10 planned) is migrated: its tables are
+    /// the generated ones to the letter; every configuration gets its numbers as written and its
+    /// new hash, its checkpoint folder follows it, and training goes on in it.
     #[test]
-    fn a_version_2_database_from_before_opens_as_it_is() {
+    fn a_version_2_database_is_migrated_to_numbers_as_written_and_new_hashes() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("v2.sqlite");
         std::fs::copy(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/results-v2.sqlite"), &path).unwrap();
+        let old: Vec<(i64, String, String)> = {
+            let c = Connection::open(&path).unwrap();
+            let mut s = c.prepare("SELECT id, config_hash, config_json FROM runs ORDER BY id").unwrap();
+            let rows = s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap();
+            rows.map(|r| r.unwrap()).collect()
+        };
+        assert!(old[0].2.contains("0.4000000059604645") && old[0].2.contains("one_d_lr_factor"));
+        // The running run's checkpoint, under its version-2 hash.
+        let running_old_hash = old[2].1.clone();
+        let ckpt = checkpoints_of(&path).join(&running_old_hash);
+        std::fs::create_dir_all(&ckpt).unwrap();
+        let meta = format!(r#"{{"format":1,"config_hash":"{running_old_hash}","position":{{"epoch":1,"step":4}}}}"#);
+        std::fs::write(ckpt.join("latest.json"), &meta).unwrap();
+        std::fs::write(ckpt.join("epoch-1.json"), &meta).unwrap();
+
         let schema_of = |p: &Path| -> Vec<(String, String)> {
             let c = Connection::open_with_flags(p, OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
             let mut s = c.prepare("SELECT name, sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY name").unwrap();
@@ -277,18 +324,43 @@ mod tests {
         };
         let fresh = dir.path().join("fresh.sqlite");
         Store::open(&fresh).unwrap();
-        assert_eq!(schema_of(&path), schema_of(&fresh));
-
         let store = Store::open(&path).unwrap();
-        assert_eq!(store.version().unwrap(), 2);
+        assert_eq!(schema_of(&path), schema_of(&fresh));
+        assert_eq!(store.version().unwrap(), SCHEMA_VERSION);
+
         let runs = store.runs().unwrap();
         let planned = store.planned_runs().unwrap();
         assert_eq!((runs.len(), planned.len()), (3, 4));
         for (hash, config) in
             runs.iter().map(|r| (&r.config_hash, &r.config)).chain(planned.iter().map(|p| (&p.config_hash, &p.config)))
         {
-            assert_eq!(&config.hash(), hash, "the run's identity still holds");
+            assert_eq!(&config.hash(), hash, "the run's identity holds");
         }
+        for ((id, old_hash, _), run) in old.iter().zip(&runs) {
+            assert_eq!(*id, run.id, "ids kept");
+            assert_ne!(old_hash, &run.config_hash, "a new identity");
+            assert!(planned.iter().any(|p| p.config_hash == run.config_hash), "the plan follows the run");
+        }
+        // Numbers as written, so SQL compares with what a file says.
+        let c = store.connection();
+        let json: String =
+            c.query_row("SELECT config_json FROM runs WHERE id = ?1", [runs[0].id], |r| r.get(0)).unwrap();
+        assert!(!json.contains("0.4000000059604645") && !json.contains("one_d_lr_factor"), "{json}");
+        let n: i64 = c
+            .query_row(
+                "SELECT count(*) FROM runs WHERE json_extract(config_json, '$.augment.view_a.color_jitter.brightness') = 0.4",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(n, 3);
+        // The linear probe has no k.
+        let linear_k: Vec<Option<i64>> = {
+            let mut s = c.prepare("SELECT k FROM evaluations WHERE protocol = 'linear'").unwrap();
+            s.query_map([], |r| r.get(0)).unwrap().map(|r| r.unwrap()).collect()
+        };
+        assert!(!linear_k.is_empty() && linear_k.iter().all(Option::is_none), "{linear_k:?}");
+
         let e = &store.experiments().unwrap()[0];
         assert_eq!((e.name.as_str(), e.axes.len(), e.profiles.is_empty()), ("table1", 2, false));
         let statuses: Vec<String> = store.run_rows(None).unwrap().into_iter().map(|r| r.status).collect();
@@ -297,6 +369,10 @@ mod tests {
         assert_eq!(store.completed_run(&runs[0].config_hash).unwrap(), Some((runs[0].id, "finished".into())));
         let running = &runs[2];
         assert_eq!(store.unfinished_run(&running.config_hash).unwrap(), Some(running.id));
+        // Its checkpoint moved with it and names the new hash.
+        let moved = crate::checkpoint::dir_for(&store.checkpoints(), &running.config_hash);
+        assert!(!ckpt.exists());
+        assert_eq!(crate::checkpoint::latest(&moved, &running.config_hash).unwrap().map(|p| p.step), Some(4));
         let e = EpochRecord { epoch: 2, loss: 1.0, lr: 0.1, images_per_second: 1.0, wall_seconds: 1.0, terms: vec![] };
         store.record_epoch(running.id, &e).unwrap();
         store.finish_run(running.id, RunStatus::Finished, None).unwrap();

@@ -151,7 +151,7 @@ impl Store {
                 let eval = EvalRecord {
                     epoch: r.get::<_, i64>(1)? as usize,
                     protocol: r.get(2)?,
-                    k: r.get::<_, i64>(3)? as usize,
+                    k: r.get::<_, Option<i64>>(3)?.map(|k| k as usize),
                     top1: r.get(4)?,
                     top5: r.get(5)?,
                     bank_size: r.get::<_, i64>(6)? as usize,
@@ -323,7 +323,7 @@ mod tests {
         let eval = EvalRecord {
             epoch: 1,
             protocol: "linear".into(),
-            k: 0,
+            k: None,
             top1: 40.0,
             top5: 80.0,
             bank_size: 9,

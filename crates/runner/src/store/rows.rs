@@ -121,11 +121,89 @@ impl EpochRecord {
 pub struct EvalRecord {
     pub epoch: usize,
     pub protocol: String,
-    pub k: usize,
+    /// The k-NN's neighbour count; none for the linear probe.
+    pub k: Option<usize>,
     pub top1: f64,
     pub top5: f64,
     pub bank_size: usize,
     pub test_size: usize,
+}
+
+/// The accuracies an evaluation measures, by the names the CLI, the experiment files (the
+/// papers' numbers) and the `final_results` view use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub enum Metric {
+    Linear,
+    LinearTop5,
+    Knn5,
+    Knn200,
+}
+
+impl Metric {
+    pub const ALL: [Metric; 4] = [Metric::Linear, Metric::Knn5, Metric::Knn200, Metric::LinearTop5];
+
+    /// Every metric's name, in [`Metric::ALL`]'s order.
+    pub const KEYS: [&'static str; 4] =
+        [Metric::ALL[0].key(), Metric::ALL[1].key(), Metric::ALL[2].key(), Metric::ALL[3].key()];
+
+    pub const fn key(self) -> &'static str {
+        match self {
+            Metric::Linear => "linear",
+            Metric::LinearTop5 => "linear-top5",
+            Metric::Knn5 => "knn5",
+            Metric::Knn200 => "knn200",
+        }
+    }
+
+    pub fn title(self) -> &'static str {
+        match self {
+            Metric::Linear => "linear probe top-1 %",
+            Metric::LinearTop5 => "linear probe top-5 %",
+            Metric::Knn5 => "5-NN top-1 % (Euclidean, majority)",
+            Metric::Knn200 => "200-NN top-1 % (cosine, weighted)",
+        }
+    }
+
+    pub fn short(self) -> &'static str {
+        match self {
+            Metric::Linear => "linear",
+            Metric::LinearTop5 => "linear top-5",
+            Metric::Knn5 => "5-NN",
+            Metric::Knn200 => "200-NN",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Metric> {
+        Metric::ALL.into_iter().find(|m| m.key() == s)
+    }
+
+    /// The evaluation protocol that measures it, as `evaluations.protocol` names it.
+    pub fn protocol(self) -> &'static str {
+        match self {
+            Metric::Linear | Metric::LinearTop5 => "linear",
+            Metric::Knn5 => "knn-euclidean",
+            Metric::Knn200 => "knn-cosine",
+        }
+    }
+
+    /// The k-NN's neighbour count (`evaluations.k`); none for the linear probe.
+    pub fn k(self) -> Option<usize> {
+        match self {
+            Metric::Linear | Metric::LinearTop5 => None,
+            Metric::Knn5 => Some(5),
+            Metric::Knn200 => Some(200),
+        }
+    }
+
+    /// Whether it is the evaluation's top-5 accuracy rather than its top-1.
+    pub fn is_top5(self) -> bool {
+        self == Metric::LinearTop5
+    }
+
+    /// This metric's value in an evaluation, if the evaluation measures it.
+    pub fn of(self, e: &EvalRecord) -> Option<f64> {
+        (e.protocol == self.protocol() && e.k == self.k()).then_some(if self.is_top5() { e.top5 } else { e.top1 })
+    }
 }
 
 /// One axis of an experiment's grid as stored: its value names in the file's order.

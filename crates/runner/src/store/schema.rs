@@ -21,8 +21,11 @@ pub struct Table {
     pub columns: &'static [(&'static str, &'static str)],
     /// Table constraints: `PRIMARY KEY (…)`, `FOREIGN KEY (…) REFERENCES …`.
     pub constraints: &'static [&'static str],
-    /// (index, indexed columns).
+    /// (index, indexed columns); `UNIQUE col, …` makes a unique index.
     pub indexes: &'static [(&'static str, &'static str)],
+    /// Stored in its primary key's b-tree alone (`WITHOUT ROWID`): the large per-step tables,
+    /// where a second copy of the key would double the file.
+    pub without_rowid: bool,
 }
 
 impl Table {
@@ -40,20 +43,35 @@ impl Table {
     fn create(&self, name: &str) -> String {
         let mut parts: Vec<String> = self.columns.iter().map(|(c, decl)| format!("{c} {decl}")).collect();
         parts.extend(self.constraints.iter().map(|c| c.to_string()));
-        format!("CREATE TABLE {name} (\n    {}\n);\n", parts.join(",\n    "))
+        let rowid = if self.without_rowid { " WITHOUT ROWID" } else { "" };
+        format!("CREATE TABLE {name} (\n    {}\n){rowid};\n", parts.join(",\n    "))
     }
 
     fn create_indexes(&self) -> String {
-        self.indexes.iter().map(|(index, cols)| format!("CREATE INDEX {index} ON {} ({cols});\n", self.name)).collect()
+        let create = |index: &str, cols: &str| match cols.strip_prefix("UNIQUE ") {
+            Some(cols) => format!("CREATE UNIQUE INDEX {index} ON {} ({cols});\n", self.name),
+            None => format!("CREATE INDEX {index} ON {} ({cols});\n", self.name),
+        };
+        self.indexes.iter().map(|(index, cols)| create(index, cols)).collect()
     }
 
-    /// Rebuild this table, holding `old`'s rows, with this definition.
-    fn rebuild_from(&self, old: &Table) -> String {
+    /// Rebuild this table, holding `old`'s rows, with this definition (at `version`: a column
+    /// with a conversion is filled by it).
+    fn rebuild_from(&self, old: &Table, version: i64) -> String {
         let next = format!("{}_next", self.name);
         let common: Vec<&str> = self.column_names().filter(|c| old.column_names().any(|o| o == *c)).collect();
-        let common = common.join(", ");
+        let sources: Vec<&str> = common
+            .iter()
+            .map(|c| {
+                CONVERSIONS
+                    .iter()
+                    .find(|(v, t, col, _)| *v == version && *t == self.name && col == c)
+                    .map_or(*c, |(.., expr)| *expr)
+            })
+            .collect();
+        let (common, sources) = (common.join(", "), sources.join(", "));
         format!(
-            "{}INSERT INTO {next} ({common}) SELECT {common} FROM {name};\nDROP TABLE {name};\n\
+            "{}INSERT INTO {next} ({common}) SELECT {sources} FROM {name};\nDROP TABLE {name};\n\
              ALTER TABLE {next} RENAME TO {name};\n{}",
             self.create(&next),
             self.create_indexes(),
@@ -88,6 +106,7 @@ const RUNS: Table = Table {
     ],
     constraints: &[],
     indexes: &[("runs_by_hash", "config_hash")],
+    without_rowid: false,
 };
 
 /// Version 1's `runs`: no `skipped` status, no grid coordinates.
@@ -125,6 +144,7 @@ const EPOCHS: Table = Table {
     ],
     constraints: &["PRIMARY KEY (run_id, epoch)"],
     indexes: &[],
+    without_rowid: false,
 };
 
 /// Each loss term and diagnostic of an epoch, averaged over its steps.
@@ -141,11 +161,30 @@ const EPOCH_TERMS: Table = Table {
         "FOREIGN KEY (run_id, epoch) REFERENCES epochs (run_id, epoch)",
     ],
     indexes: &[],
+    without_rowid: false,
 };
 
-/// Frozen-feature evaluations; epoch 0 is the randomly initialised encoder.
+/// Frozen-feature evaluations; epoch 0 is the randomly initialised encoder. `k` is the k-NN's
+/// neighbour count, NULL for the linear probe.
 const EVALUATIONS: Table = Table {
     name: "evaluations",
+    columns: &[
+        ("run_id", "INTEGER NOT NULL REFERENCES runs (id)"),
+        ("epoch", "INTEGER NOT NULL"),
+        ("protocol", "TEXT NOT NULL"),
+        ("k", "INTEGER CHECK ((k IS NULL) = (protocol = 'linear'))"),
+        ("top1", "REAL NOT NULL"),
+        ("top5", "REAL NOT NULL"),
+        ("bank_size", "INTEGER NOT NULL"),
+        ("test_size", "INTEGER NOT NULL"),
+    ],
+    constraints: &[],
+    indexes: &[("evaluations_once", "UNIQUE run_id, epoch, protocol, ifnull(k, -1)")],
+    without_rowid: false,
+};
+
+/// Versions 1 and 2's evaluations: the linear probe's `k` was 0.
+const EVALUATIONS_V2: Table = Table {
     columns: &[
         ("run_id", "INTEGER NOT NULL REFERENCES runs (id)"),
         ("epoch", "INTEGER NOT NULL"),
@@ -158,6 +197,38 @@ const EVALUATIONS: Table = Table {
     ],
     constraints: &["PRIMARY KEY (run_id, epoch, protocol, k)"],
     indexes: &[],
+    ..EVALUATIONS
+};
+
+/// The optimiser steps a run recorded (every step, or every n-th in a run longer than
+/// [`crate::train::RECORDED_STEPS_MAX`] steps): `step` counts the steps taken, from 1.
+const STEPS: Table = Table {
+    name: "steps",
+    columns: &[
+        ("run_id", "INTEGER NOT NULL REFERENCES runs (id)"),
+        ("step", "INTEGER NOT NULL"),
+        ("epoch", "INTEGER NOT NULL"),
+        ("loss", "REAL NOT NULL"),
+        ("lr", "REAL NOT NULL"),
+        ("images_per_second", "REAL NOT NULL"),
+    ],
+    constraints: &["PRIMARY KEY (run_id, step)"],
+    indexes: &[],
+    without_rowid: true,
+};
+
+/// Each loss term and diagnostic of a recorded step.
+const STEP_TERMS: Table = Table {
+    name: "step_terms",
+    columns: &[
+        ("run_id", "INTEGER NOT NULL"),
+        ("step", "INTEGER NOT NULL"),
+        ("name", "TEXT NOT NULL"),
+        ("value", "REAL NOT NULL"),
+    ],
+    constraints: &["PRIMARY KEY (run_id, step, name)", "FOREIGN KEY (run_id, step) REFERENCES steps (run_id, step)"],
+    indexes: &[],
+    without_rowid: true,
 };
 
 /// What an experiment is; `axes_json` holds its grid (see `rows::Experiment`).
@@ -173,6 +244,7 @@ const EXPERIMENTS: Table = Table {
     ],
     constraints: &[],
     indexes: &[],
+    without_rowid: false,
 };
 
 const PROFILES: Table = Table {
@@ -180,6 +252,7 @@ const PROFILES: Table = Table {
     columns: &[("experiment", "TEXT NOT NULL"), ("profile", "TEXT NOT NULL"), ("about", "TEXT NOT NULL")],
     constraints: &["PRIMARY KEY (experiment, profile)"],
     indexes: &[],
+    without_rowid: false,
 };
 
 /// Every run a `reproduce` planned (the slice of a shard), trained yet or not.
@@ -195,6 +268,7 @@ const PLANNED_RUNS: Table = Table {
     ],
     constraints: &[],
     indexes: &[],
+    without_rowid: false,
 };
 
 /// The paper's numbers for the grid cells matching `at_json`.
@@ -209,6 +283,7 @@ const REFERENCE_VALUES: Table = Table {
     ],
     constraints: &["PRIMARY KEY (experiment, at_json, metric)"],
     indexes: &[],
+    without_rowid: false,
 };
 
 /// The tables of each schema version, oldest first: version `i + 1` is `VERSIONS[i]`. Per-run
@@ -217,10 +292,19 @@ const REFERENCE_VALUES: Table = Table {
 /// 1. runs, their epochs with loss terms, evaluations.
 /// 2. `runs` gains the `skipped` status and grid coordinates; the experiments, their profiles,
 ///    plans and papers' numbers appear, so that a report needs nothing but the database.
+/// 3. Every step recorded (`steps`, `step_terms`); the linear probe's `k` is NULL, not 0; the
+///    configurations' numbers read as written (`0.4`, not `0.4000000059604645`) and
+///    `optimizer.one_d_lr_factor` is `optimizer.bias_and_norm_lr_factor`, so every run gets
+///    its new hash (see `migrate.rs`).
 pub const VERSIONS: &[&[Table]] = &[
-    &[RUNS_V1, EPOCHS, EPOCH_TERMS, EVALUATIONS],
-    &[RUNS, EPOCHS, EPOCH_TERMS, EVALUATIONS, EXPERIMENTS, PROFILES, PLANNED_RUNS, REFERENCE_VALUES],
+    &[RUNS_V1, EPOCHS, EPOCH_TERMS, EVALUATIONS_V2],
+    &[RUNS, EPOCHS, EPOCH_TERMS, EVALUATIONS_V2, EXPERIMENTS, PROFILES, PLANNED_RUNS, REFERENCE_VALUES],
+    &[RUNS, STEPS, STEP_TERMS, EPOCHS, EPOCH_TERMS, EVALUATIONS, EXPERIMENTS, PROFILES, PLANNED_RUNS, REFERENCE_VALUES],
 ];
+
+/// How a rebuilt table's column is filled from the previous version's rows where it is not a
+/// plain copy: `(version, table, column, SQL expression over the old row)`.
+const CONVERSIONS: &[(i64, &str, &str, &str)] = &[(3, "evaluations", "k", "NULLIF(k, 0)")];
 
 /// The version this infomax reads and writes.
 pub const SCHEMA_VERSION: i64 = VERSIONS.len() as i64;
@@ -246,25 +330,79 @@ pub fn experiment_tables() -> impl Iterator<Item = &'static Table> {
     tables(SCHEMA_VERSION).iter().filter(|t| t.name != "runs" && !t.is_per_run())
 }
 
-/// SQL creating every table of `version` in an empty database.
+/// SQL creating every table of `version` in an empty database (and, at the current version,
+/// its views).
 pub fn create_sql(version: i64) -> String {
-    tables(version).iter().map(|t| t.create(t.name) + &t.create_indexes()).collect()
+    let tables: String = tables(version).iter().map(|t| t.create(t.name) + &t.create_indexes()).collect();
+    if version == SCHEMA_VERSION {
+        tables + &create_views()
+    } else {
+        tables
+    }
+}
+
+/// The views, named for what they answer; they are dropped before a migration and made anew
+/// after it.
+pub const VIEWS: &[&str] = &["final_results"];
+
+/// `final_results`: one row per finished run and metric, the metric named as the CLI names it
+/// (`knn200`, `knn5`, `linear`, `linear-top5`), its accuracy at initialisation (epoch 0) and
+/// after training (the last evaluated epoch), and the paper's number for the run's grid cell
+/// where the experiment gives one (the most specific `at` that the cell matches).
+fn create_views() -> String {
+    use super::rows::Metric;
+    let metric_values: Vec<String> = Metric::ALL
+        .iter()
+        .map(|m| {
+            let k = m.k().map_or("k IS NULL".to_string(), |k| format!("k = {k}"));
+            let column = if m.is_top5() { "top5" } else { "top1" };
+            format!(
+                "SELECT run_id, epoch, '{}' AS metric, {column} AS value FROM evaluations WHERE protocol = '{}' AND {k}",
+                m.key(),
+                m.protocol()
+            )
+        })
+        .collect();
+    format!(
+        "CREATE VIEW final_results AS
+WITH metric_values AS (
+    {}
+),
+last AS (SELECT run_id, metric, max(epoch) AS epoch FROM metric_values GROUP BY run_id, metric)
+SELECT r.id AS run_id, r.experiment, r.profile, r.grid_json AS cell, r.method, r.dataset, r.config_hash, r.seed,
+       l.metric, i.value AS at_init, f.value AS trained, l.epoch AS epoch,
+       (SELECT p.value FROM reference_values p
+         WHERE p.experiment = r.experiment AND p.metric = l.metric
+           AND NOT EXISTS (SELECT 1 FROM json_each(p.at_json) a
+                            WHERE json_extract(r.grid_json, '$.\"' || a.key || '\"') IS NOT a.value)
+         ORDER BY (SELECT count(*) FROM json_each(p.at_json)) DESC LIMIT 1) AS paper
+FROM runs r
+JOIN last l ON l.run_id = r.id
+JOIN metric_values f ON f.run_id = l.run_id AND f.metric = l.metric AND f.epoch = l.epoch
+LEFT JOIN metric_values i ON i.run_id = l.run_id AND i.metric = l.metric AND i.epoch = 0
+WHERE r.status = 'finished';
+",
+        metric_values.join("\n    UNION ALL\n    ")
+    )
 }
 
 /// SQL taking a database at `from` to `from + 1`; run it with foreign keys off (rebuilt tables
 /// are referenced by name).
 pub fn migration_sql(from: i64) -> String {
     let (old, new) = (tables(from), tables(from + 1));
-    let mut sql = String::new();
+    let mut sql: String = VIEWS.iter().map(|v| format!("DROP VIEW IF EXISTS {v};\n")).collect();
     for t in new {
         match old.iter().find(|o| o.name == t.name) {
             None => sql += &(t.create(t.name) + &t.create_indexes()),
             Some(o) if o == t => {}
-            Some(o) => sql += &t.rebuild_from(o),
+            Some(o) => sql += &t.rebuild_from(o, from + 1),
         }
     }
     for o in old.iter().filter(|o| !new.iter().any(|t| t.name == o.name)) {
         sql += &format!("DROP TABLE {};\n", o.name);
+    }
+    if from + 1 == SCHEMA_VERSION {
+        sql += &create_views();
     }
     sql
 }

@@ -6,6 +6,7 @@ use rusqlite::params;
 
 use super::rows::{grid_json, EpochRecord, EvalRecord, Experiment, PlannedRecord, RunStatus};
 use super::{schema, Store};
+use crate::checkpoint::Position;
 use crate::config::RunConfig;
 use crate::experiment::ExperimentFile;
 use crate::plan::PlannedRun;
@@ -84,23 +85,28 @@ impl Store {
             .map_err(self.err())
     }
 
-    /// Take up an unfinished run again from the end of `epoch` (its checkpoint), or from the
-    /// start when there is none: drop what was recorded after that point (work the checkpoint
-    /// does not hold) and mark it `running` again, in one transaction. A run stays one row
-    /// however often it is interrupted.
-    pub fn resume_run(&self, run_id: i64, epoch: Option<usize>) -> Result<()> {
+    /// Take up an unfinished run again from its checkpoint at `position`, or from the start when
+    /// there is none: drop what was recorded after that point (work the checkpoint does not
+    /// hold: later epochs, their evaluations, steps past the checkpoint's) and mark it `running`
+    /// again, in one transaction. A run stays one row however often it is interrupted.
+    pub fn resume_run(&self, run_id: i64, position: Option<Position>) -> Result<()> {
         let tx = self.conn.unchecked_transaction().map_err(self.err())?;
-        let keep_through = epoch.map_or(-1, |e| e as i64);
-        // Referencing tables first: terms reference their epoch's row.
+        let (epochs_kept, steps_kept) = position.map_or((-1, -1), |p| (p.epoch as i64, p.step as i64));
+        // Referencing tables first: terms reference their epoch's or step's row.
         for table in schema::per_run_tables().rev() {
+            let (column, kept) =
+                if table.column_names().any(|c| c == "step") { ("step", steps_kept) } else { ("epoch", epochs_kept) };
             tx.execute(
-                &format!("DELETE FROM {} WHERE run_id = ?1 AND epoch > ?2", table.name),
-                params![run_id, keep_through],
+                &format!("DELETE FROM {} WHERE run_id = ?1 AND {column} > ?2", table.name),
+                params![run_id, kept],
             )
             .map_err(self.err())?;
         }
-        let detail = match epoch {
-            Some(e) => format!("resumed after epoch {e}"),
+        let detail = match position {
+            Some(p) => match p.in_epoch {
+                Some(s) => format!("resumed in epoch {} at step {s}", p.epoch + 1),
+                None => format!("resumed after epoch {}", p.epoch),
+            },
             None => "restarted: the interrupted attempt left no checkpoint".to_string(),
         };
         tx.execute("UPDATE runs SET status = 'running', status_detail = ?2 WHERE id = ?1", params![run_id, detail])
@@ -195,7 +201,7 @@ impl Store {
                     run_id,
                     e.epoch as i64,
                     e.protocol,
-                    e.k as i64,
+                    e.k.map(|k| k as i64),
                     e.top1,
                     e.top5,
                     e.bank_size as i64,
