@@ -5,13 +5,16 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 
+/// The default database; a database of its file name renders its report into its folder.
+const DEFAULT_DB: &str = "reports/results.sqlite";
+
 #[derive(Args)]
 pub struct Paths {
     /// Dataset root [default: $INFOMAX_DATA, else ./datasets].
     #[arg(long, global = true, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
     /// Results database (SQLite).
-    #[arg(long, global = true, value_name = "FILE", default_value = "reports/results.sqlite")]
+    #[arg(long, global = true, value_name = "FILE", default_value = DEFAULT_DB)]
     pub db: PathBuf,
 }
 
@@ -31,19 +34,28 @@ impl Paths {
 /// `export --out FILE` and `datasets preview --out FILE.png` mean their own file).
 #[derive(Args)]
 pub struct HtmlDir {
-    /// Folder the HTML report is written to [default: the database's folder, so
-    /// reports/results.sqlite renders into reports/].
+    /// Folder the HTML report is written to [default: reports/results.sqlite renders into
+    /// reports/, any other DIR/NAME.sqlite into DIR/NAME/].
     #[arg(long = "out", value_name = "DIR")]
     dir: Option<PathBuf>,
 }
 
 impl HtmlDir {
-    /// The pages go beside the database they show unless `--out` says otherwise: a second
-    /// database (`--db other/results.sqlite`) never overwrites the report of the first.
+    /// Where the pages of `db` go unless `--out` says: a database named `results.sqlite` into
+    /// its folder, any other `NAME.sqlite` into the folder `NAME/` beside it, so that no two
+    /// databases overwrite each other's report (`reports/a.sqlite` → `reports/a/`,
+    /// `reports/results.sqlite` → `reports/`).
     pub fn for_db(&self, db: &Path) -> PathBuf {
-        self.dir.clone().unwrap_or_else(|| match db.parent() {
+        if let Some(dir) = &self.dir {
+            return dir.clone();
+        }
+        let folder = match db.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
-        })
+        };
+        match db.file_stem() {
+            Some(name) if name != Path::new(DEFAULT_DB).file_stem().expect("a file name") => folder.join(name),
+            _ => folder,
+        }
     }
 }

@@ -40,9 +40,17 @@ pub struct ReproduceArgs {
     /// Folder where experiment names are looked up.
     #[arg(long, value_name = "DIR", default_value = "experiments")]
     experiments_dir: PathBuf,
-    /// Do not draw progress bars.
+    /// Do not draw progress bars (log a progress line every --log-every seconds instead, as
+    /// when stderr is not a terminal).
     #[arg(long)]
     no_progress: bool,
+    /// Seconds between progress lines when no bar is drawn (a Slurm log, --no-progress).
+    #[arg(long, value_name = "SECONDS", default_value_t = 30.0, value_parser = positive_seconds)]
+    log_every: f64,
+    /// Do not write TensorBoard event files (by default each run writes them under
+    /// DB.tensorboard/, e.g. reports/results.tensorboard/; `tensorboard --logdir reports/`).
+    #[arg(long)]
+    no_tensorboard: bool,
     /// Train on `cpu` or `cuda[:N]` (GPU N, default 0; needs a CUDA build: `just build-cuda`):
     /// sets every run's `train.device`, as `--set train.device=…` would [default: the
     /// experiment's, else cpu].
@@ -68,6 +76,8 @@ pub fn run(args: ReproduceArgs, paths: &Paths) -> Result<ExitCode> {
         set,
         experiments_dir,
         no_progress,
+        log_every,
+        no_tensorboard,
         device: device_choice,
         slurm_requeue,
         html,
@@ -103,11 +113,21 @@ pub fn run(args: ReproduceArgs, paths: &Paths) -> Result<ExitCode> {
     }
     tracing::info!("{} runs planned; data from {}", plan.len(), data_root.display());
     let stop = StopOnSignal::install();
+    let html_dir = html.for_db(&paths.db);
+    // The report follows the sweep: re-rendered (atomically) after every epoch and evaluation.
+    let rerender = |run_id: i64| {
+        if let Err(e) = infomax_report::render_while_training(&paths.db, &html_dir, run_id) {
+            tracing::warn!("the report could not be re-rendered: {e}");
+        }
+    };
     let ctx = RunContext {
         data_root,
         store: &store,
         cuda_ordinal,
         progress: !no_progress,
+        log_every: std::time::Duration::from_secs_f64(log_every),
+        tensorboard: (!no_tensorboard).then(|| infomax_runner::store::tensorboard_of(&paths.db)),
+        on_record: Some(&rerender),
         code_version: infomax_runner::environment::code_version(),
         machine,
         checkpoints: paths.checkpoints(),
@@ -127,7 +147,7 @@ pub fn run(args: ReproduceArgs, paths: &Paths) -> Result<ExitCode> {
         println!("stopped: {why}");
     }
     println!("{} / {profile}: {} runs: {}", file.meta.name, plan.len(), summary.line());
-    let report = infomax_report::render(&paths.db, &html.for_db(&paths.db))?;
+    let report = infomax_report::render(&paths.db, &html_dir)?;
     println!("report: {}", report.index.display());
     if let (true, Some(_), Some(signal)) = (slurm_requeue, &summary.interrupted, stop.signal()) {
         if let Some(job) = infomax_runner::slurm::job_to_requeue(signal)? {
@@ -138,6 +158,13 @@ pub fn run(args: ReproduceArgs, paths: &Paths) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::from(summary.exit_code()))
+}
+
+fn positive_seconds(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(x) if x > 0.0 && x.is_finite() => Ok(x),
+        _ => Err(format!("a number of seconds > 0 expected, got `{s}`")),
+    }
 }
 
 /// The plan as `--dry-run` prints it: each run with its state in the database, the fields that

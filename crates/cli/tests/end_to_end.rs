@@ -166,7 +166,9 @@ fn smoke_experiment_on_a_real_slice_stores_rows_and_renders_the_table() {
         ["diag.effective_rank", "diag.embedding_std", "loss.covariance", "loss.invariance", "loss.variance"]
     );
 
-    let evals: Vec<(i64, String, i64, f64, f64, i64, i64)> = c
+    // (epoch, protocol, k, top-1, top-5, bank size, test size)
+    type Evaluation = (i64, String, Option<i64>, f64, f64, i64, i64);
+    let evals: Vec<Evaluation> = c
         .prepare(
             "SELECT epoch, protocol, k, top1, top5, bank_size, test_size FROM evaluations ORDER BY epoch, protocol",
         )
@@ -175,16 +177,16 @@ fn smoke_experiment_on_a_real_slice_stores_rows_and_renders_the_table() {
         .unwrap()
         .map(Result::unwrap)
         .collect();
-    let keys: Vec<(i64, &str, i64)> = evals.iter().map(|e| (e.0, e.1.as_str(), e.2)).collect();
+    let keys: Vec<(i64, &str, Option<i64>)> = evals.iter().map(|e| (e.0, e.1.as_str(), e.2)).collect();
     assert_eq!(
         keys,
         [
-            (0, "knn-cosine", 200),
-            (0, "knn-euclidean", 5),
-            (0, "linear", 0),
-            (1, "knn-cosine", 200),
-            (1, "knn-euclidean", 5),
-            (1, "linear", 0)
+            (0, "knn-cosine", Some(200)),
+            (0, "knn-euclidean", Some(5)),
+            (0, "linear", None),
+            (1, "knn-cosine", Some(200)),
+            (1, "knn-euclidean", Some(5)),
+            (1, "linear", None)
         ]
     );
     for e in &evals {

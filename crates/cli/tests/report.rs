@@ -151,6 +151,30 @@ fn table1_slice_renders_beside_the_paper_and_in_a_browser() {
     let o = infomax(&["compare", "--metric", "knn7", "--db", db.to_str().unwrap()]);
     assert!(!o.status.success() && text(&o).contains("unknown metric `knn7`; one of linear"), "{}", text(&o));
 
+    // compare --runs: the two finished runs side by side, named as `infomax status` names them.
+    let finished: Vec<(i64, String)> = rusqlite::Connection::open(&db)
+        .unwrap()
+        .prepare("SELECT id, config_hash FROM runs WHERE status = 'finished' ORDER BY id")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(finished.len(), 2);
+    let runs = format!("#{},{}", finished[0].0, &finished[1].1[..8]);
+    let o = infomax(&["compare", "--runs", &runs, "--db", db.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    let side_by_side = text(&o);
+    let method_line = side_by_side.lines().find(|l| l.starts_with("method ")).unwrap_or_default();
+    assert!(method_line.contains("simclr") && method_line.contains("w-mse"), "{side_by_side}");
+    assert!(side_by_side.lines().any(|l| l.starts_with("linear ")), "{side_by_side}");
+    let compare_runs = out.join(format!("compare-runs-{}-{}.html", finished[0].0, finished[1].0));
+    assert!(compare_runs.is_file(), "{side_by_side}");
+    let o = infomax(&["compare", "--runs", &format!("{}", finished[0].0), "--db", db.to_str().unwrap()]);
+    assert!(!o.status.success() && text(&o).contains("two or more runs"), "{}", text(&o));
+    let o = infomax(&["compare", "--runs", "1,999", "--db", db.to_str().unwrap()]);
+    assert!(!o.status.success() && text(&o).contains("no run with id 999"), "{}", text(&o));
+
     let Some(chrome) = chromium() else {
         eprintln!("no chromium: the browser checks are skipped (CI runs them)");
         return;
@@ -166,9 +190,14 @@ fn table1_slice_renders_beside_the_paper_and_in_a_browser() {
     assert!(index_dom.contains("id=\"finding-e\"") && index_dom.contains("id=\"experiment-table1\""));
     let run_dom = dom(&chrome, tmp.path(), &out.join("run-1.html"));
     assert!(run_dom.contains("accuracy over epochs (epoch 0: random init)"), "the run page's chart");
+    assert!(run_dom.contains("learning rate per step"), "the per-step charts");
+    let compare_dom = dom(&chrome, tmp.path(), &compare_runs);
+    assert!(compare_dom.contains("id=\"differences\"") && compare_dom.contains("id=\"metrics\""));
+    assert!(compare_dom.contains("loss per step") && compare_dom.contains("loss per epoch"), "the overlaid curves");
 
     screenshot(&chrome, tmp.path(), &out.join("index.html"), "index");
     screenshot(&chrome, tmp.path(), &page, "table1");
     screenshot(&chrome, tmp.path(), &out.join("run-1.html"), "run-1");
     screenshot(&chrome, tmp.path(), &out.join("compare.html"), "compare");
+    screenshot(&chrome, tmp.path(), &compare_runs, "compare-runs");
 }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use infomax_runner::config::RunConfig;
 pub use infomax_runner::store::Metric;
-use infomax_runner::store::{self, EpochRecord, EvalRecord, Experiment, PlannedRecord, RunRecord, Store};
+use infomax_runner::store::{self, EpochRecord, EvalRecord, Experiment, PlannedRecord, RunRecord, StepRecord, Store};
 use serde::Serialize;
 
 use crate::Result;
@@ -118,6 +118,11 @@ impl Database {
 
     pub(crate) fn evaluations_by_id(&self, id: Option<i64>) -> &[EvalRecord] {
         id.and_then(|id| self.evaluations.get(&id)).map_or(&[], Vec::as_slice)
+    }
+
+    /// The recorded steps of run `id`, read when its page is drawn (they are many).
+    pub fn steps_of(&self, id: i64) -> Result<Vec<StepRecord>> {
+        Ok(Store::open_read_only(&self.path)?.steps_of(id)?)
     }
 
     pub fn epochs_of(&self, run: &Run) -> &[EpochRecord] {

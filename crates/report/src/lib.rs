@@ -4,6 +4,7 @@
 
 pub mod aggregate;
 pub mod compare;
+pub mod compare_runs;
 pub mod db;
 pub mod experiment;
 pub mod export;
@@ -31,6 +32,8 @@ pub enum Error {
     Export { path: PathBuf, what: String },
     #[error("aggregation: {0}")]
     Aggregate(String),
+    #[error("{db}: no run with id {id}; `infomax status` lists them")]
+    NoRun { id: i64, db: PathBuf },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -155,12 +158,13 @@ fn general(v: &tera::Value, _: &std::collections::HashMap<String, tera::Value>) 
     Ok(tera::Value::String(s))
 }
 
-const TEMPLATES: [(&str, &str); 5] = [
+const TEMPLATES: [(&str, &str); 6] = [
     ("style.html", include_str!("../templates/style.html")),
     ("index.html", include_str!("../templates/index.html")),
     ("experiment.html", include_str!("../templates/experiment.html")),
     ("run.html", include_str!("../templates/run.html")),
     ("compare.html", include_str!("../templates/compare.html")),
+    ("compare_runs.html", include_str!("../templates/compare_runs.html")),
 ];
 
 /// A tera instance with infomax's templates and filters.
@@ -202,6 +206,17 @@ pub struct Rendered {
 /// with their status and compute, the SPEC §7 findings, every run), one page per experiment and
 /// one per started run. Every page is written atomically.
 pub fn render(db: &Path, out_dir: &Path) -> Result<Rendered> {
+    render_pages(db, out_dir, None)
+}
+
+/// Render the report again while run `changed` trains: every page but the other runs' pages that
+/// exist already (their runs did not change), so a sweep's re-render stays quick however many
+/// steps its finished runs recorded.
+pub fn render_while_training(db: &Path, out_dir: &Path, changed: i64) -> Result<Rendered> {
+    render_pages(db, out_dir, Some(changed))
+}
+
+fn render_pages(db: &Path, out_dir: &Path, changed: Option<i64>) -> Result<Rendered> {
     let data = db::Database::load(db)?;
     let runs = index_rows(&data);
     let tera = templates()?;
@@ -215,7 +230,12 @@ pub fn render(db: &Path, out_dir: &Path) -> Result<Rendered> {
     }
     for r in &data.runs {
         let Some(id) = r.id else { continue };
-        let page = run::page(&data, r, id);
+        let existing = out_dir.join(run::page_file(id));
+        if changed.is_some_and(|c| c != id) && existing.is_file() {
+            rendered.runs.push(existing);
+            continue;
+        }
+        let page = run::page(&data, r, id, &data.steps_of(id)?);
         let mut ctx = base_context(db);
         ctx.insert("r", &page);
         rendered.runs.push(render_page(&tera, "run.html", &ctx, &out_dir.join(&page.file_name))?);
@@ -237,6 +257,14 @@ pub fn render_compare(db: &Path, comparison: &compare::Comparison, out: &Path) -
     let mut ctx = base_context(db);
     ctx.insert("c", comparison);
     render_page(&tera, "compare.html", &ctx, out)
+}
+
+/// Render a comparison of chosen runs into `out_dir` (beside the index, whose run pages it links).
+pub fn render_compare_runs(db: &Path, comparison: &compare_runs::RunComparison, out_dir: &Path) -> Result<PathBuf> {
+    let tera = templates()?;
+    let mut ctx = base_context(db);
+    ctx.insert("c", comparison);
+    render_page(&tera, "compare_runs.html", &ctx, &out_dir.join(&comparison.file_name))
 }
 
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<PathBuf> {

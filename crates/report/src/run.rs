@@ -1,7 +1,8 @@
-//! One run's page: loss and each term per epoch, learning rate, evaluations over epochs,
-//! collapse diagnostics, throughput, the resolved config, code version and machine.
+//! One run's page: loss, its terms and the learning rate per step (warm-up visible) and per
+//! epoch, evaluations over epochs, collapse diagnostics, throughput, the resolved config, code
+//! version and machine.
 
-use infomax_runner::store::{EpochRecord, EvalRecord};
+use infomax_runner::store::{EpochRecord, EvalRecord, StepRecord};
 use serde::Serialize;
 
 use crate::db::{Database, Metric, Run};
@@ -43,7 +44,25 @@ pub fn page_file(id: i64) -> String {
     format!("run-{id}.html")
 }
 
-pub fn page(db: &Database, run: &Run, id: i64) -> RunPage {
+/// The most points a per-step chart draws: longer runs are shown as the means of equal runs of
+/// consecutive steps.
+const STEP_POINTS_MAX: usize = 1000;
+
+/// `(step, value)` of each recorded step, or of buckets of consecutive steps (their mean step and
+/// mean value) when there are more than [`STEP_POINTS_MAX`].
+pub fn step_points(steps: &[StepRecord], f: &dyn Fn(&StepRecord) -> Option<f64>) -> Vec<(f64, f64, Option<f64>)> {
+    let points: Vec<(f64, f64)> = steps.iter().filter_map(|s| Some((s.step as f64, f(s)?))).collect();
+    let per = points.len().div_ceil(STEP_POINTS_MAX).max(1);
+    points
+        .chunks(per)
+        .map(|c| {
+            let n = c.len() as f64;
+            (c.iter().map(|p| p.0).sum::<f64>() / n, c.iter().map(|p| p.1).sum::<f64>() / n, None)
+        })
+        .collect()
+}
+
+pub fn page(db: &Database, run: &Run, id: i64, steps: &[StepRecord]) -> RunPage {
     let epochs = db.epochs_of(run);
     let evaluations = db.evaluations_of(run).to_vec();
     let mut terms: Vec<String> = epochs.iter().flat_map(|e| e.terms.iter().map(|(name, _)| name.clone())).collect();
@@ -58,10 +77,32 @@ pub fn page(db: &Database, run: &Run, id: i64) -> RunPage {
             .render()
     };
     let chart = |title: &str, y: &str, series: Vec<Series>| chart_with(title, y, series, None);
+    let step_chart = |title: &str, y: &str, series: Vec<Series>| {
+        Chart { title: title.into(), x_label: "step".into(), y_label: y.into(), log_x: false, series, reference: None }
+            .render()
+    };
+    let step_series = |name: &str, f: &dyn Fn(&StepRecord) -> Option<f64>| Series {
+        name: name.to_string(),
+        points: step_points(steps, f),
+    };
     // A line needs two epochs; a single epoch's numbers are in the table below the charts.
     let mut charts = Vec::new();
     let per_epoch = epochs.len() >= 2;
     let loss_terms: Vec<&String> = terms.iter().filter(|t| t.starts_with("loss.")).collect();
+    let mut step_terms: Vec<&String> = steps
+        .first()
+        .map(|s| s.terms.iter().map(|(n, _)| n).filter(|n| n.starts_with("loss.")).collect())
+        .unwrap_or_default();
+    step_terms.sort();
+    if steps.len() >= 2 {
+        charts.extend(step_chart("loss per step", "loss", vec![step_series("loss", &|s| Some(s.loss))]));
+        if !step_terms.is_empty() {
+            let series =
+                step_terms.iter().map(|t| step_series(t.trim_start_matches("loss."), &|s| s.term(t))).collect();
+            charts.extend(step_chart("loss terms per step", "term", series));
+        }
+        charts.extend(step_chart("learning rate per step", "lr", vec![step_series("lr", &|s| Some(s.lr))]));
+    }
     if per_epoch {
         charts.extend(chart("loss per epoch", "loss (epoch mean)", vec![epoch_series("loss", &|e| Some(e.loss))]));
     }
@@ -69,7 +110,7 @@ pub fn page(db: &Database, run: &Run, id: i64) -> RunPage {
         let series = loss_terms.iter().map(|t| epoch_series(t.trim_start_matches("loss."), &|e| e.term(t))).collect();
         charts.extend(chart("loss terms per epoch", "term (epoch mean)", series));
     }
-    if per_epoch {
+    if per_epoch && steps.len() < 2 {
         charts.extend(chart("learning rate", "lr (epoch's last step)", vec![epoch_series("lr", &|e| Some(e.lr))]));
     }
     let eval_series: Vec<Series> = [Metric::Knn200, Metric::Knn5, Metric::Linear]

@@ -71,7 +71,10 @@ fn tick_labels(values: &[f64]) -> Vec<String> {
     values.iter().map(|v| tick(*v)).collect()
 }
 
-/// About five round y ticks covering [lo, hi].
+/// The most points a series shows as markers (with their values on hover).
+const MARKED_POINTS_MAX: usize = 100;
+
+/// About five round ticks covering [lo, hi].
 fn nice_ticks(lo: f64, hi: f64) -> Vec<f64> {
     let span = (hi - lo).max(1e-12);
     let raw = span / 5.0;
@@ -137,14 +140,20 @@ impl Chart {
         let mut xs: Vec<f64> = pts.iter().map(|p| p.0).collect();
         xs.sort_by(f64::total_cmp);
         xs.dedup();
-        let step = xs.len().div_ceil(12).max(1);
-        for &x in xs.iter().step_by(step) {
+        // A few values: a tick at each (every n-th); a dense axis (steps): round ticks.
+        let xticks: Vec<f64> = if xs.len() > 24 && !self.log_x {
+            nice_ticks(x0, x1).into_iter().filter(|x| (x0..=x1).contains(x)).collect()
+        } else {
+            xs.iter().copied().step_by(xs.len().div_ceil(12).max(1)).collect()
+        };
+        let xlabels: Vec<String> =
+            if xs.len() > 24 && !self.log_x { tick_labels(&xticks) } else { xticks.iter().map(|x| tick(*x)).collect() };
+        for (&x, label) in xticks.iter().zip(xlabels) {
             let _ = write!(
                 s,
-                r##"<text x="{:.1}" y="{}" text-anchor="middle" fill="#57606a">{}</text>"##,
+                r##"<text x="{:.1}" y="{}" text-anchor="middle" fill="#57606a">{label}</text>"##,
                 px(x),
                 h - bottom + 16.0,
-                tick(x)
             );
         }
         let _ = write!(
@@ -188,13 +197,15 @@ impl Chart {
             }
             points.sort_by(|a, b| a.0.total_cmp(&b.0));
             let path: Vec<String> = points.iter().map(|p| format!("{:.1},{:.1}", px(p.0), py(p.1))).collect();
+            // A dense series (per step) is a line alone; its points would hide it.
+            let marked = points.len() <= MARKED_POINTS_MAX;
             let _ = write!(
                 s,
                 r#"<polyline fill="none" stroke="{colour}" stroke-width="2" points="{}"><title>{}</title></polyline>"#,
                 path.join(" "),
                 escape(&series.name)
             );
-            for p in &points {
+            for p in points.iter().filter(|_| marked) {
                 if let Some(e) = p.2.filter(|e| *e > 0.0) {
                     let _ = write!(
                         s,

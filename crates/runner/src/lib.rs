@@ -20,8 +20,10 @@ pub mod probe;
 pub mod slurm;
 pub mod store;
 pub mod sweep;
+pub mod tensorboard;
 pub mod train;
 mod validate;
+pub mod watch;
 
 pub use config::RunConfig;
 pub use error::{Error, Result};

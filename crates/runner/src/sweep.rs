@@ -4,6 +4,7 @@
 
 use crate::plan::PlannedRun;
 use crate::train::{execute, RunContext, RunOutcome};
+use crate::watch::SweepPosition;
 use crate::Error;
 
 /// How a sweep went, run by run.
@@ -65,7 +66,15 @@ pub fn missing_dataset(dataset: infomax_data::Dataset, root: &std::path::Path) -
 /// Train and evaluate each run of `plan` that is not done yet.
 pub fn run_plan(plan: &[PlannedRun], ctx: &RunContext) -> crate::Result<SweepSummary> {
     let mut summary = SweepSummary::default();
+    // The training work of each run still to train, for the sweep's ETA.
+    let mut work: Vec<f64> = Vec::with_capacity(plan.len());
+    for run in plan {
+        let to_train = ctx.store.completed_run(&run.config.hash())?.is_none()
+            && missing_dataset(run.config.dataset, &ctx.data_root).is_none();
+        work.push(if to_train { crate::estimate::run_flops(&run.config).0 } else { 0.0 });
+    }
     for (i, run) in plan.iter().enumerate() {
+        let sweep = SweepPosition { index: i + 1, count: plan.len(), flops_after: work[i + 1..].iter().sum() };
         let label = run.label();
         let hash = run.config.hash();
         tracing::info!("[{}/{}] {label} (run {})", i + 1, plan.len(), &hash[..12]);
@@ -84,7 +93,7 @@ pub fn run_plan(plan: &[PlannedRun], ctx: &RunContext) -> crate::Result<SweepSum
             summary.skipped.push((label, why));
             continue;
         }
-        match execute(&run.config, ctx) {
+        match execute(&run.config, ctx, sweep) {
             Ok(RunOutcome::AlreadyDone { status, .. }) if status == "diverged" => {
                 summary.diverged.push((label, "diverged in an earlier call; not trained again".into()))
             }

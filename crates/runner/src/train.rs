@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use candle_core::{Device, Tensor, D};
-use indicatif::{ProgressBar, ProgressStyle};
 use infomax_data::seed::{rng_for, Purpose};
 use infomax_data::views::augmented_views;
 use infomax_data::{ImageSet, Split};
@@ -17,11 +16,24 @@ use crate::eval::{extract_features, knn_cosine_weighted, knn_euclidean_majority}
 use crate::method::{Network, StepContext};
 use crate::optim::{Adam, Lars, Optimizer, Sgd, WarmupCosine};
 use crate::probe::{linear_probe, ProbeConfig};
-use crate::store::{EpochRecord, EvalRecord, Metric, RunStatus, Store};
+use crate::store::{EpochRecord, EvalRecord, Metric, RunStatus, StepRecord, Store};
+use crate::tensorboard::EventWriter;
+use crate::watch::{SweepPosition, Watch};
 use crate::{Error, Result};
 
 /// Batches of views prepared ahead of the trainer.
 const PREFETCH_BATCHES: usize = 2;
+
+/// The most steps a run records in `steps` (and in its TensorBoard events): every step of a run
+/// of up to this many, else every n-th step, n the smallest that keeps it within. About 0.2 KB a
+/// recorded step in the database (`bench/README.md`), so a run records at most ~20 MB of steps
+/// (a 1,000-epoch CIFAR-10 run at batch 256 has 195,000 steps and records every other one).
+pub const RECORDED_STEPS_MAX: usize = 100_000;
+
+/// Every how many steps a run of `total_steps` records one (see [`RECORDED_STEPS_MAX`]).
+pub fn record_every(total_steps: usize) -> usize {
+    total_steps.div_ceil(RECORDED_STEPS_MAX).max(1)
+}
 
 /// Where a run reads data and writes results.
 pub struct RunContext<'a> {
@@ -29,8 +41,16 @@ pub struct RunContext<'a> {
     pub store: &'a Store,
     /// The GPU a `train.device = "cuda"` run uses (`--device cuda:N`).
     pub cuda_ordinal: usize,
-    /// Draw progress bars (they also hide themselves when stderr is not a terminal).
+    /// Draw progress bars (they also hide themselves when stderr is not a terminal); without
+    /// them, a log line every `log_every`.
     pub progress: bool,
+    pub log_every: std::time::Duration,
+    /// Folder of this database's TensorBoard event files (`results.sqlite` →
+    /// `results.tensorboard/`, a run in `<experiment>/<profile>/<run>/`); none: not written.
+    pub tensorboard: Option<PathBuf>,
+    /// Called with the run's id after every recorded epoch and evaluation (the CLI re-renders
+    /// the report).
+    pub on_record: Option<&'a (dyn Fn(i64) + Sync)>,
     pub code_version: String,
     pub machine: String,
     /// Folder of this database's per-run checkpoints (`<folder>/<config hash>/`); each database
@@ -59,13 +79,19 @@ pub enum RunOutcome {
     },
 }
 
-fn bar(ctx: &RunContext, len: u64, prefix: String) -> ProgressBar {
-    if !ctx.progress {
-        return ProgressBar::hidden();
+/// Whether a run draws progress bars: asked for, and stderr is a terminal.
+fn draws_bars(ctx: &RunContext) -> bool {
+    ctx.progress && std::io::IsTerminal::is_terminal(&std::io::stderr())
+}
+
+/// An evaluation's progress bar (hidden unless bars are drawn).
+fn eval_bar(ctx: &RunContext, len: u64, epoch: usize) -> indicatif::ProgressBar {
+    if !draws_bars(ctx) {
+        return indicatif::ProgressBar::hidden();
     }
-    let pb = ProgressBar::new(len).with_prefix(prefix);
+    let pb = indicatif::ProgressBar::new(len).with_prefix(format!("eval ep {epoch}"));
     pb.set_style(
-        ProgressStyle::with_template("{prefix:>12} [{bar:30}] {pos}/{len} {per_sec} ETA {eta} {msg}")
+        indicatif::ProgressStyle::with_template("{prefix:>12} [{bar:30}] {pos}/{len} images, ETA {eta}")
             .expect("static template")
             .progress_chars("=> "),
     );
@@ -102,7 +128,7 @@ impl RunData {
 ///
 /// Bad input (a missing dataset, too few images) fails before anything is written; a run that
 /// fails later keeps what it recorded and is marked `failed` with the reason.
-pub fn execute(config: &RunConfig, ctx: &RunContext) -> Result<RunOutcome> {
+pub fn execute(config: &RunConfig, ctx: &RunContext, sweep: SweepPosition) -> Result<RunOutcome> {
     let hash = config.hash();
     if let Some((run_id, status)) = ctx.store.completed_run(&hash)? {
         return Ok(RunOutcome::AlreadyDone { run_id, status });
@@ -111,6 +137,7 @@ pub fn execute(config: &RunConfig, ctx: &RunContext) -> Result<RunOutcome> {
     // A device that cannot be opened is bad input too: it fails before a run row exists.
     let device = crate::device::open(config.train.device, ctx.cuda_ordinal)?;
     let ckpt_dir = checkpoint::dir_for(&ctx.checkpoints, &hash);
+    let events_dir = ctx.tensorboard.as_ref().map(|root| crate::tensorboard::run_dir(root, config));
     let (run_id, resume) = match ctx.store.unfinished_run(&hash)? {
         Some(run_id) => {
             let mut pos = checkpoint::latest(&ckpt_dir, &hash)?;
@@ -141,12 +168,18 @@ pub fn execute(config: &RunConfig, ctx: &RunContext) -> Result<RunOutcome> {
             (run_id, pos)
         }
         None => {
-            // A fresh run: checkpoints left by an earlier failed attempt are not its state.
+            // A fresh run: checkpoints and events left by an earlier failed attempt are not its
+            // state.
             checkpoint::clear(&ckpt_dir)?;
+            if let Some(dir) = &events_dir {
+                checkpoint::clear(dir)?;
+            }
             (ctx.store.start_run(config, &ctx.code_version, &ctx.machine)?, None)
         }
     };
-    match train_and_evaluate(config, ctx, &device, &data, run_id, &ckpt_dir, resume) {
+    let events = events_dir.as_deref().map(EventWriter::create).transpose()?;
+    let place = Place { run_id, ckpt_dir: &ckpt_dir, events, sweep };
+    match train_and_evaluate(config, ctx, &device, &data, place, resume) {
         Ok(outcome) => {
             match &outcome {
                 RunOutcome::Diverged { epoch, step, .. } => {
@@ -169,22 +202,31 @@ pub fn execute(config: &RunConfig, ctx: &RunContext) -> Result<RunOutcome> {
     }
 }
 
+/// Where a recorded run writes: its row, its checkpoint folder, its event file, and its place in
+/// the sweep.
+struct Place<'a> {
+    run_id: i64,
+    ckpt_dir: &'a std::path::Path,
+    events: Option<EventWriter>,
+    sweep: SweepPosition,
+}
+
 /// Train a recorded run from its start or its checkpoint, evaluating as its config says, and
-/// write every epoch, evaluation and checkpoint as it happens.
+/// write every step, epoch, evaluation and checkpoint as it happens.
 fn train_and_evaluate(
     config: &RunConfig,
     ctx: &RunContext,
     device: &Device,
     data: &RunData,
-    run_id: i64,
-    ckpt_dir: &std::path::Path,
+    place: Place,
     resume: Option<checkpoint::Position>,
 ) -> Result<RunOutcome> {
-    let mut t = Training::build(config, ctx, device, data, run_id, ckpt_dir)?;
+    let run_id = place.run_id;
+    let mut t = Training::build(config, ctx, device, data, place)?;
     let Start { first_epoch, mut step, mut in_epoch } = match resume {
         Some(_) => t.restore()?,
         None => {
-            t.evaluate(0)?;
+            t.evaluate(0, 0)?;
             Start { first_epoch: 1, step: 0, in_epoch: None }
         }
     };
@@ -214,6 +256,11 @@ struct Training<'a> {
     opt: Box<dyn Optimizer>,
     schedule: WarmupCosine,
     steps_per_epoch: usize,
+    /// Every how many steps one is recorded, and those recorded since the last write.
+    record_every: usize,
+    steps: Vec<StepRecord>,
+    events: Option<EventWriter>,
+    watch: Watch,
 }
 
 /// Where training starts: the first epoch to train, the optimiser steps already taken, and, when
@@ -239,9 +286,9 @@ impl<'a> Training<'a> {
         ctx: &'a RunContext<'a>,
         device: &'a Device,
         data: &'a RunData,
-        run_id: i64,
-        ckpt_dir: &'a std::path::Path,
+        place: Place<'a>,
     ) -> Result<Self> {
+        let Place { run_id, ckpt_dir, events, sweep } = place;
         let RunData { full_train, train, test } = data;
         let bank_n =
             if config.eval.bank_images > 0 { config.eval.bank_images.min(full_train.len()) } else { full_train.len() };
@@ -272,9 +319,39 @@ impl<'a> Training<'a> {
             test_idx,
             net,
             opt,
+            record_every: record_every(schedule.total_steps),
             schedule,
             steps_per_epoch,
+            steps: Vec::new(),
+            events,
+            watch: Watch::new(draws_bars(ctx), ctx.log_every, config, steps_per_epoch, sweep),
         })
+    }
+
+    /// Write the steps recorded since the last write, to the database and the event file.
+    fn write_steps(&mut self) -> Result<()> {
+        self.ctx.store.record_steps(self.run_id, &self.steps)?;
+        if let Some(events) = &mut self.events {
+            for s in &self.steps {
+                let mut values = vec![
+                    ("step/loss".to_string(), s.loss),
+                    ("step/lr".to_string(), s.lr),
+                    ("step/images_per_second".to_string(), s.images_per_second),
+                ];
+                values.extend(s.terms.iter().map(|(n, v)| (format!("step/{n}"), *v)));
+                events.scalars(s.step as u64, values.iter().map(|(t, v)| (t.as_str(), *v)))?;
+            }
+            events.flush()?;
+        }
+        self.steps.clear();
+        Ok(())
+    }
+
+    /// Tell the CLI something was recorded (it re-renders the report).
+    fn recorded(&self) {
+        if let Some(f) = self.ctx.on_record {
+            f(self.run_id);
+        }
     }
 
     /// Load the latest checkpoint into the network and the optimiser: training goes on after
@@ -295,12 +372,13 @@ impl<'a> Training<'a> {
         Ok(Start { first_epoch: pos.epoch + 1, step: pos.step, in_epoch })
     }
 
-    /// The k-NN (and, when the config asks, linear-probe) accuracies after `epoch`, recorded.
-    fn evaluate(&self, epoch: usize) -> Result<()> {
+    /// The k-NN (and, when the config asks, linear-probe) accuracies after `epoch` (`step`
+    /// optimiser steps), recorded.
+    fn evaluate(&mut self, epoch: usize, step: usize) -> Result<()> {
         let Training { config, ctx, device, data, run_id, ref bank_idx, ref test_idx, ref net, .. } = *self;
         let RunData { full_train, test, .. } = data;
         let (bank_n, test_n) = (bank_idx.len(), test_idx.len());
-        let pb = bar(ctx, (bank_n + test_n) as u64, format!("eval ep {epoch}"));
+        let pb = eval_bar(ctx, (bank_n + test_n) as u64, epoch);
         let classes = full_train.num_classes();
         let bank = extract_features(net, full_train, bank_idx, &config.augment, config.eval.batch_size, device, |n| {
             pb.inc(n as u64)
@@ -323,7 +401,7 @@ impl<'a> Training<'a> {
             tracing::info!("epoch {epoch}: linear probe top-1 {:.2} %, top-5 {:.2} %", linear.top1, linear.top5);
             results.push((Metric::Linear, linear));
         }
-        for (metric, acc) in results {
+        for (metric, acc) in &results {
             ctx.store.record_eval(
                 run_id,
                 &EvalRecord {
@@ -338,6 +416,18 @@ impl<'a> Training<'a> {
             )?;
         }
         tracing::info!("epoch {epoch}: 5-NN top-1 {:.2} %, 200-NN top-1 {:.2} %", knn5.top1, knn200.top1);
+        if let Some(events) = &mut self.events {
+            let mut values: Vec<(String, f64)> = Vec::new();
+            for (metric, acc) in &results {
+                values.push((format!("eval/{}", metric.key()), acc.top1));
+                if *metric == Metric::Linear {
+                    values.push((format!("eval/{}", Metric::LinearTop5.key()), acc.top5));
+                }
+            }
+            events.scalars(step as u64, values.iter().map(|(t, v)| (t.as_str(), *v)))?;
+            events.flush()?;
+        }
+        self.recorded();
         Ok(())
     }
 
@@ -350,39 +440,25 @@ impl<'a> Training<'a> {
         step: &mut usize,
         resume: Option<(usize, checkpoint::PartialEpoch)>,
     ) -> Result<EpochEnd> {
-        let Training {
-            config,
-            ctx,
-            device,
-            data,
-            run_id,
-            ckpt_dir,
-            ref hash,
-            ref net,
-            ref mut opt,
-            ref schedule,
-            steps_per_epoch,
-            ..
-        } = *self;
+        let (config, data, steps_per_epoch) = (self.config, self.data, self.steps_per_epoch);
         let train = &data.train;
         let b = config.train.batch_size;
         let started = Instant::now();
         let mut order: Vec<usize> = (0..train.len()).collect();
         order.shuffle(&mut rng_for(config.seed, Purpose::Shuffle, epoch as u64, 0, 0));
-        let pb = bar(ctx, steps_per_epoch as u64, format!("epoch {epoch}/{}", config.train.epochs));
         // A mid-epoch resume skips the steps already taken (the order and every view are
         // functions of the seed, the epoch and the image) and carries the epoch's sums on.
         let (first_step, carried) = match resume {
             Some((s, sums)) => (s.min(steps_per_epoch), sums),
             None => (0, checkpoint::PartialEpoch { loss_sum: 0.0, term_sums: Vec::new(), wall_seconds: 0.0 }),
         };
-        pb.set_position(first_step as u64);
+        self.watch.start_epoch(epoch, first_step);
         let mut sums: Vec<(String, f64)> = carried.term_sums;
         let mut loss_sum = carried.loss_sum;
-        let mut lr = schedule.lr(step.saturating_sub(1));
+        let mut lr = self.schedule.lr(step.saturating_sub(1));
         let side = config.augment.size();
         // The next batches' views are augmented on their own thread while this one trains.
-        let diverged = std::thread::scope(|scope| -> Result<Option<RunOutcome>> {
+        let stopped = std::thread::scope(|scope| -> Result<Option<EpochStop>> {
             let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Vec<f32>>>(PREFETCH_BATCHES);
             let order = &order;
             scope.spawn(move || {
@@ -395,30 +471,30 @@ impl<'a> Training<'a> {
                     }
                 }
             });
+            let mut step_started = Instant::now();
             for s in first_step..steps_per_epoch {
                 let views = rx
                     .recv()
                     .map_err(|_| Error::Run { run: config.hash(), what: "the augmentation thread stopped".into() })?
                     .into_iter()
-                    .map(|v| Tensor::from_vec(v, (b, 3, side, side), device))
+                    .map(|v| Tensor::from_vec(v, (b, 3, side, side), self.device))
                     .collect::<candle_core::Result<Vec<_>>>()?;
-                lr = schedule.lr(*step);
+                lr = self.schedule.lr(*step);
                 let step_ctx = StepContext {
                     seed: config.seed,
                     epoch: epoch as u64,
                     step: s as u64,
-                    progress: *step as f64 / schedule.total_steps.max(1) as f64,
+                    progress: *step as f64 / self.schedule.total_steps.max(1) as f64,
                 };
-                let out = config.method.step_loss(config, net, &views, &step_ctx)?;
+                let out = config.method.step_loss(config, &self.net, &views, &step_ctx)?;
                 let loss = out.loss.to_scalar::<f32>()? as f64;
                 if !loss.is_finite() {
-                    pb.finish_and_clear();
                     tracing::error!("epoch {epoch} step {s}: loss is {loss}; the run diverged");
-                    return Ok(Some(RunOutcome::Diverged { run_id, epoch, step: s }));
+                    return Ok(Some(EpochStop::Diverged(RunOutcome::Diverged { run_id: self.run_id, epoch, step: s })));
                 }
                 let grads = out.loss.backward()?;
-                opt.step(&grads, lr)?;
-                config.method.after_step(config, net, &step_ctx)?;
+                self.opt.step(&grads, lr)?;
+                config.method.after_step(config, &self.net, &step_ctx)?;
                 loss_sum += loss;
                 let terms = step_terms(&out)?;
                 if sums.is_empty() {
@@ -426,27 +502,40 @@ impl<'a> Training<'a> {
                 }
                 sums.iter_mut().zip(&terms).for_each(|(acc, (_, v))| acc.1 += v);
                 *step += 1;
-                pb.set_message(format!("loss {:.4} lr {lr:.4}", loss_sum / (s + 1) as f64));
-                pb.inc(1);
-                if ctx.stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    pb.finish_and_clear();
-                    // Checkpoint where it stands, so the next call loses nothing of this epoch.
+                if (*step).is_multiple_of(self.record_every) {
+                    let images_per_second = b as f64 / step_started.elapsed().as_secs_f64();
+                    self.steps.push(StepRecord { step: *step, epoch, loss, lr, images_per_second, terms });
+                }
+                step_started = Instant::now();
+                self.watch.step(s + 1, *step, loss_sum / (s + 1) as f64, lr);
+                if self.ctx.stop.load(std::sync::atomic::Ordering::Relaxed) {
                     let position = checkpoint::Position { epoch: epoch - 1, step: *step, in_epoch: Some(s + 1) };
                     let partial = checkpoint::PartialEpoch {
                         loss_sum,
                         term_sums: sums.clone(),
                         wall_seconds: carried.wall_seconds + started.elapsed().as_secs_f64(),
                     };
-                    checkpoint::save(ckpt_dir, hash, position, Some(&partial), net, opt.as_ref())?;
-                    return Err(Error::Interrupted { epoch, step: s + 1 });
+                    return Ok(Some(EpochStop::Interrupted { position, partial, step: s + 1 }));
                 }
             }
             Ok(None)
         })?;
-        if let Some(outcome) = diverged {
-            return Ok(EpochEnd::Diverged(outcome));
+        self.watch.finish_epoch();
+        match stopped {
+            Some(EpochStop::Diverged(outcome)) => {
+                // The steps up to the divergence are kept: they show how it came.
+                self.write_steps()?;
+                return Ok(EpochEnd::Diverged(outcome));
+            }
+            Some(EpochStop::Interrupted { position, partial, step: s }) => {
+                // Checkpoint where it stands (its steps first), so the next call loses nothing
+                // of this epoch.
+                self.write_steps()?;
+                checkpoint::save(self.ckpt_dir, &self.hash, position, Some(&partial), &self.net, self.opt.as_ref())?;
+                return Err(Error::Interrupted { epoch, step: s });
+            }
+            None => {}
         }
-        pb.finish_and_clear();
         let wall = carried.wall_seconds + started.elapsed().as_secs_f64();
         let n = steps_per_epoch.max(1) as f64;
         Ok(EpochEnd::Trained(EpochRecord {
@@ -459,9 +548,9 @@ impl<'a> Training<'a> {
         }))
     }
 
-    /// Close a trained epoch: record its row, evaluate when due, then checkpoint (`step` is the
-    /// optimiser steps taken so far).
-    fn finish_epoch(&self, record: &EpochRecord, step: usize) -> Result<()> {
+    /// Close a trained epoch: record its steps and its row, evaluate when due, then checkpoint
+    /// (`step` is the optimiser steps taken so far).
+    fn finish_epoch(&mut self, record: &EpochRecord, step: usize) -> Result<()> {
         let (config, epoch) = (self.config, record.epoch);
         tracing::info!(
             "epoch {epoch}/{}: loss {:.4}, {:.1} img/s, {:.0} s",
@@ -470,16 +559,35 @@ impl<'a> Training<'a> {
             record.images_per_second,
             record.wall_seconds
         );
+        self.write_steps()?;
         self.ctx.store.record_epoch(self.run_id, record)?;
+        if let Some(events) = &mut self.events {
+            let mut values = vec![("epoch/loss".to_string(), record.loss)];
+            values.extend(record.terms.iter().map(|(n, v)| (format!("epoch/{n}"), *v)));
+            events.scalars(step as u64, values.iter().map(|(t, v)| (t.as_str(), *v)))?;
+            events.flush()?;
+        }
+        self.recorded();
         let every = config.eval.every_epochs;
         if epoch == config.train.epochs || (every > 0 && epoch % every == 0) {
-            self.evaluate(epoch)?;
+            self.evaluate(epoch, step)?;
         }
         // After the epoch's rows: a crash before this line redoes the epoch from the previous
         // checkpoint, and `resume_run` drops its rows first.
         let position = checkpoint::Position::epoch_end(epoch, step);
         checkpoint::save(self.ckpt_dir, &self.hash, position, None, &self.net, self.opt.as_ref())
     }
+}
+
+/// Why an epoch's steps stopped before its end.
+enum EpochStop {
+    Diverged(RunOutcome),
+    /// A stop request, after `step` steps of the epoch: checkpoint at `position`.
+    Interrupted {
+        position: checkpoint::Position,
+        partial: checkpoint::PartialEpoch,
+        step: usize,
+    },
 }
 
 /// What a step logs besides its loss: the loss's terms (`loss.NAME`) and the collapse

@@ -28,7 +28,7 @@ mod write;
 pub use merge::MergeStats;
 pub use rows::{
     label, run_label, variant_label, variant_of, EpochRecord, EvalRecord, Exclusion, Experiment, GridAxis, Metric,
-    PlannedRecord, ReferenceValue, RunRecord, RunStatus,
+    PlannedRecord, ReferenceValue, RunRecord, RunStatus, StepRecord,
 };
 pub use schema::SCHEMA_VERSION;
 pub use status::{FromPlan, RunRow};
@@ -149,6 +149,12 @@ impl Store {
 /// The checkpoint folder of the database at `db` (see [`Store::checkpoints`]).
 pub fn checkpoints_of(db: &Path) -> PathBuf {
     db.with_extension("checkpoints")
+}
+
+/// The TensorBoard folder of the database at `db`, beside its checkpoints (`results.sqlite` →
+/// `results.tensorboard/`), so `tensorboard --logdir` on the database's folder shows its runs.
+pub fn tensorboard_of(db: &Path) -> PathBuf {
+    db.with_extension("tensorboard")
 }
 
 #[cfg(test)]

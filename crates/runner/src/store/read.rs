@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use rusqlite::{params, OptionalExtension, Row};
 
-use super::rows::{EpochRecord, EvalRecord, Experiment, PlannedRecord, ReferenceValue, RunRecord};
+use super::rows::{EpochRecord, EvalRecord, Experiment, PlannedRecord, ReferenceValue, RunRecord, StepRecord};
 use super::Store;
 use crate::config::RunConfig;
 use crate::{Error, Result};
@@ -139,6 +139,40 @@ impl Store {
             }
         }
         Ok(epochs)
+    }
+
+    /// The recorded steps of run `run_id`, in order, with their terms.
+    pub fn steps_of(&self, run_id: i64) -> Result<Vec<StepRecord>> {
+        let mut steps: Vec<StepRecord> = self.rows_with(
+            "SELECT step, epoch, loss, lr, images_per_second FROM steps WHERE run_id = ?1 ORDER BY step",
+            [run_id],
+            |r| {
+                Ok(StepRecord {
+                    step: r.get::<_, i64>(0)? as usize,
+                    epoch: r.get::<_, i64>(1)? as usize,
+                    loss: r.get(2)?,
+                    lr: r.get(3)?,
+                    images_per_second: r.get(4)?,
+                    terms: Vec::new(),
+                })
+            },
+        )?;
+        let terms: Vec<(usize, String, f64)> = self.rows_with(
+            "SELECT step, name, value FROM step_terms WHERE run_id = ?1 ORDER BY step, name",
+            [run_id],
+            |r| Ok((r.get::<_, i64>(0)? as usize, r.get(1)?, r.get(2)?)),
+        )?;
+        // Both are ordered by step: walk them together.
+        let mut at = 0;
+        for (step, name, value) in terms {
+            while at < steps.len() && steps[at].step < step {
+                at += 1;
+            }
+            if let Some(s) = steps.get_mut(at).filter(|s| s.step == step) {
+                s.terms.push((name, value));
+            }
+        }
+        Ok(steps)
     }
 
     /// Every evaluation, by run id, ordered by epoch, protocol and k.

@@ -105,6 +105,28 @@ pub struct EpochRecord {
     pub terms: Vec<(String, f64)>,
 }
 
+/// One recorded optimiser step: a row of `steps` with its rows of `step_terms`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StepRecord {
+    /// Steps taken when it ended, from 1.
+    pub step: usize,
+    pub epoch: usize,
+    pub loss: f64,
+    pub lr: f64,
+    /// This step's images (a batch) over its wall time, data waiting included.
+    pub images_per_second: f64,
+    /// `loss.<term>` and `diag.<diagnostic>` of this step (read back sorted by name).
+    #[serde(serialize_with = "terms_as_map")]
+    pub terms: Vec<(String, f64)>,
+}
+
+impl StepRecord {
+    /// The value of term `name`, if the step recorded it.
+    pub fn term(&self, name: &str) -> Option<f64> {
+        self.terms.iter().find(|(n, _)| n == name).map(|(_, v)| *v)
+    }
+}
+
 fn terms_as_map<S: Serializer>(terms: &[(String, f64)], s: S) -> Result<S::Ok, S::Error> {
     s.collect_map(terms.iter().map(|(name, value)| (name, value)))
 }

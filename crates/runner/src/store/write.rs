@@ -4,7 +4,7 @@
 
 use rusqlite::params;
 
-use super::rows::{grid_json, EpochRecord, EvalRecord, Experiment, PlannedRecord, RunStatus};
+use super::rows::{grid_json, EpochRecord, EvalRecord, Experiment, PlannedRecord, RunStatus, StepRecord};
 use super::{schema, Store};
 use crate::checkpoint::Position;
 use crate::config::RunConfig;
@@ -188,6 +188,32 @@ impl Store {
                 params![run_id, e.epoch as i64, name, value],
             )
             .map_err(self.err())?;
+        }
+        tx.commit().map_err(self.err())
+    }
+
+    /// Record steps of a run, in one transaction.
+    pub fn record_steps(&self, run_id: i64, steps: &[StepRecord]) -> Result<()> {
+        if steps.is_empty() {
+            return Ok(());
+        }
+        let tx = self.conn.unchecked_transaction().map_err(self.err())?;
+        {
+            let mut step = tx
+                .prepare_cached(
+                    "INSERT INTO steps (run_id, step, epoch, loss, lr, images_per_second) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )
+                .map_err(self.err())?;
+            let mut term = tx
+                .prepare_cached("INSERT INTO step_terms (run_id, step, name, value) VALUES (?1, ?2, ?3, ?4)")
+                .map_err(self.err())?;
+            for s in steps {
+                step.execute(params![run_id, s.step as i64, s.epoch as i64, s.loss, s.lr, s.images_per_second])
+                    .map_err(self.err())?;
+                for (name, value) in &s.terms {
+                    term.execute(params![run_id, s.step as i64, name, value]).map_err(self.err())?;
+                }
+            }
         }
         tx.commit().map_err(self.err())
     }
