@@ -47,8 +47,9 @@ enum Command {
     ///
     /// A run whose resolved configuration already finished in the database is not trained again;
     /// an interrupted one resumes from its last checkpoint; one whose dataset is missing is
-    /// recorded as skipped. Exit status: 0 all finished or skipped, 1 a run failed, 2 a run
-    /// diverged, 130 interrupted.
+    /// recorded as skipped. Processes sharing a database never train a run twice. Exit status:
+    /// 0 every run finished, else 130 interrupted, 1 a run failed, 2 a run diverged, 3 a run was
+    /// skipped (the first that applies).
     Reproduce(reproduce::ReproduceArgs),
     /// Submit an experiment's plan to a cluster: a Slurm job array (task i runs `reproduce
     /// --shard i/N` into its own database in the job folder) and a job after it that merges the

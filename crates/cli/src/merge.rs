@@ -19,8 +19,10 @@ pub struct MergeArgs {
 pub fn run(args: MergeArgs, paths: &Paths) -> Result<ExitCode> {
     let MergeArgs { sources } = args;
     let store = Store::open(&paths.db)?;
-    for src in &sources {
-        let s = store.merge_from(src).with_context(|| format!("merging {}", src.display()))?;
+    let refs: Vec<&std::path::Path> = sources.iter().map(PathBuf::as_path).collect();
+    // All or nothing: a source that cannot be taken leaves the database as it was.
+    let stats = store.merge_all(&refs).with_context(|| format!("nothing merged into {}", paths.db.display()))?;
+    for (src, s) in sources.iter().zip(stats) {
         println!(
             "{}: {} runs copied, {} replaced (further along there), {} kept",
             src.display(),

@@ -59,3 +59,13 @@ impl HtmlDir {
         }
     }
 }
+
+/// Check that files can be written in `dir` (creating it), so a command fails before its work,
+/// not after it, when its output folder is unwritable.
+pub fn ensure_writable(dir: &Path, option: &str) -> anyhow::Result<()> {
+    let probe = dir.join(format!(".infomax-write-check-{}", std::process::id()));
+    std::fs::create_dir_all(dir)
+        .and_then(|_| std::fs::write(&probe, b""))
+        .and_then(|_| std::fs::remove_file(&probe))
+        .map_err(|e| anyhow::anyhow!("{option} {}: cannot write there: {e}", dir.display()))
+}

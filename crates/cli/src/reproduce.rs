@@ -106,6 +106,10 @@ pub fn run(args: ReproduceArgs, paths: &Paths) -> Result<ExitCode> {
         print!("{}", dry_run_text(&file, &profile, &plan, store.as_ref(), &data_root, &machine)?);
         return Ok(ExitCode::SUCCESS);
     }
+    // Where the results go is checked before any training: the database opens (or is
+    // created) and the report's folder takes a file.
+    let html_dir = html.for_db(&paths.db);
+    crate::paths::ensure_writable(&html_dir, "--out")?;
     let store = Store::open(&paths.db)?;
     store.record_experiment(&file, &plan)?;
     if let Some(p) = file.profiles.get(&profile) {
@@ -113,7 +117,6 @@ pub fn run(args: ReproduceArgs, paths: &Paths) -> Result<ExitCode> {
     }
     tracing::info!("{} runs planned; data from {}", plan.len(), data_root.display());
     let stop = StopOnSignal::install();
-    let html_dir = html.for_db(&paths.db);
     // The report follows the sweep: re-rendered (atomically) after every epoch and evaluation.
     let rerender = |run_id: i64| {
         if let Err(e) = infomax_report::render_while_training(&paths.db, &html_dir, run_id) {
@@ -227,6 +230,9 @@ fn dry_run_text(
         if !diff.is_empty() {
             let shown: Vec<String> = diff.iter().map(|(k, v)| format!("{k}={v}")).collect();
             writeln!(out, "     {}", shown.join("  "))?;
+        }
+        for clamp in infomax_runner::validate::clamps(&run.config) {
+            writeln!(out, "     note: {clamp}")?;
         }
     }
     match gflops {

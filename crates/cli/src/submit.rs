@@ -93,7 +93,7 @@ pub fn run(args: SubmitArgs, paths: &Paths) -> Result<ExitCode> {
         );
     }
     let absolute = |p: PathBuf| std::path::absolute(&p).with_context(|| format!("resolving {}", p.display()));
-    let dir = absolute(args.dir.unwrap_or_else(|| format!("slurm/{}-{}", file.meta.name, args.profile).into()))?;
+    let dir = absolute(args.dir.unwrap_or_else(|| slurm::default_dir(&file.meta.name, &args.profile)))?;
     let mut reproduce_args = Vec::new();
     if let Some(n) = args.seeds {
         reproduce_args.extend(["--seeds".to_string(), n.to_string()]);

@@ -73,7 +73,11 @@ fn every_method_trains_from_its_experiment_file() {
         let o = infomax(&args);
         assert!(o.status.success(), "{experiment}: {}", text(&o));
         let run_id = i as i64 + 1;
-        assert!(text(&o).contains("1 runs: 1 finished (0 of them already before)"), "{}", text(&o));
+        assert!(
+            text(&o).contains("1 runs: 1 finished (0 of them already before or by another process)"),
+            "{}",
+            text(&o)
+        );
         let c = Connection::open(&db).unwrap();
         let method: String = c.query_row("SELECT method FROM runs WHERE id = ?1", [run_id], |r| r.get(0)).unwrap();
         assert_eq!(&method, experiment);
@@ -120,7 +124,11 @@ fn smoke_experiment_on_a_real_slice_stores_rows_and_renders_the_table() {
     args.extend(SLICE);
     let first = infomax(&args);
     assert!(first.status.success(), "{}", text(&first));
-    assert!(text(&first).contains("1 runs: 1 finished (0 of them already before)"), "{}", text(&first));
+    assert!(
+        text(&first).contains("1 runs: 1 finished (0 of them already before or by another process)"),
+        "{}",
+        text(&first)
+    );
 
     let c = Connection::open(&db).unwrap();
     let (method, dataset, profile, status, hash, json, version): (
@@ -235,7 +243,7 @@ fn a_missing_dataset_skips_the_run_with_the_fetch_command() {
     args.extend(["--out", tmp.path().to_str().unwrap()]);
     args.extend(SLICE);
     let o = infomax(&args);
-    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(o.status.code(), Some(3), "a skipped run is work not done: {}", text(&o));
     let msg = text(&o);
     assert!(msg.contains("skipped") && msg.contains("infomax datasets fetch cifar10"), "{msg}");
     let rows: Vec<(String, String)> = Connection::open(&db)
@@ -250,7 +258,7 @@ fn a_missing_dataset_skips_the_run_with_the_fetch_command() {
     assert_eq!(rows[0].0, "skipped");
     assert!(rows[0].1.starts_with("dataset not found") && rows[0].1.contains("cifar-10-batches-bin"), "{rows:?}");
     // A second call records the skip once, not twice.
-    assert!(infomax(&args).status.success());
+    assert_eq!(infomax(&args).status.code(), Some(3));
     let n: i64 = Connection::open(&db).unwrap().query_row("SELECT count(*) FROM runs", [], |r| r.get(0)).unwrap();
     assert_eq!(n, 1);
     // `infomax export` lists it: one row, no evaluation.

@@ -106,7 +106,7 @@ fn table1_slice_renders_beside_the_paper_and_in_a_browser() {
         args.extend(["--set", set]);
     }
     let o = infomax(&args);
-    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(o.status.code(), Some(3), "the STL-10 runs are skipped: {}", text(&o));
     assert!(text(&o).contains("4 runs: 2 finished"), "{}", text(&o));
 
     let o = infomax(&["report", "--db", db.to_str().unwrap(), "--out", out.to_str().unwrap()]);

@@ -59,7 +59,13 @@ impl ResNetConfig {
 
     /// Channels of the four stages.
     pub fn stage_widths(&self) -> [usize; 4] {
-        [64, 128, 256, 512].map(|c| ((c as f64 * self.width).round() as usize).max(1))
+        self.stage_widths_unclamped().map(|c| c.max(1))
+    }
+
+    /// The stages' channels as the width multiplier rounds them, 0 where it rounds to none (a
+    /// configuration to refuse, not to widen to one channel).
+    pub fn stage_widths_unclamped(&self) -> [usize; 4] {
+        [64, 128, 256, 512].map(|c| (c as f64 * self.width).round() as usize)
     }
 
     pub fn output_dim(&self) -> usize {

@@ -149,6 +149,20 @@ pub fn rename_run(checkpoints: &Path, old_hash: &str, new_hash: &str) -> Result<
     Ok(())
 }
 
+/// Remove what a write interrupted by a crash left in a checkpoint folder (files under a
+/// temporary name: `*.tmp-<pid>`, `*.tmp*`), before a run resumes from the folder.
+pub fn remove_unfinished_writes(dir: &Path) -> Result<()> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Ok(()) };
+    for e in entries.flatten() {
+        if e.file_name().to_string_lossy().contains(".tmp") {
+            let path = e.path();
+            tracing::info!("removing {}, left by an interrupted write", path.display());
+            std::fs::remove_file(&path).map_err(io(&path))?;
+        }
+    }
+    Ok(())
+}
+
 /// Remove a run's checkpoints (a fresh start, or a checkpoint that is not this run's).
 pub fn clear(dir: &Path) -> Result<()> {
     match std::fs::remove_dir_all(dir) {

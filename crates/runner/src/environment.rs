@@ -13,13 +13,19 @@ fn first_line_with(path: &str, key: &str) -> Option<String> {
         .map(|(_, v)| v.trim().trim_matches('"').to_string())
 }
 
+/// This machine's memory in bytes (`MemTotal`), where the OS reports it.
+pub fn total_memory_bytes() -> Option<u64> {
+    first_line_with("/proc/meminfo", "MemTotal")
+        .and_then(|v| v.trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kb| kb * 1024)
+}
+
 /// CPU model, usable threads, memory, OS and compute device, in one line.
 pub fn describe_machine(device: &candle_core::Device) -> String {
     let cpu = first_line_with("/proc/cpuinfo", "model name").unwrap_or_else(|| std::env::consts::ARCH.to_string());
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    let mem = first_line_with("/proc/meminfo", "MemTotal")
-        .and_then(|v| v.trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map(|kb| format!("{:.1} GiB", kb / 1024.0 / 1024.0))
+    let mem = total_memory_bytes()
+        .map(|b| format!("{:.1} GiB", b as f64 / 1024.0 / 1024.0 / 1024.0))
         .unwrap_or_else(|| "unknown memory".into());
     let os = first_line_with("/etc/os-release", "PRETTY_NAME").unwrap_or_else(|| std::env::consts::OS.to_string());
     let dev = match device {

@@ -22,7 +22,7 @@ pub mod store;
 pub mod sweep;
 pub mod tensorboard;
 pub mod train;
-mod validate;
+pub mod validate;
 pub mod watch;
 
 pub use config::RunConfig;

@@ -43,7 +43,47 @@ impl LossOnFiles {
 }
 
 /// Read one view: a 2-D float32 or float64 array.
+/// The shape and item size a `.npy` header declares, checked against the file's length before
+/// anything is allocated: a header may claim any size.
+fn npy_header(path: &Path) -> Result<(Vec<usize>, usize)> {
+    let bad = |what: String| Error::File { path: path.to_path_buf(), what };
+    let bytes = std::fs::read(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
+    if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
+        return Err(bad("not a .npy file (no \\x93NUMPY magic)".into()));
+    }
+    let (len, start) = match bytes[6] {
+        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
+        2 | 3 if bytes.len() >= 12 => (u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes")) as usize, 12),
+        v => return Err(bad(format!(".npy format version {v} is not one of 1, 2, 3"))),
+    };
+    let header = bytes.get(start..start + len).ok_or_else(|| bad("the .npy header is cut short".into()))?;
+    let header = String::from_utf8_lossy(header);
+    let field = |key: &str| -> Option<String> {
+        let rest = &header[header.find(&format!("'{key}'"))? + key.len() + 2..];
+        Some(rest.trim_start().strip_prefix(':')?.trim_start().to_string())
+    };
+    let shape_text = field("shape").and_then(|s| Some(s.strip_prefix('(')?.split(')').next()?.to_string()));
+    let shape: Vec<usize> = shape_text
+        .ok_or_else(|| bad("the .npy header has no shape".into()))?
+        .split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .map(|d| d.parse::<usize>().map_err(|_| bad(format!("the .npy shape holds `{d}`, not a size"))))
+        .collect::<Result<_>>()?;
+    let descr = field("descr").unwrap_or_default();
+    let item = descr.trim_start_matches('\'').chars().skip(2).take_while(char::is_ascii_digit).collect::<String>();
+    let item: usize = item.parse().unwrap_or(8);
+    let data = bytes.len() - start - len;
+    let claimed = shape.iter().try_fold(item, |acc, d| acc.checked_mul(*d));
+    match claimed {
+        Some(c) if c <= data => Ok((shape, item)),
+        Some(c) => Err(bad(format!("the header claims shape {shape:?} ({c} bytes of data), the file holds {data}"))),
+        None => Err(bad(format!("the header claims shape {shape:?}, more bytes than can be addressed"))),
+    }
+}
+
 fn read_view(path: &Path) -> Result<Tensor> {
+    npy_header(path)?;
     let t = Tensor::read_npy(path).map_err(|e| Error::File { path: path.to_path_buf(), what: e.to_string() })?;
     if !matches!(t.dtype(), DType::F32 | DType::F64) {
         return Err(Error::File {
@@ -57,7 +97,15 @@ fn read_view(path: &Path) -> Result<Tensor> {
             what: format!("an (N, D) array expected, got shape {:?}", t.dims()),
         });
     }
-    Ok(t.to_dtype(DType::F64)?)
+    let t = t.to_dtype(DType::F64)?;
+    let cols = t.dims()[1];
+    if let Some(at) = t.flatten_all()?.to_vec1::<f64>()?.iter().position(|v| !v.is_finite()) {
+        return Err(Error::File {
+            path: path.to_path_buf(),
+            what: format!("row {}, column {} is not a finite number", at / cols.max(1), at % cols.max(1)),
+        });
+    }
+    Ok(t)
 }
 
 /// A method's `--set` keys and their defaults, in the order of its settings struct.
@@ -132,8 +180,21 @@ pub fn loss_on_files(method: Method, paths: &[PathBuf], set: &[(String, String)]
     let vars = views.iter().map(Var::from_tensor).collect::<candle_core::Result<Vec<_>>>()?;
     let inputs: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
     let LossValue { loss, terms } = method.loss(&inputs, set)?;
-    let terms = terms.iter().map(|(name, t)| Ok((name.to_string(), scalar(t)?))).collect::<Result<_>>()?;
+    let terms: BTreeMap<String, f64> =
+        terms.iter().map(|(name, t)| Ok((name.to_string(), scalar(t)?))).collect::<Result<_>>()?;
     let value = scalar(&loss)?;
+    if !value.is_finite() {
+        // The views are finite (checked when read): a parameter made the loss so.
+        let given: Vec<String> = set.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let terms: Vec<String> = terms.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        return Err(Error::Override {
+            arg: if given.is_empty() { "(none: the defaults)".into() } else { given.join(" ") },
+            what: format!(
+                "the {method} loss on finite views is {value} (terms: {}); a parameter is out of its range",
+                terms.join(", ")
+            ),
+        });
+    }
     let grads = loss.backward()?;
     let gradients = vars
         .iter()
@@ -176,6 +237,32 @@ mod tests {
         assert!(err.to_string().contains("divide"), "{err}");
         let missing = dir.path().join("missing.npy");
         assert!(loss_on_files(Method::Simclr, &[a, missing], &[]).unwrap_err().to_string().contains("missing.npy"));
+    }
+
+    /// A header claiming more than the file holds, a non-finite input and a parameter that
+    /// makes the loss non-finite are errors that say which, never an abort or a printed NaN.
+    #[test]
+    fn hostile_sizes_non_finite_views_and_non_finite_losses_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = write(dir.path(), "a.npy", &[[1.0, 2.0, 0.0], [0.0, 1.0, 3.0], [2.0, 0.0, 1.0]]);
+        let b = write(dir.path(), "b.npy", &[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]);
+        // A file of 9 floats whose header claims the shape (10^11, 10^11).
+        let dict = "{'descr': '<f4', 'fortran_order': False, 'shape': (100000000000, 100000000000), }\n";
+        let mut forged = b"\x93NUMPY\x01\x00".to_vec();
+        forged.extend_from_slice(&(dict.len() as u16).to_le_bytes());
+        forged.extend_from_slice(dict.as_bytes());
+        forged.extend_from_slice(&[0u8; 36]);
+        let huge = dir.path().join("huge.npy");
+        std::fs::write(&huge, &forged).unwrap();
+        let err = loss_on_files(Method::Vicreg, &[huge, b.clone()], &[]).unwrap_err().to_string();
+        assert!(err.contains("huge.npy") && err.contains("the header claims shape"), "{err}");
+
+        let nan = write(dir.path(), "nan.npy", &[[1.0, 2.0, 0.0], [0.0, f32::NAN, 3.0], [2.0, 0.0, 1.0]]);
+        let err = loss_on_files(Method::Vicreg, &[nan, b.clone()], &[]).unwrap_err().to_string();
+        assert!(err.contains("nan.npy") && err.contains("row 1, column 1 is not a finite number"), "{err}");
+
+        let err = loss_on_files(Method::Simclr, &[a, b], &[("tau".into(), "0".into())]).unwrap_err().to_string();
+        assert!(err.contains("tau=0") && err.contains("a parameter is out of its range"), "{err}");
     }
 
     #[test]

@@ -124,9 +124,55 @@ fn sbatch_path(what: &str, p: &Path) -> Result<String> {
     Ok(s.to_string())
 }
 
+/// A name made safe as one folder name: characters other than ASCII letters, digits, `-`, `_`
+/// and `.` become `_`, and a name of dots only (`..`) becomes `_`, so it never leaves its parent.
+pub fn folder_name(name: &str) -> String {
+    let safe: String =
+        name.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' }).collect();
+    if safe.is_empty() || safe.chars().all(|c| c == '.') {
+        "_".into()
+    } else {
+        safe
+    }
+}
+
+/// The default job folder of an experiment's profile: `slurm/<experiment>-<profile>`, each part a
+/// [`folder_name`], so an experiment named `../../x` stays inside `slurm/`.
+pub fn default_dir(experiment: &str, profile: &str) -> PathBuf {
+    Path::new("slurm").join(folder_name(&format!("{experiment}-{profile}")))
+}
+
+/// A value Slurm reads from an `#SBATCH` line (a partition name): letters, digits and `-_.,:+@`
+/// only — no spaces, quotes, newlines or shell characters, which could not be quoted there.
+fn sbatch_word(option: &str, value: &str) -> Result<()> {
+    if value.is_empty() || !value.chars().all(|c| c.is_ascii_alphanumeric() || "-_.,:+@".contains(c)) {
+        return Err(Error::Option {
+            option: format!("{option} {value:?}"),
+            what: "letters, digits and -_.,:+@ expected (a Slurm name; no spaces, quotes or newlines)".into(),
+        });
+    }
+    Ok(())
+}
+
+/// A value written into a script's comment lines: one line, no control characters.
+fn one_line(what: &str, value: &str) -> Result<()> {
+    if value.chars().any(char::is_control) {
+        return Err(Error::Option {
+            option: format!("{what} {value:?}"),
+            what: "a name without newlines or control characters expected".into(),
+        });
+    }
+    Ok(())
+}
+
 impl Submission {
     /// The array script and the merge script, or why the submission cannot be written.
     pub fn scripts(&self) -> Result<Scripts> {
+        one_line("the experiment name", &self.experiment)?;
+        one_line("--profile", &self.profile)?;
+        if let Some(p) = &self.partition {
+            sbatch_word("--partition", p)?;
+        }
         if self.shards == 0 {
             return Err(Error::Option { option: "--shards 0".into(), what: "at least 1 task expected".into() });
         }
@@ -158,8 +204,7 @@ impl Submission {
         }
         let dir = sbatch_path("--dir", &self.dir)?;
         let workdir = sbatch_path("the working directory", &self.workdir)?;
-        let name =
-            self.experiment.chars().filter(|c| c.is_ascii_alphanumeric() || "-_.".contains(*c)).collect::<String>();
+        let name = folder_name(&self.experiment);
         let q = |p: &Path| shell_quote(&p.display().to_string());
         let in_dir = |rel: &str| shell_quote(&self.dir.join(rel).display().to_string());
         let bin = q(&self.binary);
@@ -486,6 +531,41 @@ mod tests {
         let mut s = submission();
         s.shards = 0;
         assert!(s.scripts().unwrap_err().to_string().contains("--shards 0"));
+    }
+
+    /// Hostile names and values: a job folder never leaves `slurm/`, and nothing written into a
+    /// script can add a line to it or run a command.
+    #[test]
+    fn hostile_names_and_values_cannot_escape_or_inject() {
+        assert_eq!(default_dir("../../x", "smoke"), Path::new("slurm/.._.._x-smoke"));
+        assert_eq!(default_dir("..", ""), Path::new("slurm/..-"));
+        assert_eq!(folder_name(".."), "_");
+        assert_eq!(folder_name("a/b c;rm -rf"), "a_b_c_rm_-rf");
+        for dir in [default_dir("../../x", "smoke"), default_dir("..", "..")] {
+            assert!(dir.components().count() == 2 && dir.starts_with("slurm"), "{}", dir.display());
+            assert!(!dir.components().any(|c| c == std::path::Component::ParentDir), "{}", dir.display());
+        }
+        for partition in ["gpu\n#SBATCH --wrap=rm", "gpu; rm -rf /", "gpu part", "$(reboot)", ""] {
+            let mut s = submission();
+            s.partition = Some(partition.into());
+            let e = s.scripts().unwrap_err().to_string();
+            assert!(e.contains("--partition"), "{partition:?}: {e}");
+        }
+        let mut s = submission();
+        s.experiment = "smoke\n#SBATCH --wrap=reboot".into();
+        assert!(s.scripts().unwrap_err().to_string().contains("without newlines"));
+        let mut s = submission();
+        s.profile = "paper\rX".into();
+        assert!(s.scripts().unwrap_err().to_string().contains("--profile"));
+        // Values that are passed on are quoted: a --set with shell characters stays one word.
+        let mut s = submission();
+        s.reproduce_args = vec!["--set".into(), "optimizer.lr=$(reboot); `id`".into()];
+        let array = s.scripts().unwrap().array;
+        assert!(array.contains("--set 'optimizer.lr=$(reboot); `id`'"), "{array}");
+        assert_eq!(
+            array.lines().filter(|l| l.starts_with("#SBATCH")).count(),
+            submission().scripts().unwrap().array.lines().filter(|l| l.starts_with("#SBATCH")).count()
+        );
     }
 
     #[test]

@@ -12,7 +12,8 @@ use crate::Error;
 pub struct SweepSummary {
     /// Trained to the end by this sweep.
     pub finished: Vec<String>,
-    /// Already finished (or diverged) in the database: not trained again.
+    /// Already finished in the database (by an earlier call or another process): not trained
+    /// again.
     pub already_done: Vec<String>,
     /// (run, where its loss stopped being finite).
     pub diverged: Vec<(String, String)>,
@@ -24,11 +25,35 @@ pub struct SweepSummary {
     pub interrupted: Option<String>,
 }
 
+/// How often a sweep looks again at the runs other processes train.
+const BUSY_POLL: std::time::Duration = std::time::Duration::from_secs(2);
+
 impl SweepSummary {
+    /// Note how run `label` went; `Some(owner)` when another process trains it (nothing noted).
+    fn record(&mut self, label: String, outcome: crate::Result<RunOutcome>) -> Option<String> {
+        match outcome {
+            Ok(RunOutcome::Busy { owner, .. }) => return Some(owner),
+            Ok(RunOutcome::AlreadyDone { status, .. }) if status == "diverged" => {
+                self.diverged.push((label, "diverged in an earlier call or another process; not trained again".into()))
+            }
+            Ok(RunOutcome::AlreadyDone { .. }) => self.already_done.push(label),
+            Ok(RunOutcome::Finished { .. }) => self.finished.push(label),
+            Ok(RunOutcome::Diverged { epoch, step, .. }) => {
+                self.diverged.push((label, format!("loss not finite at epoch {epoch}, step {step}")))
+            }
+            Err(e @ Error::Interrupted { .. }) => self.interrupted = Some(format!("{label}: {e}")),
+            Err(e) => {
+                tracing::error!("{label}: {e}");
+                self.failed.push((label, e.to_string()));
+            }
+        }
+        None
+    }
+
     /// `3 finished (1 already), 1 diverged, 0 failed, 2 skipped`.
     pub fn line(&self) -> String {
         format!(
-            "{} finished ({} of them already before), {} diverged, {} failed, {} skipped",
+            "{} finished ({} of them already before or by another process), {} diverged, {} failed, {} skipped",
             self.finished.len() + self.already_done.len(),
             self.already_done.len(),
             self.diverged.len(),
@@ -37,7 +62,9 @@ impl SweepSummary {
         )
     }
 
-    /// 130 when interrupted, 1 when a run failed, 2 when one diverged, else 0.
+    /// The exit status that tells how the sweep went: 130 when interrupted, else 1 when a run
+    /// failed, else 2 when one diverged, else 3 when one was skipped (its dataset is not on
+    /// disk), else 0: every planned run finished.
     pub fn exit_code(&self) -> u8 {
         if self.interrupted.is_some() {
             130
@@ -45,6 +72,8 @@ impl SweepSummary {
             1
         } else if !self.diverged.is_empty() {
             2
+        } else if !self.skipped.is_empty() {
+            3
         } else {
             0
         }
@@ -73,6 +102,7 @@ pub fn run_plan(plan: &[PlannedRun], ctx: &RunContext) -> crate::Result<SweepSum
             && missing_dataset(run.config.dataset, &ctx.data_root).is_none();
         work.push(if to_train { crate::estimate::run_flops(&run.config).0 } else { 0.0 });
     }
+    let mut busy: Vec<usize> = Vec::new();
     for (i, run) in plan.iter().enumerate() {
         let sweep = SweepPosition { index: i + 1, count: plan.len(), flops_after: work[i + 1..].iter().sum() };
         let label = run.label();
@@ -93,24 +123,38 @@ pub fn run_plan(plan: &[PlannedRun], ctx: &RunContext) -> crate::Result<SweepSum
             summary.skipped.push((label, why));
             continue;
         }
-        match execute(&run.config, ctx, sweep) {
-            Ok(RunOutcome::AlreadyDone { status, .. }) if status == "diverged" => {
-                summary.diverged.push((label, "diverged in an earlier call; not trained again".into()))
+        let outcome = execute(&run.config, ctx, sweep);
+        if let Some(owner) = summary.record(label, outcome) {
+            tracing::info!("another process ({owner}) trains it; this one comes back to it at the end");
+            busy.push(i);
+        }
+        if summary.interrupted.is_some() {
+            return Ok(summary);
+        }
+    }
+    // Runs other processes were training: wait for each to end, or to be left by its process
+    // (its lease dies) and then train it here.
+    while !busy.is_empty() {
+        let waited = std::time::Instant::now();
+        while waited.elapsed() < BUSY_POLL {
+            if ctx.stop.load(std::sync::atomic::Ordering::Relaxed) {
+                summary.interrupted = Some("stopped while waiting for runs other processes train".into());
+                return Ok(summary);
             }
-            Ok(RunOutcome::AlreadyDone { .. }) => summary.already_done.push(label),
-            Ok(RunOutcome::Finished { .. }) => summary.finished.push(label),
-            Ok(RunOutcome::Diverged { epoch, step, .. }) => {
-                summary.diverged.push((label, format!("loss not finite at epoch {epoch}, step {step}")))
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let mut still = Vec::new();
+        for i in busy {
+            let run = &plan[i];
+            let sweep = SweepPosition { index: i + 1, count: plan.len(), flops_after: 0.0 };
+            if summary.record(run.label(), execute(&run.config, ctx, sweep)).is_some() {
+                still.push(i);
             }
-            Err(e @ Error::Interrupted { .. }) => {
-                summary.interrupted = Some(format!("{label}: {e}"));
-                break;
-            }
-            Err(e) => {
-                tracing::error!("{label}: {e}");
-                summary.failed.push((label, e.to_string()));
+            if summary.interrupted.is_some() {
+                return Ok(summary);
             }
         }
+        busy = still;
     }
     Ok(summary)
 }

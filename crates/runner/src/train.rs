@@ -16,6 +16,7 @@ use crate::eval::{extract_features, knn_cosine_weighted, knn_euclidean_majority}
 use crate::method::{Network, StepContext};
 use crate::optim::{Adam, Lars, Optimizer, Sgd, WarmupCosine};
 use crate::probe::{linear_probe, ProbeConfig};
+use crate::store::lease::{Claim, Heartbeat};
 use crate::store::{EpochRecord, EvalRecord, Metric, RunStatus, StepRecord, Store};
 use crate::tensorboard::EventWriter;
 use crate::watch::{SweepPosition, Watch};
@@ -68,6 +69,11 @@ pub enum RunOutcome {
     AlreadyDone {
         run_id: i64,
         status: String,
+    },
+    /// Another live process trains it (its lease): nothing was trained here.
+    Busy {
+        run_id: i64,
+        owner: String,
     },
     Finished {
         run_id: i64,
@@ -133,13 +139,20 @@ pub fn execute(config: &RunConfig, ctx: &RunContext, sweep: SweepPosition) -> Re
     if let Some((run_id, status)) = ctx.store.completed_run(&hash)? {
         return Ok(RunOutcome::AlreadyDone { run_id, status });
     }
+    for clamp in crate::validate::clamps(config) {
+        tracing::warn!("{clamp}");
+    }
     let data = RunData::load(config, &ctx.data_root)?;
     // A device that cannot be opened is bad input too: it fails before a run row exists.
     let device = crate::device::open(config.train.device, ctx.cuda_ordinal)?;
     let ckpt_dir = checkpoint::dir_for(&ctx.checkpoints, &hash);
     let events_dir = ctx.tensorboard.as_ref().map(|root| crate::tensorboard::run_dir(root, config));
-    let (run_id, resume) = match ctx.store.unfinished_run(&hash)? {
-        Some(run_id) => {
+    let (run_id, resume) = match ctx.store.claim_run(config, &ctx.code_version, &ctx.machine)? {
+        Claim::Done { run_id, status } => return Ok(RunOutcome::AlreadyDone { run_id, status }),
+        Claim::Busy { run_id, owner } => return Ok(RunOutcome::Busy { run_id, owner }),
+        Claim::Resume(run_id) => {
+            // Files an interrupted write left behind are not a checkpoint.
+            checkpoint::remove_unfinished_writes(&ckpt_dir)?;
             let mut pos = checkpoint::latest(&ckpt_dir, &hash)?;
             // A checkpoint past what this row recorded was written by another row of the same
             // configuration (an earlier attempt that failed): its epochs are not in this row.
@@ -167,16 +180,18 @@ pub fn execute(config: &RunConfig, ctx: &RunContext, sweep: SweepPosition) -> Re
             ctx.store.resume_run(run_id, pos)?;
             (run_id, pos)
         }
-        None => {
+        Claim::Fresh(run_id) => {
             // A fresh run: checkpoints and events left by an earlier failed attempt are not its
             // state.
             checkpoint::clear(&ckpt_dir)?;
             if let Some(dir) = &events_dir {
                 checkpoint::clear(dir)?;
             }
-            (ctx.store.start_run(config, &ctx.code_version, &ctx.machine)?, None)
+            (run_id, None)
         }
     };
+    // The lease is renewed while this run trains (and dropped with it).
+    let _heartbeat = Heartbeat::start(ctx.store.path(), run_id);
     let events = events_dir.as_deref().map(EventWriter::create).transpose()?;
     let place = Place { run_id, ckpt_dir: &ckpt_dir, events, sweep };
     match train_and_evaluate(config, ctx, &device, &data, place, resume) {

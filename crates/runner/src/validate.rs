@@ -8,6 +8,7 @@ pub use crate::method::Check;
 /// Every check, in order: the networks, the training budget, the method, the optimiser, the
 /// evaluation and the augmentations.
 pub fn validate(s: &RunConfig) -> Check {
+    check_finite(s)?;
     check_networks(s)?;
     check_training(s)?;
     check_method(s)?;
@@ -18,6 +19,53 @@ pub fn validate(s: &RunConfig) -> Check {
 /// A failed check of `field`.
 fn fail(field: &str, what: String) -> Check {
     Err((field.to_string(), what))
+}
+
+/// Every number is finite: NaN and the infinities are no setting a run can use (and the stored
+/// JSON, which has no such numbers, would write them as `null`).
+fn check_finite(s: &RunConfig) -> Check {
+    match s.fields().into_iter().find(|(_, v)| v == "null") {
+        Some((field, _)) => fail(&field, "a finite number expected, got NaN or an infinity".into()),
+        None => Ok(()),
+    }
+}
+
+/// An encoder's width multiplier: positive, and wide enough that every stage keeps a channel.
+fn check_width(field: &str, encoder: &crate::config::EncoderConfig) -> Check {
+    let w = encoder.width;
+    if !(w > 0.0 && w.is_finite()) {
+        return fail(field, format!("a positive multiplier expected, got {w}"));
+    }
+    let channels = encoder.resnet().stage_widths_unclamped();
+    if channels.contains(&0) {
+        return fail(
+            field,
+            format!("a multiplier that leaves every stage a channel expected, got {w} (channels {channels:?})"),
+        );
+    }
+    Ok(())
+}
+
+/// A head's weights with their gradients and two optimiser buffers (4 × 4 bytes a parameter)
+/// must fit this machine's memory: a width typed with three zeros too many is refused here, with
+/// the bytes it would take, not by the allocator aborting the run.
+fn check_head_memory(field: &str, input: usize, widths: &[usize]) -> Check {
+    let mut dims = vec![input];
+    dims.extend(widths);
+    let params = dims.windows(2).try_fold(0u128, |acc, w| acc.checked_add(w[0] as u128 * w[1] as u128));
+    let bytes = params.map(|p| p.saturating_mul(16));
+    let total = crate::environment::total_memory_bytes().map_or(u128::MAX, u128::from);
+    match bytes {
+        Some(b) if b <= total => Ok(()),
+        _ => fail(
+            field,
+            format!(
+                "layers {dims:?} need {} of weights, gradients and optimiser state, more than this machine's {}",
+                bytes.map_or("more bytes than can be counted".into(), |b| format!("{:.1} GB", b as f64 / 1e9)),
+                if total == u128::MAX { "memory".into() } else { format!("{:.1} GB", total as f64 / 1e9) }
+            ),
+        ),
+    }
 }
 
 /// The encoders, branch B and the heads.
@@ -32,9 +80,7 @@ fn check_networks(s: &RunConfig) -> Check {
                 format!("`resnet18` or `resnet34` expected, got `{}`", b.encoder.arch),
             );
         }
-        if !(b.encoder.width > 0.0 && b.encoder.width.is_finite()) {
-            return fail("branch_b.encoder.width", format!("a positive multiplier expected, got {}", b.encoder.width));
-        }
+        check_width("branch_b.encoder.width", &b.encoder)?;
         if s.predictor.is_some() {
             return fail(
                 "branch_b",
@@ -49,16 +95,16 @@ fn check_networks(s: &RunConfig) -> Check {
             return fail("branch_b", format!("two branches take two views, got train.views = {}", s.train.views));
         }
     }
-    if !(s.encoder.width > 0.0 && s.encoder.width.is_finite()) {
-        return fail("encoder.width", format!("a positive multiplier expected, got {}", s.encoder.width));
-    }
+    check_width("encoder.width", &s.encoder)?;
     if s.projector.widths.is_empty() || s.projector.widths.contains(&0) {
         return fail(
             "projector.widths",
             format!("one or more positive layer widths expected, got {:?}", s.projector.widths),
         );
     }
+    check_head_memory("projector.widths", s.encoder.resnet().output_dim(), &s.projector.widths)?;
     if let Some(p) = &s.predictor {
+        check_head_memory("predictor.widths", s.embedding_dim(), &p.widths)?;
         if p.widths.is_empty() || p.widths.contains(&0) {
             return fail("predictor.widths", format!("one or more positive layer widths expected, got {:?}", p.widths));
         }
@@ -154,6 +200,28 @@ fn check_optimizer(s: &RunConfig) -> Check {
     Ok(())
 }
 
+/// The sizes a run asks for beyond what its dataset has, each as a sentence: the run uses the
+/// whole split instead (a grid shares one budget across datasets, so this is a stated clamp, not
+/// an error). `reproduce --dry-run` prints them with the plan and a run logs them as it starts.
+pub fn clamps(s: &RunConfig) -> Vec<String> {
+    use infomax_data::Split;
+    let d = s.dataset;
+    let count =
+        |splits: &[Split]| -> usize { d.splits().iter().filter(|(sp, _)| splits.contains(sp)).map(|(_, n)| n).sum() };
+    let mut out = Vec::new();
+    for (field, asked, splits, what) in [
+        ("train.train_images", s.train.train_images, d.pretrain_splits(), "pre-training images"),
+        ("eval.bank_images", s.eval.bank_images, &[Split::Train][..], "labelled training images"),
+        ("eval.test_images", s.eval.test_images, &[Split::Test][..], "test images"),
+    ] {
+        let has = count(splits);
+        if asked > has {
+            out.push(format!("{field} = {asked}: {} has {has} {what}; all {has} are used", d.name()));
+        }
+    }
+    out
+}
+
 /// Evaluation and augmentations.
 fn check_evaluation(s: &RunConfig) -> Check {
     if s.eval.linear_epochs > 0 && s.eval.linear_batch_size == 0 {
@@ -169,4 +237,62 @@ fn check_evaluation(s: &RunConfig) -> Check {
         return fail("augment", e.to_string());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Dataset, Method};
+
+    fn field_of(s: &RunConfig) -> String {
+        validate(s).unwrap_err().0
+    }
+
+    /// Values that used to pass: a NaN anywhere, a negative VICReg weight, a width that rounds a
+    /// stage to no channel.
+    #[test]
+    fn nonsense_is_refused_naming_the_field() {
+        let base = RunConfig::defaults(Method::Vicreg, Dataset::Cifar10);
+        let mut s = base.clone();
+        s.optimizer.weight_decay = f64::NAN;
+        assert_eq!(field_of(&s), "optimizer.weight_decay");
+        let mut s = base.clone();
+        s.augment.view_a.color_jitter.hue = f32::INFINITY;
+        assert_eq!(field_of(&s), "augment.view_a.color_jitter.hue");
+        let negative: crate::Override = "vicreg.sim_coeff=-1".parse().unwrap();
+        let err = crate::Override::apply_all(&[negative], &base).unwrap_err().to_string();
+        assert!(err.contains("field `vicreg.sim_coeff`: a weight ≥ 0 expected, got -1"), "{err}");
+        let mut s = base.clone();
+        s.encoder.width = 1e-9;
+        let (field, what) = validate(&s).unwrap_err();
+        assert_eq!(field, "encoder.width");
+        assert!(what.contains("channels [0, 0, 0, 0]"), "{what}");
+        s.encoder.width = 1.0 / 64.0; // the stem keeps one channel
+        assert!(validate(&s).is_ok(), "{:?}", validate(&s));
+        let mut s = base.clone();
+        s.projector.widths = vec![1_000_000_000];
+        let (field, what) = validate(&s).unwrap_err();
+        assert_eq!(field, "projector.widths");
+        assert!(what.contains("need 8192.0 GB"), "{what}");
+        for m in Method::ALL {
+            assert!(validate(&RunConfig::defaults(m, Dataset::Stl10)).is_ok(), "{m:?}");
+        }
+    }
+
+    #[test]
+    fn sizes_beyond_the_dataset_are_stated() {
+        let mut s = RunConfig::defaults(Method::Vicreg, Dataset::Stl10);
+        assert!(clamps(&s).is_empty());
+        s.train.train_images = 10_000_000;
+        s.eval.bank_images = 10_000;
+        s.eval.test_images = 20_000;
+        assert_eq!(
+            clamps(&s),
+            [
+                "train.train_images = 10000000: stl10 has 105000 pre-training images; all 105000 are used",
+                "eval.bank_images = 10000: stl10 has 5000 labelled training images; all 5000 are used",
+                "eval.test_images = 20000: stl10 has 8000 test images; all 8000 are used",
+            ]
+        );
+    }
 }

@@ -34,6 +34,11 @@ impl MethodImpl for Vicreg {
 
     fn check(config: &RunConfig) -> Check {
         let v = Self::params(config);
+        for (name, c) in [("sim_coeff", v.sim_coeff), ("std_coeff", v.std_coeff), ("cov_coeff", v.cov_coeff)] {
+            if !(c >= 0.0 && c.is_finite()) {
+                return Err((format!("vicreg.{name}"), format!("a weight ≥ 0 expected, got {c}")));
+            }
+        }
         if v.eps < 0.0 || v.gamma <= 0.0 {
             return Err(("vicreg".into(), format!("eps ≥ 0 and gamma > 0 expected, got eps {} gamma {}", v.eps, v.gamma)));
         }

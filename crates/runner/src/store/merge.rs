@@ -69,14 +69,34 @@ impl Store {
     /// terms and evaluations. Experiments, profiles, references and plans are united. Merging
     /// the same file twice changes nothing.
     pub fn merge_from(&self, other: &Path) -> Result<MergeStats> {
-        if !other.is_file() {
-            return Err(Error::File { path: other.to_path_buf(), what: "no such results database".into() });
+        Ok(self.merge_all(&[other])?.remove(0))
+    }
+
+    /// Merge every one of `others` ([`Store::merge_from`]), all or nothing: each is opened and
+    /// read before anything is written, and the whole merge is one transaction, so a source
+    /// that cannot be taken leaves this database as it was.
+    pub fn merge_all(&self, others: &[&Path]) -> Result<Vec<MergeStats>> {
+        let mut sources = Vec::with_capacity(others.len());
+        for other in others {
+            if !other.is_file() {
+                return Err(Error::File { path: other.to_path_buf(), what: "no such results database".into() });
+            }
+            // Opening checks (and migrates) the other file's schema; reading its runs checks
+            // that every configuration parses.
+            let src = Store::open(other)?;
+            src.runs()?;
+            sources.push(src);
         }
-        // Opening checks (and migrates) the other file's schema before anything is copied.
-        let src = Store::open(other)?;
-        let mut stats = MergeStats::default();
         let tx = self.conn.unchecked_transaction().map_err(self.err())?;
-        let src_err = |source| Error::Store { path: other.to_path_buf(), source };
+        let stats = sources.iter().map(|src| self.merge_one(&tx, src)).collect::<Result<Vec<_>>>()?;
+        tx.commit().map_err(self.err())?;
+        Ok(stats)
+    }
+
+    /// Merge `src` inside the transaction `tx` on this database.
+    fn merge_one(&self, tx: &rusqlite::Transaction, src: &Store) -> Result<MergeStats> {
+        let mut stats = MergeStats::default();
+        let src_err = |source| Error::Store { path: src.path.clone(), source };
         let runs: Vec<(i64, String, String, i64)> = src.rows(
             "SELECT r.id, r.config_hash, r.status, (SELECT count(*) FROM epochs e WHERE e.run_id = r.id)
              FROM runs r WHERE r.id = (SELECT max(id) FROM runs WHERE config_hash = r.config_hash) ORDER BY r.id",
@@ -112,7 +132,7 @@ impl Store {
             } else {
                 stats.copied += 1;
             }
-            copy_run(&src.conn, &tx, src_id).map_err(src_err)?;
+            copy_run(&src.conn, tx, src_id).map_err(src_err)?;
         }
         for table in schema::experiment_tables() {
             let cols: Vec<&str> = table.column_names().collect();
@@ -125,7 +145,6 @@ impl Store {
                 tx.execute(&insert, rusqlite::params_from_iter(row)).map_err(self.err())?;
             }
         }
-        tx.commit().map_err(self.err())?;
         Ok(stats)
     }
 }

@@ -17,6 +17,7 @@ use rusqlite::{Connection, OpenFlags};
 
 use crate::{Error, Result};
 
+pub mod lease;
 mod merge;
 mod migrate;
 mod read;
@@ -47,24 +48,43 @@ impl Store {
         }
         let err = |source| Error::Store { path: path.to_path_buf(), source };
         let conn = Connection::open(path).map_err(err)?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
-        conn.pragma_update(None, "foreign_keys", "ON").map_err(err)?;
         conn.busy_timeout(std::time::Duration::from_secs(30)).map_err(err)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
         let store = Self { conn, path: path.to_path_buf() };
-        match store.version()? {
-            0 => store.step(&schema::create_sql(SCHEMA_VERSION), SCHEMA_VERSION)?,
-            SCHEMA_VERSION => {}
-            v if !(1..SCHEMA_VERSION).contains(&v) => return Err(store.newer(v)),
+        let v = store.version()?;
+        if v > SCHEMA_VERSION {
+            return Err(store.newer(v));
+        }
+        if v < SCHEMA_VERSION {
+            // Foreign keys off while tables are rebuilt (the others keep pointing at them by
+            // name); the pragma cannot change inside a transaction.
+            store.conn.pragma_update(None, "foreign_keys", "OFF").map_err(err)?;
+            store.create_or_migrate()?;
+        }
+        store.conn.pragma_update(None, "foreign_keys", "ON").map_err(err)?;
+        Ok(store)
+    }
+
+    /// Create the schema in a new file or migrate an older one, under the database's write lock:
+    /// the version is read again inside it, so processes opening one file at once do it once.
+    fn create_or_migrate(&self) -> Result<()> {
+        let tx = rusqlite::Transaction::new_unchecked(&self.conn, rusqlite::TransactionBehavior::Immediate)
+            .map_err(self.err())?;
+        let v: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(self.err())?;
+        match v {
+            0 => tx.execute_batch(&schema::create_sql(SCHEMA_VERSION)).map_err(self.err())?,
+            v if v >= SCHEMA_VERSION => return Ok(()),
             v => {
-                // Foreign keys off while tables are rebuilt: the others keep pointing at them by name.
-                store.conn.pragma_update(None, "foreign_keys", "OFF").map_err(err)?;
                 for from in v..SCHEMA_VERSION {
-                    store.migrate(from)?;
+                    tx.execute_batch(&schema::migration_sql(from)).map_err(self.err())?;
+                    if from + 1 == 3 {
+                        migrate::to_version_3(&tx, &self.path, &self.checkpoints())?;
+                    }
                 }
-                store.conn.pragma_update(None, "foreign_keys", "ON").map_err(err)?;
             }
         }
-        Ok(store)
+        tx.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(self.err())?;
+        tx.commit().map_err(self.err())
     }
 
     /// Open an existing database to read it (a report): no file is created, nothing migrated,
@@ -123,26 +143,6 @@ impl Store {
                 "schema version {v}, this infomax reads version {SCHEMA_VERSION}; use the infomax that wrote it"
             ),
         }
-    }
-
-    /// Take the file from version `from` to `from + 1`: the tables, then what the step does to
-    /// the data, in one transaction.
-    fn migrate(&self, from: i64) -> Result<()> {
-        let tx = self.conn.unchecked_transaction().map_err(self.err())?;
-        tx.execute_batch(&schema::migration_sql(from)).map_err(self.err())?;
-        if from + 1 == 3 {
-            migrate::to_version_3(&tx, &self.path, &self.checkpoints())?;
-        }
-        tx.pragma_update(None, "user_version", from + 1).map_err(self.err())?;
-        tx.commit().map_err(self.err())
-    }
-
-    /// Run `sql` and set the schema version to `version`, in one transaction.
-    fn step(&self, sql: &str, version: i64) -> Result<()> {
-        let tx = self.conn.unchecked_transaction().map_err(self.err())?;
-        tx.execute_batch(sql).map_err(self.err())?;
-        tx.pragma_update(None, "user_version", version).map_err(self.err())?;
-        tx.commit().map_err(self.err())
     }
 }
 
@@ -272,13 +272,12 @@ mod tests {
     }
 
     #[test]
-    fn newer_schema_is_refused_and_stale_runs_marked() {
+    fn a_newer_schema_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("r.sqlite");
         let store = Store::open(&path).unwrap();
         let config = RunConfig::defaults(Method::Vicreg, Dataset::Cifar10);
         store.start_run(&config, "v", "m").unwrap();
-        assert_eq!(store.mark_interrupted(&config.hash()).unwrap(), 1);
         store.connection().pragma_update(None, "user_version", 99).unwrap();
         drop(store);
         let err = Store::open(&path).err().unwrap().to_string();
@@ -370,7 +369,8 @@ mod tests {
         let e = &store.experiments().unwrap()[0];
         assert_eq!((e.name.as_str(), e.axes.len(), e.profiles.is_empty()), ("table1", 2, false));
         let statuses: Vec<String> = store.run_rows(None).unwrap().into_iter().map(|r| r.status).collect();
-        assert_eq!(statuses, ["finished", "skipped", "running", "pending"]);
+        // The run left `running` by a process long gone (it holds no lease) reads interrupted.
+        assert_eq!(statuses, ["finished", "skipped", "interrupted", "pending"]);
         assert_eq!(store.epochs().unwrap()[&runs[0].id].len(), 2);
         assert_eq!(store.completed_run(&runs[0].config_hash).unwrap(), Some((runs[0].id, "finished".into())));
         let running = &runs[2];

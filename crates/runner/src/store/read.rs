@@ -6,6 +6,7 @@ use std::collections::HashMap;
 
 use rusqlite::{params, OptionalExtension, Row};
 
+use super::lease::{shown_status, HEARTBEAT_AGE};
 use super::rows::{EpochRecord, EvalRecord, Experiment, PlannedRecord, ReferenceValue, RunRecord, StepRecord};
 use super::Store;
 use crate::config::RunConfig;
@@ -59,14 +60,18 @@ impl Store {
     /// Every row of `runs` (every attempt), by id.
     pub fn runs(&self) -> Result<Vec<RunRecord>> {
         let rows = self.rows(
-            "SELECT id, config_json, config_hash, status, status_detail, started_at, finished_at, code_version,
-                    machine, (julianday(finished_at) - julianday(started_at)) * 86400.0
-             FROM runs ORDER BY id",
+            &format!(
+                "SELECT id, config_json, config_hash, status, status_detail, started_at, finished_at, code_version,
+                        machine, (julianday(finished_at) - julianday(started_at)) * 86400.0, owner, {HEARTBEAT_AGE}
+                 FROM runs ORDER BY id"
+            ),
             |r| {
+                let (status, detail) =
+                    shown_status(r.get(3)?, r.get(4)?, r.get::<_, Option<String>>(10)?.as_deref(), r.get(11)?);
                 Ok((
                     r.get::<_, i64>(0)?,
                     r.get::<_, String>(1)?,
-                    (r.get(2)?, r.get::<_, String>(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?),
+                    (r.get(2)?, status, detail, r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?),
                     r.get(9)?,
                 ))
             },

@@ -80,7 +80,8 @@ impl Table {
     }
 }
 
-/// Every run started, skipped or finished, latest attempt last.
+/// Every run started, skipped or finished, latest attempt last. A run in training has an `owner`
+/// (`host:pid`, the process that claimed it) whose lease `heartbeat_at` renews (`lease.rs`).
 const RUNS: Table = Table {
     name: "runs",
     columns: &[
@@ -103,10 +104,38 @@ const RUNS: Table = Table {
         ("code_version", "TEXT NOT NULL"),
         ("machine", "TEXT NOT NULL"),
         ("grid_json", "TEXT NOT NULL DEFAULT '{}'"),
+        ("owner", "TEXT"),
+        ("heartbeat_at", "TEXT"),
     ],
     constraints: &[],
     indexes: &[("runs_by_hash", "config_hash")],
     without_rowid: false,
+};
+
+/// Versions 2 and 3's `runs`: no lease.
+const RUNS_V2: Table = Table {
+    columns: &[
+        ("id", "INTEGER PRIMARY KEY"),
+        ("experiment", "TEXT NOT NULL"),
+        ("profile", "TEXT NOT NULL"),
+        ("method", "TEXT NOT NULL"),
+        ("dataset", "TEXT NOT NULL"),
+        ("seed", "INTEGER NOT NULL"),
+        ("epochs", "INTEGER NOT NULL"),
+        ("config_json", "TEXT NOT NULL"),
+        ("config_hash", "TEXT NOT NULL"),
+        (
+            "status",
+            "TEXT NOT NULL CHECK (status IN ('running', 'finished', 'diverged', 'failed', 'interrupted', 'skipped'))",
+        ),
+        ("status_detail", "TEXT"),
+        ("started_at", "TEXT NOT NULL"),
+        ("finished_at", "TEXT"),
+        ("code_version", "TEXT NOT NULL"),
+        ("machine", "TEXT NOT NULL"),
+        ("grid_json", "TEXT NOT NULL DEFAULT '{}'"),
+    ],
+    ..RUNS
 };
 
 /// Version 1's `runs`: no `skipped` status, no grid coordinates.
@@ -296,9 +325,23 @@ const REFERENCE_VALUES: Table = Table {
 ///    configurations' numbers read as written (`0.4`, not `0.4000000059604645`) and
 ///    `optimizer.one_d_lr_factor` is `optimizer.bias_and_norm_lr_factor`, so every run gets
 ///    its new hash (see `migrate.rs`).
+/// 4. A run in training is leased to its process (`runs.owner`, `runs.heartbeat_at`), so that
+///    processes sharing a database never train one run twice.
 pub const VERSIONS: &[&[Table]] = &[
     &[RUNS_V1, EPOCHS, EPOCH_TERMS, EVALUATIONS_V2],
-    &[RUNS, EPOCHS, EPOCH_TERMS, EVALUATIONS_V2, EXPERIMENTS, PROFILES, PLANNED_RUNS, REFERENCE_VALUES],
+    &[RUNS_V2, EPOCHS, EPOCH_TERMS, EVALUATIONS_V2, EXPERIMENTS, PROFILES, PLANNED_RUNS, REFERENCE_VALUES],
+    &[
+        RUNS_V2,
+        STEPS,
+        STEP_TERMS,
+        EPOCHS,
+        EPOCH_TERMS,
+        EVALUATIONS,
+        EXPERIMENTS,
+        PROFILES,
+        PLANNED_RUNS,
+        REFERENCE_VALUES,
+    ],
     &[RUNS, STEPS, STEP_TERMS, EPOCHS, EPOCH_TERMS, EVALUATIONS, EXPERIMENTS, PROFILES, PLANNED_RUNS, REFERENCE_VALUES],
 ];
 

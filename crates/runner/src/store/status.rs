@@ -8,6 +8,7 @@ use std::fmt;
 
 use rusqlite::params;
 
+use super::lease::{shown_status, HEARTBEAT_AGE};
 use super::rows::label;
 use super::Store;
 use crate::config::RunConfig;
@@ -124,15 +125,15 @@ impl Store {
         }
         let mut rows = self
             .conn
-            .prepare(
+            .prepare(&format!(
                 "SELECT r.id, r.experiment, r.profile, r.grid_json, r.seed, r.status, r.status_detail, r.epochs,
                         (SELECT count(*) FROM epochs e WHERE e.run_id = r.id), r.config_hash, r.method, r.dataset,
-                        r.config_json
+                        r.config_json, r.owner, {HEARTBEAT_AGE}
                  FROM runs r
                  WHERE r.id = (SELECT max(id) FROM runs WHERE config_hash = r.config_hash)
                    AND (?1 IS NULL OR r.experiment = ?1)
-                 ORDER BY r.experiment, r.profile, r.id",
-            )
+                 ORDER BY r.experiment, r.profile, r.id"
+            ))
             .and_then(|mut stmt| {
                 stmt.query_map(params![experiment], |r| {
                     let grid_json: String = r.get(3)?;
@@ -141,13 +142,15 @@ impl Store {
                     let cell: Cell = (r.get(1)?, r.get(2)?, grid_json);
                     let from_plan = FromPlan::of(&r.get::<_, String>(12)?, plans.get(&cell));
                     let (experiment, profile, _) = cell;
+                    let (status, detail) =
+                        shown_status(r.get(5)?, r.get(6)?, r.get::<_, Option<String>>(13)?.as_deref(), r.get(14)?);
                     Ok(RunRow {
                         id: Some(r.get(0)?),
                         experiment,
                         profile,
                         label: label(&grid, &r.get::<_, String>(10)?, &r.get::<_, String>(11)?, seed),
-                        status: r.get(5)?,
-                        detail: r.get(6)?,
+                        status,
+                        detail,
                         epochs: r.get::<_, i64>(7)? as usize,
                         epochs_done: r.get::<_, i64>(8)? as usize,
                         config_hash: r.get(9)?,

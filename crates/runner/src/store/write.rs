@@ -38,7 +38,7 @@ impl Store {
     }
 
     /// A row of `runs` for `config`, started now (and ended now unless it is running).
-    fn insert_run(
+    pub(super) fn insert_run(
         &self,
         tx: &rusqlite::Transaction,
         config: &RunConfig,
@@ -48,11 +48,14 @@ impl Store {
         machine: &str,
     ) -> Result<()> {
         let finished_at = if status == RunStatus::Running { "NULL" } else { NOW };
+        // A running row is leased to this process (see `lease.rs`).
+        let owner = (status == RunStatus::Running).then(super::lease::this_process);
         tx.execute(
             &format!(
                 "INSERT INTO runs (experiment, profile, method, dataset, seed, epochs, config_json, config_hash,
-                                   status, status_detail, started_at, finished_at, code_version, machine, grid_json)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, {NOW}, {finished_at}, ?11, ?12, ?13)"
+                                   status, status_detail, started_at, finished_at, code_version, machine, grid_json,
+                                   owner, heartbeat_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, {NOW}, {finished_at}, ?11, ?12, ?13, ?14, {NOW})"
             ),
             params![
                 config.experiment,
@@ -67,22 +70,12 @@ impl Store {
                 detail,
                 code_version,
                 machine,
-                grid_json(config)
+                grid_json(config),
+                owner
             ],
         )
         .map(|_| ())
         .map_err(self.err())
-    }
-
-    /// Mark runs of this hash left `running` by a process that died as `interrupted`.
-    pub fn mark_interrupted(&self, config_hash: &str) -> Result<usize> {
-        self.conn
-            .execute(
-                "UPDATE runs SET status = 'interrupted', status_detail = 'the process ended before the run did'
-                 WHERE config_hash = ?1 AND status = 'running'",
-                params![config_hash],
-            )
-            .map_err(self.err())
     }
 
     /// Take up an unfinished run again from its checkpoint at `position`, or from the start when
