@@ -6,9 +6,8 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 
-use common::{data_root, infomax, text, workspace_root};
+use common::{data_root, infomax, text};
 use rusqlite::Connection;
 
 /// The smoke experiment shrunk to a slice: 256 training images, 4 steps of 64, a k-NN bank of
@@ -516,8 +515,8 @@ fn bench_augment_prints_views_per_second() {
 }
 
 /// A sweep killed (SIGKILL) while it trains resumes from its last checkpoint: one run row,
-/// finished, every epoch and evaluation stored once, and the same losses as a run that was never
-/// interrupted (within f32 noise: the weight-gradient reduction order follows rayon's scheduling).
+/// finished, every epoch and evaluation stored once, and bit for bit the losses of a run that
+/// was never interrupted (at the tests' fixed thread count).
 #[test]
 fn a_killed_run_resumes_from_its_checkpoint_and_is_stored_once() {
     let data = data_root();
@@ -549,8 +548,7 @@ fn a_killed_run_resumes_from_its_checkpoint_and_is_stored_once() {
     let killed = tmp.path().join("killed.sqlite");
     let mut kills = 0;
     for target_epoch in [1i64, 3] {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_infomax"))
-            .current_dir(workspace_root())
+        let mut child = common::command()
             .args(args(&killed))
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -593,15 +591,7 @@ fn a_killed_run_resumes_from_its_checkpoint_and_is_stored_once() {
     assert_eq!(runs, vec![(1, "finished".to_string())]);
     let (a, b) = (epochs_of(&straight), epochs_of(&killed));
     assert_eq!(b.iter().map(|e| e.0).collect::<Vec<_>>(), vec![1, 2, 3, 4], "each epoch once");
-    for (x, y) in a.iter().zip(&b) {
-        assert!(
-            (x.1 - y.1).abs() <= 1e-3 * x.1.abs().max(1.0),
-            "epoch {}: {} uninterrupted, {} resumed",
-            x.0,
-            x.1,
-            y.1
-        );
-    }
+    assert_eq!(a, b, "(epoch, loss) uninterrupted and resumed");
     let evals: Vec<(i64, String)> = c
         .prepare("SELECT epoch, protocol FROM evaluations ORDER BY epoch, protocol")
         .unwrap()
@@ -643,8 +633,7 @@ fn sigint_marks_the_run_interrupted_and_the_next_call_finishes_it() {
         ["--set", "train.epochs=3", "--set", "encoder.width=0.125", "--set", "train.train_images=192"]
             .map(String::from),
     );
-    let mut child = Command::new(env!("CARGO_BIN_EXE_infomax"))
-        .current_dir(workspace_root())
+    let mut child = common::command()
         .args(&args)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
@@ -705,8 +694,7 @@ fn sigint_marks_the_run_interrupted_and_the_next_call_finishes_it() {
         .map(Result::unwrap)
         .collect();
     assert_eq!(epochs, vec![1, 2, 3]);
-    // The interrupted-and-resumed run recorded what an uninterrupted one records (within f32
-    // noise: the weight-gradient reduction order follows rayon's scheduling).
+    // The interrupted-and-resumed run recorded what an uninterrupted one records, bit for bit.
     let straight = tmp.path().join("straight.sqlite");
     let mut straight_args = args.clone();
     let at = straight_args.iter().position(|a| a == "--db").unwrap();
@@ -718,7 +706,41 @@ fn sigint_marks_the_run_interrupted_and_the_next_call_finishes_it() {
         let mut s = c.prepare("SELECT loss FROM epochs ORDER BY epoch").unwrap();
         s.query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
     };
-    for (a, b) in losses(&straight).iter().zip(losses(&db)) {
-        assert!((a - b).abs() <= 1e-3 * a.abs().max(1.0), "uninterrupted {a}, resumed {b}");
+    assert_eq!(losses(&straight), losses(&db), "uninterrupted and resumed");
+}
+
+/// The same configuration and seed, trained twice at the same thread count: every step's loss,
+/// every epoch's terms and every accuracy are bit-identical.
+#[test]
+fn the_same_seed_trains_bit_identically_at_a_given_thread_count() {
+    let data = data_root();
+    let tmp = tempfile::tempdir().unwrap();
+    let dump = |db: &Path| -> Vec<String> {
+        let c = Connection::open(db).unwrap();
+        let mut out = Vec::new();
+        for sql in [
+            "SELECT step || ' ' || loss FROM steps ORDER BY step",
+            "SELECT step || ' ' || name || ' ' || value FROM step_terms ORDER BY step, name",
+            "SELECT epoch || ' ' || name || ' ' || value FROM epoch_terms ORDER BY epoch, name",
+            "SELECT epoch || ' ' || protocol || ' ' || top1 || ' ' || top5 FROM evaluations ORDER BY epoch, protocol",
+        ] {
+            let mut s = c.prepare(sql).unwrap();
+            out.extend(s.query_map([], |r| r.get::<_, String>(0)).unwrap().map(Result::unwrap));
+        }
+        out
+    };
+    let mut runs = Vec::new();
+    for i in 0..2 {
+        let db = tmp.path().join(format!("run{i}.sqlite"));
+        let mut a = vec!["reproduce", "smoke", "--data-dir", data.to_str().unwrap(), "--db", db.to_str().unwrap()];
+        let out = tmp.path().join(format!("html{i}"));
+        a.extend(["--out", out.to_str().unwrap(), "--no-tensorboard"]);
+        a.extend(SLICE);
+        a.extend(["--set", "train.epochs=2", "--set", "encoder.width=0.25", "--set", "train.train_images=512"]);
+        let o = infomax(&a);
+        assert!(o.status.success(), "{}", text(&o));
+        runs.push(dump(&db));
     }
+    assert!(runs[0].len() > 20, "{:?}", runs[0]);
+    assert_eq!(runs[0], runs[1]);
 }

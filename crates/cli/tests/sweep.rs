@@ -6,7 +6,7 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::{data_root, infomax, text, workspace_root};
@@ -110,8 +110,7 @@ fn a_sweep_killed_at_random_moments_stores_every_run_once_and_shards_merge_to_th
     let mut kills = 0;
     let started = Instant::now();
     loop {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_infomax"))
-            .current_dir(workspace_root())
+        let mut child = common::command()
             .args(args(&file, &data, &db, &[]))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -454,13 +453,7 @@ fn three_processes_on_one_database_train_each_run_exactly_once() {
             // Each process its own report folder (the pages are not what is tested here).
             let out = a.iter().position(|x| x == "--out").unwrap() + 1;
             a[out] = tmp.path().join(format!("html{i}")).display().to_string();
-            Command::new(env!("CARGO_BIN_EXE_infomax"))
-                .current_dir(workspace_root())
-                .args(&a)
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap()
+            common::command().args(&a).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()
         })
         .collect();
     let mut trained_here = 0;

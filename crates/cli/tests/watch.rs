@@ -8,7 +8,7 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::{data_root, infomax, text, workspace_root};
@@ -70,8 +70,7 @@ fn steps_events_and_database_agree_and_the_report_follows_the_sweep() {
     let tmp = tempfile::tempdir().unwrap();
     let db = tmp.path().join("results.sqlite");
     let log = tmp.path().join("stderr.log");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_infomax"))
-        .current_dir(workspace_root())
+    let mut child = common::command()
         .args(reproduce_args(&db, &[]))
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())

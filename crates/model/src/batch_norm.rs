@@ -33,26 +33,23 @@ fn channel_sums(
     f: impl Fn(&[f32], &[f32], &[f32], &mut [f32], &mut [f32]) + Sync,
 ) -> (Vec<f64>, Vec<f64>) {
     let task = rows_per_task(c) * c;
-    a.par_chunks(task)
+    // Each task's sums, then all of them in task order: the same bits on every run (a rayon
+    // `fold` + `reduce` would group the tasks by which thread stole which).
+    let parts: Vec<(Vec<f32>, Vec<f32>)> = a
+        .par_chunks(task)
         .zip(b.par_chunks(task).zip(d.par_chunks(task)))
-        .fold(
-            || (vec![0f64; c], vec![0f64; c]),
-            |(mut s, mut t), (ra, (rb, rd))| {
-                let (mut ts, mut tt) = (vec![0f32; c], vec![0f32; c]);
-                f(ra, rb, rd, &mut ts, &mut tt);
-                s.iter_mut().zip(&ts).for_each(|(x, y)| *x += *y as f64);
-                t.iter_mut().zip(&tt).for_each(|(x, y)| *x += *y as f64);
-                (s, t)
-            },
-        )
-        .reduce(
-            || (vec![0f64; c], vec![0f64; c]),
-            |(mut a0, mut a1), (b0, b1)| {
-                a0.iter_mut().zip(&b0).for_each(|(x, y)| *x += y);
-                a1.iter_mut().zip(&b1).for_each(|(x, y)| *x += y);
-                (a0, a1)
-            },
-        )
+        .map(|(ra, (rb, rd))| {
+            let (mut ts, mut tt) = (vec![0f32; c], vec![0f32; c]);
+            f(ra, rb, rd, &mut ts, &mut tt);
+            (ts, tt)
+        })
+        .collect();
+    let (mut s, mut t) = (vec![0f64; c], vec![0f64; c]);
+    for (ts, tt) in parts {
+        s.iter_mut().zip(&ts).for_each(|(x, y)| *x += *y as f64);
+        t.iter_mut().zip(&tt).for_each(|(x, y)| *x += *y as f64);
+    }
+    (s, t)
 }
 
 /// Per-channel batch mean and biased variance of `(M, C)` rows, reading them from memory once:

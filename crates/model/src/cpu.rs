@@ -18,6 +18,41 @@ pub(crate) fn f32_slice<'a>(op: &str, s: &'a CpuStorage, l: &Layout, what: &str)
     }
 }
 
+/// Fold the zipped chunks of `a` (`a_chunk` floats each) and `b` (`b_chunk`), as a weight
+/// gradient sums over images: `fold(acc, i, a_i, b_i)` adds chunk `i` into an accumulator. The
+/// chunks are split into one contiguous group per thread of rayon's pool, each folded in order
+/// into its own accumulator from `zero()`, and the groups' accumulators combined in order: the
+/// same bits on every run at a given thread count. (rayon's `fold` + `reduce` groups the chunks
+/// by which thread happens to steal which, so float sums differed from run to run.)
+pub(crate) fn ordered_zip_fold<T: Send>(
+    (a, a_chunk): (&[f32], usize),
+    (b, b_chunk): (&[f32], usize),
+    zero: impl Fn() -> T + Sync,
+    fold: impl Fn(T, usize, &[f32], &[f32]) -> T + Sync,
+    combine: impl Fn(T, T) -> T,
+) -> T {
+    let n = a.len().div_ceil(a_chunk.max(1));
+    let groups = rayon::current_num_threads().clamp(1, n.max(1));
+    let per = n.div_ceil(groups);
+    let part = |s: &'_ [f32], size: usize, i: usize| -> std::ops::Range<usize> {
+        (i * size).min(s.len())..((i + 1) * size).min(s.len())
+    };
+    let partials: Vec<T> = (0..groups)
+        .into_par_iter()
+        .map(|g| {
+            (g * per..((g + 1) * per).min(n))
+                .fold(zero(), |acc, i| fold(acc, i, &a[part(a, a_chunk, i)], &b[part(b, b_chunk, i)]))
+        })
+        .collect();
+    partials.into_iter().reduce(combine).unwrap_or_else(zero)
+}
+
+/// `a += b`, element-wise: how two accumulators of [`ordered_zip_fold`] combine.
+pub(crate) fn add_into(mut a: Vec<f32>, b: Vec<f32>) -> Vec<f32> {
+    a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
+    a
+}
+
 /// `dst (m×n) = [dst +] lhs (m×k) · rhs (k×n)`, each operand given by its row and column strides,
 /// on this thread (`Parallelism::None`, inside a kernel's own tasks) or on rayon's.
 #[allow(clippy::too_many_arguments)]

@@ -187,7 +187,8 @@ impl Lars {
         let update = |w: &[f32], g: &[f32], [mu]: [Option<&[f32]>; 1]| {
             let decayed = |w: f32, g: f32| if adapt { g + wd * w } else { g };
             let q = if adapt {
-                let (pn, gn) = w
+                // Each chunk's squared norms, summed in chunk order: the same bits on every run.
+                let parts: Vec<(f64, f64)> = w
                     .par_chunks(PAR_CHUNK)
                     .zip(g.par_chunks(PAR_CHUNK))
                     .map(|(w, g)| {
@@ -199,7 +200,8 @@ impl Lars {
                         }
                         (f64::from(pn), f64::from(gn))
                     })
-                    .reduce(|| (0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1));
+                    .collect();
+                let (pn, gn) = parts.iter().fold((0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1));
                 if pn > 0.0 && gn > 0.0 {
                     (eta * pn.sqrt() / gn.sqrt()) as f32
                 } else {

@@ -24,9 +24,20 @@ pub fn data_root() -> PathBuf {
     dir
 }
 
-/// Run the binary from the workspace root.
+/// The binary at a fixed thread count ([`THREADS`]), from the workspace root: training is
+/// bit-identical run after run at a given thread count, so tests compare runs exactly.
+pub fn command() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_infomax"));
+    c.current_dir(workspace_root()).env("RAYON_NUM_THREADS", THREADS);
+    c
+}
+
+/// The thread count every test runs the binary at (CI's machines have 2 cores).
+pub const THREADS: &str = "2";
+
+/// Run the binary ([`command`]) and wait for it.
 pub fn infomax(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_infomax")).current_dir(workspace_root()).args(args).output().unwrap()
+    command().args(args).output().unwrap()
 }
 
 /// stdout and stderr together.

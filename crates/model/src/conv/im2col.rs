@@ -12,7 +12,7 @@ use gemm::Parallelism;
 use rayon::prelude::*;
 
 use crate::conv::shared::{with_scratch, Geometry};
-use crate::cpu::{matmul, matmul_raw};
+use crate::cpu::{add_into, matmul, matmul_raw, ordered_zip_fold};
 
 /// GEMM rows a chunk aims for: tall enough for the micro-kernels to run near their peak.
 const CHUNK_ROWS: usize = 512;
@@ -171,34 +171,28 @@ pub(crate) fn weight_grad_taps(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> 
     let n = x.len() / g.image_len();
     let (rows, pos, co) = (g.rows(), g.positions(), g.out_channels);
     let chunk = g.images_per_chunk(n, WEIGHT_GRAD_CHUNK_ROWS);
-    x.par_chunks(chunk * g.image_len())
-        .zip(dy.par_chunks(chunk * pos * co))
-        .fold(
-            || vec![0f32; co * rows],
-            |mut acc, (xc, dyc)| {
-                let m = dyc.len() / co;
-                // acc += dYᵀ · cols: dYᵀ is (co × m) with row stride 1 and column stride co.
-                let accumulate = |acc: &mut [f32], rhs: &[f32]| {
-                    matmul((co, rows, m), acc, true, dyc, (1, co), rhs, (rows, 1), Parallelism::None);
-                };
-                if g.is_pointwise() {
-                    accumulate(&mut acc, xc);
-                } else {
-                    with_scratch(m * rows, |cols| {
-                        g.im2col(xc, cols);
-                        accumulate(&mut acc, cols);
-                    });
-                }
-                acc
-            },
-        )
-        .reduce(
-            || vec![0f32; co * rows],
-            |mut a, b| {
-                a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
-                a
-            },
-        )
+    ordered_zip_fold(
+        (x, chunk * g.image_len()),
+        (dy, chunk * pos * co),
+        || vec![0f32; co * rows],
+        |mut acc, _, xc, dyc| {
+            let m = dyc.len() / co;
+            // acc += dYᵀ · cols: dYᵀ is (co × m) with row stride 1 and column stride co.
+            let accumulate = |acc: &mut [f32], rhs: &[f32]| {
+                matmul((co, rows, m), acc, true, dyc, (1, co), rhs, (rows, 1), Parallelism::None);
+            };
+            if g.is_pointwise() {
+                accumulate(&mut acc, xc);
+            } else {
+                with_scratch(m * rows, |cols| {
+                    g.im2col(xc, cols);
+                    accumulate(&mut acc, cols);
+                });
+            }
+            acc
+        },
+        add_into,
+    )
 }
 
 #[cfg(test)]

@@ -33,6 +33,8 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
+use crate::cpu::{add_into, ordered_zip_fold};
+
 use crate::conv::shared::{avx512, direct_to_taps, with_buffer, with_input, with_inputs, Geometry, RowAffine};
 
 #[cfg(target_arch = "x86_64")]
@@ -366,11 +368,11 @@ fn weight_grads(
     // 8×8 126-153).
     let chunk = 64usize.div_ceil(g.positions()).min(n.max(1));
     let zero = || (vec![0f32; g.rows() * g.out_channels], vec![0f32; len_s]);
-    let (per_tap, per_tap_s) = x
-        .par_chunks(chunk * g.image_len())
-        .zip(dy.par_chunks(chunk * out_len))
-        .enumerate()
-        .fold(zero, |(mut acc, mut acc_s), (i, (xc, dyc))| {
+    let (per_tap, per_tap_s) = ordered_zip_fold(
+        (x, chunk * g.image_len()),
+        (dy, chunk * out_len),
+        zero,
+        |(mut acc, mut acc_s), i, xc, dyc| {
             with_inputs(g, xc, input, |planes, x_row, plane| {
                 images_job(g, planes, (x_row, plane), dyc).run(&mut acc);
                 if let Some((gs, dys)) = shortcut {
@@ -382,12 +384,9 @@ fn weight_grads(
                 }
             });
             (acc, acc_s)
-        })
-        .reduce(zero, |(mut a, mut a_s), (b, b_s)| {
-            a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
-            a_s.iter_mut().zip(&b_s).for_each(|(x, y)| *x += y);
-            (a, a_s)
-        });
+        },
+        |(a, a_s), (b, b_s)| (add_into(a, b), add_into(a_s, b_s)),
+    );
     (direct_to_taps(&per_tap, g), shortcut.map(|(gs, _)| direct_to_taps(&per_tap_s, gs)))
 }
 

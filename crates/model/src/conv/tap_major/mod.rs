@@ -10,6 +10,8 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
+use crate::cpu::{add_into, ordered_zip_fold};
+
 use crate::conv::shared::{avx512, direct_to_taps, with_inputs, Geometry, RowAffine};
 
 #[cfg(target_arch = "x86_64")]
@@ -175,10 +177,11 @@ pub(crate) fn weight_grad_taps(g: &Geometry, x: &[f32], input: Option<&RowAffine
     assert_eq!(dy.len(), n * out_len, "tap-major weight gradient: sizes");
     let chunk = WEIGHT_GRAD_POSITIONS.div_ceil(g.positions()).min(n.max(1));
     let zero = || vec![0f32; g.rows() * co];
-    let per_tap = x
-        .par_chunks(chunk * g.image_len())
-        .zip(dy.par_chunks(chunk * out_len))
-        .fold(zero, |mut acc, (xc, dyc)| {
+    let per_tap = ordered_zip_fold(
+        (x, chunk * g.image_len()),
+        (dy, chunk * out_len),
+        zero,
+        |mut acc, _, xc, dyc| {
             let m = dyc.len() / co;
             let mut panels = vec![0f32; m * co];
             for (p, row) in dyc.chunks_exact(co).enumerate() {
@@ -201,10 +204,8 @@ pub(crate) fn weight_grad_taps(g: &Geometry, x: &[f32], input: Option<&RowAffine
                 };
             });
             acc
-        })
-        .reduce(zero, |mut a, b| {
-            a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
-            a
-        });
+        },
+        add_into,
+    );
     direct_to_taps(&per_tap, g)
 }

@@ -34,6 +34,8 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
+use crate::cpu::{add_into, ordered_zip_fold};
+
 use crate::conv::shared::{avx512, direct_to_taps, with_scratch, Geometry, RowAffine};
 
 #[cfg(target_arch = "x86_64")]
@@ -216,10 +218,11 @@ pub(crate) fn weight_grad_taps(g: &Geometry, x: &[f32], input: Option<&RowAffine
     let group = weight_grad_group(c, co);
     let images = group.div_ceil(tiles_per_image).clamp(1, n.max(1));
     let zero = || vec![0f32; XI * c * co];
-    let du = x
-        .par_chunks(images * g.image_len())
-        .zip(dy.par_chunks(images * out_len))
-        .fold(zero, |mut du, (xc, dyc)| {
+    let du = ordered_zip_fold(
+        (x, images * g.image_len()),
+        (dy, images * out_len),
+        zero,
+        |mut du, _, xc, dyc| {
             let tiles = xc.len() / g.image_len() * tiles_per_image;
             with_scratch(XI * (plane_stride(group, c) + plane_stride(group, co)), |buf| {
                 let (v, d) = buf.split_at_mut(XI * plane_stride(group, c));
@@ -235,11 +238,9 @@ pub(crate) fn weight_grad_taps(g: &Geometry, x: &[f32], input: Option<&RowAffine
                 }
             });
             du
-        })
-        .reduce(zero, |mut a, b| {
-            a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
-            a
-        });
+        },
+        add_into,
+    );
     direct_to_taps(&untransform_weight_grad(&du, c, co), g)
 }
 
