@@ -17,6 +17,7 @@ bench:
     for d in cifar10 stl10 tiny-imagenet; do for p in wmse fair; do ./target/release/infomax bench augment --dataset $d --preset $p; done; done
     for wb in "1.0 128" "1.0 256" "0.5 128" "0.5 256" "0.25 128" "0.25 256"; do set -- $wb; ./target/release/infomax bench train-step --width $1 --batch $2 --steps 3 --projector 2048,2048; done
     for w in 1.0 0.5 0.25; do ./target/release/infomax bench conv --width $w --batch 128; done
+    for w in 1.0 0.25; do ./target/release/infomax bench eval --width $w; done
 
 # The same training step in PyTorch (bench/torch_step.py) beside infomax's, on this machine, with
 # the ratios of the medians of three alternated rounds. Needs a Python with torch (never needed

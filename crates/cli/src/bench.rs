@@ -1,5 +1,5 @@
-//! `infomax bench augment | train-step | conv`: micro-benchmarks of the augmentation pipeline, the
-//! full training step and the convolution passes.
+//! `infomax bench eval | augment | train-step | conv`: benchmarks of a full evaluation, the
+//! augmentation pipeline, the full training step and the convolution passes.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -8,9 +8,30 @@ use anyhow::{Context, Result};
 use clap::Subcommand;
 use infomax_runner::bench::{train_step, TrainStepBench};
 use infomax_runner::config::{ConvKernels, Method};
-
 #[derive(Subcommand)]
 pub enum BenchCommand {
+    /// A full evaluation: frozen features of the bank and test images (synthetic images of the
+    /// dataset's size, a random encoder), then the 5-NN and 200-NN classifiers; prints images/s
+    /// of the features, the k-NN's time and peak memory.
+    Eval {
+        /// cifar10, cifar100, stl10 or tiny-imagenet (its split sizes and image side).
+        #[arg(long, default_value = "cifar10")]
+        dataset: infomax_data::Dataset,
+        /// ResNet-18 width multiplier.
+        #[arg(long, default_value_t = 0.25)]
+        width: f64,
+        /// Bank images [default: the dataset's labelled training split].
+        #[arg(long, default_value_t = 0)]
+        bank: usize,
+        /// Test images [default: the dataset's test split].
+        #[arg(long, default_value_t = 0)]
+        test: usize,
+        /// Images per feature batch (`eval.batch_size`).
+        #[arg(long, default_value_t = 500)]
+        batch: usize,
+        #[arg(long)]
+        json: bool,
+    },
     /// Augmented views per second of a dataset's pipeline (synthetic images of its stored size,
     /// rayon over the batch, as the trainer's prefetch thread makes them).
     Augment {
@@ -122,6 +143,27 @@ pub fn run(cmd: BenchCommand) -> Result<ExitCode> {
                     r.stored_side,
                     r.view_side,
                     r.views_per_second,
+                    infomax_runner::environment::describe_machine(&device)
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        BenchCommand::Eval { dataset, width, bank, test, batch, json } => {
+            let r =
+                infomax_runner::bench::eval(&infomax_runner::bench::EvalBench { dataset, width, bank, test, batch })?;
+            if json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                println!(
+                    "evaluation, {} bank {} + test {}, ResNet-18 width {width}, batches of {batch}: features {:.1} \
+                     images/s ({:.1} s), k-NN {:.1} s, peak RSS {:.2} GB ({})",
+                    r.dataset,
+                    r.bank,
+                    r.test,
+                    r.images_per_second,
+                    r.feature_seconds,
+                    r.knn_seconds,
+                    r.peak_rss_bytes as f64 / 1e9,
                     infomax_runner::environment::describe_machine(&device)
                 );
             }

@@ -311,6 +311,23 @@ fn devices_are_checked_before_a_run_starts() {
 }
 
 #[test]
+fn bench_eval_prints_the_json_object() {
+    let a = ["bench", "eval", "--width", "0.125", "--bank", "400", "--test", "100", "--batch", "64", "--json"];
+    let o = infomax(&a);
+    assert!(o.status.success(), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        (v["bank"].as_u64(), v["test"].as_u64(), v["dataset"].as_str()),
+        (Some(400), Some(100), Some("cifar10"))
+    );
+    for key in ["images_per_second", "feature_seconds", "knn_seconds", "peak_rss_bytes"] {
+        assert!(v[key].as_f64().is_some_and(|x| x > 0.0), "{key} in {v}");
+    }
+    let o = infomax(&["bench", "eval", "--bank", "100"]);
+    assert!(!o.status.success() && text(&o).contains("--bank at least 200"), "{}", text(&o));
+}
+
+#[test]
 fn bench_train_step_prints_the_json_object() {
     let o = infomax(&[
         "bench",

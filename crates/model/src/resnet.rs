@@ -266,7 +266,8 @@ impl ResNet {
 
 impl ModuleT for ResNet {
     /// `(N, C, H, W)` images in, `(N, output_dim)` features out; in between, the layout the
-    /// convolution kernels want.
+    /// convolution kernels want. In evaluation mode (`train` false) no graph is kept: the
+    /// features carry no gradient, and each block's activations are freed as the next exist.
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         if self.takes_train_pass(x, train) {
             let mut features = self.train_pass(&[self.layout_for(x).from_nchw(x)?])?;
@@ -302,6 +303,11 @@ impl ResNet {
         }
         for block in &self.blocks {
             x = block.forward_in(&x, layout, train)?;
+            if !train {
+                // Evaluation keeps no graph: each block's input is freed once its output
+                // exists, not held until the features are (a whole training step's memory).
+                x = x.detach();
+            }
         }
         layout.global_average_pool(&x)
     }

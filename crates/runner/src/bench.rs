@@ -156,6 +156,85 @@ fn trace_finish(
     Ok(())
 }
 
+/// `infomax bench eval`: a full evaluation's cost — frozen features of a bank and a test set,
+/// then the 5-NN and 200-NN classifiers — on synthetic images of a dataset's size (pixel values
+/// do not change the cost), with a randomly initialised encoder.
+#[derive(Debug, Clone)]
+pub struct EvalBench {
+    pub dataset: Dataset,
+    pub width: f64,
+    /// Bank and test images (0: the dataset's labelled training and test splits).
+    pub bank: usize,
+    pub test: usize,
+    /// Images per feature batch (`eval.batch_size`).
+    pub batch: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EvalResult {
+    pub dataset: String,
+    pub width: f64,
+    pub bank: usize,
+    pub test: usize,
+    /// Feature extraction of bank and test images.
+    pub feature_seconds: f64,
+    pub images_per_second: f64,
+    /// Both k-NN classifiers.
+    pub knn_seconds: f64,
+    pub peak_rss_bytes: u64,
+}
+
+pub fn eval(cfg: &EvalBench) -> Result<EvalResult> {
+    use rand::Rng;
+    let d = cfg.dataset;
+    let count = |asked: usize, split: infomax_data::Split| {
+        let has = d.splits().iter().find(|(s, _)| *s == split).map_or(0, |(_, n)| *n);
+        if asked == 0 {
+            has
+        } else {
+            asked
+        }
+    };
+    let (bank_n, test_n) = (count(cfg.bank, infomax_data::Split::Train), count(cfg.test, infomax_data::Split::Test));
+    if bank_n < 200 || test_n == 0 || cfg.batch == 0 {
+        return Err(Error::Run {
+            run: "bench".into(),
+            what: "--bank at least 200 (200-NN), --test and --batch at least 1 expected".into(),
+        });
+    }
+    let mut config = RunConfig::defaults(Method::Vicreg, d);
+    config.encoder.width = cfg.width;
+    let device = Device::Cpu;
+    let net = Network::new(&config, &device)?;
+    let side = d.side();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+    let mut synthetic = |n: usize| {
+        let pixels: Vec<u8> = (0..n * 3 * side * side).map(|_| rng.random()).collect();
+        let labels: Vec<u8> = (0..n).map(|_| rng.random_range(0..d.classes() as u8)).collect();
+        infomax_data::ImageSet::new("synthetic", infomax_data::Split::Train, (side, side), pixels, labels, Vec::new())
+    };
+    let (bank_set, test_set) = (synthetic(bank_n), synthetic(test_n));
+    let (bank_idx, test_idx): (Vec<usize>, Vec<usize>) = ((0..bank_n).collect(), (0..test_n).collect());
+    let started = Instant::now();
+    let bank = crate::eval::extract_features(&net, &bank_set, &bank_idx, &config.augment, cfg.batch, &device, |_| {})?;
+    let test = crate::eval::extract_features(&net, &test_set, &test_idx, &config.augment, cfg.batch, &device, |_| {})?;
+    let feature_seconds = started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    std::hint::black_box(crate::eval::knn_euclidean_majority(&bank, &test, 5, d.classes())?);
+    std::hint::black_box(crate::eval::knn_cosine_weighted(&bank, &test, 200, 0.1, d.classes())?);
+    let knn_seconds = started.elapsed().as_secs_f64();
+    Ok(EvalResult {
+        dataset: d.name().into(),
+        width: cfg.width,
+        bank: bank_n,
+        test: test_n,
+        feature_seconds,
+        images_per_second: (bank_n + test_n) as f64 / feature_seconds,
+        knn_seconds,
+        peak_rss_bytes: crate::environment::peak_rss_bytes().unwrap_or(0),
+    })
+}
+
 /// `infomax bench augment`: how many augmented views per second the data pipeline makes.
 #[derive(Debug, Clone)]
 pub struct AugmentBench {

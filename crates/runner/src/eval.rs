@@ -98,10 +98,12 @@ fn nearest(
                 let cmp = |a: &(usize, f32), b: &(usize, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
                 if k < scored.len() {
                     scored.select_nth_unstable_by(k - 1, cmp);
-                    scored.truncate(k);
                 }
-                scored.sort_by(cmp);
-                scored
+                // Only the k best are kept, in a vector of their own size: a truncated one keeps
+                // the whole bank's capacity (800 KB a query on CIFAR-10), 8 GB over a test set.
+                let mut best = scored[..k].to_vec();
+                best.sort_by(cmp);
+                best
             })
             .collect();
         out.extend(block);
