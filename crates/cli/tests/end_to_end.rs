@@ -281,6 +281,18 @@ fn bad_overrides_and_unknown_experiments_name_what_is_wrong() {
     assert!(!o.status.success());
     let msg = text(&o);
     assert!(msg.contains("experiments/smoke.toml") && msg.contains("train") && msg.contains("epoch"), "{msg}");
+    // An output folder that cannot be written fails before any training, and before the
+    // database exists.
+    let file = tmp.path().join("a-file");
+    std::fs::write(&file, b"").unwrap();
+    let out = file.join("report");
+    let o = infomax(&["reproduce", "smoke", "--db", db.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert!(
+        !o.status.success() && text(&o).contains("--out") && text(&o).contains("cannot write there"),
+        "{}",
+        text(&o)
+    );
+    assert!(!db.exists(), "nothing was written");
     let o = infomax(&["reproduce", "nonesuch", "--db", db.to_str().unwrap()]);
     assert!(!o.status.success());
     assert!(text(&o).contains("no experiment named `nonesuch`") && text(&o).contains("smoke"), "{}", text(&o));

@@ -266,14 +266,13 @@ impl ResNet {
 
 impl ModuleT for ResNet {
     /// `(N, C, H, W)` images in, `(N, output_dim)` features out; in between, the layout the
-    /// convolution kernels want. In evaluation mode (`train` false) no graph is kept: the
-    /// features carry no gradient, and each block's activations are freed as the next exist.
+    /// convolution kernels want.
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         if self.takes_train_pass(x, train) {
             let mut features = self.train_pass(&[self.layout_for(x).from_nchw(x)?])?;
             return Ok(features.remove(0));
         }
-        self.forward_layers(x, train)
+        self.forward_layers(x, train, true)
     }
 }
 
@@ -291,9 +290,17 @@ impl ResNet {
         }
     }
 
-    /// The network layer by layer, each convolution and BatchNorm its own autograd node: the
-    /// evaluation path, the stem max-pool's, and the reference the fused pass is tested against.
-    fn forward_layers(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+    /// Frozen features for evaluation: evaluation-mode BatchNorm, and no graph kept — each
+    /// block's activations are freed once the next block's exist, so a batch costs a few
+    /// activations' memory, not a training step's. The features carry no gradient.
+    pub fn features(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_layers(x, false, false)
+    }
+
+    /// The network layer by layer, each convolution and BatchNorm its own autograd node (the
+    /// graph dropped after each block unless `keep_graph`): the evaluation path, the stem
+    /// max-pool's, and the reference the fused pass is tested against.
+    fn forward_layers(&self, x: &Tensor, train: bool, keep_graph: bool) -> Result<Tensor> {
         let layout = self.layout_for(x);
         let x = layout.from_nchw(x)?;
         let mut x = bn_in(&self.bn1, &self.conv1.forward_in(&x, layout)?, layout, true, train)?;
@@ -303,9 +310,7 @@ impl ResNet {
         }
         for block in &self.blocks {
             x = block.forward_in(&x, layout, train)?;
-            if !train {
-                // Evaluation keeps no graph: each block's input is freed once its output
-                // exists, not held until the features are (a whole training step's memory).
+            if !keep_graph {
                 x = x.detach();
             }
         }
@@ -450,7 +455,7 @@ mod tests {
                 b.set(a.as_tensor()).unwrap();
             }
             let y_fused = fused.forward_t(&x, true).unwrap();
-            let y_layers = layers.forward_layers(&x, true).unwrap();
+            let y_layers = layers.forward_layers(&x, true, true).unwrap();
             assert!(max_rel(&y_fused, &y_layers) < 1e-5, "features: {}", max_rel(&y_fused, &y_layers));
             let upstream = crate::cpu::test_randn(0f32, 1.0, y_fused.shape(), &dev).unwrap();
             let g_fused = (&y_fused * &upstream).unwrap().sum_all().unwrap().backward().unwrap();
@@ -488,7 +493,7 @@ mod tests {
             crate::cpu::test_randn(0.5f32, 2.0, (4, 3, 10, 10), &dev).unwrap(),
         ];
         let y_fused = fused.forward_views_t(&xs, true).unwrap();
-        let y_layers: Vec<Tensor> = xs.iter().map(|x| layers.forward_layers(x, true).unwrap()).collect();
+        let y_layers: Vec<Tensor> = xs.iter().map(|x| layers.forward_layers(x, true, true).unwrap()).collect();
         assert_eq!(y_fused.len(), 2);
         let mut loss: [Option<Tensor>; 2] = [None, None];
         for (v, (yf, yl)) in y_fused.iter().zip(&y_layers).enumerate() {
@@ -559,6 +564,19 @@ mod tests {
         let net = ResNet::new(&cfg, map.builder(DType::F32, &Device::Cpu)).unwrap();
         let x = crate::cpu::test_randn(0f32, 1.0, (2, 3, 64, 64), &Device::Cpu).unwrap();
         assert_eq!(net.forward_t(&x, true).unwrap().dims(), &[2, 64]);
+    }
+
+    /// The evaluation features without a graph are the evaluation-mode forward's, value for
+    /// value.
+    #[test]
+    fn features_equal_the_evaluation_forward() {
+        let dev = Device::Cpu;
+        let x = crate::cpu::test_randn(0f32, 1.0, (3, 3, 16, 16), &dev).unwrap();
+        let map = SeededVarMap::new(5);
+        let net = ResNet::new(&ResNetConfig::resnet18(0.125), map.builder(DType::F32, &dev)).unwrap();
+        let a = net.features(&x).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let b = net.forward_t(&x, false).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(a, b);
     }
 
     /// bf16 (autocast-style) gives the f32 network's features and gradients to bf16's

@@ -231,6 +231,21 @@ mod tests {
     use crate::method::StepContext;
     use candle_core::Device;
 
+    /// What a write killed half-way left (its temporary names) is removed; a checkpoint is not.
+    #[test]
+    fn unfinished_writes_are_removed_and_checkpoints_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["epoch-3.tmp-4242", "latest.json.tmpAbC123", "epoch-2.safetensors", "latest.json"] {
+            std::fs::write(dir.path().join(name), b"x").unwrap();
+        }
+        remove_unfinished_writes(dir.path()).unwrap();
+        let mut left: Vec<String> =
+            std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into()).collect();
+        left.sort();
+        assert_eq!(left, ["epoch-2.safetensors", "latest.json"]);
+        remove_unfinished_writes(&dir.path().join("absent")).unwrap();
+    }
+
     fn all_values(net: &Network, opt: &dyn Optimizer) -> Vec<(String, Vec<f32>)> {
         let mut out: Vec<(String, Vec<f32>)> = Vec::new();
         let flat = |t: &Tensor| t.to_dtype(candle_core::DType::F32).unwrap().flatten_all().unwrap().to_vec1().unwrap();

@@ -162,6 +162,6 @@ impl Network {
 
     /// Evaluation-mode encoder features (running BN statistics, no projector).
     pub fn features(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(self.online.encoder.forward_t(x, false)?.detach())
+        Ok(self.online.encoder.features(x)?.detach())
     }
 }
