@@ -90,15 +90,8 @@ impl Store {
         let me = this_process();
         let tx =
             rusqlite::Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate).map_err(self.err())?;
-        let done: Option<(i64, String)> = tx
-            .query_row(
-                "SELECT id, status FROM runs WHERE config_hash = ?1 AND status IN ('finished', 'diverged')
-                 ORDER BY id DESC LIMIT 1",
-                params![hash],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()
-            .map_err(self.err())?;
+        // Inside the transaction: the same connection's reads see the database as it is locked.
+        let done = self.completed_run(&hash)?;
         if let Some((run_id, status)) = done {
             return Ok(Claim::Done { run_id, status });
         }
