@@ -12,6 +12,7 @@ mod process;
 mod progress;
 mod report;
 mod reproduce;
+mod show;
 mod status;
 mod stop;
 mod submit;
@@ -58,6 +59,10 @@ enum Command {
     /// Tasks checkpoint and requeue themselves when warned of their time limit, and resume where
     /// they stopped. Submitting the same thing into the same folder again continues the sweep.
     Submit(submit::SubmitArgs),
+    /// Print the resolved configuration of each run an experiment plans, every field with the
+    /// layer it comes from (the file's base, grid value, when, profile with its line; --set; or
+    /// the built-in default), to check a recipe before training it.
+    Show(show::ShowArgs),
     /// Runs by state (finished, diverged, failed, interrupted, running, skipped, pending), each
     /// with its id and hash prefix, the fields in which it differs from its grid cell's plan,
     /// its epochs and its last evaluation.
@@ -122,6 +127,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Reproduce(args) => reproduce::run(args, &paths),
         Command::Submit(args) => submit::run(args, &paths),
         Command::Status(args) => status::run(args, &paths),
+        Command::Show(args) => show::run(args),
         Command::Merge(args) => merge::run(args, &paths),
         Command::ExportEncoder(args) => export_encoder::run(args, &paths),
         Command::Export(args) => export::run(args, &paths),

@@ -773,3 +773,42 @@ fn the_same_seed_trains_bit_identically_at_a_given_thread_count() {
     assert!(runs[0].len() > 20, "{:?}", runs[0]);
     assert_eq!(runs[0], runs[1]);
 }
+
+/// `infomax show` prints each planned run's resolved configuration with the layer of every
+/// field: the profile's `when` for STL-10's epochs, the file's `when` for W-MSE's lr, `--set`,
+/// and the built-in default.
+#[test]
+fn show_prints_the_recipe_with_each_fields_layer() {
+    let o = infomax(&[
+        "show",
+        "table1",
+        "--profile",
+        "paper",
+        "--only",
+        "method=w-mse-2",
+        "--only",
+        "dataset=stl10",
+        "--set",
+        "eval.batch_size=250",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    let line = |field: &str| -> String {
+        out.lines()
+            .find(|l| l.starts_with(&format!("{field} = ")))
+            .unwrap_or_else(|| panic!("{field}: {out}"))
+            .to_string()
+    };
+    assert!(out.contains("1 runs") && out.contains("method=w-mse-2 dataset=stl10"), "{out}");
+    let epochs = line("train.epochs");
+    assert!(epochs.contains("= 2000") && epochs.contains("# profiles.paper.when[0].set (line "), "{epochs}");
+    let lr = line("optimizer.lr");
+    assert!(lr.contains("= 0.002") && lr.contains("# when[0].set (line "), "{lr}");
+    assert!(line("eval.batch_size").contains("# --set eval.batch_size=250"));
+    assert!(line("optimizer.kind").contains("\"adam\"") && line("optimizer.kind").ends_with("# default"));
+    assert!(line("grid.method").ends_with("# plan"));
+    // The line named is the field's own.
+    let text = std::fs::read_to_string(common::workspace_root().join("experiments/table1.toml")).unwrap();
+    let n: usize = epochs.rsplit("(line ").next().unwrap().trim_end_matches(')').parse().unwrap();
+    assert!(text.lines().nth(n - 1).unwrap().contains("epochs = 2000"), "line {n}");
+}

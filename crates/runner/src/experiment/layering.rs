@@ -69,20 +69,7 @@ impl ExperimentFile {
         cell: &[usize],
         overrides: &[Override],
     ) -> Result<RunConfig> {
-        let p = self.profile(profile)?;
-        let mut layers: Vec<(Vec<Seg>, &Table)> = vec![(keys(&["base"]), &self.base)];
-        for (axis, &i) in axes.iter().zip(cell) {
-            layers.push((axis.values[i].anchor.clone(), &axis.values[i].overrides));
-        }
-        for w in self.when.iter().chain(&p.when) {
-            if w.applies(axes, cell) {
-                layers.push((w.anchor.clone(), &w.set));
-            }
-        }
-        // The profile's own overrides come before its `when`s, after the file's.
-        let profile_at = layers.len() - p.when.iter().filter(|w| w.applies(axes, cell)).count();
-        layers.insert(profile_at, (keys(&["profiles", profile]), &p.overrides));
-
+        let layers = self.layers(profile, axes, cell)?;
         let mut merged = Table::new();
         for (_, table) in &layers {
             deep_merge(&mut merged, table);
@@ -130,6 +117,84 @@ impl ExperimentFile {
         let config = RunConfig::from_toml(full).map_err(|(field, what)| fail(&field, what))?;
         crate::validate::validate(&config).map_err(|(field, what)| fail(&field, what))?;
         Ok(config)
+    }
+
+    /// The file's layers of a cell, lowest first, each with where it is written: `[base]`, the
+    /// cell's grid values, the matching `[[when]]`s of the file, `[profiles.P]`, then the
+    /// profile's matching `[[when]]`s.
+    fn layers<'a>(&'a self, profile: &str, axes: &'a [Axis], cell: &[usize]) -> Result<Vec<(Vec<Seg>, &'a Table)>> {
+        let p = self.profile(profile)?;
+        let mut layers: Vec<(Vec<Seg>, &Table)> = vec![(keys(&["base"]), &self.base)];
+        for (axis, &i) in axes.iter().zip(cell) {
+            layers.push((axis.values[i].anchor.clone(), &axis.values[i].overrides));
+        }
+        for w in self.when.iter().chain(&p.when) {
+            if w.applies(axes, cell) {
+                layers.push((w.anchor.clone(), &w.set));
+            }
+        }
+        // The profile's own overrides come before its `when`s, after the file's.
+        let profile_at = layers.len() - p.when.iter().filter(|w| w.applies(axes, cell)).count();
+        layers.insert(profile_at, (keys(&["profiles", profile]), &p.overrides));
+        Ok(layers)
+    }
+
+    /// Where each field of the run at grid coordinates `coords` (as a plan names them) gets its
+    /// value, by dotted field: `--set KEY=VALUE`, the last layer of this file that sets it (its
+    /// place and line: `profiles.paper (line 57)`, `grid.method[1] (line 20)`), `plan` for the
+    /// experiment, profile and grid coordinates, or `default` (the built-in default for the
+    /// method, dataset and augmentation preset).
+    pub fn field_sources(
+        &self,
+        profile: &str,
+        coords: &[(String, String)],
+        overrides: &[Override],
+        config: &RunConfig,
+    ) -> Result<std::collections::BTreeMap<String, String>> {
+        let (mut axes, mut cell) = (Vec::new(), Vec::new());
+        for axis in &self.axes {
+            let value = coords.iter().find(|(a, _)| *a == axis.name).map(|(_, v)| v);
+            if let Some(i) = value.and_then(|v| axis.values.iter().position(|x| x.name == *v)) {
+                axes.push(axis.clone());
+                cell.push(i);
+            }
+        }
+        let layers = self.layers(profile, &axes, &cell)?;
+        let describe = |anchor: &[Seg], path: &[String]| -> String {
+            let mut place = String::new();
+            for seg in anchor {
+                match seg {
+                    Seg::Key(k) if place.is_empty() => place.push_str(k),
+                    Seg::Key(k) => {
+                        place.push('.');
+                        place.push_str(k);
+                    }
+                    Seg::Index(i) => place.push_str(&format!("[{i}]")),
+                }
+            }
+            // The line of the field itself (or of the deepest part of it the layer writes).
+            let mut at = anchor.to_vec();
+            at.extend(path.iter().map(|k| Seg::Key(k.clone())));
+            match position_of(&self.text, &at) {
+                Some((line, _)) => format!("{place} (line {line})"),
+                None => place,
+            }
+        };
+        let mut out = std::collections::BTreeMap::new();
+        for field in config.fields().into_keys() {
+            let path: Vec<String> = field.split('.').map(String::from).collect();
+            let source = if ["experiment", "profile", "grid"].contains(&path[0].as_str()) {
+                "plan".to_string()
+            } else if let Some(o) = overrides.iter().rev().find(|o| path.starts_with(&o.key)) {
+                format!("--set {}", o.raw)
+            } else if let Some((anchor, _)) = layers.iter().rev().find(|(_, t)| sets_path(t, &path)) {
+                describe(anchor, &path)
+            } else {
+                "default".to_string()
+            };
+            out.insert(field, source);
+        }
+        Ok(out)
     }
 
     /// Name where a bad field was set: the last layer that sets it (its line and column), or the
