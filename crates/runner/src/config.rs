@@ -154,10 +154,41 @@ pub struct OptimizerConfig {
     /// Adam β₁, β₂, ε.
     pub betas: (f64, f64),
     pub adam_eps: f64,
-    /// Linear warm-up length in epochs (fractions allowed), then cosine decay.
+    /// Linear warm-up length in epochs (fractions allowed), then the decay.
     pub warmup_epochs: f64,
     /// The cosine ends at `end_lr_factor × peak`.
     pub end_lr_factor: f64,
+    /// The decay after the warm-up: `cosine` (the FAIR code's), or `step` (the W-MSE code's: the
+    /// rate held, then multiplied by `drop_factor` at each of `drop_epochs_before_end`). Left out
+    /// of the stored configuration when `cosine`, as are the fields below when unset, so runs
+    /// from before they existed keep their identity.
+    #[serde(default, skip_serializing_if = "Schedule::is_cosine")]
+    pub schedule: Schedule,
+    /// Warm-up in optimiser steps (the W-MSE code's 500 iterations), in place of
+    /// `warmup_epochs`, which must then be 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warmup_steps: Option<usize>,
+    /// `step`: the epochs before the end at which the rate drops (W-MSE: 50 and 25).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub drop_epochs_before_end: Vec<usize>,
+    /// `step`: the factor of each drop (W-MSE: 0.2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drop_factor: Option<f64>,
+}
+
+/// The learning-rate decay after the warm-up (see [`crate::optim::LrSchedule`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Schedule {
+    #[default]
+    Cosine,
+    Step,
+}
+
+impl Schedule {
+    fn is_cosine(&self) -> bool {
+        *self == Schedule::Cosine
+    }
 }
 
 impl OptimizerConfig {
@@ -176,6 +207,10 @@ impl OptimizerConfig {
             adam_eps: 1e-8,
             warmup_epochs: 10.0,
             end_lr_factor: 0.001,
+            schedule: Schedule::Cosine,
+            warmup_steps: None,
+            drop_epochs_before_end: Vec::new(),
+            drop_factor: None,
         }
     }
 

@@ -130,26 +130,63 @@ fn fused_cpu_update<const B: usize>(
     Ok(tensors.try_into().ok())
 }
 
-/// Per-step schedule: linear warm-up from 0 to `peak`, then cosine to `end_factor × peak`
-/// (the FAIR `adjust_learning_rate`).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct WarmupCosine {
+/// The learning rate at every optimiser step: a linear warm-up to `peak`, then the decay.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LrSchedule {
     pub peak: f64,
     pub warmup_steps: usize,
     pub total_steps: usize,
-    pub end_factor: f64,
+    pub decay: Decay,
 }
 
-impl WarmupCosine {
+/// What follows the warm-up, each as its source code does it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decay {
+    /// The FAIR `adjust_learning_rate`: warm-up from 0 (step s at `peak × s / warmup`), then a
+    /// cosine to `end_factor × peak` at the last step.
+    Cosine { end_factor: f64 },
+    /// The W-MSE code's: warm-up to `peak × (s + 1) / warmup` (its `lr_scale`, train.py), the rate
+    /// then held and multiplied by `factor` from each step of `drops` on (`MultiStepLR` at the
+    /// epochs E − d, stepped once an epoch).
+    Step { drops: Vec<usize>, factor: f64 },
+}
+
+impl LrSchedule {
+    /// A run's schedule at `steps_per_epoch`.
+    pub fn for_run(config: &crate::config::RunConfig, steps_per_epoch: usize) -> LrSchedule {
+        let o = &config.optimizer;
+        let epochs = config.train.epochs;
+        let warmup_steps =
+            o.warmup_steps.unwrap_or_else(|| (o.warmup_epochs * steps_per_epoch as f64).round() as usize);
+        let decay = match o.schedule {
+            crate::config::Schedule::Cosine => Decay::Cosine { end_factor: o.end_lr_factor },
+            crate::config::Schedule::Step => Decay::Step {
+                drops: o.drop_epochs_before_end.iter().map(|d| epochs.saturating_sub(*d) * steps_per_epoch).collect(),
+                factor: o.drop_factor.unwrap_or(1.0),
+            },
+        };
+        LrSchedule { peak: config.peak_lr(), warmup_steps, total_steps: epochs * steps_per_epoch, decay }
+    }
+
+    /// The rate of step `step` (counted from 0).
     pub fn lr(&self, step: usize) -> f64 {
-        if step < self.warmup_steps {
-            return self.peak * step as f64 / self.warmup_steps as f64;
+        match &self.decay {
+            Decay::Cosine { end_factor } => {
+                if step < self.warmup_steps {
+                    return self.peak * step as f64 / self.warmup_steps as f64;
+                }
+                let span = self.total_steps.saturating_sub(self.warmup_steps).max(1) as f64;
+                let progress = ((step - self.warmup_steps) as f64 / span).min(1.0);
+                let q = 0.5 * (1.0 + (std::f64::consts::PI * progress).cos());
+                let end = self.peak * end_factor;
+                self.peak * q + end * (1.0 - q)
+            }
+            Decay::Step { drops, factor } => {
+                let warm = if step < self.warmup_steps { (step + 1) as f64 / self.warmup_steps as f64 } else { 1.0 };
+                let dropped = drops.iter().filter(|d| step >= **d).count();
+                self.peak * warm * factor.powi(dropped as i32)
+            }
         }
-        let span = self.total_steps.saturating_sub(self.warmup_steps).max(1) as f64;
-        let progress = ((step - self.warmup_steps) as f64 / span).min(1.0);
-        let q = 0.5 * (1.0 + (std::f64::consts::PI * progress).cos());
-        let end = self.peak * self.end_factor;
-        self.peak * q + end * (1.0 - q)
     }
 }
 
@@ -470,13 +507,36 @@ mod tests {
 
     #[test]
     fn schedule_warms_up_then_decays_to_the_floor() {
-        let s = WarmupCosine { peak: 1.0, warmup_steps: 10, total_steps: 110, end_factor: 0.001 };
+        let s =
+            LrSchedule { peak: 1.0, warmup_steps: 10, total_steps: 110, decay: Decay::Cosine { end_factor: 0.001 } };
         assert_eq!(s.lr(0), 0.0);
         assert!((s.lr(5) - 0.5).abs() < 1e-12);
         assert!((s.lr(10) - 1.0).abs() < 1e-12);
         // Half way through the cosine: q = 0.5.
         assert!((s.lr(60) - (0.5 + 0.5 * 0.001)).abs() < 1e-12);
         assert!((s.lr(110) - 0.001).abs() < 1e-12);
+    }
+
+    /// The W-MSE code's schedule (htdt/self-supervised d9662c8: `train.py` lines 43-54 warm up
+    /// over 500 iterations at `lr × (n + 1) / 500`; `train.py` line 23 drops at `epoch − d` for
+    /// `cfg.drop`, `cfg.py` `--drop` [50, 25], `--drop_gamma` 0.2, stepped once an epoch).
+    #[test]
+    fn step_schedule_follows_the_wmse_code() {
+        use crate::config::{Dataset, Method, RunConfig, Schedule};
+        let mut c = RunConfig::defaults(Method::WMse, Dataset::Cifar10);
+        c.train.epochs = 100;
+        c.optimizer.lr = 1e-3;
+        c.optimizer.schedule = Schedule::Step;
+        c.optimizer.warmup_epochs = 0.0;
+        c.optimizer.warmup_steps = Some(500);
+        c.optimizer.drop_epochs_before_end = vec![50, 25];
+        c.optimizer.drop_factor = Some(0.2);
+        let s = LrSchedule::for_run(&c, 97);
+        let close = |a: f64, b: f64| (a - b).abs() < 1e-15;
+        assert!(close(s.lr(0), 1e-3 / 500.0) && close(s.lr(499), 1e-3) && close(s.lr(500), 1e-3));
+        // Epoch index 49 (0-based) is the last at the full rate; 50 … 74 at 0.2×, 75 … 99 at 0.04×.
+        assert!(close(s.lr(50 * 97 - 1), 1e-3) && close(s.lr(50 * 97), 2e-4));
+        assert!(close(s.lr(75 * 97 - 1), 2e-4) && close(s.lr(75 * 97), 4e-5) && close(s.lr(100 * 97 - 1), 4e-5));
     }
 
     /// One LARS step by hand. W = [[3, 4]] (‖W‖ = 5), grad [[0, 1]], wd 0.1:

@@ -14,7 +14,7 @@ use crate::checkpoint;
 use crate::config::{OptimizerKind, RunConfig};
 use crate::eval::{extract_features, knn_cosine_weighted, knn_euclidean_majority};
 use crate::method::{Network, StepContext};
-use crate::optim::{Adam, Lars, Optimizer, Sgd, WarmupCosine};
+use crate::optim::{Adam, Lars, LrSchedule, Optimizer, Sgd};
 use crate::probe::{linear_probe, ProbeConfig};
 use crate::store::lease::{Claim, Heartbeat};
 use crate::store::{EpochRecord, EvalRecord, Metric, RunStatus, StepRecord, Store};
@@ -269,7 +269,7 @@ struct Training<'a> {
     test_idx: Vec<usize>,
     net: Network,
     opt: Box<dyn Optimizer>,
-    schedule: WarmupCosine,
+    schedule: LrSchedule,
     steps_per_epoch: usize,
     /// Every how many steps one is recorded, and those recorded since the last write.
     record_every: usize,
@@ -312,16 +312,9 @@ impl<'a> Training<'a> {
         let test_idx: Vec<usize> = (0..test_n).collect();
 
         let net = Network::new(config, device)?;
-        let o = &config.optimizer;
         let opt = optimizer_for(config, &net);
-        let b = config.train.batch_size;
-        let steps_per_epoch = train.len() / b;
-        let schedule = WarmupCosine {
-            peak: config.peak_lr(),
-            warmup_steps: (o.warmup_epochs * steps_per_epoch as f64).round() as usize,
-            total_steps: config.train.epochs * steps_per_epoch,
-            end_factor: o.end_lr_factor,
-        };
+        let steps_per_epoch = train.len() / config.train.batch_size;
+        let schedule = LrSchedule::for_run(config, steps_per_epoch);
         Ok(Self {
             config,
             ctx,

@@ -185,6 +185,34 @@ fn check_optimizer(s: &RunConfig) -> Check {
             format!("between 0 and train.epochs ({}) expected, got {}", t.epochs, o.warmup_epochs),
         );
     }
+    if o.warmup_steps.is_some() && o.warmup_epochs != 0.0 {
+        return fail(
+            "optimizer.warmup_steps",
+            format!("warm-up in steps replaces warmup_epochs, which must be 0 (got {})", o.warmup_epochs),
+        );
+    }
+    match o.schedule {
+        crate::config::Schedule::Step => {
+            let f = o.drop_factor;
+            if !f.is_some_and(|f| f > 0.0 && f <= 1.0) {
+                return fail("optimizer.drop_factor", format!("the step schedule needs a factor in (0, 1], got {f:?}"));
+            }
+            if let Some(d) = o.drop_epochs_before_end.iter().find(|d| **d == 0 || **d >= t.epochs) {
+                return fail(
+                    "optimizer.drop_epochs_before_end",
+                    format!(
+                        "epochs before the end between 1 and train.epochs − 1 ({}) expected, got {d}",
+                        t.epochs - 1
+                    ),
+                );
+            }
+        }
+        crate::config::Schedule::Cosine => {
+            if o.drop_factor.is_some() || !o.drop_epochs_before_end.is_empty() {
+                return fail("optimizer.schedule", "drops are set but the schedule is `cosine`; set `step`".into());
+            }
+        }
+    }
     if !(0.0..=1.0).contains(&o.end_lr_factor) {
         return fail("optimizer.end_lr_factor", format!("a factor in [0, 1] expected, got {}", o.end_lr_factor));
     }
