@@ -73,10 +73,24 @@ pub struct ProfileSection {
     /// What the section's runs were given to train (from their resolved configs, so `--set`
     /// overrides show): "1 epoch × 10,240 images, batches of 128 × 2 views, resnet18 × 0.25".
     pub budgets: Vec<String>,
+    /// Where the profile's recipe departs from its source, as the file records it: which cells,
+    /// the field, the source's value and ours, and why.
+    pub deviations: Vec<DeviationRow>,
     pub tables: Vec<MetricTable>,
     /// Inline SVG markup, escaped by `svg`.
     pub charts: Vec<String>,
     pub runs: Vec<RunLink>,
+}
+
+/// One deviation as a page shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeviationRow {
+    /// `method=barlow-twins, vicreg`, or `every cell`.
+    pub cells: String,
+    pub field: String,
+    pub source: String,
+    pub ours: String,
+    pub why: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -351,9 +365,27 @@ fn page(db: &Database, e: &Experiment, stats: &HashMap<String, Stat>) -> Result<
         let mut budgets: Vec<String> = profile_runs.iter().map(|r| budget(r)).collect();
         budgets.sort();
         budgets.dedup();
+        let deviations = e
+            .deviations
+            .iter()
+            .filter(|(p, _)| p == profile)
+            .map(|(_, d)| DeviationRow {
+                cells: match d.matches.is_empty() {
+                    true => "every cell".into(),
+                    false => {
+                        d.matches.iter().map(|(a, vs)| format!("{a}={}", vs.join(", "))).collect::<Vec<_>>().join("; ")
+                    }
+                },
+                field: d.field.clone(),
+                source: d.source.clone(),
+                ours: d.ours.clone(),
+                why: d.why.clone(),
+            })
+            .collect();
         sections.push(ProfileSection {
             profile: profile.clone(),
             about,
+            deviations,
             counts: StatusCounts::of(profile_runs.iter().copied()),
             budgets,
             tables,
@@ -551,6 +583,7 @@ mod tests {
             ],
             exclusions: vec![],
             profiles: vec![("smoke".into(), "about".into())],
+            deviations: vec![],
             references: vec![],
         });
         let cells = [("barlow-twins", "64", 30.0), ("barlow-twins", "256", 32.0), ("barlow-twins", "1024", 35.0)];

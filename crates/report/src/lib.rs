@@ -314,6 +314,13 @@ why = "the <paper> leaves it empty"
 about = "Smoke: two epochs, not a reproduction."
 train = { epochs = 2 }
 
+[[profiles.smoke.deviation]]
+match = { method = "w-mse-2" }
+field = "train.epochs"
+source = "1,000 epochs (the <code>'s README)"
+ours = "2"
+why = "a smoke run"
+
 [profiles.paper]
 about = "The paper's protocol."
 
@@ -489,6 +496,11 @@ source = "Table 1"
         }
         assert_eq!(out.runs.len(), 6, "a page per started run");
         assert_eq!(out.experiments.len(), 1);
+        // The profile's deviations stand beside its numbers, escaped.
+        let page = std::fs::read_to_string(&out.experiments[0]).unwrap();
+        assert!(page.contains(r#"id="deviations-smoke""#), "{page}");
+        assert!(page.contains("<td>method=w-mse-2</td><td><code>train.epochs</code></td>"), "{page}");
+        assert!(page.contains("1,000 epochs (the &lt;code&gt;&#x27;s README)"), "{page}");
     }
 
     /// Every state a cell can be in, each with its reason, and the finished cell's mean over

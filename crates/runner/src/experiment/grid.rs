@@ -1,7 +1,7 @@
 //! The grid: its axes and their named values, the cells they span, and the `[[when]]` and
 //! `[[exclude]]` entries that match cells by their coordinates.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use toml::{Table, Value};
 
 use super::layering::set_path;
@@ -82,6 +82,22 @@ impl Exclusion {
     pub fn applies(&self, axes: &[Axis], cell: &[usize]) -> bool {
         cell_matches(&self.matches, axes, cell)
     }
+}
+
+/// Where a profile's recipe departs from its source on purpose (`[[profiles.P.deviation]]`): the
+/// field, the source's value and ours, and why; for the cells `matches` picks (all when empty).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Deviation {
+    /// (axis name, value names); empty: every cell of the profile.
+    #[serde(rename = "match")]
+    pub matches: Vec<(String, Vec<String>)>,
+    /// The configuration field (`train.precision`).
+    pub field: String,
+    /// What the source does, and where (`fp16 autocast, main.py line 130`).
+    pub source: String,
+    /// What the profile does instead.
+    pub ours: String,
+    pub why: String,
 }
 
 /// A readable name for a scalar axis value (`cifar10`, `4`, `0.5`, `[8, 4]`).
@@ -251,6 +267,37 @@ impl ExperimentFile {
             matches.push((axis.clone(), names));
         }
         Ok(matches)
+    }
+
+    /// A `[[profiles.P.deviation]]` table: `field`, `source`, `ours` and `why`, each a non-empty
+    /// string, and an optional `match` of cells.
+    pub(super) fn parse_deviation(&self, t: &Table, anchor: Vec<Seg>, field: &str) -> Result<Deviation> {
+        const KEYS: [&str; 5] = ["match", "field", "source", "ours", "why"];
+        for k in t.keys() {
+            if !KEYS.contains(&k.as_str()) {
+                let mut at = anchor.clone();
+                at.push(Seg::Key(k.clone()));
+                return Err(self.at(
+                    &at,
+                    format!("{field}.{k}"),
+                    format!("unknown key{}; a deviation has {}", did_you_mean(k, KEYS), KEYS.join(", ")),
+                ));
+            }
+        }
+        let text = |k: &str| -> Result<String> {
+            match t.get(k) {
+                Some(Value::String(s)) if !s.trim().is_empty() => Ok(s.clone()),
+                _ => Err(self.at(&anchor, format!("{field}.{k}"), "a non-empty string expected")),
+            }
+        };
+        let matches = if t.contains_key("match") { self.parse_match(t, &anchor, field)? } else { Vec::new() };
+        Ok(Deviation {
+            matches,
+            field: text("field")?,
+            source: text("source")?,
+            ours: text("ours")?,
+            why: text("why")?,
+        })
     }
 
     pub(super) fn parse_exclusion(&self, t: &Table, anchor: Vec<Seg>) -> Result<Exclusion> {

@@ -2,7 +2,7 @@
 
 use toml::{Table, Value};
 
-use super::grid::When;
+use super::grid::{Deviation, When};
 use super::position::Seg;
 use super::{did_you_mean, ExperimentFile};
 use crate::{Error, Result};
@@ -13,6 +13,8 @@ pub struct Profile {
     pub about: String,
     pub overrides: Table,
     pub(super) when: Vec<When>,
+    /// Where the profile's recipe departs from its source, on the record.
+    pub deviations: Vec<Deviation>,
 }
 
 impl ExperimentFile {
@@ -54,8 +56,30 @@ impl ExperimentFile {
                 return Err(self.at(&sub("when"), field("when"), "an array of [[profiles.NAME.when]] tables expected"))
             }
         };
+        let deviations = match table.remove("deviation") {
+            None => Vec::new(),
+            Some(Value::Array(items)) => items
+                .iter()
+                .enumerate()
+                .map(|(i, item)| {
+                    let mut at = sub("deviation");
+                    at.push(Seg::Index(i));
+                    match item {
+                        Value::Table(t) => self.parse_deviation(t, at, &field("deviation")),
+                        _ => Err(self.at(&at, field("deviation"), "a table with field, source, ours and why expected")),
+                    }
+                })
+                .collect::<Result<_>>()?,
+            Some(_) => {
+                return Err(self.at(
+                    &sub("deviation"),
+                    field("deviation"),
+                    "an array of [[profiles.NAME.deviation]] tables expected",
+                ))
+            }
+        };
         self.check_reserved(&table, &anchor)?;
-        Ok(Profile { about, overrides: table, when })
+        Ok(Profile { about, overrides: table, when, deviations })
     }
 
     pub(super) fn profile(&self, name: &str) -> Result<&Profile> {

@@ -7,7 +7,9 @@ use std::collections::HashMap;
 use rusqlite::{params, OptionalExtension, Row};
 
 use super::lease::{shown_status, HEARTBEAT_AGE};
-use super::rows::{EpochRecord, EvalRecord, Experiment, PlannedRecord, ReferenceValue, RunRecord, StepRecord};
+use super::rows::{
+    Deviation, EpochRecord, EvalRecord, Experiment, PlannedRecord, ReferenceValue, RunRecord, StepRecord,
+};
 use super::Store;
 use crate::config::RunConfig;
 use crate::{Error, Result};
@@ -20,9 +22,15 @@ impl Store {
     /// Every experiment with its grid, profiles and the papers' numbers, by name.
     pub fn experiments(&self) -> Result<Vec<Experiment>> {
         let mut profiles: HashMap<String, Vec<(String, String)>> = HashMap::new();
-        for (e, profile, about) in self.rows("SELECT experiment, profile, about FROM profiles ORDER BY rowid", |r| {
-            Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?))
-        })? {
+        let mut deviations: HashMap<String, Vec<(String, Deviation)>> = HashMap::new();
+        for (e, profile, about, json) in self
+            .rows("SELECT experiment, profile, about, deviations_json FROM profiles ORDER BY rowid", |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get(2)?, r.get::<_, String>(3)?))
+            })?
+        {
+            let listed: Vec<Deviation> = serde_json::from_str(&json)
+                .map_err(|x| self.schema_error(format!("profiles.deviations_json of {e}/{profile}: {x}")))?;
+            deviations.entry(e.clone()).or_default().extend(listed.into_iter().map(|d| (profile.clone(), d)));
             profiles.entry(e).or_default().push((profile, about));
         }
         let mut references: HashMap<String, Vec<ReferenceValue>> = HashMap::new();
@@ -45,6 +53,7 @@ impl Store {
                     .map_err(|x| self.schema_error(format!("experiments.axes_json of {name}: {x}")))?;
                 Ok(Experiment {
                     profiles: profiles.remove(&name).unwrap_or_default(),
+                    deviations: deviations.remove(&name).unwrap_or_default(),
                     references: references.remove(&name).unwrap_or_default(),
                     name,
                     title,
@@ -379,6 +388,16 @@ mod tests {
             axes: vec![GridAxis { name: "method".into(), values: vec!["simclr".into(), "byol".into()] }],
             exclusions: vec![Exclusion { matches: vec![("method".into(), vec!["byol".into()])], why: "w".into() }],
             profiles: vec![("p".into(), "about".into())],
+            deviations: vec![(
+                "p".into(),
+                Deviation {
+                    matches: vec![("method".into(), vec!["simclr".into()])],
+                    field: "train.precision".into(),
+                    source: "fp16".into(),
+                    ours: "bf16".into(),
+                    why: "no fp16 here".into(),
+                },
+            )],
             references: vec![ReferenceValue {
                 at: BTreeMap::from([("method".to_string(), "simclr".to_string())]),
                 metric: "linear".into(),

@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::config::RunConfig;
-pub use crate::experiment::Exclusion;
 use crate::experiment::ExperimentFile;
+pub use crate::experiment::{Deviation, Exclusion};
 use crate::plan::PlannedRun;
 
 /// Status values of a run.
@@ -265,6 +265,8 @@ pub struct Experiment {
     pub exclusions: Vec<Exclusion>,
     /// (profile, about), in the order written.
     pub profiles: Vec<(String, String)>,
+    /// (profile, a deviation of its recipe from the source), in the order written.
+    pub deviations: Vec<(String, Deviation)>,
     pub references: Vec<ReferenceValue>,
 }
 
@@ -284,6 +286,11 @@ impl Experiment {
                 .collect(),
             exclusions: file.exclusions.clone(),
             profiles: file.profiles.iter().map(|(name, p)| (name.clone(), p.about.clone())).collect(),
+            deviations: file
+                .profiles
+                .iter()
+                .flat_map(|(name, p)| p.deviations.iter().map(move |d| (name.clone(), d.clone())))
+                .collect(),
             references: file
                 .references
                 .iter()
@@ -434,6 +441,7 @@ mod tests {
             axes: vec![GridAxis { name: "method".into(), values: vec!["simclr".into(), "byol".into()] }],
             exclusions: vec![Exclusion { matches: vec![("method".into(), vec!["byol".into()])], why: "empty".into() }],
             profiles: vec![],
+            deviations: vec![],
             references: vec![],
         };
         let json = e.grid_json();

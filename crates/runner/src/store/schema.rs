@@ -276,9 +276,16 @@ const EXPERIMENTS: Table = Table {
     without_rowid: false,
 };
 
+/// Each experiment's profiles: what each costs and is for, and where its recipe departs from its
+/// source (`deviations_json`: a JSON array of `experiment::Deviation`).
 const PROFILES: Table = Table {
     name: "profiles",
-    columns: &[("experiment", "TEXT NOT NULL"), ("profile", "TEXT NOT NULL"), ("about", "TEXT NOT NULL")],
+    columns: &[
+        ("experiment", "TEXT NOT NULL"),
+        ("profile", "TEXT NOT NULL"),
+        ("about", "TEXT NOT NULL"),
+        ("deviations_json", "TEXT NOT NULL DEFAULT '[]'"),
+    ],
     constraints: &["PRIMARY KEY (experiment, profile)"],
     indexes: &[],
     without_rowid: false,
@@ -298,6 +305,12 @@ const PLANNED_RUNS: Table = Table {
     constraints: &[],
     indexes: &[],
     without_rowid: false,
+};
+
+/// Versions 2 to 4's `profiles`: no deviations.
+const PROFILES_V4: Table = Table {
+    columns: &[("experiment", "TEXT NOT NULL"), ("profile", "TEXT NOT NULL"), ("about", "TEXT NOT NULL")],
+    ..PROFILES
 };
 
 /// The paper's numbers for the grid cells matching `at_json`.
@@ -327,9 +340,10 @@ const REFERENCE_VALUES: Table = Table {
 ///    its new hash (see `migrate.rs`).
 /// 4. A run in training is leased to its process (`runs.owner`, `runs.heartbeat_at`), so that
 ///    processes sharing a database never train one run twice.
+/// 5. Each profile records where its recipe departs from its source (`profiles.deviations_json`).
 pub const VERSIONS: &[&[Table]] = &[
     &[RUNS_V1, EPOCHS, EPOCH_TERMS, EVALUATIONS_V2],
-    &[RUNS_V2, EPOCHS, EPOCH_TERMS, EVALUATIONS_V2, EXPERIMENTS, PROFILES, PLANNED_RUNS, REFERENCE_VALUES],
+    &[RUNS_V2, EPOCHS, EPOCH_TERMS, EVALUATIONS_V2, EXPERIMENTS, PROFILES_V4, PLANNED_RUNS, REFERENCE_VALUES],
     &[
         RUNS_V2,
         STEPS,
@@ -338,7 +352,19 @@ pub const VERSIONS: &[&[Table]] = &[
         EPOCH_TERMS,
         EVALUATIONS,
         EXPERIMENTS,
-        PROFILES,
+        PROFILES_V4,
+        PLANNED_RUNS,
+        REFERENCE_VALUES,
+    ],
+    &[
+        RUNS,
+        STEPS,
+        STEP_TERMS,
+        EPOCHS,
+        EPOCH_TERMS,
+        EVALUATIONS,
+        EXPERIMENTS,
+        PROFILES_V4,
         PLANNED_RUNS,
         REFERENCE_VALUES,
     ],

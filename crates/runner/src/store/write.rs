@@ -132,9 +132,12 @@ impl Store {
         .map_err(self.err())?;
         tx.execute("DELETE FROM profiles WHERE experiment = ?1", params![name]).map_err(self.err())?;
         for (profile, about) in &e.profiles {
+            let deviations: Vec<&super::rows::Deviation> =
+                e.deviations.iter().filter(|(p, _)| p == profile).map(|(_, d)| d).collect();
+            let json = serde_json::to_string(&deviations).expect("deviations serialise");
             tx.execute(
-                "INSERT INTO profiles (experiment, profile, about) VALUES (?1, ?2, ?3)",
-                params![name, profile, about],
+                "INSERT INTO profiles (experiment, profile, about, deviations_json) VALUES (?1, ?2, ?3, ?4)",
+                params![name, profile, about, json],
             )
             .map_err(self.err())?;
         }
