@@ -272,7 +272,8 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<PathBuf> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(io)?;
     }
-    let tmp = path.with_extension("html.tmp");
+    // A name of this process's own: processes sharing a database render into one folder.
+    let tmp = path.with_extension(format!("html.tmp-{}", std::process::id()));
     std::fs::write(&tmp, bytes).map_err(io)?;
     std::fs::rename(&tmp, path).map_err(io)?;
     Ok(path.to_path_buf())
