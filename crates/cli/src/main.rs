@@ -8,6 +8,7 @@ mod export_encoder;
 mod loss;
 mod merge;
 mod paths;
+mod plan_args;
 mod process;
 mod progress;
 mod report;

@@ -1,32 +1,21 @@
 //! `infomax reproduce NAME`: plan an experiment's runs, train and evaluate them into the
 //! database, and render the report; `--dry-run` prints the plan instead.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::Args;
 use infomax_runner::config::DeviceKind;
-use infomax_runner::plan::PlanOptions;
 use infomax_runner::{ExperimentFile, Override, RunContext, Store};
 
 use crate::paths::{HtmlDir, Paths};
+use crate::plan_args::PlanArgs;
 use crate::stop::StopOnSignal;
 
 #[derive(Args)]
 pub struct ReproduceArgs {
-    /// Experiment name (experiments/NAME.toml) or path to a TOML file.
-    experiment: String,
-    /// Profile of the experiment file to run (e.g. smoke, cpu, paper).
-    #[arg(long, default_value = "smoke")]
-    profile: String,
-    /// Seeds 0..N for every cell (replaces the file's `seed` axis).
-    #[arg(long, value_name = "N")]
-    seeds: Option<usize>,
-    /// Keep only the cells with AXIS=VALUE (repeat: values of one axis are alternatives,
-    /// different axes must all match), e.g. --only dataset=cifar10 --only method=w-mse-2.
-    #[arg(long, value_name = "AXIS=VALUE")]
-    only: Vec<String>,
+    #[command(flatten)]
+    plan: PlanArgs,
     /// Run the I-th of N deterministic slices of the plan (1 ≤ I ≤ N), for N processes that
     /// each write their own database (combine them with `infomax merge`).
     #[arg(long, value_name = "I/N")]
@@ -34,12 +23,6 @@ pub struct ReproduceArgs {
     /// Print the plan (runs, what differs between them, their state, estimated time) and stop.
     #[arg(long)]
     dry_run: bool,
-    /// Override any field of every run, e.g. --set train.epochs=2 --set optimizer.lr=0.5.
-    #[arg(long = "set", value_name = "KEY=VALUE")]
-    set: Vec<String>,
-    /// Folder where experiment names are looked up.
-    #[arg(long, value_name = "DIR", default_value = "experiments")]
-    experiments_dir: PathBuf,
     /// Do not draw progress bars (log a progress line every --log-every seconds instead, as
     /// when stderr is not a terminal).
     #[arg(long)]
@@ -67,14 +50,9 @@ pub struct ReproduceArgs {
 
 pub fn run(args: ReproduceArgs, paths: &Paths) -> Result<ExitCode> {
     let ReproduceArgs {
-        experiment,
-        profile,
-        seeds,
-        only,
+        plan: plan_args,
         shard,
         dry_run,
-        set,
-        experiments_dir,
         no_progress,
         log_every,
         no_tensorboard,
@@ -83,15 +61,15 @@ pub fn run(args: ReproduceArgs, paths: &Paths) -> Result<ExitCode> {
         html,
     } = args;
     let device = infomax_runner::default_device();
-    let path = infomax_runner::experiment::locate(&experiment, &experiments_dir)?;
+    let path = plan_args.path()?;
     let file = ExperimentFile::load(&path)?;
-    let mut overrides = set.iter().map(|s| s.parse::<Override>()).collect::<Result<Vec<_>, _>>()?;
+    let mut overrides = plan_args.overrides()?;
     if let Some(choice) = device_choice {
         overrides.push(choice.override_text().parse::<Override>()?);
     }
     let cuda_ordinal = device_choice.map_or(0, |c| c.ordinal);
-    let opts = PlanOptions { seeds, only, shard };
-    let plan = infomax_runner::plan::plan(&file, &profile, &overrides, &opts)?;
+    let profile = plan_args.profile.clone();
+    let plan = infomax_runner::plan::plan(&file, &profile, &overrides, &plan_args.options(shard))?;
     let data_root = paths.data_root();
     let uses_cuda = plan.iter().any(|r| r.config.train.device == DeviceKind::Cuda);
     let run_device = if uses_cuda {

@@ -10,17 +10,15 @@ use infomax_runner::slurm::{self, Submission};
 use infomax_runner::{ExperimentFile, Override};
 
 use crate::paths::Paths;
+use crate::plan_args::PlanArgs;
 
 #[derive(Args)]
 pub struct SubmitArgs {
-    /// Experiment name (experiments/NAME.toml) or path to a TOML file.
-    experiment: String,
+    #[command(flatten)]
+    plan: PlanArgs,
     /// Submit to Slurm (sbatch): the scheduler infomax writes jobs for.
     #[arg(long)]
     slurm: bool,
-    /// Profile of the experiment file to run (e.g. smoke, cpu, paper).
-    #[arg(long, default_value = "smoke")]
-    profile: String,
     /// Array tasks: task i runs the i-th of N deterministic slices of the plan (`--shard i/N`).
     #[arg(long, default_value_t = 1)]
     shards: usize,
@@ -48,22 +46,10 @@ pub struct SubmitArgs {
     /// report/ [default: slurm/NAME-PROFILE].
     #[arg(long, value_name = "DIR")]
     dir: Option<PathBuf>,
-    /// Seeds 0..N for every cell (replaces the file's `seed` axis).
-    #[arg(long, value_name = "N")]
-    seeds: Option<usize>,
-    /// Keep only the cells with AXIS=VALUE (as `reproduce --only`).
-    #[arg(long, value_name = "AXIS=VALUE")]
-    only: Vec<String>,
     /// cpu or cuda[:N] for every run (as `reproduce --device`); with --gpus-per-task each task
     /// sees its own GPUs from index 0.
     #[arg(long, value_name = "DEVICE")]
     device: Option<String>,
-    /// Override any field of every run (as `reproduce --set`).
-    #[arg(long = "set", value_name = "KEY=VALUE")]
-    set: Vec<String>,
-    /// Folder where experiment names are looked up.
-    #[arg(long, value_name = "DIR", default_value = "experiments")]
-    experiments_dir: PathBuf,
     /// Print the scripts and the sbatch commands; write and submit nothing.
     #[arg(long)]
     dry_run: bool,
@@ -73,35 +59,35 @@ pub fn run(args: SubmitArgs, paths: &Paths) -> Result<ExitCode> {
     if !args.slurm {
         bail!("submit needs a scheduler: --slurm (the one infomax writes jobs for)");
     }
-    let path = infomax_runner::experiment::locate(&args.experiment, &args.experiments_dir)?;
+    let path = infomax_runner::experiment::locate(&args.plan.experiment, &args.plan.experiments_dir)?;
     let experiment_text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     let file = ExperimentFile::load(&path)?;
     // The whole plan, resolved here, so that a bad option fails now rather than in N queued tasks.
-    let mut overrides = args.set.iter().map(|s| s.parse::<Override>()).collect::<Result<Vec<_>, _>>()?;
+    let mut overrides = args.plan.set.iter().map(|s| s.parse::<Override>()).collect::<Result<Vec<_>, _>>()?;
     if let Some(d) = &args.device {
         overrides.push(d.parse::<infomax_runner::device::DeviceChoice>()?.override_text().parse::<Override>()?);
     }
-    let opts = PlanOptions { seeds: args.seeds, only: args.only.clone(), shard: None };
-    let plan = infomax_runner::plan::plan(&file, &args.profile, &overrides, &opts)?;
+    let opts = PlanOptions { seeds: args.plan.seeds, only: args.plan.only.clone(), shard: None };
+    let plan = infomax_runner::plan::plan(&file, &args.plan.profile, &overrides, &opts)?;
     if args.shards > plan.len() {
         bail!(
             "--shards {}: the plan of {} / profile {} has {} runs; at most that many tasks",
             args.shards,
             file.meta.name,
-            args.profile,
+            args.plan.profile,
             plan.len()
         );
     }
     let absolute = |p: PathBuf| std::path::absolute(&p).with_context(|| format!("resolving {}", p.display()));
-    let dir = absolute(args.dir.unwrap_or_else(|| slurm::default_dir(&file.meta.name, &args.profile)))?;
+    let dir = absolute(args.dir.unwrap_or_else(|| slurm::default_dir(&file.meta.name, &args.plan.profile)))?;
     let mut reproduce_args = Vec::new();
-    if let Some(n) = args.seeds {
+    if let Some(n) = args.plan.seeds {
         reproduce_args.extend(["--seeds".to_string(), n.to_string()]);
     }
-    for o in &args.only {
+    for o in &args.plan.only {
         reproduce_args.extend(["--only".to_string(), o.clone()]);
     }
-    for s in &args.set {
+    for s in &args.plan.set {
         reproduce_args.extend(["--set".to_string(), s.clone()]);
     }
     if let Some(d) = &args.device {
@@ -109,7 +95,7 @@ pub fn run(args: SubmitArgs, paths: &Paths) -> Result<ExitCode> {
     }
     let sub = Submission {
         experiment: file.meta.name.clone(),
-        profile: args.profile.clone(),
+        profile: args.plan.profile.clone(),
         shards: args.shards,
         partition: args.partition,
         gpus_per_task: args.gpus_per_task,
@@ -131,7 +117,7 @@ pub fn run(args: SubmitArgs, paths: &Paths) -> Result<ExitCode> {
             "# {} runs of {} / profile {} in {} tasks; job folder {}",
             plan.len(),
             file.meta.name,
-            args.profile,
+            args.plan.profile,
             sub.shards,
             dir.display()
         );
@@ -149,7 +135,7 @@ pub fn run(args: SubmitArgs, paths: &Paths) -> Result<ExitCode> {
     println!(
         "submitted {} / profile {}: {} runs in {} tasks (job {}), merge and report after them (job {})",
         file.meta.name,
-        args.profile,
+        args.plan.profile,
         plan.len(),
         sub.shards,
         jobs.array_job,
