@@ -337,6 +337,11 @@ fn bench_eval_prints_the_json_object() {
     }
     let o = infomax(&["bench", "eval", "--bank", "100"]);
     assert!(!o.status.success() && text(&o).contains("--bank at least 200"), "{}", text(&o));
+    // Sizes beyond this machine's memory are refused before anything is allocated.
+    let o = infomax(&["bench", "eval", "--bank", "100000000000000"]);
+    assert!(!o.status.success() && text(&o).contains("more than this machine's"), "{}", text(&o));
+    let o = infomax(&["bench", "train-step", "--batch", "100000000000", "--steps", "1"]);
+    assert!(!o.status.success() && text(&o).contains("--batch 100000000000 --views 2: needs"), "{}", text(&o));
 }
 
 #[test]

@@ -65,6 +65,11 @@ pub fn train_step(cfg: &TrainStepBench, device: &Device) -> Result<TrainStepResu
     if cfg.steps == 0 {
         return Err(Error::Run { run: "bench".into(), what: "--steps: at least 1 expected".into() });
     }
+    crate::validate::validate(&config)
+        .map_err(|(field, what)| Error::Run { run: "bench".into(), what: format!("{field}: {what}") })?;
+    // The synthetic views alone (f32), before any activation.
+    let view_bytes = (cfg.batch as u128) * (cfg.views as u128) * 3 * 32 * 32 * 4;
+    crate::environment::check_fits(&format!("--batch {} --views {}", cfg.batch, cfg.views), view_bytes)?;
     let net = Network::new(&config, device)?;
     let mut opt = optimizer_for(&config, &net);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
@@ -204,9 +209,14 @@ pub fn eval(cfg: &EvalBench) -> Result<EvalResult> {
     }
     let mut config = RunConfig::defaults(Method::Vicreg, d);
     config.encoder.width = cfg.width;
+    crate::validate::validate(&config)
+        .map_err(|(field, what)| Error::Run { run: "bench".into(), what: format!("{field}: {what}") })?;
+    let side = d.side();
+    // The synthetic images (u8), before anything else is allocated.
+    let image_bytes = ((bank_n + test_n) as u128) * 3 * (side * side) as u128;
+    crate::environment::check_fits(&format!("--bank {bank_n} --test {test_n}"), image_bytes)?;
     let device = Device::Cpu;
     let net = Network::new(&config, &device)?;
-    let side = d.side();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
     let mut synthetic = |n: usize| {
         let pixels: Vec<u8> = (0..n * 3 * side * side).map(|_| rng.random()).collect();

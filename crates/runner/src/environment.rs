@@ -20,6 +20,22 @@ pub fn total_memory_bytes() -> Option<u64> {
         .map(|kb| kb * 1024)
 }
 
+/// Refuse an allocation of `bytes` for `what` (a flag or a field) that this machine's memory
+/// cannot hold: a clear error naming it and the bytes, instead of the allocator aborting.
+pub fn check_fits(what: &str, bytes: u128) -> crate::Result<()> {
+    match total_memory_bytes() {
+        Some(total) if bytes > u128::from(total) => Err(crate::Error::Option {
+            option: what.to_string(),
+            what: format!(
+                "needs {:.1} GB, more than this machine's {:.1} GB of memory",
+                bytes as f64 / 1e9,
+                total as f64 / 1e9
+            ),
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// CPU model, usable threads, memory, OS and compute device, in one line.
 pub fn describe_machine(device: &candle_core::Device) -> String {
     let cpu = first_line_with("/proc/cpuinfo", "model name").unwrap_or_else(|| std::env::consts::ARCH.to_string());
