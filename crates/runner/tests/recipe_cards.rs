@@ -3,11 +3,14 @@
 //! with the resolved configuration `infomax reproduce … --profile paper` would train.
 //!
 //! W-MSE's Table 1 rows of the W-MSE code (htdt/self-supervised at d9662c8): W-MSE 2 and 4, and
-//! its SimCLR (`--method contrastive`) and BYOL baselines.
+//! its SimCLR (`--method contrastive`) and BYOL baselines. The Barlow Twins and VICReg rows, from
+//! the FAIR code (facebookresearch/barlowtwins at 8e8d284, facebookresearch/vicreg at 4e12602):
+//! a field that differs from the source passes only with a `[[profiles.paper.deviation]]` for it.
 
 use std::path::Path;
 
 use infomax_runner::config::{OptimizerKind, Precision, RunConfig, Schedule};
+use infomax_runner::experiment::Deviation;
 use infomax_runner::ExperimentFile;
 
 /// One cell of the W-MSE code's README commands.
@@ -52,9 +55,12 @@ const CARDS: &[WmseCodeCard] = &[
     WmseCodeCard { method: "byol", dataset: "tiny-imagenet", line: 67, epochs: 1000, lr: 2e-3, emb: 128, batch: 512, views: 2, w_size: None, w_iter: None },
 ];
 
+fn table1() -> ExperimentFile {
+    ExperimentFile::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../../experiments/table1.toml")).unwrap()
+}
+
 fn table1_paper() -> Vec<(String, String, RunConfig)> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../experiments/table1.toml");
-    let file = ExperimentFile::load(&path).unwrap();
+    let file = table1();
     let plan = infomax_runner::plan::plan(&file, "paper", &[], &Default::default()).unwrap();
     plan.into_iter().map(|r| (r.config.grid["method"].clone(), r.config.grid["dataset"].clone(), r.config)).collect()
 }
@@ -98,4 +104,108 @@ fn table1_paper_cells_of_the_wmse_code_follow_its_commands() {
         assert!(c.encoder.small_stem, "{at}: conv1 3×3 stride 1");
         assert_eq!(c.encoder.max_pool, !card.dataset.starts_with("cifar"), "{at}: maxpool");
     }
+}
+
+/// (field, the source's value as the stored JSON writes it, where the source says so).
+type Card = &'static [(&'static str, &'static str, &'static str)];
+
+/// Barlow Twins, facebookresearch/barlowtwins main.py.
+const BARLOW_TWINS: Card = &[
+    ("encoder.arch", "\"resnet50\"", "main.py line 191"),
+    ("encoder.zero_init_residual", "true", "main.py line 191"),
+    ("train.epochs", "1000", "main.py line 29"),
+    ("train.batch_size", "2048", "main.py line 31"),
+    ("optimizer.kind", "\"lars\"", "main.py lines 99-101"),
+    ("optimizer.lr", "0.2", "main.py line 33, scaled by batch/256 (line 158)"),
+    ("optimizer.lr_batch_scaling", "true", "main.py line 158"),
+    ("optimizer.bias_and_norm_lr_factor", "0.024", "main.py line 35: 0.0048 / 0.2"),
+    ("optimizer.weight_decay", "1e-6", "main.py line 37"),
+    ("optimizer.eta", "0.001", "main.py line 225"),
+    ("optimizer.momentum", "0.9", "main.py line 225"),
+    ("optimizer.warmup_epochs", "10.0", "main.py line 157"),
+    ("optimizer.end_lr_factor", "0.001", "main.py line 165"),
+    ("barlow_twins.lambda", "0.0051", "main.py line 39"),
+    ("projector.widths", "[8192,8192,8192]", "main.py line 41"),
+    ("projector.hidden_bias", "false", "main.py line 198"),
+    ("projector.last_bias", "false", "main.py line 201"),
+    ("train.precision", "\"fp16\"", "main.py lines 122-130 (autocast)"),
+    ("augment.preset", "\"fair\"", "main.py lines 293-317"),
+];
+
+/// VICReg, facebookresearch/vicreg main_vicreg.py and README.md.
+const VICREG: Card = &[
+    ("encoder.arch", "\"resnet50\"", "main_vicreg.py line 42"),
+    ("encoder.zero_init_residual", "true", "main_vicreg.py line 190"),
+    ("train.epochs", "1000", "README.md line 80"),
+    ("train.batch_size", "2048", "README.md line 80"),
+    ("optimizer.kind", "\"lars\"", "main_vicreg.py line 109"),
+    ("optimizer.lr", "0.2", "README.md line 80, scaled by batch/256 (main_vicreg.py line 170)"),
+    ("optimizer.lr_batch_scaling", "true", "main_vicreg.py line 170"),
+    ("optimizer.weight_decay", "1e-6", "main_vicreg.py line 54"),
+    ("optimizer.eta", "0.001", "main_vicreg.py line 252"),
+    ("optimizer.warmup_epochs", "10.0", "main_vicreg.py line 169"),
+    ("optimizer.end_lr_factor", "0.001", "main_vicreg.py line 177"),
+    ("vicreg.sim_coeff", "25.0", "main_vicreg.py line 58"),
+    ("vicreg.std_coeff", "25.0", "main_vicreg.py line 60"),
+    ("vicreg.cov_coeff", "1.0", "main_vicreg.py line 62"),
+    ("projector.widths", "[8192,8192,8192]", "main_vicreg.py line 44"),
+    ("train.precision", "\"fp16\"", "main_vicreg.py lines 128-138 (autocast)"),
+    ("augment.preset", "\"fair\"", "augmentations.py lines 41-76"),
+];
+
+/// Whether `deviation` covers the cell at `coords`.
+fn covers(deviation: &Deviation, coords: &[(&str, &str)]) -> bool {
+    deviation
+        .matches
+        .iter()
+        .all(|(axis, values)| coords.iter().any(|(a, v)| a == axis && values.iter().any(|x| x == v)))
+}
+
+/// The FAIR rows' fields that differ from their card without a deviation, and how many follow it.
+fn unexplained(deviations: &[&Deviation]) -> (Vec<String>, usize) {
+    let mut missing = Vec::new();
+    let mut followed = 0;
+    for (method, dataset, config) in table1_paper() {
+        let card = match method.as_str() {
+            "barlow-twins" => BARLOW_TWINS,
+            "vicreg" => VICREG,
+            _ => continue,
+        };
+        let fields = config.fields();
+        let coords = [("method", method.as_str()), ("dataset", dataset.as_str())];
+        for (field, source, at) in card {
+            let ours = fields.get(*field).unwrap_or_else(|| panic!("{method} {dataset}: no field {field}"));
+            // Numbers compare as numbers: the recipe computes 0.0048 / 0.2, stored 0.023999999999999997.
+            let same_number = |a: &str, b: &str| match (a.parse::<f64>(), b.parse::<f64>()) {
+                (Ok(a), Ok(b)) => (a - b).abs() <= 1e-12 * a.abs().max(b.abs()),
+                _ => false,
+            };
+            if ours == source || same_number(ours, source) {
+                followed += 1;
+            } else if !deviations.iter().any(|d| d.field == *field && covers(d, &coords)) {
+                missing.push(format!("{method} {dataset}: {field} = {ours}, the source {source} ({at}), no deviation"));
+            }
+        }
+    }
+    (missing, followed)
+}
+
+#[test]
+fn table1_paper_cells_of_the_fair_code_follow_it_or_say_why_not() {
+    let file = table1();
+    let deviations: Vec<&Deviation> = file.profiles["paper"].deviations.iter().collect();
+    let (missing, followed) = unexplained(&deviations);
+    assert!(missing.is_empty(), "{}", missing.join("\n"));
+    assert!(followed > 60, "{followed} fields follow the source");
+}
+
+/// The check bites: without the projector's deviation, its 8 cells fail.
+#[test]
+fn a_field_that_differs_without_a_deviation_fails_the_card() {
+    let file = table1();
+    let without: Vec<&Deviation> =
+        file.profiles["paper"].deviations.iter().filter(|d| d.field != "projector.widths").collect();
+    let (missing, _) = unexplained(&without);
+    assert_eq!(missing.len(), 8, "{missing:?}");
+    assert!(missing.iter().all(|m| m.contains("projector.widths = [2048,2048,2048]")), "{missing:?}");
 }
