@@ -27,7 +27,8 @@ pub struct ReproduceArgs {
     /// when stderr is not a terminal).
     #[arg(long)]
     no_progress: bool,
-    /// Seconds between progress lines when no bar is drawn (a Slurm log, --no-progress).
+    /// Seconds between progress lines when no bar is drawn (a Slurm log, --no-progress), and
+    /// between writes of the recorded steps to the database and TensorBoard within an epoch.
     #[arg(long, value_name = "SECONDS", default_value_t = 30.0, value_parser = positive_seconds)]
     log_every: f64,
     /// Do not write TensorBoard event files (by default each run writes them under

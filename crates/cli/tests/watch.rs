@@ -79,12 +79,20 @@ fn steps_events_and_database_agree_and_the_report_follows_the_sweep() {
     // The run's page as the sweep goes: the report is rendered into the database's folder.
     let page = tmp.path().join("run-1.html");
     let mut seen: BTreeSet<String> = BTreeSet::new();
+    // Step counts seen in the database while the sweep ran: written within epochs (every
+    // --log-every), not only at their ends (10 steps an epoch).
+    let mut step_counts: BTreeSet<i64> = BTreeSet::new();
     let started = Instant::now();
     let status = loop {
         if let Ok(html) = std::fs::read_to_string(&page) {
             if let Some(at) = html.find("<dt>epochs</dt><dd>") {
                 seen.insert(html[at + 19..].split('<').next().unwrap().to_string());
             }
+        }
+        let steps = Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .and_then(|c| c.query_row("SELECT count(*) FROM steps", [], |r| r.get::<_, i64>(0)));
+        if let Ok(n) = steps {
+            step_counts.insert(n);
         }
         if let Some(status) = child.try_wait().unwrap() {
             break status;
@@ -97,6 +105,7 @@ fn steps_events_and_database_agree_and_the_report_follows_the_sweep() {
     for epochs in ["0 of 3", "1 of 3", "2 of 3"] {
         assert!(seen.contains(epochs), "the run page showed {seen:?} while the sweep ran, not `{epochs}`");
     }
+    assert!(step_counts.iter().any(|n| n % 10 != 0), "steps written only at epochs' ends: {step_counts:?}");
 
     // Progress lines in a log that is not a terminal.
     let lines: Vec<&str> = stderr.lines().filter(|l| l.contains("run ETA")).collect();

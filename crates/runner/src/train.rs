@@ -45,6 +45,8 @@ pub struct RunContext<'a> {
     /// Draw progress bars (they also hide themselves when stderr is not a terminal); without
     /// them, a log line every `log_every`.
     pub progress: bool,
+    /// How often a log line is written without a bar, and how often recorded steps are written
+    /// to the database and the event file within an epoch.
     pub log_every: std::time::Duration,
     /// Folder of this database's TensorBoard event files (`results.sqlite` →
     /// `results.tensorboard/`, a run in `<experiment>/<profile>/<run>/`); none: not written.
@@ -480,6 +482,9 @@ impl<'a> Training<'a> {
                 }
             });
             let mut step_started = Instant::now();
+            // Recorded steps are written at least every `log_every` (and at the epoch's end), so
+            // TensorBoard and the database follow an epoch that lasts hours.
+            let mut steps_written = Instant::now();
             for s in first_step..steps_per_epoch {
                 let views = rx
                     .recv()
@@ -514,6 +519,11 @@ impl<'a> Training<'a> {
                     let images_per_second = b as f64 / step_started.elapsed().as_secs_f64();
                     self.steps.push(StepRecord { step: *step, epoch, loss, lr, images_per_second, terms });
                 }
+                if steps_written.elapsed() >= self.ctx.log_every && !self.steps.is_empty() {
+                    self.write_steps()?;
+                    steps_written = Instant::now();
+                }
+                // The next step's time starts here: the writes above are not counted in it.
                 step_started = Instant::now();
                 self.watch.step(s + 1, *step, loss_sum / (s + 1) as f64, lr);
                 if self.ctx.stop.load(std::sync::atomic::Ordering::Relaxed) {
