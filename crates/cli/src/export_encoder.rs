@@ -29,7 +29,7 @@ pub fn run(args: ExportEncoderArgs, paths: &Paths) -> Result<ExitCode> {
     let e = infomax_runner::export_encoder::export_encoder(&store, &paths.checkpoints(), &run, &out)?;
     let enc = &e.config.encoder;
     println!(
-        "{}: run {} ({}, {} on {}), epoch {}/{}: {} tensors of a {} at width {} ({} stem{})",
+        "{}: run {} ({}, {} on {}), epoch {}/{}: {} tensors of a {} at width {} ({} stem, padding {}{})",
         out.display(),
         e.run_id,
         e.status,
@@ -41,6 +41,7 @@ pub fn run(args: ExportEncoderArgs, paths: &Paths) -> Result<ExitCode> {
         enc.arch,
         enc.width,
         if enc.small_stem { "3×3 stride-1" } else { "7×7 stride-2" },
+        enc.resnet().stem_padding(),
         if enc.max_pool { ", max-pool" } else { ", no max-pool" }
     );
     if enc.width != 1.0 {

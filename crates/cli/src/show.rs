@@ -34,6 +34,12 @@ pub fn run(args: ShowArgs) -> Result<ExitCode> {
     for (i, run) in plan.iter().enumerate() {
         let sources = file.field_sources(profile, &run.coords, &overrides, &run.config)?;
         println!("\n# [{}/{}] {}  (run {})", i + 1, plan.len(), run.label(), &run.config.hash()[..12]);
+        if let Some(source) = &run.recipe {
+            println!("# recipe: {source}");
+        }
+        for d in file.profiles[profile.as_str()].deviations.iter().filter(|d| d.covers(&run.coords)) {
+            println!("# deviation: {} — the source: {}; ours: {}; why: {}", d.field, d.source, d.ours, d.why);
+        }
         for clamp in infomax_runner::validate::clamps(&run.config) {
             println!("# note: {clamp}");
         }

@@ -51,6 +51,18 @@ fn every_method_trains_from_its_experiment_file() {
             &["loss.variance_reg"],
         ),
         ("simsiam", &["projector.widths=[64, 64]", "predictor.widths=[16, 64]"], &[]),
+        // solo-learn's CIFAR recipe: its LARS, its stem padded by 2, the loss scaled by 0.1.
+        (
+            "barlow-twins",
+            &[
+                "projector.widths=[64, 64, 64]",
+                "optimizer.lars_variant=\"solo-learn\"",
+                "optimizer.eta=0.02",
+                "encoder.stem_padding=2",
+                "barlow_twins.scale_loss=0.1",
+            ],
+            &["loss.off_diagonal", "loss.on_diagonal"],
+        ),
         // bf16 products (rounded on the CPU as a GPU's bf16 products would be).
         ("simclr", &["projector.widths=[64, 16]", "train.precision=\"bf16\""], &[]),
     ];
@@ -109,6 +121,10 @@ fn every_method_trains_from_its_experiment_file() {
         .map(Result::unwrap)
         .collect();
     assert!(configs.last().unwrap().contains(r#""precision":"bf16""#), "{}", configs.last().unwrap());
+    let solo = &configs[configs.len() - 2];
+    for field in [r#""lars_variant":"solo-learn""#, r#""stem_padding":2"#, r#""scale_loss":0.1"#] {
+        assert!(solo.contains(field), "{field}: {solo}");
+    }
     assert!(configs[..configs.len() - 1].iter().all(|c| !c.contains("precision") && !c.contains("device")));
 }
 
@@ -805,6 +821,8 @@ fn show_prints_the_recipe_with_each_fields_layer() {
             .to_string()
     };
     assert!(out.contains("1 runs") && out.contains("method=w-mse-2 dataset=stl10"), "{out}");
+    assert!(out.contains("\n# recipe: htdt/self-supervised d9662c8 (README.md commands"), "the cell's source: {out}");
+    assert!(line("optimizer.schedule").contains("\"step\""), "fields at their defaults show too");
     let epochs = line("train.epochs");
     assert!(epochs.contains("= 2000") && epochs.contains("# profiles.paper.when[0].set (line "), "{epochs}");
     let lr = line("optimizer.lr");
@@ -812,6 +830,12 @@ fn show_prints_the_recipe_with_each_fields_layer() {
     assert!(line("eval.batch_size").contains("# --set eval.batch_size=250"));
     assert!(line("optimizer.kind").contains("\"adam\"") && line("optimizer.kind").ends_with("# default"));
     assert!(line("grid.method").ends_with("# plan"));
+    // A cell that departs from its source says where and why.
+    let o = infomax(&["show", "table1", "--profile", "paper", "--only", "method=vicreg", "--only", "dataset=cifar10"]);
+    let vicreg = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(vicreg.contains("# recipe: vturrisi/solo-learn 9187ea3 (scripts/pretrain/cifar/vicreg.yaml)"), "{vicreg}");
+    assert!(vicreg.contains("# deviation: train.precision — the source: fp16 autocast"), "{vicreg}");
+    assert!(vicreg.contains("optimizer.lars_variant = \"solo-learn\""), "{vicreg}");
     // The line named is the field's own.
     let text = std::fs::read_to_string(common::workspace_root().join("experiments/table1.toml")).unwrap();
     let n: usize = epochs.rsplit("(line ").next().unwrap().trim_end_matches(')').parse().unwrap();

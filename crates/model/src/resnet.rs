@@ -24,6 +24,9 @@ pub struct ResNetConfig {
     pub width: f64,
     /// 3×3 stride-1 conv1 (CIFAR) instead of 7×7 stride-2 (ImageNet).
     pub small_stem: bool,
+    /// conv1's zero padding; `None`: half the kernel (1 for the small stem, 3 for ImageNet's).
+    /// solo-learn's CIFAR stem pads its 3×3 by 2, so 32-px images leave it at 34 px.
+    pub stem_padding: Option<usize>,
     /// 3×3 stride-2 max-pool after the stem: ImageNet's, and the W-MSE code's on STL-10 and
     /// Tiny-ImageNet (with the small stem); not on CIFAR.
     pub max_pool: bool,
@@ -41,6 +44,7 @@ impl ResNetConfig {
             depth: 18,
             width,
             small_stem: true,
+            stem_padding: None,
             max_pool: false,
             zero_init_residual: false,
             conv: ConvKernels::default(),
@@ -78,9 +82,9 @@ impl ResNetConfig {
     pub fn forward_macs(&self, side: usize) -> u64 {
         let halve = |s: usize| (s.saturating_sub(1)) / 2 + 1; // k 3 (or 7) with padding, stride 2
         let [c0, ..] = self.stage_widths();
-        let mut s = if self.small_stem { side } else { halve(side) };
-        let k = if self.small_stem { 9 } else { 49 };
-        let mut macs = (s * s * k * 3 * c0) as u64;
+        let (k, stride) = self.stem_kernel();
+        let mut s = (side + 2 * self.stem_padding() - k) / stride + 1;
+        let mut macs = (s * s * k * k * 3 * c0) as u64;
         if self.max_pool {
             s = halve(s);
         }
@@ -102,11 +106,32 @@ impl ResNetConfig {
         macs
     }
 
+    /// conv1's kernel side and stride.
+    pub fn stem_kernel(&self) -> (usize, usize) {
+        if self.small_stem {
+            (3, 1)
+        } else {
+            (7, 2)
+        }
+    }
+
+    /// conv1's zero padding.
+    pub fn stem_padding(&self) -> usize {
+        self.stem_padding.unwrap_or(self.stem_kernel().0 / 2)
+    }
+
     pub fn validate(&self) -> crate::Result<()> {
         if self.depth != 18 && self.depth != 34 {
             return Err(Error::Config {
                 field: "encoder.depth",
                 what: format!("18 or 34 expected, got {}", self.depth),
+            });
+        }
+        let (k, _) = self.stem_kernel();
+        if self.stem_padding() >= k {
+            return Err(Error::Config {
+                field: "encoder.stem_padding",
+                what: format!("at most {} for a {k}×{k} stem expected, got {}", k - 1, self.stem_padding()),
             });
         }
         if !(self.width > 0.0 && self.width.is_finite()) {
@@ -215,9 +240,10 @@ impl ResNet {
     pub fn new(cfg: &ResNetConfig, vb: VarBuilder) -> crate::Result<Self> {
         cfg.validate()?;
         let widths = cfg.stage_widths();
-        let (k, stride) = if cfg.small_stem { (3, 1) } else { (7, 2) };
+        let (k, stride) = cfg.stem_kernel();
         let opts = ConvOpts { imp: cfg.conv, precision: cfg.precision };
-        let conv1 = conv(3, widths[0], k, stride, opts, vb.pp("conv1"))?;
+        let w = vb.pp("conv1").get_with_hints((widths[0], 3, k, k), "weight", CONV_INIT)?;
+        let conv1 = Conv2d::new(w, stride, cfg.stem_padding(), opts.imp).with_precision(opts.precision);
         let bn1 = batch_norm(widths[0], vb.pp("bn1"))?;
         let mut blocks = Vec::new();
         let mut cin = widths[0];
@@ -427,16 +453,44 @@ mod tests {
         assert!(e < 1e-5, "evaluation-mode features differ by {e}");
     }
 
+    /// solo-learn's CIFAR stem (3×3, stride 1, padding 2: solo-learn 9187ea3 solo/methods/base.py
+    /// lines 200-203) through the fast kernels equals candle's reference, and counts its larger
+    /// plane in the multiply-accumulates.
+    #[test]
+    fn padded_stem_equals_the_reference_kernels() {
+        let dev = Device::Cpu;
+        let x = crate::cpu::test_randn(0f32, 1.0, (4, 3, 12, 12), &dev).unwrap();
+        let features = |conv: ConvKernels| {
+            let map = SeededVarMap::new(3);
+            let cfg = ResNetConfig { conv, stem_padding: Some(2), ..ResNetConfig::resnet18(0.25) };
+            ResNet::new(&cfg, map.builder(DType::F32, &dev)).unwrap().forward_t(&x, true).unwrap()
+        };
+        let (fast, reference) = (features(ConvKernels::Im2col), features(ConvKernels::Candle));
+        assert_eq!(fast.dims(), &[4, 128]);
+        assert!(max_rel(&fast, &reference) < 1e-4, "{}", max_rel(&fast, &reference));
+        let padded = ResNetConfig { stem_padding: Some(2), ..ResNetConfig::resnet18(1.0) };
+        // 34×34 stem outputs instead of 32×32.
+        let stem = |side: usize| (side * side * 9 * 3 * 64) as u64;
+        assert_eq!(
+            padded.forward_macs(32) - stem(34),
+            ResNetConfig::resnet18(1.0).forward_macs(34) - stem(34),
+            "the stages see a 34-px plane"
+        );
+        let refused = ResNetConfig { stem_padding: Some(3), ..ResNetConfig::resnet18(1.0) };
+        assert!(refused.validate().unwrap_err().to_string().contains("encoder.stem_padding"));
+    }
+
     /// The fused training pass (`fused_training`) against the layer-by-layer graph on the same
     /// kernels: features, every parameter's gradient and the running statistics, for the CIFAR
     /// stem and the 7×7 stride-2 one, identity and projection shortcuts, odd plane sizes.
     #[test]
     fn fused_training_pass_equals_the_layer_by_layer_graph() {
         let dev = Device::Cpu;
-        for (small_stem, side) in [(true, 12), (false, 21)] {
+        // solo-learn's CIFAR stem pads by 2: 12-px images leave it at 14 px.
+        for (small_stem, stem_padding, side) in [(true, None, 12), (false, None, 21), (true, Some(2), 12)] {
             let build = || {
                 let map = SeededVarMap::new(11);
-                let cfg = ResNetConfig { small_stem, ..ResNetConfig::resnet18(0.125) };
+                let cfg = ResNetConfig { small_stem, stem_padding, ..ResNetConfig::resnet18(0.125) };
                 let net = ResNet::new(&cfg, map.builder(DType::F32, &dev)).unwrap();
                 // Non-trivial γ and β everywhere.
                 for (name, v) in map.named_vars() {

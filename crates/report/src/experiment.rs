@@ -73,6 +73,8 @@ pub struct ProfileSection {
     /// What the section's runs were given to train (from their resolved configs, so `--set`
     /// overrides show): "1 epoch × 10,240 images, batches of 128 × 2 views, resnet18 × 0.25".
     pub budgets: Vec<String>,
+    /// The sources the profile's cells follow: which cells, and the source.
+    pub recipes: Vec<RecipeRow>,
     /// Where the profile's recipe departs from its source, as the file records it: which cells,
     /// the field, the source's value and ours, and why.
     pub deviations: Vec<DeviationRow>,
@@ -80,6 +82,23 @@ pub struct ProfileSection {
     /// Inline SVG markup, escaped by `svg`.
     pub charts: Vec<String>,
     pub runs: Vec<RunLink>,
+}
+
+/// One recipe as a page shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct RecipeRow {
+    /// As [`DeviationRow::cells`].
+    pub cells: String,
+    pub source: String,
+}
+
+/// The cells a `match` picks, as a page names them: `method=barlow-twins, vicreg; dataset=cifar10`,
+/// or `every cell`.
+fn cells_named(matches: &[(String, Vec<String>)]) -> String {
+    match matches.is_empty() {
+        true => "every cell".into(),
+        false => matches.iter().map(|(a, vs)| format!("{a}={}", vs.join(", "))).collect::<Vec<_>>().join("; "),
+    }
 }
 
 /// One deviation as a page shows it.
@@ -370,21 +389,23 @@ fn page(db: &Database, e: &Experiment, stats: &HashMap<String, Stat>) -> Result<
             .iter()
             .filter(|(p, _)| p == profile)
             .map(|(_, d)| DeviationRow {
-                cells: match d.matches.is_empty() {
-                    true => "every cell".into(),
-                    false => {
-                        d.matches.iter().map(|(a, vs)| format!("{a}={}", vs.join(", "))).collect::<Vec<_>>().join("; ")
-                    }
-                },
+                cells: cells_named(&d.matches),
                 field: d.field.clone(),
                 source: d.source.clone(),
                 ours: d.ours.clone(),
                 why: d.why.clone(),
             })
             .collect();
+        let recipes = e
+            .recipes
+            .iter()
+            .filter(|(p, _)| p == profile)
+            .map(|(_, r)| RecipeRow { cells: cells_named(&r.matches), source: r.source.clone() })
+            .collect();
         sections.push(ProfileSection {
             profile: profile.clone(),
             about,
+            recipes,
             deviations,
             counts: StatusCounts::of(profile_runs.iter().copied()),
             budgets,
@@ -583,6 +604,7 @@ mod tests {
             ],
             exclusions: vec![],
             profiles: vec![("smoke".into(), "about".into())],
+            recipes: vec![],
             deviations: vec![],
             references: vec![],
         });

@@ -315,6 +315,10 @@ why = "the <paper> leaves it empty"
 about = "Smoke: two epochs, not a reproduction."
 train = { epochs = 2 }
 
+[[profiles.smoke.recipe]]
+match = { method = "w-mse-2" }
+source = "the <code> at 123abc, README.md"
+
 [[profiles.smoke.deviation]]
 match = { method = "w-mse-2" }
 field = "train.epochs"
@@ -386,6 +390,7 @@ source = "Table 1"
                 ("seed".into(), config.seed.to_string()),
             ],
             config,
+            recipe: None,
         };
         let plan = [planned(mini(Method::WMse, "w-mse-2", Dataset::Stl10, 0)), planned(simclr)];
         store.record_experiment(&file, &plan).unwrap();
@@ -497,8 +502,10 @@ source = "Table 1"
         }
         assert_eq!(out.runs.len(), 6, "a page per started run");
         assert_eq!(out.experiments.len(), 1);
-        // The profile's deviations stand beside its numbers, escaped.
+        // The profile's recipes and deviations stand beside its numbers, escaped.
         let page = std::fs::read_to_string(&out.experiments[0]).unwrap();
+        assert!(page.contains(r#"id="recipes-smoke""#), "{page}");
+        assert!(page.contains("<td>method=w-mse-2</td><td>the &lt;code&gt; at 123abc, README.md</td>"), "{page}");
         assert!(page.contains(r#"id="deviations-smoke""#), "{page}");
         assert!(page.contains("<td>method=w-mse-2</td><td><code>train.epochs</code></td>"), "{page}");
         assert!(page.contains("1,000 epochs (the &lt;code&gt;&#x27;s README)"), "{page}");

@@ -20,6 +20,10 @@ pub struct EncoderConfig {
     pub width: f64,
     /// 3×3 stride-1 conv1 (CIFAR, and the W-MSE code on STL-10 and Tiny-ImageNet).
     pub small_stem: bool,
+    /// conv1's zero padding (default half its kernel; solo-learn's CIFAR stem pads by 2); left
+    /// out of the stored configuration when unset.
+    #[serde(default, skip_serializing_if = "is_unset")]
+    pub stem_padding: Option<usize>,
     /// Max-pool after the stem (default: on for STL-10 and Tiny-ImageNet, as the W-MSE code).
     pub max_pool: bool,
     pub zero_init_residual: bool,
@@ -34,6 +38,7 @@ impl EncoderConfig {
             depth: if self.arch == "resnet34" { 34 } else { 18 },
             width: self.width,
             small_stem: self.small_stem,
+            stem_padding: self.stem_padding,
             max_pool: self.max_pool,
             zero_init_residual: self.zero_init_residual,
             conv: self.conv,
@@ -42,6 +47,7 @@ impl EncoderConfig {
     }
 }
 
+pub use crate::optim::LarsVariant;
 pub use infomax_model::ConvKernels;
 
 /// Where a run trains. `cuda` is the GPU that `--device cuda:N` names (0 unless given): the index
@@ -58,8 +64,50 @@ pub enum DeviceKind {
 /// the losses' statistics, W-MSE's whitening, the optimiser and the weights stay f32.
 pub use infomax_model::Precision;
 
+/// A JSON object's leaves as dotted paths and their JSON text.
+fn flattened(json: &serde_json::Value) -> BTreeMap<String, String> {
+    fn flatten(prefix: &str, v: &serde_json::Value, out: &mut BTreeMap<String, String>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, v) in m {
+                    let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                    flatten(&key, v, out);
+                }
+            }
+            other => {
+                out.insert(prefix.to_string(), other.to_string());
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    flatten("", json, &mut out);
+    out
+}
+
+thread_local! {
+    /// Set while [`RunConfig::fields`] serialises: the fields below are then written at their
+    /// defaults too.
+    static WRITING_EVERY_FIELD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether a field at its default is left out of the serialised configuration. Fields added
+/// after runs were stored are left out at their defaults, so the canonical JSON — the run's
+/// identity — of a run that does not use them is what it was before they existed; what a user
+/// reads ([`RunConfig::fields`]) still shows them.
+pub(crate) fn left_out(at_default: bool) -> bool {
+    at_default && !WRITING_EVERY_FIELD.get()
+}
+
 fn is_default<T: Default + PartialEq>(v: &T) -> bool {
-    *v == T::default()
+    left_out(*v == T::default())
+}
+
+fn is_unset<T>(v: &Option<T>) -> bool {
+    left_out(v.is_none())
+}
+
+fn is_empty<T>(v: &[T]) -> bool {
+    left_out(v.is_empty())
 }
 
 /// Branch B: a second branch with its own weights, for the odd-numbered views (VICReg's Table 5): the same
@@ -151,6 +199,10 @@ pub struct OptimizerConfig {
     pub momentum: f64,
     /// LARS trust coefficient η.
     pub eta: f64,
+    /// LARS's trust ratio: `fair` (the FAIR code's) or `solo-learn` (its clipped ratio); left out
+    /// of the stored configuration when `fair`.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub lars_variant: LarsVariant,
     /// Adam β₁, β₂, ε.
     pub betas: (f64, f64),
     pub adam_eps: f64,
@@ -162,17 +214,17 @@ pub struct OptimizerConfig {
     /// rate held, then multiplied by `drop_factor` at each of `drop_epochs_before_end`). Left out
     /// of the stored configuration when `cosine`, as are the fields below when unset, so runs
     /// from before they existed keep their identity.
-    #[serde(default, skip_serializing_if = "Schedule::is_cosine")]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub schedule: Schedule,
     /// Warm-up in optimiser steps (the W-MSE code's 500 iterations), in place of
     /// `warmup_epochs`, which must then be 0.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "is_unset")]
     pub warmup_steps: Option<usize>,
     /// `step`: the epochs before the end at which the rate drops (W-MSE: 50 and 25).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "is_empty")]
     pub drop_epochs_before_end: Vec<usize>,
     /// `step`: the factor of each drop (W-MSE: 0.2).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "is_unset")]
     pub drop_factor: Option<f64>,
 }
 
@@ -183,12 +235,6 @@ pub enum Schedule {
     #[default]
     Cosine,
     Step,
-}
-
-impl Schedule {
-    fn is_cosine(&self) -> bool {
-        *self == Schedule::Cosine
-    }
 }
 
 impl OptimizerConfig {
@@ -203,6 +249,7 @@ impl OptimizerConfig {
             bias_and_norm_lr_factor: 1.0,
             momentum: 0.9,
             eta: 0.001,
+            lars_variant: LarsVariant::Fair,
             betas: (0.9, 0.999),
             adam_eps: 1e-8,
             warmup_epochs: 10.0,
@@ -358,24 +405,28 @@ impl RunConfig {
         keys
     }
 
-    /// Every field as a dotted path and its value's JSON text (`optimizer.lr` → `0.3`).
+    /// Every field as a dotted path and its value's JSON text (`optimizer.lr` → `0.3`), those
+    /// the canonical JSON leaves out at their defaults included (`optimizer.schedule` →
+    /// `"cosine"`, an unset `encoder.stem_padding` → `null`).
     pub fn fields(&self) -> BTreeMap<String, String> {
-        fn flatten(prefix: &str, v: &serde_json::Value, out: &mut BTreeMap<String, String>) {
-            match v {
-                serde_json::Value::Object(m) => {
-                    for (k, v) in m {
-                        let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
-                        flatten(&key, v, out);
-                    }
-                }
-                other => {
-                    out.insert(prefix.to_string(), other.to_string());
-                }
+        struct EveryField;
+        impl Drop for EveryField {
+            fn drop(&mut self) {
+                WRITING_EVERY_FIELD.set(false);
             }
         }
-        let mut out = BTreeMap::new();
-        flatten("", &self.to_json(), &mut out);
-        out
+        let json = {
+            WRITING_EVERY_FIELD.set(true);
+            let _reset = EveryField;
+            self.to_json()
+        };
+        flattened(&json)
+    }
+
+    /// The fields of the canonical JSON (the stored configuration) as [`RunConfig::fields`]
+    /// writes them: a `null` among them is a number that is not finite.
+    pub(crate) fn stored_fields(&self) -> BTreeMap<String, String> {
+        flattened(&self.to_json())
     }
 
     /// The fields in which this configuration differs from `other`, seed aside, as `key=value`
@@ -429,6 +480,7 @@ impl RunConfig {
                 arch: "resnet18".into(),
                 width: 1.0,
                 small_stem: true,
+                stem_padding: None,
                 max_pool: matches!(dataset, Dataset::Stl10 | Dataset::TinyImagenet),
                 zero_init_residual: false,
                 conv: ConvKernels::Im2col,

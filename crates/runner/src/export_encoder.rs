@@ -5,7 +5,7 @@
 //!
 //! ```python
 //! m = torchvision.models.resnet18()
-//! m.conv1 = torch.nn.Conv2d(3, 64, 3, 1, 1, bias=False)   # small_stem
+//! m.conv1 = torch.nn.Conv2d(3, 64, 3, 1, 1, bias=False)   # small_stem (padding: stem_padding)
 //! m.maxpool = torch.nn.Identity()                          # unless max_pool
 //! m.fc = torch.nn.Identity()
 //! m.load_state_dict(safetensors.torch.load_file("encoder.safetensors"))
@@ -75,6 +75,7 @@ pub fn export_encoder(store: &Store, checkpoints: &Path, run: &str, out: &Path) 
         ("infomax.arch", e.arch.clone()),
         ("infomax.width", e.width.to_string()),
         ("infomax.small_stem", e.small_stem.to_string()),
+        ("infomax.stem_padding", e.resnet().stem_padding().to_string()),
         ("infomax.max_pool", e.max_pool.to_string()),
     ]
     .into_iter()

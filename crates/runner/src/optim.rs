@@ -4,6 +4,7 @@
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Result, Tensor, Var};
 use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
 
 /// Elements per task of the fused updates' reductions.
 const PAR_CHUNK: usize = 1 << 16;
@@ -190,19 +191,62 @@ impl LrSchedule {
     }
 }
 
+/// How LARS turns a parameter's norms into its trust ratio `q`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LarsVariant {
+    /// The FAIR Barlow Twins / VICReg code: `q = η‖p‖/‖g + wd·p‖` when both norms are positive,
+    /// else 1.
+    #[default]
+    Fair,
+    /// solo-learn's (Lightning Bolts' LARS with `clip_lr`): `q = min(η‖p‖/(‖g‖ + wd‖p‖ + 1e-8) / lr,
+    /// 1)` when `‖p‖` and `‖g‖` are positive; otherwise the gradient is applied undecayed.
+    SoloLearn,
+}
+
+/// The epsilon of solo-learn's trust-ratio denominator.
+const LARS_EPS: f64 = 1e-8;
+
+/// What a trust ratio is computed from: the norms `‖p‖`, `‖g‖` and `‖g + wd·p‖`, and the
+/// parameter's learning rate.
+struct TrustInputs {
+    eta: f64,
+    weight_decay: f64,
+    lr: f64,
+    param: f64,
+    grad: f64,
+    decayed: f64,
+}
+
+impl LarsVariant {
+    /// Whether the weight decay is added, and the trust ratio.
+    fn trust(self, t: TrustInputs) -> (bool, f64) {
+        match self {
+            LarsVariant::Fair if t.param > 0.0 && t.decayed > 0.0 => (true, t.eta * t.param / t.decayed),
+            LarsVariant::Fair => (true, 1.0),
+            LarsVariant::SoloLearn if t.param > 0.0 && t.grad > 0.0 => {
+                let q = t.eta * t.param / (t.grad + t.weight_decay * t.param + LARS_EPS);
+                (true, (q / t.lr).min(1.0))
+            }
+            LarsVariant::SoloLearn => (false, 1.0),
+        }
+    }
+}
+
 fn norm(t: &Tensor) -> Result<Tensor> {
     t.sqr()?.sum_all()?.sqrt()
 }
 
-/// LARS as in the FAIR Barlow Twins / VICReg code: for parameters that are not 1-D,
-/// `g ← g + wd·p`, then `g ← g · η‖p‖/‖g‖` when both norms are positive; then for all,
-/// `μ ← m·μ + g`, `p ← p − lr·μ`.
+/// LARS: for parameters that are not 1-D, `g ← q·(g + wd·p)` with the trust ratio `q` of the
+/// [`LarsVariant`]; then for all, `μ ← m·μ + g`, `p ← p − lr·μ`. 1-D parameters (biases, BatchNorm)
+/// are neither decayed nor adapted, in both variants.
 pub struct Lars {
     params: Vec<Param>,
     momentum_buffers: Vec<Option<Tensor>>,
     pub weight_decay: f64,
     pub momentum: f64,
     pub eta: f64,
+    pub variant: LarsVariant,
     /// Learning-rate multiplier of the 1-D parameters (Barlow Twins' separate bias/BN group).
     pub bias_and_norm_lr_factor: f64,
     /// One fused pass per parameter on the CPU (f32); false forces the tensor-op path, the
@@ -213,40 +257,52 @@ pub struct Lars {
 impl Lars {
     pub fn new(params: Vec<Param>, weight_decay: f64, momentum: f64, eta: f64) -> Self {
         let momentum_buffers = vec![None; params.len()];
-        Self { params, momentum_buffers, weight_decay, momentum, eta, bias_and_norm_lr_factor: 1.0, fused: true }
+        Self {
+            params,
+            momentum_buffers,
+            weight_decay,
+            momentum,
+            eta,
+            variant: LarsVariant::Fair,
+            bias_and_norm_lr_factor: 1.0,
+            fused: true,
+        }
     }
 
     /// [`Optimizer::step`] for parameter `i` in one fused pass; false where it does not apply.
     fn step_fused(&mut self, i: usize, g: &Tensor, lr: f64) -> Result<bool> {
-        let (wd, eta, momentum) = (self.weight_decay as f32, self.eta, self.momentum as f32);
-        let adapt = !self.params[i].is_one_dimensional();
-        let lr = lr_of(&self.params[i], lr, self.bias_and_norm_lr_factor) as f32;
+        let (wd, momentum) = (self.weight_decay as f32, self.momentum as f32);
+        let lr = lr_of(&self.params[i], lr, self.bias_and_norm_lr_factor);
+        let adapted = !self.params[i].is_one_dimensional();
+        let (variant, eta, weight_decay) = (self.variant, self.eta, self.weight_decay);
         let update = |w: &[f32], g: &[f32], [mu]: [Option<&[f32]>; 1]| {
-            let decayed = |w: f32, g: f32| if adapt { g + wd * w } else { g };
-            let q = if adapt {
-                // Each chunk's squared norms, summed in chunk order: the same bits on every run.
-                let parts: Vec<(f64, f64)> = w
+            // Each chunk's squared norms, summed in chunk order: the same bits on every run.
+            let norms = || {
+                let parts: Vec<[f64; 3]> = w
                     .par_chunks(PAR_CHUNK)
                     .zip(g.par_chunks(PAR_CHUNK))
                     .map(|(w, g)| {
-                        let (mut pn, mut gn) = (0f32, 0f32);
+                        let (mut pn, mut gn, mut dn) = (0f32, 0f32, 0f32);
                         for (&w, &g) in w.iter().zip(g) {
-                            let d = decayed(w, g);
+                            let d = g + wd * w;
                             pn += w * w;
-                            gn += d * d;
+                            gn += g * g;
+                            dn += d * d;
                         }
-                        (f64::from(pn), f64::from(gn))
+                        [pn, gn, dn].map(f64::from)
                     })
                     .collect();
-                let (pn, gn) = parts.iter().fold((0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1));
-                if pn > 0.0 && gn > 0.0 {
-                    (eta * pn.sqrt() / gn.sqrt()) as f32
-                } else {
-                    1.0
-                }
-            } else {
-                1.0
+                parts.iter().fold([0.0; 3], |a, b| [a[0] + b[0], a[1] + b[1], a[2] + b[2]]).map(f64::sqrt)
             };
+            let (decay, q) = if adapted {
+                let [pn, gn, dn] = norms();
+                variant.trust(TrustInputs { eta, weight_decay, lr, param: pn, grad: gn, decayed: dn })
+            } else {
+                (false, 1.0)
+            };
+            let (wd, q) = (if decay { wd } else { 0.0 }, q as f32);
+            let decayed = |w: f32, g: f32| g + wd * w;
+            let lr = lr as f32;
             let mut new_mu = Vec::new();
             match mu {
                 Some(mu) => w
@@ -271,19 +327,32 @@ impl Lars {
     }
 
     /// The adapted gradient of one parameter (weight decay and trust ratio applied).
-    fn adapted(&self, p: &Param, g: &Tensor) -> Result<Tensor> {
+    fn adapted(&self, p: &Param, g: &Tensor, lr: f64) -> Result<Tensor> {
         if p.is_one_dimensional() {
             return Ok(g.clone());
         }
         let w = p.var.as_tensor().detach();
-        let g = (g + (&w * self.weight_decay)?)?;
-        let (pn, gn) = (norm(&w)?, norm(&g)?);
-        // q = η‖p‖/‖g‖ where both norms are positive, else 1; computed on the device, no sync.
-        let ratio = ((&pn * self.eta)? / &gn)?;
+        let d = (g + (&w * self.weight_decay)?)?;
+        let (pn, gn, dn) = (norm(&w)?, norm(g)?, norm(&d)?);
         let zero = Tensor::zeros((), pn.dtype(), pn.device())?;
-        let both = (pn.gt(&zero)?.to_dtype(DType::U8)? * gn.gt(&zero)?.to_dtype(DType::U8)?)?;
-        let q = both.where_cond(&ratio, &Tensor::ones((), pn.dtype(), pn.device())?)?;
-        g.broadcast_mul(&q)
+        let one = Tensor::ones((), pn.dtype(), pn.device())?;
+        match self.variant {
+            // q = η‖p‖/‖d‖ where both norms are positive, else 1; on the device, no sync.
+            LarsVariant::Fair => {
+                let ratio = ((&pn * self.eta)? / &dn)?;
+                let both = (pn.gt(&zero)?.to_dtype(DType::U8)? * dn.gt(&zero)?.to_dtype(DType::U8)?)?;
+                d.broadcast_mul(&both.where_cond(&ratio, &one)?)
+            }
+            // q = min(η‖p‖/(‖g‖ + wd‖p‖ + ε) / lr, 1) where ‖p‖ and ‖g‖ are positive; else the
+            // raw gradient, undecayed.
+            LarsVariant::SoloLearn => {
+                let denominator = ((&gn + (&pn * self.weight_decay)?)? + LARS_EPS)?;
+                let ratio = (((&pn * self.eta)? / denominator)? / lr)?.minimum(&one)?;
+                let both = (pn.gt(&zero)?.to_dtype(DType::U8)? * gn.gt(&zero)?.to_dtype(DType::U8)?)?;
+                let wd = both.where_cond(&(&one * self.weight_decay)?, &zero)?;
+                (g + w.broadcast_mul(&wd)?)?.broadcast_mul(&both.where_cond(&ratio, &one)?)
+            }
+        }
     }
 }
 
@@ -294,7 +363,7 @@ impl Optimizer for Lars {
             if self.fused && self.step_fused(i, &g, lr)? {
                 continue;
             }
-            let g = self.adapted(&self.params[i], &g)?;
+            let g = self.adapted(&self.params[i], &g, lr_of(&self.params[i], lr, self.bias_and_norm_lr_factor))?;
             let mu = match &self.momentum_buffers[i] {
                 Some(m) => ((m * self.momentum)? + g)?,
                 None => g,
@@ -562,6 +631,36 @@ mod tests {
         assert!((values(&b)[0] - (0.0 - 0.5 * 3.8)).abs() < 1e-6);
     }
 
+    /// solo-learn's LARS by hand (solo-learn 9187ea3 solo/utils/lars.py lines 136-150): W = [[3, 4]],
+    /// grad [[0, 1]], wd 0.1, η 0.02: q = 0.02·5/(1 + 0.1·5 + 1e-8) = 0.0667; at lr 0.5 the clip
+    /// leaves q/lr = 0.133, at lr 0.01 it caps q/lr at 1. A zero gradient is applied undecayed.
+    #[test]
+    fn lars_solo_learn_step_matches_hand_computation() {
+        for (lr, scale) in [(0.5, 0.02 * 5.0 / (1.5 + 1e-8) / 0.5), (0.01, 1.0)] {
+            for fused in [true, false] {
+                let w = param("w", &[3.0, 4.0], &[1, 2]);
+                let mut grads = store_for(&[&w]);
+                grads.insert(w.var.as_tensor(), Tensor::new(&[[0.0f32, 1.0]], &Device::Cpu).unwrap());
+                let mut opt = Lars::new(vec![w.clone()], 0.1, 0.9, 0.02);
+                opt.variant = LarsVariant::SoloLearn;
+                opt.fused = fused;
+                opt.step(&grads, lr).unwrap();
+                let expected = [3.0 - lr * scale * 0.3, 4.0 - lr * scale * 1.4];
+                let got = values(&w);
+                for (g, e) in got.iter().zip(expected) {
+                    assert!((*g as f64 - e).abs() < 1e-6, "lr {lr}, fused {fused}: {got:?} vs {expected:?}");
+                }
+            }
+        }
+        let w = param("w", &[3.0, 4.0], &[1, 2]);
+        let mut grads = store_for(&[&w]);
+        grads.insert(w.var.as_tensor(), Tensor::new(&[[0.0f32, 0.0]], &Device::Cpu).unwrap());
+        let mut opt = Lars::new(vec![w.clone()], 0.1, 0.9, 0.02);
+        opt.variant = LarsVariant::SoloLearn;
+        opt.step(&grads, 0.5).unwrap();
+        assert_eq!(values(&w), vec![3.0, 4.0], "no decay without a gradient");
+    }
+
     /// State buffers must not hold the graph that produced the gradients: differentiating a
     /// buffer reaches no parameter (else every step's activations would stay alive).
     #[test]
@@ -639,8 +738,11 @@ mod tests {
             let (w, b) = (copy(&w0), copy(&b0));
             let params = vec![w.clone(), b.clone()];
             let mut opt: Box<dyn Optimizer> = match kind {
-                "lars" => {
+                "lars" | "lars-solo-learn" => {
                     let mut o = Lars::new(params, 0.05, 0.9, 0.02);
+                    if kind == "lars-solo-learn" {
+                        o.variant = LarsVariant::SoloLearn;
+                    }
                     o.bias_and_norm_lr_factor = 0.3;
                     o.fused = fused;
                     Box::new(o)
@@ -670,7 +772,7 @@ mod tests {
         let (gw, _) = &gradients[0];
         assert!(Lars::new(vec![copy(&w0)], 0.05, 0.9, 0.02).step_fused(0, gw, 0.1).unwrap());
         assert!(Adam::new(vec![copy(&w0)], (0.9, 0.999), 1e-8, 0.01).step_fused(0, gw, 0.1, (0.1, 0.001)).unwrap());
-        for kind in ["lars", "adam"] {
+        for kind in ["lars", "lars-solo-learn", "adam"] {
             let (fused, reference) = (run(kind, true), run(kind, false));
             assert_eq!(fused.len(), reference.len());
             let moved = values(&w0).iter().zip(&fused).any(|(a, b)| (a - b).abs() > 1e-3);

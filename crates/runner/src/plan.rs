@@ -46,6 +46,8 @@ pub struct PlanOptions {
 pub struct PlannedRun {
     pub coords: Vec<(String, String)>,
     pub config: RunConfig,
+    /// The source its profile says the cell follows (`[[profiles.P.recipe]]`), if any.
+    pub recipe: Option<String>,
 }
 
 impl PlannedRun {
@@ -111,9 +113,11 @@ pub fn plan(
             continue;
         }
         let config = file.resolve_cell(profile, &axes, &cell, overrides)?;
+        let recipe = file.recipe_of(profile, &axes, &cell)?.map(|r| r.source.clone());
         let coords = axes.iter().zip(&cell).map(|(a, &i)| (a.name.clone(), a.values[i].name.clone())).collect();
-        runs.push(PlannedRun { coords, config });
+        runs.push(PlannedRun { coords, config, recipe });
     }
+    file.check_deviation_fields(profile, runs.iter().map(|r| &r.config))?;
     if let Some(Shard { index, count }) = opts.shard {
         runs = runs.into_iter().enumerate().filter(|(i, _)| i % count == index - 1).map(|(_, r)| r).collect();
     }

@@ -627,6 +627,7 @@ pub fn optimizer_for(config: &RunConfig, net: &Network) -> Box<dyn Optimizer> {
     match o.kind {
         OptimizerKind::Lars => {
             let mut lars = Lars::new(params, o.weight_decay, o.momentum, o.eta);
+            lars.variant = o.lars_variant;
             lars.bias_and_norm_lr_factor = o.bias_and_norm_lr_factor;
             Box::new(lars)
         }

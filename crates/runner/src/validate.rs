@@ -24,7 +24,7 @@ fn fail(field: &str, what: String) -> Check {
 /// Every number is finite: NaN and the infinities are no setting a run can use (and the stored
 /// JSON, which has no such numbers, would write them as `null`).
 fn check_finite(s: &RunConfig) -> Check {
-    match s.fields().into_iter().find(|(_, v)| v == "null") {
+    match s.stored_fields().into_iter().find(|(_, v)| v == "null") {
         Some((field, _)) => fail(&field, "a finite number expected, got NaN or an infinity".into()),
         None => Ok(()),
     }

@@ -100,6 +100,31 @@ pub struct Deviation {
     pub why: String,
 }
 
+/// The source a profile's cells follow (`[[profiles.P.recipe]]`): a repository at a commit and its
+/// files, or a paper's section; for the cells `matches` picks (all when empty). A cell follows at
+/// most one recipe; where it departs from it, a [`Deviation`] says so.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Recipe {
+    /// (axis name, value names); empty: every cell of the profile.
+    #[serde(rename = "match")]
+    pub matches: Vec<(String, Vec<String>)>,
+    /// `facebookresearch/barlowtwins 8e8d284 main.py`.
+    pub source: String,
+}
+
+impl Recipe {
+    pub fn applies(&self, axes: &[Axis], cell: &[usize]) -> bool {
+        cell_matches(&self.matches, axes, cell)
+    }
+}
+
+impl Deviation {
+    /// Whether it covers the cell at `coords` (axis name, value name).
+    pub fn covers(&self, coords: &[(String, String)]) -> bool {
+        self.matches.iter().all(|(axis, values)| coords.iter().any(|(a, v)| a == axis && values.contains(v)))
+    }
+}
+
 /// A readable name for a scalar axis value (`cifar10`, `4`, `0.5`, `[8, 4]`).
 pub(super) fn value_name(v: &Value) -> String {
     match v {
@@ -298,6 +323,31 @@ impl ExperimentFile {
             ours: text("ours")?,
             why: text("why")?,
         })
+    }
+
+    pub(super) fn parse_recipe(&self, t: &Table, anchor: Vec<Seg>, field: &str) -> Result<Recipe> {
+        const KEYS: [&str; 2] = ["match", "source"];
+        for k in t.keys() {
+            if !KEYS.contains(&k.as_str()) {
+                let mut at = anchor.clone();
+                at.push(Seg::Key(k.clone()));
+                return Err(self.at(
+                    &at,
+                    format!("{field}.{k}"),
+                    format!("unknown key{}; a recipe has {}", did_you_mean(k, KEYS), KEYS.join(", ")),
+                ));
+            }
+        }
+        let source = match t.get("source") {
+            Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),
+            _ => return Err(self.at(
+                &anchor,
+                format!("{field}.source"),
+                "a non-empty string naming the source expected (repository, commit and files, or a paper's section)",
+            )),
+        };
+        let matches = if t.contains_key("match") { self.parse_match(t, &anchor, field)? } else { Vec::new() };
+        Ok(Recipe { matches, source })
     }
 
     pub(super) fn parse_exclusion(&self, t: &Table, anchor: Vec<Seg>) -> Result<Exclusion> {

@@ -38,7 +38,7 @@ use toml::{Table, Value};
 use crate::{Error, Result};
 use position::{keys, position_of, Seg};
 
-pub use grid::{Axis, AxisValue, Deviation, Exclusion};
+pub use grid::{Axis, AxisValue, Deviation, Exclusion, Recipe};
 pub use layering::deep_merge;
 pub use locate::{did_you_mean, known_experiments, locate};
 pub use overrides::Override;

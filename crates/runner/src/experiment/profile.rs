@@ -2,9 +2,10 @@
 
 use toml::{Table, Value};
 
-use super::grid::{Deviation, When};
+use super::grid::{Axis, Deviation, Recipe, When};
 use super::position::Seg;
 use super::{did_you_mean, ExperimentFile};
+use crate::config::RunConfig;
 use crate::{Error, Result};
 
 /// A profile: overrides for every run, its own cell overrides, and a sentence on what it costs.
@@ -13,6 +14,8 @@ pub struct Profile {
     pub about: String,
     pub overrides: Table,
     pub(super) when: Vec<When>,
+    /// The sources its cells follow.
+    pub recipes: Vec<Recipe>,
     /// Where the profile's recipe departs from its source, on the record.
     pub deviations: Vec<Deviation>,
 }
@@ -78,8 +81,81 @@ impl ExperimentFile {
                 ))
             }
         };
+        let recipes = match table.remove("recipe") {
+            None => Vec::new(),
+            Some(Value::Array(items)) => items
+                .iter()
+                .enumerate()
+                .map(|(i, item)| {
+                    let mut at = sub("recipe");
+                    at.push(Seg::Index(i));
+                    match item {
+                        Value::Table(t) => self.parse_recipe(t, at, &field("recipe")),
+                        _ => Err(self.at(&at, field("recipe"), "a table with `source` (and `match`) expected")),
+                    }
+                })
+                .collect::<Result<_>>()?,
+            Some(_) => {
+                return Err(self.at(
+                    &sub("recipe"),
+                    field("recipe"),
+                    "an array of [[profiles.NAME.recipe]] tables expected",
+                ))
+            }
+        };
         self.check_reserved(&table, &anchor)?;
-        Ok(Profile { about, overrides: table, when, deviations })
+        Ok(Profile { about, overrides: table, when, recipes, deviations })
+    }
+
+    /// The recipe that the cell of `profile` follows; an error where two claim it.
+    pub fn recipe_of(&self, profile: &str, axes: &[Axis], cell: &[usize]) -> Result<Option<&Recipe>> {
+        let mut found = self.profile(profile)?.recipes.iter().filter(|r| r.applies(axes, cell));
+        match (found.next(), found.next()) {
+            (Some(a), Some(b)) => Err(Error::Experiment {
+                path: self.path.clone(),
+                what: format!(
+                    "profiles.{profile}.recipe: the cell {} follows two recipes, `{}` and `{}`; narrow their `match`",
+                    axes.iter()
+                        .zip(cell)
+                        .map(|(a, &i)| format!("{}={}", a.name, a.values[i].name))
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                    a.source,
+                    b.source
+                ),
+            }),
+            (one, _) => Ok(one),
+        }
+    }
+
+    /// Each deviation of `profile` names a field that its runs have (`train.precision`, or a
+    /// table such as `augment.view_b`): a misspelt one would stand beside no number.
+    pub fn check_deviation_fields<'a>(&self, profile: &str, runs: impl Iterator<Item = &'a RunConfig>) -> Result<()> {
+        let mut known: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
+        for config in runs {
+            for key in config.fields().into_keys() {
+                let parts: Vec<&str> = key.split('.').collect();
+                for n in 1..=parts.len() {
+                    known.insert(parts[..n].join("."));
+                }
+            }
+        }
+        if known.is_empty() {
+            return Ok(());
+        }
+        for (i, d) in self.profile(profile)?.deviations.iter().enumerate() {
+            if !known.contains(&d.field) {
+                return Err(Error::Experiment {
+                    path: self.path.clone(),
+                    what: format!(
+                        "profiles.{profile}.deviation[{i}].field: `{}` is no field of its runs{}; e.g. `train.precision`",
+                        d.field,
+                        did_you_mean(&d.field, known.iter().map(String::as_str))
+                    ),
+                });
+            }
+        }
+        Ok(())
     }
 
     pub(super) fn profile(&self, name: &str) -> Result<&Profile> {

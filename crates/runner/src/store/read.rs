@@ -8,7 +8,7 @@ use rusqlite::{params, OptionalExtension, Row};
 
 use super::lease::{shown_status, HEARTBEAT_AGE};
 use super::rows::{
-    Deviation, EpochRecord, EvalRecord, Experiment, PlannedRecord, ReferenceValue, RunRecord, StepRecord,
+    Deviation, EpochRecord, EvalRecord, Experiment, PlannedRecord, Recipe, ReferenceValue, RunRecord, StepRecord,
 };
 use super::Store;
 use crate::config::RunConfig;
@@ -23,14 +23,25 @@ impl Store {
     pub fn experiments(&self) -> Result<Vec<Experiment>> {
         let mut profiles: HashMap<String, Vec<(String, String)>> = HashMap::new();
         let mut deviations: HashMap<String, Vec<(String, Deviation)>> = HashMap::new();
-        for (e, profile, about, json) in self
-            .rows("SELECT experiment, profile, about, deviations_json FROM profiles ORDER BY rowid", |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get(2)?, r.get::<_, String>(3)?))
-            })?
-        {
+        let mut recipes: HashMap<String, Vec<(String, Recipe)>> = HashMap::new();
+        for (e, profile, about, json, recipes_json) in self.rows(
+            "SELECT experiment, profile, about, deviations_json, recipes_json FROM profiles ORDER BY rowid",
+            |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, String>(4)?,
+                ))
+            },
+        )? {
             let listed: Vec<Deviation> = serde_json::from_str(&json)
                 .map_err(|x| self.schema_error(format!("profiles.deviations_json of {e}/{profile}: {x}")))?;
             deviations.entry(e.clone()).or_default().extend(listed.into_iter().map(|d| (profile.clone(), d)));
+            let listed: Vec<Recipe> = serde_json::from_str(&recipes_json)
+                .map_err(|x| self.schema_error(format!("profiles.recipes_json of {e}/{profile}: {x}")))?;
+            recipes.entry(e.clone()).or_default().extend(listed.into_iter().map(|r| (profile.clone(), r)));
             profiles.entry(e).or_default().push((profile, about));
         }
         let mut references: HashMap<String, Vec<ReferenceValue>> = HashMap::new();
@@ -53,6 +64,7 @@ impl Store {
                     .map_err(|x| self.schema_error(format!("experiments.axes_json of {name}: {x}")))?;
                 Ok(Experiment {
                     profiles: profiles.remove(&name).unwrap_or_default(),
+                    recipes: recipes.remove(&name).unwrap_or_default(),
                     deviations: deviations.remove(&name).unwrap_or_default(),
                     references: references.remove(&name).unwrap_or_default(),
                     name,
@@ -388,6 +400,13 @@ mod tests {
             axes: vec![GridAxis { name: "method".into(), values: vec!["simclr".into(), "byol".into()] }],
             exclusions: vec![Exclusion { matches: vec![("method".into(), vec!["byol".into()])], why: "w".into() }],
             profiles: vec![("p".into(), "about".into())],
+            recipes: vec![(
+                "p".into(),
+                Recipe {
+                    matches: vec![("method".into(), vec!["simclr".into()])],
+                    source: "repo abc123 main.py".into(),
+                },
+            )],
             deviations: vec![(
                 "p".into(),
                 Deviation {

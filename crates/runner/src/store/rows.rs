@@ -8,7 +8,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::config::RunConfig;
 use crate::experiment::ExperimentFile;
-pub use crate::experiment::{Deviation, Exclusion};
+pub use crate::experiment::{Deviation, Exclusion, Recipe};
 use crate::plan::PlannedRun;
 
 /// Status values of a run.
@@ -265,6 +265,8 @@ pub struct Experiment {
     pub exclusions: Vec<Exclusion>,
     /// (profile, about), in the order written.
     pub profiles: Vec<(String, String)>,
+    /// (profile, a source some of its cells follow), in the order written.
+    pub recipes: Vec<(String, Recipe)>,
     /// (profile, a deviation of its recipe from the source), in the order written.
     pub deviations: Vec<(String, Deviation)>,
     pub references: Vec<ReferenceValue>,
@@ -286,6 +288,11 @@ impl Experiment {
                 .collect(),
             exclusions: file.exclusions.clone(),
             profiles: file.profiles.iter().map(|(name, p)| (name.clone(), p.about.clone())).collect(),
+            recipes: file
+                .profiles
+                .iter()
+                .flat_map(|(name, p)| p.recipes.iter().map(move |r| (name.clone(), r.clone())))
+                .collect(),
             deviations: file
                 .profiles
                 .iter()
@@ -441,6 +448,7 @@ mod tests {
             axes: vec![GridAxis { name: "method".into(), values: vec!["simclr".into(), "byol".into()] }],
             exclusions: vec![Exclusion { matches: vec![("method".into(), vec!["byol".into()])], why: "empty".into() }],
             profiles: vec![],
+            recipes: vec![],
             deviations: vec![],
             references: vec![],
         };

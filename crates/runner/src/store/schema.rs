@@ -276,8 +276,9 @@ const EXPERIMENTS: Table = Table {
     without_rowid: false,
 };
 
-/// Each experiment's profiles: what each costs and is for, and where its recipe departs from its
-/// source (`deviations_json`: a JSON array of `experiment::Deviation`).
+/// Each experiment's profiles: what each costs and is for, the sources its cells follow
+/// (`recipes_json`: a JSON array of `experiment::Recipe`) and where it departs from them
+/// (`deviations_json`: a JSON array of `experiment::Deviation`).
 const PROFILES: Table = Table {
     name: "profiles",
     columns: &[
@@ -285,6 +286,7 @@ const PROFILES: Table = Table {
         ("profile", "TEXT NOT NULL"),
         ("about", "TEXT NOT NULL"),
         ("deviations_json", "TEXT NOT NULL DEFAULT '[]'"),
+        ("recipes_json", "TEXT NOT NULL DEFAULT '[]'"),
     ],
     constraints: &["PRIMARY KEY (experiment, profile)"],
     indexes: &[],
@@ -305,6 +307,17 @@ const PLANNED_RUNS: Table = Table {
     constraints: &[],
     indexes: &[],
     without_rowid: false,
+};
+
+/// Version 5's `profiles`: no recipes.
+const PROFILES_V5: Table = Table {
+    columns: &[
+        ("experiment", "TEXT NOT NULL"),
+        ("profile", "TEXT NOT NULL"),
+        ("about", "TEXT NOT NULL"),
+        ("deviations_json", "TEXT NOT NULL DEFAULT '[]'"),
+    ],
+    ..PROFILES
 };
 
 /// Versions 2 to 4's `profiles`: no deviations.
@@ -341,6 +354,7 @@ const REFERENCE_VALUES: Table = Table {
 /// 4. A run in training is leased to its process (`runs.owner`, `runs.heartbeat_at`), so that
 ///    processes sharing a database never train one run twice.
 /// 5. Each profile records where its recipe departs from its source (`profiles.deviations_json`).
+/// 6. Each profile records the sources its cells follow (`profiles.recipes_json`).
 pub const VERSIONS: &[&[Table]] = &[
     &[RUNS_V1, EPOCHS, EPOCH_TERMS, EVALUATIONS_V2],
     &[RUNS_V2, EPOCHS, EPOCH_TERMS, EVALUATIONS_V2, EXPERIMENTS, PROFILES_V4, PLANNED_RUNS, REFERENCE_VALUES],
@@ -365,6 +379,18 @@ pub const VERSIONS: &[&[Table]] = &[
         EVALUATIONS,
         EXPERIMENTS,
         PROFILES_V4,
+        PLANNED_RUNS,
+        REFERENCE_VALUES,
+    ],
+    &[
+        RUNS,
+        STEPS,
+        STEP_TERMS,
+        EPOCHS,
+        EPOCH_TERMS,
+        EVALUATIONS,
+        EXPERIMENTS,
+        PROFILES_V5,
         PLANNED_RUNS,
         REFERENCE_VALUES,
     ],

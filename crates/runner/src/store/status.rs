@@ -226,6 +226,7 @@ mod tests {
             axes: vec![],
             exclusions: vec![],
             profiles: vec![("smoke".into(), String::new())],
+            recipes: vec![],
             deviations: vec![],
             references: vec![],
         };

@@ -135,9 +135,13 @@ impl Store {
             let deviations: Vec<&super::rows::Deviation> =
                 e.deviations.iter().filter(|(p, _)| p == profile).map(|(_, d)| d).collect();
             let json = serde_json::to_string(&deviations).expect("deviations serialise");
+            let recipes: Vec<&super::rows::Recipe> =
+                e.recipes.iter().filter(|(p, _)| p == profile).map(|(_, r)| r).collect();
+            let recipes = serde_json::to_string(&recipes).expect("recipes serialise");
             tx.execute(
-                "INSERT INTO profiles (experiment, profile, about, deviations_json) VALUES (?1, ?2, ?3, ?4)",
-                params![name, profile, about, json],
+                "INSERT INTO profiles (experiment, profile, about, deviations_json, recipes_json)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![name, profile, about, json, recipes],
             )
             .map_err(self.err())?;
         }
