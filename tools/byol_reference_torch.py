@@ -16,6 +16,12 @@ online projections of the first view, averaged over each epoch's steps as infoma
 
     python3 tools/byol_reference_torch.py --data ../shared/datasets [--epochs 2] [--width 0.25]
 
+With --views FILE.npy it trains on infomax's own augmented views instead of torchvision's: the
+array `infomax datasets preview cifar10 --experiment byol --profile smoke --seed S --npy FILE.npy`
+writes (epochs, images, views, 3, 32, 32), normalised as infomax feeds them. Everything else (the
+order of the images, the network, the optimiser) stays this script's, so comparing the two runs
+separates the augmentation pipeline from the training step.
+
 Needs torch, torchvision and numpy; never needed by infomax's build, tests or CI.
 """
 
@@ -104,6 +110,7 @@ def main():
     ap.add_argument("--tau-base", type=float, default=0.99)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--views", help="train on these infomax views (.npy: epochs, images, views, 3, H, W)")
     a = ap.parse_args()
     torch.manual_seed(a.seed)
     torch.set_num_threads(a.threads)
@@ -134,7 +141,18 @@ def main():
     )
     mean, std = torch.tensor(MEAN).view(1, 3, 1, 1), torch.tensor(STD).view(1, 3, 1, 1)
 
-    def views(batch):
+    given = np.load(a.views, mmap_mode="r") if a.views else None
+    if given is not None:
+        want = (a.epochs, a.train_images, 2)
+        if tuple(given.shape[:3]) != want:
+            sys.exit(f"{a.views}: views of shape {given.shape}, expected {want} + (3, H, W)")
+
+    def views(indices, epoch):
+        if given is not None:
+            rows = np.sort(indices.numpy())
+            picked = torch.from_numpy(np.ascontiguousarray(given[epoch - 1, rows]))
+            return [picked[:, 0], picked[:, 1]]
+        batch = pre[indices]
         return [(torch.stack([augment(img) for img in batch]).float() / 255 - mean) / std for _ in range(2)]
 
     print(f"epoch 0: 200-NN top-1 {knn200(features(encoder, bank_x), bank_y, features(encoder, query_x), query_y):.2f} %")
@@ -150,7 +168,7 @@ def main():
             )
             for g in opt.param_groups:
                 g["lr"] = lr
-            v = views(pre[order[s * a.batch : (s + 1) * a.batch]])
+            v = views(order[s * a.batch : (s + 1) * a.batch], epoch)
             z = [head(encoder(x)) for x in v]
             p = [predictor(x) for x in z]
             with torch.no_grad():

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
-use clap::Subcommand;
+use clap::{Args, Subcommand};
 use infomax_data::augment::Preset;
 use infomax_data::{Dataset, Split};
 use infomax_runner::config::RunConfig;
@@ -37,40 +37,57 @@ pub enum DatasetsCommand {
         #[arg(long)]
         keep_archive: bool,
     },
-    /// Write a PNG grid: each chosen image, then D augmented views of it as training draws them.
-    Preview {
-        name: Dataset,
-        /// train, test or unlabeled.
-        #[arg(long, default_value = "train")]
-        split: Split,
-        /// Images to show (indices into the split).
-        #[arg(long = "index", value_name = "I", num_args = 1.., default_values_t = [0usize, 1, 2, 3])]
-        index: Vec<usize>,
-        /// Augmented views per image.
-        #[arg(long, default_value_t = 4)]
-        views: usize,
-        /// Augmentation preset: wmse or fair.
-        #[arg(long, default_value = "wmse")]
-        preset: String,
-        /// Draw the views with this experiment's augmentations instead (name or path), as its
-        /// `--profile` resolves them with any `--set` overrides (the dataset stays NAME's).
-        #[arg(long)]
-        experiment: Option<String>,
-        #[arg(long, default_value = "smoke")]
-        profile: String,
-        #[arg(long = "set", value_name = "KEY=VALUE")]
-        set: Vec<String>,
-        /// Run seed and epoch the views are drawn for (the training streams).
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
-        #[arg(long, default_value_t = 1)]
-        epoch: u64,
-        /// Write one image exactly as stored (original size, no resampling, no normalisation).
-        #[arg(long)]
-        raw: bool,
-        #[arg(long, value_name = "FILE.png")]
-        out: PathBuf,
-    },
+    /// Write a PNG grid: each chosen image, then D augmented views of it as training draws them;
+    /// or, with --npy, the views a run trains on as one array for another framework.
+    Preview(Box<PreviewArgs>),
+}
+
+/// `datasets preview`'s arguments.
+#[derive(Args)]
+pub struct PreviewArgs {
+    name: Dataset,
+    /// train, test or unlabeled.
+    #[arg(long, default_value = "train")]
+    split: Split,
+    /// Images to show (indices into the split).
+    #[arg(long = "index", value_name = "I", num_args = 1.., default_values_t = [0usize, 1, 2, 3])]
+    index: Vec<usize>,
+    /// Augmented views per image (the grid: 4; --npy: the experiment's `train.views`, else 2).
+    #[arg(long)]
+    views: Option<usize>,
+    /// Augmentation preset: wmse or fair.
+    #[arg(long, default_value = "wmse")]
+    preset: String,
+    /// Draw the views with this experiment's augmentations instead (name or path), as its
+    /// `--profile` resolves them with any `--set` overrides (the dataset stays NAME's).
+    #[arg(long)]
+    experiment: Option<String>,
+    #[arg(long, default_value = "smoke")]
+    profile: String,
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// Run seed and epoch the views are drawn for (the training streams).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long, default_value_t = 1)]
+    epoch: u64,
+    /// Write one image exactly as stored (original size, no resampling, no normalisation).
+    #[arg(long)]
+    raw: bool,
+    #[arg(long, value_name = "FILE.png", required_unless_present = "npy", conflicts_with = "npy")]
+    out: Option<PathBuf>,
+    /// Write the normalised views of the first --first images in epochs 1 to --epochs, exactly
+    /// as a run with --seed trains on them, as an f32 array (epochs, images, views, 3, side,
+    /// side). With --experiment, the images, epochs and views default to its run's.
+    #[arg(long, value_name = "FILE.npy")]
+    npy: Option<PathBuf>,
+    /// --npy: the first N images of the split (default: the experiment's `train.train_images`,
+    /// else all).
+    #[arg(long, value_name = "N", requires = "npy")]
+    first: Option<usize>,
+    /// --npy: epochs 1 to E (default: the experiment's `train.epochs`, else 1).
+    #[arg(long, value_name = "E", requires = "npy")]
+    epochs: Option<usize>,
 }
 
 pub fn run(cmd: DatasetsCommand, root: &Path) -> Result<ExitCode> {
@@ -148,43 +165,67 @@ pub fn run(cmd: DatasetsCommand, root: &Path) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        DatasetsCommand::Preview {
-            name,
-            split,
-            index,
-            views,
-            preset,
-            experiment,
-            profile,
-            set,
-            seed,
-            epoch,
-            raw,
-            out,
-        } => {
+        DatasetsCommand::Preview(args) => {
+            let PreviewArgs {
+                name,
+                split,
+                index,
+                views,
+                preset,
+                experiment,
+                profile,
+                set,
+                seed,
+                epoch,
+                raw,
+                out,
+                npy,
+                first,
+                epochs,
+            } = *args;
             let preset: Preset = serde_json::from_value(serde_json::Value::String(preset.clone()))
                 .with_context(|| format!("--preset {preset}: expected wmse or fair"))?;
             let images = name.load(root, split)?;
+            // The experiment's run configuration for this dataset, when one is named.
+            let config = match experiment {
+                None => None,
+                Some(e) => {
+                    let path = infomax_runner::experiment::locate(&e, Path::new("experiments"))?;
+                    let file = infomax_runner::ExperimentFile::load(&path)?;
+                    let mut overrides =
+                        set.iter().map(|s| s.parse::<infomax_runner::Override>()).collect::<Result<Vec<_>, _>>()?;
+                    overrides.push(format!("dataset={name}").parse()?);
+                    Some(file.resolve(&profile, &overrides)?)
+                }
+            };
+            let augment = match &config {
+                None => RunConfig::augment_defaults(preset, name),
+                Some(c) => c.augment.clone(),
+            };
+            if let Some(npy) = npy {
+                // An experiment's `train_images = 0` is every image; an explicit --first 0 is refused.
+                let of_run = config.as_ref().map(|c| c.train.train_images).filter(|&n| n > 0);
+                let first = first.or(of_run).unwrap_or(images.len());
+                let epochs = epochs.or(config.as_ref().map(|c| c.train.epochs)).unwrap_or(1);
+                let views = views.or(config.as_ref().map(|c| c.train.views)).unwrap_or(2);
+                let shape = infomax_runner::npy::write_views(&images, first, epochs, views, &augment, seed, &npy)?;
+                println!(
+                    "views: {} (f32, shape {shape:?}: epochs, images, views, channels, height, width)",
+                    npy.display()
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
+            let out = out.expect("clap requires --out without --npy");
             let img = if raw {
                 if index.len() != 1 {
                     bail!("--raw writes one image exactly as stored: give exactly one --index (got {})", index.len());
                 }
                 infomax_data::preview::raw(&images, index[0])?
             } else {
+                let views = views.unwrap_or(4);
                 if views > 16 {
                     bail!("--views {views}: at most 16 expected");
                 }
-                let augment = match experiment {
-                    None => RunConfig::augment_defaults(preset, name),
-                    Some(e) => {
-                        let path = infomax_runner::experiment::locate(&e, Path::new("experiments"))?;
-                        let file = infomax_runner::ExperimentFile::load(&path)?;
-                        let mut overrides =
-                            set.iter().map(|s| s.parse::<infomax_runner::Override>()).collect::<Result<Vec<_>, _>>()?;
-                        overrides.push(format!("dataset={name}").parse()?);
-                        file.resolve(&profile, &overrides)?.augment
-                    }
-                };
                 infomax_data::preview::grid(&images, &index, views, &augment, seed, epoch)?
             };
             infomax_data::preview::save_png(&img, &out)?;

@@ -147,3 +147,67 @@ fn fetch_without_network_fails_fast_naming_the_url_and_the_paths() {
     let out = infomax(tmp.path(), &["datasets", "verify", "imagenet"]);
     assert!(!out.status.success() && text(&out).contains("tiny-imagenet"), "{}", text(&out));
 }
+
+/// A `.npy` of f32 as `datasets preview --npy` writes it: its shape and values.
+fn read_npy(path: &Path) -> (Vec<usize>, Vec<f32>) {
+    let bytes = std::fs::read(path).unwrap();
+    assert_eq!(&bytes[..6], b"\x93NUMPY", "{}", path.display());
+    let len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+    let header = std::str::from_utf8(&bytes[10..10 + len]).unwrap();
+    assert!(header.contains("'descr': '<f4'"), "{header}");
+    let dims = header.split("'shape': (").nth(1).unwrap().split(')').next().unwrap();
+    let shape = dims.split(',').filter(|d| !d.trim().is_empty()).map(|d| d.trim().parse().unwrap()).collect();
+    let values = bytes[10 + len..].chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+    (shape, values)
+}
+
+/// `preview --npy` writes the normalised views training draws, image by image from their own
+/// streams: the first images' views do not depend on how many are written, and every epoch and
+/// view is a new draw.
+#[test]
+fn preview_npy_writes_the_views_training_draws() {
+    let tmp = tempfile::tempdir().unwrap();
+    cifar100_test_only(tmp.path());
+    let npy = |name: &str, first: &str, epochs: &str| {
+        let path = tmp.path().join(name);
+        let out = infomax(
+            tmp.path(),
+            &[
+                "datasets",
+                "preview",
+                "cifar100",
+                "--split",
+                "test",
+                "--seed",
+                "3",
+                "--npy",
+                path.to_str().unwrap(),
+                "--first",
+                first,
+                "--epochs",
+                epochs,
+            ],
+        );
+        assert!(out.status.success(), "{}", text(&out));
+        assert!(text(&out).contains("epochs, images, views, channels, height, width"), "{}", text(&out));
+        read_npy(&path)
+    };
+    let (shape, five) = npy("five.npy", "5", "2");
+    assert_eq!(shape, [2, 5, 2, 3, 32, 32]);
+    let (_, three) = npy("three.npy", "3", "1");
+    let plane = 3 * 32 * 32;
+    // Epoch 1, images 0-2, both views: the same pixels whichever slice was asked for.
+    assert_eq!(&five[..3 * 2 * plane], &three[..]);
+    let at = |e: usize, i: usize, v: usize| &five[((e * 5 + i) * 2 + v) * plane..][..plane];
+    assert_ne!(at(0, 1, 0), at(0, 1, 1), "two views are two draws");
+    assert_ne!(at(0, 1, 0), at(1, 1, 0), "each epoch draws anew");
+    // Normalised: the striped fixture's pixels spread around zero, not in [0, 1].
+    assert!(five.iter().any(|&x| x < -0.5) && five.iter().all(|x| x.is_finite()));
+    let refused = tmp.path().join("refused.npy");
+    let bad = infomax(
+        tmp.path(),
+        &["datasets", "preview", "cifar100", "--split", "test", "--npy", refused.to_str().unwrap(), "--first", "0"],
+    );
+    assert!(!refused.exists(), "nothing written for work not done");
+    assert!(!bad.status.success() && text(&bad).contains("--npy: 1 to 10000 images"), "{}", text(&bad));
+}

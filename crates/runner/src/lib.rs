@@ -14,6 +14,7 @@ pub mod export_encoder;
 pub mod human;
 pub mod loss;
 pub mod method;
+pub mod npy;
 pub mod optim;
 pub mod plan;
 pub mod probe;

@@ -32,10 +32,7 @@ impl LossOnFiles {
         let mut written = Vec::new();
         for (i, g) in self.gradients.iter().enumerate() {
             let path = dir.join(format!("grad_{i}.npy"));
-            // Written beside the final name and renamed, so a reader never sees half a file.
-            let partial = dir.join(format!(".grad_{i}.npy.partial"));
-            g.write_npy(&partial).map_err(|e| Error::File { path: partial.clone(), what: e.to_string() })?;
-            std::fs::rename(&partial, &path).map_err(|source| Error::Io { path: path.clone(), source })?;
+            crate::npy::write(g, &path)?;
             written.push(path);
         }
         Ok(written)
