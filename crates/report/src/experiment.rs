@@ -246,10 +246,11 @@ fn number_in(value: &str) -> Option<f64> {
 fn missing_reason(
     db: &Database,
     experiment: &Experiment,
+    profile: &str,
     cell: &BTreeMap<String, String>,
     runs: &[&Run],
 ) -> (&'static str, String) {
-    if let Some(x) = experiment.excluding(cell) {
+    if let Some(x) = experiment.excluding(profile, cell) {
         return ("excluded", format!("not run: {}", x.why));
     }
     let first = |status: &str| runs.iter().find(|r| r.status == status);
@@ -453,7 +454,7 @@ fn table_cell(
             ("unplanned", "no run of this variant".to_string().into())
         }
         None => {
-            let (s, n) = missing_reason(db, e, cell, &cell_runs);
+            let (s, n) = missing_reason(db, e, profile, cell, &cell_runs);
             (s, Some(n))
         }
     };

@@ -108,7 +108,7 @@ pub fn plan(
     let mut runs = Vec::new();
     for cell in ExperimentFile::cells(&axes) {
         if wanted.iter().any(|(a, vs)| !vs.contains(&cell[*a]))
-            || file.exclusions.iter().any(|e| e.applies(&axes, &cell))
+            || file.exclusions.iter().any(|e| e.applies(profile, &axes, &cell))
         {
             continue;
         }
@@ -183,6 +183,10 @@ set = { train = { batch_size = 16 } }
 about = "other"
 train = { epochs = 9 }
 
+[[profiles.other.exclude]]
+match = { dataset = "stl10" }
+why = "STL-10 is too big for this profile"
+
 [[reference]]
 at = { method = "simclr", dataset = "cifar10" }
 linear = 91.80
@@ -225,6 +229,21 @@ source = "W-MSE, Table 1"
         assert!(at("w-mse-2", "stl10").config.encoder.max_pool, "dataset defaults follow the cell's dataset");
         assert_eq!(f.references[0].values["linear"], 91.80);
         assert_eq!(f.references[0].at["method"], "simclr");
+    }
+
+    /// A profile's `exclude` leaves cells out of that profile only.
+    #[test]
+    fn a_profiles_exclusion_holds_for_it_alone() {
+        let f = file();
+        let datasets = |profile| -> Vec<String> {
+            plan(&f, profile, &[], &PlanOptions::default())
+                .unwrap()
+                .iter()
+                .map(|r| r.config.dataset.name().to_string())
+                .collect()
+        };
+        assert_eq!(datasets("other"), ["cifar10"; 3]);
+        assert_eq!(datasets("smoke").iter().filter(|d| *d == "stl10").count(), 3);
     }
 
     #[test]

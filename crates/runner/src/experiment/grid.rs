@@ -69,18 +69,28 @@ impl When {
 }
 
 /// Cells of the grid that are not runs (e.g. BYOL with different weights, which the paper's
-/// table leaves empty), and why.
+/// table leaves empty), and why: `[[exclude]]` for every profile, `[[profiles.P.exclude]]` for
+/// one (a CPU profile leaving out a 16,384-wide projector the paper's profile trains).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Exclusion {
     /// (axis name, value names).
     #[serde(rename = "match")]
     pub matches: Vec<(String, Vec<String>)>,
     pub why: String,
+    /// The profiles it holds for; empty: every profile.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub profiles: Vec<String>,
 }
 
 impl Exclusion {
-    pub fn applies(&self, axes: &[Axis], cell: &[usize]) -> bool {
-        cell_matches(&self.matches, axes, cell)
+    /// Whether it leaves out `cell` of `profile`.
+    pub fn applies(&self, profile: &str, axes: &[Axis], cell: &[usize]) -> bool {
+        self.holds_for(profile) && cell_matches(&self.matches, axes, cell)
+    }
+
+    /// Whether it holds for `profile`.
+    pub fn holds_for(&self, profile: &str) -> bool {
+        self.profiles.is_empty() || self.profiles.iter().any(|p| p == profile)
     }
 }
 
@@ -350,23 +360,41 @@ impl ExperimentFile {
         Ok(Recipe { matches, source })
     }
 
-    pub(super) fn parse_exclusion(&self, t: &Table, anchor: Vec<Seg>) -> Result<Exclusion> {
+    /// An `[[exclude]]` table (`field` "exclude"), or a profile's (`profiles.P.exclude`, holding
+    /// for `profile` only).
+    pub(super) fn parse_exclusion(
+        &self,
+        t: &Table,
+        anchor: Vec<Seg>,
+        field: &str,
+        profile: Option<&str>,
+    ) -> Result<Exclusion> {
         for k in t.keys() {
             if k != "match" && k != "why" {
                 let mut at = anchor.clone();
                 at.push(Seg::Key(k.clone()));
                 return Err(self.at(
                     &at,
-                    format!("exclude.{k}"),
+                    format!("{field}.{k}"),
                     format!("unknown key{}; an `exclude` has `match` and `why`", did_you_mean(k, ["match", "why"])),
                 ));
             }
         }
         let why = match t.get("why") {
             Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),
-            _ => return Err(self.at(&anchor, "exclude.why", "a sentence saying why these cells are not run expected")),
+            _ => {
+                return Err(self.at(
+                    &anchor,
+                    format!("{field}.why"),
+                    "a sentence saying why these cells are not run expected",
+                ))
+            }
         };
-        Ok(Exclusion { matches: self.parse_match(t, &anchor, "exclude")?, why })
+        Ok(Exclusion {
+            matches: self.parse_match(t, &anchor, field)?,
+            why,
+            profiles: profile.into_iter().map(str::to_string).collect(),
+        })
     }
 
     /// Every cell of the grid over `axes` (value index per axis), the last axis varying fastest.

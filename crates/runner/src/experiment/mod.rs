@@ -136,15 +136,16 @@ impl ExperimentFile {
             .exclude
             .iter()
             .enumerate()
-            .map(|(i, t)| file.parse_exclusion(t, vec![Seg::Key("exclude".into()), Seg::Index(i)]))
+            .map(|(i, t)| file.parse_exclusion(t, vec![Seg::Key("exclude".into()), Seg::Index(i)], "exclude", None))
             .collect::<Result<_>>()?;
         for (name, value) in &raw.profiles {
             let anchor = keys(&["profiles", name]);
             let Value::Table(table) = value else {
                 return Err(file.at(&anchor, format!("profiles.{name}"), "a table of overrides expected"));
             };
-            let profile = file.parse_profile(name, table.clone(), anchor)?;
+            let (profile, exclusions) = file.parse_profile(name, table.clone(), anchor)?;
             file.profiles.insert(name.clone(), profile);
+            file.exclusions.extend(exclusions);
         }
         file.references = raw
             .reference

@@ -2,7 +2,7 @@
 
 use toml::{Table, Value};
 
-use super::grid::{Axis, Deviation, Recipe, When};
+use super::grid::{Axis, Deviation, Exclusion, Recipe, When};
 use super::position::Seg;
 use super::{did_you_mean, ExperimentFile};
 use crate::config::RunConfig;
@@ -21,7 +21,13 @@ pub struct Profile {
 }
 
 impl ExperimentFile {
-    pub(super) fn parse_profile(&self, name: &str, mut table: Table, anchor: Vec<Seg>) -> Result<Profile> {
+    /// A profile, and the cells it leaves out (`[[profiles.NAME.exclude]]`).
+    pub(super) fn parse_profile(
+        &self,
+        name: &str,
+        mut table: Table,
+        anchor: Vec<Seg>,
+    ) -> Result<(Profile, Vec<Exclusion>)> {
         let field = |k: &str| format!("profiles.{name}.{k}");
         let sub = |k: &str| {
             let mut a = anchor.clone();
@@ -103,8 +109,30 @@ impl ExperimentFile {
                 ))
             }
         };
+        let exclusions = match table.remove("exclude") {
+            None => Vec::new(),
+            Some(Value::Array(items)) => items
+                .iter()
+                .enumerate()
+                .map(|(i, item)| {
+                    let mut at = sub("exclude");
+                    at.push(Seg::Index(i));
+                    match item {
+                        Value::Table(t) => self.parse_exclusion(t, at, &field("exclude"), Some(name)),
+                        _ => Err(self.at(&at, field("exclude"), "a table with `match` and `why` expected")),
+                    }
+                })
+                .collect::<Result<_>>()?,
+            Some(_) => {
+                return Err(self.at(
+                    &sub("exclude"),
+                    field("exclude"),
+                    "an array of [[profiles.NAME.exclude]] tables expected",
+                ))
+            }
+        };
         self.check_reserved(&table, &anchor)?;
-        Ok(Profile { about, overrides: table, when, recipes, deviations })
+        Ok((Profile { about, overrides: table, when, recipes, deviations }, exclusions))
     }
 
     /// The recipe that the cell of `profile` follows; an error where two claim it.

@@ -398,7 +398,11 @@ mod tests {
             paper: "p".into(),
             reproduces: "r".into(),
             axes: vec![GridAxis { name: "method".into(), values: vec!["simclr".into(), "byol".into()] }],
-            exclusions: vec![Exclusion { matches: vec![("method".into(), vec!["byol".into()])], why: "w".into() }],
+            exclusions: vec![Exclusion {
+                matches: vec![("method".into(), vec!["byol".into()])],
+                why: "w".into(),
+                profiles: vec![],
+            }],
             profiles: vec![("p".into(), "about".into())],
             recipes: vec![(
                 "p".into(),

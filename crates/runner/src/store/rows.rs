@@ -313,12 +313,13 @@ impl Experiment {
         }
     }
 
-    /// The exclusion that leaves out `cell` (axis → value name), if one does: every axis it
-    /// names holds one of its values.
-    pub fn excluding(&self, cell: &BTreeMap<String, String>) -> Option<&Exclusion> {
-        self.exclusions
-            .iter()
-            .find(|x| x.matches.iter().all(|(axis, values)| cell.get(axis).is_some_and(|v| values.contains(v))))
+    /// The exclusion that leaves out `cell` (axis → value name) of `profile`, if one does: it
+    /// holds for the profile and every axis it names holds one of its values.
+    pub fn excluding(&self, profile: &str, cell: &BTreeMap<String, String>) -> Option<&Exclusion> {
+        self.exclusions.iter().find(|x| {
+            x.holds_for(profile)
+                && x.matches.iter().all(|(axis, values)| cell.get(axis).is_some_and(|v| values.contains(v)))
+        })
     }
 
     /// `axes_json`: `{"axes": [{"name", "values"}], "exclude": [{"match": [[axis, [values]]], "why"}]}`.
@@ -355,6 +356,8 @@ struct ExclusionDef {
     #[serde(rename = "match")]
     matches: Vec<(String, Vec<String>)>,
     why: String,
+    #[serde(default)]
+    profiles: Vec<String>,
 }
 
 fn exclusions<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Exclusion>, D::Error> {
@@ -446,7 +449,18 @@ mod tests {
             paper: String::new(),
             reproduces: String::new(),
             axes: vec![GridAxis { name: "method".into(), values: vec!["simclr".into(), "byol".into()] }],
-            exclusions: vec![Exclusion { matches: vec![("method".into(), vec!["byol".into()])], why: "empty".into() }],
+            exclusions: vec![
+                Exclusion {
+                    matches: vec![("method".into(), vec!["byol".into()])],
+                    why: "empty".into(),
+                    profiles: vec![],
+                },
+                Exclusion {
+                    matches: vec![("method".into(), vec!["simclr".into()])],
+                    why: "too slow here".into(),
+                    profiles: vec!["smoke".into()],
+                },
+            ],
             profiles: vec![],
             recipes: vec![],
             deviations: vec![],
@@ -455,11 +469,15 @@ mod tests {
         let json = e.grid_json();
         assert_eq!(
             json,
-            r#"{"axes":[{"name":"method","values":["simclr","byol"]}],"exclude":[{"match":[["method",["byol"]]],"why":"empty"}]}"#
+            r#"{"axes":[{"name":"method","values":["simclr","byol"]}],"exclude":[{"match":[["method",["byol"]]],"why":"empty"},{"match":[["method",["simclr"]]],"why":"too slow here","profiles":["smoke"]}]}"#
         );
         assert_eq!(Experiment::parse_grid(&json).unwrap(), (e.axes.clone(), e.exclusions.clone()));
         let byol = BTreeMap::from([("method".to_string(), "byol".to_string())]);
-        assert_eq!(e.excluding(&byol).map(|x| x.why.as_str()), Some("empty"));
+        assert_eq!(e.excluding("smoke", &byol).map(|x| x.why.as_str()), Some("empty"));
+        // A profile's exclusion holds for that profile only.
+        let simclr = BTreeMap::from([("method".to_string(), "simclr".to_string())]);
+        assert_eq!(e.excluding("smoke", &simclr).map(|x| x.why.as_str()), Some("too slow here"));
+        assert!(e.excluding("paper", &simclr).is_none());
         assert!(Experiment::parse_grid(r#"{"axes": []}"#).unwrap().1.is_empty(), "`exclude` may be absent");
         assert!(Experiment::parse_grid(r#"{"exclude": []}"#).is_err(), "`axes` may not");
     }
