@@ -343,16 +343,22 @@ fn page(db: &Database, e: &Experiment, stats: &HashMap<String, Stat>) -> Result<
                         variants.push(&r.variant);
                     }
                 }
+                let cell_at = |col: &Option<&String>| {
+                    let mut cell = rc.clone();
+                    if let (Some(axis), Some(v)) = (column_axis, col) {
+                        cell.insert(axis.name.clone(), (*v).clone());
+                    }
+                    cell
+                };
+                // A row this profile leaves out whole (a length another profile trains) and no
+                // run stands in is not shown.
+                if variants.len() == 1 && columns.iter().all(|col| e.excluding(profile, &cell_at(col)).is_some()) {
+                    continue;
+                }
                 for variant in variants {
                     let cells = columns
                         .iter()
-                        .map(|col| {
-                            let mut cell = rc.clone();
-                            if let (Some(axis), Some(v)) = (column_axis, col) {
-                                cell.insert(axis.name.clone(), (*v).clone());
-                            }
-                            table_cell(db, e, profile, &profile_runs, &cell, variant, m, stats)
-                        })
+                        .map(|col| table_cell(db, e, profile, &profile_runs, &cell_at(col), variant, m, stats))
                         .collect();
                     let label =
                         row_axes.iter().filter_map(|a| rc.get(&a.name).cloned()).collect::<Vec<_>>().join(" · ");
