@@ -303,6 +303,7 @@ reproduces = "Table 1"
 simclr = { method = "simclr" }
 byol = { method = "byol" }
 w-mse-2 = { method = "w-mse" }
+w-mse-4 = { method = "w-mse", train = { views = 4 } }
 
 [grid]
 dataset = ["cifar10", "stl10"]
@@ -314,6 +315,10 @@ why = "the <paper> leaves it empty"
 [profiles.smoke]
 about = "Smoke: two epochs, not a reproduction."
 train = { epochs = 2 }
+
+[[profiles.smoke.exclude]]
+match = { method = "w-mse-4" }
+why = "four views are the paper profile's"
 
 [[profiles.smoke.recipe]]
 match = { method = "w-mse-2" }
@@ -554,6 +559,14 @@ source = "Table 1"
         assert_eq!(state(1, 1), ("excluded", "not run: the <paper> leaves it empty".into()));
         assert_eq!(state(2, 0), ("diverged", "diverged: loss is NaN at epoch 1, step 7".into()));
         assert_eq!(state(2, 1), ("pending", "pending: planned, not started".into()));
+        // The row this profile leaves out whole is not shown; the paper profile would train it.
+        assert_eq!(linear.rows.iter().map(|r| r.label.as_str()).collect::<Vec<_>>(), ["simclr", "byol", "w-mse-2"]);
+        let wmse4 = std::collections::BTreeMap::from([
+            ("method".to_string(), "w-mse-4".to_string()),
+            ("dataset".into(), "cifar10".into()),
+        ]);
+        let mini = db.experiments.iter().find(|e| e.name == "mini").unwrap();
+        assert!(mini.excluding("smoke", &wmse4).is_some() && mini.excluding("paper", &wmse4).is_none());
         let knn200 = &s.tables[2];
         assert_eq!(knn200.rows[0].cells[0].ours.unwrap().init, Some(28.0));
         let html =
