@@ -20,7 +20,8 @@ def main(path: str) -> None:
     arch = meta["infomax.arch"]
     model = getattr(torchvision.models, arch)()
     if meta["infomax.small_stem"] == "true":
-        model.conv1 = torch.nn.Conv2d(3, 64, 3, 1, 1, bias=False)
+        padding = int(meta.get("infomax.stem_padding", "1"))
+        model.conv1 = torch.nn.Conv2d(3, 64, 3, 1, padding, bias=False)
     if meta["infomax.max_pool"] != "true":
         model.maxpool = torch.nn.Identity()
     model.fc = torch.nn.Identity()

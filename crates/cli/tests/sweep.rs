@@ -366,6 +366,48 @@ fn export_encoder_writes_torchvision_names() {
     assert!(!o.status.success() && text(&o).contains("no run with id 7"), "{}", text(&o));
 }
 
+/// A ResNet-50 trains and exports under torchvision's `resnet50()` names: 318 tensors (its
+/// state_dict without `fc`), the bottlenecks' third convolutions and BatchNorms among them.
+#[test]
+fn a_resnet50_trains_and_exports_under_torchvisions_names() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = cifar10_only(tmp.path());
+    let db = tmp.path().join("r.sqlite");
+    let smoke = workspace_root().join("experiments/smoke.toml");
+    let tiny = [
+        "--set",
+        "encoder.arch=\"resnet50\"",
+        "--set",
+        "encoder.width=0.125",
+        "--set",
+        "projector.widths=[64, 64]",
+        "--set",
+        "train.train_images=64",
+        "--set",
+        "train.batch_size=32",
+        "--set",
+        "train.epochs=1",
+        "--set",
+        "eval.bank_images=200",
+        "--set",
+        "eval.test_images=50",
+        "--set",
+        "eval.linear_epochs=2",
+    ];
+    let o = run(&args(&smoke, &data, &db, &tiny));
+    assert!(o.status.success(), "{}", text(&o));
+    let out = tmp.path().join("enc/encoder.safetensors");
+    let o = infomax(&["export-encoder", "1", "--out", out.to_str().unwrap(), "--db", db.to_str().unwrap()]);
+    assert!(o.status.success() && text(&o).contains("318 tensors of a resnet50 at width 0.125"), "{}", text(&o));
+    let bytes = std::fs::read(&out).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    assert_eq!(header["layer1.0.conv3.weight"]["shape"], serde_json::json!([32, 8, 1, 1]));
+    assert_eq!(header["layer4.2.bn3.running_var"]["shape"], serde_json::json!([256]));
+    assert_eq!(header["layer1.0.downsample.0.weight"]["shape"], serde_json::json!([32, 8, 1, 1]));
+    assert_eq!(header["__metadata__"]["infomax.arch"], "resnet50");
+}
+
 /// Two runs of one cell that differ only by `--set train.epochs` are two lines in `infomax
 /// status`, each naming its id and hash prefix; the second shows the field in which it differs
 /// from the cell's plan (the first recorded), the first none. `export-encoder` takes either

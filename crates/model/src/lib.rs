@@ -15,7 +15,7 @@ pub use conv::{ActLayout, Conv2d, ConvKernels};
 pub use error::{Error, Result};
 pub use init::SeededVarMap;
 pub use mlp::{Mlp, MlpConfig};
-pub use resnet::{ResNet, ResNetConfig};
+pub use resnet::{ResNet, ResNetConfig, ARCHS};
 
 use candle_core::{DType, Tensor};
 

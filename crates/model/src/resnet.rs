@@ -15,10 +15,13 @@ use fused_training::LayerScheduleBuilder;
 
 mod fused_training;
 
+/// The architectures by name, as torchvision names them, and their depth.
+pub const ARCHS: [(&str, usize); 3] = [("resnet18", 18), ("resnet34", 34), ("resnet50", 50)];
+
 /// Which stem and how wide.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ResNetConfig {
-    /// 18 (BasicBlock [2, 2, 2, 2]) or 34 (BasicBlock [3, 4, 6, 3]).
+    /// 18 (BasicBlock [2, 2, 2, 2]), 34 (BasicBlock [3, 4, 6, 3]) or 50 (Bottleneck [3, 4, 6, 3]).
     pub depth: usize,
     /// Channel multiplier: 1.0 gives 64-128-256-512.
     pub width: f64,
@@ -52,16 +55,36 @@ impl ResNetConfig {
         }
     }
 
+    /// The depth of an architecture name (`resnet50` → 50), if it is one of [`ARCHS`].
+    pub fn depth_of(arch: &str) -> Option<usize> {
+        ARCHS.iter().find(|(name, _)| *name == arch).map(|&(_, depth)| depth)
+    }
+
     /// Residual blocks per stage.
     pub fn stage_blocks(&self) -> [usize; 4] {
-        if self.depth == 34 {
+        if self.depth >= 34 {
             [3, 4, 6, 3]
         } else {
             [2, 2, 2, 2]
         }
     }
 
-    /// Channels of the four stages.
+    /// Whether the blocks are bottlenecks (1×1 → 3×3 → 1×1, four times as many channels out).
+    pub fn bottleneck(&self) -> bool {
+        self.depth >= 50
+    }
+
+    /// A block's output channels per channel of its stage width: 4 for bottlenecks, else 1.
+    pub fn expansion(&self) -> usize {
+        if self.bottleneck() {
+            4
+        } else {
+            1
+        }
+    }
+
+    /// Channels of the four stages (a bottleneck's inner width; its output is
+    /// [`ResNetConfig::expansion`] times more).
     pub fn stage_widths(&self) -> [usize; 4] {
         self.stage_widths_unclamped().map(|c| c.max(1))
     }
@@ -73,7 +96,7 @@ impl ResNetConfig {
     }
 
     pub fn output_dim(&self) -> usize {
-        self.stage_widths()[3]
+        self.stage_widths()[3] * self.expansion()
     }
 
     /// Multiply-accumulates of one forward pass on a `side`×`side` image, counted from the
@@ -89,18 +112,26 @@ impl ResNetConfig {
             s = halve(s);
         }
         let mut cin = c0;
+        let e = self.expansion();
         for (stage, (&c, &blocks)) in self.stage_widths().iter().zip(&self.stage_blocks()).enumerate() {
             for block in 0..blocks {
                 let stride2 = stage > 0 && block == 0;
+                let area_in = (s * s) as u64;
                 if stride2 {
                     s = halve(s);
                 }
                 let area = (s * s) as u64;
-                macs += area * 9 * (cin * c) as u64 + area * 9 * (c * c) as u64;
-                if cin != c || stride2 {
-                    macs += area * (cin * c) as u64; // 1×1 downsample
+                let cout = c * e;
+                macs += if self.bottleneck() {
+                    // 1×1 at the input's size, 3×3 (strided), 1×1 out to four times the width.
+                    area_in * (cin * c) as u64 + area * 9 * (c * c) as u64 + area * (c * cout) as u64
+                } else {
+                    area * 9 * (cin * c) as u64 + area * 9 * (c * c) as u64
+                };
+                if cin != cout || stride2 {
+                    macs += area * (cin * cout) as u64; // 1×1 downsample
                 }
-                cin = c;
+                cin = cout;
             }
         }
         macs
@@ -121,10 +152,10 @@ impl ResNetConfig {
     }
 
     pub fn validate(&self) -> crate::Result<()> {
-        if self.depth != 18 && self.depth != 34 {
+        if !ARCHS.iter().any(|&(_, depth)| depth == self.depth) {
             return Err(Error::Config {
                 field: "encoder.depth",
-                what: format!("18 or 34 expected, got {}", self.depth),
+                what: format!("18, 34 or 50 expected, got {}", self.depth),
             });
         }
         let (k, _) = self.stem_kernel();
@@ -193,6 +224,67 @@ impl BasicBlock {
     }
 }
 
+/// torchvision's Bottleneck (ResNet v1.5, the stride on the 3×3): `1×1 → bn → relu → 3×3 → bn
+/// → relu → 1×1 (four times the width) → bn`, plus the shortcut, then a ReLU.
+#[derive(Debug, Clone)]
+struct Bottleneck {
+    conv1: Conv2d,
+    bn1: BatchNorm,
+    conv2: Conv2d,
+    bn2: BatchNorm,
+    conv3: Conv2d,
+    bn3: BatchNorm,
+    downsample: Option<(Conv2d, BatchNorm)>,
+}
+
+impl Bottleneck {
+    fn new(cin: usize, width: usize, stride: usize, zero_init: bool, imp: ConvOpts, vb: VarBuilder) -> Result<Self> {
+        let cout = width * 4;
+        let downsample = if stride != 1 || cin != cout {
+            let d = vb.pp("downsample");
+            Some((conv(cin, cout, 1, stride, imp, d.pp("0"))?, batch_norm(cout, d.pp("1"))?))
+        } else {
+            None
+        };
+        Ok(Self {
+            conv1: conv(cin, width, 1, 1, imp, vb.pp("conv1"))?,
+            bn1: batch_norm(width, vb.pp("bn1"))?,
+            conv2: conv(width, width, 3, stride, imp, vb.pp("conv2"))?,
+            bn2: batch_norm(width, vb.pp("bn2"))?,
+            conv3: conv(width, cout, 1, 1, imp, vb.pp("conv3"))?,
+            bn3: if zero_init { bn_zero_gamma(cout, vb.pp("bn3"))? } else { batch_norm(cout, vb.pp("bn3"))? },
+            downsample,
+        })
+    }
+
+    fn forward_in(&self, x: &Tensor, layout: ActLayout, train: bool) -> Result<Tensor> {
+        let y = bn_in(&self.bn1, &self.conv1.forward_in(x, layout)?, layout, true, train)?;
+        let y = bn_in(&self.bn2, &self.conv2.forward_in(&y, layout)?, layout, true, train)?;
+        let y = bn_in(&self.bn3, &self.conv3.forward_in(&y, layout)?, layout, false, train)?;
+        let shortcut = match &self.downsample {
+            Some((c, bn)) => bn_in(bn, &c.forward_in(x, layout)?, layout, false, train)?,
+            None => x.clone(),
+        };
+        (y + shortcut)?.relu()
+    }
+}
+
+/// A residual block of either kind.
+#[derive(Debug, Clone)]
+enum Block {
+    Basic(BasicBlock),
+    Bottleneck(Bottleneck),
+}
+
+impl Block {
+    fn forward_in(&self, x: &Tensor, layout: ActLayout, train: bool) -> Result<Tensor> {
+        match self {
+            Block::Basic(b) => b.forward_in(x, layout, train),
+            Block::Bottleneck(b) => b.forward_in(x, layout, train),
+        }
+    }
+}
+
 /// BatchNorm over the channels of activations in either layout, then a ReLU if `relu`:
 /// channels last is a `(N·H·W, C)` batch of feature vectors, normalised by the fused kernel.
 fn bn_in(bn: &BatchNorm, x: &Tensor, layout: ActLayout, relu: bool, train: bool) -> Result<Tensor> {
@@ -224,13 +316,13 @@ impl BasicBlock {
     }
 }
 
-/// The encoder: stem, four stages of two BasicBlocks, global average pool.
+/// The encoder: stem, four stages of residual blocks, global average pool.
 #[derive(Debug, Clone)]
 pub struct ResNet {
     conv1: Conv2d,
     bn1: BatchNorm,
     max_pool: bool,
-    blocks: Vec<BasicBlock>,
+    blocks: Vec<Block>,
     output_dim: usize,
     conv: ConvOpts,
 }
@@ -247,15 +339,20 @@ impl ResNet {
         let bn1 = batch_norm(widths[0], vb.pp("bn1"))?;
         let mut blocks = Vec::new();
         let mut cin = widths[0];
-        for (stage, (&cout, &n)) in widths.iter().zip(&cfg.stage_blocks()).enumerate() {
+        for (stage, (&width, &n)) in widths.iter().zip(&cfg.stage_blocks()).enumerate() {
             for b in 0..n {
                 let stride = if stage > 0 && b == 0 { 2 } else { 1 };
                 let path = vb.pp(format!("layer{}", stage + 1)).pp(b.to_string());
-                blocks.push(BasicBlock::new(cin, cout, stride, cfg.zero_init_residual, opts, path)?);
-                cin = cout;
+                let zero = cfg.zero_init_residual;
+                blocks.push(if cfg.bottleneck() {
+                    Block::Bottleneck(Bottleneck::new(cin, width, stride, zero, opts, path)?)
+                } else {
+                    Block::Basic(BasicBlock::new(cin, width, stride, zero, opts, path)?)
+                });
+                cin = width * cfg.expansion();
             }
         }
-        Ok(Self { conv1, bn1, max_pool: cfg.max_pool, blocks, output_dim: widths[3], conv: opts })
+        Ok(Self { conv1, bn1, max_pool: cfg.max_pool, blocks, output_dim: cfg.output_dim(), conv: opts })
     }
 
     pub fn output_dim(&self) -> usize {
@@ -270,6 +367,7 @@ impl ResNet {
         let mut schedule = LayerScheduleBuilder::new(h, w);
         schedule.stem(&self.conv1, &self.bn1)?;
         for b in &self.blocks {
+            let Block::Basic(b) = b else { unreachable!("takes_train_pass: BasicBlocks only") };
             schedule.block((&b.conv1, &b.bn1), (&b.conv2, &b.bn2), b.downsample.as_ref().map(|(c, bn)| (c, bn)))?;
         }
         schedule.forward_views(xs)
@@ -304,9 +402,12 @@ impl ModuleT for ResNet {
 
 impl ResNet {
     /// Whether `x` goes through the fused training pass (`fused_training`): training mode,
-    /// channels-last activations, no stem max-pool.
+    /// channels-last activations, no stem max-pool, BasicBlocks (bottlenecks run layer by layer).
     fn takes_train_pass(&self, x: &Tensor, train: bool) -> bool {
-        train && self.layout_for(x) == ActLayout::ChannelsLast && !self.max_pool
+        train
+            && self.layout_for(x) == ActLayout::ChannelsLast
+            && !self.max_pool
+            && self.blocks.iter().all(|b| matches!(b, Block::Basic(_)))
     }
 
     fn layout_for(&self, x: &Tensor) -> ActLayout {
@@ -609,6 +710,83 @@ mod tests {
         assert_eq!(net.forward_t(&x, false).unwrap().dims(), &[2, 512]);
         let macs = cfg.forward_macs(32) as f64 / ResNetConfig::resnet18(1.0).forward_macs(32) as f64;
         assert!((1.9..2.1).contains(&macs), "ResNet-34 costs about twice ResNet-18: {macs}");
+    }
+
+    /// ResNet-50 as torchvision builds it: Bottleneck blocks [3, 4, 6, 3], the stride on the 3×3,
+    /// 2,048-d features, torchvision's parameter names and count, ~4.1 GMACs at 224 px.
+    #[test]
+    fn resnet50_has_torchvisions_bottlenecks_and_parameter_count() {
+        let imagenet = ResNetConfig { depth: 50, small_stem: false, max_pool: true, ..ResNetConfig::resnet18(1.0) };
+        let vars = SeededVarMap::new(0);
+        let net = ResNet::new(&imagenet, vars.builder(DType::F32, &Device::Cpu)).unwrap();
+        assert_eq!(net.output_dim(), 2048);
+        let shape = |name: &str| {
+            vars.named_vars().into_iter().find(|(n, _)| n == name).unwrap_or_else(|| panic!("{name}")).1.dims().to_vec()
+        };
+        assert_eq!(shape("layer1.0.conv1.weight"), [64, 64, 1, 1]);
+        assert_eq!(shape("layer1.0.conv3.weight"), [256, 64, 1, 1]);
+        assert_eq!(shape("layer1.0.downsample.0.weight"), [256, 64, 1, 1]);
+        assert_eq!(shape("layer2.0.conv2.weight"), [128, 128, 3, 3]);
+        assert_eq!(shape("layer4.2.bn3.weight"), [2048]);
+        assert!(!vars.named_vars().iter().any(|(n, _)| n.starts_with("layer3.6.")));
+        let params: usize = vars
+            .named_vars()
+            .iter()
+            .filter(|(n, _)| !n.contains("running_"))
+            .map(|(_, v)| v.as_tensor().elem_count())
+            .sum();
+        // torchvision's resnet50, 25,557,032 parameters, without its fc (2048 × 1000 + 1000).
+        assert_eq!(params, 25_557_032 - 2_049_000);
+        // Its published cost: 4.1 GMACs at 224 px (the convolutions; the fc adds 2 M).
+        let macs = imagenet.forward_macs(224);
+        assert!((4_050_000_000..=4_130_000_000).contains(&macs), "{macs}");
+        // The small-image stem at CIFAR size: a stride-2 stage takes 32 px to 4 px.
+        let cifar = ResNetConfig { depth: 50, ..ResNetConfig::resnet18(0.125) };
+        let x = crate::cpu::test_randn(0f32, 1.0, (2, 3, 32, 32), &Device::Cpu).unwrap();
+        let small = ResNet::new(&cifar, SeededVarMap::new(1).builder(DType::F32, &Device::Cpu)).unwrap();
+        assert_eq!(small.forward_t(&x, true).unwrap().dims(), &[2, 256]);
+    }
+
+    /// Bottleneck blocks through the fast kernels train like candle's reference: the same loss
+    /// and gradients (1×1 convolutions included), and zero-initialised residuals start each
+    /// bottleneck as the identity.
+    #[test]
+    fn resnet50_fast_kernels_equal_the_reference() {
+        let dev = Device::Cpu;
+        let x = crate::cpu::test_randn(0f32, 1.0, (16, 3, 16, 16), &dev).unwrap();
+        let run = |conv: ConvKernels| {
+            let map = SeededVarMap::new(5);
+            let cfg = ResNetConfig { depth: 50, conv, ..ResNetConfig::resnet18(0.125) };
+            let net = ResNet::new(&cfg, map.builder(DType::F32, &dev)).unwrap();
+            let y = net.forward_t(&x, true).unwrap();
+            let grads = y.sqr().unwrap().mean_all().unwrap().backward().unwrap();
+            let g: Vec<(String, Tensor)> = map
+                .named_vars()
+                .into_iter()
+                .filter(|(n, _)| !n.contains("running_"))
+                .map(|(n, v)| (n, grads.get(v.as_tensor()).unwrap().clone()))
+                .collect();
+            (y, g)
+        };
+        let ((y_fast, g_fast), (y_ref, g_ref)) = (run(ConvKernels::Im2col), run(ConvKernels::Candle));
+        assert!(max_rel(&y_fast, &y_ref) < 1e-4, "features: {}", max_rel(&y_fast, &y_ref));
+        // ‖a − b‖ / ‖b‖. At 16 images the gradients agree to 3e-4 (each block alone to 1e-6); at 8
+        // images a step of BatchNorm over so few rows amplifies the float rounding of one kernel
+        // against the other through the 16 blocks to a few percent. A wiring error moves them by
+        // far more.
+        let rel_l2 = |a: &Tensor, b: &Tensor| {
+            let d = (a - b).unwrap().sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
+            let n = b.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
+            (d / n.max(1e-30)).sqrt()
+        };
+        for ((name, a), (_, b)) in g_fast.iter().zip(&g_ref) {
+            assert!(rel_l2(a, b) < 2e-3, "gradient of {name}: {}", rel_l2(a, b));
+        }
+        let zero = ResNetConfig { depth: 50, zero_init_residual: true, ..ResNetConfig::resnet18(0.125) };
+        let map = SeededVarMap::new(5);
+        ResNet::new(&zero, map.builder(DType::F32, &dev)).unwrap();
+        let gamma = map.named_vars().into_iter().find(|(n, _)| n == "layer2.1.bn3.weight").unwrap().1;
+        assert_eq!(gamma.as_tensor().abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap(), 0.0);
     }
 
     #[test]

@@ -14,7 +14,7 @@ pub use infomax_data::Dataset;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EncoderConfig {
-    /// `resnet18` or `resnet34`.
+    /// `resnet18`, `resnet34` or `resnet50` (`infomax_model::ARCHS`).
     pub arch: String,
     /// Channel multiplier (1.0 = 64-128-256-512).
     pub width: f64,
@@ -35,7 +35,7 @@ impl EncoderConfig {
     /// The model crate's configuration of this encoder.
     pub fn resnet(&self) -> infomax_model::ResNetConfig {
         infomax_model::ResNetConfig {
-            depth: if self.arch == "resnet34" { 34 } else { 18 },
+            depth: infomax_model::ResNetConfig::depth_of(&self.arch).unwrap_or(0),
             width: self.width,
             small_stem: self.small_stem,
             stem_padding: self.stem_padding,

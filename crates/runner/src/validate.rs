@@ -68,18 +68,22 @@ fn check_head_memory(field: &str, input: usize, widths: &[usize]) -> Check {
     }
 }
 
+/// An encoder architecture infomax builds.
+fn check_arch(field: &str, arch: &str) -> Check {
+    match infomax_model::ResNetConfig::depth_of(arch) {
+        Some(_) => Ok(()),
+        None => {
+            let names: Vec<String> = infomax_model::ARCHS.iter().map(|(n, _)| format!("`{n}`")).collect();
+            fail(field, format!("one of {} expected, got `{arch}`", names.join(", ")))
+        }
+    }
+}
+
 /// The encoders, branch B and the heads.
 fn check_networks(s: &RunConfig) -> Check {
-    if !["resnet18", "resnet34"].contains(&s.encoder.arch.as_str()) {
-        return fail("encoder.arch", format!("`resnet18` or `resnet34` expected, got `{}`", s.encoder.arch));
-    }
+    check_arch("encoder.arch", &s.encoder.arch)?;
     if let Some(b) = &s.branch_b {
-        if !["resnet18", "resnet34"].contains(&b.encoder.arch.as_str()) {
-            return fail(
-                "branch_b.encoder.arch",
-                format!("`resnet18` or `resnet34` expected, got `{}`", b.encoder.arch),
-            );
-        }
+        check_arch("branch_b.encoder.arch", &b.encoder.arch)?;
         check_width("branch_b.encoder.width", &b.encoder)?;
         if s.predictor.is_some() {
             return fail(

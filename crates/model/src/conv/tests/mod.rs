@@ -24,6 +24,12 @@ fn im2col_matches_candle_forward_and_gradients() {
         (40, 3, 4, 5, 3, 1, 1),
         (40, 4, 8, 3, 1, 2, 0),
         (70, 6, 4, 5, 3, 2, 1),
+        // A bottleneck's 1×1 convolutions at stride 1, on the planes and widths where the direct
+        // and tap-major kernels take over.
+        (8, 64, 4, 256, 1, 1, 0),
+        (8, 256, 2, 64, 1, 1, 0),
+        (8, 32, 4, 128, 1, 1, 0),
+        (8, 16, 8, 64, 1, 1, 0),
     ] {
         // candle's own backward mishandles odd sizes at stride 2, so the reference only sees even ones there.
         let wd = if s == 1 { h + 1 } else { h };
@@ -41,6 +47,19 @@ fn im2col_matches_candle_forward_and_gradients() {
         };
         let (y0, gx0, gw0) = run(ConvKernels::Candle);
         let (y1, gx1, gw1) = run(ConvKernels::Im2col);
+        // The same through channels-last activations, as the encoder runs them.
+        let (y2, gx2, gw2) = {
+            let conv = Conv2d::new(wt.as_tensor().clone(), s, p, ConvKernels::Im2col);
+            let layout = ActLayout::ChannelsLast;
+            let y =
+                layout.to_nchw(&conv.forward_in(&layout.from_nchw(x.as_tensor()).unwrap(), layout).unwrap()).unwrap();
+            let grads = (&y * &upstream).unwrap().sum_all().unwrap().backward().unwrap();
+            (y, grads.get(x.as_tensor()).unwrap().clone(), grads.get(wt.as_tensor()).unwrap().clone())
+        };
+        let case_last = format!("channels last n{n} c{c} h{h} co{co} k{k} s{s} p{p}");
+        assert!(max_rel(&y2, &y0) < 1e-5, "output {case_last}: {}", max_rel(&y2, &y0));
+        assert!(max_rel(&gx2, &gx0) < 1e-5, "input grad {case_last}: {}", max_rel(&gx2, &gx0));
+        assert!(max_rel(&gw2, &gw0) < 1e-5, "weight grad {case_last}: {}", max_rel(&gw2, &gw0));
         let case = format!("n{n} c{c} h{h} co{co} k{k} s{s} p{p}");
         assert!(max_rel(&y1, &y0) < 1e-5, "output {case}: {}", max_rel(&y1, &y0));
         assert!(max_rel(&gx1, &gx0) < 1e-5, "input grad {case}: {}", max_rel(&gx1, &gx0));
