@@ -197,6 +197,37 @@ fn bn_zero_gamma(c: usize, vb: VarBuilder) -> Result<BatchNorm> {
     batch_norm(c, vb)
 }
 
+/// A block's projection shortcut (`downsample`: 1×1 convolution, BatchNorm) where its stride or
+/// width changes, as torchvision makes it.
+fn projection(
+    cin: usize,
+    cout: usize,
+    stride: usize,
+    imp: ConvOpts,
+    vb: &VarBuilder,
+) -> Result<Option<(Conv2d, BatchNorm)>> {
+    if stride == 1 && cin == cout {
+        return Ok(None);
+    }
+    let d = vb.pp("downsample");
+    Ok(Some((conv(cin, cout, 1, stride, imp, d.pp("0"))?, batch_norm(cout, d.pp("1"))?)))
+}
+
+/// `relu(y + shortcut(x))`: a block's output from its residual branch `y` and its input.
+fn residual(
+    y: Tensor,
+    x: &Tensor,
+    downsample: Option<&(Conv2d, BatchNorm)>,
+    layout: ActLayout,
+    train: bool,
+) -> Result<Tensor> {
+    let shortcut = match downsample {
+        Some((c, bn)) => bn_in(bn, &c.forward_in(x, layout)?, layout, false, train)?,
+        None => x.clone(),
+    };
+    (y + shortcut)?.relu()
+}
+
 #[derive(Debug, Clone)]
 struct BasicBlock {
     conv1: Conv2d,
@@ -208,12 +239,7 @@ struct BasicBlock {
 
 impl BasicBlock {
     fn new(cin: usize, cout: usize, stride: usize, zero_init: bool, imp: ConvOpts, vb: VarBuilder) -> Result<Self> {
-        let downsample = if stride != 1 || cin != cout {
-            let d = vb.pp("downsample");
-            Some((conv(cin, cout, 1, stride, imp, d.pp("0"))?, batch_norm(cout, d.pp("1"))?))
-        } else {
-            None
-        };
+        let downsample = projection(cin, cout, stride, imp, &vb)?;
         Ok(Self {
             conv1: conv(cin, cout, 3, stride, imp, vb.pp("conv1"))?,
             bn1: batch_norm(cout, vb.pp("bn1"))?,
@@ -240,12 +266,7 @@ struct Bottleneck {
 impl Bottleneck {
     fn new(cin: usize, width: usize, stride: usize, zero_init: bool, imp: ConvOpts, vb: VarBuilder) -> Result<Self> {
         let cout = width * 4;
-        let downsample = if stride != 1 || cin != cout {
-            let d = vb.pp("downsample");
-            Some((conv(cin, cout, 1, stride, imp, d.pp("0"))?, batch_norm(cout, d.pp("1"))?))
-        } else {
-            None
-        };
+        let downsample = projection(cin, cout, stride, imp, &vb)?;
         Ok(Self {
             conv1: conv(cin, width, 1, 1, imp, vb.pp("conv1"))?,
             bn1: batch_norm(width, vb.pp("bn1"))?,
@@ -261,11 +282,7 @@ impl Bottleneck {
         let y = bn_in(&self.bn1, &self.conv1.forward_in(x, layout)?, layout, true, train)?;
         let y = bn_in(&self.bn2, &self.conv2.forward_in(&y, layout)?, layout, true, train)?;
         let y = bn_in(&self.bn3, &self.conv3.forward_in(&y, layout)?, layout, false, train)?;
-        let shortcut = match &self.downsample {
-            Some((c, bn)) => bn_in(bn, &c.forward_in(x, layout)?, layout, false, train)?,
-            None => x.clone(),
-        };
-        (y + shortcut)?.relu()
+        residual(y, x, self.downsample.as_ref(), layout, train)
     }
 }
 
@@ -308,11 +325,7 @@ impl BasicBlock {
     fn forward_in(&self, x: &Tensor, layout: ActLayout, train: bool) -> Result<Tensor> {
         let y = bn_in(&self.bn1, &self.conv1.forward_in(x, layout)?, layout, true, train)?;
         let y = bn_in(&self.bn2, &self.conv2.forward_in(&y, layout)?, layout, false, train)?;
-        let shortcut = match &self.downsample {
-            Some((c, bn)) => bn_in(bn, &c.forward_in(x, layout)?, layout, false, train)?,
-            None => x.clone(),
-        };
-        (y + shortcut)?.relu()
+        residual(y, x, self.downsample.as_ref(), layout, train)
     }
 }
 

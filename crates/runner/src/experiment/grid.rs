@@ -304,21 +304,27 @@ impl ExperimentFile {
         Ok(matches)
     }
 
+    /// Every key of `t` is one of `keys`; else the error names the unknown key, the closest
+    /// known one, and what `has` (`a deviation has match, field, …`).
+    fn check_keys(&self, t: &Table, anchor: &[Seg], field: &str, keys: &[&str], has: &str) -> Result<()> {
+        match t.keys().find(|k| !keys.contains(&k.as_str())) {
+            None => Ok(()),
+            Some(k) => {
+                let mut at = anchor.to_vec();
+                at.push(Seg::Key(k.clone()));
+                Err(self.at(
+                    &at,
+                    format!("{field}.{k}"),
+                    format!("unknown key{}; {has} {}", did_you_mean(k, keys.iter().copied()), keys.join(", ")),
+                ))
+            }
+        }
+    }
+
     /// A `[[profiles.P.deviation]]` table: `field`, `source`, `ours` and `why`, each a non-empty
     /// string, and an optional `match` of cells.
     pub(super) fn parse_deviation(&self, t: &Table, anchor: Vec<Seg>, field: &str) -> Result<Deviation> {
-        const KEYS: [&str; 5] = ["match", "field", "source", "ours", "why"];
-        for k in t.keys() {
-            if !KEYS.contains(&k.as_str()) {
-                let mut at = anchor.clone();
-                at.push(Seg::Key(k.clone()));
-                return Err(self.at(
-                    &at,
-                    format!("{field}.{k}"),
-                    format!("unknown key{}; a deviation has {}", did_you_mean(k, KEYS), KEYS.join(", ")),
-                ));
-            }
-        }
+        self.check_keys(t, &anchor, field, &["match", "field", "source", "ours", "why"], "a deviation has")?;
         let text = |k: &str| -> Result<String> {
             match t.get(k) {
                 Some(Value::String(s)) if !s.trim().is_empty() => Ok(s.clone()),
@@ -336,18 +342,7 @@ impl ExperimentFile {
     }
 
     pub(super) fn parse_recipe(&self, t: &Table, anchor: Vec<Seg>, field: &str) -> Result<Recipe> {
-        const KEYS: [&str; 2] = ["match", "source"];
-        for k in t.keys() {
-            if !KEYS.contains(&k.as_str()) {
-                let mut at = anchor.clone();
-                at.push(Seg::Key(k.clone()));
-                return Err(self.at(
-                    &at,
-                    format!("{field}.{k}"),
-                    format!("unknown key{}; a recipe has {}", did_you_mean(k, KEYS), KEYS.join(", ")),
-                ));
-            }
-        }
+        self.check_keys(t, &anchor, field, &["match", "source"], "a recipe has")?;
         let source = match t.get("source") {
             Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),
             _ => return Err(self.at(
@@ -369,17 +364,7 @@ impl ExperimentFile {
         field: &str,
         profile: Option<&str>,
     ) -> Result<Exclusion> {
-        for k in t.keys() {
-            if k != "match" && k != "why" {
-                let mut at = anchor.clone();
-                at.push(Seg::Key(k.clone()));
-                return Err(self.at(
-                    &at,
-                    format!("{field}.{k}"),
-                    format!("unknown key{}; an `exclude` has `match` and `why`", did_you_mean(k, ["match", "why"])),
-                ));
-            }
-        }
+        self.check_keys(t, &anchor, field, &["match", "why"], "an `exclude` has")?;
         let why = match t.get("why") {
             Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),
             _ => {

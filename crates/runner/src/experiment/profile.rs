@@ -47,90 +47,43 @@ impl ExperimentFile {
                 return Err(self.at(&anchor, field("about"), "missing: say what the profile costs and what it is for"))
             }
         };
-        let when = match table.remove("when") {
-            None => Vec::new(),
-            Some(Value::Array(items)) => items
-                .iter()
-                .enumerate()
-                .map(|(i, item)| {
-                    let mut at = sub("when");
-                    at.push(Seg::Index(i));
-                    match item {
-                        Value::Table(t) => self.parse_when(t, at, &field("when")),
-                        _ => Err(self.at(&at, field("when"), "a table with `match` and `set` expected")),
-                    }
-                })
-                .collect::<Result<_>>()?,
-            Some(_) => {
-                return Err(self.at(&sub("when"), field("when"), "an array of [[profiles.NAME.when]] tables expected"))
+        // `[[profiles.NAME.KEY]]`: an array of tables, each parsed by `parse` at its own place.
+        let tables = |table: &mut Table, key: &str, what: &str| -> Result<Vec<(Table, Vec<Seg>)>> {
+            match table.remove(key) {
+                None => Ok(Vec::new()),
+                Some(Value::Array(items)) => items
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, item)| {
+                        let mut at = sub(key);
+                        at.push(Seg::Index(i));
+                        match item {
+                            Value::Table(t) => Ok((t, at)),
+                            _ => Err(self.at(&at, field(key), format!("a table with {what} expected"))),
+                        }
+                    })
+                    .collect(),
+                Some(_) => {
+                    Err(self.at(&sub(key), field(key), format!("an array of [[profiles.NAME.{key}]] tables expected")))
+                }
             }
         };
-        let deviations = match table.remove("deviation") {
-            None => Vec::new(),
-            Some(Value::Array(items)) => items
-                .iter()
-                .enumerate()
-                .map(|(i, item)| {
-                    let mut at = sub("deviation");
-                    at.push(Seg::Index(i));
-                    match item {
-                        Value::Table(t) => self.parse_deviation(t, at, &field("deviation")),
-                        _ => Err(self.at(&at, field("deviation"), "a table with field, source, ours and why expected")),
-                    }
-                })
-                .collect::<Result<_>>()?,
-            Some(_) => {
-                return Err(self.at(
-                    &sub("deviation"),
-                    field("deviation"),
-                    "an array of [[profiles.NAME.deviation]] tables expected",
-                ))
-            }
-        };
-        let recipes = match table.remove("recipe") {
-            None => Vec::new(),
-            Some(Value::Array(items)) => items
-                .iter()
-                .enumerate()
-                .map(|(i, item)| {
-                    let mut at = sub("recipe");
-                    at.push(Seg::Index(i));
-                    match item {
-                        Value::Table(t) => self.parse_recipe(t, at, &field("recipe")),
-                        _ => Err(self.at(&at, field("recipe"), "a table with `source` (and `match`) expected")),
-                    }
-                })
-                .collect::<Result<_>>()?,
-            Some(_) => {
-                return Err(self.at(
-                    &sub("recipe"),
-                    field("recipe"),
-                    "an array of [[profiles.NAME.recipe]] tables expected",
-                ))
-            }
-        };
-        let exclusions = match table.remove("exclude") {
-            None => Vec::new(),
-            Some(Value::Array(items)) => items
-                .iter()
-                .enumerate()
-                .map(|(i, item)| {
-                    let mut at = sub("exclude");
-                    at.push(Seg::Index(i));
-                    match item {
-                        Value::Table(t) => self.parse_exclusion(t, at, &field("exclude"), Some(name)),
-                        _ => Err(self.at(&at, field("exclude"), "a table with `match` and `why` expected")),
-                    }
-                })
-                .collect::<Result<_>>()?,
-            Some(_) => {
-                return Err(self.at(
-                    &sub("exclude"),
-                    field("exclude"),
-                    "an array of [[profiles.NAME.exclude]] tables expected",
-                ))
-            }
-        };
+        let when = tables(&mut table, "when", "`match` and `set`")?
+            .into_iter()
+            .map(|(t, at)| self.parse_when(&t, at, &field("when")))
+            .collect::<Result<_>>()?;
+        let deviations = tables(&mut table, "deviation", "field, source, ours and why")?
+            .into_iter()
+            .map(|(t, at)| self.parse_deviation(&t, at, &field("deviation")))
+            .collect::<Result<_>>()?;
+        let recipes = tables(&mut table, "recipe", "`source` (and `match`)")?
+            .into_iter()
+            .map(|(t, at)| self.parse_recipe(&t, at, &field("recipe")))
+            .collect::<Result<_>>()?;
+        let exclusions = tables(&mut table, "exclude", "`match` and `why`")?
+            .into_iter()
+            .map(|(t, at)| self.parse_exclusion(&t, at, &field("exclude"), Some(name)))
+            .collect::<Result<_>>()?;
         self.check_reserved(&table, &anchor)?;
         Ok((Profile { about, overrides: table, when, recipes, deviations }, exclusions))
     }
