@@ -7,7 +7,8 @@
 
 PyTorch starts from infomax's initial weights (`initial.safetensors`, loaded strictly by name)
 and takes the same steps on the same views (`views.safetensors`) with the configuration infomax
-wrote (`trace.json`): the ResNet of the run's width and stem, the projector and predictor as the
+wrote (`trace.json`): the ResNet of the run's architecture (torchvision's BasicBlock, or its
+Bottleneck for ResNet-50), width and stem, the projector and predictor as the
 W-MSE authors build them (Linear -> BN -> ReLU -> Linear), BYOL's symmetric loss
 sum_{i<j} [l(p_i, sg z'_j) + l(p_j, sg z'_i)] / (d(d-1)/2) with l = mean(2 - 2 cos), Adam with L2
 weight decay (torch.optim.Adam), and the EMA target moved after every step at infomax's tau.
@@ -35,28 +36,38 @@ from safetensors.torch import load_file
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "bench"))
 from torch_step import BasicBlock  # noqa: E402  (torchvision's block and names)
+from torchvision.models.resnet import Bottleneck  # noqa: E402
 
 
 class ResNet(nn.Module):
-    """torchvision's ResNet-18/34 layout and parameter names, at a width multiplier."""
+    """torchvision's ResNet-18/34/50 layout and parameter names, at a width multiplier."""
 
     def __init__(self, enc):
         super().__init__()
-        depth = {"resnet18": [2, 2, 2, 2], "resnet34": [3, 4, 6, 3]}[enc["arch"]]
+        depth = {"resnet18": [2, 2, 2, 2], "resnet34": [3, 4, 6, 3], "resnet50": [3, 4, 6, 3]}[enc["arch"]]
+        bottleneck = enc["arch"] == "resnet50"
         widths = [max(1, round(c * enc["width"])) for c in (64, 128, 256, 512)]
-        if enc["small_stem"]:
-            self.conv1 = nn.Conv2d(3, widths[0], 3, 1, 1, bias=False)
-        else:
-            self.conv1 = nn.Conv2d(3, widths[0], 7, 2, 3, bias=False)
+        k, stride = (3, 1) if enc["small_stem"] else (7, 2)
+        padding = enc.get("stem_padding")
+        self.conv1 = nn.Conv2d(3, widths[0], k, stride, k // 2 if padding is None else padding, bias=False)
         self.bn1 = nn.BatchNorm2d(widths[0])
         self.maxpool = nn.MaxPool2d(3, 2, 1) if enc["max_pool"] else nn.Identity()
         cin = widths[0]
         for s, (cout, n) in enumerate(zip(widths, depth)):
             blocks = []
             for b in range(n):
-                blocks.append(BasicBlock(cin, cout, 2 if s > 0 and b == 0 else 1))
-                cin = cout
+                stride = 2 if s > 0 and b == 0 else 1
+                if bottleneck:
+                    down = None
+                    if stride != 1 or cin != cout * 4:
+                        down = nn.Sequential(nn.Conv2d(cin, cout * 4, 1, stride, bias=False), nn.BatchNorm2d(cout * 4))
+                    blocks.append(Bottleneck(cin, cout, stride, down))
+                    cin = cout * 4
+                else:
+                    blocks.append(BasicBlock(cin, cout, stride))
+                    cin = cout
             setattr(self, f"layer{s + 1}", nn.Sequential(*blocks))
+        self.output_dim = cin
 
     def forward(self, x):
         x = self.maxpool(F.relu(self.bn1(self.conv1(x))))
@@ -101,8 +112,7 @@ class Online(nn.Module):
     def __init__(self, config, with_predictor):
         super().__init__()
         self.encoder = ResNet(config["encoder"])
-        out = max(1, round(512 * config["encoder"]["width"]))
-        self.projector = Mlp(config["projector"], out)
+        self.projector = Mlp(config["projector"], self.encoder.output_dim)
         if with_predictor:
             self.predictor = Mlp(config["predictor"], config["projector"]["widths"][-1])
 

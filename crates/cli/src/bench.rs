@@ -232,9 +232,10 @@ pub fn run(cmd: BenchCommand) -> Result<ExitCode> {
                 println!("{}", serde_json::to_string(&r)?);
             } else {
                 println!(
-                    "train step, {} on ResNet-18 width {width}, batch {batch}, {views} views, projector {}, {conv:?} \
+                    "train step, {} on {} width {width}, batch {batch}, {views} views, projector {}, {conv:?} \
                      convolutions, {precision:?}: {:.1} images/s, {:.3} s/step, peak RSS {:.2} GB ({})",
                     method.name(),
+                    r.arch,
                     cfg.projector.as_ref().map_or("default".to_string(), |p| format!("{p:?}")),
                     r.images_per_second,
                     r.seconds_per_step,

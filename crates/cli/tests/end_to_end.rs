@@ -395,6 +395,13 @@ fn bench_train_step_takes_fields_of_its_configuration_from_set() {
     assert!(!o.status.success() && text(&o).contains("wmse.w_size"), "{}", text(&o));
     let o = infomax(&[&args[..], &["--set", "wmse.w_size=16"]].concat());
     assert!(o.status.success(), "{}", text(&o));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["arch"], "resnet18");
+    // The architecture too: a ResNet-50 step says it is one.
+    let fifty = ["--set", "wmse.w_size=16", "--set", "encoder.arch=\"resnet50\""];
+    let o = infomax(&[&args[..], &fifty].concat());
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["arch"], "resnet50", "{}", text(&o));
     let o = infomax(&[&args[..], &["--set", "wmse.w_sise=16"]].concat());
     assert!(!o.status.success() && text(&o).contains("w_sise"), "{}", text(&o));
 }

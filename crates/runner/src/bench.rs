@@ -41,6 +41,8 @@ pub struct TrainStepResult {
     pub images_per_second: f64,
     pub seconds_per_step: f64,
     pub peak_rss_bytes: u64,
+    /// The encoder's architecture (`resnet18`, or what `--set encoder.arch` chose).
+    pub arch: String,
     pub width: f64,
     pub batch: usize,
 }
@@ -117,6 +119,7 @@ pub fn train_step(cfg: &TrainStepBench, device: &Device) -> Result<TrainStepResu
         images_per_second: cfg.batch as f64 / seconds_per_step,
         seconds_per_step,
         peak_rss_bytes: crate::environment::peak_rss_bytes().unwrap_or(0),
+        arch: config.encoder.arch.clone(),
         width: cfg.width,
         batch: cfg.batch,
     })
