@@ -423,7 +423,7 @@ fn every_paper_cell_names_a_source_with_a_card() {
             cells += 1;
         }
     }
-    assert!(cells >= 60, "{cells} paper cells");
+    assert!(cells >= 100, "{cells} paper cells");
 }
 
 /// Every `paper` cell follows its card, or a deviation says why not.
