@@ -209,5 +209,22 @@ fn preview_npy_writes_the_views_training_draws() {
         &["datasets", "preview", "cifar100", "--split", "test", "--npy", refused.to_str().unwrap(), "--first", "0"],
     );
     assert!(!refused.exists(), "nothing written for work not done");
+    // An array beyond the machine's memory is refused before it is built.
+    let huge = infomax(
+        tmp.path(),
+        &[
+            "datasets",
+            "preview",
+            "cifar100",
+            "--split",
+            "test",
+            "--npy",
+            refused.to_str().unwrap(),
+            "--epochs",
+            "100000000",
+        ],
+    );
+    assert!(!huge.status.success() && text(&huge).contains("--npy: needs"), "{}", text(&huge));
+    assert!(!refused.exists());
     assert!(!bad.status.success() && text(&bad).contains("--npy: 1 to 10000 images"), "{}", text(&bad));
 }

@@ -40,6 +40,9 @@ pub fn write_views(
         });
     }
     let side = augment.size();
+    let values = [epochs, images, views, 3, side, side].iter().try_fold(1u128, |n, &d| n.checked_mul(d as u128));
+    // The array is built in memory: refuse one beyond this machine's before allocating it.
+    crate::environment::check_fits("--npy", values.unwrap_or(u128::MAX).saturating_mul(4))?;
     let indices: Vec<usize> = (0..images).collect();
     let mut data = Vec::with_capacity(epochs * images * views * 3 * side * side);
     for epoch in 1..=epochs as u64 {
