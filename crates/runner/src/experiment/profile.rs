@@ -47,7 +47,7 @@ impl ExperimentFile {
                 return Err(self.at(&anchor, field("about"), "missing: say what the profile costs and what it is for"))
             }
         };
-        // `[[profiles.NAME.KEY]]`: an array of tables, each parsed by `parse` at its own place.
+        // `[[profiles.NAME.KEY]]`: its tables, each with its place in the file.
         let tables = |table: &mut Table, key: &str, what: &str| -> Result<Vec<(Table, Vec<Seg>)>> {
             match table.remove(key) {
                 None => Ok(Vec::new()),
