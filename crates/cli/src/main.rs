@@ -78,8 +78,9 @@ enum Command {
     ExportEncoder(export_encoder::ExportEncoderArgs),
     /// Every run and evaluation as one flat table (a row per evaluation), CSV or Parquet.
     Export(export::ExportArgs),
-    /// Render the report from the results database: index.html (experiments, SPEC §7 findings,
-    /// runs), a page per experiment shaped like the paper's table, a page per run.
+    /// Render the report from the results database: index.html (experiments, the findings that
+    /// docs/methods.md#findings describes, runs), a page per experiment shaped like the paper's
+    /// table, a page per run.
     Report(report::ReportArgs),
     /// Compare methods across datasets on one metric, from every finished run in the database:
     /// a table here and compare.html in the report folder.

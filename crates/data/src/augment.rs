@@ -2,7 +2,8 @@
 //!
 //! Each transform is a plain function so it can be tested alone; a [`Pipeline`] chains them for
 //! one view and an [`Augment`] holds the two pipelines of a preset (view 0, 2, … and view 1, 3, …),
-//! the normalisation and the evaluation transform. Two presets (SPEC §3):
+//! the normalisation and the evaluation transform. Two presets
+//! (docs/methods.md#augmentations-and-normalisation):
 //! - `wmse` (the W-MSE authors' symmetric pipeline): `RandomApply(ColorJitter(0.4, 0.4, 0.4,
 //!   0.1), p=0.8) → RandomGrayscale(0.1) → RandomResizedCrop(size, scale=(0.2, 1), ratio=(3/4,
 //!   4/3), bicubic) → RandomHorizontalFlip(0.5)`, the same for every view;
@@ -555,7 +556,8 @@ impl Augment {
         Augment { preset, view_a, view_b, mean, std, eval_resize: 0, eval_crop: 0 }
     }
 
-    /// The W-MSE authors' CIFAR pipeline (SPEC §3) with the given normalisation.
+    /// The W-MSE authors' CIFAR pipeline (docs/methods.md#the-wmse-preset) with the given
+    /// normalisation.
     pub fn wmse_cifar(mean: [f32; 3], std: [f32; 3]) -> Augment {
         Augment::preset(Preset::Wmse, 32, mean, std)
     }

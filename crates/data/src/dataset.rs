@@ -58,7 +58,8 @@ impl Dataset {
         }
     }
 
-    /// The splits self-supervised pre-training reads: STL-10 adds its unlabeled images (SPEC §3).
+    /// The splits self-supervised pre-training reads: STL-10 adds its unlabeled images
+    /// (docs/methods.md#normalisation-and-evaluation-images).
     pub fn pretrain_splits(self) -> &'static [Split] {
         match self {
             Dataset::Stl10 => &[Split::Train, Split::Unlabeled],
@@ -83,7 +84,7 @@ impl Dataset {
         }
     }
 
-    /// The W-MSE code's per-channel normalisation (SPEC §3).
+    /// The W-MSE code's per-channel normalisation (docs/methods.md#normalisation-and-evaluation-images).
     pub fn mean_std(self) -> ([f32; 3], [f32; 3]) {
         match self {
             Dataset::Cifar10 => (cifar10::MEAN, cifar10::STD),
@@ -102,7 +103,8 @@ impl Dataset {
     }
 
     /// The evaluation transform `(resize, centre crop)`, `None` for images used as stored:
-    /// STL-10's are resized to 70 (bicubic) and centre-cropped to 64 (SPEC §3).
+    /// STL-10's are resized to 70 (bicubic) and centre-cropped to 64
+    /// (docs/methods.md#normalisation-and-evaluation-images).
     pub fn eval_resize_crop(self) -> Option<(usize, usize)> {
         match self {
             Dataset::Stl10 => Some((70, 64)),

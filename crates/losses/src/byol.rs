@@ -4,9 +4,9 @@
 //! - BYOL, as the W-MSE authors' baseline computes it (`htdt/self-supervised`, `methods/byol.py`):
 //!   `L = Σ_{i<j} [ℓ(p_i, sg z'_j) + ℓ(p_j, sg z'_i)] / (d(d−1)/2)` with
 //!   `ℓ(p, z) = mean_n (2 − 2 cos(p_n, z_n))`. With two views this is the paper's symmetrised
-//!   sum `ℓ(p_1, z'_2) + ℓ(p_2, z'_1)`, in `[0, 8]`. (SPEC §1 words it as a mean over ordered
-//!   pairs, half this value; the authors' code is followed.) `z'` comes from the EMA target,
-//!   which is the runner's business.
+//!   sum `ℓ(p_1, z'_2) + ℓ(p_2, z'_1)`, in `[0, 8]`. (A mean over ordered pairs would be half
+//!   this value; the paper and the authors' code sum, and so does this module: see
+//!   docs/methods.md#byol.) `z'` comes from the EMA target, which is the runner's business.
 //! - SimSiam: `D(p, z) = −cos(p, sg z)` averaged over rows, and `L = mean over ordered pairs
 //!   i≠j of D(p_i, z_j)` — with two views the paper's `½ D(p_1, z_2) + ½ D(p_2, z_1)`.
 

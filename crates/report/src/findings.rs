@@ -1,6 +1,6 @@
-//! SPEC §7: the papers' findings a small-budget reproduction must still show, each evaluated
-//! from the database and marked holds / does not hold / not enough data, with the numbers behind
-//! it. Comparisons are made only between runs of the same experiment, profile and dataset (a
+//! The papers' findings a small-budget reproduction must still show (docs/methods.md#findings
+//! gives each one's source and criterion), each evaluated from the database and marked holds /
+//! does not hold / not enough data, with the numbers behind it. Comparisons are made only between runs of the same experiment, profile and dataset (a
 //! smoke run is never compared with a longer one).
 
 use std::collections::BTreeMap;
@@ -54,6 +54,9 @@ pub struct Evidence {
 #[derive(Debug, Clone, Serialize)]
 pub struct Finding {
     pub id: &'static str,
+    /// Its heading's anchor in docs/methods.md, where the claim's source and the criterion are
+    /// written out; the report prints it beside the finding.
+    pub anchor: &'static str,
     pub claim: &'static str,
     pub verdict: Verdict,
     pub verdict_label: &'static str,
@@ -62,9 +65,19 @@ pub struct Finding {
     pub evidence: Vec<Evidence>,
 }
 
+/// The anchors of the findings' headings in docs/methods.md, by id.
+pub const ANCHORS: [(&str, &str); 5] = [
+    ("a", "finding-a-every-method-beats-a-random-encoder"),
+    ("b", "finding-b-barlow-twins-improves-as-the-projector-widens"),
+    ("c", "finding-c-different-weights-cost-vicreg-less-than-barlow-twins"),
+    ("d", "finding-d-w-mse-4-is-at-least-w-mse-2"),
+    ("e", "finding-e-no-method-collapses"),
+];
+
 fn finding(id: &'static str, claim: &'static str, basis: String, evidence: Vec<Evidence>) -> Finding {
     let verdict = Verdict::from_checks(&evidence.iter().map(|e| e.agrees).collect::<Vec<_>>());
-    Finding { id, claim, verdict, verdict_label: verdict.label(), basis, evidence }
+    let anchor = ANCHORS.iter().find(|(i, _)| *i == id).map_or("findings", |&(_, a)| a);
+    Finding { id, anchor, claim, verdict, verdict_label: verdict.label(), basis, evidence }
 }
 
 fn embedding_dim(run: &Run) -> Option<usize> {
@@ -333,7 +346,7 @@ fn no_collapse(db: &Database) -> Finding {
     )
 }
 
-/// All five findings, in SPEC order.
+/// All five findings, in the order (a to e) of docs/methods.md#findings.
 pub fn evaluate(db: &Database) -> Vec<Finding> {
     vec![beats_random(db), barlow_twins_widens(db), sharing_cost(db), more_positives(db), no_collapse(db)]
 }
@@ -346,6 +359,32 @@ mod tests {
     fn rank_correlation_of_monotone_and_reversed() {
         assert!((rank_correlation(&[1.0, 2.0, 3.0], &[10.0, 20.0, 30.0]) - 1.0).abs() < 1e-12);
         assert!((rank_correlation(&[1.0, 2.0, 3.0], &[3.0, 2.0, 1.0]) + 1.0).abs() < 1e-12);
+    }
+
+    /// Every anchor the report prints names a heading of docs/methods.md (as GitHub derives
+    /// anchors: lower case, punctuation dropped, spaces to hyphens), so a renamed heading fails
+    /// here rather than leaving the report pointing nowhere.
+    #[test]
+    fn anchors_name_headings_of_the_methods_page() {
+        let page = include_str!("../../../docs/methods.md");
+        let anchors: Vec<String> = page
+            .lines()
+            .filter(|l| l.starts_with('#'))
+            .map(|l| {
+                l.trim_start_matches('#')
+                    .trim()
+                    .to_lowercase()
+                    .chars()
+                    .filter(|c| c.is_alphanumeric() || *c == '-' || *c == ' ' || *c == '_')
+                    .map(|c| if c == ' ' { '-' } else { c })
+                    .collect()
+            })
+            .collect();
+        assert!(anchors.iter().any(|a| a == "findings"), "{anchors:?}");
+        for (id, anchor) in ANCHORS {
+            assert!(anchors.iter().any(|a| a == anchor), "finding {id}: no heading for #{anchor} in {anchors:?}");
+        }
+        assert_eq!(ANCHORS.map(|(id, _)| id), ["a", "b", "c", "d", "e"]);
     }
 
     #[test]

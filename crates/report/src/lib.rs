@@ -203,7 +203,7 @@ pub struct Rendered {
 }
 
 /// Render the whole report from the database at `db` into `out_dir`: `index.html` (experiments
-/// with their status and compute, the SPEC §7 findings, every run), one page per experiment and
+/// with their status and compute, the findings of docs/methods.md#findings, every run), one page per experiment and
 /// one per started run. Every page is written atomically.
 pub fn render(db: &Path, out_dir: &Path) -> Result<Rendered> {
     render_pages(db, out_dir, None)
@@ -496,6 +496,12 @@ source = "Table 1"
         assert!(html.contains("loss not finite at epoch 1, step 3"));
         assert!(html.contains(r#"<a href="experiment-mini.html">mini</a>"#), "{html}");
         assert!(html.contains(r#"<a href="compare.html">"#) && out.compare.is_file(), "the index links the comparison");
+        assert!(
+            html.contains(r#"<h2 id="findings">Findings</h2>"#)
+                && html.contains("<code>docs/methods.md#findings</code>")
+                && html.contains("<code>docs/methods.md#finding-a-every-method-beats-a-random-encoder</code>"),
+            "the findings point to their descriptions: {html}"
+        );
         for page in out.experiments.iter().chain(&out.runs).chain([&out.index]) {
             let html = std::fs::read_to_string(page).unwrap();
             assert!(!html.contains("http://") && !html.contains("https://"), "{} is self-contained", page.display());

@@ -1,7 +1,8 @@
-//! The linear probe of the W-MSE protocol (SPEC §5): a `Linear(features, classes)` trained on
-//! frozen, precomputed features with cross-entropy, Adam (lr 1e-2 decaying exponentially to 1e-6
-//! over the epochs, L2 weight decay 5e-6), shuffled mini-batches of 1,000; top-1 and top-5 on the
-//! test features. Initialised as `nn.Linear` (uniform ±1/√features for weight and bias).
+//! The linear probe of the W-MSE protocol (docs/methods.md#linear-probe): a
+//! `Linear(features, classes)` trained on frozen, precomputed features with cross-entropy, Adam
+//! (lr 1e-2 decaying exponentially to 1e-6 over the epochs, L2 weight decay 5e-6), shuffled
+//! mini-batches of 1,000; top-1 and top-5 on the test features. Initialised as `nn.Linear`
+//! (uniform ±1/√features for weight and bias).
 
 use candle_core::{DType, Device, Tensor, Var};
 use infomax_data::seed::{rng_for, Purpose};
