@@ -1,5 +1,6 @@
-//! The four datasets of the papers' tables, by name: where each lives under the data root, its
-//! splits and counts, its official download, and the loader that reads it.
+//! The four datasets of the papers' tables, by name: where each lives under the data root (in
+//! which layouts, and which one is read when several are present), its splits and counts, its
+//! official download, and the loader that reads it.
 
 use std::path::Path;
 
@@ -15,6 +16,38 @@ pub enum Dataset {
     Cifar100,
     Stl10,
     TinyImagenet,
+}
+
+/// How a dataset's files are stored: each layout has its own folder under the data root.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Layout {
+    /// Fixed-size binary records: CIFAR's binary version, STL-10's binary files.
+    Binary,
+    /// CIFAR's python version, pickled batches: the folder torchvision downloads and reads.
+    Python,
+    /// Folders of JPEG files (Tiny-ImageNet).
+    Jpeg,
+}
+
+impl Layout {
+    pub fn name(self) -> &'static str {
+        match self {
+            Layout::Binary => "binary",
+            Layout::Python => "python",
+            Layout::Jpeg => "jpeg",
+        }
+    }
+}
+
+impl std::fmt::Display for Layout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Layout::Binary => "binary version",
+            Layout::Python => "python version, as torchvision downloads it",
+            Layout::Jpeg => "JPEG folders",
+        })
+    }
 }
 
 /// One official download: the archive, its published size and MD5, and the folder it holds.
@@ -38,14 +71,40 @@ impl Dataset {
         }
     }
 
-    /// The official folder under the data root.
+    /// The folder `datasets fetch` extracts under the data root (the first of [`Dataset::layouts`]).
     pub fn dir(self) -> &'static str {
+        self.layouts()[0].1
+    }
+
+    /// The layouts infomax reads, each with its folder under the data root, in precedence order.
+    ///
+    /// CIFAR-10 and CIFAR-100 come in two: the binary version (`cifar-10-batches-bin/`,
+    /// `cifar-100-binary/`) and the python version that torchvision downloads
+    /// (`cifar-10-batches-py/`, `cifar-100-python/`). Both hold the same images and labels.
+    /// When both folders exist, the binary one is read (see [`Dataset::found`]).
+    pub fn layouts(self) -> &'static [(Layout, &'static str)] {
         match self {
-            Dataset::Cifar10 => cifar10::DIR,
-            Dataset::Cifar100 => cifar100::DIR,
-            Dataset::Stl10 => stl10::DIR,
-            Dataset::TinyImagenet => tiny_imagenet::DIR,
+            Dataset::Cifar10 => &[(Layout::Binary, cifar10::DIR), (Layout::Python, cifar10::PYTHON_DIR)],
+            Dataset::Cifar100 => &[(Layout::Binary, cifar100::DIR), (Layout::Python, cifar100::PYTHON_DIR)],
+            Dataset::Stl10 => &[(Layout::Binary, stl10::DIR)],
+            Dataset::TinyImagenet => &[(Layout::Jpeg, tiny_imagenet::DIR)],
         }
+    }
+
+    /// The layouts whose folders exist under `root`, in precedence order.
+    pub fn present_layouts(self, root: &Path) -> Vec<(Layout, &'static str)> {
+        self.layouts().iter().copied().filter(|(_, dir)| root.join(dir).is_dir()).collect()
+    }
+
+    /// The layout that is read from `root` and its folder: the first of [`Dataset::layouts`]
+    /// whose folder exists, so the binary version wins over the python version.
+    ///
+    /// The rule looks at folders only, not at whether they are complete: a broken binary folder
+    /// is reported as broken rather than silently replaced by another copy. And since the binary
+    /// folder is what `datasets fetch` extracts and what infomax read before it knew the python
+    /// version, putting a torchvision download beside it never changes which files a run reads.
+    pub fn found(self, root: &Path) -> Option<(Layout, &'static str)> {
+        self.present_layouts(root).first().copied()
     }
 
     /// The splits with images, and how many each holds in the official release.
@@ -141,10 +200,23 @@ impl Dataset {
         }
     }
 
-    /// Published MD5s of the files inside the official archive, where known.
-    pub fn official_md5s(self) -> &'static [(&'static str, &'static str)] {
-        match self {
-            Dataset::Cifar10 => &[
+    /// Published MD5s of the files of `layout`'s folder, where known (the python versions' are
+    /// the ones torchvision checks).
+    pub fn official_md5s(self, layout: Layout) -> &'static [(&'static str, &'static str)] {
+        match (self, layout) {
+            (Dataset::Cifar10, Layout::Python) => &[
+                ("data_batch_1", "c99cafc152244af753f735de768cd75f"),
+                ("data_batch_2", "d4bba439e000b95fd0a9bffe97cbabec"),
+                ("data_batch_3", "54ebc095f3ab1f0389bbae665268c751"),
+                ("data_batch_4", "634d18415352ddfa80567beed471001a"),
+                ("data_batch_5", "482c414d41f54cd18b22e5b47cb7c3cb"),
+                ("test_batch", "40351d587109b95175f43aff81a1287e"),
+            ],
+            (Dataset::Cifar100, Layout::Python) => {
+                &[("train", "16019d7e3df5f24257cddd939b257f8d"), ("test", "f0ef6b0ae62326f3e7ffdfab6717acfc")]
+            }
+            (_, Layout::Python) => &[],
+            (Dataset::Cifar10, _) => &[
                 ("data_batch_1.bin", "5dd7e06a14cb22eb9f671a540d1b7c25"),
                 ("data_batch_2.bin", "5ea93a67294ea407fff1d09f752e9692"),
                 ("data_batch_3.bin", "942cd6a4bcdd0dd3c604fbe906cb4421"),
@@ -152,10 +224,10 @@ impl Dataset {
                 ("data_batch_5.bin", "53f37980c15c3d472c316c40844f3f0d"),
                 ("test_batch.bin", "803d5f7f4d78ea53de84dbe85f74fb6d"),
             ],
-            Dataset::Cifar100 => {
+            (Dataset::Cifar100, _) => {
                 &[("train.bin", "6172c7755cfe09b2fe270c85cebc1b15"), ("test.bin", "4499cfba6c016c1be1438163640a0898")]
             }
-            Dataset::Stl10 => &[
+            (Dataset::Stl10, _) => &[
                 ("train_X.bin", "918c2871b30a85fa023e0c44e0bee87f"),
                 ("train_y.bin", "5a34089d4802c674881badbb80307741"),
                 ("test_X.bin", "7f263ba9f9e0b06b93213547f721ac82"),
@@ -163,16 +235,17 @@ impl Dataset {
                 ("unlabeled_X.bin", "5242ba1fed5e4be9e1e742405eb56ca4"),
             ],
             // The archive's MD5 is published; its 120,000 JPEGs are checked by decoding them.
-            Dataset::TinyImagenet => &[],
+            (Dataset::TinyImagenet, _) => &[],
         }
     }
 
-    /// Whether the dataset's folder exists under `root` (not whether it is complete).
+    /// Whether a folder of one of the dataset's layouts exists under `root` (not whether it is
+    /// complete).
     pub fn is_present(self, root: &Path) -> bool {
-        root.join(self.dir()).is_dir()
+        self.found(root).is_some()
     }
 
-    /// Load one split, checking sizes, counts and labels.
+    /// Load one split from the layout [`Dataset::found`] picks, checking sizes, counts and labels.
     pub fn load(self, root: &Path, split: Split) -> Result<ImageSet> {
         if !self.splits().iter().any(|(s, _)| *s == split) {
             return Err(Error::Split {
@@ -230,5 +303,24 @@ mod tests {
     fn unknown_split_names_the_valid_ones() {
         let err = Dataset::Cifar10.load(Path::new("/nonexistent"), Split::Unlabeled).unwrap_err().to_string();
         assert!(err.contains("unlabeled") && err.contains("train, test"), "{err}");
+    }
+
+    #[test]
+    fn the_binary_version_takes_precedence_over_the_python_version() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        assert_eq!((Dataset::Cifar100.found(root), Dataset::Cifar100.is_present(root)), (None, false));
+        crate::cifar100::tests::write_python_fixture(root);
+        assert_eq!(Dataset::Cifar100.found(root), Some((Layout::Python, "cifar-100-python")));
+        assert!(Dataset::Cifar100.is_present(root));
+        assert_eq!(Dataset::Cifar100.load(root, Split::Test).unwrap().class_names[7], "fine7");
+        // A binary folder beside it is read instead, whatever it holds.
+        std::fs::create_dir(root.join("cifar-100-binary")).unwrap();
+        assert_eq!(Dataset::Cifar100.found(root), Some((Layout::Binary, "cifar-100-binary")));
+        let err = Dataset::Cifar100.load(root, Split::Test).unwrap_err().to_string();
+        assert!(err.contains("cifar-100-binary") && err.contains("test.bin"), "{err}");
+        assert_eq!(Dataset::Cifar100.present_layouts(root).len(), 2);
+        assert_eq!(Dataset::Cifar10.dir(), "cifar-10-batches-bin", "fetch extracts the binary version");
+        assert_eq!(serde_json::to_string(&Layout::Python).unwrap(), "\"python\"");
     }
 }

@@ -21,6 +21,9 @@ pub enum Error {
     },
     #[error("{dataset}: {path}: record {record} has label {label}, expected 0..{classes}")]
     Label { dataset: &'static str, path: PathBuf, record: usize, label: u8, classes: usize },
+    /// A pickled file of CIFAR's python version that is not what torchvision downloads.
+    #[error("{dataset}: {path}: {what}\n  get it: {hint}")]
+    Pickle { dataset: &'static str, path: PathBuf, what: String, hint: String },
     #[error("{dataset}: {path}: {what}")]
     Format { dataset: &'static str, path: PathBuf, what: String },
     #[error("cannot read {path}: {source}")]

@@ -20,7 +20,8 @@ use crate::{Dataset, Error, Result};
 /// What `fetch` did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Fetched {
-    /// The dataset folder already existed; nothing was downloaded (run `verify` to check it).
+    /// A folder of one of the dataset's layouts (or a file where the fetched folder goes)
+    /// already existed; nothing was downloaded (run `verify` to check it).
     AlreadyPresent(PathBuf),
     /// Downloaded (or found in the downloads folder), verified and extracted to this folder.
     Extracted(PathBuf),
@@ -124,6 +125,10 @@ pub fn fetch(
     keep_archive: bool,
     progress: &mut dyn FnMut(u64, Option<u64>),
 ) -> Result<Fetched> {
+    // Any layout counts: a torchvision download is read as it is, nothing is fetched beside it.
+    if let Some((_, dir)) = dataset.found(root) {
+        return Ok(Fetched::AlreadyPresent(root.join(dir)));
+    }
     let dest = root.join(dataset.dir());
     if dest.exists() {
         return Ok(Fetched::AlreadyPresent(dest));
@@ -323,5 +328,14 @@ mod tests {
         let names: Vec<String> =
             std::fs::read_dir(root.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into()).collect();
         assert_eq!(names, vec!["x.tar.gz".to_string()]);
+    }
+
+    #[test]
+    fn a_torchvision_download_counts_as_present_and_nothing_is_fetched() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir(root.path().join("cifar-10-batches-py")).unwrap();
+        // Nothing listens on port 9: any download attempt would fail.
+        let got = fetch(Dataset::Cifar10, root.path(), Some("http://127.0.0.1:9/x.tar.gz"), false, &mut |_, _| {});
+        assert_eq!(got.unwrap(), Fetched::AlreadyPresent(root.path().join("cifar-10-batches-py")));
     }
 }

@@ -1,5 +1,6 @@
-//! Datasets in their official on-disk formats, the augmentation pipelines, and batching of
-//! augmented views.
+//! Datasets in their official on-disk formats (for CIFAR, the binary version and the pickled
+//! python version torchvision downloads), the augmentation pipelines, and batching of augmented
+//! views.
 //!
 //! This crate knows files and pixels only: it produces `f32` buffers in NCHW order and never
 //! touches a tensor library, so the runner decides where the pixels go (CPU or GPU).
@@ -13,6 +14,7 @@ mod error;
 pub mod fetch;
 mod files;
 pub mod image;
+mod pickle;
 pub mod preview;
 pub mod root;
 pub mod seed;
@@ -22,5 +24,5 @@ pub mod verify;
 pub mod views;
 
 pub use self::image::{ImageSet, Split};
-pub use dataset::Dataset;
+pub use dataset::{Dataset, Layout};
 pub use error::{Error, Result};

@@ -6,7 +6,7 @@ use std::path::Path;
 use md5::{Digest, Md5};
 use serde::Serialize;
 
-use crate::{Dataset, Result, Split};
+use crate::{Dataset, Layout, Result, Split};
 
 /// One split as found on disk.
 #[derive(Debug, Clone, Serialize)]
@@ -50,7 +50,12 @@ pub struct ChecksumReport {
 #[derive(Debug, Clone, Serialize)]
 pub struct VerifyReport {
     pub dataset: String,
+    /// The folder read (the one `datasets fetch` would create when the dataset is absent).
     pub path: String,
+    /// The layout read from `path`; `None` when the dataset is absent.
+    pub layout: Option<Layout>,
+    /// Folders of other layouts that are present but not read, and why.
+    pub notes: Vec<String>,
     pub splits: Vec<SplitReport>,
     pub checksums: Vec<ChecksumReport>,
     pub problems: Vec<String>,
@@ -83,23 +88,30 @@ pub fn md5_file(path: &Path) -> Result<String> {
 /// A split that fails to load is a problem in the report, not an early return, so one run of
 /// `verify` lists everything that is wrong.
 pub fn verify(dataset: Dataset, root: &Path) -> Result<VerifyReport> {
+    let found = dataset.found(root);
+    let dir = found.map_or(dataset.dir(), |(_, dir)| dir);
     let mut report = VerifyReport {
         dataset: dataset.name().into(),
-        path: root.join(dataset.dir()).display().to_string(),
+        path: root.join(dir).display().to_string(),
+        layout: found.map(|(layout, _)| layout),
+        notes: unread_notes(dataset, root),
         splits: Vec::new(),
         checksums: Vec::new(),
         problems: Vec::new(),
     };
-    if !dataset.is_present(root) {
-        let hint = format!(
+    let Some((layout, _)) = found else {
+        let mut hint = format!(
             "run `infomax datasets fetch {}`, or download {} and extract it so that {} exists",
             dataset.name(),
             dataset.archive().url,
             report.path
         );
+        for (layout, dir) in &dataset.layouts()[1..] {
+            hint.push_str(&format!(", or keep its {} version at {}", layout.name(), root.join(dir).display()));
+        }
         report.problems.push(format!("{} is absent: {}", report.path, hint));
         return Ok(report);
-    }
+    };
     for &(split, expected) in dataset.splits() {
         match dataset.load(root, split) {
             Ok(set) => {
@@ -120,8 +132,8 @@ pub fn verify(dataset: Dataset, root: &Path) -> Result<VerifyReport> {
             Err(e) => report.problems.push(e.to_string()),
         }
     }
-    for (file, official) in dataset.official_md5s() {
-        let path = root.join(dataset.dir()).join(file);
+    for (file, official) in dataset.official_md5s(layout) {
+        let path = root.join(dir).join(file);
         if !path.exists() {
             continue; // already reported by the loader
         }
@@ -136,12 +148,31 @@ pub fn verify(dataset: Dataset, root: &Path) -> Result<VerifyReport> {
     Ok(report)
 }
 
+/// For each layout folder that is present but not read, a sentence saying which one is read.
+fn unread_notes(dataset: Dataset, root: &Path) -> Vec<String> {
+    let present = dataset.present_layouts(root);
+    let Some(((read, read_dir), rest)) = present.split_first() else { return Vec::new() };
+    rest.iter()
+        .map(|(layout, dir)| {
+            format!(
+                "{} ({layout}) is present too and not read: {read_dir} ({read}) takes precedence when both exist",
+                root.join(dir).display()
+            )
+        })
+        .collect()
+}
+
 /// `datasets list`: one line of facts per dataset.
 #[derive(Debug, Clone, Serialize)]
 pub struct ListEntry {
     pub dataset: String,
     pub present: bool,
+    /// The folder read, or the one `datasets fetch` would create when the dataset is absent.
     pub path: String,
+    /// The layout read from `path`; `None` when the dataset is absent.
+    pub layout: Option<Layout>,
+    /// Folders of other layouts that are present but not read, and why.
+    pub notes: Vec<String>,
     pub splits: Vec<(String, usize)>,
     pub classes: usize,
     pub side: usize,
@@ -153,7 +184,9 @@ pub fn list(root: &Path) -> Vec<ListEntry> {
         .map(|d| ListEntry {
             dataset: d.name().into(),
             present: d.is_present(root),
-            path: root.join(d.dir()).display().to_string(),
+            path: root.join(d.found(root).map_or(d.dir(), |(_, dir)| dir)).display().to_string(),
+            layout: d.found(root).map(|(layout, _)| layout),
+            notes: unread_notes(d, root),
             splits: d.splits().iter().map(|(s, n)| (s.to_string(), *n)).collect(),
             classes: d.classes(),
             side: d.side(),
@@ -188,5 +221,34 @@ mod tests {
         let listed = list(tmp.path());
         assert!(listed.iter().find(|e| e.dataset == "stl10").unwrap().present);
         assert!(!listed.iter().find(|e| e.dataset == "cifar100").unwrap().present);
+    }
+
+    #[test]
+    fn verify_and_list_name_the_layout_read_and_any_other_present() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        let absent = verify(Dataset::Cifar100, root).unwrap();
+        assert_eq!(absent.layout, None);
+        assert!(absent.problems[0].contains("cifar-100-python"), "{:?}", absent.problems);
+        crate::cifar100::tests::write_python_fixture(root);
+        let r = verify(Dataset::Cifar100, root).unwrap();
+        assert_eq!((r.layout, r.path.ends_with("cifar-100-python")), (Some(Layout::Python), true));
+        assert_eq!(r.splits.len(), 1, "test loaded: {:?}", r.problems);
+        assert!(r.problems.iter().any(|p| p.contains("train")), "{:?}", r.problems);
+        let test = r.checksums.iter().find(|c| c.file == "test").unwrap();
+        assert_eq!((test.official, test.official_md5.as_str()), (false, "f0ef6b0ae62326f3e7ffdfab6717acfc"));
+        assert!(r.notes.is_empty());
+        let entry = list(root).into_iter().find(|e| e.dataset == "cifar100").unwrap();
+        assert_eq!((entry.present, entry.layout), (true, Some(Layout::Python)));
+        assert!(entry.path.ends_with("cifar-100-python"));
+
+        crate::cifar100::tests::write_fixture(root);
+        let r = verify(Dataset::Cifar100, root).unwrap();
+        assert_eq!((r.layout, r.path.ends_with("cifar-100-binary")), (Some(Layout::Binary), true));
+        assert_eq!(r.checksums[0].file, "test.bin");
+        assert_eq!(r.notes.len(), 1);
+        assert!(r.notes[0].contains("cifar-100-python (python version") && r.notes[0].contains("takes precedence"));
+        let entry = list(root).into_iter().find(|e| e.dataset == "cifar100").unwrap();
+        assert_eq!((entry.layout, entry.notes.len()), (Some(Layout::Binary), 1));
     }
 }
