@@ -106,6 +106,20 @@ fn is_unset<T>(v: &Option<T>) -> bool {
     left_out(v.is_none())
 }
 
+/// Writes `[50.0, 25.0]` as `[50,25]`, as the field was stored when it held whole epochs only.
+fn whole_numbers_as_integers<S: serde::Serializer>(v: &[f64], s: S) -> std::result::Result<S::Ok, S::Error> {
+    use serde::ser::SerializeSeq;
+    let mut seq = s.serialize_seq(Some(v.len()))?;
+    for x in v {
+        if x.fract() == 0.0 && x.abs() < 1e15 {
+            seq.serialize_element(&(*x as i64))?;
+        } else {
+            seq.serialize_element(x)?;
+        }
+    }
+    seq.end()
+}
+
 fn is_empty<T>(v: &[T]) -> bool {
     left_out(v.is_empty())
 }
@@ -220,9 +234,11 @@ pub struct OptimizerConfig {
     /// `warmup_epochs`, which must then be 0.
     #[serde(default, skip_serializing_if = "is_unset")]
     pub warmup_steps: Option<usize>,
-    /// `step`: the epochs before the end at which the rate drops (W-MSE: 50 and 25).
-    #[serde(default, skip_serializing_if = "is_empty")]
-    pub drop_epochs_before_end: Vec<usize>,
+    /// `step`: the epochs before the end at which the rate drops (W-MSE: 50 and 25). Fractions
+    /// place a drop inside an epoch, so a small budget can keep the schedule's shape (0.1 and
+    /// 0.05 of a 2-epoch run are 50 and 25 of 1,000); whole numbers are stored as integers.
+    #[serde(default, skip_serializing_if = "is_empty", serialize_with = "whole_numbers_as_integers")]
+    pub drop_epochs_before_end: Vec<f64>,
     /// `step`: the factor of each drop (W-MSE: 0.2).
     #[serde(default, skip_serializing_if = "is_unset")]
     pub drop_factor: Option<f64>,

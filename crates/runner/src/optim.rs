@@ -162,7 +162,11 @@ impl LrSchedule {
         let decay = match o.schedule {
             crate::config::Schedule::Cosine => Decay::Cosine { end_factor: o.end_lr_factor },
             crate::config::Schedule::Step => Decay::Step {
-                drops: o.drop_epochs_before_end.iter().map(|d| epochs.saturating_sub(*d) * steps_per_epoch).collect(),
+                drops: o
+                    .drop_epochs_before_end
+                    .iter()
+                    .map(|d| ((epochs as f64 - d) * steps_per_epoch as f64).round().max(0.0) as usize)
+                    .collect(),
                 factor: o.drop_factor.unwrap_or(1.0),
             },
         };
@@ -598,7 +602,7 @@ mod tests {
         c.optimizer.schedule = Schedule::Step;
         c.optimizer.warmup_epochs = 0.0;
         c.optimizer.warmup_steps = Some(500);
-        c.optimizer.drop_epochs_before_end = vec![50, 25];
+        c.optimizer.drop_epochs_before_end = vec![50.0, 25.0];
         c.optimizer.drop_factor = Some(0.2);
         let s = LrSchedule::for_run(&c, 97);
         let close = |a: f64, b: f64| (a - b).abs() < 1e-15;
@@ -606,6 +610,29 @@ mod tests {
         // Epoch index 49 (0-based) is the last at the full rate; 50 … 74 at 0.2×, 75 … 99 at 0.04×.
         assert!(close(s.lr(50 * 97 - 1), 1e-3) && close(s.lr(50 * 97), 2e-4));
         assert!(close(s.lr(75 * 97 - 1), 2e-4) && close(s.lr(75 * 97), 4e-5) && close(s.lr(100 * 97 - 1), 4e-5));
+    }
+
+    /// A small budget keeps the schedule's shape: drops 0.1 and 0.05 epochs before the end of a
+    /// 2-epoch run of 100 steps an epoch fall at steps 190 and 195, as 50 and 25 of 1,000 epochs
+    /// fall at 95 % and 97.5 % of the run; whole epochs are stored as integers, so runs that give
+    /// them keep their identity.
+    #[test]
+    fn fractional_drops_fall_inside_an_epoch() {
+        use crate::config::{Dataset, Method, RunConfig, Schedule};
+        let mut c = RunConfig::defaults(Method::WMse, Dataset::Cifar10);
+        c.train.epochs = 2;
+        c.optimizer.lr = 1e-3;
+        c.optimizer.schedule = Schedule::Step;
+        c.optimizer.warmup_epochs = 0.0;
+        c.optimizer.drop_epochs_before_end = vec![0.1, 0.05];
+        c.optimizer.drop_factor = Some(0.2);
+        let s = LrSchedule::for_run(&c, 100);
+        let close = |a: f64, b: f64| (a - b).abs() < 1e-15;
+        assert!(close(s.lr(189), 1e-3) && close(s.lr(190), 2e-4));
+        assert!(close(s.lr(194), 2e-4) && close(s.lr(195), 4e-5) && close(s.lr(199), 4e-5));
+        assert!(c.to_json().to_string().contains(r#""drop_epochs_before_end":[0.1,0.05]"#));
+        c.optimizer.drop_epochs_before_end = vec![50.0, 25.0];
+        assert!(c.to_json().to_string().contains(r#""drop_epochs_before_end":[50,25]"#));
     }
 
     /// One LARS step by hand. W = [[3, 4]] (‖W‖ = 5), grad [[0, 1]], wd 0.1:

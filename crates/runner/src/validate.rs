@@ -201,13 +201,12 @@ fn check_optimizer(s: &RunConfig) -> Check {
             if !f.is_some_and(|f| f > 0.0 && f <= 1.0) {
                 return fail("optimizer.drop_factor", format!("the step schedule needs a factor in (0, 1], got {f:?}"));
             }
-            if let Some(d) = o.drop_epochs_before_end.iter().find(|d| **d == 0 || **d >= t.epochs) {
+            if let Some(d) =
+                o.drop_epochs_before_end.iter().find(|d| !(d.is_finite() && **d > 0.0 && **d < t.epochs as f64))
+            {
                 return fail(
                     "optimizer.drop_epochs_before_end",
-                    format!(
-                        "epochs before the end between 1 and train.epochs − 1 ({}) expected, got {d}",
-                        t.epochs - 1
-                    ),
+                    format!("epochs before the end above 0 and below train.epochs ({}) expected, got {d}", t.epochs),
                 );
             }
         }

@@ -237,6 +237,18 @@ fn solo_learn_common(yaml: &str, lines: [usize; 6]) -> Vec<Entry> {
     ]
 }
 
+/// solo-learn's per-dataset normalisation of its pre-training views (solo/data/pretrain_dataloader.py
+/// lines 206-208, `MEANS_N_STD`).
+fn solo_learn_normalisation(c: &RunConfig) -> Vec<Entry> {
+    let at = "solo/data/pretrain_dataloader.py lines 206-208";
+    let (mean, std) = match c.dataset.name() {
+        "cifar10" => ("[0.4914,0.4822,0.4465]", "[0.247,0.2435,0.2616]"),
+        "cifar100" => ("[0.5071,0.4865,0.4409]", "[0.2673,0.2564,0.2762]"),
+        other => panic!("solo-learn's CIFAR recipe on {other}"),
+    };
+    vec![entry("augment.mean", mean, at), entry("augment.std", std, at)]
+}
+
 /// The colour and crop entries of one solo-learn view.
 fn solo_learn_view(view: &'static str, at: &str, crop_min: &str, blur_p: &str, solarize_p: &str) -> Vec<Entry> {
     let f = |name: &str| format!("augment.{view}.{name}");
@@ -256,9 +268,10 @@ fn solo_learn_view(view: &'static str, at: &str, crop_min: &str, blur_p: &str, s
 }
 
 /// Barlow Twins, solo-learn's scripts/pretrain/cifar/barlow.yaml with its asymmetric augmentations.
-fn solo_barlow_twins(_: &RunConfig) -> Vec<Entry> {
+fn solo_barlow_twins(c: &RunConfig) -> Vec<Entry> {
     let yaml = "barlow.yaml";
     let mut card = solo_learn_common(yaml, [30, 31, 33, 35, 48, 53]);
+    card.extend(solo_learn_normalisation(c));
     card.extend([
         entry("projector.widths", "[2048,2048,2048]", "barlow.yaml lines 19-20"),
         entry("projector.hidden_bias", "true", "solo/methods/barlow_twins.py lines 52-58: nn.Linear"),
@@ -272,9 +285,10 @@ fn solo_barlow_twins(_: &RunConfig) -> Vec<Entry> {
 }
 
 /// VICReg, solo-learn's scripts/pretrain/cifar/vicreg.yaml with its own symmetric augmentations.
-fn solo_vicreg(_: &RunConfig) -> Vec<Entry> {
+fn solo_vicreg(c: &RunConfig) -> Vec<Entry> {
     let yaml = "vicreg.yaml";
     let mut card = solo_learn_common(yaml, [60, 61, 63, 65, 78, 83]);
+    card.extend(solo_learn_normalisation(c));
     card.extend([
         entry("projector.widths", "[2048,2048,2048]", "vicreg.yaml lines 18-19"),
         entry("projector.hidden_bias", "true", "solo/methods/vicreg.py lines 54-60: nn.Linear"),
@@ -469,4 +483,89 @@ fn table1_cells_follow_the_source_of_their_reference() {
         };
         assert_eq!(cell.recipe.as_deref(), Some(expected), "{}", cell.name);
     }
+}
+
+/// What a small profile may scale without saying so: the budget (how much is trained and
+/// evaluated, on what hardware, at what width), never the recipe.
+fn is_budget(field: &str) -> bool {
+    const BUDGET: &[&str] = &[
+        "seed",
+        "profile",
+        "encoder.width",
+        "branch_b.encoder.width",
+        "train.epochs",
+        "train.batch_size",
+        "train.train_images",
+        "train.device",
+        "train.precision",
+        "optimizer.warmup_epochs",
+        "optimizer.warmup_steps",
+        "optimizer.drop_epochs_before_end",
+    ];
+    BUDGET.contains(&field) || field.starts_with("eval.") || field.starts_with("grid.")
+}
+
+/// The fields in which each cell of `profile` differs from the `paper` cell it scales down
+/// (the same grid coordinates, axes over budget fields aside) outside the budget and without a
+/// deviation of `profile` that names the field; and how many recipe fields were compared.
+fn recipe_departures(
+    file: &ExperimentFile,
+    profile: &str,
+    overrides: &[infomax_runner::experiment::Override],
+) -> (Vec<String>, usize) {
+    let paper = infomax_runner::plan::plan(file, "paper", &[], &Default::default()).unwrap();
+    let small = infomax_runner::plan::plan(file, profile, overrides, &Default::default()).unwrap();
+    let recipe_coords = |coords: &[(String, String)]| -> Vec<(String, String)> {
+        coords.iter().filter(|(axis, _)| !is_budget(axis)).cloned().collect()
+    };
+    let deviations = &file.profiles[profile].deviations;
+    let (mut departures, mut compared) = (Vec::new(), 0);
+    for run in &small {
+        let name = format!("{} {profile} {}", file.meta.name, run.label());
+        let twin = paper
+            .iter()
+            .find(|p| recipe_coords(&p.coords) == recipe_coords(&run.coords))
+            .unwrap_or_else(|| panic!("{name}: no paper cell with the same recipe coordinates"));
+        let (ours, theirs) = (run.config.fields(), twin.config.fields());
+        for (field, value) in &ours {
+            if is_budget(field) {
+                continue;
+            }
+            compared += 1;
+            let paper_value = theirs.get(field).map(String::as_str).unwrap_or("none");
+            if !same(value, paper_value) && !deviations.iter().any(|d| &d.field == field && d.covers(&run.coords)) {
+                departures.push(format!("{name}: {field} = {value}, paper {paper_value}, no deviation"));
+            }
+        }
+    }
+    (departures, compared)
+}
+
+/// Item of the recipes' contract: a `smoke` or `cpu` result is a small version of the paper's
+/// run. Each of their cells trains its `paper` cell's recipe (augmentations, optimiser, heads,
+/// loss) and scales only the budget, or records the departure as a deviation of its profile.
+#[test]
+fn small_profiles_scale_the_paper_recipe_only_in_budget() {
+    let (mut departures, mut compared) = (Vec::new(), 0);
+    for (file, _) in paper_cells() {
+        for profile in ["smoke", "cpu"] {
+            if file.profiles.contains_key(profile) {
+                let (d, n) = recipe_departures(&file, profile, &[]);
+                departures.extend(d);
+                compared += n;
+            }
+        }
+    }
+    assert!(departures.is_empty(), "{} recipe fields differ from paper:\n{}", departures.len(), departures.join("\n"));
+    assert!(compared > 1000, "{compared} fields compared");
+}
+
+/// The check bites: a smoke run with another learning rate departs from its paper recipe.
+#[test]
+fn a_small_profile_with_another_recipe_fails() {
+    let file = load("smoke");
+    let lr: infomax_runner::experiment::Override = "optimizer.lr=0.5".parse().unwrap();
+    let (departures, _) = recipe_departures(&file, "smoke", &[lr]);
+    assert_eq!(departures.len(), 1, "{departures:?}");
+    assert!(departures[0].contains("optimizer.lr = 0.5, paper 0.3"), "{departures:?}");
 }
