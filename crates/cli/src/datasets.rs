@@ -1,6 +1,6 @@
 //! `infomax datasets list | verify | fetch | preview`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
@@ -8,6 +8,8 @@ use clap::{Args, Subcommand};
 use infomax_data::augment::Preset;
 use infomax_data::{Dataset, Split};
 use infomax_runner::config::RunConfig;
+
+use crate::paths::Paths;
 
 #[derive(Subcommand)]
 pub enum DatasetsCommand {
@@ -58,8 +60,9 @@ pub struct PreviewArgs {
     /// Augmentation preset: wmse or fair.
     #[arg(long, default_value = "wmse")]
     preset: String,
-    /// Draw the views with this experiment's augmentations instead (name or path), as its
-    /// `--profile` resolves them with any `--set` overrides (the dataset stays NAME's).
+    /// Draw the views with this experiment's augmentations instead (a name as `reproduce` takes
+    /// it, builtin:NAME, or a path), as its `--profile` resolves them with any `--set` overrides
+    /// (the dataset stays NAME's).
     #[arg(long)]
     experiment: Option<String>,
     #[arg(long, default_value = "smoke")]
@@ -90,7 +93,8 @@ pub struct PreviewArgs {
     epochs: Option<usize>,
 }
 
-pub fn run(cmd: DatasetsCommand, root: &Path) -> Result<ExitCode> {
+pub fn run(cmd: DatasetsCommand, paths: &Paths) -> Result<ExitCode> {
+    let root = &paths.data_root();
     match cmd {
         DatasetsCommand::List { json } => {
             let entries = infomax_data::verify::list(root);
@@ -190,8 +194,7 @@ pub fn run(cmd: DatasetsCommand, root: &Path) -> Result<ExitCode> {
             let config = match experiment {
                 None => None,
                 Some(e) => {
-                    let path = infomax_runner::experiment::locate(&e, Path::new("experiments"))?;
-                    let file = infomax_runner::ExperimentFile::load(&path)?;
+                    let file = paths.experiment(&e)?.load()?;
                     let mut overrides =
                         set.iter().map(|s| s.parse::<infomax_runner::Override>()).collect::<Result<Vec<_>, _>>()?;
                     overrides.push(format!("dataset={name}").parse()?);

@@ -3,6 +3,7 @@
 mod bench;
 mod compare;
 mod datasets;
+mod experiments;
 mod export;
 mod export_encoder;
 mod loss;
@@ -91,6 +92,10 @@ enum Command {
     /// Views are (N, D) float32 or float64 arrays, all the same shape, N ≥ 2. Methods with a
     /// predictor take [online prediction, target projection] (or k predictions then k targets).
     Loss(loss::LossArgs),
+    /// The experiments a name can mean: `experiments list` shows each name, its title and the
+    /// file it resolves to (a path in the experiments directory, or built in).
+    #[command(subcommand)]
+    Experiments(experiments::ExperimentsCommand),
     /// Datasets under the data root: list, verify, fetch, preview.
     #[command(subcommand)]
     Datasets(datasets::DatasetsCommand),
@@ -129,14 +134,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Reproduce(args) => reproduce::run(args, &paths),
         Command::Submit(args) => submit::run(args, &paths),
         Command::Status(args) => status::run(args, &paths),
-        Command::Show(args) => show::run(args),
+        Command::Show(args) => show::run(args, &paths),
         Command::Merge(args) => merge::run(args, &paths),
         Command::ExportEncoder(args) => export_encoder::run(args, &paths),
         Command::Export(args) => export::run(args, &paths),
         Command::Report(args) => report::run(args, &paths),
         Command::Compare(args) => compare::run(args, &paths),
         Command::Loss(args) => loss::run(args),
-        Command::Datasets(cmd) => datasets::run(cmd, &paths.data_root()),
+        Command::Experiments(cmd) => experiments::run(cmd, &paths.catalogue()?),
+        Command::Datasets(cmd) => datasets::run(cmd, &paths),
         Command::Bench(cmd) => bench::run(cmd),
     }
 }

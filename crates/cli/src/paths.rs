@@ -1,9 +1,10 @@
-//! Where the commands read and write: the global `--data-dir` and `--db`, and the `--out` folder
-//! of the commands that render HTML.
+//! Where the commands read and write: the global `--data-dir`, `--db` and `--experiments`, and
+//! the `--out` folder of the commands that render HTML.
 
 use std::path::{Path, PathBuf};
 
 use clap::Args;
+use infomax_runner::experiment::{Catalogue, Entry};
 
 /// The default database; a database of its file name renders its report into its folder.
 const DEFAULT_DB: &str = "reports/results.sqlite";
@@ -16,12 +17,31 @@ pub struct Paths {
     /// Results database (SQLite).
     #[arg(long, global = true, value_name = "FILE", default_value = DEFAULT_DB)]
     pub db: PathBuf,
+    /// Directory of experiment files (NAME.toml is the experiment NAME) over the ones built into
+    /// infomax: a name found there wins, the names it lacks stay built in, and `builtin:NAME`
+    /// always means the built-in file [default: $INFOMAX_EXPERIMENTS, else ./experiments if it
+    /// exists, else the built-in set alone].
+    #[arg(long, global = true, value_name = "DIR", alias = "experiments-dir")]
+    pub experiments: Option<PathBuf>,
 }
 
 impl Paths {
     /// The dataset root: `--data-dir`, else `$INFOMAX_DATA`, else `./datasets`.
     pub fn data_root(&self) -> PathBuf {
         infomax_data::root::data_root(self.data_dir.clone())
+    }
+
+    /// Where experiment names are looked up: `--experiments`, else `$INFOMAX_EXPERIMENTS`, else
+    /// `./experiments` if it exists, over the built-in set (a directory named by the option or
+    /// the variable must exist).
+    pub fn catalogue(&self) -> anyhow::Result<Catalogue> {
+        Ok(Catalogue::choose(self.experiments.as_deref(), crate::experiments::BUILT_IN)?)
+    }
+
+    /// The experiment a command's argument means (a name, `builtin:NAME` or a path), resolved by
+    /// the one rule every command shares: [`Catalogue::resolve`].
+    pub fn experiment(&self, name_or_path: &str) -> anyhow::Result<Entry> {
+        Ok(self.catalogue()?.resolve(name_or_path)?)
     }
 
     /// The folder of the database's per-run checkpoints (`results.sqlite` → `results.checkpoints/`).

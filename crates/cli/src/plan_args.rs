@@ -1,16 +1,19 @@
 //! What names a plan, as `reproduce`, `show` and `submit` take it: the experiment, its profile,
-//! `--seeds`, `--only`, `--set`, and where experiment names are looked up.
-
-use std::path::PathBuf;
+//! `--seeds`, `--only` and `--set`.
 
 use anyhow::Result;
 use clap::Args;
+use infomax_runner::experiment::Entry;
 use infomax_runner::plan::{PlanOptions, Shard};
 use infomax_runner::Override;
 
+use crate::paths::Paths;
+
 #[derive(Args)]
 pub struct PlanArgs {
-    /// Experiment name (experiments/NAME.toml) or path to a TOML file.
+    /// Experiment: a name (NAME.toml in the experiments directory, else the built-in one; see
+    /// --experiments and `infomax experiments list`), builtin:NAME, or a path to a TOML file
+    /// (an argument with an extension or a `/`).
     pub experiment: String,
     /// Profile of the experiment file (e.g. smoke, cpu, paper).
     #[arg(long, default_value = "smoke")]
@@ -25,15 +28,12 @@ pub struct PlanArgs {
     /// Override any field of every run, e.g. --set train.epochs=2 --set optimizer.lr=0.5.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
-    /// Folder where experiment names are looked up.
-    #[arg(long, value_name = "DIR", default_value = "experiments")]
-    pub experiments_dir: PathBuf,
 }
 
 impl PlanArgs {
     /// The experiment file the name or path means.
-    pub fn path(&self) -> Result<PathBuf> {
-        Ok(infomax_runner::experiment::locate(&self.experiment, &self.experiments_dir)?)
+    pub fn entry(&self, paths: &Paths) -> Result<Entry> {
+        paths.experiment(&self.experiment)
     }
 
     /// The `--set` overrides, parsed.

@@ -62,8 +62,7 @@ pub fn run(args: ReproduceArgs, paths: &Paths) -> Result<ExitCode> {
         html,
     } = args;
     let device = infomax_runner::default_device();
-    let path = plan_args.path()?;
-    let file = ExperimentFile::load(&path)?;
+    let file = plan_args.entry(paths)?.load()?;
     let mut overrides = plan_args.overrides()?;
     if let Some(choice) = device_choice {
         overrides.push(choice.override_text().parse::<Override>()?);
@@ -92,7 +91,7 @@ pub fn run(args: ReproduceArgs, paths: &Paths) -> Result<ExitCode> {
     let store = Store::open(&paths.db)?;
     store.record_experiment(&file, &plan)?;
     if let Some(p) = file.profiles.get(&profile) {
-        tracing::info!("{} / profile {profile}: {}", file.meta.name, p.about);
+        tracing::info!("{} / profile {profile}: {} (from {})", file.meta.name, p.about, file.path.display());
     }
     tracing::info!("{} runs planned; data from {}", plan.len(), data_root.display());
     let stop = StopOnSignal::install();
@@ -182,6 +181,7 @@ fn dry_run_text(
         plan.len(),
         if axes.is_empty() { String::new() } else { format!(" over {}", axes.join(" × ")) }
     )?;
+    writeln!(out, "file: {}", file.path.display())?;
     if let Some(p) = file.profiles.get(profile) {
         writeln!(out, "profile {profile}: {}", p.about)?;
     }

@@ -5,8 +5,8 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::Args;
-use infomax_runner::ExperimentFile;
 
+use crate::paths::Paths;
 use crate::plan_args::PlanArgs;
 
 #[derive(Args)]
@@ -15,10 +15,9 @@ pub struct ShowArgs {
     plan: PlanArgs,
 }
 
-pub fn run(args: ShowArgs) -> Result<ExitCode> {
+pub fn run(args: ShowArgs, paths: &Paths) -> Result<ExitCode> {
     let ShowArgs { plan: args } = args;
-    let path = args.path()?;
-    let file = ExperimentFile::load(&path)?;
+    let file = args.entry(paths)?.load()?;
     let overrides = args.overrides()?;
     let profile = &args.profile;
     let plan = infomax_runner::plan::plan(&file, profile, &overrides, &args.options(None))?;
@@ -27,7 +26,7 @@ pub fn run(args: ShowArgs) -> Result<ExitCode> {
         file.meta.name,
         file.meta.title,
         plan.len(),
-        path.display()
+        file.path.display()
     );
     println!("# Each field: its value as the run stores it, then where it comes from (a layer of the file");
     println!("# with its line, --set, the plan, or the built-in default for the method and dataset).");

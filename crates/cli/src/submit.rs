@@ -59,9 +59,11 @@ pub fn run(args: SubmitArgs, paths: &Paths) -> Result<ExitCode> {
     if !args.slurm {
         bail!("submit needs a scheduler: --slurm (the one infomax writes jobs for)");
     }
-    let path = infomax_runner::experiment::locate(&args.plan.experiment, &args.plan.experiments_dir)?;
-    let experiment_text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    let file = ExperimentFile::load(&path)?;
+    // The text as read now (a built-in file's, or the file on disk) goes into the job folder,
+    // and the tasks run that copy by its path: they plan what was submitted wherever they run.
+    let entry = args.plan.entry(paths)?;
+    let experiment_text = entry.text()?;
+    let file = ExperimentFile::parse(&entry.path(), &experiment_text)?;
     // The whole plan, resolved here, so that a bad option fails now rather than in N queued tasks.
     let mut overrides = args.plan.set.iter().map(|s| s.parse::<Override>()).collect::<Result<Vec<_>, _>>()?;
     if let Some(d) = &args.device {

@@ -1,4 +1,5 @@
-//! Experiment files (TOML in `experiments/`) and their resolution into [`RunConfig`]s.
+//! Experiment files (TOML in `experiments/`, also built into the `infomax` binary), how a name
+//! finds one ([`Catalogue`]), and their resolution into [`RunConfig`]s.
 //!
 //! ```toml
 //! [experiment]            # name, title, paper, reproduces
@@ -40,7 +41,7 @@ use position::{keys, position_of, Seg};
 
 pub use grid::{Axis, AxisValue, Deviation, Exclusion, Recipe};
 pub use layering::deep_merge;
-pub use locate::{did_you_mean, known_experiments, locate};
+pub use locate::{did_you_mean, known_experiments, BuiltIn, Catalogue, Entry, Origin, BUILTIN_PREFIX, EXPERIMENTS_ENV};
 pub use overrides::Override;
 pub use profile::Profile;
 pub use reference::{Reference, REFERENCE_METRICS};
