@@ -35,6 +35,12 @@ build-cuda:
 report *ARGS:
     cargo run --release -p infomax-cli -- report {{ARGS}}
 
+# The README's results section, regenerated from the committed reports/reference.sqlite (a test
+# fails when the two differ). Add runs to it with --db reports/reference.sqlite, e.g.
+# just reproduce smoke --seeds 3 --db reports/reference.sqlite
+results:
+    cargo run --release -p infomax-cli -- report --markdown --db reports/reference.sqlite --into README.md
+
 # Methods × datasets on one metric from every finished run: just compare --methods simclr,byol --metric linear
 compare *ARGS:
     cargo run --release -p infomax-cli -- compare {{ARGS}}

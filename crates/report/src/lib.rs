@@ -9,6 +9,7 @@ pub mod db;
 pub mod experiment;
 pub mod export;
 pub mod findings;
+pub mod markdown;
 pub mod run;
 pub mod svg;
 
@@ -32,6 +33,9 @@ pub enum Error {
     Export { path: PathBuf, what: String },
     #[error("aggregation: {0}")]
     Aggregate(String),
+    /// A document whose generated block cannot be found (`report --markdown --into FILE`).
+    #[error("{path}: {what}")]
+    Markdown { path: PathBuf, what: String },
     #[error("{db}: no run with id {id}; `infomax status` lists them")]
     NoRun { id: i64, db: PathBuf },
 }
@@ -267,13 +271,16 @@ pub fn render_compare_runs(db: &Path, comparison: &compare_runs::RunComparison, 
     render_page(&tera, "compare_runs.html", &ctx, &out_dir.join(&comparison.file_name))
 }
 
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<PathBuf> {
+/// Write `bytes` to `path` through a file of this process's own beside it and a rename, so a
+/// reader sees the old file or the new one, never half of one.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<PathBuf> {
     let io = |source| Error::Io { path: path.to_path_buf(), source };
-    if let Some(dir) = path.parent() {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(io)?;
     }
     // A name of this process's own: processes sharing a database render into one folder.
-    let tmp = path.with_extension(format!("html.tmp-{}", std::process::id()));
+    let ext = path.extension().map_or_else(String::new, |e| format!("{}.", e.to_string_lossy()));
+    let tmp = path.with_extension(format!("{ext}tmp-{}", std::process::id()));
     std::fs::write(&tmp, bytes).map_err(io)?;
     std::fs::rename(&tmp, path).map_err(io)?;
     Ok(path.to_path_buf())
