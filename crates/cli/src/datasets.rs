@@ -93,6 +93,37 @@ pub struct PreviewArgs {
     epochs: Option<usize>,
 }
 
+/// Fetch `name` into `root` with a progress bar, saying what is fetched, from where and how big
+/// before the download starts (`datasets fetch`, `reproduce --fetch`); a dataset already there
+/// is left as it is.
+pub fn fetch(name: Dataset, root: &std::path::Path, url: Option<&str>, keep_archive: bool) -> Result<()> {
+    let a = name.archive();
+    if name.found(root).is_none() {
+        println!(
+            "fetching {name}: {} ({:.0} MB) from {} into {}",
+            a.file_name,
+            a.bytes as f64 / 1e6,
+            url.unwrap_or(a.url),
+            root.display()
+        );
+    }
+    let pb = crate::progress::download(a.file_name, a.bytes);
+    let outcome = infomax_data::fetch::fetch(name, root, url, keep_archive, &mut |done, total| {
+        if let Some(t) = total {
+            pb.set_length(t);
+        }
+        pb.set_position(done);
+    });
+    pb.finish_and_clear();
+    match outcome? {
+        infomax_data::fetch::Fetched::AlreadyPresent(p) => {
+            println!("{name} is already at {}; run `infomax datasets verify {name}` to check it", p.display())
+        }
+        infomax_data::fetch::Fetched::Extracted(p) => println!("{name}: MD5 verified, extracted to {}", p.display()),
+    }
+    Ok(())
+}
+
 pub fn run(cmd: DatasetsCommand, paths: &Paths) -> Result<ExitCode> {
     let root = &paths.data_root();
     match cmd {
@@ -150,23 +181,7 @@ pub fn run(cmd: DatasetsCommand, paths: &Paths) -> Result<ExitCode> {
             Ok(if r.passed() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         DatasetsCommand::Fetch { name, url, keep_archive } => {
-            let a = name.archive();
-            let pb = crate::progress::download(a.file_name, a.bytes);
-            let outcome = infomax_data::fetch::fetch(name, root, url.as_deref(), keep_archive, &mut |done, total| {
-                if let Some(t) = total {
-                    pb.set_length(t);
-                }
-                pb.set_position(done);
-            });
-            pb.finish_and_clear();
-            match outcome? {
-                infomax_data::fetch::Fetched::AlreadyPresent(p) => {
-                    println!("{name} is already at {}; run `infomax datasets verify {name}` to check it", p.display())
-                }
-                infomax_data::fetch::Fetched::Extracted(p) => {
-                    println!("{name}: MD5 verified, extracted to {}", p.display())
-                }
-            }
+            fetch(name, root, url.as_deref(), keep_archive)?;
             Ok(ExitCode::SUCCESS)
         }
         DatasetsCommand::Preview(args) => {

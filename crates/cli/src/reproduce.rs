@@ -45,6 +45,11 @@ pub struct ReproduceArgs {
     /// so that it resumes there.
     #[arg(long)]
     slurm_requeue: bool,
+    /// Fetch every dataset the plan needs and the data directory lacks (the official archive,
+    /// MD5-checked, resumable: `infomax datasets fetch`) before training; without it such runs
+    /// are recorded as skipped.
+    #[arg(long)]
+    fetch: bool,
     #[command(flatten)]
     html: HtmlDir,
 }
@@ -59,6 +64,7 @@ pub fn run(args: ReproduceArgs, paths: &Paths) -> Result<ExitCode> {
         no_tensorboard,
         device: device_choice,
         slurm_requeue,
+        fetch,
         html,
     } = args;
     let device = infomax_runner::default_device();
@@ -83,6 +89,16 @@ pub fn run(args: ReproduceArgs, paths: &Paths) -> Result<ExitCode> {
         let store = if paths.db.is_file() { Some(Store::open(&paths.db)?) } else { None };
         print!("{}", dry_run_text(&file, &profile, &plan, store.as_ref(), &data_root, &machine)?);
         return Ok(ExitCode::SUCCESS);
+    }
+    if fetch {
+        let mut needed: Vec<infomax_data::Dataset> = plan.iter().map(|r| r.config.dataset).collect();
+        needed.sort_by_key(|d| d.name());
+        needed.dedup();
+        for dataset in needed {
+            if !dataset.is_present(&data_root) {
+                crate::datasets::fetch(dataset, &data_root, None, false)?;
+            }
+        }
     }
     // Where the results go is checked before any training: the database opens (or is
     // created) and the report's folder takes a file.
@@ -115,21 +131,22 @@ pub fn run(args: ReproduceArgs, paths: &Paths) -> Result<ExitCode> {
         stop: stop.flag.clone(),
     };
     let summary = infomax_runner::sweep::run_plan(&plan, &ctx)?;
-    for (run, why) in &summary.skipped {
-        println!("skipped  {run}: {why}");
+    let report = infomax_report::render(&paths.db, &html_dir)?;
+    println!("report: {}", report.index.display());
+    println!("{} / {profile}: {} runs: {}", file.meta.name, plan.len(), summary.line());
+    // What did not finish comes last, so the output ends with what and why.
+    for (run, why) in &summary.failed {
+        println!("failed   {run}: {why}");
     }
     for (run, why) in &summary.diverged {
         println!("diverged {run}: {why}");
     }
-    for (run, why) in &summary.failed {
-        println!("failed   {run}: {why}");
+    for (run, why) in &summary.skipped {
+        println!("skipped  {run}: {why}");
     }
     if let Some(why) = &summary.interrupted {
         println!("stopped: {why}");
     }
-    println!("{} / {profile}: {} runs: {}", file.meta.name, plan.len(), summary.line());
-    let report = infomax_report::render(&paths.db, &html_dir)?;
-    println!("report: {}", report.index.display());
     if let (true, Some(_), Some(signal)) = (slurm_requeue, &summary.interrupted, stop.signal()) {
         if let Some(job) = infomax_runner::slurm::job_to_requeue(signal)? {
             // Slurm ends this process once the requeue is accepted: say so first.

@@ -246,8 +246,8 @@ fn smoke_experiment_on_a_real_slice_stores_rows_and_renders_the_table() {
     assert!(std::fs::read_to_string(tmp.path().join("index.html")).unwrap().contains(&trained));
 }
 
-/// A run whose dataset is not on disk is recorded as skipped, with the command that fetches it,
-/// and the sweep still succeeds.
+/// A run whose dataset is not on disk is recorded as skipped, with the command that fetches it;
+/// the exit status says work was not done.
 #[test]
 fn a_missing_dataset_skips_the_run_with_the_fetch_command() {
     let tmp = tempfile::tempdir().unwrap();
@@ -261,6 +261,10 @@ fn a_missing_dataset_skips_the_run_with_the_fetch_command() {
     assert_eq!(o.status.code(), Some(3), "a skipped run is work not done: {}", text(&o));
     let msg = text(&o);
     assert!(msg.contains("skipped") && msg.contains("infomax datasets fetch cifar10"), "{msg}");
+    // The output ends with what was skipped and why.
+    let stdout = String::from_utf8_lossy(&o.stdout).to_string();
+    let last = stdout.lines().last().unwrap_or_default();
+    assert!(last.starts_with("skipped") && last.contains("dataset not found") && last.contains("--fetch"), "{stdout}");
     let rows: Vec<(String, String)> = Connection::open(&db)
         .unwrap()
         .prepare("SELECT status, status_detail FROM runs")
@@ -850,4 +854,27 @@ fn show_prints_the_recipe_with_each_fields_layer() {
     let text = std::fs::read_to_string(common::workspace_root().join("experiments/table1.toml")).unwrap();
     let n: usize = epochs.rsplit("(line ").next().unwrap().trim_end_matches(')').parse().unwrap();
     assert!(text.lines().nth(n - 1).unwrap().contains("epochs = 2000"), "line {n}");
+}
+
+/// `reproduce --fetch` fetches a missing dataset before anything is trained or recorded: an
+/// archive that is not the official one (here a stand-in in the downloads folder, so no network
+/// is needed) stops the command with the MD5 it found, a non-zero status and no database.
+#[test]
+fn fetch_fails_before_any_run_when_the_archive_is_not_the_official_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("data");
+    let downloads = root.join(".infomax-downloads");
+    std::fs::create_dir_all(&downloads).unwrap();
+    std::fs::write(downloads.join("cifar-10-binary.tar.gz"), b"not the archive").unwrap();
+    let db = tmp.path().join("r.sqlite");
+    let mut args =
+        vec!["reproduce", "smoke", "--fetch", "--data-dir", root.to_str().unwrap(), "--db", db.to_str().unwrap()];
+    args.extend(["--out", tmp.path().to_str().unwrap()]);
+    args.extend(SLICE);
+    let o = infomax(&args);
+    let msg = text(&o);
+    assert!(!o.status.success(), "{msg}");
+    assert!(msg.contains("fetching cifar10: cifar-10-binary.tar.gz") && msg.contains("https://"), "announced: {msg}");
+    assert!(msg.contains("MD5") && msg.contains("cifar-10-binary.tar.gz"), "{msg}");
+    assert!(!db.exists(), "nothing is recorded before the data is there");
 }

@@ -84,7 +84,7 @@ impl SweepSummary {
 pub fn missing_dataset(dataset: infomax_data::Dataset, root: &std::path::Path) -> Option<String> {
     (!dataset.is_present(root)).then(|| {
         format!(
-            "dataset not found: {} is not under {}; get it with `infomax datasets fetch {}`",
+            "dataset not found: {} is not under {}; get it with `infomax datasets fetch {}` or run again with --fetch",
             dataset.dir(),
             root.display(),
             dataset.name()
