@@ -1,6 +1,8 @@
 # infomax tasks. `just --list` shows them.
 
 data := env_var_or_default("INFOMAX_DATA", "datasets")
+# The release binary wherever cargo builds it (CARGO_TARGET_DIR, else ./target).
+bin := env_var_or_default("CARGO_TARGET_DIR", "target") + "/release/infomax"
 
 # Train, evaluate, store and report an experiment: just reproduce smoke --profile smoke
 reproduce NAME *ARGS:
@@ -14,17 +16,17 @@ test:
 # issue's widths and batches, each convolution pass's GFLOP/s per width, and augmented views/s at 32 px (CIFAR) and 64 px (STL-10 from 96 px, Tiny-ImageNet) for both presets.
 bench:
     cargo build --release -p infomax-cli
-    for d in cifar10 stl10 tiny-imagenet; do for p in wmse fair; do ./target/release/infomax bench augment --dataset $d --preset $p; done; done
-    for wb in "1.0 128" "1.0 256" "0.5 128" "0.5 256" "0.25 128" "0.25 256"; do set -- $wb; ./target/release/infomax bench train-step --width $1 --batch $2 --steps 3 --projector 2048,2048; done
-    for w in 1.0 0.5 0.25; do ./target/release/infomax bench conv --width $w --batch 128; done
-    for w in 1.0 0.25; do ./target/release/infomax bench eval --width $w; done
+    for d in cifar10 stl10 tiny-imagenet; do for p in wmse fair; do {{bin}} bench augment --dataset $d --preset $p; done; done
+    for wb in "1.0 128" "1.0 256" "0.5 128" "0.5 256" "0.25 128" "0.25 256"; do set -- $wb; {{bin}} bench train-step --width $1 --batch $2 --steps 3 --projector 2048,2048; done
+    for w in 1.0 0.5 0.25; do {{bin}} bench conv --width $w --batch 128; done
+    for w in 1.0 0.25; do {{bin}} bench eval --width $w; done
 
 # The same training step in PyTorch (bench/torch_step.py) beside infomax's, on this machine, with
 # the ratios of the medians of three alternated rounds. Needs a Python with torch (never needed
 # otherwise): PYTHON=venv/bin/python just bench-torch
 bench-torch:
     cargo build --release -p infomax-cli
-    for wb in "1.0 128" "1.0 256" "0.5 128" "0.5 256" "0.25 128" "0.25 256"; do set -- $wb; "${PYTHON:-python3}" bench/torch_step.py --width $1 --batch $2 --steps 3 --rounds 3 --infomax target/release/infomax; done
+    for wb in "1.0 128" "1.0 256" "0.5 128" "0.5 256" "0.25 128" "0.25 256"; do set -- $wb; "${PYTHON:-python3}" bench/torch_step.py --width $1 --batch $2 --steps 3 --rounds 3 --infomax {{bin}}; done
 
 # infomax with candle's CUDA backend, into target/cuda/release/infomax: CUDA 13.0 from NVIDIA's PyPI
 # wheels into ~/.cache/infomax/cuda-venv, no GPU needed to build (CUDA_COMPUTE_CAP, default 90).
