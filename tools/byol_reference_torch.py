@@ -40,7 +40,7 @@ from torchvision.transforms import v2 as T
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "bench"))
 from torch_step import ResNet18  # noqa: E402
 
-# The W-MSE code's CIFAR-10 normalisation (SPEC), as infomax's cifar10 dataset uses.
+# The W-MSE code's CIFAR-10 normalisation (docs/methods.md#normalisation-and-evaluation-images), as infomax's cifar10 dataset uses.
 MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
 
 
