@@ -11,7 +11,7 @@
 
 use std::path::Path;
 
-use crate::files::{fetch_hint, read_names, require_dir, Expected};
+use crate::files::{read_names, require_dir, CifarLayouts, Expected};
 use crate::pickle::BatchSpec;
 use crate::{Dataset, Error, ImageSet, Layout, Result, Split};
 
@@ -33,25 +33,8 @@ pub const STD: [f32; 3] = [0.2023, 0.1994, 0.2010];
 const DEFAULT_CLASS_NAMES: [&str; CLASSES] =
     ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"];
 
-/// What to do about a missing or broken binary version; while its folder is absent, a
-/// torchvision download is another way to get the dataset (once it exists, it takes precedence).
-fn hint(root: &Path) -> String {
-    let fetch = fetch_hint(NAME, URL, root, DIR);
-    if root.join(DIR).is_dir() {
-        fetch
-    } else {
-        format!("{fetch}, or keep torchvision's download at {}", root.join(PYTHON_DIR).display())
-    }
-}
-
-/// What to do about a broken python-version folder (`datasets fetch` would not replace it).
-fn python_hint(root: &Path) -> String {
-    format!(
-        "download {PYTHON_URL} again (or let torchvision do it) and extract it so that {} exists, or remove \
-         that folder and run `infomax datasets fetch {NAME}` for the binary version",
-        root.join(PYTHON_DIR).display()
-    )
-}
+const LAYOUTS: CifarLayouts =
+    CifarLayouts { name: NAME, dir: DIR, url: URL, python_dir: PYTHON_DIR, python_url: PYTHON_URL };
 
 fn expected(hint: &str) -> Expected<'_> {
     Expected { dataset: NAME, records: RECORDS_PER_FILE, record_len: RECORD_LEN, hint }
@@ -76,7 +59,7 @@ pub fn python_files(split: Split) -> Vec<&'static str> {
 /// Check that every file of a split exists with exactly the official size, without reading it.
 pub fn check(root: &Path, split: Split) -> Result<()> {
     let dir = root.join(DIR);
-    let hint = hint(root);
+    let hint = LAYOUTS.hint(root);
     require_dir(NAME, &dir, &files(split).join(", "), &hint)?;
     for f in files(split) {
         expected(&hint).check(&dir.join(f))?;
@@ -90,7 +73,7 @@ fn class_names(root: &Path) -> Result<Vec<String>> {
     if !path.exists() {
         return Ok(DEFAULT_CLASS_NAMES.iter().map(|s| s.to_string()).collect());
     }
-    read_names(NAME, &path, CLASSES, &hint(root))
+    read_names(NAME, &path, CLASSES, &LAYOUTS.hint(root))
 }
 
 /// Load a split from the layout [`Dataset::found`] picks (the binary version when both are present).
@@ -105,7 +88,7 @@ pub fn load(root: &Path, split: Split) -> Result<ImageSet> {
 pub fn load_binary(root: &Path, split: Split) -> Result<ImageSet> {
     check(root, split)?;
     let dir = root.join(DIR);
-    let hint = hint(root);
+    let hint = LAYOUTS.hint(root);
     let files = files(split);
     let n = files.len() * RECORDS_PER_FILE;
     let mut pixels = Vec::with_capacity(n * (RECORD_LEN - 1));
@@ -128,7 +111,7 @@ pub fn load_binary(root: &Path, split: Split) -> Result<ImageSet> {
 /// Load a split of the python version, checking every array's type and shape and every label.
 pub fn load_python(root: &Path, split: Split) -> Result<ImageSet> {
     let dir = root.join(PYTHON_DIR);
-    let hint = python_hint(root);
+    let hint = LAYOUTS.python_hint(root);
     let files = python_files(split);
     require_dir(NAME, &dir, &files.join(", "), &hint)?;
     let spec = BatchSpec {

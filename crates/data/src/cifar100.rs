@@ -12,7 +12,7 @@
 
 use std::path::Path;
 
-use crate::files::{fetch_hint, read_names, require_dir, Expected};
+use crate::files::{read_names, require_dir, CifarLayouts, Expected};
 use crate::pickle::BatchSpec;
 use crate::{Dataset, Error, ImageSet, Layout, Result, Split};
 
@@ -28,25 +28,8 @@ pub const RECORD_LEN: usize = 2 + 3 * SIDE * SIDE;
 pub const FINE: usize = 100;
 pub const COARSE: usize = 20;
 
-/// What to do about a missing or broken binary version; while its folder is absent, a
-/// torchvision download is another way to get the dataset (once it exists, it takes precedence).
-fn hint(root: &Path) -> String {
-    let fetch = fetch_hint(NAME, URL, root, DIR);
-    if root.join(DIR).is_dir() {
-        fetch
-    } else {
-        format!("{fetch}, or keep torchvision's download at {}", root.join(PYTHON_DIR).display())
-    }
-}
-
-/// What to do about a broken python-version folder (`datasets fetch` would not replace it).
-fn python_hint(root: &Path) -> String {
-    format!(
-        "download {PYTHON_URL} again (or let torchvision do it) and extract it so that {} exists, or remove \
-         that folder and run `infomax datasets fetch {NAME}` for the binary version",
-        root.join(PYTHON_DIR).display()
-    )
-}
+const LAYOUTS: CifarLayouts =
+    CifarLayouts { name: NAME, dir: DIR, url: URL, python_dir: PYTHON_DIR, python_url: PYTHON_URL };
 
 /// The file of a split and its record count.
 pub fn file(split: Split) -> Option<(&'static str, usize)> {
@@ -69,7 +52,7 @@ pub fn load(root: &Path, split: Split) -> Result<ImageSet> {
 /// Load a split of the binary version, checking the file's size and every label.
 pub fn load_binary(root: &Path, split: Split) -> Result<ImageSet> {
     let dir = root.join(DIR);
-    let hint = hint(root);
+    let hint = LAYOUTS.hint(root);
     let (name, records) = file(split).expect("Dataset::load checks the split");
     require_dir(NAME, &dir, "train.bin, test.bin, coarse_label_names.txt, fine_label_names.txt", &hint)?;
     let path = dir.join(name);
@@ -98,7 +81,7 @@ pub fn load_binary(root: &Path, split: Split) -> Result<ImageSet> {
 /// checking the array's type and shape and every label.
 pub fn load_python(root: &Path, split: Split) -> Result<ImageSet> {
     let dir = root.join(PYTHON_DIR);
-    let hint = python_hint(root);
+    let hint = LAYOUTS.python_hint(root);
     let (name, records) = file(split).expect("Dataset::load checks the split");
     let name = name.trim_end_matches(".bin");
     require_dir(NAME, &dir, "train, test, meta", &hint)?;

@@ -84,6 +84,41 @@ pub(crate) fn read_names(dataset: &'static str, path: &Path, count: usize, hint:
 }
 
 /// The hint every loader gives: the official archive and where its folder must end up.
+/// The names and addresses of CIFAR's two layouts: the binary version infomax fetches and the
+/// python version torchvision downloads.
+pub(crate) struct CifarLayouts {
+    pub name: &'static str,
+    pub dir: &'static str,
+    pub url: &'static str,
+    pub python_dir: &'static str,
+    pub python_url: &'static str,
+}
+
+impl CifarLayouts {
+    /// What to do about a missing or broken binary version; while its folder is absent, a
+    /// torchvision download is another way to get the dataset (once it exists, it takes
+    /// precedence).
+    pub fn hint(&self, root: &Path) -> String {
+        let fetch = fetch_hint(self.name, self.url, root, self.dir);
+        if root.join(self.dir).is_dir() {
+            fetch
+        } else {
+            format!("{fetch}, or keep torchvision's download at {}", root.join(self.python_dir).display())
+        }
+    }
+
+    /// What to do about a broken python-version folder (`datasets fetch` would not replace it).
+    pub fn python_hint(&self, root: &Path) -> String {
+        format!(
+            "download {} again (or let torchvision do it) and extract it so that {} exists, or remove \
+             that folder and run `infomax datasets fetch {}` for the binary version",
+            self.python_url,
+            root.join(self.python_dir).display(),
+            self.name
+        )
+    }
+}
+
 pub(crate) fn fetch_hint(dataset: &'static str, url: &str, root: &Path, dir: &str) -> String {
     format!(
         "run `infomax datasets fetch {dataset}`, or download {url} and extract it so that {} exists",
