@@ -42,29 +42,15 @@ pub fn summarise(samples: &[Sample]) -> Result<HashMap<String, Stat>> {
         "init" => samples.iter().map(|s| s.init).collect::<Vec<_>>(),
     )
     .map_err(polars)?;
-    let out = df
-        .lazy()
-        .group_by([col("group")])
-        .agg([
-            col("value").mean().alias("mean"),
-            col("value").std(1).alias("std"),
-            col("value").count().alias("n"),
-            col("init").mean().alias("init"),
-        ])
-        .collect()
-        .map_err(polars)?;
-    let groups = out.column("group").and_then(|c| c.str()).map_err(polars)?;
-    let means = out.column("mean").and_then(|c| c.f64()).map_err(polars)?;
-    let stds = out.column("std").and_then(|c| c.f64()).map_err(polars)?;
-    let counts = out.column("n").and_then(|c| c.cast(&DataType::UInt64)).map_err(polars)?;
-    let counts = counts.u64().map_err(polars)?;
-    let inits = out.column("init").and_then(|c| c.f64()).map_err(polars)?;
     let mut stats = HashMap::new();
-    for i in 0..out.height() {
-        let (Some(group), Some(mean), Some(n)) = (groups.get(i), means.get(i), counts.get(i)) else { continue };
-        let n = n as usize;
-        let std = stds.get(i).filter(|s| n > 1 && s.is_finite());
-        stats.insert(group.to_string(), Stat { mean, std, n, init: inits.get(i) });
+    for part in df.partition_by_stable(["group"], true).map_err(polars)? {
+        let group = part.column("group").and_then(|c| c.str()).map_err(polars)?;
+        let values = part.column("value").and_then(|c| c.f64()).map_err(polars)?;
+        let inits = part.column("init").and_then(|c| c.f64()).map_err(polars)?;
+        let (Some(group), Some(mean)) = (group.get(0), values.mean()) else { continue };
+        let n = values.len() - values.null_count();
+        let std = values.std(1).filter(|s| n > 1 && s.is_finite());
+        stats.insert(group.to_string(), Stat { mean, std, n, init: inits.mean() });
     }
     Ok(stats)
 }
