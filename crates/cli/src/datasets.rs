@@ -1,4 +1,4 @@
-//! `infomax datasets list | verify | fetch | preview`.
+//! `infomax datasets list | verify | fetch | preview | stats`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use infomax_data::augment::Preset;
-use infomax_data::{Dataset, Split};
+use infomax_data::{Dataset, DatasetSpec, Split};
 use infomax_runner::config::RunConfig;
 
 use crate::paths::Paths;
@@ -15,6 +15,10 @@ use crate::paths::Paths;
 pub enum DatasetsCommand {
     /// Each dataset, whether it is present under the data root, its splits and counts.
     List {
+        /// Image folders to list as well (paths in torchvision's ImageFolder layout).
+        folders: Vec<DatasetSpec>,
+        #[command(flatten)]
+        size: ImageSize,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -23,8 +27,11 @@ pub enum DatasetsCommand {
     /// the published per-file MD5s (a copy that is not byte-identical to the official release is
     /// reported, not failed). Exits non-zero when anything structural is wrong.
     Verify {
-        /// cifar10, cifar100, stl10 or tiny-imagenet.
-        name: Dataset,
+        /// cifar10, cifar100, stl10, tiny-imagenet, or the path of an image folder (every image of
+        /// a folder is decoded; its class counts and non-image files are reported).
+        name: DatasetSpec,
+        #[command(flatten)]
+        size: ImageSize,
         #[arg(long)]
         json: bool,
     },
@@ -42,12 +49,43 @@ pub enum DatasetsCommand {
     /// Write a PNG grid: each chosen image, then D augmented views of it as training draws them;
     /// or, with --npy, the views a run trains on as one array for another framework.
     Preview(Box<PreviewArgs>),
+    /// An image folder's per-channel mean and standard deviation over its training images at
+    /// their stored size, as the `mean` and `std` of its dataset table (the decoded images are
+    /// cached, so a second call is quick).
+    Stats {
+        /// The path of an image folder.
+        folder: DatasetSpec,
+        #[command(flatten)]
+        size: ImageSize,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// A folder dataset's stored side, from the command line.
+#[derive(Args)]
+pub struct ImageSize {
+    /// Image folders: the side images are stored at (centre-cropped square, then resized).
+    #[arg(long, value_name = "PIXELS", default_value_t = infomax_data::folder::DEFAULT_IMAGE_SIZE)]
+    image_size: usize,
+}
+
+impl ImageSize {
+    fn apply(&self, mut dataset: DatasetSpec) -> DatasetSpec {
+        if let DatasetSpec::Folder(f) = &mut dataset {
+            f.image_size = self.image_size;
+        }
+        dataset
+    }
 }
 
 /// `datasets preview`'s arguments.
 #[derive(Args)]
 pub struct PreviewArgs {
-    name: Dataset,
+    /// A built-in dataset's name or the path of an image folder.
+    name: DatasetSpec,
+    #[command(flatten)]
+    size: ImageSize,
     /// train, test or unlabeled.
     #[arg(long, default_value = "train")]
     split: Split,
@@ -127,8 +165,15 @@ pub fn fetch(name: Dataset, root: &std::path::Path, url: Option<&str>, keep_arch
 pub fn run(cmd: DatasetsCommand, paths: &Paths) -> Result<ExitCode> {
     let root = &paths.data_root();
     match cmd {
-        DatasetsCommand::List { json } => {
-            let entries = infomax_data::verify::list(root);
+        DatasetsCommand::List { folders, size, json } => {
+            let folders: Vec<_> = folders
+                .into_iter()
+                .map(|d| match size.apply(d) {
+                    DatasetSpec::Folder(f) => Ok(f),
+                    DatasetSpec::Builtin(d) => bail!("{d} is listed anyway: name only image folders"),
+                })
+                .collect::<Result<_>>()?;
+            let entries = infomax_data::verify::list(root, &folders);
             if json {
                 println!("{}", serde_json::to_string(&entries)?);
                 return Ok(ExitCode::SUCCESS);
@@ -149,8 +194,8 @@ pub fn run(cmd: DatasetsCommand, paths: &Paths) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        DatasetsCommand::Verify { name, json } => {
-            let r = infomax_data::verify::verify(name, root)?;
+        DatasetsCommand::Verify { name, size, json } => {
+            let r = infomax_data::verify::verify(&size.apply(name), root)?;
             if json {
                 println!("{}", serde_json::to_string(&r)?);
             } else {
@@ -173,6 +218,9 @@ pub fn run(cmd: DatasetsCommand, paths: &Paths) -> Result<ExitCode> {
                 if r.checksums.iter().any(|c| !c.official) {
                     println!("  note: files that differ from the official release are a rebuilt or modified copy; published accuracies may not transfer exactly");
                 }
+                for n in &r.notes {
+                    println!("  note: {n}");
+                }
                 for p in &r.problems {
                     println!("  PROBLEM: {p}");
                 }
@@ -184,9 +232,37 @@ pub fn run(cmd: DatasetsCommand, paths: &Paths) -> Result<ExitCode> {
             fetch(name, root, url.as_deref(), keep_archive)?;
             Ok(ExitCode::SUCCESS)
         }
+        DatasetsCommand::Stats { folder, size, json } => {
+            let DatasetSpec::Folder(f) = size.apply(folder) else {
+                bail!("stats: the path of an image folder expected; the built-in datasets' statistics are fixed")
+            };
+            let train = f.load(root, Split::Train)?;
+            let stats = infomax_data::folder::stats(&train);
+            if json {
+                println!("{}", serde_json::to_string(&stats)?);
+            } else {
+                println!(
+                    "{}: {} training images at {}×{} px, per channel (R, G, B) in [0, 1]",
+                    f.name(),
+                    train.len(),
+                    f.image_size,
+                    f.image_size
+                );
+                let list = |v: [f32; 3]| v.map(|x| x.to_string()).join(", ");
+                println!(
+                    "dataset = {{ folder = {:?}, image_size = {}, mean = [{}], std = [{}] }}",
+                    f.folder,
+                    f.image_size,
+                    list(stats.mean),
+                    list(stats.std)
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         DatasetsCommand::Preview(args) => {
             let PreviewArgs {
                 name,
+                size,
                 split,
                 index,
                 views,
@@ -204,6 +280,7 @@ pub fn run(cmd: DatasetsCommand, paths: &Paths) -> Result<ExitCode> {
             } = *args;
             let preset: Preset = serde_json::from_value(serde_json::Value::String(preset.clone()))
                 .with_context(|| format!("--preset {preset}: expected wmse or fair"))?;
+            let name = size.apply(name);
             let images = name.load(root, split)?;
             // The experiment's run configuration for this dataset, when one is named.
             let config = match experiment {
@@ -212,12 +289,13 @@ pub fn run(cmd: DatasetsCommand, paths: &Paths) -> Result<ExitCode> {
                     let file = paths.experiment(&e)?.load()?;
                     let mut overrides =
                         set.iter().map(|s| s.parse::<infomax_runner::Override>()).collect::<Result<Vec<_>, _>>()?;
-                    overrides.push(format!("dataset={name}").parse()?);
+                    let value = toml::Value::try_from(&name).context("the dataset as TOML")?;
+                    overrides.push(format!("dataset={value}").parse()?);
                     Some(file.resolve(&profile, &overrides)?)
                 }
             };
             let augment = match &config {
-                None => RunConfig::augment_defaults(preset, name),
+                None => RunConfig::augment_defaults(preset, &name),
                 Some(c) => c.augment.clone(),
             };
             if let Some(npy) = npy {

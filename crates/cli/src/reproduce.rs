@@ -91,7 +91,7 @@ pub fn run(args: ReproduceArgs, paths: &Paths) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     if fetch {
-        let mut needed: Vec<infomax_data::Dataset> = plan.iter().map(|r| r.config.dataset).collect();
+        let mut needed: Vec<infomax_data::Dataset> = plan.iter().filter_map(|r| r.config.dataset.builtin()).collect();
         needed.sort_by_key(|d| d.name());
         needed.dedup();
         for dataset in needed {
@@ -207,7 +207,7 @@ fn dry_run_text(
     for (i, (run, diff)) in plan.iter().zip(&diffs).enumerate() {
         let hash = run.config.hash();
         let row = rows.iter().find(|r| r.config_hash == hash && r.status != "pending");
-        let state = match (row, infomax_runner::sweep::missing_dataset(run.config.dataset, data_root)) {
+        let state = match (row, infomax_runner::sweep::missing_dataset(&run.config.dataset, data_root)) {
             (Some(r), _) if r.status == "finished" || r.status == "diverged" => r.status.clone(),
             (_, Some(_)) => "skip: dataset not found".to_string(),
             (Some(r), None) if r.epochs_done > 0 => format!("resumes after epoch {}/{}", r.epochs_done, r.epochs),
@@ -215,7 +215,7 @@ fn dry_run_text(
         };
         let estimate = match gflops {
             Some(g) if state.starts_with("to train") || state.starts_with("resumes") => {
-                let s = estimate_seconds(&run.config, g);
+                let s = estimate_seconds(&run.config, data_root, g);
                 total += s;
                 pending += 1;
                 human_duration(s)
@@ -227,7 +227,7 @@ fn dry_run_text(
             let shown: Vec<String> = diff.iter().map(|(k, v)| format!("{k}={v}")).collect();
             writeln!(out, "     {}", shown.join("  "))?;
         }
-        for clamp in infomax_runner::validate::clamps(&run.config) {
+        for clamp in infomax_runner::validate::clamps(&run.config, data_root) {
             writeln!(out, "     note: {clamp}")?;
         }
     }

@@ -39,7 +39,7 @@ pub fn run(args: ShowArgs, paths: &Paths) -> Result<ExitCode> {
         for d in file.profiles[profile.as_str()].deviations.iter().filter(|d| d.covers(&run.coords)) {
             println!("# deviation: {} — the source: {}; ours: {}; why: {}", d.field, d.source, d.ours, d.why);
         }
-        for clamp in infomax_runner::validate::clamps(&run.config) {
+        for clamp in infomax_runner::validate::clamps(&run.config, &paths.data_root()) {
             println!("# note: {clamp}");
         }
         let fields = run.config.fields();

@@ -2,10 +2,11 @@
 //! which layouts, and which one is read when several are present), its splits and counts, its
 //! official download, and the loader that reads it.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::folder::FolderDataset;
 use crate::{cifar10, cifar100, stl10, tiny_imagenet, Error, ImageSet, Result, Split};
 
 /// A dataset with a loader. Names (CLI, experiment files, database) are the serde names.
@@ -28,6 +29,8 @@ pub enum Layout {
     Python,
     /// Folders of JPEG files (Tiny-ImageNet).
     Jpeg,
+    /// A folder of the user's images in torchvision's `ImageFolder` layout.
+    Folder,
 }
 
 impl Layout {
@@ -36,6 +39,7 @@ impl Layout {
             Layout::Binary => "binary",
             Layout::Python => "python",
             Layout::Jpeg => "jpeg",
+            Layout::Folder => "folder",
         }
     }
 }
@@ -46,6 +50,7 @@ impl std::fmt::Display for Layout {
             Layout::Binary => "binary version",
             Layout::Python => "python version, as torchvision downloads it",
             Layout::Jpeg => "JPEG folders",
+            Layout::Folder => "image folders, one per class",
         })
     }
 }
@@ -284,6 +289,193 @@ impl std::str::FromStr for Dataset {
     }
 }
 
+/// What a run's `dataset` field says: a built-in dataset by name (`"cifar10"`), or a folder of
+/// the user's images (`{ folder = "PATH", … }`, see [`crate::folder`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum DatasetSpec {
+    Builtin(Dataset),
+    Folder(FolderDataset),
+}
+
+impl From<Dataset> for DatasetSpec {
+    fn from(d: Dataset) -> DatasetSpec {
+        DatasetSpec::Builtin(d)
+    }
+}
+
+impl DatasetSpec {
+    pub fn name(&self) -> &'static str {
+        match self {
+            DatasetSpec::Builtin(d) => d.name(),
+            DatasetSpec::Folder(f) => f.name(),
+        }
+    }
+
+    pub fn builtin(&self) -> Option<Dataset> {
+        match self {
+            DatasetSpec::Builtin(d) => Some(*d),
+            DatasetSpec::Folder(_) => None,
+        }
+    }
+
+    /// Stored image side in pixels.
+    pub fn side(&self) -> usize {
+        match self {
+            DatasetSpec::Builtin(d) => d.side(),
+            DatasetSpec::Folder(f) => f.image_size,
+        }
+    }
+
+    /// The training crop's side: the built-in datasets' own, a folder's whole stored side.
+    pub fn crop_size(&self) -> usize {
+        match self {
+            DatasetSpec::Builtin(d) => d.crop_size(),
+            DatasetSpec::Folder(f) => f.image_size,
+        }
+    }
+
+    /// Whether the encoder starts with the small-image stem (a 3×3 convolution) rather than
+    /// ImageNet's (7×7, stride 2): for images up to STL-10's 96 pixels.
+    pub fn small_stem(&self) -> bool {
+        self.crop_size() <= 96
+    }
+
+    /// Whether the encoder's small-image stem keeps its max-pool: for images above CIFAR's size
+    /// (STL-10 and Tiny-ImageNet, as the W-MSE code does; a folder's likewise).
+    pub fn max_pool(&self) -> bool {
+        self.crop_size() > 32
+    }
+
+    /// The augmentations' normalisation: a built-in dataset's published statistics, a folder's
+    /// own `mean`/`std` (none until given: `infomax datasets stats` computes them).
+    pub fn mean_std(&self) -> Option<([f32; 3], [f32; 3])> {
+        match self {
+            DatasetSpec::Builtin(d) => Some(d.mean_std()),
+            DatasetSpec::Folder(f) => f.mean.zip(f.std),
+        }
+    }
+
+    pub fn eval_resize_crop(&self) -> Option<(usize, usize)> {
+        self.builtin().and_then(Dataset::eval_resize_crop)
+    }
+
+    /// The splits self-supervised pre-training reads.
+    pub fn pretrain_splits(&self) -> &'static [Split] {
+        match self {
+            DatasetSpec::Builtin(d) => d.pretrain_splits(),
+            DatasetSpec::Folder(_) => &[Split::Train],
+        }
+    }
+
+    /// Images in each split: the official counts of a built-in dataset, what a folder holds
+    /// (none for a split it cannot list: loading it says why).
+    pub fn split_sizes(&self, root: &Path) -> Vec<(Split, usize)> {
+        match self {
+            DatasetSpec::Builtin(d) => d.splits().to_vec(),
+            DatasetSpec::Folder(f) => [Split::Train, Split::Test]
+                .into_iter()
+                .map(|s| (s, f.listing(root, s).map_or(0, |l| l.images.len())))
+                .collect(),
+        }
+    }
+
+    /// Where the dataset is read from under `root`.
+    pub fn dir(&self, root: &Path) -> PathBuf {
+        match self {
+            DatasetSpec::Builtin(d) => root.join(d.found(root).map_or(d.dir(), |(_, dir)| dir)),
+            DatasetSpec::Folder(f) => f.dir(root),
+        }
+    }
+
+    /// Whether the dataset's folder exists (not whether it is complete).
+    pub fn is_present(&self, root: &Path) -> bool {
+        match self {
+            DatasetSpec::Builtin(d) => d.is_present(root),
+            DatasetSpec::Folder(f) => f.dir(root).is_dir(),
+        }
+    }
+
+    pub fn load(&self, root: &Path, split: Split) -> Result<ImageSet> {
+        match self {
+            DatasetSpec::Builtin(d) => d.load(root, split),
+            DatasetSpec::Folder(f) => f.load(root, split),
+        }
+    }
+
+    pub fn load_pretrain(&self, root: &Path) -> Result<ImageSet> {
+        match self {
+            DatasetSpec::Builtin(d) => d.load_pretrain(root),
+            DatasetSpec::Folder(f) => f.load(root, Split::Train),
+        }
+    }
+}
+
+impl std::fmt::Display for DatasetSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for DatasetSpec {
+    type Err = Error;
+
+    /// A built-in dataset's name, or the path of an image folder (one with a `/`, or an existing
+    /// folder) with every other field at its default. A relative path that exists from the
+    /// current folder is made absolute; any other stays relative to the data root.
+    fn from_str(s: &str) -> Result<Self> {
+        match s.parse::<Dataset>() {
+            Ok(d) => Ok(DatasetSpec::Builtin(d)),
+            Err(_) if s.contains('/') || Path::new(s).is_dir() => {
+                let path = Path::new(s);
+                let folder = match std::fs::canonicalize(path) {
+                    Ok(abs) if path.is_relative() && abs.is_dir() => abs.display().to_string(),
+                    _ => s.to_string(),
+                };
+                Ok(DatasetSpec::Folder(FolderDataset::at(folder)))
+            }
+            Err(_) => Err(Error::Request(format!(
+                "unknown dataset `{s}`: expected one of cifar10, cifar100, stl10, tiny-imagenet, or the path of an \
+                 image folder (train/<class>/…, with a `/` in it)"
+            ))),
+        }
+    }
+}
+
+impl Serialize for DatasetSpec {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        match self {
+            DatasetSpec::Builtin(d) => d.serialize(s),
+            DatasetSpec::Folder(f) => f.serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for DatasetSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<DatasetSpec, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = DatasetSpec;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(
+                    "a dataset name (cifar10, cifar100, stl10, tiny-imagenet) or a table `{ folder = \"PATH\", … }`",
+                )
+            }
+
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<DatasetSpec, E> {
+                v.parse::<Dataset>()
+                    .map(DatasetSpec::Builtin)
+                    .map_err(|e| E::custom(format!("{e}, or a table `{{ folder = \"PATH\" }}` for a folder of images")))
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> std::result::Result<DatasetSpec, A::Error> {
+                FolderDataset::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(DatasetSpec::Folder)
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -322,5 +514,23 @@ mod tests {
         assert_eq!(Dataset::Cifar100.present_layouts(root).len(), 2);
         assert_eq!(Dataset::Cifar10.dir(), "cifar-10-batches-bin", "fetch extracts the binary version");
         assert_eq!(serde_json::to_string(&Layout::Python).unwrap(), "\"python\"");
+    }
+
+    #[test]
+    fn a_dataset_field_is_a_name_or_a_folder_table() {
+        let name: DatasetSpec = serde_json::from_str("\"stl10\"").unwrap();
+        assert_eq!(name, DatasetSpec::Builtin(Dataset::Stl10));
+        assert_eq!(serde_json::to_string(&name).unwrap(), "\"stl10\"", "built-in names serialise as before");
+        let folder: DatasetSpec = serde_json::from_str(r#"{"folder": "pets", "image_size": 48}"#).unwrap();
+        let DatasetSpec::Folder(f) = &folder else { panic!("{folder:?}") };
+        assert_eq!((f.folder.as_str(), f.image_size, f.name(), folder.side()), ("pets", 48, "pets", 48));
+        assert_eq!(serde_json::to_string(&folder).unwrap(), r#"{"folder":"pets","image_size":48}"#);
+        let err = serde_json::from_str::<DatasetSpec>(r#"{"folder": "pets", "size": 48}"#).unwrap_err().to_string();
+        assert!(err.contains("unknown field `size`") && err.contains("image_size"), "{err}");
+        let err = serde_json::from_str::<DatasetSpec>("\"imagenet-1k\"").unwrap_err().to_string();
+        assert!(err.contains("tiny-imagenet") && err.contains("folder"), "{err}");
+        assert_eq!("cifar10".parse::<DatasetSpec>().unwrap(), DatasetSpec::Builtin(Dataset::Cifar10));
+        assert!(matches!("data/pets".parse::<DatasetSpec>().unwrap(), DatasetSpec::Folder(_)));
+        assert!("pets".parse::<DatasetSpec>().unwrap_err().to_string().contains("path of an image folder"));
     }
 }

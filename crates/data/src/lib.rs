@@ -1,6 +1,6 @@
 //! Datasets in their official on-disk formats (for CIFAR, the binary version and the pickled
-//! python version torchvision downloads), the augmentation pipelines, and batching of augmented
-//! views.
+//! python version torchvision downloads) and folders of the user's own images, the augmentation
+//! pipelines, and batching of augmented views.
 //!
 //! This crate knows files and pixels only: it produces `f32` buffers in NCHW order and never
 //! touches a tensor library, so the runner decides where the pixels go (CPU or GPU).
@@ -13,6 +13,7 @@ pub mod dataset;
 mod error;
 pub mod fetch;
 mod files;
+pub mod folder;
 pub mod image;
 mod pickle;
 pub mod preview;
@@ -24,5 +25,5 @@ pub mod verify;
 pub mod views;
 
 pub use self::image::{ImageSet, Split};
-pub use dataset::{Dataset, Layout};
+pub use dataset::{Dataset, DatasetSpec, Layout};
 pub use error::{Error, Result};

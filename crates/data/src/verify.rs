@@ -6,7 +6,8 @@ use std::path::Path;
 use md5::{Digest, Md5};
 use serde::Serialize;
 
-use crate::{Dataset, Layout, Result, Split};
+use crate::folder::FolderDataset;
+use crate::{Dataset, DatasetSpec, Layout, Result, Split};
 
 /// One split as found on disk.
 #[derive(Debug, Clone, Serialize)]
@@ -87,7 +88,57 @@ pub fn md5_file(path: &Path) -> Result<String> {
 /// balance against the official release, and compare file checksums with the published ones.
 /// A split that fails to load is a problem in the report, not an early return, so one run of
 /// `verify` lists everything that is wrong.
-pub fn verify(dataset: Dataset, root: &Path) -> Result<VerifyReport> {
+pub fn verify(dataset: &DatasetSpec, root: &Path) -> Result<VerifyReport> {
+    match dataset {
+        DatasetSpec::Builtin(d) => verify_builtin(*d, root),
+        DatasetSpec::Folder(f) => Ok(verify_folder(f, root)),
+    }
+}
+
+/// A folder dataset: both splits listed and decoded (every image, at its stored size), class
+/// counts, and the files under the class folders that are not images.
+fn verify_folder(folder: &FolderDataset, root: &Path) -> VerifyReport {
+    let mut report = VerifyReport {
+        dataset: folder.name().into(),
+        path: folder.dir(root).display().to_string(),
+        layout: Some(Layout::Folder),
+        notes: Vec::new(),
+        splits: Vec::new(),
+        checksums: Vec::new(),
+        problems: Vec::new(),
+    };
+    for split in [Split::Train, Split::Test] {
+        let loaded = folder.listing(root, split).and_then(|l| Ok((folder.load(root, split)?, l.other_files)));
+        match loaded {
+            Ok((set, others)) => {
+                let counts: Vec<usize> = set.class_counts().into_iter().filter(|&n| n > 0).collect();
+                if let Some(first) = others.first() {
+                    let files = if others.len() == 1 {
+                        "1 file is not an image".into()
+                    } else {
+                        format!("{} files are not images", others.len())
+                    };
+                    report
+                        .notes
+                        .push(format!("{split}: {files} (.jpg, .jpeg, .png) and not read, e.g. {}", first.display()));
+                }
+                report.splits.push(SplitReport {
+                    split: split.to_string(),
+                    images: set.len(),
+                    expected_images: set.len(),
+                    side: set.height,
+                    class_min: counts.iter().copied().min(),
+                    class_max: counts.iter().copied().max(),
+                    expected_per_class: None,
+                });
+            }
+            Err(e) => report.problems.push(e.to_string()),
+        }
+    }
+    report
+}
+
+fn verify_builtin(dataset: Dataset, root: &Path) -> Result<VerifyReport> {
     let found = dataset.found(root);
     let dir = found.map_or(dataset.dir(), |(_, dir)| dir);
     let mut report = VerifyReport {
@@ -178,7 +229,25 @@ pub struct ListEntry {
     pub side: usize,
 }
 
-pub fn list(root: &Path) -> Vec<ListEntry> {
+/// The built-in datasets, then each of `folders`.
+pub fn list(root: &Path, folders: &[FolderDataset]) -> Vec<ListEntry> {
+    let folders = folders.iter().map(|f| {
+        let sizes = DatasetSpec::Folder(f.clone()).split_sizes(root);
+        ListEntry {
+            dataset: f.name().into(),
+            present: f.dir(root).is_dir(),
+            path: f.dir(root).display().to_string(),
+            layout: Some(Layout::Folder),
+            notes: Vec::new(),
+            splits: sizes.iter().map(|(s, n)| (s.to_string(), *n)).collect(),
+            classes: f.classes(root).map_or(0, |c| c.len()),
+            side: f.image_size,
+        }
+    });
+    builtin_entries(root).into_iter().chain(folders).collect()
+}
+
+fn builtin_entries(root: &Path) -> Vec<ListEntry> {
     Dataset::ALL
         .into_iter()
         .map(|d| ListEntry {
@@ -210,7 +279,7 @@ mod tests {
     fn a_partial_dataset_fails_with_every_problem_listed() {
         let tmp = tempfile::tempdir().unwrap();
         crate::stl10::tests::write_fixture(tmp.path(), Split::Train, 5_000);
-        let r = verify(Dataset::Stl10, tmp.path()).unwrap();
+        let r = verify(&Dataset::Stl10.into(), tmp.path()).unwrap();
         assert!(!r.passed());
         assert_eq!(r.splits.len(), 1, "train loaded: {:?}", r.splits);
         assert_eq!((r.splits[0].class_min, r.splits[0].class_max), (Some(500), Some(500)));
@@ -218,7 +287,7 @@ mod tests {
         assert!(r.problems.iter().any(|p| p.contains("unlabeled_X.bin")), "{:?}", r.problems);
         let train = r.checksums.iter().find(|c| c.file == "train_X.bin").unwrap();
         assert!(!train.official, "a fixture is not the official file");
-        let listed = list(tmp.path());
+        let listed = list(tmp.path(), &[]);
         assert!(listed.iter().find(|e| e.dataset == "stl10").unwrap().present);
         assert!(!listed.iter().find(|e| e.dataset == "cifar100").unwrap().present);
     }
@@ -227,28 +296,47 @@ mod tests {
     fn verify_and_list_name_the_layout_read_and_any_other_present() {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path();
-        let absent = verify(Dataset::Cifar100, root).unwrap();
+        let absent = verify(&Dataset::Cifar100.into(), root).unwrap();
         assert_eq!(absent.layout, None);
         assert!(absent.problems[0].contains("cifar-100-python"), "{:?}", absent.problems);
         crate::cifar100::tests::write_python_fixture(root);
-        let r = verify(Dataset::Cifar100, root).unwrap();
+        let r = verify(&Dataset::Cifar100.into(), root).unwrap();
         assert_eq!((r.layout, r.path.ends_with("cifar-100-python")), (Some(Layout::Python), true));
         assert_eq!(r.splits.len(), 1, "test loaded: {:?}", r.problems);
         assert!(r.problems.iter().any(|p| p.contains("train")), "{:?}", r.problems);
         let test = r.checksums.iter().find(|c| c.file == "test").unwrap();
         assert_eq!((test.official, test.official_md5.as_str()), (false, "f0ef6b0ae62326f3e7ffdfab6717acfc"));
         assert!(r.notes.is_empty());
-        let entry = list(root).into_iter().find(|e| e.dataset == "cifar100").unwrap();
+        let entry = list(root, &[]).into_iter().find(|e| e.dataset == "cifar100").unwrap();
         assert_eq!((entry.present, entry.layout), (true, Some(Layout::Python)));
         assert!(entry.path.ends_with("cifar-100-python"));
 
         crate::cifar100::tests::write_fixture(root);
-        let r = verify(Dataset::Cifar100, root).unwrap();
+        let r = verify(&Dataset::Cifar100.into(), root).unwrap();
         assert_eq!((r.layout, r.path.ends_with("cifar-100-binary")), (Some(Layout::Binary), true));
         assert_eq!(r.checksums[0].file, "test.bin");
         assert_eq!(r.notes.len(), 1);
         assert!(r.notes[0].contains("cifar-100-python (python version") && r.notes[0].contains("takes precedence"));
-        let entry = list(root).into_iter().find(|e| e.dataset == "cifar100").unwrap();
+        let entry = list(root, &[]).into_iter().find(|e| e.dataset == "cifar100").unwrap();
         assert_eq!((entry.layout, entry.notes.len()), (Some(Layout::Binary), 1));
+    }
+
+    #[test]
+    fn a_folder_is_verified_image_by_image_and_listed() {
+        let tmp = tempfile::tempdir().unwrap();
+        crate::folder::tests::write_fixture(&tmp.path().join("shots"), 2, 3);
+        std::fs::write(tmp.path().join("shots/train/class_0/readme.md"), "x").unwrap();
+        let folder = FolderDataset { image_size: 16, ..FolderDataset::at("shots") };
+        let r = verify(&DatasetSpec::Folder(folder.clone()), tmp.path()).unwrap();
+        assert!(r.passed(), "{:?}", r.problems);
+        assert_eq!(r.splits.iter().map(|s| (s.images, s.side)).collect::<Vec<_>>(), [(6, 16), (2, 16)]);
+        assert_eq!((r.splits[0].class_min, r.splits[0].class_max), (Some(3), Some(3)));
+        assert!(r.notes[0].contains("1 file is not an image") && r.notes[0].contains("readme.md"), "{:?}", r.notes);
+        let entry = list(tmp.path(), std::slice::from_ref(&folder)).pop().unwrap();
+        assert_eq!((entry.dataset.as_str(), entry.classes, entry.side), ("shots", 2, 16));
+        assert_eq!(entry.splits, [("train".to_string(), 6), ("test".to_string(), 2)]);
+        std::fs::write(tmp.path().join("shots/val/class_1/img_0.jpg"), b"broken").unwrap();
+        let r = verify(&DatasetSpec::Folder(folder), tmp.path()).unwrap();
+        assert!(!r.passed() && r.problems[0].contains("val/class_1/img_0.jpg"), "{:?}", r.problems);
     }
 }

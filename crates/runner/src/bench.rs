@@ -291,7 +291,7 @@ pub fn augment_throughput(cfg: &AugmentBench) -> Result<AugmentResult> {
         Vec::new(),
         Vec::new(),
     );
-    let augment = RunConfig::augment_defaults(cfg.preset, cfg.dataset);
+    let augment = RunConfig::augment_defaults(cfg.preset, &cfg.dataset.into());
     let idx: Vec<usize> = (0..cfg.batch).collect();
     // One untimed batch warms the thread pool and the allocator.
     infomax_data::views::augmented_views(&set, &idx, cfg.views, &augment, 0, 0);

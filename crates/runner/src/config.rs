@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 pub use crate::method::{Method, MethodParams};
-pub use infomax_data::Dataset;
+pub use infomax_data::{Dataset, DatasetSpec};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -335,7 +335,7 @@ pub struct RunConfig {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub grid: BTreeMap<String, String>,
     pub method: Method,
-    pub dataset: Dataset,
+    pub dataset: DatasetSpec,
     pub seed: u64,
     pub encoder: EncoderConfig,
     /// The projector; its output is the embedding the loss sees.
@@ -484,7 +484,10 @@ impl RunConfig {
     /// Built-in defaults for a method and dataset: the values a file may leave out. Shared
     /// defaults (ResNet-18, the FAIR projector, LARS, 1,000 epochs of batch 256, the W-MSE
     /// augmentations and evaluation), then the method's own table and recipe from its file.
-    pub fn defaults(method: Method, dataset: Dataset) -> RunConfig {
+    pub fn defaults(method: Method, dataset: impl Into<DatasetSpec>) -> RunConfig {
+        let dataset = dataset.into();
+        let augment = Self::augment_defaults(Preset::Wmse, &dataset);
+        let (small_stem, max_pool) = (dataset.small_stem(), dataset.max_pool());
         let mut config = RunConfig {
             experiment: String::new(),
             profile: String::new(),
@@ -495,9 +498,9 @@ impl RunConfig {
             encoder: EncoderConfig {
                 arch: "resnet18".into(),
                 width: 1.0,
-                small_stem: true,
+                small_stem,
                 stem_padding: None,
-                max_pool: matches!(dataset, Dataset::Stl10 | Dataset::TinyImagenet),
+                max_pool,
                 zero_init_residual: false,
                 conv: ConvKernels::Im2col,
             },
@@ -515,7 +518,7 @@ impl RunConfig {
                 device: DeviceKind::Cpu,
                 precision: Precision::F32,
             },
-            augment: Self::augment_defaults(Preset::Wmse, dataset),
+            augment,
             eval: EvalConfig {
                 bank_images: 0,
                 test_images: 0,
@@ -530,8 +533,11 @@ impl RunConfig {
     }
 
     /// A preset's augmentations at the dataset's crop size, normalisation and evaluation transform.
-    pub fn augment_defaults(preset: Preset, dataset: Dataset) -> Augment {
-        let (mean, std) = dataset.mean_std();
+    ///
+    /// A folder dataset without its `mean` and `std` gets the identity normalisation here, and
+    /// validation rejects the run: its statistics are never guessed.
+    pub fn augment_defaults(preset: Preset, dataset: &DatasetSpec) -> Augment {
+        let (mean, std) = dataset.mean_std().unwrap_or(([0.0; 3], [1.0; 3]));
         let mut a = Augment::preset(preset, dataset.crop_size(), mean, std);
         if let Some((resize, crop)) = dataset.eval_resize_crop() {
             (a.eval_resize, a.eval_crop) = (resize, crop);

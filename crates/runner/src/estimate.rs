@@ -31,10 +31,11 @@ pub fn train_flops_per_image(config: &RunConfig) -> f64 {
 
 /// Floating-point work of one run: (training, evaluations). Training counts every image of
 /// every epoch; each evaluation one encoder forward of each bank and test image.
-pub fn run_flops(config: &RunConfig) -> (f64, f64) {
-    let d = config.dataset;
+pub fn run_flops(config: &RunConfig, data_root: &std::path::Path) -> (f64, f64) {
+    let d = &config.dataset;
+    let sizes = d.split_sizes(data_root);
     let count = |want: usize, splits: &[infomax_data::Split]| {
-        let n: usize = d.splits().iter().filter(|(s, _)| splits.contains(s)).map(|(_, n)| n).sum();
+        let n: usize = sizes.iter().filter(|(s, _)| splits.contains(s)).map(|(_, n)| n).sum();
         if want > 0 {
             want.min(n)
         } else {
@@ -68,8 +69,8 @@ pub fn measured_gflops(store: &Store, machine: &str) -> Result<Option<f64>> {
 
 /// Seconds a run should take at `gflops` (training at the measured rate; forward-only
 /// evaluation at the same rate).
-pub fn estimate_seconds(config: &RunConfig, gflops: f64) -> f64 {
-    let (train, eval) = run_flops(config);
+pub fn estimate_seconds(config: &RunConfig, data_root: &std::path::Path, gflops: f64) -> f64 {
+    let (train, eval) = run_flops(config, data_root);
     (train + eval) / (gflops * 1e9)
 }
 
@@ -87,7 +88,7 @@ mod tests {
         let per_image = train_flops_per_image(&s);
         // ResNet-18 at 32 px: 0.556 GMACs forward, ×2 FLOPs, ×3 with the backward, ×2 views.
         assert!((6.6e9..6.8e9).contains(&per_image), "{per_image}");
-        let (train, eval) = run_flops(&s);
+        let (train, eval) = run_flops(&s, std::path::Path::new("/nonexistent"));
         assert_eq!(train, per_image * 20_480.0);
         assert!(eval > 0.0);
         let mut byol = s.clone();
@@ -96,6 +97,8 @@ mod tests {
         let mut four = s.clone();
         four.train.views = 4;
         assert_eq!(train_flops_per_image(&four), 2.0 * per_image);
-        assert!((estimate_seconds(&s, 10.0) - (train + eval) / 1e10).abs() < 1e-6);
+        assert!(
+            (estimate_seconds(&s, std::path::Path::new("/nonexistent"), 10.0) - (train + eval) / 1e10).abs() < 1e-6
+        );
     }
 }

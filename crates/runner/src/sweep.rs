@@ -81,14 +81,18 @@ impl SweepSummary {
 }
 
 /// Why `dataset` cannot be trained on from `root`, if it cannot.
-pub fn missing_dataset(dataset: infomax_data::Dataset, root: &std::path::Path) -> Option<String> {
-    (!dataset.is_present(root)).then(|| {
-        format!(
+pub fn missing_dataset(dataset: &infomax_data::DatasetSpec, root: &std::path::Path) -> Option<String> {
+    if dataset.is_present(root) {
+        return None;
+    }
+    Some(match dataset.builtin() {
+        Some(d) => format!(
             "dataset not found: {} is not under {}; get it with `infomax datasets fetch {}` or run again with --fetch",
-            dataset.dir(),
+            d.dir(),
             root.display(),
-            dataset.name()
-        )
+            d.name()
+        ),
+        None => format!("dataset not found: no folder {}", dataset.dir(root).display()),
     })
 }
 
@@ -99,8 +103,8 @@ pub fn run_plan(plan: &[PlannedRun], ctx: &RunContext) -> crate::Result<SweepSum
     let mut work: Vec<f64> = Vec::with_capacity(plan.len());
     for run in plan {
         let to_train = ctx.store.completed_run(&run.config.hash())?.is_none()
-            && missing_dataset(run.config.dataset, &ctx.data_root).is_none();
-        work.push(if to_train { crate::estimate::run_flops(&run.config).0 } else { 0.0 });
+            && missing_dataset(&run.config.dataset, &ctx.data_root).is_none();
+        work.push(if to_train { crate::estimate::run_flops(&run.config, &ctx.data_root).0 } else { 0.0 });
     }
     let mut busy: Vec<usize> = Vec::new();
     for (i, run) in plan.iter().enumerate() {
@@ -117,7 +121,7 @@ pub fn run_plan(plan: &[PlannedRun], ctx: &RunContext) -> crate::Result<SweepSum
             }
             continue;
         }
-        if let Some(why) = missing_dataset(run.config.dataset, &ctx.data_root) {
+        if let Some(why) = missing_dataset(&run.config.dataset, &ctx.data_root) {
             tracing::warn!("skipped: {why}");
             ctx.store.skip_run(&run.config, &why, &ctx.code_version, &ctx.machine)?;
             summary.skipped.push((label, why));

@@ -117,7 +117,7 @@ struct RunData {
 
 impl RunData {
     fn load(config: &RunConfig, root: &std::path::Path) -> Result<Self> {
-        let d = config.dataset;
+        let d = &config.dataset;
         let full_train = d.load(root, Split::Train)?;
         let test = d.load(root, Split::Test)?;
         let pretrain = if d.pretrain_splits() == [Split::Train] { full_train.clone() } else { d.load_pretrain(root)? };
@@ -141,7 +141,7 @@ pub fn execute(config: &RunConfig, ctx: &RunContext, sweep: SweepPosition) -> Re
     if let Some((run_id, status)) = ctx.store.completed_run(&hash)? {
         return Ok(RunOutcome::AlreadyDone { run_id, status });
     }
-    for clamp in crate::validate::clamps(config) {
+    for clamp in crate::validate::clamps(config, &ctx.data_root) {
         tracing::warn!("{clamp}");
     }
     let data = RunData::load(config, &ctx.data_root)?;

@@ -13,7 +13,30 @@ pub fn validate(s: &RunConfig) -> Check {
     check_training(s)?;
     check_method(s)?;
     check_optimizer(s)?;
+    check_dataset(s)?;
     check_evaluation(s)
+}
+
+/// A folder dataset states its stored size and its normalisation; nothing about its pixels is
+/// guessed.
+fn check_dataset(s: &RunConfig) -> Check {
+    let infomax_data::DatasetSpec::Folder(f) = &s.dataset else { return Ok(()) };
+    if f.image_size == 0 {
+        return fail("dataset.image_size", "a side of at least 1 pixel expected, got 0".into());
+    }
+    for (field, given) in [("dataset.mean", f.mean.is_some()), ("dataset.std", f.std.is_some())] {
+        if !given {
+            return fail(
+                field,
+                format!(
+                    "the folder's per-channel mean and std are needed for normalisation: run `infomax datasets \
+                     stats {} --image-size {}` and add the `mean` and `std` it prints to the dataset table",
+                    f.folder, f.image_size
+                ),
+            );
+        }
+    }
+    Ok(())
 }
 
 /// A failed check of `field`.
@@ -234,11 +257,12 @@ fn check_optimizer(s: &RunConfig) -> Check {
 /// The sizes a run asks for beyond what its dataset has, each as a sentence: the run uses the
 /// whole split instead (a grid shares one budget across datasets, so this is a stated clamp, not
 /// an error). `reproduce --dry-run` prints them with the plan and a run logs them as it starts.
-pub fn clamps(s: &RunConfig) -> Vec<String> {
+pub fn clamps(s: &RunConfig, data_root: &std::path::Path) -> Vec<String> {
     use infomax_data::Split;
-    let d = s.dataset;
+    let d = &s.dataset;
+    let sizes = d.split_sizes(data_root);
     let count =
-        |splits: &[Split]| -> usize { d.splits().iter().filter(|(sp, _)| splits.contains(sp)).map(|(_, n)| n).sum() };
+        |splits: &[Split]| -> usize { sizes.iter().filter(|(sp, _)| splits.contains(sp)).map(|(_, n)| n).sum() };
     let mut out = Vec::new();
     for (field, asked, splits, what) in [
         ("train.train_images", s.train.train_images, d.pretrain_splits(), "pre-training images"),
@@ -313,12 +337,12 @@ mod tests {
     #[test]
     fn sizes_beyond_the_dataset_are_stated() {
         let mut s = RunConfig::defaults(Method::Vicreg, Dataset::Stl10);
-        assert!(clamps(&s).is_empty());
+        assert!(clamps(&s, std::path::Path::new("/nonexistent")).is_empty());
         s.train.train_images = 10_000_000;
         s.eval.bank_images = 10_000;
         s.eval.test_images = 20_000;
         assert_eq!(
-            clamps(&s),
+            clamps(&s, std::path::Path::new("/nonexistent")),
             [
                 "train.train_images = 10000000: stl10 has 105000 pre-training images; all 105000 are used",
                 "eval.bank_images = 10000: stl10 has 5000 labelled training images; all 5000 are used",

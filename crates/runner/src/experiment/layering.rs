@@ -7,7 +7,7 @@ use toml::{Table, Value};
 
 use super::position::{keys, position_of, Seg};
 use super::{did_you_mean, Axis, ExperimentFile, Override};
-use crate::config::{Dataset, Method, RunConfig};
+use crate::config::{DatasetSpec, Method, RunConfig};
 use crate::{Error, Result};
 use infomax_data::augment::Preset;
 
@@ -84,11 +84,12 @@ impl ExperimentFile {
         };
         let method =
             Method::deserialize(pick("method", Method::DEFAULT.name())?).map_err(|e| fail("method", e.to_string()))?;
-        let dataset = Dataset::deserialize(pick("dataset", "cifar10")?).map_err(|e| fail("dataset", e.to_string()))?;
+        let dataset =
+            DatasetSpec::deserialize(pick("dataset", "cifar10")?).map_err(|e| fail("dataset", e.to_string()))?;
         let mut defaults = RunConfig::defaults(method, dataset);
         if let Some(preset) = merged.get("augment").and_then(|a| a.get("preset")) {
             let preset = Preset::deserialize(preset.clone()).map_err(|e| fail("augment.preset", e.to_string()))?;
-            defaults.augment = RunConfig::augment_defaults(preset, dataset);
+            defaults.augment = RunConfig::augment_defaults(preset, &defaults.dataset);
         }
         let mut full = match Value::try_from(&defaults).expect("defaults serialise to TOML") {
             Value::Table(t) => t,

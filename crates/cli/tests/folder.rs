@@ -1,0 +1,163 @@
+//! A folder of the user's own images, end to end through the binary: real CIFAR-10 images
+//! written as an ImageFolder (JPEG and PNG, at two sizes), its statistics, its verification, a
+//! toy VICReg run on it, and each way a folder can be wrong failing before a run row exists.
+//!
+//! Needs CIFAR-10: `INFOMAX_DATA` (CI points it at `../shared/datasets`), else `./datasets`.
+
+mod common;
+
+use std::path::Path;
+
+use common::{data_root, infomax, text};
+use rusqlite::Connection;
+
+const CLASSES: [&str; 10] = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"];
+
+/// `train/<class>/` with `per_class` and `val/<class>/` with `val_per_class` images of the first
+/// `classes` CIFAR-10 classes, taken in order from the official test batch; even images are
+/// JPEGs enlarged to 48×40 px, odd ones PNGs at 32×32.
+fn write_image_folder(dir: &Path, classes: usize, per_class: usize, val_per_class: usize) {
+    let batch = std::fs::read(data_root().join("cifar-10-batches-bin/test_batch.bin")).unwrap();
+    let mut taken = vec![0usize; classes];
+    for record in batch.chunks(3073) {
+        let label = record[0] as usize;
+        if label >= classes || taken[label] == per_class + val_per_class {
+            continue;
+        }
+        let k = taken[label];
+        taken[label] += 1;
+        let px = &record[1..];
+        let img = image::RgbImage::from_fn(32, 32, |x, y| {
+            let i = (y * 32 + x) as usize;
+            image::Rgb([px[i], px[1024 + i], px[2048 + i]])
+        });
+        let split = if k < per_class { "train" } else { "val" };
+        let folder = dir.join(split).join(CLASSES[label]);
+        std::fs::create_dir_all(&folder).unwrap();
+        if k.is_multiple_of(2) {
+            let big = image::imageops::resize(&img, 48, 40, image::imageops::FilterType::Triangle);
+            big.save(folder.join(format!("{k:04}.jpg"))).unwrap();
+        } else {
+            img.save(folder.join(format!("{k:04}.png"))).unwrap();
+        }
+    }
+    assert!(taken.iter().all(|&n| n == per_class + val_per_class), "{taken:?}");
+}
+
+/// A toy VICReg experiment over `dataset` (a TOML inline table).
+fn write_experiment(path: &Path, dataset: &str) {
+    let text = format!(
+        r#"[experiment]
+name = "folder-toy"
+title = "VICReg on a folder of images"
+paper = "Bardes, Ponce & LeCun, VICReg, ICLR 2022"
+reproduces = "that a folder dataset trains end to end"
+
+[base]
+method = "vicreg"
+dataset = {dataset}
+encoder = {{ width = 0.125 }}
+projector = {{ widths = [64, 64] }}
+train = {{ epochs = 1, batch_size = 32 }}
+optimizer = {{ warmup_epochs = 0.2 }}
+eval = {{ bank_images = 0, test_images = 0, linear_epochs = 0 }}
+
+[profiles.toy]
+about = "One epoch over a few hundred images."
+"#
+    );
+    std::fs::write(path, text).unwrap();
+}
+
+fn scalar(db: &Path, sql: &str) -> String {
+    let c = Connection::open(db).unwrap();
+    c.query_row(sql, [], |r| r.get::<_, rusqlite::types::Value>(0))
+        .map(|v| match v {
+            rusqlite::types::Value::Text(s) => s,
+            rusqlite::types::Value::Integer(i) => i.to_string(),
+            rusqlite::types::Value::Real(x) => x.to_string(),
+            other => format!("{other:?}"),
+        })
+        .unwrap()
+}
+
+#[test]
+fn a_folder_of_real_images_is_measured_verified_and_trained() {
+    let tmp = tempfile::tempdir().unwrap();
+    let folder = tmp.path().join("animals");
+    write_image_folder(&folder, 4, 48, 12);
+    let path = folder.to_str().unwrap();
+
+    let out = infomax(&["datasets", "stats", path, "--image-size", "32"]);
+    let said = text(&out);
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("animals: 192 training images at 32×32 px"), "{said}");
+    let table = said.lines().find(|l| l.starts_with("dataset = {")).expect("the dataset table").to_string();
+    let dataset = table.trim_start_matches("dataset = ");
+    assert!(dataset.contains("mean = [0.") && dataset.contains("std = [0."), "{dataset}");
+
+    let out = infomax(&["datasets", "verify", path, "--image-size", "32"]);
+    let said = text(&out);
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("train      192 images of 32×32 px, 48..48 per class"), "{said}");
+    assert!(said.contains("test       48 images of 32×32 px, 12..12 per class"), "{said}");
+
+    let experiment = tmp.path().join("toy.toml");
+    write_experiment(&experiment, dataset);
+    let db = tmp.path().join("results.sqlite");
+    let (db_arg, html) = (db.to_str().unwrap(), tmp.path().join("html"));
+    let args = ["reproduce", experiment.to_str().unwrap(), "--profile", "toy", "--db", db_arg, "--no-progress"];
+    let out = infomax(&[&args[..], &["--out", html.to_str().unwrap(), "--no-tensorboard"]].concat());
+    let said = text(&out);
+    assert!(out.status.success(), "{said}");
+    assert_eq!(scalar(&db, "SELECT status FROM runs"), "finished");
+    assert_eq!(scalar(&db, "SELECT dataset FROM runs"), "animals");
+    let stored_mean = scalar(&db, "SELECT json_extract(config_json, '$.augment.mean') FROM runs");
+    assert!(dataset.contains(&stored_mean.replace(',', ", ")), "the folder's mean normalises: {stored_mean}");
+    assert_eq!(scalar(&db, "SELECT json_extract(config_json, '$.dataset.image_size') FROM runs"), "32");
+    // The k-NN evaluations of the random and the trained encoder: bank 192, test the 48 val images.
+    assert_eq!(scalar(&db, "SELECT group_concat(DISTINCT epoch) FROM evaluations"), "0,1");
+    assert_eq!(scalar(&db, "SELECT group_concat(DISTINCT bank_size || '/' || test_size) FROM evaluations"), "192/48");
+}
+
+#[test]
+fn a_wrong_folder_fails_before_any_run_row_naming_the_place() {
+    let tmp = tempfile::tempdir().unwrap();
+    let folder = tmp.path().join("few");
+    write_image_folder(&folder, 2, 40, 4);
+    let experiment = tmp.path().join("toy.toml");
+    let db = tmp.path().join("results.sqlite");
+    let run = |dataset: &str| {
+        write_experiment(&experiment, dataset);
+        let args = ["reproduce", experiment.to_str().unwrap(), "--profile", "toy", "--db", db.to_str().unwrap()];
+        let out = infomax(&[&args[..], &["--no-progress", "--no-tensorboard"]].concat());
+        (out.status.success(), text(&out))
+    };
+    let at = format!("folder = {:?}, image_size = 32", folder.to_str().unwrap());
+    let stats = "mean = [0.5, 0.5, 0.5], std = [0.25, 0.25, 0.25]";
+
+    let (ok, said) = run(&format!("{{ {at} }}"));
+    assert!(!ok && said.contains("dataset.mean") && said.contains("infomax datasets stats"), "{said}");
+
+    std::fs::create_dir(folder.join("train/zebra")).unwrap();
+    let (ok, said) = run(&format!("{{ {at}, {stats} }}"));
+    assert!(!ok && said.contains("train/zebra") && said.contains("holds no image"), "empty class: {said}");
+    std::fs::remove_dir(folder.join("train/zebra")).unwrap();
+
+    std::fs::create_dir(folder.join("val/zebra")).unwrap();
+    std::fs::write(folder.join("val/zebra/1.png"), b"").unwrap();
+    let (ok, said) = run(&format!("{{ {at}, {stats} }}"));
+    assert!(!ok && said.contains("val/zebra") && said.contains("not a class of"), "stray class: {said}");
+    std::fs::remove_dir_all(folder.join("val/zebra")).unwrap();
+
+    std::fs::write(folder.join("train/automobile/0002.jpg"), &b"\xff\xd8\xff\xe0\x00\x10JFIF"[..]).unwrap();
+    let (ok, said) = run(&format!("{{ {at}, {stats} }}"));
+    assert!(!ok && said.contains("automobile/0002.jpg") && said.contains("not a readable image"), "{said}");
+
+    let (ok, said) = run(&format!("{{ {at}, {stats}, imagesize = 3 }}"));
+    assert!(!ok && said.contains("unknown field `imagesize`") && said.contains("toy.toml"), "{said}");
+
+    if db.exists() {
+        assert_eq!(scalar(&db, "SELECT count(*) FROM runs"), "0", "no run row for bad input");
+    }
+}

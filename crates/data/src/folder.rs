@@ -1,0 +1,438 @@
+//! A folder of the user's own images in torchvision's `ImageFolder` layout:
+//! `train/<class>/…/*.{jpg,jpeg,png}` and, for evaluation, `val/<class>/…` with the same class
+//! names (a subset of them is fine). Classes are the sub-folders of `train/` in sorted order, so
+//! labels match torchvision's; images are in sorted path order.
+//!
+//! Images of any size are centre-cropped to a square and resized to `image_size` (antialiased
+//! bilinear, like torchvision's `Resize` + `CenterCrop` on a square), then kept in memory in the
+//! planar layout of the built-in datasets, so the augmentation pipeline sees a folder exactly as
+//! it sees STL-10. Decoding happens once: each split is cached packed ([`crate::cache`]), keyed
+//! by the files' paths, sizes and times and by `image_size`.
+//!
+//! Everything that would make a run read something other than what the folder says is an error
+//! naming the file: a class folder without images, a `val/` class that `train/` lacks, an image
+//! that does not decode. Files of other types are not images of the dataset; `datasets verify`
+//! counts them so that nothing is left out unseen.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::cache::{self, Fingerprint};
+use crate::{Error, ImageSet, Result, Split};
+
+/// File extensions read as images (any case), torchvision's common ones.
+pub const EXTENSIONS: [&str; 3] = ["jpg", "jpeg", "png"];
+
+/// The side images are stored at when the dataset does not say.
+pub const DEFAULT_IMAGE_SIZE: usize = 64;
+
+/// Labels are stored in a byte per image.
+pub const MAX_CLASSES: usize = 256;
+
+/// A run's `dataset = { folder = "PATH", … }`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FolderDataset {
+    /// The folder holding `train/` (and `val/`); a relative path is under the data root.
+    pub folder: String,
+    /// The name reports show (default: the folder's own name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Stored side in pixels: every image is centre-cropped square and resized to it.
+    #[serde(default = "default_image_size")]
+    pub image_size: usize,
+    /// Per-channel mean and standard deviation of the training images in [0, 1], the
+    /// augmentations' normalisation; `infomax datasets stats` computes them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mean: Option<[f32; 3]>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub std: Option<[f32; 3]>,
+}
+
+fn default_image_size() -> usize {
+    DEFAULT_IMAGE_SIZE
+}
+
+/// What a split of a folder holds: its classes (all of `train/`'s) and its images.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Listing {
+    pub classes: Vec<String>,
+    /// (image, label) in sorted path order.
+    pub images: Vec<(PathBuf, u8)>,
+    /// Files under the class folders that are not images by their extension.
+    pub other_files: Vec<PathBuf>,
+}
+
+/// Per-channel statistics of a set of images in [0, 1].
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Stats {
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
+}
+
+impl FolderDataset {
+    /// A folder dataset with every field at its default.
+    pub fn at(folder: impl Into<String>) -> FolderDataset {
+        FolderDataset { folder: folder.into(), name: None, image_size: DEFAULT_IMAGE_SIZE, mean: None, std: None }
+    }
+
+    /// The folder on disk: relative paths are under the data root.
+    pub fn dir(&self, root: &Path) -> PathBuf {
+        let folder = Path::new(&self.folder);
+        if folder.is_absolute() {
+            folder.to_path_buf()
+        } else {
+            root.join(folder)
+        }
+    }
+
+    /// The name reports and errors use: `name`, else the folder's last component.
+    pub fn name(&self) -> &'static str {
+        let own = self.name.clone().unwrap_or_else(|| {
+            Path::new(&self.folder)
+                .components()
+                .filter_map(|c| match c {
+                    std::path::Component::Normal(s) => s.to_str(),
+                    _ => None,
+                })
+                .next_back()
+                .unwrap_or("folder")
+                .to_string()
+        });
+        intern(own)
+    }
+
+    /// The split's sub-folder: `train/`, or `val/` for the test split.
+    fn split_dir(&self, root: &Path, split: Split) -> Result<PathBuf> {
+        match split {
+            Split::Train => Ok(self.dir(root).join("train")),
+            Split::Test => Ok(self.dir(root).join("val")),
+            Split::Unlabeled => Err(Error::Split {
+                dataset: self.name(),
+                split: split.to_string(),
+                expected: "train, test (the val/ folder)".into(),
+            }),
+        }
+    }
+
+    fn layout_hint(&self, root: &Path) -> String {
+        format!(
+            "lay the images out as torchvision's ImageFolder does: {}/train/<class>/<image>.jpg and \
+             {}/val/<class>/<image>.jpg (.jpg, .jpeg or .png)",
+            self.dir(root).display(),
+            self.dir(root).display()
+        )
+    }
+
+    /// The classes: the sub-folders of `train/`, sorted.
+    pub fn classes(&self, root: &Path) -> Result<Vec<String>> {
+        let train = self.split_dir(root, Split::Train)?;
+        let classes = subfolders(&train).map_err(|_| Error::Missing {
+            dataset: self.name(),
+            path: train.clone(),
+            expected: "a folder with one sub-folder of images per class".into(),
+            hint: self.layout_hint(root),
+        })?;
+        if classes.is_empty() {
+            return Err(Error::Format {
+                dataset: self.name(),
+                path: train,
+                what: format!("no class folders; {}", self.layout_hint(root)),
+            });
+        }
+        if classes.len() > MAX_CLASSES {
+            return Err(Error::Format {
+                dataset: self.name(),
+                path: train,
+                what: format!("{} class folders; a folder dataset has at most {MAX_CLASSES}", classes.len()),
+            });
+        }
+        Ok(classes)
+    }
+
+    /// Every image of a split with its label, checked: each class folder of the split holds an
+    /// image, and every class of `val/` is one of `train/`'s.
+    pub fn listing(&self, root: &Path, split: Split) -> Result<Listing> {
+        let classes = self.classes(root)?;
+        let dir = self.split_dir(root, split)?;
+        let present = if split == Split::Train {
+            classes.clone()
+        } else {
+            let present = subfolders(&dir).map_err(|_| Error::Missing {
+                dataset: self.name(),
+                path: dir.clone(),
+                expected: "a folder with the evaluation images, one sub-folder per class of train/".into(),
+                hint: self.layout_hint(root),
+            })?;
+            if let Some(stray) = present.iter().find(|c| !classes.contains(c)) {
+                return Err(Error::Format {
+                    dataset: self.name(),
+                    path: dir.join(stray),
+                    what: format!("class `{stray}` is not a class of {}", dir.with_file_name("train").display()),
+                });
+            }
+            present
+        };
+        let mut images = Vec::new();
+        let mut other_files = Vec::new();
+        for class in &present {
+            let label = classes.iter().position(|c| c == class).expect("present classes are classes") as u8;
+            let folder = dir.join(class);
+            let mut files = Vec::new();
+            walk(&folder, &mut files)?;
+            files.sort();
+            let before = images.len();
+            for f in files {
+                if is_image(&f) {
+                    images.push((f, label));
+                } else {
+                    other_files.push(f);
+                }
+            }
+            if images.len() == before {
+                return Err(Error::Format {
+                    dataset: self.name(),
+                    path: folder,
+                    what: format!(
+                        "class `{class}` holds no image ({})",
+                        EXTENSIONS.map(|e| format!(".{e}")).join(", ")
+                    ),
+                });
+            }
+        }
+        if images.is_empty() {
+            return Err(Error::Format {
+                dataset: self.name(),
+                path: dir,
+                what: format!("no class folders; {}", self.layout_hint(root)),
+            });
+        }
+        Ok(Listing { classes, images, other_files })
+    }
+
+    /// Load a split at `image_size`, from the packed cache when it is current.
+    pub fn load(&self, root: &Path, split: Split) -> Result<ImageSet> {
+        let listing = self.listing(root, split)?;
+        let side = self.image_size;
+        if side == 0 {
+            return Err(Error::Request(format!("{}: image_size must be at least 1", self.name())));
+        }
+        let dir = self.dir(root);
+        let fingerprint = Fingerprint::of_files(listing.images.iter().map(|(p, l)| (p.as_path(), *l)))?;
+        let key = format!("folder-{split}-{side}px");
+        let image_len = 3 * side * side;
+        let name = self.name();
+        let (pixels, labels) = match cache::read(&dir, &key, &fingerprint, listing.images.len(), image_len) {
+            Some(cached) => cached,
+            None => {
+                let decoded: Vec<Vec<u8>> =
+                    listing.images.par_iter().map(|(p, _)| decode_square(name, p, side)).collect::<Result<_>>()?;
+                let pixels = decoded.concat();
+                let labels: Vec<u8> = listing.images.iter().map(|(_, l)| *l).collect();
+                // A cache that cannot be written (read-only data and no cache folder) only costs time.
+                let _ = cache::write(&dir, &key, &fingerprint, &pixels, &labels);
+                (pixels, labels)
+            }
+        };
+        Ok(ImageSet::new(name, split, (side, side), pixels, labels, listing.classes))
+    }
+}
+
+/// One shared `&'static str` per distinct dataset name: image sets and errors carry names of
+/// that lifetime, and a folder's name is only known when its experiment is read.
+fn intern(name: String) -> &'static str {
+    static NAMES: Mutex<BTreeSet<&'static str>> = Mutex::new(BTreeSet::new());
+    let mut names = NAMES.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(found) = names.get(name.as_str()) {
+        return found;
+    }
+    let leaked: &'static str = Box::leak(name.into_boxed_str());
+    names.insert(leaked);
+    leaked
+}
+
+fn is_image(path: &Path) -> bool {
+    path.extension().and_then(|e| e.to_str()).is_some_and(|e| EXTENSIONS.iter().any(|x| e.eq_ignore_ascii_case(x)))
+}
+
+fn is_hidden(path: &Path) -> bool {
+    path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.'))
+}
+
+/// The names of the visible sub-folders of `dir`, sorted.
+fn subfolders(dir: &Path) -> std::io::Result<Vec<String>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() && !is_hidden(&path) {
+            if let Some(name) = path.file_name().and_then(|n| n.to_str()) {
+                out.push(name.to_string());
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Every visible file under `dir`, recursively (as `ImageFolder` walks a class folder).
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+    let entries = std::fs::read_dir(dir).map_err(|source| Error::Io { path: dir.to_path_buf(), source })?;
+    for entry in entries {
+        let path = entry.map_err(|source| Error::Io { path: dir.to_path_buf(), source })?.path();
+        if is_hidden(&path) {
+            continue;
+        }
+        if path.is_dir() {
+            walk(&path, out)?;
+        } else {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// Decode an image file into planar RGB bytes of `side × side`: the centred square of its
+/// shorter side, resized with an antialiased bilinear filter; greyscale and alpha become RGB.
+pub fn decode_square(dataset: &'static str, path: &Path, side: usize) -> Result<Vec<u8>> {
+    let img = image::ImageReader::open(path)
+        .map_err(|source| Error::Io { path: path.to_path_buf(), source })?
+        .with_guessed_format()
+        .map_err(|source| Error::Io { path: path.to_path_buf(), source })?
+        .decode()
+        .map_err(|e| Error::Format {
+            dataset,
+            path: path.to_path_buf(),
+            what: format!("not a readable image (JPEG or PNG): {e}"),
+        })?;
+    let (w, h) = (img.width(), img.height());
+    let s = w.min(h);
+    let square = img.crop_imm((w - s) / 2, (h - s) / 2, s, s).to_rgb8();
+    let square = if s as usize == side {
+        square
+    } else {
+        image::imageops::resize(&square, side as u32, side as u32, image::imageops::FilterType::Triangle)
+    };
+    let n = side * side;
+    let mut planar = vec![0u8; 3 * n];
+    for (i, px) in square.pixels().enumerate() {
+        for c in 0..3 {
+            planar[c * n + i] = px.0[c];
+        }
+    }
+    Ok(planar)
+}
+
+/// Per-channel mean and (population) standard deviation of a set's pixels in [0, 1].
+pub fn stats(set: &ImageSet) -> Stats {
+    let plane = set.height * set.width;
+    let (mut sum, mut sq) = ([0f64; 3], [0f64; 3]);
+    for i in 0..set.len() {
+        let img = set.image(i);
+        for c in 0..3 {
+            for &v in &img[c * plane..(c + 1) * plane] {
+                let x = v as f64 / 255.0;
+                sum[c] += x;
+                sq[c] += x * x;
+            }
+        }
+    }
+    let n = (set.len() * plane).max(1) as f64;
+    let mean = sum.map(|s| s / n);
+    let std = [0, 1, 2].map(|c| (sq[c] / n - mean[c] * mean[c]).max(0.0).sqrt());
+    let round = |x: f64| ((x * 1e4).round() / 1e4) as f32;
+    Stats { mean: mean.map(round), std: std.map(round) }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// An ImageFolder of `classes` classes with JPEG and PNG images of two sizes: image `k` of
+    /// class `c` is a flat colour (c·40, k·30, 200) so its label can be read back from pixels.
+    pub(crate) fn write_fixture(dir: &Path, classes: usize, per_class: usize) {
+        for (split, n) in [("train", per_class), ("val", 1)] {
+            for c in 0..classes {
+                let folder = dir.join(split).join(format!("class_{c}"));
+                std::fs::create_dir_all(&folder).unwrap();
+                for k in 0..n {
+                    let (w, h) = if k.is_multiple_of(2) { (48, 40) } else { (80, 96) };
+                    let img = image::RgbImage::from_pixel(w, h, image::Rgb([(c * 40) as u8, (k * 30) as u8, 200]));
+                    let (ext, format) = if k.is_multiple_of(2) {
+                        ("jpg", image::ImageFormat::Jpeg)
+                    } else {
+                        ("PNG", image::ImageFormat::Png)
+                    };
+                    img.save_with_format(folder.join(format!("img_{k}.{ext}")), format).unwrap();
+                }
+            }
+        }
+    }
+
+    fn close(a: u8, b: u8) -> bool {
+        (a as i32 - b as i32).abs() <= 3
+    }
+
+    #[test]
+    fn reads_sorted_classes_both_formats_and_any_size_at_the_stored_side() {
+        let tmp = tempfile::tempdir().unwrap();
+        write_fixture(&tmp.path().join("pets"), 3, 3);
+        std::fs::write(tmp.path().join("pets/train/class_1/notes.txt"), "not an image").unwrap();
+        let folder = FolderDataset { image_size: 32, ..FolderDataset::at("pets") };
+        assert_eq!(folder.name(), "pets");
+        let train = folder.load(tmp.path(), Split::Train).unwrap();
+        assert_eq!((train.len(), train.height, train.num_classes()), (9, 32, 3));
+        assert_eq!(train.class_names, ["class_0", "class_1", "class_2"]);
+        assert_eq!(train.labels, [0, 0, 0, 1, 1, 1, 2, 2, 2]);
+        // Image 4 is class 1's img_1.PNG: (40, 30, 200) everywhere.
+        let img = train.image(4);
+        assert!(close(img[100], 40) && close(img[1024 + 100], 30) && close(img[2048 + 100], 200));
+        let listing = folder.listing(tmp.path(), Split::Train).unwrap();
+        assert_eq!(listing.other_files.len(), 1, "the text file is counted, not read");
+        let val = folder.load(tmp.path(), Split::Test).unwrap();
+        assert_eq!((val.len(), val.labels.clone()), (3, vec![0, 1, 2]));
+        // An absolute path works as well, and a second load is served from the cache.
+        let abs = FolderDataset { folder: tmp.path().join("pets").display().to_string(), ..folder.clone() };
+        assert_eq!(abs.load(Path::new("/nonexistent"), Split::Test).unwrap().pixels, val.pixels);
+        assert!(cache::locations(&tmp.path().join("pets"), "folder-test-32px").iter().any(|p| p.exists()));
+    }
+
+    #[test]
+    fn the_statistics_of_flat_colours_are_exact() {
+        let set =
+            ImageSet::new("s", Split::Train, (1, 1), vec![0, 255, 51, 255, 255, 51], vec![0, 0], vec!["a".into()]);
+        let s = stats(&set);
+        assert_eq!(s.mean, [0.5, 1.0, 0.2]);
+        assert_eq!(s.std, [0.5, 0.0, 0.0]);
+    }
+
+    #[test]
+    fn bad_folders_are_errors_naming_the_place() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        let folder = FolderDataset::at("mine");
+        let err = folder.load(root, Split::Train).unwrap_err().to_string();
+        assert!(err.contains("mine/train") && err.contains("ImageFolder"), "missing folder: {err}");
+
+        write_fixture(&root.join("mine"), 2, 2);
+        std::fs::create_dir_all(root.join("mine/train/class_9")).unwrap();
+        let err = folder.load(root, Split::Train).unwrap_err().to_string();
+        assert!(err.contains("class_9") && err.contains("holds no image"), "empty class: {err}");
+        std::fs::remove_dir(root.join("mine/train/class_9")).unwrap();
+
+        std::fs::create_dir_all(root.join("mine/val/zebra")).unwrap();
+        let err = folder.load(root, Split::Test).unwrap_err().to_string();
+        assert!(err.contains("val/zebra") && err.contains("not a class of"), "stray val class: {err}");
+        std::fs::remove_dir(root.join("mine/val/zebra")).unwrap();
+
+        std::fs::write(root.join("mine/train/class_1/img_0.jpg"), b"\xff\xd8\xff\xe0 truncated").unwrap();
+        let err = folder.load(root, Split::Train).unwrap_err().to_string();
+        assert!(err.contains("class_1/img_0.jpg") && err.contains("not a readable image"), "corrupt: {err}");
+
+        let err = folder.load(root, Split::Unlabeled).unwrap_err().to_string();
+        assert!(err.contains("no split `unlabeled`"), "{err}");
+    }
+}
