@@ -157,6 +157,12 @@ fn a_wrong_folder_fails_before_any_run_row_naming_the_place() {
     let (ok, said) = run(&format!("{{ {at}, {stats}, imagesize = 3 }}"));
     assert!(!ok && said.contains("unknown field `imagesize`") && said.contains("toy.toml"), "{said}");
 
+    // An experiment written for CIFAR-10 states CIFAR-10's normalisation: on a folder it is refused.
+    let set = format!("dataset={{ {at}, {stats} }}");
+    let out = infomax(&["reproduce", "smoke", "--set", &set, "--db", db.to_str().unwrap(), "--no-progress"]);
+    let said = text(&out);
+    assert!(!out.status.success() && said.contains("augment.mean") && said.contains("smoke.toml"), "{said}");
+
     if db.exists() {
         assert_eq!(scalar(&db, "SELECT count(*) FROM runs"), "0", "no run row for bad input");
     }

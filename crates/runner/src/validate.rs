@@ -24,14 +24,27 @@ fn check_dataset(s: &RunConfig) -> Check {
     if f.image_size == 0 {
         return fail("dataset.image_size", "a side of at least 1 pixel expected, got 0".into());
     }
-    for (field, given) in [("dataset.mean", f.mean.is_some()), ("dataset.std", f.std.is_some())] {
-        if !given {
+    for (field, given, used, what) in
+        [("dataset.mean", f.mean, s.augment.mean, "augment.mean"), ("dataset.std", f.std, s.augment.std, "augment.std")]
+    {
+        let Some(given) = given else {
             return fail(
                 field,
                 format!(
                     "the folder's per-channel mean and std are needed for normalisation: run `infomax datasets \
                      stats {} --image-size {}` and add the `mean` and `std` it prints to the dataset table",
                     f.folder, f.image_size
+                ),
+            );
+        };
+        // An experiment written for a built-in dataset states that dataset's statistics; on a
+        // folder they would normalise with numbers that are not the folder's.
+        if used != given {
+            return fail(
+                what,
+                format!(
+                    "{used:?} is not the folder dataset's {field} {given:?}: remove `{what}` from the experiment \
+                     or set it to the folder's (`--set {what}=…`)"
                 ),
             );
         }
@@ -349,5 +362,29 @@ mod tests {
                 "eval.test_images = 20000: stl10 has 8000 test images; all 8000 are used",
             ]
         );
+    }
+
+    #[test]
+    fn a_folder_dataset_states_its_normalisation_and_the_run_uses_it() {
+        use infomax_data::folder::FolderDataset;
+        let stated =
+            FolderDataset { mean: Some([0.4, 0.5, 0.6]), std: Some([0.2, 0.2, 0.3]), ..FolderDataset::at("pets") };
+        let s = RunConfig::defaults(Method::Vicreg, infomax_data::DatasetSpec::Folder(stated.clone()));
+        assert_eq!((s.augment.mean, s.augment.std), ([0.4, 0.5, 0.6], [0.2, 0.2, 0.3]), "the folder's statistics");
+        assert!(s.encoder.small_stem && s.encoder.max_pool, "64 px: the small stem with its max-pool");
+        assert!(validate(&s).is_ok(), "{:?}", validate(&s));
+        let unstated =
+            RunConfig::defaults(Method::Vicreg, infomax_data::DatasetSpec::Folder(FolderDataset::at("pets")));
+        let (field, what) = validate(&unstated).unwrap_err();
+        assert_eq!(field, "dataset.mean");
+        assert!(what.contains("infomax datasets stats pets --image-size 64"), "{what}");
+        let mut cifar_stats = s.clone();
+        cifar_stats.augment.std = Dataset::Cifar10.mean_std().1;
+        let (field, what) = validate(&cifar_stats).unwrap_err();
+        assert_eq!(field, "augment.std");
+        assert!(what.contains("not the folder dataset's dataset.std"), "{what}");
+        let big = FolderDataset { image_size: 224, ..stated };
+        let s = RunConfig::defaults(Method::Vicreg, infomax_data::DatasetSpec::Folder(big));
+        assert!(!s.encoder.small_stem && s.augment.size() == 224, "224 px: ImageNet's stem");
     }
 }
