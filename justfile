@@ -51,3 +51,12 @@ compare *ARGS:
 lint:
     cargo fmt --all -- --check
     cargo clippy --release --all-targets -- -D warnings
+
+# Views per second per thread of the 224-px FAIR pipeline on JPEG files decoded for every batch:
+# infomax's (one thread) and torchvision's PIL pipeline (bench/augment_torch.py, one thread), on
+# the same folder (default: a stand-in of ImageNet-like JPEGs from bench/make_photo_folder.py).
+# Needs a Python with torch, torchvision and scikit-image: PYTHON=venv/bin/python just bench-augment-torch
+bench-augment-torch FOLDER="/tmp/infomax-photos":
+    cargo build --release -p infomax-cli
+    test -d {{FOLDER}}/train || "${PYTHON:-python3}" bench/make_photo_folder.py {{FOLDER}}
+    for round in 1 2 3; do RAYON_NUM_THREADS=1 {{bin}} bench augment --dataset {{FOLDER}} --image-size 224 --preset fair --batch 64 --batches 3; "${PYTHON:-python3}" bench/augment_torch.py {{FOLDER}} --size 224 --batch 64 --batches 3; done

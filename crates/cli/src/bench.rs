@@ -32,12 +32,15 @@ pub enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Augmented views per second of a dataset's pipeline (synthetic images of its stored size,
-    /// rayon over the batch, as the trainer's prefetch thread makes them).
+    /// Augmented views per second of a dataset's pipeline, rayon over the batch as the trainer's
+    /// prefetch thread makes them: a built-in dataset's synthetic images of its stored size, or an
+    /// image folder's files decoded for every batch (views of --image-size pixels).
     Augment {
-        /// cifar10, cifar100, stl10 or tiny-imagenet.
+        /// cifar10, cifar100, stl10, tiny-imagenet, or the path of an image folder.
         #[arg(long, default_value = "cifar10")]
-        dataset: infomax_data::Dataset,
+        dataset: infomax_data::DatasetSpec,
+        #[command(flatten)]
+        size: crate::datasets::ImageSize,
         /// wmse or fair.
         #[arg(long, default_value = "wmse")]
         preset: String,
@@ -119,15 +122,16 @@ pub enum BenchCommand {
     },
 }
 
-pub fn run(cmd: BenchCommand) -> Result<ExitCode> {
+pub fn run(cmd: BenchCommand, data_root: &std::path::Path) -> Result<ExitCode> {
     let device = infomax_runner::default_device();
     match cmd {
-        BenchCommand::Augment { dataset, preset, batch, views, batches, json } => {
+        BenchCommand::Augment { dataset, size, preset, batch, views, batches, json } => {
             let preset: infomax_data::augment::Preset =
                 serde_json::from_value(serde_json::Value::String(preset.clone()))
                     .with_context(|| format!("--preset {preset}: expected wmse or fair"))?;
             let r = infomax_runner::bench::augment_throughput(&infomax_runner::bench::AugmentBench {
-                dataset,
+                dataset: size.apply(dataset),
+                data_root: data_root.to_path_buf(),
                 preset,
                 batch,
                 views,
@@ -136,13 +140,19 @@ pub fn run(cmd: BenchCommand) -> Result<ExitCode> {
             if json {
                 println!("{}", serde_json::to_string(&r)?);
             } else {
+                let from = match r.stored_side {
+                    0 => "files decoded per batch".to_string(),
+                    side => format!("{side} px stored"),
+                };
                 println!(
-                    "augment, {} preset on {} ({} px stored → {} px views), batch {batch} × {views} views: {:.0} views/s ({})",
+                    "augment, {} preset on {} ({from} → {} px views), batch {batch} × {views} views: {:.0} views/s, \
+                     {:.1} per thread on {} threads ({})",
                     r.preset,
                     r.dataset,
-                    r.stored_side,
                     r.view_side,
                     r.views_per_second,
+                    r.views_per_second_per_thread,
+                    r.threads,
                     infomax_runner::environment::describe_machine(&device)
                 );
             }

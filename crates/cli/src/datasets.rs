@@ -71,7 +71,7 @@ pub struct ImageSize {
 }
 
 impl ImageSize {
-    fn apply(&self, mut dataset: DatasetSpec) -> DatasetSpec {
+    pub fn apply(&self, mut dataset: DatasetSpec) -> DatasetSpec {
         if let DatasetSpec::Folder(f) = &mut dataset {
             f.image_size = self.image_size;
         }

@@ -143,6 +143,6 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Loss(args) => loss::run(args),
         Command::Experiments(cmd) => experiments::run(cmd, &paths.catalogue()?),
         Command::Datasets(cmd) => datasets::run(cmd, &paths),
-        Command::Bench(cmd) => bench::run(cmd),
+        Command::Bench(cmd) => bench::run(cmd, &paths.data_root()),
     }
 }

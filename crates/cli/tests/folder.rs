@@ -1,6 +1,7 @@
 //! A folder of the user's own images, end to end through the binary: real CIFAR-10 images
-//! written as an ImageFolder (JPEG and PNG, at two sizes), its statistics, its verification, a
-//! toy VICReg run on it, and each way a folder can be wrong failing before a run row exists.
+//! written as an ImageFolder (JPEG and PNG, at two sizes), its statistics, its verification, the
+//! streaming pipeline's benchmark, a toy VICReg run on it, and each way a folder can be wrong
+//! failing before a run row exists.
 //!
 //! Needs CIFAR-10: `INFOMAX_DATA` (CI points it at `../shared/datasets`), else `./datasets`.
 
@@ -101,6 +102,11 @@ fn a_folder_of_real_images_is_measured_verified_and_trained() {
     assert!(out.status.success(), "{said}");
     assert!(said.contains("train      192 images of 32×32 px, 48..48 per class"), "{said}");
     assert!(said.contains("test       48 images of 32×32 px, 12..12 per class"), "{said}");
+
+    // The streaming pipeline's benchmark decodes the files for every batch.
+    let out = infomax(&["bench", "augment", "--dataset", path, "--image-size", "24", "--batch", "8", "--batches", "1"]);
+    let said = text(&out);
+    assert!(out.status.success() && said.contains("on animals (files decoded per batch → 24 px views)"), "{said}");
 
     let experiment = tmp.path().join("toy.toml");
     write_experiment(&experiment, dataset);

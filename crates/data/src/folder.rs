@@ -21,6 +21,7 @@ use std::sync::Mutex;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::augment::Rgb;
 use crate::cache::{self, Fingerprint};
 use crate::{Error, ImageSet, Result, Split};
 
@@ -295,10 +296,9 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
     Ok(())
 }
 
-/// Decode an image file into planar RGB bytes of `side × side`: the centred square of its
-/// shorter side, resized with an antialiased bilinear filter; greyscale and alpha become RGB.
-pub fn decode_square(dataset: &'static str, path: &Path, side: usize) -> Result<Vec<u8>> {
-    let img = image::ImageReader::open(path)
+/// Open and decode an image file, any error naming it.
+fn open(dataset: &'static str, path: &Path) -> Result<image::DynamicImage> {
+    image::ImageReader::open(path)
         .map_err(|source| Error::Io { path: path.to_path_buf(), source })?
         .with_guessed_format()
         .map_err(|source| Error::Io { path: path.to_path_buf(), source })?
@@ -307,7 +307,30 @@ pub fn decode_square(dataset: &'static str, path: &Path, side: usize) -> Result<
             dataset,
             path: path.to_path_buf(),
             what: format!("not a readable image (JPEG or PNG): {e}"),
-        })?;
+        })
+}
+
+/// Decode an image file at its own size into the augmentations' planar `[0, 1]` image: the
+/// streaming path, for images too many or too large to keep decoded.
+pub fn decode_rgb(dataset: &'static str, path: &Path) -> Result<Rgb> {
+    let rgb = open(dataset, path)?.into_rgb8();
+    let (width, height) = (rgb.width() as usize, rgb.height() as usize);
+    let n = width * height;
+    let mut data = vec![0f32; 3 * n];
+    let (r, gb) = data.split_at_mut(n);
+    let (g, b) = gb.split_at_mut(n);
+    for (i, px) in rgb.as_raw().chunks_exact(3).enumerate() {
+        r[i] = px[0] as f32 / 255.0;
+        g[i] = px[1] as f32 / 255.0;
+        b[i] = px[2] as f32 / 255.0;
+    }
+    Ok(Rgb { height, width, data })
+}
+
+/// Decode an image file into planar RGB bytes of `side × side`: the centred square of its
+/// shorter side, resized with an antialiased bilinear filter; greyscale and alpha become RGB.
+pub fn decode_square(dataset: &'static str, path: &Path, side: usize) -> Result<Vec<u8>> {
+    let img = open(dataset, path)?;
     let (w, h) = (img.width(), img.height());
     let s = w.min(h);
     let square = img.crop_imm((w - s) / 2, (h - s) / 2, s, s).to_rgb8();
@@ -398,6 +421,21 @@ pub(crate) mod tests {
         let abs = FolderDataset { folder: tmp.path().join("pets").display().to_string(), ..folder.clone() };
         assert_eq!(abs.load(Path::new("/nonexistent"), Split::Test).unwrap().pixels, val.pixels);
         assert!(cache::locations(&tmp.path().join("pets"), "folder-test-32px").iter().any(|p| p.exists()));
+    }
+
+    #[test]
+    fn a_streamed_image_keeps_its_own_size_and_colours() {
+        let tmp = tempfile::tempdir().unwrap();
+        write_fixture(tmp.path(), 2, 2);
+        let img = decode_rgb("t", &tmp.path().join("train/class_1/img_1.PNG")).unwrap();
+        assert_eq!((img.height, img.width), (96, 80));
+        let plane = 96 * 80;
+        assert_eq!(
+            [img.data[5], img.data[plane + 5], img.data[2 * plane + 5]],
+            [40.0 / 255.0, 30.0 / 255.0, 200.0 / 255.0]
+        );
+        let err = decode_rgb("t", &tmp.path().join("train/class_1/none.jpg")).unwrap_err().to_string();
+        assert!(err.contains("none.jpg"), "{err}");
     }
 
     #[test]

@@ -35,6 +35,28 @@ pub fn augmented_views(
     (0..views).map(|v| per_image.iter().flat_map(|imgs| imgs[v].data.iter().copied()).collect()).collect()
 }
 
+/// [`augmented_views`] of image files decoded as they are needed (each once for all its views),
+/// at their own sizes: the path for image sets too large to keep decoded. `indices` index
+/// `files` and seed the views as they index an [`ImageSet`].
+pub fn augmented_views_of_files(
+    dataset: &'static str,
+    files: &[std::path::PathBuf],
+    indices: &[usize],
+    views: usize,
+    augment: &Augment,
+    seed: u64,
+    epoch: u64,
+) -> crate::Result<Vec<Vec<f32>>> {
+    let per_image: Vec<Vec<Rgb>> = indices
+        .par_iter()
+        .map(|&i| {
+            let img = crate::folder::decode_rgb(dataset, &files[i])?;
+            Ok((0..views).map(|v| view_of(&img, i, v, augment, seed, epoch)).collect())
+        })
+        .collect::<crate::Result<_>>()?;
+    Ok((0..views).map(|v| per_image.iter().flat_map(|imgs| imgs[v].data.iter().copied()).collect()).collect())
+}
+
 /// The evaluation images `indices` through the evaluation transform (NCHW).
 pub fn plain_batch(set: &ImageSet, indices: &[usize], augment: &Augment) -> Vec<f32> {
     let imgs: Vec<Rgb> =
@@ -85,5 +107,28 @@ mod tests {
         let out = plain_batch(&set, &[1], &p);
         let expected = (set.image(1)[7] as f32 / 255.0 - 0.5) / 0.25;
         assert!((out[7] - expected).abs() < 1e-6);
+    }
+
+    #[test]
+    fn views_of_files_are_the_views_of_the_same_pixels_in_memory() {
+        let tmp = tempfile::tempdir().unwrap();
+        let set = tiny_set(3);
+        let files: Vec<std::path::PathBuf> = (0..3)
+            .map(|i| {
+                let px = set.image(i);
+                let img = image::RgbImage::from_fn(32, 32, |x, y| {
+                    let j = (y * 32 + x) as usize;
+                    image::Rgb([px[j], px[1024 + j], px[2048 + j]])
+                });
+                let path = tmp.path().join(format!("{i}.png"));
+                img.save(&path).unwrap();
+                path
+            })
+            .collect();
+        let p = Augment::wmse_cifar([0.5; 3], [0.25; 3]);
+        let streamed = augmented_views_of_files("t", &files, &[2, 0], 2, &p, 5, 1).unwrap();
+        assert_eq!(streamed, augmented_views(&set, &[2, 0], 2, &p, 5, 1), "PNG is lossless: the same views");
+        let missing = [tmp.path().join("gone.png")];
+        assert!(augmented_views_of_files("t", &missing, &[0], 2, &p, 5, 1).is_err());
     }
 }

@@ -251,7 +251,10 @@ pub fn eval(cfg: &EvalBench) -> Result<EvalResult> {
 /// `infomax bench augment`: how many augmented views per second the data pipeline makes.
 #[derive(Debug, Clone)]
 pub struct AugmentBench {
-    pub dataset: infomax_data::Dataset,
+    /// A built-in dataset (synthetic images of its stored size), or an image folder whose
+    /// training files are decoded batch after batch (views at its `image_size`).
+    pub dataset: infomax_data::DatasetSpec,
+    pub data_root: std::path::PathBuf,
     pub preset: infomax_data::augment::Preset,
     /// Images per batch (each gets `views` views), as the trainer asks for them.
     pub batch: usize,
@@ -264,14 +267,20 @@ pub struct AugmentBench {
 pub struct AugmentResult {
     pub dataset: String,
     pub preset: String,
-    /// Stored and produced image sides.
+    /// Where the pixels come from: `synthetic` (in memory, as a built-in dataset is) or
+    /// `decoded files` (each image decoded from its file for its views, as a stream is).
+    pub source: String,
+    /// Stored side of the synthetic images (0 for files, decoded at their own sizes).
     pub stored_side: usize,
     pub view_side: usize,
     pub views_per_second: f64,
+    pub threads: usize,
+    pub views_per_second_per_thread: f64,
 }
 
-/// Augment synthetic images of the dataset's stored size (pixel values do not change the cost)
-/// with the preset at the dataset's crop size, batch after batch, as the training loop does.
+/// Augment a batch with the preset at the dataset's crop size, batch after batch, as the training
+/// loop does: for a built-in dataset synthetic images of its stored size (pixel values do not
+/// change the cost), for an image folder its first training files, decoded for every batch.
 pub fn augment_throughput(cfg: &AugmentBench) -> Result<AugmentResult> {
     use rand::Rng;
     if cfg.batch == 0 || cfg.views == 0 || cfg.batches == 0 {
@@ -280,33 +289,57 @@ pub fn augment_throughput(cfg: &AugmentBench) -> Result<AugmentResult> {
             what: "--batch, --views and --batches: at least 1 expected".into(),
         });
     }
-    let side = cfg.dataset.side();
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
-    let pixels: Vec<u8> = (0..cfg.batch * 3 * side * side).map(|_| rng.random()).collect();
-    let set = infomax_data::ImageSet::new(
-        "synthetic",
-        infomax_data::Split::Train,
-        (side, side),
-        pixels,
-        Vec::new(),
-        Vec::new(),
-    );
-    let augment = RunConfig::augment_defaults(cfg.preset, &cfg.dataset.into());
+    let augment = RunConfig::augment_defaults(cfg.preset, &cfg.dataset);
     let idx: Vec<usize> = (0..cfg.batch).collect();
-    // One untimed batch warms the thread pool and the allocator.
-    infomax_data::views::augmented_views(&set, &idx, cfg.views, &augment, 0, 0);
-    let started = Instant::now();
-    for epoch in 1..=cfg.batches {
-        let v = infomax_data::views::augmented_views(&set, &idx, cfg.views, &augment, 0, epoch as u64);
-        std::hint::black_box(v);
-    }
-    let seconds = started.elapsed().as_secs_f64();
+    let threads = rayon::current_num_threads();
+    let (source, stored_side, seconds) = match &cfg.dataset {
+        infomax_data::DatasetSpec::Builtin(d) => {
+            let side = d.side();
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+            let pixels: Vec<u8> = (0..cfg.batch * 3 * side * side).map(|_| rng.random()).collect();
+            let set = infomax_data::ImageSet::new(
+                "synthetic",
+                infomax_data::Split::Train,
+                (side, side),
+                pixels,
+                Vec::new(),
+                Vec::new(),
+            );
+            // One untimed batch warms the thread pool and the allocator.
+            infomax_data::views::augmented_views(&set, &idx, cfg.views, &augment, 0, 0);
+            let started = Instant::now();
+            for epoch in 1..=cfg.batches {
+                let v = infomax_data::views::augmented_views(&set, &idx, cfg.views, &augment, 0, epoch as u64);
+                std::hint::black_box(v);
+            }
+            ("synthetic", side, started.elapsed().as_secs_f64())
+        }
+        infomax_data::DatasetSpec::Folder(f) => {
+            let listing = f.listing(&cfg.data_root, infomax_data::Split::Train)?;
+            // The batch's files, repeated when the folder holds fewer (each batch decodes afresh).
+            let files: Vec<std::path::PathBuf> =
+                listing.images.iter().map(|(p, _)| p.clone()).cycle().take(cfg.batch).collect();
+            let views = |epoch: u64| {
+                infomax_data::views::augmented_views_of_files(f.name(), &files, &idx, cfg.views, &augment, 0, epoch)
+            };
+            views(0)?;
+            let started = Instant::now();
+            for epoch in 1..=cfg.batches {
+                std::hint::black_box(views(epoch as u64)?);
+            }
+            ("decoded files", 0, started.elapsed().as_secs_f64())
+        }
+    };
+    let views_per_second = (cfg.batches * cfg.batch * cfg.views) as f64 / seconds;
     Ok(AugmentResult {
         dataset: cfg.dataset.name().into(),
         preset: cfg.preset.name().into(),
-        stored_side: side,
+        source: source.into(),
+        stored_side,
         view_side: augment.size(),
-        views_per_second: (cfg.batches * cfg.batch * cfg.views) as f64 / seconds,
+        views_per_second,
+        threads,
+        views_per_second_per_thread: views_per_second / threads as f64,
     })
 }
 
