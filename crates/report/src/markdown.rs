@@ -36,8 +36,9 @@ fn cpu_of(machine: &str) -> String {
     machine.split(", ").take(2).collect::<Vec<_>>().join(", ")
 }
 
-/// The Markdown block of the finished runs in the database at `db`: a table per experiment and
-/// profile, a row per run, each with its code version and machine.
+/// The Markdown block of the finished runs in the database at `db`: one table, a row per run in
+/// the order experiment, profile, method, dataset, seed, each with its code version; the
+/// machines are named once above it.
 pub fn results(db: &Path) -> Result<String> {
     let data = crate::db::Database::load(db)?;
     let mut rows: Vec<IndexRow> = index_rows(&data).into_iter().filter(|r| r.status == "finished").collect();
@@ -68,22 +69,17 @@ pub fn results(db: &Path) -> Result<String> {
         rows.len(),
         machines.join("; ")
     );
-    let mut current: Option<(&str, &str)> = None;
+    out.push_str(
+        "\n| experiment / profile | method | dataset | seed | epochs | training | 200-NN init → after | gain \
+         | 5-NN after | linear after | code |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
+    );
     for r in &rows {
-        if current != Some((r.experiment.as_str(), r.profile.as_str())) {
-            current = Some((r.experiment.as_str(), r.profile.as_str()));
-            let _ = write!(
-                out,
-                "\n**{} / {}**\n\n\
-                 | method | dataset | seed | epochs | training | 200-NN init → after | gain | 5-NN after | linear after | code |\n\
-                 |---|---|---|---|---|---|---|---|---|---|\n",
-                r.experiment, r.profile
-            );
-        }
         let variant = if r.variant.is_empty() { String::new() } else { format!(" ({})", r.variant) };
         let _ = writeln!(
             out,
-            "| {}{} | {} | {} | {} | {} | {} → {} | {} | {} | {} | {} |",
+            "| {} / {} | {}{} | {} | {} | {} | {} | {} → {} | {} | {} | {} | {} |",
+            r.experiment,
+            r.profile,
             r.method,
             variant,
             r.dataset,
