@@ -34,7 +34,8 @@ pub enum BenchCommand {
     },
     /// Augmented views per second of a dataset's pipeline, rayon over the batch as the trainer's
     /// prefetch thread makes them: a built-in dataset's synthetic images of its stored size, or an
-    /// image folder's files decoded for every batch (views of --image-size pixels).
+    /// image folder's files decoded for every batch at their own sizes (the streaming path, which
+    /// training does not use yet), views of --image-size pixels.
     Augment {
         /// cifar10, cifar100, stl10, tiny-imagenet, or the path of an image folder.
         #[arg(long, default_value = "cifar10")]

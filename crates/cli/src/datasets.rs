@@ -250,8 +250,8 @@ pub fn run(cmd: DatasetsCommand, paths: &Paths) -> Result<ExitCode> {
                 );
                 let list = |v: [f32; 3]| v.map(|x| x.to_string()).join(", ");
                 println!(
-                    "dataset = {{ folder = {:?}, image_size = {}, mean = [{}], std = [{}] }}",
-                    f.folder,
+                    "dataset = {{ folder = {}, image_size = {}, mean = [{}], std = [{}] }}",
+                    toml::Value::String(f.folder.clone()),
                     f.image_size,
                     list(stats.mean),
                     list(stats.std)

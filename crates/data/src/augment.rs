@@ -793,12 +793,13 @@ mod tests {
 
     #[test]
     fn blur_rows_at_a_time_equal_the_definition_bit_for_bit() {
-        for (h, w, sigma) in [(30, 41, 2.0), (7, 5, 1.3), (224, 224, 0.1), (3, 64, 1.9)] {
+        let bits = |img: &Rgb| img.data.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        for (h, w, sigma) in [(30, 41, 2.0), (7, 5, 1.3), (224, 224, 0.1), (3, 64, 1.9), (2, 9, 1.0)] {
             let img =
                 Rgb { height: h, width: w, data: (0..3 * h * w).map(|i| ((i * 37 % 101) as f32) / 100.0).collect() };
             let mut fast = img.clone();
             gaussian_blur(&mut fast, sigma);
-            assert_eq!(fast, blur_by_definition(&img, sigma), "{h}×{w}, σ {sigma}");
+            assert_eq!(bits(&fast), bits(&blur_by_definition(&img, sigma)), "{h}×{w}, σ {sigma}");
         }
     }
 

@@ -67,6 +67,11 @@ pub struct Archive {
 impl Dataset {
     pub const ALL: [Dataset; 4] = [Dataset::Cifar10, Dataset::Cifar100, Dataset::Stl10, Dataset::TinyImagenet];
 
+    /// Every built-in name, comma-separated, for messages.
+    pub fn names() -> String {
+        Dataset::ALL.map(Dataset::name).join(", ")
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Dataset::Cifar10 => cifar10::NAME,
@@ -427,15 +432,16 @@ impl std::str::FromStr for DatasetSpec {
             Ok(d) => Ok(DatasetSpec::Builtin(d)),
             Err(_) if s.contains('/') || Path::new(s).is_dir() => {
                 let path = Path::new(s);
-                let folder = match std::fs::canonicalize(path) {
+                let folder = match std::path::absolute(path) {
                     Ok(abs) if path.is_relative() && abs.is_dir() => abs.display().to_string(),
                     _ => s.to_string(),
                 };
                 Ok(DatasetSpec::Folder(FolderDataset::at(folder)))
             }
             Err(_) => Err(Error::Request(format!(
-                "unknown dataset `{s}`: expected one of cifar10, cifar100, stl10, tiny-imagenet, or the path of an \
-                 image folder (train/<class>/…, with a `/` in it)"
+                "unknown dataset `{s}`: expected one of {}, or the path of an image folder (train/<class>/…, with \
+                 a `/` in it)",
+                Dataset::names()
             ))),
         }
     }
@@ -457,9 +463,7 @@ impl<'de> Deserialize<'de> for DatasetSpec {
             type Value = DatasetSpec;
 
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str(
-                    "a dataset name (cifar10, cifar100, stl10, tiny-imagenet) or a table `{ folder = \"PATH\", … }`",
-                )
+                write!(f, "a dataset name ({}) or a table `{{ folder = \"PATH\", … }}`", Dataset::names())
             }
 
             fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<DatasetSpec, E> {

@@ -28,6 +28,14 @@ use crate::{Error, ImageSet, Result, Split};
 /// File extensions read as images (any case), torchvision's common ones.
 pub const EXTENSIONS: [&str; 3] = ["jpg", "jpeg", "png"];
 
+/// The extensions as messages list them: `.jpg, .jpeg, .png`.
+pub fn extensions_listed() -> String {
+    EXTENSIONS.map(|e| format!(".{e}")).join(", ")
+}
+
+/// The largest stored side: 1,024² RGB bytes an image already make 3 MB.
+pub const MAX_IMAGE_SIZE: usize = 1024;
+
 /// The side images are stored at when the dataset does not say.
 pub const DEFAULT_IMAGE_SIZE: usize = 64;
 
@@ -81,14 +89,12 @@ impl FolderDataset {
         FolderDataset { folder: folder.into(), name: None, image_size: DEFAULT_IMAGE_SIZE, mean: None, std: None }
     }
 
-    /// The folder on disk: relative paths are under the data root.
+    /// The folder on disk, absolute (so that every spelling of it lists, and fingerprints, the
+    /// same paths): relative paths are under the data root.
     pub fn dir(&self, root: &Path) -> PathBuf {
         let folder = Path::new(&self.folder);
-        if folder.is_absolute() {
-            folder.to_path_buf()
-        } else {
-            root.join(folder)
-        }
+        let dir = if folder.is_absolute() { folder.to_path_buf() } else { root.join(folder) };
+        std::path::absolute(&dir).unwrap_or(dir)
     }
 
     /// The name reports and errors use: `name`, else the folder's last component.
@@ -123,21 +129,55 @@ impl FolderDataset {
     fn layout_hint(&self, root: &Path) -> String {
         format!(
             "lay the images out as torchvision's ImageFolder does: {}/train/<class>/<image>.jpg and \
-             {}/val/<class>/<image>.jpg (.jpg, .jpeg or .png)",
+             {}/val/<class>/<image>.jpg ({})",
             self.dir(root).display(),
-            self.dir(root).display()
+            self.dir(root).display(),
+            extensions_listed()
         )
+    }
+
+    /// The table's own rules: a stored side in 1..=[`MAX_IMAGE_SIZE`] and, when given, a name
+    /// that is not empty and not a built-in dataset's (reports group runs by name).
+    pub fn check(&self) -> std::result::Result<(), (&'static str, String)> {
+        if !(1..=MAX_IMAGE_SIZE).contains(&self.image_size) {
+            return Err((
+                "image_size",
+                format!("a side of 1 to {MAX_IMAGE_SIZE} pixels expected, got {}", self.image_size),
+            ));
+        }
+        if let Some(name) = &self.name {
+            if name.trim().is_empty() || name.parse::<crate::Dataset>().is_ok() {
+                return Err((
+                    "name",
+                    format!("a name of its own expected (not empty, not a built-in dataset's), got `{name}`"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The error of a split folder [`subfolders`] could not list.
+    fn unlisted(&self, root: &Path, dir: &Path, bad: Option<PathBuf>, holds: &str) -> Error {
+        match bad {
+            None => Error::Missing {
+                dataset: self.name(),
+                path: dir.to_path_buf(),
+                expected: format!("a folder with {holds}"),
+                hint: self.layout_hint(root),
+            },
+            Some(path) => Error::Format {
+                dataset: self.name(),
+                path,
+                what: "a class folder whose name is not UTF-8; rename it".into(),
+            },
+        }
     }
 
     /// The classes: the sub-folders of `train/`, sorted.
     pub fn classes(&self, root: &Path) -> Result<Vec<String>> {
         let train = self.split_dir(root, Split::Train)?;
-        let classes = subfolders(&train).map_err(|_| Error::Missing {
-            dataset: self.name(),
-            path: train.clone(),
-            expected: "a folder with one sub-folder of images per class".into(),
-            hint: self.layout_hint(root),
-        })?;
+        let classes =
+            subfolders(&train).map_err(|bad| self.unlisted(root, &train, bad, "one sub-folder of images per class"))?;
         if classes.is_empty() {
             return Err(Error::Format {
                 dataset: self.name(),
@@ -163,11 +203,8 @@ impl FolderDataset {
         let present = if split == Split::Train {
             classes.clone()
         } else {
-            let present = subfolders(&dir).map_err(|_| Error::Missing {
-                dataset: self.name(),
-                path: dir.clone(),
-                expected: "a folder with the evaluation images, one sub-folder per class of train/".into(),
-                hint: self.layout_hint(root),
+            let present = subfolders(&dir).map_err(|bad| {
+                self.unlisted(root, &dir, bad, "the evaluation images, one sub-folder per class of train/")
             })?;
             if let Some(stray) = present.iter().find(|c| !classes.contains(c)) {
                 return Err(Error::Format {
@@ -184,7 +221,7 @@ impl FolderDataset {
             let label = classes.iter().position(|c| c == class).expect("present classes are classes") as u8;
             let folder = dir.join(class);
             let mut files = Vec::new();
-            walk(&folder, &mut files)?;
+            walk(self.name(), &folder, &mut files)?;
             files.sort();
             let before = images.len();
             for f in files {
@@ -219,8 +256,8 @@ impl FolderDataset {
     pub fn load(&self, root: &Path, split: Split) -> Result<ImageSet> {
         let listing = self.listing(root, split)?;
         let side = self.image_size;
-        if side == 0 {
-            return Err(Error::Request(format!("{}: image_size must be at least 1", self.name())));
+        if let Err((field, what)) = self.check() {
+            return Err(Error::Request(format!("{}: {field}: {what}", self.name())));
         }
         let dir = self.dir(root);
         let fingerprint = Fingerprint::of_files(listing.images.iter().map(|(p, l)| (p.as_path(), *l)))?;
@@ -264,14 +301,17 @@ fn is_hidden(path: &Path) -> bool {
     path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.'))
 }
 
-/// The names of the visible sub-folders of `dir`, sorted.
-fn subfolders(dir: &Path) -> std::io::Result<Vec<String>> {
+/// The names of the visible sub-folders of `dir` (hidden ones, starting with a dot, are not
+/// classes), sorted; `Err(None)` when `dir` cannot be read, `Err(Some(path))` for a folder whose
+/// name is not UTF-8 (a class name is text in every report).
+fn subfolders(dir: &Path) -> std::result::Result<Vec<String>, Option<PathBuf>> {
     let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir)? {
-        let path = entry?.path();
+    for entry in std::fs::read_dir(dir).map_err(|_| None)? {
+        let path = entry.map_err(|_| None)?.path();
         if path.is_dir() && !is_hidden(&path) {
-            if let Some(name) = path.file_name().and_then(|n| n.to_str()) {
-                out.push(name.to_string());
+            match path.file_name().and_then(|n| n.to_str()) {
+                Some(name) => out.push(name.to_string()),
+                None => return Err(Some(path)),
             }
         }
     }
@@ -279,21 +319,35 @@ fn subfolders(dir: &Path) -> std::io::Result<Vec<String>> {
     Ok(out)
 }
 
-/// Every visible file under `dir`, recursively (as `ImageFolder` walks a class folder).
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
-    let entries = std::fs::read_dir(dir).map_err(|source| Error::Io { path: dir.to_path_buf(), source })?;
-    for entry in entries {
-        let path = entry.map_err(|source| Error::Io { path: dir.to_path_buf(), source })?.path();
-        if is_hidden(&path) {
-            continue;
+/// Every visible file under `dir`, recursively (as `ImageFolder` walks a class folder); a
+/// folder that links back to one it is inside is an error naming the link.
+fn walk(dataset: &'static str, dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+    fn inner(dataset: &'static str, dir: &Path, out: &mut Vec<PathBuf>, inside: &mut Vec<PathBuf>) -> Result<()> {
+        let io = |source| Error::Io { path: dir.to_path_buf(), source };
+        let real = std::fs::canonicalize(dir).map_err(io)?;
+        if inside.contains(&real) {
+            return Err(Error::Format {
+                dataset,
+                path: dir.to_path_buf(),
+                what: format!("links back to {}, a folder it is inside", real.display()),
+            });
         }
-        if path.is_dir() {
-            walk(&path, out)?;
-        } else {
-            out.push(path);
+        inside.push(real);
+        for entry in std::fs::read_dir(dir).map_err(io)? {
+            let path = entry.map_err(io)?.path();
+            if is_hidden(&path) {
+                continue;
+            }
+            if path.is_dir() {
+                inner(dataset, &path, out, inside)?;
+            } else {
+                out.push(path);
+            }
         }
+        inside.pop();
+        Ok(())
     }
-    Ok(())
+    inner(dataset, dir, out, &mut Vec::new())
 }
 
 /// Open and decode an image file, any error naming it.
@@ -472,5 +526,26 @@ pub(crate) mod tests {
 
         let err = folder.load(root, Split::Unlabeled).unwrap_err().to_string();
         assert!(err.contains("no split `unlabeled`"), "{err}");
+
+        #[cfg(unix)]
+        {
+            std::os::unix::fs::symlink("..", root.join("mine/train/class_0/up")).unwrap();
+            let err = folder.listing(root, Split::Train).unwrap_err().to_string();
+            assert!(err.contains("class_0/up") && err.contains("links back to"), "symlink loop: {err}");
+        }
+    }
+
+    #[test]
+    fn the_table_checks_its_size_and_name() {
+        let ok = FolderDataset { image_size: 224, name: Some("pets".into()), ..FolderDataset::at("p") };
+        assert_eq!(ok.check(), Ok(()));
+        for (bad, field) in [
+            (FolderDataset { image_size: 0, ..ok.clone() }, "image_size"),
+            (FolderDataset { image_size: MAX_IMAGE_SIZE + 1, ..ok.clone() }, "image_size"),
+            (FolderDataset { name: Some("cifar10".into()), ..ok.clone() }, "name"),
+            (FolderDataset { name: Some(" ".into()), ..ok.clone() }, "name"),
+        ] {
+            assert_eq!(bad.check().unwrap_err().0, field, "{bad:?}");
+        }
     }
 }

@@ -118,9 +118,11 @@ fn verify_folder(folder: &FolderDataset, root: &Path) -> VerifyReport {
                     } else {
                         format!("{} files are not images", others.len())
                     };
-                    report
-                        .notes
-                        .push(format!("{split}: {files} (.jpg, .jpeg, .png) and not read, e.g. {}", first.display()));
+                    report.notes.push(format!(
+                        "{split}: {files} ({}) and not read, e.g. {}",
+                        crate::folder::extensions_listed(),
+                        first.display()
+                    ));
                 }
                 report.splits.push(SplitReport {
                     split: split.to_string(),

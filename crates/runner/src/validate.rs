@@ -2,6 +2,8 @@
 //! What holds for every method is checked here; each method's own rules are in its file
 //! (`MethodImpl::check`).
 
+use std::path::Path;
+
 use crate::config::{OptimizerKind, RunConfig};
 pub use crate::method::Check;
 
@@ -21,9 +23,11 @@ pub fn validate(s: &RunConfig) -> Check {
 /// guessed.
 fn check_dataset(s: &RunConfig) -> Check {
     let infomax_data::DatasetSpec::Folder(f) = &s.dataset else { return Ok(()) };
-    if f.image_size == 0 {
-        return fail("dataset.image_size", "a side of at least 1 pixel expected, got 0".into());
+    if let Err((field, what)) = f.check() {
+        return fail(&format!("dataset.{field}"), what);
     }
+    // `datasets stats` reads a relative path from the current folder, a run from the data root.
+    let path = if Path::new(&f.folder).is_absolute() { f.folder.clone() } else { format!("DATA_ROOT/{}", f.folder) };
     for (field, given, used, what) in
         [("dataset.mean", f.mean, s.augment.mean, "augment.mean"), ("dataset.std", f.std, s.augment.std, "augment.std")]
     {
@@ -32,8 +36,8 @@ fn check_dataset(s: &RunConfig) -> Check {
                 field,
                 format!(
                     "the folder's per-channel mean and std are needed for normalisation: run `infomax datasets \
-                     stats {} --image-size {}` and add the `mean` and `std` it prints to the dataset table",
-                    f.folder, f.image_size
+                     stats {path} --image-size {}` and add the `mean` and `std` it prints to the dataset table",
+                    f.image_size
                 ),
             );
         };
@@ -377,7 +381,7 @@ mod tests {
             RunConfig::defaults(Method::Vicreg, infomax_data::DatasetSpec::Folder(FolderDataset::at("pets")));
         let (field, what) = validate(&unstated).unwrap_err();
         assert_eq!(field, "dataset.mean");
-        assert!(what.contains("infomax datasets stats pets --image-size 64"), "{what}");
+        assert!(what.contains("infomax datasets stats DATA_ROOT/pets --image-size 64"), "{what}");
         let mut cifar_stats = s.clone();
         cifar_stats.augment.std = Dataset::Cifar10.mean_std().1;
         let (field, what) = validate(&cifar_stats).unwrap_err();

@@ -23,6 +23,19 @@ pub fn deep_merge(base: &mut Table, over: &Table) {
     }
 }
 
+/// Keys whose value a layer replaces whole rather than merging into: a dataset table names one
+/// dataset (a folder's `name`, size and statistics must not outlive a change of `folder`).
+const WHOLE: [&str; 1] = ["dataset"];
+
+/// Remove from `base` each [`WHOLE`] key that `over` sets, before merging `over` into it.
+fn replace_whole(base: &mut Table, over: &Table) {
+    for key in WHOLE {
+        if over.contains_key(key) {
+            base.remove(key);
+        }
+    }
+}
+
 pub(super) fn set_path(table: &mut Table, key: &[String], value: Value) -> std::result::Result<(), String> {
     let (last, parents) = key.split_last().expect("keys are non-empty");
     let mut t = table;
@@ -72,6 +85,7 @@ impl ExperimentFile {
         let layers = self.layers(profile, axes, cell)?;
         let mut merged = Table::new();
         for (_, table) in &layers {
+            replace_whole(&mut merged, table);
             deep_merge(&mut merged, table);
         }
         for o in overrides {
@@ -95,6 +109,7 @@ impl ExperimentFile {
             Value::Table(t) => t,
             _ => unreachable!("a struct serialises to a table"),
         };
+        replace_whole(&mut full, &merged);
         deep_merge(&mut full, &merged);
         // The second branch's encoder is the run's, changed only where the file says.
         if let (Some(Value::Table(encoder)), Some(Value::Table(branch))) =
@@ -257,6 +272,20 @@ mod tests {
         assert_eq!(s2.optimizer.kind, crate::config::OptimizerKind::Adam);
         assert_ne!(s.hash(), s2.hash());
         assert_eq!(f.resolve("other", &[]).unwrap().train.epochs, 9);
+    }
+
+    #[test]
+    fn a_dataset_table_replaces_the_one_below_it_whole() {
+        let stats = "mean = [0.5, 0.5, 0.5], std = [0.25, 0.25, 0.25]";
+        let pets = format!("dataset = {{ folder = \"pets\", name = \"my pets\", image_size = 96, {stats} }}");
+        let f = parse(&FILE.replace("dataset = \"cifar10\"", &pets)).unwrap();
+        let flowers: Override = format!("dataset={{ folder = \"flowers\", {stats} }}").parse().unwrap();
+        let s = f.resolve("smoke", &[flowers]).unwrap();
+        let infomax_data::DatasetSpec::Folder(d) = &s.dataset else { panic!("{:?}", s.dataset) };
+        assert_eq!((d.folder.as_str(), d.name.as_deref(), d.image_size), ("flowers", None, 64), "nothing of pets");
+        let s = f.resolve("smoke", &["dataset.image_size=32".parse().unwrap()]).unwrap();
+        let infomax_data::DatasetSpec::Folder(d) = &s.dataset else { panic!("{:?}", s.dataset) };
+        assert_eq!((d.folder.as_str(), d.image_size), ("pets", 32), "a dotted key still sets one field");
     }
 
     #[test]
