@@ -27,8 +27,9 @@ pub enum DatasetsCommand {
     /// the published per-file MD5s (a copy that is not byte-identical to the official release is
     /// reported, not failed). Exits non-zero when anything structural is wrong.
     Verify {
-        /// cifar10, cifar100, stl10, tiny-imagenet, or the path of an image folder (every image of
-        /// a folder is decoded; its class counts and non-image files are reported).
+        /// cifar10, cifar100, stl10, tiny-imagenet, or the path of an image folder (its images are
+        /// decoded unless its cache is current, the first that fails is named, and its class counts
+        /// and non-image files are reported).
         name: DatasetSpec,
         #[command(flatten)]
         size: ImageSize,
