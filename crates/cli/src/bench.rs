@@ -14,7 +14,8 @@ pub enum BenchCommand {
     /// dataset's size, a random encoder), then the 5-NN and 200-NN classifiers; prints images/s
     /// of the features, the k-NN's time and peak memory.
     Eval {
-        /// cifar10, cifar100, stl10 or tiny-imagenet (its split sizes and image side).
+        /// cifar10, cifar100, stl10, tiny-imagenet, imagenet or imagenet100 (its split sizes and
+        /// the side of its evaluation images).
         #[arg(long, default_value = "cifar10")]
         dataset: infomax_data::Dataset,
         /// ResNet-18 width multiplier.
@@ -37,14 +38,15 @@ pub enum BenchCommand {
     /// image folder's files decoded for every batch at their own sizes (the streaming path, which
     /// training does not use yet), views of --image-size pixels.
     Augment {
-        /// cifar10, cifar100, stl10, tiny-imagenet, or the path of an image folder.
+        /// cifar10, cifar100, stl10, tiny-imagenet, imagenet, imagenet100, or the path of an
+        /// image folder.
         #[arg(long, default_value = "cifar10")]
         dataset: infomax_data::DatasetSpec,
         #[command(flatten)]
         size: crate::datasets::ImageSize,
-        /// wmse or fair.
-        #[arg(long, default_value = "wmse")]
-        preset: String,
+        /// wmse or fair [default: fair on imagenet and imagenet100, else wmse].
+        #[arg(long)]
+        preset: Option<String>,
         #[arg(long, default_value_t = 256)]
         batch: usize,
         #[arg(long, default_value_t = 2)]
@@ -127,9 +129,7 @@ pub fn run(cmd: BenchCommand, data_root: &std::path::Path) -> Result<ExitCode> {
     let device = infomax_runner::default_device();
     match cmd {
         BenchCommand::Augment { dataset, size, preset, batch, views, batches, json } => {
-            let preset: infomax_data::augment::Preset =
-                serde_json::from_value(serde_json::Value::String(preset.clone()))
-                    .with_context(|| format!("--preset {preset}: expected wmse or fair"))?;
+            let preset = self::preset(preset, &dataset)?;
             let r = infomax_runner::bench::augment_throughput(&infomax_runner::bench::AugmentBench {
                 dataset: size.apply(dataset),
                 data_root: data_root.to_path_buf(),
@@ -257,4 +257,16 @@ pub fn run(cmd: BenchCommand, data_root: &std::path::Path) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `--preset`, or the dataset's default: FAIR's pipeline on ImageNet (what its papers train
+/// with), W-MSE's elsewhere.
+pub fn preset(given: Option<String>, dataset: &infomax_data::DatasetSpec) -> Result<infomax_data::augment::Preset> {
+    use infomax_data::augment::Preset;
+    let Some(name) = given else {
+        let imagenet = dataset.builtin().is_some_and(|d| d.imagenet_classes().is_some());
+        return Ok(if imagenet { Preset::Fair } else { Preset::Wmse });
+    };
+    serde_json::from_value(serde_json::Value::String(name.clone()))
+        .with_context(|| format!("--preset {name}: expected wmse or fair"))
 }

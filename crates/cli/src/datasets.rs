@@ -5,7 +5,6 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
-use infomax_data::augment::Preset;
 use infomax_data::{Dataset, DatasetSpec, Split};
 use infomax_runner::config::RunConfig;
 
@@ -27,9 +26,10 @@ pub enum DatasetsCommand {
     /// the published per-file MD5s (a copy that is not byte-identical to the official release is
     /// reported, not failed). Exits non-zero when anything structural is wrong.
     Verify {
-        /// cifar10, cifar100, stl10, tiny-imagenet, or the path of an image folder (its images are
-        /// decoded unless its cache is current, the first that fails is named, and its class counts
-        /// and non-image files are reported).
+        /// cifar10, cifar100, stl10, tiny-imagenet, imagenet, imagenet100 (every image decoded,
+        /// the first that fail named), or the path of an image folder (its images are decoded
+        /// unless its cache is current, the first that fails is named, and its class counts and
+        /// non-image files are reported).
         name: DatasetSpec,
         #[command(flatten)]
         size: ImageSize,
@@ -96,9 +96,9 @@ pub struct PreviewArgs {
     /// Augmented views per image (the grid: 4; --npy: the experiment's `train.views`, else 2).
     #[arg(long)]
     views: Option<usize>,
-    /// Augmentation preset: wmse or fair.
-    #[arg(long, default_value = "wmse")]
-    preset: String,
+    /// Augmentation preset: wmse or fair [default: fair on imagenet and imagenet100, else wmse].
+    #[arg(long)]
+    preset: Option<String>,
     /// Draw the views with this experiment's augmentations instead (a name as `reproduce` takes
     /// it, builtin:NAME, or a path), as its `--profile` resolves them with any `--set` overrides
     /// (the dataset stays NAME's).
@@ -132,12 +132,22 @@ pub struct PreviewArgs {
     epochs: Option<usize>,
 }
 
+/// A stored side as the tables print it; 0 is images kept at their own sizes (ImageNet's).
+fn px(side: usize) -> String {
+    if side == 0 {
+        "any size".into()
+    } else {
+        format!("{side}×{side} px")
+    }
+}
+
 /// Fetch `name` into `root` with a progress bar, saying what is fetched, from where and how big
 /// before the download starts (`datasets fetch`, `reproduce --fetch`); a dataset already there
 /// is left as it is.
 pub fn fetch(name: Dataset, root: &std::path::Path, url: Option<&str>, keep_archive: bool) -> Result<()> {
+    // Without a public download (ImageNet) the library's error says how to get the dataset.
     let a = name.archive();
-    if name.found(root).is_none() {
+    if let (Some(a), None) = (a, name.found(root)) {
         println!(
             "fetching {name}: {} ({:.0} MB) from {} into {}",
             a.file_name,
@@ -146,7 +156,7 @@ pub fn fetch(name: Dataset, root: &std::path::Path, url: Option<&str>, keep_arch
             root.display()
         );
     }
-    let pb = crate::progress::download(a.file_name, a.bytes);
+    let pb = a.map_or_else(indicatif::ProgressBar::hidden, |a| crate::progress::download(a.file_name, a.bytes));
     let outcome = infomax_data::fetch::fetch(name, root, url, keep_archive, &mut |done, total| {
         if let Some(t) = total {
             pb.set_length(t);
@@ -183,12 +193,11 @@ pub fn run(cmd: DatasetsCommand, paths: &Paths) -> Result<ExitCode> {
             for e in entries {
                 let splits: Vec<String> = e.splits.iter().map(|(s, n)| format!("{s} {n}")).collect();
                 println!(
-                    "{:<14} {:<8} {} classes, {}×{} px, {}  ({})",
+                    "{:<14} {:<8} {} classes, {}, {}  ({})",
                     e.dataset,
                     if e.present { "present" } else { "absent" },
                     e.classes,
-                    e.side,
-                    e.side,
+                    px(e.side),
                     splits.join(", "),
                     e.path
                 );
@@ -206,7 +215,7 @@ pub fn run(cmd: DatasetsCommand, paths: &Paths) -> Result<ExitCode> {
                         (Some(lo), Some(hi)) => format!(", {lo}..{hi} per class"),
                         _ => ", unlabelled".into(),
                     };
-                    println!("  {:<10} {} images of {}×{} px{balance}", s.split, s.images, s.side, s.side);
+                    println!("  {:<10} {} images, {}{balance}", s.split, s.images, px(s.side));
                 }
                 for c in &r.checksums {
                     let verdict = if c.official {
@@ -279,10 +288,9 @@ pub fn run(cmd: DatasetsCommand, paths: &Paths) -> Result<ExitCode> {
                 first,
                 epochs,
             } = *args;
-            let preset: Preset = serde_json::from_value(serde_json::Value::String(preset.clone()))
-                .with_context(|| format!("--preset {preset}: expected wmse or fair"))?;
             let name = size.apply(name);
-            let images = name.load(root, split)?;
+            let preset = crate::bench::preset(preset, &name)?;
+            let images = name.open(root, split, infomax_data::Unreadable::default())?;
             // The experiment's run configuration for this dataset, when one is named.
             let config = match experiment {
                 None => None,

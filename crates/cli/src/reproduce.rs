@@ -50,6 +50,11 @@ pub struct ReproduceArgs {
     /// are recorded as skipped.
     #[arg(long)]
     fetch: bool,
+    /// An image that stops decoding mid-run (ImageNet is read from its files as batches need
+    /// them) is skipped, logged and counted on the run's record, its place in the batch taken
+    /// by the next image that decodes; without it the run fails naming the file.
+    #[arg(long)]
+    skip_unreadable: bool,
     #[command(flatten)]
     html: HtmlDir,
 }
@@ -65,6 +70,7 @@ pub fn run(args: ReproduceArgs, paths: &Paths) -> Result<ExitCode> {
         device: device_choice,
         slurm_requeue,
         fetch,
+        skip_unreadable,
         html,
     } = args;
     let device = infomax_runner::default_device();
@@ -129,6 +135,7 @@ pub fn run(args: ReproduceArgs, paths: &Paths) -> Result<ExitCode> {
         machine,
         checkpoints: paths.checkpoints(),
         stop: stop.flag.clone(),
+        skip_unreadable,
     };
     let summary = infomax_runner::sweep::run_plan(&plan, &ctx)?;
     let report = infomax_report::render(&paths.db, &html_dir)?;

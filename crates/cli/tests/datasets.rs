@@ -144,8 +144,8 @@ fn fetch_without_network_fails_fast_naming_the_url_and_the_paths() {
     assert!(t.contains(url) && t.contains("stl10_binary") && t.contains(".infomax-downloads"), "{t}");
     assert!(started.elapsed().as_secs() < 20, "fails fast");
     assert!(!tmp.path().join("stl10_binary").exists());
-    let out = infomax(tmp.path(), &["datasets", "verify", "imagenet"]);
-    assert!(!out.status.success() && text(&out).contains("tiny-imagenet"), "{}", text(&out));
+    let out = infomax(tmp.path(), &["datasets", "verify", "imagenet-21k"]);
+    assert!(!out.status.success() && text(&out).contains("tiny-imagenet, imagenet, imagenet100"), "{}", text(&out));
 }
 
 /// A `.npy` of f32 as `datasets preview --npy` writes it: its shape and values.

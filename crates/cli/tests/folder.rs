@@ -100,8 +100,8 @@ fn a_folder_of_real_images_is_measured_verified_and_trained() {
     let out = infomax(&["datasets", "verify", path, "--image-size", "32"]);
     let said = text(&out);
     assert!(out.status.success(), "{said}");
-    assert!(said.contains("train      192 images of 32×32 px, 48..48 per class"), "{said}");
-    assert!(said.contains("test       48 images of 32×32 px, 12..12 per class"), "{said}");
+    assert!(said.contains("train      192 images, 32×32 px, 48..48 per class"), "{said}");
+    assert!(said.contains("test       48 images, 32×32 px, 12..12 per class"), "{said}");
 
     // The streaming pipeline's benchmark decodes the files for every batch.
     let out = infomax(&["bench", "augment", "--dataset", path, "--image-size", "24", "--batch", "8", "--batches", "1"]);

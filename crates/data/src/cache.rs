@@ -1,7 +1,7 @@
 //! Packed caches of decoded images: written once, checked on every read, never trusted blindly.
 //!
 //! Layout (little-endian): magic `INFOMAXP`, format version `u32`, the 32-byte fingerprint of the
-//! source files, image count `u64`, bytes per image `u64`, then one label byte per image, then the
+//! source files, image count `u64`, bytes per image `u64`, then one little-endian `u16` label per image, then the
 //! planar pixels. A cache is used only if its magic, version, fingerprint, count and total length
 //! all match; anything else is ignored and rebuilt. It lives next to the data
 //! (`<dataset>/.infomax-cache/`) when that folder is writable, else in the user's cache folder
@@ -13,11 +13,11 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use crate::{Error, Result};
+use crate::{Error, Label, Result};
 
 const MAGIC: &[u8; 8] = b"INFOMAXP";
 /// Bump when the decoded pixels of the same files would differ (decoder, layout).
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 const HEADER: usize = 8 + 4 + 32 + 8 + 8;
 
 /// A digest of the source files (path, label, size, modification time) in load order.
@@ -25,7 +25,7 @@ const HEADER: usize = 8 + 4 + 32 + 8 + 8;
 pub struct Fingerprint([u8; 32]);
 
 impl Fingerprint {
-    pub fn of_files<'a>(files: impl Iterator<Item = (&'a Path, u8)>) -> Result<Fingerprint> {
+    pub fn of_files<'a>(files: impl Iterator<Item = (&'a Path, Label)>) -> Result<Fingerprint> {
         let mut h = Sha256::new();
         for (path, label) in files {
             let meta = std::fs::metadata(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
@@ -35,7 +35,8 @@ impl Fingerprint {
                 .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
                 .map_or(0, |d| d.as_nanos());
             h.update(path.as_os_str().as_encoded_bytes());
-            h.update([0, label]);
+            h.update([0]);
+            h.update(label.to_le_bytes());
             h.update(meta.len().to_le_bytes());
             h.update(mtime.to_le_bytes());
         }
@@ -65,10 +66,10 @@ pub fn locations(dir: &Path, key: &str) -> Vec<PathBuf> {
 }
 
 /// The cached (pixels, labels) when a valid cache for exactly these files exists.
-pub fn read(dir: &Path, key: &str, fp: &Fingerprint, count: usize, image_len: usize) -> Option<(Vec<u8>, Vec<u8>)> {
+pub fn read(dir: &Path, key: &str, fp: &Fingerprint, count: usize, image_len: usize) -> Option<(Vec<u8>, Vec<Label>)> {
     locations(dir, key).into_iter().find_map(|path| {
         let bytes = std::fs::read(&path).ok()?;
-        let expected_len = HEADER + count + count * image_len;
+        let expected_len = HEADER + 2 * count + count * image_len;
         let valid = bytes.len() == expected_len
             && &bytes[..8] == MAGIC
             && bytes[8..12] == VERSION.to_le_bytes()
@@ -78,15 +79,16 @@ pub fn read(dir: &Path, key: &str, fp: &Fingerprint, count: usize, image_len: us
         if !valid {
             return None;
         }
-        let labels = bytes[HEADER..HEADER + count].to_vec();
+        let labels =
+            bytes[HEADER..HEADER + 2 * count].chunks_exact(2).map(|b| Label::from_le_bytes([b[0], b[1]])).collect();
         let mut pixels = bytes;
-        pixels.drain(..HEADER + count);
+        pixels.drain(..HEADER + 2 * count);
         Some((pixels, labels))
     })
 }
 
 /// Write a cache at the first location that accepts it; returns where it went.
-pub fn write(dir: &Path, key: &str, fp: &Fingerprint, pixels: &[u8], labels: &[u8]) -> Result<PathBuf> {
+pub fn write(dir: &Path, key: &str, fp: &Fingerprint, pixels: &[u8], labels: &[Label]) -> Result<PathBuf> {
     let count = labels.len();
     let image_len = pixels.len() / count.max(1);
     let mut last_err = None;
@@ -101,7 +103,9 @@ pub fn write(dir: &Path, key: &str, fp: &Fingerprint, pixels: &[u8], labels: &[u
             w.write_all(&fp.0)?;
             w.write_all(&(count as u64).to_le_bytes())?;
             w.write_all(&(image_len as u64).to_le_bytes())?;
-            w.write_all(labels)?;
+            for label in labels {
+                w.write_all(&label.to_le_bytes())?;
+            }
             w.write_all(pixels)?;
             w.flush()?;
             drop(w);
@@ -127,7 +131,7 @@ mod tests {
         let dir = tmp.path().join("data");
         std::fs::create_dir_all(&dir).unwrap();
         let fp = Fingerprint([7; 32]);
-        let (pixels, labels) = ((0..24u8).collect::<Vec<_>>(), vec![1u8, 2]);
+        let (pixels, labels) = ((0..24u8).collect::<Vec<_>>(), vec![1 as Label, 300]);
         let at = write(&dir, "k", &fp, &pixels, &labels).unwrap();
         assert!(at.starts_with(&dir), "next to the data when writable: {at:?}");
         assert_eq!(read(&dir, "k", &fp, 2, 12), Some((pixels.clone(), labels.clone())));

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::folder::FolderDataset;
-use crate::{cifar10, cifar100, stl10, tiny_imagenet, Error, ImageSet, Result, Split};
+use crate::{cifar10, cifar100, imagenet, stl10, tiny_imagenet, Error, ImageSet, Images, Result, Split, Unreadable};
 
 /// A dataset with a loader. Names (CLI, experiment files, database) are the serde names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -17,6 +17,8 @@ pub enum Dataset {
     Cifar100,
     Stl10,
     TinyImagenet,
+    Imagenet,
+    Imagenet100,
 }
 
 /// How a dataset's files are stored: each layout has its own folder under the data root.
@@ -31,6 +33,8 @@ pub enum Layout {
     Jpeg,
     /// A folder of the user's images in torchvision's `ImageFolder` layout.
     Folder,
+    /// ILSVRC-2012's folders: `train/<wnid>/`, and `val/` by class or flat with the devkit's labels.
+    Ilsvrc,
 }
 
 impl Layout {
@@ -40,6 +44,7 @@ impl Layout {
             Layout::Python => "python",
             Layout::Jpeg => "jpeg",
             Layout::Folder => "folder",
+            Layout::Ilsvrc => "ilsvrc",
         }
     }
 }
@@ -51,6 +56,7 @@ impl std::fmt::Display for Layout {
             Layout::Python => "python version, as torchvision downloads it",
             Layout::Jpeg => "JPEG folders",
             Layout::Folder => "image folders, one per class",
+            Layout::Ilsvrc => "ILSVRC-2012 folders",
         })
     }
 }
@@ -65,7 +71,14 @@ pub struct Archive {
 }
 
 impl Dataset {
-    pub const ALL: [Dataset; 4] = [Dataset::Cifar10, Dataset::Cifar100, Dataset::Stl10, Dataset::TinyImagenet];
+    pub const ALL: [Dataset; 6] = [
+        Dataset::Cifar10,
+        Dataset::Cifar100,
+        Dataset::Stl10,
+        Dataset::TinyImagenet,
+        Dataset::Imagenet,
+        Dataset::Imagenet100,
+    ];
 
     /// Every built-in name, comma-separated, for messages.
     pub fn names() -> String {
@@ -78,6 +91,8 @@ impl Dataset {
             Dataset::Cifar100 => cifar100::NAME,
             Dataset::Stl10 => stl10::NAME,
             Dataset::TinyImagenet => tiny_imagenet::NAME,
+            Dataset::Imagenet => imagenet::NAME,
+            Dataset::Imagenet100 => imagenet::NAME_100,
         }
     }
 
@@ -98,6 +113,9 @@ impl Dataset {
             Dataset::Cifar100 => &[(Layout::Binary, cifar100::DIR), (Layout::Python, cifar100::PYTHON_DIR)],
             Dataset::Stl10 => &[(Layout::Binary, stl10::DIR)],
             Dataset::TinyImagenet => &[(Layout::Jpeg, tiny_imagenet::DIR)],
+            Dataset::Imagenet => &[(Layout::Ilsvrc, imagenet::DIR)],
+            // The subset folder solo-learn's script makes, else the full set's.
+            Dataset::Imagenet100 => &[(Layout::Ilsvrc, imagenet::DIR_100), (Layout::Ilsvrc, imagenet::DIR)],
         }
     }
 
@@ -124,6 +142,8 @@ impl Dataset {
             Dataset::Cifar10 | Dataset::Cifar100 => &[(Split::Train, 50_000), (Split::Test, 10_000)],
             Dataset::Stl10 => &[(Split::Train, 5_000), (Split::Test, 8_000), (Split::Unlabeled, 100_000)],
             Dataset::TinyImagenet => &[(Split::Train, 100_000), (Split::Test, 10_000)],
+            Dataset::Imagenet => &[(Split::Train, 1_281_167), (Split::Test, 50_000)],
+            Dataset::Imagenet100 => &[(Split::Train, 126_689), (Split::Test, 5_000)],
         }
     }
 
@@ -141,48 +161,60 @@ impl Dataset {
             Dataset::Cifar10 | Dataset::Stl10 => 10,
             Dataset::Cifar100 => 100,
             Dataset::TinyImagenet => 200,
+            Dataset::Imagenet => 1000,
+            Dataset::Imagenet100 => 100,
         }
     }
 
-    /// Stored image side in pixels (all four are square).
+    /// Stored image side in pixels (the binary and Tiny-ImageNet images are square); ImageNet's
+    /// images keep their own sizes, and this is the side they are cropped to.
     pub fn side(self) -> usize {
         match self {
             Dataset::Cifar10 | Dataset::Cifar100 => 32,
             Dataset::Stl10 => stl10::SIDE,
             Dataset::TinyImagenet => tiny_imagenet::SIDE,
+            Dataset::Imagenet | Dataset::Imagenet100 => imagenet::CROP,
         }
     }
 
-    /// The W-MSE code's per-channel normalisation (docs/methods.md#normalisation-and-evaluation-images).
+    /// The W-MSE code's per-channel normalisation (docs/methods.md#normalisation-and-evaluation-images);
+    /// ImageNet's is torchvision's.
     pub fn mean_std(self) -> ([f32; 3], [f32; 3]) {
         match self {
             Dataset::Cifar10 => (cifar10::MEAN, cifar10::STD),
             Dataset::Cifar100 => ([0.5071, 0.4867, 0.4408], [0.2675, 0.2565, 0.2761]),
             Dataset::Stl10 => ([0.43, 0.42, 0.39], [0.27, 0.26, 0.27]),
             Dataset::TinyImagenet => ([0.480, 0.448, 0.398], [0.277, 0.269, 0.282]),
+            Dataset::Imagenet | Dataset::Imagenet100 => (imagenet::MEAN, imagenet::STD),
         }
     }
 
-    /// The training crop side of the W-MSE code: 32 on CIFAR, 64 on STL-10 and Tiny-ImageNet.
+    /// The training crop side of the W-MSE code: 32 on CIFAR, 64 on STL-10 and Tiny-ImageNet; 224
+    /// on ImageNet.
     pub fn crop_size(self) -> usize {
         match self {
             Dataset::Cifar10 | Dataset::Cifar100 => 32,
             Dataset::Stl10 | Dataset::TinyImagenet => 64,
+            Dataset::Imagenet | Dataset::Imagenet100 => imagenet::CROP,
         }
     }
 
     /// The evaluation transform `(resize, centre crop)`, `None` for images used as stored:
     /// STL-10's are resized to 70 (bicubic) and centre-cropped to 64
-    /// (docs/methods.md#normalisation-and-evaluation-images).
+    /// (docs/methods.md#normalisation-and-evaluation-images); ImageNet's are resized to 256 and
+    /// centre-cropped to 224.
     pub fn eval_resize_crop(self) -> Option<(usize, usize)> {
         match self {
             Dataset::Stl10 => Some((70, 64)),
+            Dataset::Imagenet | Dataset::Imagenet100 => Some((imagenet::EVAL_RESIZE, imagenet::CROP)),
             _ => None,
         }
     }
 
-    pub fn archive(self) -> Archive {
-        match self {
+    /// The official download; ImageNet has none without registration.
+    pub fn archive(self) -> Option<Archive> {
+        Some(match self {
+            Dataset::Imagenet | Dataset::Imagenet100 => return None,
             Dataset::Cifar10 => Archive {
                 url: cifar10::URL,
                 file_name: "cifar-10-binary.tar.gz",
@@ -207,7 +239,7 @@ impl Dataset {
                 bytes: 248_100_043,
                 md5: "90528d7ca1a48142e341f4ef8d21d0de",
             },
-        }
+        })
     }
 
     /// Published MD5s of the files of `layout`'s folder, where known (the python versions' are
@@ -246,6 +278,7 @@ impl Dataset {
             ],
             // The archive's MD5 is published; its 120,000 JPEGs are checked by decoding them.
             (Dataset::TinyImagenet, _) => &[],
+            (Dataset::Imagenet | Dataset::Imagenet100, _) => &[],
         }
     }
 
@@ -269,6 +302,26 @@ impl Dataset {
             Dataset::Cifar100 => cifar100::load(root, split),
             Dataset::Stl10 => stl10::load(root, split),
             Dataset::TinyImagenet => tiny_imagenet::load(root, split),
+            Dataset::Imagenet | Dataset::Imagenet100 => {
+                Err(Error::Request(format!("{self} is read from its files as batches need them, never decoded whole")))
+            }
+        }
+    }
+
+    /// The ImageNet class set, for the two datasets read from their files.
+    pub fn imagenet_classes(self) -> Option<imagenet::Classes> {
+        match self {
+            Dataset::Imagenet => Some(imagenet::Classes::All),
+            Dataset::Imagenet100 => Some(imagenet::Classes::Hundred),
+            _ => None,
+        }
+    }
+
+    /// A split as training and evaluation read it: decoded in memory, or (ImageNet) its files.
+    pub fn open(self, root: &Path, split: Split, unreadable: Unreadable) -> Result<Images> {
+        match self.imagenet_classes() {
+            Some(classes) => imagenet::list(classes, root, split, unreadable).map(Images::Files),
+            None => self.load(root, split).map(Images::Decoded),
         }
     }
 
@@ -413,6 +466,23 @@ impl DatasetSpec {
             DatasetSpec::Folder(f) => f.load(root, Split::Train),
         }
     }
+
+    /// A split as training and evaluation read it (see [`Dataset::open`]); `unreadable` says what
+    /// a file that stops decoding mid-run does (only files read as batches need them can).
+    pub fn open(&self, root: &Path, split: Split, unreadable: Unreadable) -> Result<Images> {
+        match self {
+            DatasetSpec::Builtin(d) => d.open(root, split, unreadable),
+            DatasetSpec::Folder(f) => f.load(root, split).map(Images::Decoded),
+        }
+    }
+
+    /// The images self-supervised training reads, as [`DatasetSpec::open`] reads them.
+    pub fn open_pretrain(&self, root: &Path, unreadable: Unreadable) -> Result<Images> {
+        match self.pretrain_splits() {
+            [split] => self.open(root, *split, unreadable),
+            _ => self.load_pretrain(root).map(Images::Decoded),
+        }
+    }
 }
 
 impl std::fmt::Display for DatasetSpec {
@@ -491,8 +561,8 @@ mod tests {
             assert_eq!(json, format!("\"{}\"", d.name()));
             assert_eq!(d.name().parse::<Dataset>().unwrap(), d);
         }
-        let err = "imagenet".parse::<Dataset>().unwrap_err().to_string();
-        assert!(err.contains("cifar10, cifar100, stl10, tiny-imagenet"), "{err}");
+        let err = "imagenet1k".parse::<Dataset>().unwrap_err().to_string();
+        assert!(err.contains("cifar10, cifar100, stl10, tiny-imagenet, imagenet, imagenet100"), "{err}");
     }
 
     #[test]

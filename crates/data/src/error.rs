@@ -30,7 +30,7 @@ pub enum Error {
     Io { path: PathBuf, source: std::io::Error },
     #[error("{dataset} has no split `{split}`: expected one of {expected}")]
     Split { dataset: &'static str, split: String, expected: String },
-    #[error("unknown dataset `{0}`: expected one of cifar10, cifar100, stl10, tiny-imagenet")]
+    #[error("unknown dataset `{name}`: expected one of {known}", name = .0, known = crate::Dataset::names())]
     UnknownDataset(String),
     #[error("cannot download {url}: {what}")]
     Network { url: String, what: String },

@@ -133,7 +133,10 @@ pub fn fetch(
     if dest.exists() {
         return Ok(Fetched::AlreadyPresent(dest));
     }
-    let a = dataset.archive();
+    let Some(a) = dataset.archive() else {
+        let how = dataset.imagenet_classes().map_or_else(String::new, |c| c.hint(root));
+        return Err(Error::Request(format!("{dataset} cannot be fetched: {how}")));
+    };
     fetch_archive(root, dataset.dir(), url.unwrap_or(a.url), a.file_name, a.md5, keep_archive, progress)
 }
 

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::augment::Rgb;
 use crate::cache::{self, Fingerprint};
-use crate::{Error, ImageSet, Result, Split};
+use crate::{Error, ImageSet, Label, Result, Split};
 
 /// File extensions read as images (any case), torchvision's common ones.
 pub const EXTENSIONS: [&str; 3] = ["jpg", "jpeg", "png"];
@@ -39,8 +39,8 @@ pub const MAX_IMAGE_SIZE: usize = 1024;
 /// The side images are stored at when the dataset does not say.
 pub const DEFAULT_IMAGE_SIZE: usize = 64;
 
-/// Labels are stored in a byte per image.
-pub const MAX_CLASSES: usize = 256;
+/// Labels are stored in two bytes per image.
+pub const MAX_CLASSES: usize = Label::MAX as usize + 1;
 
 /// A run's `dataset = { folder = "PATH", … }`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -71,7 +71,7 @@ fn default_image_size() -> usize {
 pub struct Listing {
     pub classes: Vec<String>,
     /// (image, label) in sorted path order.
-    pub images: Vec<(PathBuf, u8)>,
+    pub images: Vec<(PathBuf, Label)>,
     /// Files under the class folders that are not images by their extension.
     pub other_files: Vec<PathBuf>,
 }
@@ -218,7 +218,7 @@ impl FolderDataset {
         let mut images = Vec::new();
         let mut other_files = Vec::new();
         for class in &present {
-            let label = classes.iter().position(|c| c == class).expect("present classes are classes") as u8;
+            let label = classes.iter().position(|c| c == class).expect("present classes are classes") as Label;
             let folder = dir.join(class);
             let mut files = Vec::new();
             walk(self.name(), &folder, &mut files)?;
@@ -270,7 +270,7 @@ impl FolderDataset {
                 let decoded: Vec<Vec<u8>> =
                     listing.images.par_iter().map(|(p, _)| decode_square(name, p, side)).collect::<Result<_>>()?;
                 let pixels = decoded.concat();
-                let labels: Vec<u8> = listing.images.iter().map(|(_, l)| *l).collect();
+                let labels: Vec<Label> = listing.images.iter().map(|(_, l)| *l).collect();
                 // A cache that cannot be written (read-only data and no cache folder) only costs time.
                 let _ = cache::write(&dir, &key, &fingerprint, &pixels, &labels);
                 (pixels, labels)
@@ -293,7 +293,7 @@ fn intern(name: String) -> &'static str {
     leaked
 }
 
-fn is_image(path: &Path) -> bool {
+pub(crate) fn is_image(path: &Path) -> bool {
     path.extension().and_then(|e| e.to_str()).is_some_and(|e| EXTENSIONS.iter().any(|x| e.eq_ignore_ascii_case(x)))
 }
 
@@ -304,7 +304,7 @@ fn is_hidden(path: &Path) -> bool {
 /// The names of the visible sub-folders of `dir` (hidden ones, starting with a dot, are not
 /// classes), sorted; `Err(None)` when `dir` cannot be read, `Err(Some(path))` for a folder whose
 /// name is not UTF-8 (a class name is text in every report).
-fn subfolders(dir: &Path) -> std::result::Result<Vec<String>, Option<PathBuf>> {
+pub(crate) fn subfolders(dir: &Path) -> std::result::Result<Vec<String>, Option<PathBuf>> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(|_| None)? {
         let path = entry.map_err(|_| None)?.path();
@@ -321,7 +321,7 @@ fn subfolders(dir: &Path) -> std::result::Result<Vec<String>, Option<PathBuf>> {
 
 /// Every visible file under `dir`, recursively (as `ImageFolder` walks a class folder); a
 /// folder that links back to one it is inside is an error naming the link.
-fn walk(dataset: &'static str, dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+pub(crate) fn walk(dataset: &'static str, dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
     fn inner(dataset: &'static str, dir: &Path, out: &mut Vec<PathBuf>, inside: &mut Vec<PathBuf>) -> Result<()> {
         let io = |source| Error::Io { path: dir.to_path_buf(), source };
         let real = std::fs::canonicalize(dir).map_err(io)?;
@@ -495,7 +495,7 @@ pub(crate) mod tests {
     #[test]
     fn the_statistics_of_flat_colours_are_exact() {
         let set =
-            ImageSet::new("s", Split::Train, (1, 1), vec![0, 255, 51, 255, 255, 51], vec![0, 0], vec!["a".into()]);
+            ImageSet::new("s", Split::Train, (1, 1), vec![0, 255, 51, 255, 255, 51], vec![0u8, 0], vec!["a".into()]);
         let s = stats(&set);
         assert_eq!(s.mean, [0.5, 1.0, 0.2]);
         assert_eq!(s.std, [0.5, 0.0, 0.0]);

@@ -40,6 +40,9 @@ impl std::str::FromStr for Split {
     }
 }
 
+/// A class index. Two bytes: ImageNet has 1,000 classes.
+pub type Label = u16;
+
 /// `len` images of `3 × height × width` bytes, channel planes R, G, B, each row-major.
 ///
 /// `labels` holds one class per image, or is empty for an unlabelled set (STL-10's unlabeled
@@ -51,7 +54,7 @@ pub struct ImageSet {
     pub height: usize,
     pub width: usize,
     pub pixels: Vec<u8>,
-    pub labels: Vec<u8>,
+    pub labels: Vec<Label>,
     pub class_names: Vec<String>,
     /// CIFAR-100's 20 superclasses, one per image (empty elsewhere).
     pub coarse_labels: Vec<u8>,
@@ -60,12 +63,12 @@ pub struct ImageSet {
 
 impl ImageSet {
     /// A labelled (or, with empty `labels`, unlabelled) set without coarse labels.
-    pub fn new(
+    pub fn new<L: Into<Label>>(
         name: &'static str,
         split: Split,
         (height, width): (usize, usize),
         pixels: Vec<u8>,
-        labels: Vec<u8>,
+        labels: Vec<L>,
         class_names: Vec<String>,
     ) -> ImageSet {
         ImageSet {
@@ -74,7 +77,7 @@ impl ImageSet {
             height,
             width,
             pixels,
-            labels,
+            labels: labels.into_iter().map(Into::into).collect(),
             class_names,
             coarse_labels: Vec::new(),
             coarse_names: Vec::new(),
@@ -143,5 +146,168 @@ impl ImageSet {
             counts[l as usize] += 1;
         }
         counts
+    }
+}
+
+/// A split read from its image files as batches need them, at each file's own size: the path
+/// for sets too large to keep decoded (ImageNet). Files are in the dataset's order (classes
+/// sorted, then paths sorted), each with its label.
+#[derive(Debug, Clone)]
+pub struct ImageFiles {
+    pub name: &'static str,
+    pub split: Split,
+    pub files: Vec<std::path::PathBuf>,
+    pub labels: Vec<Label>,
+    pub class_names: Vec<String>,
+    /// What to do with a file that does not decode when a batch needs it.
+    pub unreadable: Unreadable,
+}
+
+/// The policy for a file found unreadable while training: an error (the default), or, when the
+/// user allows it, a counted and logged skip: the image is replaced by the next one that decodes.
+#[derive(Debug, Clone, Default)]
+pub struct Unreadable {
+    skip: Option<std::sync::Arc<std::sync::Mutex<Vec<std::path::PathBuf>>>>,
+}
+
+impl Unreadable {
+    /// Files that do not decode are skipped and remembered.
+    pub fn skip() -> Unreadable {
+        Unreadable { skip: Some(Default::default()) }
+    }
+
+    /// The files skipped so far, each once, in the order they were found.
+    pub fn skipped(&self) -> Vec<std::path::PathBuf> {
+        self.skip.as_ref().map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).clone()).unwrap_or_default()
+    }
+}
+
+/// How many other files a skipped one may be replaced by before the batch fails: a folder
+/// where that many in a row do not decode is broken, not a file or two.
+const MAX_SKIPS_IN_A_ROW: usize = 16;
+
+impl ImageFiles {
+    pub fn len(&self) -> usize {
+        self.files.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty()
+    }
+
+    /// `n` files spread evenly over the set (every file when `n` is larger): the files are
+    /// sorted by class, so the first `n` would hold the first classes only.
+    pub fn spread(&self, n: usize) -> ImageFiles {
+        let len = self.len();
+        let picks: Vec<usize> = if n >= len { (0..len).collect() } else { (0..n).map(|k| k * len / n).collect() };
+        ImageFiles {
+            files: picks.iter().map(|&i| self.files[i].clone()).collect(),
+            labels: picks.iter().filter_map(|&i| self.labels.get(i).copied()).collect(),
+            class_names: self.class_names.clone(),
+            unreadable: self.unreadable.clone(),
+            ..*self
+        }
+    }
+
+    /// Image `i` decoded, or, under [`Unreadable::skip`], the next file that decodes.
+    pub fn rgb(&self, i: usize) -> crate::Result<crate::augment::Rgb> {
+        let Some(skipped) = &self.unreadable.skip else {
+            return crate::folder::decode_rgb(self.name, &self.files[i]);
+        };
+        let mut first_error = None;
+        for k in 0..=MAX_SKIPS_IN_A_ROW.min(self.len().saturating_sub(1)) {
+            let path = &self.files[(i + k) % self.len()];
+            match crate::folder::decode_rgb(self.name, path) {
+                Ok(img) => return Ok(img),
+                Err(e) => {
+                    let mut list = skipped.lock().unwrap_or_else(|e| e.into_inner());
+                    if !list.contains(path) {
+                        tracing::warn!("skipping an unreadable image: {e}");
+                        list.push(path.clone());
+                    }
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        Err(first_error.expect("a failed decode was recorded"))
+    }
+}
+
+/// A split's images: decoded in memory, or read from their files as batches need them.
+#[derive(Debug, Clone)]
+pub enum Images {
+    Decoded(ImageSet),
+    Files(ImageFiles),
+}
+
+impl From<ImageSet> for Images {
+    fn from(set: ImageSet) -> Images {
+        Images::Decoded(set)
+    }
+}
+
+impl Images {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Images::Decoded(s) => s.name,
+            Images::Files(f) => f.name,
+        }
+    }
+
+    pub fn split(&self) -> Split {
+        match self {
+            Images::Decoded(s) => s.split,
+            Images::Files(f) => f.split,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        match self {
+            Images::Decoded(s) => s.len(),
+            Images::Files(f) => f.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn labels(&self) -> &[Label] {
+        match self {
+            Images::Decoded(s) => &s.labels,
+            Images::Files(f) => &f.labels,
+        }
+    }
+
+    pub fn num_classes(&self) -> usize {
+        match self {
+            Images::Decoded(s) => s.num_classes(),
+            Images::Files(f) => f.class_names.len(),
+        }
+    }
+
+    /// The stored side of decoded images; files have none (each has its own size).
+    pub fn stored_side(&self) -> Option<usize> {
+        match self {
+            Images::Decoded(s) => Some(s.height),
+            Images::Files(_) => None,
+        }
+    }
+
+    /// At most `n` images: a decoded set's first `n` in stored order, files spread over every
+    /// class ([`ImageFiles::spread`]).
+    pub fn subset(&self, n: usize) -> Images {
+        match self {
+            Images::Decoded(s) => Images::Decoded(s.head(n)),
+            Images::Files(f) => Images::Files(f.spread(n)),
+        }
+    }
+
+    /// The files found unreadable and skipped so far (none for a decoded set).
+    pub fn skipped(&self) -> Vec<std::path::PathBuf> {
+        match self {
+            Images::Decoded(_) => Vec::new(),
+            Images::Files(f) => f.unreadable.skipped(),
+        }
     }
 }

@@ -15,6 +15,7 @@ pub mod fetch;
 mod files;
 pub mod folder;
 pub mod image;
+pub mod imagenet;
 mod pickle;
 pub mod preview;
 pub mod root;
@@ -24,6 +25,6 @@ pub mod tiny_imagenet;
 pub mod verify;
 pub mod views;
 
-pub use self::image::{ImageSet, Split};
+pub use self::image::{ImageFiles, ImageSet, Images, Label, Split, Unreadable};
 pub use dataset::{Dataset, DatasetSpec, Layout};
 pub use error::{Error, Result};

@@ -4,7 +4,8 @@
 use std::path::Path;
 
 use crate::augment::{Augment, Rgb};
-use crate::{Error, ImageSet, Result};
+use crate::views::Source;
+use crate::{Error, Images, Result};
 
 /// Tiles are drawn at least this many pixels wide (small images are enlarged by an integer
 /// factor, nearest neighbour, so pixels stay visible as pixels).
@@ -24,6 +25,11 @@ fn to_bytes(img: &Rgb, augment: &Augment) -> Vec<u8> {
     out
 }
 
+/// An image in [0, 1] as planar bytes (exact for images decoded from bytes).
+fn stored_bytes(img: &Rgb) -> Vec<u8> {
+    img.data.iter().map(|v| (v.clamp(0.0, 1.0) * 255.0).round() as u8).collect()
+}
+
 /// Planar RGB bytes into an interleaved RGB image.
 fn planar_to_image(planar: &[u8], height: usize, width: usize) -> image::RgbImage {
     let n = height * width;
@@ -34,15 +40,15 @@ fn planar_to_image(planar: &[u8], height: usize, width: usize) -> image::RgbImag
 }
 
 /// Check the chosen images exist.
-fn check_indices(set: &ImageSet, indices: &[usize], what: &str) -> Result<()> {
+fn check_indices(set: &Images, indices: &[usize], what: &str) -> Result<()> {
     if indices.is_empty() {
         return Err(Error::Request(format!("{what}: at least one --index expected")));
     }
     if let Some(bad) = indices.iter().find(|&&i| i >= set.len()) {
         return Err(Error::Request(format!(
             "{what}: --index {bad} is out of range: {} {} has {} images (0..{})",
-            set.name,
-            set.split,
+            set.name(),
+            set.split(),
             set.len(),
             set.len()
         )));
@@ -53,7 +59,7 @@ fn check_indices(set: &ImageSet, indices: &[usize], what: &str) -> Result<()> {
 /// One row per index: the stored image, then `views` augmented views exactly as training epoch
 /// `epoch` of a run with `seed` draws them (same streams as `views::augmented_views`).
 pub fn grid(
-    set: &ImageSet,
+    set: &Images,
     indices: &[usize],
     views: usize,
     augment: &Augment,
@@ -61,7 +67,8 @@ pub fn grid(
     epoch: u64,
 ) -> Result<image::RgbImage> {
     check_indices(set, indices, "preview")?;
-    let side = augment.size().max(set.height).max(set.width);
+    let originals: Vec<Rgb> = indices.iter().map(|&i| set.rgb(i)).collect::<Result<_>>()?;
+    let side = originals.iter().map(|o| o.height.max(o.width)).fold(augment.size(), usize::max);
     let tile = side * MIN_TILE.div_ceil(side);
     let cols = 1 + views;
     let (w, h) = (cols * tile + (cols + 1) * GAP, indices.len() * tile + (indices.len() + 1) * GAP);
@@ -73,11 +80,10 @@ pub fn grid(
         let y = GAP + row * (tile + GAP) + (tile - big.height() as usize) / 2;
         image::imageops::replace(&mut canvas, &big, x as i64, y as i64);
     };
-    for (row, &i) in indices.iter().enumerate() {
-        put(row, 0, &planar_to_image(set.image(i), set.height, set.width));
-        let original = Rgb::from_planar_u8(set.image(i), set.height, set.width);
+    for (row, (&i, original)) in indices.iter().zip(&originals).enumerate() {
+        put(row, 0, &planar_to_image(&stored_bytes(original), original.height, original.width));
         for v in 0..views {
-            let view = crate::views::view_of(&original, i, v, augment, seed, epoch);
+            let view = crate::views::view_of(original, i, v, augment, seed, epoch);
             put(row, 1 + v, &planar_to_image(&to_bytes(&view, augment), view.height, view.width));
         }
     }
@@ -85,9 +91,10 @@ pub fn grid(
 }
 
 /// The stored image `index` exactly: original size, no resampling, no normalisation.
-pub fn raw(set: &ImageSet, index: usize) -> Result<image::RgbImage> {
+pub fn raw(set: &Images, index: usize) -> Result<image::RgbImage> {
     check_indices(set, &[index], "preview --raw")?;
-    Ok(planar_to_image(set.image(index), set.height, set.width))
+    let img = set.rgb(index)?;
+    Ok(planar_to_image(&stored_bytes(&img), img.height, img.width))
 }
 
 /// Write a PNG atomically (a temporary file renamed into place).
@@ -109,21 +116,21 @@ pub fn save_png(img: &image::RgbImage, out: &Path) -> Result<()> {
 mod tests {
     use super::*;
     use crate::seed::{rng_for, Purpose};
-    use crate::Split;
+    use crate::{ImageSet, Split};
 
     fn set() -> ImageSet {
         let pixels: Vec<u8> = (0..2 * 3 * 32 * 32).map(|i| (i % 253) as u8).collect();
-        ImageSet::new("synthetic", Split::Train, (32, 32), pixels, vec![0, 1], vec!["a".into(), "b".into()])
+        ImageSet::new("synthetic", Split::Train, (32, 32), pixels, vec![0u8, 1], vec!["a".into(), "b".into()])
     }
 
     #[test]
     fn raw_is_the_stored_image_pixel_for_pixel() {
         let s = set();
-        let img = raw(&s, 1).unwrap();
+        let img = raw(&Images::from(s.clone()), 1).unwrap();
         assert_eq!(img.dimensions(), (32, 32));
         let stored = s.image(1);
         assert_eq!(img.get_pixel(5, 3).0, [stored[3 * 32 + 5], stored[1024 + 3 * 32 + 5], stored[2048 + 3 * 32 + 5]]);
-        let err = raw(&s, 2).unwrap_err().to_string();
+        let err = raw(&Images::from(s.clone()), 2).unwrap_err().to_string();
         assert!(err.contains("--index 2 is out of range") && err.contains("2 images"), "{err}");
     }
 
@@ -131,7 +138,7 @@ mod tests {
     fn grid_has_a_row_per_image_and_a_column_per_view_and_the_stored_image_first() {
         let s = set();
         let a = Augment::wmse_cifar([0.5; 3], [0.25; 3]);
-        let g = grid(&s, &[0, 1], 3, &a, 0, 1).unwrap();
+        let g = grid(&Images::from(s.clone()), &[0, 1], 3, &a, 0, 1).unwrap();
         // 32 px tiles enlarged 3× to 96, four columns, two rows, 4 px gaps.
         assert_eq!(g.dimensions(), (4 * 96 + 5 * 4, 2 * 96 + 3 * 4));
         let stored = s.image(1);

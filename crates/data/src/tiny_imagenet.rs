@@ -15,7 +15,7 @@ use rayon::prelude::*;
 
 use crate::cache::{self, Fingerprint};
 use crate::files::{fetch_hint, require_dir};
-use crate::{Error, ImageSet, Result, Split};
+use crate::{Error, ImageSet, Label, Result, Split};
 
 pub const NAME: &str = "tiny-imagenet";
 pub const DIR: &str = "tiny-imagenet-200";
@@ -183,14 +183,14 @@ pub(crate) fn load_expecting(root: &Path, split: Split, per_class: usize) -> Res
     require_dir(NAME, &dir, "wnids.txt, words.txt, train/, val/", &hint)?;
     let (wnids, names) = classes(&dir, &hint)?;
     let items = listing(&dir, split, &wnids, per_class)?;
-    let fingerprint = Fingerprint::of_files(items.iter().map(|(p, l)| (p.as_path(), *l)))?;
+    let fingerprint = Fingerprint::of_files(items.iter().map(|(p, l)| (p.as_path(), Label::from(*l))))?;
     let key = format!("{NAME}-{split}");
     if let Some((pixels, labels)) = cache::read(&dir, &key, &fingerprint, items.len(), 3 * SIDE * SIDE) {
         return Ok(ImageSet::new(NAME, split, (SIDE, SIDE), pixels, labels, names));
     }
     let decoded: Vec<Vec<u8>> = items.par_iter().map(|(p, _)| decode(p)).collect::<Result<_>>()?;
     let pixels: Vec<u8> = decoded.concat();
-    let labels: Vec<u8> = items.iter().map(|(_, l)| *l).collect();
+    let labels: Vec<Label> = items.iter().map(|(_, l)| Label::from(*l)).collect();
     // A cache that cannot be written (read-only data and no cache folder) only costs time.
     let _ = cache::write(&dir, &key, &fingerprint, &pixels, &labels);
     Ok(ImageSet::new(NAME, split, (SIDE, SIDE), pixels, labels, names))

@@ -7,7 +7,7 @@ use md5::{Digest, Md5};
 use serde::Serialize;
 
 use crate::folder::FolderDataset;
-use crate::{Dataset, DatasetSpec, Layout, Result, Split};
+use crate::{Dataset, DatasetSpec, ImageFiles, Images, Layout, Result, Split, Unreadable};
 
 /// One split as found on disk.
 #[derive(Debug, Clone, Serialize)]
@@ -15,6 +15,7 @@ pub struct SplitReport {
     pub split: String,
     pub images: usize,
     pub expected_images: usize,
+    /// Stored side in pixels; 0 for images kept at their own sizes (ImageNet's).
     pub side: usize,
     /// Fewest and most images of any class (labelled splits).
     pub class_min: Option<usize>,
@@ -95,6 +96,34 @@ pub fn verify(dataset: &DatasetSpec, root: &Path) -> Result<VerifyReport> {
     }
 }
 
+/// A split read from its files: every file decoded (each that fails is a problem, the first
+/// few named), counts against the official release. Training classes of ImageNet are unequal
+/// (732 to 1,300 images), validation classes hold 50 each.
+fn verify_files(files: &ImageFiles, expected: usize, classes: usize, problems: &mut Vec<String>) -> SplitReport {
+    use rayon::prelude::*;
+    let failed: Vec<String> = files
+        .files
+        .par_iter()
+        .filter_map(|p| crate::folder::decode_rgb(files.name, p).err().map(|e| e.to_string()))
+        .collect();
+    const NAMED: usize = 5;
+    problems.extend(failed.iter().take(NAMED).cloned());
+    if failed.len() > NAMED {
+        problems.push(format!("{}: {} more images do not decode", files.split, failed.len() - NAMED));
+    }
+    let mut counts = vec![0usize; files.class_names.len()];
+    files.labels.iter().for_each(|&l| counts[l as usize] += 1);
+    SplitReport {
+        split: files.split.to_string(),
+        images: files.len(),
+        expected_images: expected,
+        side: 0,
+        class_min: counts.iter().copied().min(),
+        class_max: counts.iter().copied().max(),
+        expected_per_class: (files.split == Split::Test).then(|| expected / classes),
+    }
+}
+
 /// A folder dataset: both splits listed and decoded (every image, at its stored size), class
 /// counts, and the files under the class folders that are not images.
 fn verify_folder(folder: &FolderDataset, root: &Path) -> VerifyReport {
@@ -153,12 +182,16 @@ fn verify_builtin(dataset: Dataset, root: &Path) -> Result<VerifyReport> {
         problems: Vec::new(),
     };
     let Some((layout, _)) = found else {
-        let mut hint = format!(
-            "run `infomax datasets fetch {}`, or download {} and extract it so that {} exists",
-            dataset.name(),
-            dataset.archive().url,
-            report.path
-        );
+        let mut hint = match (dataset.archive(), dataset.imagenet_classes()) {
+            (Some(a), _) => format!(
+                "run `infomax datasets fetch {}`, or download {} and extract it so that {} exists",
+                dataset.name(),
+                a.url,
+                report.path
+            ),
+            (None, Some(classes)) => classes.hint(root),
+            (None, None) => format!("put it at {}", report.path),
+        };
         for (layout, dir) in &dataset.layouts()[1..] {
             hint.push_str(&format!(", or keep its {} version at {}", layout.name(), root.join(dir).display()));
         }
@@ -166,8 +199,13 @@ fn verify_builtin(dataset: Dataset, root: &Path) -> Result<VerifyReport> {
         return Ok(report);
     };
     for &(split, expected) in dataset.splits() {
-        match dataset.load(root, split) {
-            Ok(set) => {
+        match dataset.open(root, split, Unreadable::default()) {
+            Ok(Images::Files(files)) => {
+                let r = verify_files(&files, expected, dataset.classes(), &mut report.problems);
+                report.problems.extend(r.problems());
+                report.splits.push(r);
+            }
+            Ok(Images::Decoded(set)) => {
                 let counts = set.class_counts();
                 let labelled = split != Split::Unlabeled;
                 let r = SplitReport {
@@ -228,6 +266,7 @@ pub struct ListEntry {
     pub notes: Vec<String>,
     pub splits: Vec<(String, usize)>,
     pub classes: usize,
+    /// Stored side in pixels; 0 for images kept at their own sizes (ImageNet's).
     pub side: usize,
 }
 
@@ -260,7 +299,7 @@ fn builtin_entries(root: &Path) -> Vec<ListEntry> {
             notes: unread_notes(d, root),
             splits: d.splits().iter().map(|(s, n)| (s.to_string(), *n)).collect(),
             classes: d.classes(),
-            side: d.side(),
+            side: if d.imagenet_classes().is_some() { 0 } else { d.side() },
         })
         .collect()
 }

@@ -3,8 +3,9 @@
 use rayon::prelude::*;
 
 use crate::augment::{Augment, Rgb};
+use crate::image::{ImageFiles, Images};
 use crate::seed::{rng_for, Purpose};
-use crate::ImageSet;
+use crate::{ImageSet, Result};
 
 /// View `v` of image `index` (already decoded as `img`) in epoch `epoch` of a run with `seed`:
 /// the one place that says which random stream draws a view.
@@ -13,55 +14,60 @@ pub fn view_of(img: &Rgb, index: usize, v: usize, augment: &Augment, seed: u64, 
     augment.view(v, img, &mut rng)
 }
 
-/// `views` buffers, one per view, each `indices.len() × 3 × size × size` (NCHW).
+/// Images a batch reads by index: decoded in memory, or decoded from their files as needed.
+pub trait Source: Sync {
+    /// Image `i` in the augmentations' planar `[0, 1]` layout.
+    fn rgb(&self, i: usize) -> Result<Rgb>;
+}
+
+impl Source for ImageSet {
+    fn rgb(&self, i: usize) -> Result<Rgb> {
+        Ok(Rgb::from_planar_u8(self.image(i), self.height, self.width))
+    }
+}
+
+impl Source for ImageFiles {
+    fn rgb(&self, i: usize) -> Result<Rgb> {
+        ImageFiles::rgb(self, i)
+    }
+}
+
+impl Source for Images {
+    fn rgb(&self, i: usize) -> Result<Rgb> {
+        match self {
+            Images::Decoded(s) => s.rgb(i),
+            Images::Files(f) => f.rgb(i),
+        }
+    }
+}
+
+/// `views` buffers, one per view, each `indices.len() × 3 × size × size` (NCHW); each image is
+/// decoded once for all its views.
 ///
 /// View `v` of image `i` in epoch `e` is drawn from the stream (seed, Augment, e, i, v) alone, so the
 /// same views come out whatever the thread count, batch composition or resume point.
-pub fn augmented_views(
-    set: &ImageSet,
+pub fn augmented_views<S: Source + ?Sized>(
+    set: &S,
     indices: &[usize],
     views: usize,
     augment: &Augment,
     seed: u64,
     epoch: u64,
-) -> Vec<Vec<f32>> {
+) -> Result<Vec<Vec<f32>>> {
     let per_image: Vec<Vec<Rgb>> = indices
         .par_iter()
         .map(|&i| {
-            let img = Rgb::from_planar_u8(set.image(i), set.height, set.width);
-            (0..views).map(|v| view_of(&img, i, v, augment, seed, epoch)).collect()
-        })
-        .collect();
-    (0..views).map(|v| per_image.iter().flat_map(|imgs| imgs[v].data.iter().copied()).collect()).collect()
-}
-
-/// [`augmented_views`] of image files decoded as they are needed (each once for all its views),
-/// at their own sizes: the path for image sets too large to keep decoded. `indices` index
-/// `files` and seed the views as they index an [`ImageSet`].
-pub fn augmented_views_of_files(
-    dataset: &'static str,
-    files: &[std::path::PathBuf],
-    indices: &[usize],
-    views: usize,
-    augment: &Augment,
-    seed: u64,
-    epoch: u64,
-) -> crate::Result<Vec<Vec<f32>>> {
-    let per_image: Vec<Vec<Rgb>> = indices
-        .par_iter()
-        .map(|&i| {
-            let img = crate::folder::decode_rgb(dataset, &files[i])?;
+            let img = set.rgb(i)?;
             Ok((0..views).map(|v| view_of(&img, i, v, augment, seed, epoch)).collect())
         })
-        .collect::<crate::Result<_>>()?;
+        .collect::<Result<_>>()?;
     Ok((0..views).map(|v| per_image.iter().flat_map(|imgs| imgs[v].data.iter().copied()).collect()).collect())
 }
 
 /// The evaluation images `indices` through the evaluation transform (NCHW).
-pub fn plain_batch(set: &ImageSet, indices: &[usize], augment: &Augment) -> Vec<f32> {
-    let imgs: Vec<Rgb> =
-        indices.par_iter().map(|&i| augment.eval(&Rgb::from_planar_u8(set.image(i), set.height, set.width))).collect();
-    imgs.into_iter().flat_map(|x| x.data).collect()
+pub fn plain_batch<S: Source + ?Sized>(set: &S, indices: &[usize], augment: &Augment) -> Result<Vec<f32>> {
+    let imgs: Vec<Rgb> = indices.par_iter().map(|&i| Ok(augment.eval(&set.rgb(i)?))).collect::<Result<_>>()?;
+    Ok(imgs.into_iter().flat_map(|x| x.data).collect())
 }
 
 #[cfg(test)]
@@ -86,25 +92,25 @@ mod tests {
         let p = Augment::wmse_cifar([0.5; 3], [0.25; 3]);
         let idx: Vec<usize> = (0..16).collect();
         let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
-        let a = one.install(|| augmented_views(&set, &idx, 3, &p, 11, 2));
+        let a = one.install(|| augmented_views(&set, &idx, 3, &p, 11, 2).unwrap());
         let four = rayon::ThreadPoolBuilder::new().num_threads(4).build().unwrap();
-        let b = four.install(|| augmented_views(&set, &idx, 3, &p, 11, 2));
+        let b = four.install(|| augmented_views(&set, &idx, 3, &p, 11, 2).unwrap());
         assert_eq!(a, b);
         // Image 5 alone gets the same views as inside the batch.
-        let c = augmented_views(&set, &[5], 3, &p, 11, 2);
+        let c = augmented_views(&set, &[5], 3, &p, 11, 2).unwrap();
         for v in 0..3 {
             assert_eq!(c[v][..], a[v][5 * 3072..6 * 3072]);
         }
         // Views differ from each other and across epochs.
         assert_ne!(a[0], a[1]);
-        assert_ne!(a, augmented_views(&set, &idx, 3, &p, 11, 3));
+        assert_ne!(a, augmented_views(&set, &idx, 3, &p, 11, 3).unwrap());
     }
 
     #[test]
     fn plain_batch_is_normalised_pixels() {
         let set = tiny_set(2);
         let p = Augment::wmse_cifar([0.5; 3], [0.25; 3]);
-        let out = plain_batch(&set, &[1], &p);
+        let out = plain_batch(&set, &[1], &p).unwrap();
         let expected = (set.image(1)[7] as f32 / 255.0 - 0.5) / 0.25;
         assert!((out[7] - expected).abs() < 1e-6);
     }
@@ -126,9 +132,31 @@ mod tests {
             })
             .collect();
         let p = Augment::wmse_cifar([0.5; 3], [0.25; 3]);
-        let streamed = augmented_views_of_files("t", &files, &[2, 0], 2, &p, 5, 1).unwrap();
-        assert_eq!(streamed, augmented_views(&set, &[2, 0], 2, &p, 5, 1), "PNG is lossless: the same views");
-        let missing = [tmp.path().join("gone.png")];
-        assert!(augmented_views_of_files("t", &missing, &[0], 2, &p, 5, 1).is_err());
+        let mut source = ImageFiles {
+            name: "t",
+            split: Split::Train,
+            files,
+            labels: vec![0, 1, 2],
+            class_names: vec!["a".into(), "b".into(), "c".into()],
+            unreadable: crate::Unreadable::default(),
+        };
+        let streamed = augmented_views(&source, &[2, 0], 2, &p, 5, 1).unwrap();
+        assert_eq!(streamed, augmented_views(&set, &[2, 0], 2, &p, 5, 1).unwrap(), "PNG is lossless: the same views");
+
+        // A file that no longer decodes fails the batch, naming it ...
+        std::fs::write(&source.files[0], b"not a png").unwrap();
+        let err = augmented_views(&source, &[2, 0], 2, &p, 5, 1).unwrap_err().to_string();
+        assert!(err.contains("0.png") && err.contains("not a readable image"), "{err}");
+        // ... unless skips are allowed: then the next file stands in (its views drawn as image
+        // 0's) and the file is counted once however often it comes up.
+        source.unreadable = crate::Unreadable::skip();
+        let skipped = augmented_views(&source, &[0, 0], 1, &p, 5, 1).unwrap();
+        let stand_in = view_of(&set.rgb(1).unwrap(), 0, 0, &p, 5, 1);
+        assert_eq!(skipped[0][..3072], stand_in.data[..]);
+        assert_eq!(skipped[0][3072..], stand_in.data[..]);
+        assert_eq!(source.unreadable.skipped(), [source.files[0].clone()]);
+        let all_bad: Vec<_> = source.files.iter().map(|f| f.with_extension("gone")).collect();
+        let broken = ImageFiles { files: all_bad, ..source.clone() };
+        assert!(augmented_views(&broken, &[1], 1, &p, 5, 1).is_err(), "nothing decodes: an error, not a loop");
     }
 }

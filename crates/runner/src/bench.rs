@@ -10,6 +10,9 @@ use rand::SeedableRng;
 use rand_distr::{Distribution, StandardNormal};
 use serde::Serialize;
 
+use infomax_data::views::augmented_views;
+use infomax_data::{DatasetSpec, ImageFiles, ImageSet, Images, Label, Split, Unreadable};
+
 use crate::config::{ConvKernels, Dataset, DeviceKind, Method, Precision, RunConfig};
 use crate::method::{Network, StepContext};
 use crate::train::optimizer_for;
@@ -223,8 +226,8 @@ pub fn eval(cfg: &EvalBench) -> Result<EvalResult> {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
     let mut synthetic = |n: usize| {
         let pixels: Vec<u8> = (0..n * 3 * side * side).map(|_| rng.random()).collect();
-        let labels: Vec<u8> = (0..n).map(|_| rng.random_range(0..d.classes() as u8)).collect();
-        infomax_data::ImageSet::new("synthetic", infomax_data::Split::Train, (side, side), pixels, labels, Vec::new())
+        let labels: Vec<Label> = (0..n).map(|_| rng.random_range(0..d.classes() as Label)).collect();
+        Images::from(ImageSet::new("synthetic", Split::Train, (side, side), pixels, labels, Vec::new()))
     };
     let (bank_set, test_set) = (synthetic(bank_n), synthetic(test_n));
     let (bank_idx, test_idx): (Vec<usize>, Vec<usize>) = ((0..bank_n).collect(), (0..test_n).collect());
@@ -292,44 +295,50 @@ pub fn augment_throughput(cfg: &AugmentBench) -> Result<AugmentResult> {
     let augment = RunConfig::augment_defaults(cfg.preset, &cfg.dataset);
     let idx: Vec<usize> = (0..cfg.batch).collect();
     let threads = rayon::current_num_threads();
-    let (source, stored_side, seconds) = match &cfg.dataset {
-        infomax_data::DatasetSpec::Builtin(d) => {
-            let side = d.side();
+    // A folder's or ImageNet's training files, decoded for every batch as training does.
+    let files = match &cfg.dataset {
+        DatasetSpec::Folder(f) => {
+            let listing = f.listing(&cfg.data_root, Split::Train)?;
+            let files = listing.images.into_iter().map(|(p, _)| p).collect();
+            Some(ImageFiles {
+                name: f.name(),
+                split: Split::Train,
+                files,
+                labels: Vec::new(),
+                class_names: listing.classes,
+                unreadable: Unreadable::default(),
+            })
+        }
+        DatasetSpec::Builtin(d) => match d.open(&cfg.data_root, Split::Train, Unreadable::default()) {
+            Ok(Images::Files(files)) => Some(files),
+            // The in-memory datasets are timed on synthetic images: no data needed.
+            _ if d.imagenet_classes().is_none() => None,
+            Ok(Images::Decoded(_)) => None,
+            Err(e) => return Err(e.into()),
+        },
+    };
+    let (source, stored_side, set): (&str, usize, Images) = match files {
+        Some(mut files) => {
+            // The batch's files, spread over the classes, repeated when there are fewer.
+            let spread = files.spread(cfg.batch).files;
+            files.files = spread.into_iter().cycle().take(cfg.batch).collect();
+            ("decoded files", 0, Images::Files(files))
+        }
+        None => {
+            let side = cfg.dataset.side();
             let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
             let pixels: Vec<u8> = (0..cfg.batch * 3 * side * side).map(|_| rng.random()).collect();
-            let set = infomax_data::ImageSet::new(
-                "synthetic",
-                infomax_data::Split::Train,
-                (side, side),
-                pixels,
-                Vec::new(),
-                Vec::new(),
-            );
-            // One untimed batch warms the thread pool and the allocator.
-            infomax_data::views::augmented_views(&set, &idx, cfg.views, &augment, 0, 0);
-            let started = Instant::now();
-            for epoch in 1..=cfg.batches {
-                let v = infomax_data::views::augmented_views(&set, &idx, cfg.views, &augment, 0, epoch as u64);
-                std::hint::black_box(v);
-            }
-            ("synthetic", side, started.elapsed().as_secs_f64())
-        }
-        infomax_data::DatasetSpec::Folder(f) => {
-            let listing = f.listing(&cfg.data_root, infomax_data::Split::Train)?;
-            // The batch's files, repeated when the folder holds fewer (each batch decodes afresh).
-            let files: Vec<std::path::PathBuf> =
-                listing.images.iter().map(|(p, _)| p.clone()).cycle().take(cfg.batch).collect();
-            let views = |epoch: u64| {
-                infomax_data::views::augmented_views_of_files(f.name(), &files, &idx, cfg.views, &augment, 0, epoch)
-            };
-            views(0)?;
-            let started = Instant::now();
-            for epoch in 1..=cfg.batches {
-                std::hint::black_box(views(epoch as u64)?);
-            }
-            ("decoded files", 0, started.elapsed().as_secs_f64())
+            let set = ImageSet::new("synthetic", Split::Train, (side, side), pixels, Vec::<Label>::new(), Vec::new());
+            ("synthetic", side, Images::from(set))
         }
     };
+    // One untimed batch warms the thread pool and the allocator.
+    augmented_views(&set, &idx, cfg.views, &augment, 0, 0)?;
+    let started = Instant::now();
+    for epoch in 1..=cfg.batches {
+        std::hint::black_box(augmented_views(&set, &idx, cfg.views, &augment, 0, epoch as u64)?);
+    }
+    let seconds = started.elapsed().as_secs_f64();
     let views_per_second = (cfg.batches * cfg.batch * cfg.views) as f64 / seconds;
     Ok(AugmentResult {
         dataset: cfg.dataset.name().into(),

@@ -5,7 +5,7 @@
 use candle_core::{Device, Tensor};
 use infomax_data::augment::Augment;
 use infomax_data::views::plain_batch;
-use infomax_data::ImageSet;
+use infomax_data::{Images, Label};
 use rayon::prelude::*;
 
 use crate::method::Network;
@@ -16,7 +16,7 @@ use crate::Result;
 pub struct Features {
     pub dim: usize,
     pub data: Vec<f32>,
-    pub labels: Vec<u8>,
+    pub labels: Vec<Label>,
 }
 
 impl Features {
@@ -44,7 +44,7 @@ impl Features {
 /// Encoder features of `set`'s images `indices`, `batch_size` at a time; `tick` after each batch.
 pub fn extract_features(
     net: &Network,
-    set: &ImageSet,
+    set: &Images,
     indices: &[usize],
     augment: &Augment,
     batch_size: usize,
@@ -54,14 +54,15 @@ pub fn extract_features(
     let dim = net.online.encoder.output_dim();
     let mut data = Vec::with_capacity(indices.len() * dim);
     for chunk in indices.chunks(batch_size) {
-        let pixels = plain_batch(set, chunk, augment);
-        let side = augment.eval_size(set.height);
+        let pixels = plain_batch(set, chunk, augment)?;
+        // Images read from their files have no stored side: validation requires an `eval_crop`.
+        let side = augment.eval_size(set.stored_side().unwrap_or(0));
         let x = Tensor::from_vec(pixels, (chunk.len(), 3, side, side), device)?;
         let f = net.features(&x)?.flatten_all()?.to_vec1::<f32>()?;
         data.extend_from_slice(&f);
         tick(chunk.len());
     }
-    Ok(Features { dim, data, labels: indices.iter().map(|&i| set.labels[i]).collect() })
+    Ok(Features { dim, data, labels: indices.iter().map(|&i| set.labels()[i]).collect() })
 }
 
 /// Top-1 and top-5 accuracy in percent.
@@ -118,7 +119,7 @@ fn ranked_classes(scores: &[f64]) -> Vec<usize> {
     order
 }
 
-fn accuracy(rankings: &[Vec<usize>], labels: &[u8]) -> Accuracy {
+fn accuracy(rankings: &[Vec<usize>], labels: &[Label]) -> Accuracy {
     let n = labels.len().max(1) as f64;
     let top1 = rankings.iter().zip(labels).filter(|(r, &l)| r[0] == l as usize).count() as f64;
     let top5 = rankings.iter().zip(labels).filter(|(r, &l)| r.iter().take(5).any(|&c| c == l as usize)).count() as f64;
@@ -172,7 +173,7 @@ mod tests {
         Features {
             dim: rows[0].0.len(),
             data: rows.iter().flat_map(|r| r.0.iter().copied()).collect(),
-            labels: rows.iter().map(|r| r.1).collect(),
+            labels: rows.iter().map(|r| Label::from(r.1)).collect(),
         }
     }
 

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use candle_core::{Device, Tensor};
 use infomax_data::augment::Augment;
-use infomax_data::ImageSet;
+use infomax_data::Images;
 
 use crate::{Error, Result};
 
@@ -22,7 +22,7 @@ pub fn write(t: &Tensor, path: &Path) -> Result<()> {
 /// exactly as training draws and normalises them: an `f32` array of shape
 /// `(epochs, images, views, 3, side, side)`, written to `path`.
 pub fn write_views(
-    set: &ImageSet,
+    set: &Images,
     images: usize,
     epochs: usize,
     views: usize,
@@ -46,7 +46,7 @@ pub fn write_views(
     let indices: Vec<usize> = (0..images).collect();
     let mut data = Vec::with_capacity(epochs * images * views * 3 * side * side);
     for epoch in 1..=epochs as u64 {
-        let per_view = infomax_data::views::augmented_views(set, &indices, views, augment, seed, epoch);
+        let per_view = infomax_data::views::augmented_views(set, &indices, views, augment, seed, epoch)?;
         let plane = 3 * side * side;
         for i in 0..images {
             for view in &per_view {

@@ -92,7 +92,7 @@ mod tests {
                     .iter()
                     .map(|v| v + spread * <StandardNormal as Distribution<f32>>::sample(&StandardNormal, &mut rng)),
             );
-            labels.push(c as u8);
+            labels.push(c as infomax_data::Label);
         }
         Features { dim, data, labels }
     }

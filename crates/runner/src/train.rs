@@ -7,7 +7,7 @@ use std::time::Instant;
 use candle_core::{Device, Tensor, D};
 use infomax_data::seed::{rng_for, Purpose};
 use infomax_data::views::augmented_views;
-use infomax_data::{ImageSet, Split};
+use infomax_data::{Images, Split, Unreadable};
 use rand::seq::SliceRandom;
 
 use crate::checkpoint;
@@ -62,6 +62,9 @@ pub struct RunContext<'a> {
     pub checkpoints: PathBuf,
     /// Set by the binary's SIGINT/SIGTERM handler: training stops after the step in flight.
     pub stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Skip images that stop decoding mid-run (datasets read from their files), each logged and
+    /// counted in the epoch's log line, instead of failing the run (`--skip-unreadable`).
+    pub skip_unreadable: bool,
 }
 
 /// How a run ended.
@@ -110,18 +113,23 @@ fn eval_bar(ctx: &RunContext, len: u64, epoch: usize) -> indicatif::ProgressBar 
 /// the labelled training split (the k-NN bank), the test split, and the pre-training images
 /// (STL-10: train followed by unlabeled; `train.train_images` keeps the first ones).
 struct RunData {
-    full_train: ImageSet,
-    train: ImageSet,
-    test: ImageSet,
+    full_train: Images,
+    train: Images,
+    test: Images,
 }
 
 impl RunData {
-    fn load(config: &RunConfig, root: &std::path::Path) -> Result<Self> {
-        let d = &config.dataset;
-        let full_train = d.load(root, Split::Train)?;
-        let test = d.load(root, Split::Test)?;
-        let pretrain = if d.pretrain_splits() == [Split::Train] { full_train.clone() } else { d.load_pretrain(root)? };
-        let train = if config.train.train_images > 0 { pretrain.head(config.train.train_images) } else { pretrain };
+    fn load(config: &RunConfig, ctx: &RunContext) -> Result<Self> {
+        let (d, root) = (&config.dataset, ctx.data_root.as_path());
+        let unreadable = || if ctx.skip_unreadable { Unreadable::skip() } else { Unreadable::default() };
+        let full_train = d.open(root, Split::Train, unreadable())?;
+        let test = d.open(root, Split::Test, unreadable())?;
+        let pretrain = if d.pretrain_splits() == [Split::Train] {
+            full_train.clone()
+        } else {
+            d.open_pretrain(root, unreadable())?
+        };
+        let train = if config.train.train_images > 0 { pretrain.subset(config.train.train_images) } else { pretrain };
         if train.len() < config.train.batch_size {
             return Err(Error::Run {
                 run: config.hash(),
@@ -129,6 +137,16 @@ impl RunData {
             });
         }
         Ok(Self { full_train, train, test })
+    }
+
+    /// How many unreadable images were skipped so far, and the first of them (none: `None`).
+    fn skipped_note(&self) -> Option<String> {
+        let mut skipped = self.train.skipped();
+        for other in [&self.full_train, &self.test] {
+            skipped.extend(other.skipped().into_iter().filter(|p| !skipped.contains(p)).collect::<Vec<_>>());
+        }
+        let first = skipped.first()?;
+        Some(format!("{} unreadable images skipped (--skip-unreadable), the first {}", skipped.len(), first.display()))
     }
 }
 
@@ -144,7 +162,7 @@ pub fn execute(config: &RunConfig, ctx: &RunContext, sweep: SweepPosition) -> Re
     for clamp in crate::validate::clamps(config, &ctx.data_root) {
         tracing::warn!("{clamp}");
     }
-    let data = RunData::load(config, &ctx.data_root)?;
+    let data = RunData::load(config, ctx)?;
     // A device that cannot be opened is bad input too: it fails before a run row exists.
     let device = crate::device::open(config.train.device, ctx.cuda_ordinal)?;
     let ckpt_dir = checkpoint::dir_for(&ctx.checkpoints, &hash);
@@ -203,7 +221,8 @@ pub fn execute(config: &RunConfig, ctx: &RunContext, sweep: SweepPosition) -> Re
                     let detail = format!("loss not finite at epoch {epoch}, step {step}");
                     ctx.store.finish_run(run_id, RunStatus::Diverged, Some(&detail))?;
                 }
-                _ => ctx.store.finish_run(run_id, RunStatus::Finished, None)?,
+                // Skipped images are on the run's record, not only in its log.
+                _ => ctx.store.finish_run(run_id, RunStatus::Finished, data.skipped_note().as_deref())?,
             }
             Ok(outcome)
         }
@@ -469,15 +488,17 @@ impl<'a> Training<'a> {
         let side = config.augment.size();
         // The next batches' views are augmented on their own thread while this one trains.
         let stopped = std::thread::scope(|scope| -> Result<Option<EpochStop>> {
-            let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Vec<f32>>>(PREFETCH_BATCHES);
+            let (tx, rx) = std::sync::mpsc::sync_channel::<infomax_data::Result<Vec<Vec<f32>>>>(PREFETCH_BATCHES);
             let order = &order;
             scope.spawn(move || {
                 for s in first_step..steps_per_epoch {
                     let idx = &order[s * b..(s + 1) * b];
                     let views =
                         augmented_views(train, idx, config.train.views, &config.augment, config.seed, epoch as u64);
-                    if tx.send(views).is_err() {
-                        break; // the trainer stopped early
+                    // A batch that cannot be made ends the epoch with its error.
+                    let failed = views.is_err();
+                    if tx.send(views).is_err() || failed {
+                        break; // the trainer stopped early, or will with this error
                     }
                 }
             });
@@ -488,7 +509,7 @@ impl<'a> Training<'a> {
             for s in first_step..steps_per_epoch {
                 let views = rx
                     .recv()
-                    .map_err(|_| Error::Run { run: config.hash(), what: "the augmentation thread stopped".into() })?
+                    .map_err(|_| Error::Run { run: config.hash(), what: "the augmentation thread stopped".into() })??
                     .into_iter()
                     .map(|v| Tensor::from_vec(v, (b, 3, side, side), self.device))
                     .collect::<candle_core::Result<Vec<_>>>()?;
@@ -577,6 +598,9 @@ impl<'a> Training<'a> {
             record.images_per_second,
             record.wall_seconds
         );
+        if let Some(note) = self.data.skipped_note() {
+            tracing::warn!("epoch {epoch}: {note}");
+        }
         self.write_steps()?;
         self.ctx.store.record_epoch(self.run_id, record)?;
         if let Some(events) = &mut self.events {

@@ -22,7 +22,22 @@ pub fn validate(s: &RunConfig) -> Check {
 /// A folder dataset states its stored size and its normalisation; nothing about its pixels is
 /// guessed.
 fn check_dataset(s: &RunConfig) -> Check {
-    let infomax_data::DatasetSpec::Folder(f) = &s.dataset else { return Ok(()) };
+    let f = match &s.dataset {
+        infomax_data::DatasetSpec::Builtin(d) => {
+            // Images read from their files have many sizes: evaluation needs one crop for all.
+            if d.imagenet_classes().is_some() && s.augment.eval_crop == 0 {
+                return fail(
+                    "augment.eval_crop",
+                    format!(
+                        "{d}'s images have many sizes: evaluation needs a centre crop (its default: eval_resize = \
+                         256, eval_crop = 224), got 0"
+                    ),
+                );
+            }
+            return Ok(());
+        }
+        infomax_data::DatasetSpec::Folder(f) => f,
+    };
     if let Err((field, what)) = f.check() {
         return fail(&format!("dataset.{field}"), what);
     }

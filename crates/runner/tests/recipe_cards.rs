@@ -1,5 +1,6 @@
-//! The `paper` profiles held to their sources, cell by cell. Every `paper` cell of every shipped
-//! experiment file names the source it follows (`[[profiles.paper.recipe]]`); each source has a
+//! The `paper` profiles (and `paper-<dataset>` ones, such as `paper-imagenet100`) held to their
+//! sources, cell by cell. Every such cell of every shipped experiment file names the source it
+//! follows (`[[profiles.paper.recipe]]`); each source has a
 //! card below, transcribed from the authors' code or paper with the file and line each value
 //! comes from, and the test compares it field by field with the resolved configuration that
 //! `infomax reproduce NAME --profile paper` would train. A field that differs from the card passes
@@ -10,7 +11,7 @@
 //!   (`--method contrastive`) and BYOL baselines;
 //! - the FAIR code, facebookresearch/barlowtwins at 8e8d284 and facebookresearch/vicreg at 4e12602;
 //! - solo-learn's CIFAR recipes, vturrisi/solo-learn at 9187ea3 (the references of table1's
-//!   Barlow Twins and VICReg rows);
+//!   Barlow Twins and VICReg rows), and its ImageNet-100 recipes at the same commit;
 //! - SimSiam's paper, whose CIFAR-10 recipe is given in its appendix (its code covers ImageNet only).
 
 use std::path::Path;
@@ -25,6 +26,10 @@ const FAIR_BARLOW_TWINS: &str = "facebookresearch/barlowtwins 8e8d284 (main.py)"
 const FAIR_VICREG: &str = "facebookresearch/vicreg 4e12602 (main_vicreg.py, augmentations.py, README.md)";
 const SOLO_BARLOW_TWINS: &str = "vturrisi/solo-learn 9187ea3 (scripts/pretrain/cifar/barlow.yaml)";
 const SOLO_VICREG: &str = "vturrisi/solo-learn 9187ea3 (scripts/pretrain/cifar/vicreg.yaml)";
+const SOLO_BARLOW_TWINS_IN100: &str =
+    "vturrisi/solo-learn 9187ea3 (scripts/pretrain/imagenet-100/barlow.yaml, augmentations/asymmetric.yaml)";
+const SOLO_VICREG_IN100: &str =
+    "vturrisi/solo-learn 9187ea3 (scripts/pretrain/imagenet-100/vicreg.yaml, augmentations/vicreg.yaml)";
 const SIMSIAM_PAPER: &str = "SimSiam (Chen & He, CVPR 2021), appendix: CIFAR experiments";
 
 /// One line of a card: the field, the source's value as the stored JSON writes it, and where the
@@ -202,22 +207,37 @@ fn fair_vicreg(_: &RunConfig) -> Vec<Entry> {
     ]
 }
 
-/// What solo-learn's CIFAR recipes share: solo/args/pretrain.py, solo/methods/base.py and
-/// solo/utils/lars.py at 9187ea3, and each yaml's `optimizer` block (`yaml` names its lines).
-fn solo_learn_common(yaml: &str, lines: [usize; 6]) -> Vec<Entry> {
-    let [batch, lr, wd, lars, epochs, precision] = lines;
+/// What solo-learn's recipes share: solo/args/pretrain.py, solo/methods/base.py and
+/// solo/utils/lars.py at 9187ea3, and each yaml's `optimizer` block (`yaml` names its lines, and
+/// `epochs` is its `max_epochs`). The stem is CIFAR's on CIFAR, torchvision's elsewhere.
+fn solo_learn_common(c: &RunConfig, yaml: &str, lines: [usize; 6], epochs: &str) -> Vec<Entry> {
+    let [batch, lr, wd, lars, epochs_line, precision] = lines;
     let at = |line: usize| format!("{yaml} line {line}");
+    let cifar = c.dataset.name().starts_with("cifar");
+    let stem = if cifar {
+        // base.py lines 198-203: on CIFAR, conv1 3×3 stride 1 padding 2 and no max-pool.
+        [("true", "2", "false"), ("solo/methods/base.py lines 200-202", "", "solo/methods/base.py line 203")]
+    } else {
+        [
+            ("false", "3", "true"),
+            (
+                "torchvision's resnet18: conv1 7×7, stride 2, padding 3; base.py lines 198-203 change CIFAR's only",
+                "",
+                "torchvision's resnet18: max-pool after conv1",
+            ),
+        ]
+    };
+    let [(small, padding, pool), (small_at, _, pool_at)] = stem;
     vec![
         entry("encoder.arch", "\"resnet18\"", &format!("{yaml}: backbone.name")),
         entry("encoder.width", "1.0", "torchvision's resnet18 (solo/backbones/resnet/resnet.py line 20)"),
         entry("encoder.zero_init_residual", "false", "torchvision's default; backbone.kwargs {} (base.py line 277)"),
-        // base.py lines 198-203: on CIFAR, conv1 3×3 stride 1 padding 2 and no max-pool.
-        entry("encoder.small_stem", "true", "solo/methods/base.py lines 200-202"),
-        entry("encoder.stem_padding", "2", "solo/methods/base.py lines 200-202"),
-        entry("encoder.max_pool", "false", "solo/methods/base.py line 203"),
-        entry("train.batch_size", "256", &at(batch)),
+        entry("encoder.small_stem", small, small_at),
+        entry("encoder.stem_padding", padding, small_at),
+        entry("encoder.max_pool", pool, pool_at),
+        entry("train.batch_size", "256", &format!("{} × 2 devices", at(batch))),
         entry("train.views", "2", "two crops"),
-        entry("train.epochs", "1000", &at(epochs)),
+        entry("train.epochs", epochs, &at(epochs_line)),
         entry("optimizer.kind", "\"lars\"", &at(lars - 6)),
         entry("optimizer.lr", "0.3", &at(lr)),
         entry("optimizer.lr_batch_scaling", "true", "solo/args/pretrain.py lines 153-154"),
@@ -238,13 +258,18 @@ fn solo_learn_common(yaml: &str, lines: [usize; 6]) -> Vec<Entry> {
 }
 
 /// solo-learn's per-dataset normalisation of its pre-training views (solo/data/pretrain_dataloader.py
-/// lines 206-208, `MEANS_N_STD`).
+/// lines 206-208, `MEANS_N_STD`; ImageNet-100's, read through DALI, solo/data/dali_dataloader.py
+/// lines 362-368: timm's ImageNet statistics).
 fn solo_learn_normalisation(c: &RunConfig) -> Vec<Entry> {
-    let at = "solo/data/pretrain_dataloader.py lines 206-208";
-    let (mean, std) = match c.dataset.name() {
-        "cifar10" => ("[0.4914,0.4822,0.4465]", "[0.247,0.2435,0.2616]"),
-        "cifar100" => ("[0.5071,0.4865,0.4409]", "[0.2673,0.2564,0.2762]"),
-        other => panic!("solo-learn's CIFAR recipe on {other}"),
+    let (mean, std, at) = match c.dataset.name() {
+        "cifar10" => {
+            ("[0.4914,0.4822,0.4465]", "[0.247,0.2435,0.2616]", "solo/data/pretrain_dataloader.py lines 206-208")
+        }
+        "cifar100" => {
+            ("[0.5071,0.4865,0.4409]", "[0.2673,0.2564,0.2762]", "solo/data/pretrain_dataloader.py lines 206-208")
+        }
+        "imagenet100" => ("[0.485,0.456,0.406]", "[0.229,0.224,0.225]", "solo/data/dali_dataloader.py lines 362-368"),
+        other => panic!("solo-learn's recipe on {other}"),
     };
     vec![entry("augment.mean", mean, at), entry("augment.std", std, at)]
 }
@@ -270,7 +295,7 @@ fn solo_learn_view(view: &'static str, at: &str, crop_min: &str, blur_p: &str, s
 /// Barlow Twins, solo-learn's scripts/pretrain/cifar/barlow.yaml with its asymmetric augmentations.
 fn solo_barlow_twins(c: &RunConfig) -> Vec<Entry> {
     let yaml = "barlow.yaml";
-    let mut card = solo_learn_common(yaml, [30, 31, 33, 35, 48, 53]);
+    let mut card = solo_learn_common(c, yaml, [30, 31, 33, 35, 48, 53], "1000");
     card.extend(solo_learn_normalisation(c));
     card.extend([
         entry("projector.widths", "[2048,2048,2048]", "barlow.yaml lines 19-20"),
@@ -287,7 +312,7 @@ fn solo_barlow_twins(c: &RunConfig) -> Vec<Entry> {
 /// VICReg, solo-learn's scripts/pretrain/cifar/vicreg.yaml with its own symmetric augmentations.
 fn solo_vicreg(c: &RunConfig) -> Vec<Entry> {
     let yaml = "vicreg.yaml";
-    let mut card = solo_learn_common(yaml, [60, 61, 63, 65, 78, 83]);
+    let mut card = solo_learn_common(c, yaml, [60, 61, 63, 65, 78, 83], "1000");
     card.extend(solo_learn_normalisation(c));
     card.extend([
         entry("projector.widths", "[2048,2048,2048]", "vicreg.yaml lines 18-19"),
@@ -299,6 +324,62 @@ fn solo_vicreg(c: &RunConfig) -> Vec<Entry> {
     ]);
     for view in ["view_a", "view_b"] {
         card.extend(solo_learn_view(view, "vicreg.yaml lines 29-57", "0.2", "0.0", "0.1"));
+    }
+    card
+}
+
+/// Barlow Twins on ImageNet-100, solo-learn's scripts/pretrain/imagenet-100/barlow.yaml with
+/// the asymmetric augmentations at 224 px (augmentations/asymmetric.yaml).
+fn solo_barlow_twins_in100(c: &RunConfig) -> Vec<Entry> {
+    let yaml = "imagenet-100/barlow.yaml";
+    let mut card = solo_learn_common(c, yaml, [30, 31, 33, 35, 48, 53], "400");
+    card.extend(solo_learn_normalisation(c));
+    card.extend([
+        entry("projector.widths", "[2048,2048,2048]", "imagenet-100/barlow.yaml lines 19-20"),
+        entry("projector.hidden_bias", "true", "solo/methods/barlow_twins.py lines 52-58: nn.Linear"),
+        entry("projector.last_bias", "true", "solo/methods/barlow_twins.py line 58"),
+        entry("barlow_twins.lambda", "0.0051", "solo/methods/barlow_twins.py line 77"),
+        entry("barlow_twins.scale_loss", "0.1", "imagenet-100/barlow.yaml line 21"),
+        entry("augment.view_a.size", "224", "asymmetric.yaml line 21"),
+        entry("augment.eval_resize", "256", "solo/data/classification_dataloader.py: Resize(256)"),
+        entry("augment.eval_crop", "224", "solo/data/classification_dataloader.py: CenterCrop(224)"),
+    ]);
+    card.extend(solo_learn_view(
+        "view_a",
+        "imagenet-100/augmentations/asymmetric.yaml lines 1-22",
+        "0.08",
+        "1.0",
+        "0.0",
+    ));
+    card.extend(solo_learn_view(
+        "view_b",
+        "imagenet-100/augmentations/asymmetric.yaml lines 24-45",
+        "0.08",
+        "0.1",
+        "0.2",
+    ));
+    card
+}
+
+/// VICReg on ImageNet-100, solo-learn's scripts/pretrain/imagenet-100/vicreg.yaml with its
+/// symmetric augmentations at 224 px (augmentations/vicreg.yaml).
+fn solo_vicreg_in100(c: &RunConfig) -> Vec<Entry> {
+    let yaml = "imagenet-100/vicreg.yaml";
+    let mut card = solo_learn_common(c, yaml, [61, 62, 64, 66, 79, 84], "400");
+    card.extend(solo_learn_normalisation(c));
+    card.extend([
+        entry("projector.widths", "[2048,2048,2048]", "imagenet-100/vicreg.yaml lines 19-20"),
+        entry("projector.hidden_bias", "true", "solo/methods/vicreg.py lines 54-60: nn.Linear"),
+        entry("projector.last_bias", "true", "solo/methods/vicreg.py line 60"),
+        entry("vicreg.sim_coeff", "25.0", "imagenet-100/vicreg.yaml line 21"),
+        entry("vicreg.std_coeff", "25.0", "imagenet-100/vicreg.yaml line 22"),
+        entry("vicreg.cov_coeff", "1.0", "imagenet-100/vicreg.yaml line 23"),
+        entry("augment.view_a.size", "224", "imagenet-100/augmentations/vicreg.yaml line 21"),
+        entry("augment.eval_resize", "256", "solo/data/classification_dataloader.py: Resize(256)"),
+        entry("augment.eval_crop", "224", "solo/data/classification_dataloader.py: CenterCrop(224)"),
+    ]);
+    for view in ["view_a", "view_b"] {
+        card.extend(solo_learn_view(view, "imagenet-100/augmentations/vicreg.yaml lines 1-22", "0.2", "0.5", "0.1"));
     }
     card
 }
@@ -334,6 +415,8 @@ fn card_of(source: &str) -> Option<fn(&RunConfig) -> Vec<Entry>> {
         FAIR_VICREG => fair_vicreg,
         SOLO_BARLOW_TWINS => solo_barlow_twins,
         SOLO_VICREG => solo_vicreg,
+        SOLO_BARLOW_TWINS_IN100 => solo_barlow_twins_in100,
+        SOLO_VICREG_IN100 => solo_vicreg_in100,
         SIMSIAM_PAPER => simsiam_paper,
         _ => return None,
     })
@@ -356,8 +439,8 @@ fn load(name: &str) -> ExperimentFile {
     ExperimentFile::load(&experiments_dir().join(format!("{name}.toml"))).unwrap()
 }
 
-/// Every shipped file's `paper` cells, with the file's `paper` deviations.
-fn paper_cells() -> Vec<(ExperimentFile, Vec<Cell>)> {
+/// Every shipped file's cells of its `paper` and `paper-<dataset>` profiles, by profile.
+fn paper_cells() -> Vec<(ExperimentFile, String, Vec<Cell>)> {
     let mut names: Vec<String> = std::fs::read_dir(experiments_dir())
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -365,24 +448,25 @@ fn paper_cells() -> Vec<(ExperimentFile, Vec<Cell>)> {
         .map(|p| p.file_stem().unwrap().to_string_lossy().into_owned())
         .collect();
     names.sort();
-    names
-        .iter()
-        .map(|name| load(name))
-        .filter(|file| file.profiles.contains_key("paper"))
-        .map(|file| {
-            let plan = infomax_runner::plan::plan(&file, "paper", &[], &Default::default()).unwrap();
+    let mut out = Vec::new();
+    for file in names.iter().map(|name| load(name)) {
+        let profiles: Vec<String> =
+            file.profiles.keys().filter(|p| *p == "paper" || p.starts_with("paper-")).cloned().collect();
+        for profile in profiles {
+            let plan = infomax_runner::plan::plan(&file, &profile, &[], &Default::default()).unwrap();
             let cells = plan
                 .into_iter()
                 .map(|r| Cell {
-                    name: format!("{} {}", file.meta.name, r.label()),
+                    name: format!("{} {profile} {}", file.meta.name, r.label()),
                     coords: r.coords.clone(),
                     recipe: r.recipe.clone(),
                     config: r.config,
                 })
                 .collect();
-            (file, cells)
-        })
-        .collect()
+            out.push((file.clone(), profile, cells));
+        }
+    }
+    out
 }
 
 /// Whether two JSON texts are the same value, numbers compared as numbers (the recipe computes
@@ -429,7 +513,7 @@ fn unexplained(cells: &[Cell], deviations: &[&Deviation]) -> (Vec<String>, usize
 #[test]
 fn every_paper_cell_names_a_source_with_a_card() {
     let mut cells = 0;
-    for (_, file_cells) in paper_cells() {
+    for (_, _, file_cells) in paper_cells() {
         for cell in &file_cells {
             let source =
                 cell.recipe.as_deref().unwrap_or_else(|| panic!("{}: no [[profiles.paper.recipe]]", cell.name));
@@ -445,8 +529,8 @@ fn every_paper_cell_names_a_source_with_a_card() {
 fn every_paper_cell_follows_its_card_or_says_why_not() {
     let mut problems = Vec::new();
     let mut followed = 0;
-    for (file, cells) in paper_cells() {
-        let deviations: Vec<&Deviation> = file.profiles["paper"].deviations.iter().collect();
+    for (file, profile, cells) in paper_cells() {
+        let deviations: Vec<&Deviation> = file.profiles[&profile].deviations.iter().collect();
         let (missing, n) = unexplained(&cells, &deviations);
         problems.extend(missing);
         followed += n;
@@ -458,7 +542,7 @@ fn every_paper_cell_follows_its_card_or_says_why_not() {
 /// The check bites: without table1's projector deviation, its 4 FAIR cells fail the card.
 #[test]
 fn a_field_that_differs_without_a_deviation_fails_the_card() {
-    let (file, cells) = paper_cells().into_iter().find(|(f, _)| f.meta.name == "table1").unwrap();
+    let (file, _, cells) = paper_cells().into_iter().find(|(f, p, _)| f.meta.name == "table1" && p == "paper").unwrap();
     let without: Vec<&Deviation> =
         file.profiles["paper"].deviations.iter().filter(|d| d.field != "projector.widths").collect();
     let (missing, _) = unexplained(&cells, &without);
@@ -470,7 +554,7 @@ fn a_field_that_differs_without_a_deviation_fails_the_card() {
 /// or, for Barlow Twins and VICReg off CIFAR, the FAIR code.
 #[test]
 fn table1_cells_follow_the_source_of_their_reference() {
-    let (_, cells) = paper_cells().into_iter().find(|(f, _)| f.meta.name == "table1").unwrap();
+    let (_, _, cells) = paper_cells().into_iter().find(|(f, p, _)| f.meta.name == "table1" && p == "paper").unwrap();
     for cell in &cells {
         let at = |axis: &str| cell.coords.iter().find(|(a, _)| a == axis).unwrap().1.clone();
         let (method, dataset) = (at("method"), at("dataset"));
@@ -547,7 +631,7 @@ fn recipe_departures(
 #[test]
 fn small_profiles_scale_the_paper_recipe_only_in_budget() {
     let (mut departures, mut compared) = (Vec::new(), 0);
-    for (file, _) in paper_cells() {
+    for (file, _, _) in paper_cells().into_iter().filter(|(_, p, _)| p == "paper") {
         for profile in ["smoke", "cpu"] {
             if file.profiles.contains_key(profile) {
                 let (d, n) = recipe_departures(&file, profile, &[]);

@@ -11,7 +11,7 @@ use infomax_runner::ExperimentFile;
 fn identities() -> String {
     let mut lines = Vec::new();
     for method in Method::ALL {
-        for dataset in [Dataset::Cifar10, Dataset::Cifar100, Dataset::Stl10, Dataset::TinyImagenet] {
+        for dataset in Dataset::ALL {
             let config = RunConfig::defaults(method, dataset);
             lines.push(format!("defaults {} {:?} {}", method.name(), dataset, config.hash()));
         }

@@ -328,7 +328,7 @@ mod tests {
         assert!(err.contains("augment.preset") && err.contains("wmse") && err.contains("fair"), "{err}");
         let err = f.resolve("smoke", &[set("augment.view_a.blur_p=2")]).unwrap_err().to_string();
         assert!(err.contains("view_a.blur_p") && err.contains("[0, 1]"), "{err}");
-        let err = f.resolve("smoke", &[set("dataset=imagenet")]).unwrap_err().to_string();
+        let err = f.resolve("smoke", &[set("dataset=imagenet-1k")]).unwrap_err().to_string();
         assert!(err.contains("dataset") && err.contains("tiny-imagenet"), "{err}");
     }
 }
