@@ -45,8 +45,9 @@ fn write_image_folder(dir: &Path, classes: usize, per_class: usize, val_per_clas
     assert!(taken.iter().all(|&n| n == per_class + val_per_class), "{taken:?}");
 }
 
-/// A toy VICReg experiment over `dataset` (a TOML inline table).
-fn write_experiment(path: &Path, dataset: &str) {
+/// A toy VICReg experiment over `dataset` (a TOML value), with `tables` after it (the file's
+/// `[datasets.NAME]`).
+fn write_experiment_with(path: &Path, dataset: &str, tables: &str) {
     let text = format!(
         r#"[experiment]
 name = "folder-toy"
@@ -65,9 +66,14 @@ eval = {{ bank_images = 0, test_images = 0, linear_epochs = 0 }}
 
 [profiles.toy]
 about = "One epoch over a few hundred images."
-"#
+{tables}"#
     );
     std::fs::write(path, text).unwrap();
+}
+
+/// [`write_experiment_with`] a dataset written inline.
+fn write_experiment(path: &Path, dataset: &str) {
+    write_experiment_with(path, dataset, "");
 }
 
 fn scalar(db: &Path, sql: &str) -> String {
@@ -108,8 +114,12 @@ fn a_folder_of_real_images_is_measured_verified_and_trained() {
     let said = text(&out);
     assert!(out.status.success() && said.contains("on animals (files decoded per batch → 24 px views)"), "{said}");
 
+    // The file names the folder by a `[datasets.NAME]` table of its own, training on 28-px crops
+    // of the 32-px images (evaluation centre-crops them likewise).
     let experiment = tmp.path().join("toy.toml");
-    write_experiment(&experiment, dataset);
+    let printed: toml::Table = toml::from_str(&table).unwrap();
+    let fields = toml::to_string(&printed["dataset"]).unwrap();
+    write_experiment_with(&experiment, "\"animals\"", &format!("\n[datasets.animals]\n{fields}crop_size = 28\n"));
     let db = tmp.path().join("results.sqlite");
     let (db_arg, html) = (db.to_str().unwrap(), tmp.path().join("html"));
     let args = ["reproduce", experiment.to_str().unwrap(), "--profile", "toy", "--db", db_arg, "--no-progress"];
@@ -120,7 +130,10 @@ fn a_folder_of_real_images_is_measured_verified_and_trained() {
     assert_eq!(scalar(&db, "SELECT dataset FROM runs"), "animals");
     let stored_mean = scalar(&db, "SELECT json_extract(config_json, '$.augment.mean') FROM runs");
     assert!(dataset.contains(&stored_mean.replace(',', ", ")), "the folder's mean normalises: {stored_mean}");
-    assert_eq!(scalar(&db, "SELECT json_extract(config_json, '$.dataset.image_size') FROM runs"), "32");
+    let config = |path: &str| scalar(&db, &format!("SELECT json_extract(config_json, '{path}') FROM runs"));
+    assert_eq!((config("$.dataset.image_size"), config("$.dataset.crop_size")), ("32".into(), "28".into()));
+    assert_eq!((config("$.augment.view_a.size"), config("$.augment.eval_crop")), ("28".into(), "28".into()));
+    assert_eq!((config("$.encoder.small_stem"), config("$.encoder.max_pool")), ("1".into(), "0".into()));
     // The k-NN evaluations of the random and the trained encoder: bank 192, test the 48 val images.
     assert_eq!(scalar(&db, "SELECT group_concat(DISTINCT epoch) FROM evaluations"), "0,1");
     assert_eq!(scalar(&db, "SELECT group_concat(DISTINCT bank_size || '/' || test_size) FROM evaluations"), "192/48");

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::folder::FolderDataset;
+use crate::folder::{FolderDataset, Stem};
 use crate::{cifar10, cifar100, imagenet, stl10, tiny_imagenet, Error, ImageSet, Images, Result, Split, Unreadable};
 
 /// A dataset with a loader. Names (CLI, experiment files, database) are the serde names.
@@ -384,24 +384,32 @@ impl DatasetSpec {
         }
     }
 
-    /// The training crop's side: the built-in datasets' own, a folder's whole stored side.
+    /// The training crop's side: the built-in datasets' own, a folder's `crop_size` (default its
+    /// whole stored side).
     pub fn crop_size(&self) -> usize {
         match self {
             DatasetSpec::Builtin(d) => d.crop_size(),
-            DatasetSpec::Folder(f) => f.image_size,
+            DatasetSpec::Folder(f) => f.crop(),
         }
     }
 
-    /// Whether the encoder starts with the small-image stem (a 3×3 convolution) rather than
-    /// ImageNet's (7×7, stride 2): for images up to STL-10's 96 pixels.
-    pub fn small_stem(&self) -> bool {
-        self.crop_size() <= 96
+    /// The encoder's stem: the small-image one (a 3×3 convolution) for crops up to STL-10's 96
+    /// pixels, ImageNet's (7×7, stride 2) above; a folder may name it.
+    pub fn stem(&self) -> Stem {
+        match self {
+            DatasetSpec::Builtin(d) => Stem::for_crop(d.crop_size()),
+            DatasetSpec::Folder(f) => f.stem(),
+        }
     }
 
-    /// Whether the encoder's small-image stem keeps its max-pool: for images above CIFAR's size
-    /// (STL-10 and Tiny-ImageNet, as the W-MSE code does; a folder's likewise).
+    pub fn small_stem(&self) -> bool {
+        self.stem() == Stem::Small
+    }
+
+    /// Whether the stem has a max-pool: ImageNet's always; the small one for images above
+    /// CIFAR's size (STL-10 and Tiny-ImageNet, as the W-MSE code does; a folder's likewise).
     pub fn max_pool(&self) -> bool {
-        self.crop_size() > 32
+        !self.small_stem() || self.crop_size() > 32
     }
 
     /// The augmentations' normalisation: a built-in dataset's published statistics, a folder's
@@ -413,8 +421,13 @@ impl DatasetSpec {
         }
     }
 
+    /// The evaluation transform `(resize, centre crop)`: a built-in dataset's, and a folder's
+    /// centre crop of `crop_size` when it is smaller than the stored side.
     pub fn eval_resize_crop(&self) -> Option<(usize, usize)> {
-        self.builtin().and_then(Dataset::eval_resize_crop)
+        match self {
+            DatasetSpec::Builtin(d) => d.eval_resize_crop(),
+            DatasetSpec::Folder(f) => (f.crop() < f.image_size).then(|| (f.image_size, f.crop())),
+        }
     }
 
     /// The splits self-supervised pre-training reads.
@@ -603,6 +616,12 @@ mod tests {
         assert!(err.contains("unknown field `size`") && err.contains("image_size"), "{err}");
         let err = serde_json::from_str::<DatasetSpec>("\"imagenet-1k\"").unwrap_err().to_string();
         assert!(err.contains("tiny-imagenet") && err.contains("folder"), "{err}");
+        let stem: DatasetSpec = serde_json::from_str(r#"{"folder": "pets", "stem": "imagenet"}"#).unwrap();
+        assert_eq!((stem.small_stem(), stem.max_pool(), stem.crop_size()), (false, true, 64), "named, not derived");
+        let stem: DatasetSpec = serde_json::from_str(r#"{"folder": "pets", "image_size": 32}"#).unwrap();
+        assert_eq!((stem.small_stem(), stem.max_pool(), stem.eval_resize_crop()), (true, false, None));
+        let err = serde_json::from_str::<DatasetSpec>(r#"{"folder": "p", "stem": "big"}"#).unwrap_err().to_string();
+        assert!(err.contains("small") && err.contains("imagenet"), "{err}");
         assert_eq!("cifar10".parse::<DatasetSpec>().unwrap(), DatasetSpec::Builtin(Dataset::Cifar10));
         assert!(matches!("data/pets".parse::<DatasetSpec>().unwrap(), DatasetSpec::Folder(_)));
         assert!("pets".parse::<DatasetSpec>().unwrap_err().to_string().contains("path of an image folder"));

@@ -54,12 +54,45 @@ pub struct FolderDataset {
     /// Stored side in pixels: every image is centre-cropped square and resized to it.
     #[serde(default = "default_image_size")]
     pub image_size: usize,
+    /// Side of the training crops (default: `image_size`); when smaller, evaluation centre-crops
+    /// the stored images to it (as ImageNet's 224 of 256).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crop_size: Option<usize>,
+    /// The encoder's stem: `small` (3×3, stride 1; max-pool above 32 px) or `imagenet` (7×7,
+    /// stride 2, max-pool); default `small` for crops up to 96 px, `imagenet` above.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stem: Option<Stem>,
     /// Per-channel mean and standard deviation of the training images in [0, 1], the
     /// augmentations' normalisation; `infomax datasets stats` computes them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mean: Option<[f32; 3]>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub std: Option<[f32; 3]>,
+}
+
+/// Which first layers the encoder has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Stem {
+    /// CIFAR's: a 3×3 stride-1 convolution (with the max-pool above 32 px, as the W-MSE code on
+    /// STL-10 and Tiny-ImageNet).
+    Small,
+    /// torchvision's ImageNet stem: a 7×7 stride-2 convolution and a max-pool.
+    Imagenet,
+}
+
+/// The largest training crop the small stem is chosen for by default (STL-10's 96 px).
+pub const SMALL_STEM_MAX_CROP: usize = 96;
+
+impl Stem {
+    /// The stem a training crop of `crop` pixels gets unless a dataset says otherwise.
+    pub fn for_crop(crop: usize) -> Stem {
+        if crop <= SMALL_STEM_MAX_CROP {
+            Stem::Small
+        } else {
+            Stem::Imagenet
+        }
+    }
 }
 
 fn default_image_size() -> usize {
@@ -86,7 +119,15 @@ pub struct Stats {
 impl FolderDataset {
     /// A folder dataset with every field at its default.
     pub fn at(folder: impl Into<String>) -> FolderDataset {
-        FolderDataset { folder: folder.into(), name: None, image_size: DEFAULT_IMAGE_SIZE, mean: None, std: None }
+        FolderDataset {
+            folder: folder.into(),
+            name: None,
+            image_size: DEFAULT_IMAGE_SIZE,
+            crop_size: None,
+            stem: None,
+            mean: None,
+            std: None,
+        }
     }
 
     /// The folder on disk, absolute (so that every spelling of it lists, and fingerprints, the
@@ -136,13 +177,30 @@ impl FolderDataset {
         )
     }
 
-    /// The table's own rules: a stored side in 1..=[`MAX_IMAGE_SIZE`] and, when given, a name
-    /// that is not empty and not a built-in dataset's (reports group runs by name).
+    /// The training crop's side.
+    pub fn crop(&self) -> usize {
+        self.crop_size.unwrap_or(self.image_size)
+    }
+
+    /// The encoder's stem.
+    pub fn stem(&self) -> Stem {
+        self.stem.unwrap_or_else(|| Stem::for_crop(self.crop()))
+    }
+
+    /// The table's own rules: a stored side in 1..=[`MAX_IMAGE_SIZE`], a crop no larger and,
+    /// when given, a name that is not empty and not a built-in dataset's (reports group runs by
+    /// name).
     pub fn check(&self) -> std::result::Result<(), (&'static str, String)> {
         if !(1..=MAX_IMAGE_SIZE).contains(&self.image_size) {
             return Err((
                 "image_size",
                 format!("a side of 1 to {MAX_IMAGE_SIZE} pixels expected, got {}", self.image_size),
+            ));
+        }
+        if let Some(crop) = self.crop_size.filter(|c| !(1..=self.image_size).contains(c)) {
+            return Err((
+                "crop_size",
+                format!("a side of 1 to image_size ({}) pixels expected, got {crop}", self.image_size),
             ));
         }
         if let Some(name) = &self.name {

@@ -92,14 +92,21 @@ impl ExperimentFile {
             set_path(&mut merged, &o.key, o.value.clone())
                 .map_err(|what| Error::Override { arg: o.raw.clone(), what })?;
         }
+        // A name of one of the file's `[datasets.NAME]` tables stands for that table.
+        if let Some(folder) = merged.get("dataset").and_then(Value::as_str).and_then(|n| self.datasets.get(n)) {
+            merged.insert("dataset".into(), Value::try_from(folder).expect("a folder dataset serialises to TOML"));
+        }
         let fail = |field: &str, what: String| self.resolution_error(&layers, overrides, field, what);
         let pick = |key: &str, default: &str| -> Result<Value> {
             Ok(merged.get(key).cloned().unwrap_or_else(|| Value::String(default.into())))
         };
         let method =
             Method::deserialize(pick("method", Method::DEFAULT.name())?).map_err(|e| fail("method", e.to_string()))?;
-        let dataset =
-            DatasetSpec::deserialize(pick("dataset", "cifar10")?).map_err(|e| fail("dataset", e.to_string()))?;
+        let dataset = DatasetSpec::deserialize(pick("dataset", "cifar10")?).map_err(|e| {
+            let own = self.datasets.keys().map(String::as_str).collect::<Vec<_>>().join(", ");
+            let own = if own.is_empty() { String::new() } else { format!(" (this file's [datasets] tables: {own})") };
+            fail("dataset", format!("{}{own}", e.to_string().lines().next().unwrap_or_default()))
+        })?;
         let mut defaults = RunConfig::defaults(method, dataset);
         if let Some(preset) = merged.get("augment").and_then(|a| a.get("preset")) {
             let preset = Preset::deserialize(preset.clone()).map_err(|e| fail("augment.preset", e.to_string()))?;
@@ -286,6 +293,37 @@ mod tests {
         let s = f.resolve("smoke", &["dataset.image_size=32".parse().unwrap()]).unwrap();
         let infomax_data::DatasetSpec::Folder(d) = &s.dataset else { panic!("{:?}", s.dataset) };
         assert_eq!((d.folder.as_str(), d.image_size), ("pets", 32), "a dotted key still sets one field");
+    }
+
+    #[test]
+    fn a_datasets_table_is_named_by_its_key_with_its_own_crop_and_stem() {
+        let stats = "mean = [0.5, 0.5, 0.5], std = [0.25, 0.25, 0.25]";
+        let table = format!(
+            "\n[datasets.pets]\nfolder = \"pets\"\nimage_size = 144\ncrop_size = 128\n{}\n",
+            stats.replace(", std", "\nstd")
+        );
+        let f = parse(&(FILE.replace("dataset = \"cifar10\"", "dataset = \"pets\"") + &table)).unwrap();
+        let s = f.resolve("smoke", &[]).unwrap();
+        let infomax_data::DatasetSpec::Folder(d) = &s.dataset else { panic!("{:?}", s.dataset) };
+        assert_eq!((d.name.as_deref(), d.image_size, d.crop_size), (Some("pets"), 144, Some(128)));
+        // A 128-px crop takes the ImageNet stem; evaluation centre-crops the stored 144 to 128.
+        assert_eq!((s.encoder.small_stem, s.encoder.max_pool, s.augment.size()), (false, true, 128));
+        assert_eq!((s.augment.eval_resize, s.augment.eval_crop), (144, 128));
+        let small = f.resolve("smoke", &["dataset.stem=\"small\"".parse().unwrap()]);
+        assert!(small.is_err(), "a dotted key on a name is not a table");
+        let s = f.resolve("smoke", &["dataset=\"cifar10\"".parse().unwrap()]).unwrap();
+        assert_eq!(s.dataset.name(), "cifar10", "--set still picks a built-in");
+
+        let err = parse(&(FILE.to_string() + &table.replace("pets]", "cifar10]"))).unwrap_err().to_string();
+        assert!(err.contains("datasets.cifar10") && err.contains("built-in"), "{err}");
+        let err =
+            parse(&(FILE.to_string() + &table.replace("crop_size = 128", "crop_size = 200"))).unwrap_err().to_string();
+        assert!(err.contains("datasets.pets.crop_size") && err.contains("1 to image_size (144)"), "{err}");
+        let err = parse(&(FILE.to_string() + &table.replace("crop_size", "crop"))).unwrap_err().to_string();
+        assert!(err.contains("datasets.pets") && err.contains("unknown field `crop`"), "{err}");
+        let f = parse(&(FILE.replace("dataset = \"cifar10\"", "dataset = \"pest\"") + &table)).unwrap();
+        let err = f.resolve("smoke", &[]).unwrap_err().to_string();
+        assert!(err.contains("unknown dataset `pest`") && err.contains("this file's [datasets] tables: pets"), "{err}");
     }
 
     #[test]

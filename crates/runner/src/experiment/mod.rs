@@ -12,6 +12,8 @@
 //! [[profiles.smoke.when]] #   a profile's own cell overrides
 //! [[reference]]           # the paper's numbers: at = { method = "simclr", dataset = "cifar10" },
 //!                         #   linear = 91.80, knn5 = 88.42, source = "W-MSE, Table 1"
+//! [datasets.pets]         # a folder of images the file names as `dataset = "pets"` (its fields:
+//!                         #   infomax_data::folder::FolderDataset; `name` defaults to the key)
 //! ```
 //! A run's configuration, lowest layer first: built-in defaults for its method and dataset ←
 //! `[base]` ← its grid values (axes in file order) ← matching `[[when]]` ← the profile ← the
@@ -37,6 +39,7 @@ use serde::{Deserialize, Serialize};
 use toml::{Table, Value};
 
 use crate::{Error, Result};
+use infomax_data::folder::FolderDataset;
 use position::{keys, position_of, Seg};
 
 pub use grid::{Axis, AxisValue, Deviation, Exclusion, Recipe};
@@ -78,6 +81,8 @@ struct RawFile {
     reference: Vec<Table>,
     #[serde(default)]
     profiles: Table,
+    #[serde(default)]
+    datasets: Table,
 }
 
 /// A parsed experiment file.
@@ -92,6 +97,8 @@ pub struct ExperimentFile {
     pub exclusions: Vec<Exclusion>,
     pub references: Vec<Reference>,
     pub profiles: BTreeMap<String, Profile>,
+    /// The file's own folder datasets (`[datasets.NAME]`), which `dataset = "NAME"` names.
+    pub datasets: BTreeMap<String, FolderDataset>,
     text: String,
 }
 
@@ -123,8 +130,23 @@ impl ExperimentFile {
             exclusions: Vec::new(),
             references: Vec::new(),
             profiles: BTreeMap::new(),
+            datasets: BTreeMap::new(),
             text: text.to_string(),
         };
+        for (name, value) in &raw.datasets {
+            let anchor = keys(&["datasets", name]);
+            let field = format!("datasets.{name}");
+            let mut folder =
+                FolderDataset::deserialize(value.clone()).map_err(|e| file.at(&anchor, &field, e.to_string()))?;
+            if name.parse::<infomax_data::Dataset>().is_ok() {
+                return Err(file.at(&anchor, &field, "a built-in dataset's name; give the folder a name of its own"));
+            }
+            folder.name.get_or_insert_with(|| name.clone());
+            if let Err((key, what)) = folder.check() {
+                return Err(file.at(&anchor, format!("{field}.{key}"), what));
+            }
+            file.datasets.insert(name.clone(), folder);
+        }
         file.check_reserved(&file.base, &keys(&["base"]))?;
         file.axes = file.parse_axes(&raw.grid)?;
         file.when = raw
