@@ -50,6 +50,9 @@ pub struct SubmitArgs {
     /// sees its own GPUs from index 0.
     #[arg(long, value_name = "DEVICE")]
     device: Option<String>,
+    /// Every task skips images that stop decoding mid-run (as `reproduce --skip-unreadable`).
+    #[arg(long)]
+    skip_unreadable: bool,
     /// Print the scripts and the sbatch commands; write and submit nothing.
     #[arg(long)]
     dry_run: bool,
@@ -94,6 +97,9 @@ pub fn run(args: SubmitArgs, paths: &Paths) -> Result<ExitCode> {
     }
     if let Some(d) = &args.device {
         reproduce_args.extend(["--device".to_string(), d.clone()]);
+    }
+    if args.skip_unreadable {
+        reproduce_args.push("--skip-unreadable".to_string());
     }
     let sub = Submission {
         experiment: file.meta.name.clone(),

@@ -215,9 +215,10 @@ fn unknown_names_say_where_they_were_looked_for() {
 fn submit_runs_a_built_in_experiment_from_its_job_folder() {
     let tmp = tempfile::tempdir().unwrap();
     let job = tmp.path().join("job");
-    let args = ["submit", "smoke", "--slurm", "--dry-run", "--dir", job.to_str().unwrap()];
+    let args = ["submit", "smoke", "--slurm", "--dry-run", "--skip-unreadable", "--dir", job.to_str().unwrap()];
     let o = infomax_in(tmp.path(), &[], &args);
     assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("--no-progress --slurm-requeue \\\n    --skip-unreadable"), "{}", text(&o));
     let copy = job.join("experiment.toml");
     assert!(text(&o).contains(&format!("reproduce {}", copy.display())), "{}", text(&o));
     assert!(!job.exists(), "a dry run writes nothing");

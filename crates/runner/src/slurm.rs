@@ -46,7 +46,8 @@ pub struct Submission {
     /// The `infomax` binary the jobs run.
     pub binary: PathBuf,
     pub data_root: PathBuf,
-    /// `reproduce` options every task gets (`--seeds`, `--only`, `--set`, `--device`).
+    /// `reproduce` options every task gets (`--seeds`, `--only`, `--set`, `--device`,
+    /// `--skip-unreadable`).
     pub reproduce_args: Vec<String>,
 }
 
