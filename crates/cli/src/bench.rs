@@ -131,7 +131,7 @@ pub fn run(cmd: BenchCommand, data_root: &std::path::Path) -> Result<ExitCode> {
         BenchCommand::Augment { dataset, size, preset, batch, views, batches, json } => {
             let preset = self::preset(preset, &dataset)?;
             let r = infomax_runner::bench::augment_throughput(&infomax_runner::bench::AugmentBench {
-                dataset: size.apply(dataset),
+                dataset: size.apply(dataset)?,
                 data_root: data_root.to_path_buf(),
                 preset,
                 batch,

@@ -66,17 +66,27 @@ pub enum DatasetsCommand {
 /// A folder dataset's stored side, from the command line.
 #[derive(Args)]
 pub struct ImageSize {
-    /// Image folders: the side images are stored at (centre-cropped square, then resized).
-    #[arg(long, value_name = "PIXELS", default_value_t = infomax_data::folder::DEFAULT_IMAGE_SIZE)]
-    image_size: usize,
+    /// Image folders: the side images are stored at (centre-cropped square, then resized)
+    /// [default: 64].
+    #[arg(long, value_name = "PIXELS")]
+    image_size: Option<usize>,
 }
 
 impl ImageSize {
-    pub fn apply(&self, mut dataset: DatasetSpec) -> DatasetSpec {
-        if let DatasetSpec::Folder(f) = &mut dataset {
-            f.image_size = self.image_size;
+    /// `dataset` with the side set, if a folder; a side given for a built-in dataset, whose
+    /// images have theirs, is an error rather than ignored.
+    pub fn apply(&self, mut dataset: DatasetSpec) -> Result<DatasetSpec> {
+        match &mut dataset {
+            DatasetSpec::Folder(f) => {
+                f.image_size = self.image_size.unwrap_or(infomax_data::folder::DEFAULT_IMAGE_SIZE)
+            }
+            DatasetSpec::Builtin(d) => {
+                if let Some(side) = self.image_size {
+                    bail!("--image-size {side}: only image folders take a stored side; {d}'s images have their own");
+                }
+            }
         }
-        dataset
+        Ok(dataset)
     }
 }
 
@@ -179,7 +189,7 @@ pub fn run(cmd: DatasetsCommand, paths: &Paths) -> Result<ExitCode> {
         DatasetsCommand::List { folders, size, json } => {
             let folders: Vec<_> = folders
                 .into_iter()
-                .map(|d| match size.apply(d) {
+                .map(|d| match size.apply(d)? {
                     DatasetSpec::Folder(f) => Ok(f),
                     DatasetSpec::Builtin(d) => bail!("{d} is listed anyway: name only image folders"),
                 })
@@ -205,7 +215,7 @@ pub fn run(cmd: DatasetsCommand, paths: &Paths) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         DatasetsCommand::Verify { name, size, json } => {
-            let r = infomax_data::verify::verify(&size.apply(name), root)?;
+            let r = infomax_data::verify::verify(&size.apply(name)?, root)?;
             if json {
                 println!("{}", serde_json::to_string(&r)?);
             } else {
@@ -243,7 +253,7 @@ pub fn run(cmd: DatasetsCommand, paths: &Paths) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         DatasetsCommand::Stats { folder, size, json } => {
-            let DatasetSpec::Folder(f) = size.apply(folder) else {
+            let DatasetSpec::Folder(f) = size.apply(folder)? else {
                 bail!("stats: the path of an image folder expected; the built-in datasets' statistics are fixed")
             };
             let train = f.load(root, Split::Train)?;
@@ -288,9 +298,8 @@ pub fn run(cmd: DatasetsCommand, paths: &Paths) -> Result<ExitCode> {
                 first,
                 epochs,
             } = *args;
-            let name = size.apply(name);
+            let name = size.apply(name)?;
             let preset = crate::bench::preset(preset, &name)?;
-            let images = name.open(root, split, infomax_data::Unreadable::default())?;
             // The experiment's run configuration for this dataset, when one is named.
             let config = match experiment {
                 None => None,
@@ -307,6 +316,14 @@ pub fn run(cmd: DatasetsCommand, paths: &Paths) -> Result<ExitCode> {
                 None => RunConfig::augment_defaults(preset, &name),
                 Some(c) => c.augment.clone(),
             };
+            if let (Some(_), None, None) = (&npy, &config, name.mean_std()) {
+                // The PNG grid undoes the normalisation; an array hands it on to another framework.
+                bail!(
+                    "--npy: a folder named on the command line carries no `mean` and `std` (`datasets stats` \
+                     measures them), so {name}'s views would not be normalised as a run's are"
+                );
+            }
+            let images = name.open(root, split, infomax_data::Unreadable::default())?;
             if let Some(npy) = npy {
                 // An experiment's `train_images = 0` is every image; an explicit --first 0 is refused.
                 let of_run = config.as_ref().map(|c| c.train.train_images).filter(|&n| n > 0);

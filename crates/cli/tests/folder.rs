@@ -182,6 +182,13 @@ fn a_wrong_folder_fails_before_any_run_row_naming_the_place() {
     let said = text(&out);
     assert!(!out.status.success() && said.contains("augment.mean") && said.contains("smoke.toml"), "{said}");
 
+    // Views handed to another framework without the folder's statistics would not be a run's.
+    let npy = tmp.path().join("views.npy");
+    let out = infomax(&["datasets", "preview", folder.to_str().unwrap(), "--npy", npy.to_str().unwrap()]);
+    let said = text(&out);
+    assert!(!out.status.success() && said.contains("--npy") && said.contains("`mean` and `std`"), "{said}");
+    assert!(!npy.exists());
+
     if db.exists() {
         assert_eq!(scalar(&db, "SELECT count(*) FROM runs"), "0", "no run row for bad input");
     }

@@ -160,4 +160,6 @@ fn imagenet_without_its_files_says_how_to_get_them() {
     assert!(!ok && said.contains("no public download") && said.contains("image-net.org"), "{said}");
     let (ok, said) = infomax_in(tmp.path(), &["datasets", "verify", "imagenet100"]);
     assert!(!ok && said.contains("imagenet-100") && said.contains("ILSVRC2012_img_train.tar"), "{said}");
+    let (ok, said) = infomax_in(tmp.path(), &["datasets", "verify", "imagenet100", "--image-size", "96"]);
+    assert!(!ok && said.contains("--image-size 96") && said.contains("only image folders"), "{said}");
 }
