@@ -162,6 +162,19 @@ def infomax_step(binary, width, batch, steps, warmup, proj, device="cpu", precis
     return json.loads(out.strip().splitlines()[-1])
 
 
+def cpu_description():
+    """The CPU's model and the instruction sets infomax's benchmarks name (its
+    `environment::CPU_FEATURES`), from /proc/cpuinfo where there is one."""
+    try:
+        info = open("/proc/cpuinfo").read().splitlines()
+    except OSError:
+        return platform.processor() or platform.machine()
+    field = lambda key: next((l.split(":", 1)[1].strip() for l in info if l.startswith(key)), "")
+    flags = field("flags").split()
+    wanted = ["avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16"]
+    return f"{field('model name') or platform.machine()}; CPU features: {' '.join(f for f in wanted if f in flags)}"
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--width", type=float, default=1.0)
@@ -195,7 +208,7 @@ def main():
     if a.json:
         print(json.dumps({"torch": theirs, "infomax": ours, "rounds": rounds}))
         return
-    cpu = platform.processor() or platform.machine()
+    cpu = cpu_description()
     where = torch.cuda.get_device_name(a.device) if a.device.startswith("cuda") else f"{a.threads} threads ({cpu})"
     print(f"width {a.width}, batch {a.batch}, projector {proj}, {a.precision}, {where}")
     if a.rounds > 1:

@@ -154,7 +154,7 @@ pub fn run(cmd: BenchCommand, data_root: &std::path::Path) -> Result<ExitCode> {
                     r.views_per_second,
                     r.views_per_second_per_thread,
                     r.threads,
-                    infomax_runner::environment::describe_machine(&device)
+                    infomax_runner::environment::describe_machine_for_bench(&device)
                 );
             }
             Ok(ExitCode::SUCCESS)
@@ -175,7 +175,7 @@ pub fn run(cmd: BenchCommand, data_root: &std::path::Path) -> Result<ExitCode> {
                     r.feature_seconds,
                     r.knn_seconds,
                     r.peak_rss_bytes as f64 / 1e9,
-                    infomax_runner::environment::describe_machine(&device)
+                    infomax_runner::environment::describe_machine_for_bench(&device)
                 );
             }
             Ok(ExitCode::SUCCESS)
@@ -193,7 +193,7 @@ pub fn run(cmd: BenchCommand, data_root: &std::path::Path) -> Result<ExitCode> {
             }
             println!(
                 "convolution passes, ResNet-18 width {width}, batch {batch}, {conv:?} kernels, GFLOP/s ({})",
-                infomax_runner::environment::describe_machine(&device)
+                infomax_runner::environment::describe_machine_for_bench(&device)
             );
             println!(
                 "{:>16} {:>6} {:>5}  {:>8} {:>10} {:>11} {:>9}",
@@ -251,7 +251,7 @@ pub fn run(cmd: BenchCommand, data_root: &std::path::Path) -> Result<ExitCode> {
                     r.images_per_second,
                     r.seconds_per_step,
                     r.peak_rss_bytes as f64 / 1e9,
-                    infomax_runner::environment::describe_machine(&device)
+                    infomax_runner::environment::describe_machine_for_bench(&device)
                 );
             }
             Ok(ExitCode::SUCCESS)

@@ -576,6 +576,15 @@ fn bench_augment_prints_views_per_second() {
     assert!(v["views_per_second"].as_f64().unwrap() > 0.0);
     let o = infomax(&["bench", "augment", "--preset", "simclr"]);
     assert!(!o.status.success() && text(&o).contains("expected wmse or fair"), "{}", text(&o));
+    // The table line names the machine and the instruction sets its kernels can use.
+    let o = infomax(&["bench", "augment", "--batch", "4", "--batches", "1"]);
+    let said = text(&o);
+    let features = said.split("CPU features: ").nth(1).expect("the CPU's features").trim_end().trim_end_matches(')');
+    let known = infomax_runner::environment::CPU_FEATURES;
+    assert!(
+        ["unknown", "none of theirs"].contains(&features) || features.split(' ').all(|f| known.contains(&f)),
+        "{said}"
+    );
 }
 
 /// A sweep killed (SIGKILL) while it trains resumes from its last checkpoint: one run row,

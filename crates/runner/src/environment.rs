@@ -51,6 +51,29 @@ pub fn describe_machine(device: &candle_core::Device) -> String {
     format!("{cpu}, {threads} threads, {mem}, {os}, device {dev}")
 }
 
+/// The vector and matrix instruction sets that decide the CPU kernels' speed, as this CPU
+/// reports them (`/proc/cpuinfo`'s flags): which of AVX2, FMA, AVX-512F, AVX512-BF16,
+/// AVX512-FP16 and AMX's tiles and bf16 products are there.
+pub const CPU_FEATURES: [&str; 7] = ["avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16"];
+
+/// Those of [`CPU_FEATURES`] this CPU has, space-separated (`unknown` where the OS does not say).
+pub fn cpu_features() -> String {
+    let Some(flags) = first_line_with("/proc/cpuinfo", "flags") else { return "unknown".into() };
+    let have: Vec<&str> = flags.split_whitespace().collect();
+    let found: Vec<&str> = CPU_FEATURES.into_iter().filter(|f| have.contains(f)).collect();
+    if found.is_empty() {
+        "none of theirs".into()
+    } else {
+        found.join(" ")
+    }
+}
+
+/// [`describe_machine`] with the CPU's [`cpu_features`], as benchmarks print it (a run's
+/// recorded machine stays [`describe_machine`], which its time estimates match on).
+pub fn describe_machine_for_bench(device: &candle_core::Device) -> String {
+    format!("{}; CPU features: {}", describe_machine(device), cpu_features())
+}
+
 /// Peak resident set size of this process in bytes (`VmHWM`), where the OS reports it.
 pub fn peak_rss_bytes() -> Option<u64> {
     first_line_with("/proc/self/status", "VmHWM")
