@@ -9,8 +9,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{data_root, infomax, text};
-use rusqlite::Connection;
+use common::{data_root, infomax, scalar, text};
 
 const CLASSES: [&str; 10] = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"];
 
@@ -74,18 +73,6 @@ about = "One epoch over a few hundred images."
 /// [`write_experiment_with`] a dataset written inline.
 fn write_experiment(path: &Path, dataset: &str) {
     write_experiment_with(path, dataset, "");
-}
-
-fn scalar(db: &Path, sql: &str) -> String {
-    let c = Connection::open(db).unwrap();
-    c.query_row(sql, [], |r| r.get::<_, rusqlite::types::Value>(0))
-        .map(|v| match v {
-            rusqlite::types::Value::Text(s) => s,
-            rusqlite::types::Value::Integer(i) => i.to_string(),
-            rusqlite::types::Value::Real(x) => x.to_string(),
-            other => format!("{other:?}"),
-        })
-        .unwrap()
 }
 
 #[test]

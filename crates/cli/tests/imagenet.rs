@@ -11,8 +11,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{command, data_root, text, workspace_root};
-use rusqlite::Connection;
+use common::{command, data_root, scalar, text, workspace_root};
 
 /// The stand-in under `root/imagenet/`: solo-learn's 100 classes plus two other ILSVRC classes
 /// (which ImageNet-100 must not read), `per_class` training JPEGs each, one validation JPEG per
@@ -56,17 +55,6 @@ fn write_stand_in(root: &Path, per_class: usize) -> Vec<String> {
 fn infomax_in(root: &Path, args: &[&str]) -> (bool, String) {
     let out = command().env("INFOMAX_DATA", root).args(args).output().unwrap();
     (out.status.success(), text(&out))
-}
-
-fn scalar(db: &Path, sql: &str) -> String {
-    let c = Connection::open(db).unwrap();
-    c.query_row(sql, [], |r| r.get::<_, rusqlite::types::Value>(0))
-        .map(|v| match v {
-            rusqlite::types::Value::Text(s) => s,
-            rusqlite::types::Value::Integer(i) => i.to_string(),
-            other => format!("{other:?}"),
-        })
-        .unwrap()
 }
 
 const EXPERIMENT: &str = r#"[experiment]

@@ -292,94 +292,74 @@ fn solo_learn_view(view: &'static str, at: &str, crop_min: &str, blur_p: &str, s
     ]
 }
 
-/// Barlow Twins, solo-learn's scripts/pretrain/cifar/barlow.yaml with its asymmetric augmentations.
+/// Barlow Twins, solo-learn's barlow.yaml with its asymmetric augmentations: on CIFAR
+/// scripts/pretrain/cifar/, on ImageNet-100 scripts/pretrain/imagenet-100/ (400 epochs, blur on
+/// both views, 224-px crops, evaluation on 256-resized centre crops).
 fn solo_barlow_twins(c: &RunConfig) -> Vec<Entry> {
-    let yaml = "barlow.yaml";
-    let mut card = solo_learn_common(c, yaml, [30, 31, 33, 35, 48, 53], "1000");
+    let in100 = c.dataset.name() == "imagenet100";
+    let (dir, epochs, blur) =
+        if in100 { ("imagenet-100/", "400", ["1.0", "0.1"]) } else { ("", "1000", ["0.0", "0.0"]) };
+    let yaml = format!("{dir}barlow.yaml");
+    let mut card = solo_learn_common(c, &yaml, [30, 31, 33, 35, 48, 53], epochs);
     card.extend(solo_learn_normalisation(c));
     card.extend([
-        entry("projector.widths", "[2048,2048,2048]", "barlow.yaml lines 19-20"),
+        entry("projector.widths", "[2048,2048,2048]", &format!("{yaml} lines 19-20")),
         entry("projector.hidden_bias", "true", "solo/methods/barlow_twins.py lines 52-58: nn.Linear"),
         entry("projector.last_bias", "true", "solo/methods/barlow_twins.py line 58"),
         entry("barlow_twins.lambda", "0.0051", "solo/methods/barlow_twins.py line 77"),
-        entry("barlow_twins.scale_loss", "0.1", "barlow.yaml line 21"),
+        entry("barlow_twins.scale_loss", "0.1", &format!("{yaml} line 21")),
     ]);
-    card.extend(solo_learn_view("view_a", "augmentations/asymmetric.yaml lines 1-22", "0.08", "0.0", "0.0"));
-    card.extend(solo_learn_view("view_b", "augmentations/asymmetric.yaml lines 24-45", "0.08", "0.0", "0.2"));
-    card
-}
-
-/// VICReg, solo-learn's scripts/pretrain/cifar/vicreg.yaml with its own symmetric augmentations.
-fn solo_vicreg(c: &RunConfig) -> Vec<Entry> {
-    let yaml = "vicreg.yaml";
-    let mut card = solo_learn_common(c, yaml, [60, 61, 63, 65, 78, 83], "1000");
-    card.extend(solo_learn_normalisation(c));
-    card.extend([
-        entry("projector.widths", "[2048,2048,2048]", "vicreg.yaml lines 18-19"),
-        entry("projector.hidden_bias", "true", "solo/methods/vicreg.py lines 54-60: nn.Linear"),
-        entry("projector.last_bias", "true", "solo/methods/vicreg.py line 60"),
-        entry("vicreg.sim_coeff", "25.0", "vicreg.yaml line 20"),
-        entry("vicreg.std_coeff", "25.0", "vicreg.yaml line 21"),
-        entry("vicreg.cov_coeff", "1.0", "vicreg.yaml line 22"),
-    ]);
-    for view in ["view_a", "view_b"] {
-        card.extend(solo_learn_view(view, "vicreg.yaml lines 29-57", "0.2", "0.0", "0.1"));
+    let aug = format!("{dir}augmentations/asymmetric.yaml");
+    card.extend(solo_learn_view("view_a", &format!("{aug} lines 1-22"), "0.08", blur[0], "0.0"));
+    card.extend(solo_learn_view("view_b", &format!("{aug} lines 24-45"), "0.08", blur[1], "0.2"));
+    if in100 {
+        card.extend(solo_learn_imagenet_sizes(&format!("{aug} line 21")));
     }
     card
 }
 
-/// Barlow Twins on ImageNet-100, solo-learn's scripts/pretrain/imagenet-100/barlow.yaml with
-/// the asymmetric augmentations at 224 px (augmentations/asymmetric.yaml).
-fn solo_barlow_twins_in100(c: &RunConfig) -> Vec<Entry> {
-    let yaml = "imagenet-100/barlow.yaml";
-    let mut card = solo_learn_common(c, yaml, [30, 31, 33, 35, 48, 53], "400");
-    card.extend(solo_learn_normalisation(c));
-    card.extend([
-        entry("projector.widths", "[2048,2048,2048]", "imagenet-100/barlow.yaml lines 19-20"),
-        entry("projector.hidden_bias", "true", "solo/methods/barlow_twins.py lines 52-58: nn.Linear"),
-        entry("projector.last_bias", "true", "solo/methods/barlow_twins.py line 58"),
-        entry("barlow_twins.lambda", "0.0051", "solo/methods/barlow_twins.py line 77"),
-        entry("barlow_twins.scale_loss", "0.1", "imagenet-100/barlow.yaml line 21"),
-        entry("augment.view_a.size", "224", "asymmetric.yaml line 21"),
-        entry("augment.eval_resize", "256", "solo/data/classification_dataloader.py: Resize(256)"),
-        entry("augment.eval_crop", "224", "solo/data/classification_dataloader.py: CenterCrop(224)"),
-    ]);
-    card.extend(solo_learn_view(
-        "view_a",
-        "imagenet-100/augmentations/asymmetric.yaml lines 1-22",
-        "0.08",
-        "1.0",
-        "0.0",
-    ));
-    card.extend(solo_learn_view(
-        "view_b",
-        "imagenet-100/augmentations/asymmetric.yaml lines 24-45",
-        "0.08",
-        "0.1",
-        "0.2",
-    ));
-    card
+/// The 224-px crops of solo-learn's ImageNet recipes and their evaluation transform.
+fn solo_learn_imagenet_sizes(crop_at: &str) -> Vec<Entry> {
+    let at = "solo/data/classification_dataloader.py lines 112-127";
+    vec![
+        entry("augment.view_a.size", "224", crop_at),
+        entry("augment.eval_resize", "256", &format!("{at}: Resize(256)")),
+        entry("augment.eval_crop", "224", &format!("{at}: CenterCrop(224)")),
+    ]
 }
 
-/// VICReg on ImageNet-100, solo-learn's scripts/pretrain/imagenet-100/vicreg.yaml with its
-/// symmetric augmentations at 224 px (augmentations/vicreg.yaml).
-fn solo_vicreg_in100(c: &RunConfig) -> Vec<Entry> {
-    let yaml = "imagenet-100/vicreg.yaml";
-    let mut card = solo_learn_common(c, yaml, [61, 62, 64, 66, 79, 84], "400");
+/// VICReg, solo-learn's vicreg.yaml with its own symmetric augmentations: on CIFAR
+/// scripts/pretrain/cifar/ (inline, no blur), on ImageNet-100 scripts/pretrain/imagenet-100/
+/// (augmentations/vicreg.yaml: blur 0.5, 224-px crops; 400 epochs).
+fn solo_vicreg(c: &RunConfig) -> Vec<Entry> {
+    let in100 = c.dataset.name() == "imagenet100";
+    let (yaml, lines, epochs) = if in100 {
+        ("imagenet-100/vicreg.yaml", [61, 62, 64, 66, 79, 84], "400")
+    } else {
+        ("vicreg.yaml", [60, 61, 63, 65, 78, 83], "1000")
+    };
+    // The method's lines: the projector's two, then the three coefficients.
+    let first = if in100 { 19 } else { 18 };
+    let mut card = solo_learn_common(c, yaml, lines, epochs);
     card.extend(solo_learn_normalisation(c));
     card.extend([
-        entry("projector.widths", "[2048,2048,2048]", "imagenet-100/vicreg.yaml lines 19-20"),
+        entry("projector.widths", "[2048,2048,2048]", &format!("{yaml} lines {first}-{}", first + 1)),
         entry("projector.hidden_bias", "true", "solo/methods/vicreg.py lines 54-60: nn.Linear"),
         entry("projector.last_bias", "true", "solo/methods/vicreg.py line 60"),
-        entry("vicreg.sim_coeff", "25.0", "imagenet-100/vicreg.yaml line 21"),
-        entry("vicreg.std_coeff", "25.0", "imagenet-100/vicreg.yaml line 22"),
-        entry("vicreg.cov_coeff", "1.0", "imagenet-100/vicreg.yaml line 23"),
-        entry("augment.view_a.size", "224", "imagenet-100/augmentations/vicreg.yaml line 21"),
-        entry("augment.eval_resize", "256", "solo/data/classification_dataloader.py: Resize(256)"),
-        entry("augment.eval_crop", "224", "solo/data/classification_dataloader.py: CenterCrop(224)"),
+        entry("vicreg.sim_coeff", "25.0", &format!("{yaml} line {}", first + 2)),
+        entry("vicreg.std_coeff", "25.0", &format!("{yaml} line {}", first + 3)),
+        entry("vicreg.cov_coeff", "1.0", &format!("{yaml} line {}", first + 4)),
     ]);
+    let (aug, blur) = if in100 {
+        ("imagenet-100/augmentations/vicreg.yaml lines 1-22", "0.5")
+    } else {
+        ("vicreg.yaml lines 29-57", "0.0")
+    };
     for view in ["view_a", "view_b"] {
-        card.extend(solo_learn_view(view, "imagenet-100/augmentations/vicreg.yaml lines 1-22", "0.2", "0.5", "0.1"));
+        card.extend(solo_learn_view(view, aug, "0.2", blur, "0.1"));
+    }
+    if in100 {
+        card.extend(solo_learn_imagenet_sizes("imagenet-100/augmentations/vicreg.yaml line 21"));
     }
     card
 }
@@ -415,8 +395,8 @@ fn card_of(source: &str) -> Option<fn(&RunConfig) -> Vec<Entry>> {
         FAIR_VICREG => fair_vicreg,
         SOLO_BARLOW_TWINS => solo_barlow_twins,
         SOLO_VICREG => solo_vicreg,
-        SOLO_BARLOW_TWINS_IN100 => solo_barlow_twins_in100,
-        SOLO_VICREG_IN100 => solo_vicreg_in100,
+        SOLO_BARLOW_TWINS_IN100 => solo_barlow_twins,
+        SOLO_VICREG_IN100 => solo_vicreg,
         SIMSIAM_PAPER => simsiam_paper,
         _ => return None,
     })
@@ -518,6 +498,9 @@ fn every_paper_cell_names_a_source_with_a_card() {
             let source =
                 cell.recipe.as_deref().unwrap_or_else(|| panic!("{}: no [[profiles.paper.recipe]]", cell.name));
             assert!(card_of(source).is_some(), "{}: `{source}` is no known source", cell.name);
+            // solo-learn's two recipes of a method share a card, which follows the cell's dataset.
+            let in100 = [SOLO_BARLOW_TWINS_IN100, SOLO_VICREG_IN100].contains(&source);
+            assert_eq!(in100, cell.config.dataset.name() == "imagenet100", "{}: `{source}`", cell.name);
             cells += 1;
         }
     }

@@ -44,3 +44,16 @@ pub fn infomax(args: &[&str]) -> Output {
 pub fn text(o: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
+
+/// The first column of the first row `sql` returns from the database `db`, as text.
+pub fn scalar(db: &Path, sql: &str) -> String {
+    let c = rusqlite::Connection::open(db).unwrap();
+    c.query_row(sql, [], |r| r.get::<_, rusqlite::types::Value>(0))
+        .map(|v| match v {
+            rusqlite::types::Value::Text(s) => s,
+            rusqlite::types::Value::Integer(i) => i.to_string(),
+            rusqlite::types::Value::Real(x) => x.to_string(),
+            other => format!("{other:?}"),
+        })
+        .unwrap()
+}
