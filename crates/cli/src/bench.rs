@@ -34,9 +34,9 @@ pub enum BenchCommand {
         json: bool,
     },
     /// Augmented views per second of a dataset's pipeline, rayon over the batch as the trainer's
-    /// prefetch thread makes them: a built-in dataset's synthetic images of its stored size, or an
-    /// image folder's files decoded for every batch at their own sizes (the streaming path, which
-    /// training does not use yet), views of --image-size pixels.
+    /// prefetch thread makes them: synthetic images of a decoded dataset's stored size, or the
+    /// training files of imagenet, imagenet100 or an image folder decoded for every batch at
+    /// their own sizes, as training reads ImageNet (a folder's views at its --image-size).
     Augment {
         /// cifar10, cifar100, stl10, tiny-imagenet, imagenet, imagenet100, or the path of an
         /// image folder.
@@ -259,14 +259,9 @@ pub fn run(cmd: BenchCommand, data_root: &std::path::Path) -> Result<ExitCode> {
     }
 }
 
-/// `--preset`, or the dataset's default: FAIR's pipeline on ImageNet (what its papers train
-/// with), W-MSE's elsewhere.
+/// `--preset`, or the dataset's default (`DatasetSpec::default_preset`).
 pub fn preset(given: Option<String>, dataset: &infomax_data::DatasetSpec) -> Result<infomax_data::augment::Preset> {
-    use infomax_data::augment::Preset;
-    let Some(name) = given else {
-        let imagenet = dataset.builtin().is_some_and(|d| d.imagenet_classes().is_some());
-        return Ok(if imagenet { Preset::Fair } else { Preset::Wmse });
-    };
+    let Some(name) = given else { return Ok(dataset.default_preset()) };
     serde_json::from_value(serde_json::Value::String(name.clone()))
         .with_context(|| format!("--preset {name}: expected wmse or fair"))
 }

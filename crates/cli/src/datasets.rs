@@ -38,6 +38,7 @@ pub enum DatasetsCommand {
     },
     /// Download the official archive, check its published MD5, extract it atomically. A partial
     /// download resumes; without network, place the archive in DATA_DIR/.infomax-downloads/.
+    /// ImageNet has no public download: the error says where to put its files.
     Fetch {
         name: Dataset,
         /// Download from this address instead (a mirror); the official MD5 is still checked.
@@ -87,6 +88,14 @@ impl ImageSize {
             }
         }
         Ok(dataset)
+    }
+
+    /// An error if a side was given where no folder takes it.
+    pub fn refuse_without_folder(&self) -> Result<()> {
+        match self.image_size {
+            Some(side) => bail!("--image-size {side}: no image folder named to store at that side"),
+            None => Ok(()),
+        }
     }
 }
 
@@ -187,6 +196,9 @@ pub fn run(cmd: DatasetsCommand, paths: &Paths) -> Result<ExitCode> {
     let root = &paths.data_root();
     match cmd {
         DatasetsCommand::List { folders, size, json } => {
+            if folders.is_empty() {
+                size.refuse_without_folder()?;
+            }
             let folders: Vec<_> = folders
                 .into_iter()
                 .map(|d| match size.apply(d)? {
@@ -330,6 +342,9 @@ pub fn run(cmd: DatasetsCommand, paths: &Paths) -> Result<ExitCode> {
                 let first = first.or(of_run).unwrap_or(images.len());
                 let epochs = epochs.or(config.as_ref().map(|c| c.train.epochs)).unwrap_or(1);
                 let views = views.or(config.as_ref().map(|c| c.train.views)).unwrap_or(2);
+                // The images a run with `train_images = first` trains on (spread over the classes of
+                // a dataset read from its files), indexed as the run indexes them.
+                let images = if (1..=images.len()).contains(&first) { images.subset(first) } else { images };
                 let shape = infomax_runner::npy::write_views(&images, first, epochs, views, &augment, seed, &npy)?;
                 println!(
                     "views: {} (f32, shape {shape:?}: epochs, images, views, channels, height, width)",

@@ -51,8 +51,9 @@ pub struct ReproduceArgs {
     #[arg(long)]
     fetch: bool,
     /// An image that stops decoding mid-run (ImageNet is read from its files as batches need
-    /// them) is skipped, logged and counted on the run's record, its place in the batch taken
-    /// by the next image that decodes; without it the run fails naming the file.
+    /// them) is skipped, logged and counted on the run's record, its place taken by the next
+    /// image that decodes (in evaluation the next of its class); without it the run fails
+    /// naming the file.
     #[arg(long)]
     skip_unreadable: bool,
     #[command(flatten)]

@@ -112,7 +112,7 @@ fn experiments_list_says_which_file_each_name_resolves_to() {
     assert!(o.status.success(), "{}", text(&o));
     let list = text(&o);
     let smoke = list.lines().find(|l| l.starts_with("smoke ")).unwrap_or_else(|| panic!("{list}"));
-    assert!(smoke.contains("VICReg on CIFAR-10") && smoke.trim_end().ends_with("built in"), "{list}");
+    assert!(smoke.contains("VICReg end to end: CIFAR-10") && smoke.trim_end().ends_with("built in"), "{list}");
     assert!(list.lines().filter(|l| l.trim_end().ends_with("built in")).count() >= 10, "{list}");
 
     let dir = tmp.path().join("mine");

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::augment::Preset;
 use crate::folder::{FolderDataset, Stem};
 use crate::{cifar10, cifar100, imagenet, stl10, tiny_imagenet, Error, ImageSet, Images, Result, Split, Unreadable};
 
@@ -242,6 +243,24 @@ impl Dataset {
         })
     }
 
+    /// How to get the dataset under `root`: its `datasets fetch` command and download, or its
+    /// other layouts' folders; ImageNet's, where to put the files of image-net.org.
+    pub fn how_to_get(self, root: &Path) -> String {
+        let Some(a) = self.archive() else {
+            return self.imagenet_classes().map_or_else(String::new, |c| c.hint(root));
+        };
+        let mut hint = format!(
+            "run `infomax datasets fetch {}`, or download {} and extract it so that {} exists",
+            self.name(),
+            a.url,
+            root.join(self.dir()).display()
+        );
+        for (layout, dir) in &self.layouts()[1..] {
+            hint.push_str(&format!(", or keep its {} version at {}", layout.name(), root.join(dir).display()));
+        }
+        hint
+    }
+
     /// Published MD5s of the files of `layout`'s folder, where known (the python versions' are
     /// the ones torchvision checks).
     pub fn official_md5s(self, layout: Layout) -> &'static [(&'static str, &'static str)] {
@@ -320,7 +339,10 @@ impl Dataset {
     /// A split as training and evaluation read it: decoded in memory, or (ImageNet) its files.
     pub fn open(self, root: &Path, split: Split, unreadable: Unreadable) -> Result<Images> {
         match self.imagenet_classes() {
-            Some(classes) => imagenet::list(classes, root, split, unreadable).map(Images::Files),
+            Some(classes) => {
+                let dir = self.found(root).map_or(self.dir(), |(_, dir)| dir);
+                imagenet::list(classes, root, dir, split, unreadable).map(Images::Files)
+            }
             None => self.load(root, split).map(Images::Decoded),
         }
     }
@@ -376,7 +398,8 @@ impl DatasetSpec {
         }
     }
 
-    /// Stored image side in pixels.
+    /// Stored image side in pixels ([`Dataset::side`]: ImageNet's crop, its images keeping their
+    /// own sizes).
     pub fn side(&self) -> usize {
         match self {
             DatasetSpec::Builtin(d) => d.side(),
@@ -418,6 +441,15 @@ impl DatasetSpec {
         match self {
             DatasetSpec::Builtin(d) => Some(d.mean_std()),
             DatasetSpec::Folder(f) => f.mean.zip(f.std),
+        }
+    }
+
+    /// The augmentation preset a run takes unless its file names one: FAIR's on ImageNet (what
+    /// its papers train with), W-MSE's elsewhere (the W-MSE code's, on its four datasets).
+    pub fn default_preset(&self) -> Preset {
+        match self.builtin().and_then(Dataset::imagenet_classes) {
+            Some(_) => Preset::Fair,
+            None => Preset::Wmse,
         }
     }
 

@@ -134,8 +134,7 @@ pub fn fetch(
         return Ok(Fetched::AlreadyPresent(dest));
     }
     let Some(a) = dataset.archive() else {
-        let how = dataset.imagenet_classes().map_or_else(String::new, |c| c.hint(root));
-        return Err(Error::Request(format!("{dataset} cannot be fetched: {how}")));
+        return Err(Error::Request(format!("{dataset} cannot be fetched: {}", dataset.how_to_get(root))));
     };
     fetch_archive(root, dataset.dir(), url.unwrap_or(a.url), a.file_name, a.md5, keep_archive, progress)
 }

@@ -198,8 +198,7 @@ impl ImageFiles {
     /// `n` files spread evenly over the set (every file when `n` is larger): the files are
     /// sorted by class, so the first `n` would hold the first classes only.
     pub fn spread(&self, n: usize) -> ImageFiles {
-        let len = self.len();
-        let picks: Vec<usize> = if n >= len { (0..len).collect() } else { (0..n).map(|k| k * len / n).collect() };
+        let picks = spread_indices(self.len(), n);
         ImageFiles {
             files: picks.iter().map(|&i| self.files[i].clone()).collect(),
             labels: picks.iter().filter_map(|&i| self.labels.get(i).copied()).collect(),
@@ -209,14 +208,29 @@ impl ImageFiles {
         }
     }
 
-    /// Image `i` decoded, or, under [`Unreadable::skip`], the next file that decodes.
+    /// Image `i` decoded, or, under [`Unreadable::skip`], the next file of its class (the next
+    /// file, unlabelled) that decodes: its label stays true, so evaluation can skip too.
     pub fn rgb(&self, i: usize) -> crate::Result<crate::augment::Rgb> {
         let Some(skipped) = &self.unreadable.skip else {
             return crate::folder::decode_rgb(self.name, &self.files[i]);
         };
+        // The files of `i`'s class (they are contiguous), from `i` on and wrapping round.
+        let label = self.labels.get(i);
+        let (mut start, mut end) = (i, i + 1);
+        if label.is_some() {
+            while start > 0 && self.labels.get(start - 1) == label {
+                start -= 1;
+            }
+            while end < self.len() && self.labels.get(end) == label {
+                end += 1;
+            }
+        } else {
+            (start, end) = (0, self.len());
+        }
+        let class = end - start;
         let mut first_error = None;
-        for k in 0..=MAX_SKIPS_IN_A_ROW.min(self.len().saturating_sub(1)) {
-            let path = &self.files[(i + k) % self.len()];
+        for k in 0..=MAX_SKIPS_IN_A_ROW.min(class - 1) {
+            let path = &self.files[start + (i - start + k) % class];
             match crate::folder::decode_rgb(self.name, path) {
                 Ok(img) => return Ok(img),
                 Err(e) => {
@@ -230,6 +244,15 @@ impl ImageFiles {
             }
         }
         Err(first_error.expect("a failed decode was recorded"))
+    }
+}
+
+/// `n` indices spread evenly over `0..len` (all of them when `n` is larger), in order.
+pub fn spread_indices(len: usize, n: usize) -> Vec<usize> {
+    if n >= len {
+        (0..len).collect()
+    } else {
+        (0..n).map(|k| k * len / n).collect()
     }
 }
 
@@ -303,11 +326,45 @@ impl Images {
         }
     }
 
+    /// The same images without their labels: what pre-training reads. An unreadable file among
+    /// them may then stand in for by any next file, not only its class's
+    /// ([`ImageFiles::rgb`]), which a subset of a few images per class needs.
+    pub fn unlabelled(self) -> Images {
+        match self {
+            Images::Files(f) => Images::Files(ImageFiles { labels: Vec::new(), ..f }),
+            decoded => decoded,
+        }
+    }
+
+    /// The indices of [`Images::subset`]`(n)`'s images in this set.
+    pub fn subset_indices(&self, n: usize) -> Vec<usize> {
+        match self {
+            Images::Decoded(s) => (0..n.min(s.len())).collect(),
+            Images::Files(f) => spread_indices(f.len(), n),
+        }
+    }
+
     /// The files found unreadable and skipped so far (none for a decoded set).
     pub fn skipped(&self) -> Vec<std::path::PathBuf> {
         match self {
             Images::Decoded(_) => Vec::new(),
             Images::Files(f) => f.unreadable.skipped(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A k-NN bank of 200 of ImageNet-100's stand-in (3 files a class, sorted by class) holds
+    /// every class; the first 200 would hold 67.
+    #[test]
+    fn spread_indices_cover_every_class_of_a_sorted_set() {
+        let picks = spread_indices(300, 200);
+        assert_eq!((picks.len(), picks[0], picks.windows(2).all(|w| w[0] < w[1])), (200, 0, true));
+        let classes: std::collections::BTreeSet<usize> = picks.iter().map(|i| i / 3).collect();
+        assert_eq!(classes.len(), 100);
+        assert_eq!(spread_indices(5, 9), [0, 1, 2, 3, 4], "all of them when asked for more");
     }
 }

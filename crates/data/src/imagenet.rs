@@ -95,24 +95,16 @@ impl Classes {
     }
 }
 
-/// The folder a class set is read from: `imagenet-100/` first for ImageNet-100, else `imagenet/`.
-pub fn dirs(classes: Classes) -> &'static [&'static str] {
-    match classes {
-        Classes::All => &[DIR],
-        Classes::Hundred => &[DIR_100, DIR],
-    }
-}
-
 fn is_wnid(name: &str) -> bool {
     name.len() == 9 && name.starts_with('n') && name[1..].bytes().all(|b| b.is_ascii_digit())
 }
 
-/// Every image of a split with its label, checked before anything trains: every class has a
-/// training folder with images, every folder is a class of ILSVRC-2012, and a flat `val/` has one
-/// ground-truth line per image.
-pub fn list(classes: Classes, root: &Path, split: Split, unreadable: Unreadable) -> Result<ImageFiles> {
+/// Every image of a split with its label, from the dataset folder `dir_name` under `root` (the
+/// one `Dataset::found` picks), checked before anything trains: every class has a folder with
+/// images in `train/` and in a `val/` by class, every folder is a class of ILSVRC-2012, and a
+/// flat `val/` has one ground-truth line per image.
+pub fn list(classes: Classes, root: &Path, dir_name: &str, split: Split, unreadable: Unreadable) -> Result<ImageFiles> {
     let name = classes.name();
-    let dir_name = dirs(classes).iter().find(|d| root.join(d).is_dir()).copied().unwrap_or(DIR);
     let dir = std::path::absolute(root.join(dir_name)).unwrap_or_else(|_| root.join(dir_name));
     let wnids = classes.wnids();
     let split_dir = match split {
@@ -141,33 +133,29 @@ pub fn list(classes: Classes, root: &Path, split: Split, unreadable: Unreadable)
     let (files, labels) = if split == Split::Test && folders.is_empty() {
         flat_val(name, &dir, &split_dir, &wnids)?
     } else {
-        by_class(name, &split_dir, &wnids, &folders, split == Split::Train)?
+        by_class(name, &split_dir, &wnids, &folders)?
     };
     let class_names = wnids.iter().map(|w| w.to_string()).collect();
     Ok(ImageFiles { name, split, files, labels, class_names, unreadable })
 }
 
-/// Images in class folders: every class's folder when `all_classes` (training), else those
-/// present; folders of other ILSVRC classes (ImageNet-100 read from the full set) are not read.
+/// Images in class folders, every class's; folders of other ILSVRC classes (ImageNet-100 read
+/// from the full set) are not read.
 fn by_class(
     name: &'static str,
     split_dir: &Path,
     wnids: &[&str],
     folders: &[String],
-    all_classes: bool,
 ) -> Result<(Vec<PathBuf>, Vec<Label>)> {
     let (mut files, mut labels) = (Vec::new(), Vec::new());
     for (label, wnid) in wnids.iter().enumerate() {
         let folder = split_dir.join(wnid);
         if !folders.iter().any(|f| f == wnid) {
-            if all_classes {
-                return Err(Error::Format {
-                    dataset: name,
-                    path: folder,
-                    what: format!("class {wnid} has no folder; {name} has {} classes", wnids.len()),
-                });
-            }
-            continue;
+            return Err(Error::Format {
+                dataset: name,
+                path: folder,
+                what: format!("class {wnid} has no folder; {name} has {} classes", wnids.len()),
+            });
         }
         let mut found = Vec::new();
         walk(name, &folder, &mut found)?;
@@ -294,6 +282,11 @@ pub(crate) mod tests {
         }
     }
 
+    /// The folder `Dataset::Imagenet100` reads under `root`.
+    fn found(root: &Path) -> &'static str {
+        crate::Dataset::Imagenet100.found(root).map_or(DIR, |(_, dir)| dir)
+    }
+
     #[test]
     fn the_class_lists_are_the_devkits_and_solo_learns() {
         let all = Classes::All.wnids();
@@ -317,11 +310,11 @@ pub(crate) mod tests {
         let mut classes = hundred.clone();
         classes.extend(["n01440764", "n15075141"]);
         write_stand_in(tmp.path(), DIR, &classes, 2, true);
-        let train = list(Classes::Hundred, tmp.path(), Split::Train, Unreadable::default()).unwrap();
+        let train = list(Classes::Hundred, tmp.path(), found(tmp.path()), Split::Train, Unreadable::default()).unwrap();
         assert_eq!((train.len(), train.class_names.len()), (200, 100));
         assert_eq!((train.labels[0], train.labels[199]), (0, 99));
         assert!(train.files[0].ends_with(format!("{}/{}_0.JPEG", hundred[0], hundred[0])));
-        let val = list(Classes::Hundred, tmp.path(), Split::Test, Unreadable::default()).unwrap();
+        let val = list(Classes::Hundred, tmp.path(), found(tmp.path()), Split::Test, Unreadable::default()).unwrap();
         assert_eq!(val.len(), 100, "the two other classes' images are left out");
         for (path, label) in val.files.iter().zip(&val.labels) {
             // Image k was written as class classes[k-1]: its label is that class's sorted place.
@@ -334,19 +327,27 @@ pub(crate) mod tests {
     fn bad_layouts_are_named() {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path();
-        let err = list(Classes::Hundred, root, Split::Train, Unreadable::default()).unwrap_err().to_string();
+        let err =
+            list(Classes::Hundred, root, found(root), Split::Train, Unreadable::default()).unwrap_err().to_string();
         assert!(err.contains("imagenet/train") && err.contains("image-net.org"), "{err}");
         let hundred = Classes::Hundred.wnids();
         write_stand_in(root, DIR_100, &hundred[..99], 1, false);
-        let err = list(Classes::Hundred, root, Split::Train, Unreadable::default()).unwrap_err().to_string();
+        let err =
+            list(Classes::Hundred, root, found(root), Split::Train, Unreadable::default()).unwrap_err().to_string();
         assert!(err.contains(&format!("imagenet-100/train/{}", hundred[99])) && err.contains("no folder"), "{err}");
         write_stand_in(root, DIR_100, &hundred, 1, false);
         std::fs::create_dir_all(root.join("imagenet-100/val/dogs")).unwrap();
-        let err = list(Classes::Hundred, root, Split::Test, Unreadable::default()).unwrap_err().to_string();
+        let err =
+            list(Classes::Hundred, root, found(root), Split::Test, Unreadable::default()).unwrap_err().to_string();
         assert!(err.contains("val/dogs") && err.contains("not a class of ILSVRC-2012"), "{err}");
         std::fs::remove_dir(root.join("imagenet-100/val/dogs")).unwrap();
-        let ok = list(Classes::Hundred, root, Split::Test, Unreadable::default()).unwrap();
+        let ok = list(Classes::Hundred, root, found(root), Split::Test, Unreadable::default()).unwrap();
         assert_eq!(ok.len(), 100, "val/ in class folders");
+        // A class missing from a val/ by class is an error, not an evaluation on 99 classes.
+        std::fs::remove_dir_all(root.join("imagenet-100/val").join(hundred[7])).unwrap();
+        let err =
+            list(Classes::Hundred, root, found(root), Split::Test, Unreadable::default()).unwrap_err().to_string();
+        assert!(err.contains(&format!("val/{}", hundred[7])) && err.contains("has no folder"), "{err}");
 
         // A flat val/ without its ground truth, or with a line too few.
         let flat = tempfile::tempdir().unwrap();
@@ -354,13 +355,19 @@ pub(crate) mod tests {
         let truth = flat.path().join(DIR).join(GROUND_TRUTH);
         let text = std::fs::read_to_string(&truth).unwrap();
         std::fs::write(&truth, text.lines().skip(1).collect::<Vec<_>>().join("\n")).unwrap();
-        let err = list(Classes::Hundred, flat.path(), Split::Test, Unreadable::default()).unwrap_err().to_string();
+        let err = list(Classes::Hundred, flat.path(), found(flat.path()), Split::Test, Unreadable::default())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("100 images, but 99 labels"), "{err}");
         std::fs::write(&truth, text.replacen('\n', "x\n", 1)).unwrap();
-        let err = list(Classes::Hundred, flat.path(), Split::Test, Unreadable::default()).unwrap_err().to_string();
+        let err = list(Classes::Hundred, flat.path(), found(flat.path()), Split::Test, Unreadable::default())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("line 1 is") && err.contains("1..=1000"), "{err}");
         std::fs::remove_file(&truth).unwrap();
-        let err = list(Classes::Hundred, flat.path(), Split::Test, Unreadable::default()).unwrap_err().to_string();
+        let err = list(Classes::Hundred, flat.path(), found(flat.path()), Split::Test, Unreadable::default())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains(GROUND_TRUTH) && err.contains("ILSVRC2012_devkit_t12/data"), "{err}");
     }
 }

@@ -182,19 +182,7 @@ fn verify_builtin(dataset: Dataset, root: &Path) -> Result<VerifyReport> {
         problems: Vec::new(),
     };
     let Some((layout, _)) = found else {
-        let mut hint = match (dataset.archive(), dataset.imagenet_classes()) {
-            (Some(a), _) => format!(
-                "run `infomax datasets fetch {}`, or download {} and extract it so that {} exists",
-                dataset.name(),
-                a.url,
-                report.path
-            ),
-            (None, Some(classes)) => classes.hint(root),
-            (None, None) => format!("put it at {}", report.path),
-        };
-        for (layout, dir) in &dataset.layouts()[1..] {
-            hint.push_str(&format!(", or keep its {} version at {}", layout.name(), root.join(dir).display()));
-        }
+        let hint = dataset.how_to_get(root);
         report.problems.push(format!("{} is absent: {}", report.path, hint));
         return Ok(report);
     };

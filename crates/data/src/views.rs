@@ -136,7 +136,7 @@ mod tests {
             name: "t",
             split: Split::Train,
             files,
-            labels: vec![0, 1, 2],
+            labels: vec![0, 0, 1],
             class_names: vec!["a".into(), "b".into(), "c".into()],
             unreadable: crate::Unreadable::default(),
         };
@@ -147,14 +147,21 @@ mod tests {
         std::fs::write(&source.files[0], b"not a png").unwrap();
         let err = augmented_views(&source, &[2, 0], 2, &p, 5, 1).unwrap_err().to_string();
         assert!(err.contains("0.png") && err.contains("not a readable image"), "{err}");
-        // ... unless skips are allowed: then the next file stands in (its views drawn as image
-        // 0's) and the file is counted once however often it comes up.
+        // ... unless skips are allowed: then the next file of its class stands in (its views
+        // drawn as image 0's), and the file is counted once however often it comes up.
         source.unreadable = crate::Unreadable::skip();
         let skipped = augmented_views(&source, &[0, 0], 1, &p, 5, 1).unwrap();
         let stand_in = view_of(&set.rgb(1).unwrap(), 0, 0, &p, 5, 1);
         assert_eq!(skipped[0][..3072], stand_in.data[..]);
         assert_eq!(skipped[0][3072..], stand_in.data[..]);
         assert_eq!(source.unreadable.skipped(), [source.files[0].clone()]);
+        // Alone in its class, a file has no stand-in that keeps its label true: an error. Without
+        // labels (pre-training), the next file of any class stands in.
+        std::fs::write(&source.files[2], b"not a png").unwrap();
+        assert!(augmented_views(&source, &[2], 1, &p, 5, 1).is_err());
+        let unlabelled = ImageFiles { labels: Vec::new(), ..source.clone() };
+        let wrapped = view_of(&set.rgb(1).unwrap(), 2, 0, &p, 5, 1);
+        assert_eq!(augmented_views(&unlabelled, &[2], 1, &p, 5, 1).unwrap()[0], wrapped.data);
         let all_bad: Vec<_> = source.files.iter().map(|f| f.with_extension("gone")).collect();
         let broken = ImageFiles { files: all_bad, ..source.clone() };
         assert!(augmented_views(&broken, &[1], 1, &p, 5, 1).is_err(), "nothing decodes: an error, not a loop");

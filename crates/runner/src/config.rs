@@ -298,7 +298,8 @@ pub struct TrainConfig {
     pub batch_size: usize,
     /// Augmented views per image (d).
     pub views: usize,
-    /// Train on the first N training images (0 = all).
+    /// Train on the first N training images (0 = all); on a dataset read from its files, N
+    /// spread over its classes.
     pub train_images: usize,
     /// `cpu` or `cuda`; left out of the canonical JSON when `cpu`, so CPU runs keep their hashes.
     #[serde(default, skip_serializing_if = "is_default")]
@@ -311,9 +312,10 @@ pub struct TrainConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EvalConfig {
-    /// k-NN bank: the first N training images, un-augmented (0 = all).
+    /// k-NN bank: the first N training images, un-augmented (0 = all); spread over the classes
+    /// on a dataset read from its files.
     pub bank_images: usize,
-    /// k-NN queries: the first N test images (0 = all).
+    /// k-NN queries: the first N test images (0 = all; spread likewise).
     pub test_images: usize,
     /// Also evaluate k-NN every this many epochs (0 = only before and after training).
     pub every_epochs: usize,
@@ -482,11 +484,11 @@ impl RunConfig {
     }
 
     /// Built-in defaults for a method and dataset: the values a file may leave out. Shared
-    /// defaults (ResNet-18, the FAIR projector, LARS, 1,000 epochs of batch 256, the W-MSE
-    /// augmentations and evaluation), then the method's own table and recipe from its file.
+    /// defaults (ResNet-18, the FAIR projector, LARS, 1,000 epochs of batch 256, the dataset's
+    /// augmentations and the W-MSE evaluation), then the method's own table and recipe from its file.
     pub fn defaults(method: Method, dataset: impl Into<DatasetSpec>) -> RunConfig {
         let dataset = dataset.into();
-        let augment = Self::augment_defaults(Preset::Wmse, &dataset);
+        let augment = Self::augment_defaults(dataset.default_preset(), &dataset);
         let (small_stem, max_pool) = (dataset.small_stem(), dataset.max_pool());
         let mut config = RunConfig {
             experiment: String::new(),

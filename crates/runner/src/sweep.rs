@@ -86,6 +86,7 @@ pub fn missing_dataset(dataset: &infomax_data::DatasetSpec, root: &std::path::Pa
         return None;
     }
     Some(match dataset.builtin() {
+        Some(d) if d.archive().is_none() => format!("dataset not found: {}", d.how_to_get(root)),
         Some(d) => format!(
             "dataset not found: {} is not under {}; get it with `infomax datasets fetch {}` or run again with --fetch",
             d.dir(),

@@ -130,6 +130,7 @@ impl RunData {
             d.open_pretrain(root, unreadable())?
         };
         let train = if config.train.train_images > 0 { pretrain.subset(config.train.train_images) } else { pretrain };
+        let train = train.unlabelled();
         if train.len() < config.train.batch_size {
             return Err(Error::Run {
                 run: config.hash(),
@@ -146,7 +147,11 @@ impl RunData {
             skipped.extend(other.skipped().into_iter().filter(|p| !skipped.contains(p)).collect::<Vec<_>>());
         }
         let first = skipped.first()?;
-        Some(format!("{} unreadable images skipped (--skip-unreadable), the first {}", skipped.len(), first.display()))
+        Some(format!(
+            "{} unreadable images skipped (--skip-unreadable; counted since this process started), the first {}",
+            skipped.len(),
+            first.display()
+        ))
     }
 }
 
@@ -329,8 +334,9 @@ impl<'a> Training<'a> {
         let bank_n =
             if config.eval.bank_images > 0 { config.eval.bank_images.min(full_train.len()) } else { full_train.len() };
         let test_n = if config.eval.test_images > 0 { config.eval.test_images.min(test.len()) } else { test.len() };
-        let bank_idx: Vec<usize> = (0..bank_n).collect();
-        let test_idx: Vec<usize> = (0..test_n).collect();
+        // The first images of a decoded set; spread over every class of one read from its files.
+        let bank_idx = full_train.subset_indices(bank_n);
+        let test_idx = test.subset_indices(test_n);
 
         let net = Network::new(config, device)?;
         let opt = optimizer_for(config, &net);

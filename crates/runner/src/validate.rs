@@ -22,22 +22,42 @@ pub fn validate(s: &RunConfig) -> Check {
 /// A folder dataset states its stored size and its normalisation; nothing about its pixels is
 /// guessed.
 fn check_dataset(s: &RunConfig) -> Check {
+    let (resize, crop) = (s.augment.eval_resize, s.augment.eval_crop);
     let f = match &s.dataset {
+        infomax_data::DatasetSpec::Builtin(d) if d.imagenet_classes().is_some() => {
+            // Images read from their files have many sizes: evaluation resizes every one and
+            // takes one crop of it.
+            if resize == 0 || crop == 0 {
+                use infomax_data::imagenet::{CROP, EVAL_RESIZE};
+                let field = if resize == 0 { "augment.eval_resize" } else { "augment.eval_crop" };
+                return fail(
+                    field,
+                    format!(
+                        "{d}'s images have many sizes: evaluation resizes them and takes a centre crop (its \
+                         default: eval_resize = {EVAL_RESIZE}, eval_crop = {CROP}), got 0"
+                    ),
+                );
+            }
+            return Ok(());
+        }
         infomax_data::DatasetSpec::Builtin(d) => {
-            // Images read from their files have many sizes: evaluation needs one crop for all.
-            if d.imagenet_classes().is_some() && s.augment.eval_crop == 0 {
+            // Images used at their stored side: a crop cannot be larger.
+            if resize == 0 && crop > d.side() {
                 return fail(
                     "augment.eval_crop",
-                    format!(
-                        "{d}'s images have many sizes: evaluation needs a centre crop (its default: eval_resize = \
-                         256, eval_crop = 224), got 0"
-                    ),
+                    format!("at most {d}'s {} px (or set eval_resize), got {crop}", d.side()),
                 );
             }
             return Ok(());
         }
         infomax_data::DatasetSpec::Folder(f) => f,
     };
+    if resize == 0 && crop > f.image_size {
+        return fail(
+            "augment.eval_crop",
+            format!("at most the folder's image_size {} (or set eval_resize), got {crop}", f.image_size),
+        );
+    }
     if let Err((field, what)) = f.check() {
         return fail(&format!("dataset.{field}"), what);
     }
@@ -364,6 +384,26 @@ mod tests {
         for m in Method::ALL {
             assert!(validate(&RunConfig::defaults(m, Dataset::Stl10)).is_ok(), "{m:?}");
         }
+    }
+
+    /// Evaluation never crops beyond what it resizes to: ImageNet's images of every size need
+    /// both, a decoded set's stored side bounds a crop without a resize.
+    #[test]
+    fn evaluation_crops_fit_the_images() {
+        let imagenet = RunConfig::defaults(Method::Vicreg, Dataset::Imagenet100);
+        assert_eq!((imagenet.augment.eval_resize, imagenet.augment.eval_crop), (256, 224));
+        assert!(validate(&imagenet).is_ok());
+        let mut s = imagenet.clone();
+        s.augment.eval_resize = 0;
+        assert_eq!(field_of(&s), "augment.eval_resize");
+        let mut s = imagenet;
+        s.augment.eval_crop = 0;
+        assert_eq!(field_of(&s), "augment.eval_crop");
+        let mut s = RunConfig::defaults(Method::Vicreg, Dataset::Cifar10);
+        s.augment.eval_crop = 40;
+        assert_eq!(field_of(&s), "augment.eval_crop");
+        s.augment.eval_resize = 48;
+        assert!(validate(&s).is_ok(), "resized first, a 40-px crop fits");
     }
 
     #[test]

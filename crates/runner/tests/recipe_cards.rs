@@ -235,7 +235,7 @@ fn solo_learn_common(c: &RunConfig, yaml: &str, lines: [usize; 6], epochs: &str)
         entry("encoder.small_stem", small, small_at),
         entry("encoder.stem_padding", padding, small_at),
         entry("encoder.max_pool", pool, pool_at),
-        entry("train.batch_size", "256", &format!("{} × 2 devices", at(batch))),
+        entry("train.batch_size", "256", &format!("{}{}", at(batch), if cifar { "" } else { " × 2 devices" })),
         entry("train.views", "2", "two crops"),
         entry("train.epochs", epochs, &at(epochs_line)),
         entry("optimizer.kind", "\"lars\"", &at(lars - 6)),
