@@ -334,7 +334,9 @@ impl FolderDataset {
                 (pixels, labels)
             }
         };
-        Ok(ImageSet::new(name, split, (side, side), pixels, labels, listing.classes))
+        let mut set = ImageSet::new(name, split, (side, side), pixels, labels, listing.classes);
+        set.sorted_by_class = true;
+        Ok(set)
     }
 }
 

@@ -59,6 +59,9 @@ pub struct ImageSet {
     /// CIFAR-100's 20 superclasses, one per image (empty elsewhere).
     pub coarse_labels: Vec<u8>,
     pub coarse_names: Vec<String>,
+    /// Whether the images are stored class after class (Tiny-ImageNet's training split, a
+    /// folder's splits), so that a subset is spread over the set rather than its head.
+    pub sorted_by_class: bool,
 }
 
 impl ImageSet {
@@ -81,6 +84,7 @@ impl ImageSet {
             class_names,
             coarse_labels: Vec::new(),
             coarse_names: Vec::new(),
+            sorted_by_class: false,
         }
     }
 
@@ -120,6 +124,20 @@ impl ImageSet {
             labels: self.labels[..n.min(self.labels.len())].to_vec(),
             class_names: self.class_names.clone(),
             coarse_labels: self.coarse_labels[..n.min(self.coarse_labels.len())].to_vec(),
+            coarse_names: self.coarse_names.clone(),
+            ..*self
+        }
+    }
+
+    /// The images `indices`, in that order.
+    pub fn pick(&self, indices: &[usize]) -> ImageSet {
+        let labelled = self.is_labelled();
+        let coarse = self.coarse_labels.len() == self.len();
+        ImageSet {
+            pixels: indices.iter().flat_map(|&i| self.image(i).iter().copied()).collect(),
+            labels: if labelled { indices.iter().map(|&i| self.labels[i]).collect() } else { Vec::new() },
+            class_names: self.class_names.clone(),
+            coarse_labels: if coarse { indices.iter().map(|&i| self.coarse_labels[i]).collect() } else { Vec::new() },
             coarse_names: self.coarse_names.clone(),
             ..*self
         }
@@ -317,10 +335,11 @@ impl Images {
         }
     }
 
-    /// At most `n` images: a decoded set's first `n` in stored order, files spread over every
-    /// class ([`ImageFiles::spread`]).
+    /// At most `n` images: the first `n` of a set stored in mixed order (CIFAR, STL-10), else
+    /// `n` spread over it so that every class is among them ([`spread_indices`]).
     pub fn subset(&self, n: usize) -> Images {
         match self {
+            Images::Decoded(s) if s.sorted_by_class => Images::Decoded(s.pick(&spread_indices(s.len(), n))),
             Images::Decoded(s) => Images::Decoded(s.head(n)),
             Images::Files(f) => Images::Files(f.spread(n)),
         }
@@ -339,8 +358,8 @@ impl Images {
     /// The indices of [`Images::subset`]`(n)`'s images in this set.
     pub fn subset_indices(&self, n: usize) -> Vec<usize> {
         match self {
-            Images::Decoded(s) => (0..n.min(s.len())).collect(),
-            Images::Files(f) => spread_indices(f.len(), n),
+            Images::Decoded(s) if !s.sorted_by_class => (0..n.min(s.len())).collect(),
+            _ => spread_indices(self.len(), n),
         }
     }
 
@@ -366,5 +385,22 @@ mod tests {
         let classes: std::collections::BTreeSet<usize> = picks.iter().map(|i| i / 3).collect();
         assert_eq!(classes.len(), 100);
         assert_eq!(spread_indices(5, 9), [0, 1, 2, 3, 4], "all of them when asked for more");
+    }
+
+    /// A decoded set stored class after class is subset like files are; one in mixed order
+    /// keeps its head.
+    #[test]
+    fn a_class_sorted_set_is_subset_over_its_classes() {
+        let labels: Vec<Label> = (0..12).map(|i| i / 4).collect();
+        let pixels: Vec<u8> = (0..12 * 3).map(|i| i as u8).collect();
+        let mut set =
+            ImageSet::new("s", Split::Train, (1, 1), pixels, labels, vec!["a".into(), "b".into(), "c".into()]);
+        let head = Images::Decoded(set.clone()).subset(3);
+        assert_eq!(head.labels(), [0, 0, 0]);
+        set.sorted_by_class = true;
+        let spread = Images::Decoded(set.clone()).subset(3);
+        assert_eq!((spread.labels(), Images::Decoded(set.clone()).subset_indices(3)), (&[0, 1, 2][..], vec![0, 4, 8]));
+        let Images::Decoded(picked) = spread else { unreachable!() };
+        assert_eq!((picked.image(1), picked.len()), (set.image(4), 3), "the pixels travel with their labels");
     }
 }

@@ -185,15 +185,20 @@ pub(crate) fn load_expecting(root: &Path, split: Split, per_class: usize) -> Res
     let items = listing(&dir, split, &wnids, per_class)?;
     let fingerprint = Fingerprint::of_files(items.iter().map(|(p, l)| (p.as_path(), Label::from(*l))))?;
     let key = format!("{NAME}-{split}");
+    // Training images are stored class after class; the validation images in mixed order.
+    let sorted = |mut set: ImageSet| {
+        set.sorted_by_class = split == Split::Train;
+        set
+    };
     if let Some((pixels, labels)) = cache::read(&dir, &key, &fingerprint, items.len(), 3 * SIDE * SIDE) {
-        return Ok(ImageSet::new(NAME, split, (SIDE, SIDE), pixels, labels, names));
+        return Ok(sorted(ImageSet::new(NAME, split, (SIDE, SIDE), pixels, labels, names)));
     }
     let decoded: Vec<Vec<u8>> = items.par_iter().map(|(p, _)| decode(p)).collect::<Result<_>>()?;
     let pixels: Vec<u8> = decoded.concat();
     let labels: Vec<Label> = items.iter().map(|(_, l)| Label::from(*l)).collect();
     // A cache that cannot be written (read-only data and no cache folder) only costs time.
     let _ = cache::write(&dir, &key, &fingerprint, &pixels, &labels);
-    Ok(ImageSet::new(NAME, split, (SIDE, SIDE), pixels, labels, names))
+    Ok(sorted(ImageSet::new(NAME, split, (SIDE, SIDE), pixels, labels, names)))
 }
 
 #[cfg(test)]
@@ -264,6 +269,10 @@ pub(crate) mod tests {
         let grey_idx = (0..val.len()).find(|&i| val.labels[i] == 1 && close(val.image(i)[0], 77)).unwrap();
         let g = val.image(grey_idx);
         assert!(close(g[100], 77) && close(g[4096 + 100], 77) && close(g[8192 + 100], 77));
+        // Training images come class after class (a subset is spread), validation's mixed.
+        assert_eq!((train.sorted_by_class, val.sorted_by_class), (true, false));
+        let again = load_expecting(tmp.path(), Split::Train, 2).unwrap();
+        assert!(again.sorted_by_class, "from the cache too");
     }
 
     #[test]

@@ -298,8 +298,8 @@ pub struct TrainConfig {
     pub batch_size: usize,
     /// Augmented views per image (d).
     pub views: usize,
-    /// Train on the first N training images (0 = all); on a dataset read from its files, N
-    /// spread over its classes.
+    /// Train on the first N training images (0 = all); where the images are stored class after
+    /// class (ImageNet, Tiny-ImageNet, a folder), N spread over them.
     pub train_images: usize,
     /// `cpu` or `cuda`; left out of the canonical JSON when `cpu`, so CPU runs keep their hashes.
     #[serde(default, skip_serializing_if = "is_default")]
@@ -313,7 +313,7 @@ pub struct TrainConfig {
 #[serde(deny_unknown_fields)]
 pub struct EvalConfig {
     /// k-NN bank: the first N training images, un-augmented (0 = all); spread over the classes
-    /// on a dataset read from its files.
+    /// as `train.train_images` is.
     pub bank_images: usize,
     /// k-NN queries: the first N test images (0 = all; spread likewise).
     pub test_images: usize,
