@@ -337,7 +337,6 @@ pub struct ResNet {
     max_pool: bool,
     blocks: Vec<Block>,
     output_dim: usize,
-    conv: ConvOpts,
 }
 
 impl ResNet {
@@ -365,7 +364,7 @@ impl ResNet {
                 cin = width * cfg.expansion();
             }
         }
-        Ok(Self { conv1, bn1, max_pool: cfg.max_pool, blocks, output_dim: cfg.output_dim(), conv: opts })
+        Ok(Self { conv1, bn1, max_pool: cfg.max_pool, blocks, output_dim: cfg.output_dim() })
     }
 
     pub fn output_dim(&self) -> usize {
@@ -424,10 +423,7 @@ impl ResNet {
     }
 
     fn layout_for(&self, x: &Tensor) -> ActLayout {
-        match self.conv.precision {
-            crate::Precision::F32 => self.conv.imp.layout_for(x),
-            crate::Precision::Bf16 => ActLayout::ChannelsFirst,
-        }
+        self.conv1.layout_for(x)
     }
 
     /// Frozen features for evaluation: evaluation-mode BatchNorm, and no graph kept — each

@@ -203,7 +203,16 @@ mod tests {
     #[test]
     fn col2im_is_the_adjoint_of_im2col() {
         use rand::{Rng, SeedableRng};
-        let g = Geometry { channels: 2, height: 5, width: 6, kernel: 3, stride: 2, padding: 1, out_channels: 1 };
+        let g = Geometry {
+            channels: 2,
+            height: 5,
+            width: 6,
+            kernel: 3,
+            stride: 2,
+            padding: 1,
+            out_channels: 1,
+            bf16: false,
+        };
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(4);
         let x: Vec<f32> = (0..g.image_len()).map(|_| rng.random_range(-1.0..1.0)).collect();
         let y: Vec<f32> = (0..g.rows() * g.positions()).map(|_| rng.random_range(-1.0..1.0)).collect();

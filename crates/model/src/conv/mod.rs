@@ -19,6 +19,7 @@ use candle_core::{CpuStorage, CustomOp2, DType, Layout, Module, Result, Shape, T
 
 use crate::batch_norm::{mean_and_variance, Moments};
 use crate::cpu::{f32_slice, new_filled, zeros};
+pub use shared::bf16_products;
 use shared::{flipped, taps_to_direct, taps_to_direct_input_grad, ForwardKernel, WeightGradKernel};
 pub(crate) use shared::{taps_to_weight, weight_to_taps, Geometry, RowAffine};
 
@@ -401,6 +402,21 @@ impl Conv2d {
         &self.weight
     }
 
+    /// Whether this convolution's products run in bf16 on this CPU's own instructions.
+    fn bf16(&self) -> bool {
+        self.precision == crate::Precision::Bf16 && bf16_products()
+    }
+
+    /// The layout `x` runs in: [`ConvKernels::layout_for`]'s, in bf16 channels last only where
+    /// the CPU has bf16 products (else candle's kernels, channels first).
+    pub fn layout_for(&self, x: &Tensor) -> ActLayout {
+        match self.precision {
+            crate::Precision::F32 => self.imp.layout_for(x),
+            crate::Precision::Bf16 if self.bf16() => self.imp.layout_for(x),
+            crate::Precision::Bf16 => ActLayout::ChannelsFirst,
+        }
+    }
+
     /// The geometry of this convolution on channels-last images of `height × width` (the
     /// channel counts from the weight).
     pub(crate) fn geometry(&self, height: usize, width: usize) -> Result<Geometry> {
@@ -416,6 +432,7 @@ impl Conv2d {
             stride: self.stride,
             padding: self.padding,
             out_channels: co,
+            bf16: self.bf16(),
         })
     }
 
@@ -427,8 +444,8 @@ impl Conv2d {
                 self.precision.apply(x, &self.weight, |x, w| x.conv2d(w, self.padding, self.stride, 1, 1))
             }
             ActLayout::ChannelsLast => {
-                if self.precision != crate::Precision::F32 {
-                    candle_core::bail!("conv2d: channels-last activations are f32 only");
+                if self.precision != crate::Precision::F32 && !self.bf16() {
+                    candle_core::bail!("conv2d: channels-last bf16 needs a CPU with AVX512-BF16");
                 }
                 if !(x.device().is_cpu() && x.dtype() == DType::F32) {
                     candle_core::bail!("conv2d: channels-last activations need the CPU and f32");
@@ -446,6 +463,7 @@ impl Conv2d {
                     stride: self.stride,
                     padding: self.padding,
                     out_channels: co,
+                    bf16: self.bf16(),
                 };
                 x.contiguous()?.apply_op2(&self.weight.contiguous()?, ConvForward(g))
             }
@@ -456,8 +474,7 @@ impl Conv2d {
 impl Module for Conv2d {
     /// `(N, C, H, W)` in and out, whichever kernels run.
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let layout =
-            if self.precision == crate::Precision::F32 { self.imp.layout_for(x) } else { ActLayout::ChannelsFirst };
+        let layout = self.layout_for(x);
         layout.to_nchw(&self.forward_in(&layout.from_nchw(x)?, layout)?)
     }
 }

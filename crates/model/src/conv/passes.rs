@@ -29,7 +29,7 @@ impl ConvPasses {
             height + 2 * padding >= kernel && width + 2 * padding >= kernel,
             "convolution: kernel beyond the image"
         );
-        Self(Geometry { channels, height, width, kernel, stride, padding, out_channels })
+        Self(Geometry { channels, height, width, kernel, stride, padding, out_channels, bf16: false })
     }
 
     /// `y = conv(x)`: `(n, out_h, out_w, C_out)` from `x` `(n, H, W, C_in)`.

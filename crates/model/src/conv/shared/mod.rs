@@ -30,6 +30,9 @@ pub(crate) struct Geometry {
     pub(crate) stride: usize,
     pub(crate) padding: usize,
     pub(crate) out_channels: usize,
+    /// Products with bf16 operands and f32 sums where a kernel has them (`train.precision =
+    /// "bf16"` on a CPU with AVX512-BF16: [`bf16_products`]); f32 elsewhere.
+    pub(crate) bf16: bool,
 }
 
 impl Geometry {
@@ -71,6 +74,19 @@ pub(crate) type ForwardKernel<T> =
 /// shift)` of those `x`, as in [`ForwardKernel`]. Each family's `handles_weight_grad` says where
 /// its kernel may be called.
 pub(crate) type WeightGradKernel = fn(&Geometry, &[f32], Option<&RowAffine>, &[f32]) -> Vec<f32>;
+
+/// Whether the CPU multiplies bf16 pairs into f32 sums (AVX512-BF16's `vdpbf16ps`: Zen 4,
+/// Sapphire Rapids), which `train.precision = "bf16"` on the CPU needs.
+pub fn bf16_products() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        avx512() && std::is_x86_feature_detected!("avx512bf16")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
 
 /// Whether the CPU has AVX-512F, which every kernel but im2col needs.
 pub(crate) fn avx512() -> bool {

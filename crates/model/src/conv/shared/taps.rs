@@ -86,7 +86,16 @@ mod tests {
     #[test]
     fn weight_to_taps_is_pixel_major_and_taps_to_weight_inverts_it() {
         let (co, c, k) = (37, 5, 3);
-        let g = Geometry { channels: c, height: 6, width: 6, kernel: k, stride: 1, padding: 1, out_channels: co };
+        let g = Geometry {
+            channels: c,
+            height: 6,
+            width: 6,
+            kernel: k,
+            stride: 1,
+            padding: 1,
+            out_channels: co,
+            bf16: false,
+        };
         let w: Vec<f32> = (0..co * c * k * k).map(|i| i as f32).collect();
         let taps = weight_to_taps(&w, &g);
         for o in 0..co {

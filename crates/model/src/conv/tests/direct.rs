@@ -82,7 +82,16 @@ fn direct_forward_and_gradients_equal_im2col() {
         (2, 16, 6, 10, 80, 1, 2),
         (2, 128, 6, 6, 256, 1, 2),
     ] {
-        let g = Geometry { channels: c, height: h, width: w, kernel: k, stride: s, padding: k / 2, out_channels: co };
+        let g = Geometry {
+            channels: c,
+            height: h,
+            width: w,
+            kernel: k,
+            stride: s,
+            padding: k / 2,
+            out_channels: co,
+            bf16: false,
+        };
         let case = format!("n{n} c{c} {h}×{w} co{co} k{k} s{s}");
         if !avx512() {
             eprintln!("no AVX-512 on this CPU: the direct convolution is not used here");
@@ -136,6 +145,7 @@ fn shortcut_pair_equals_the_two_convolutions_apart() {
             stride: 2,
             padding: kernel / 2,
             out_channels,
+            bf16: false,
         };
         let (g, gs) = (geometry(3, co), geometry(1, co_s));
         let case = format!("n{n} c{c} {h}×{w} co{co}+{co_s}");
@@ -166,6 +176,7 @@ fn shortcut_pair_equals_the_two_convolutions_apart() {
         stride,
         padding: kernel / 2,
         out_channels: 32,
+        bf16: false,
     };
     assert!(!direct::handles_downsampling_pair(&g(3, 2, 24), &g(1, 2, 24)), "no direct input gradient for 24 channels");
     assert!(
@@ -190,6 +201,7 @@ fn input_gradient_kernels_apply_where_intended() {
         stride: s,
         padding: k / 2,
         out_channels: co,
+        bf16: false,
     };
     assert!(direct_or_tap_major_input_grad(&g(16, 32, 1, 2)));
     assert!(direct_or_tap_major_input_grad(&g(32, 32, 3, 1)));

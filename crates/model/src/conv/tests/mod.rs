@@ -84,7 +84,16 @@ fn convolving_bn_relu_of_the_input_equals_convolving_the_activation() {
         (3, 128, 7, 64, 2),
         (2, 32, 5, 24, 1),
     ] {
-        let g = Geometry { channels: c, height: side, width: side, kernel: 3, stride, padding: 1, out_channels: co };
+        let g = Geometry {
+            channels: c,
+            height: side,
+            width: side,
+            kernel: 3,
+            stride,
+            padding: 1,
+            out_channels: co,
+            bf16: false,
+        };
         let a: Vec<f32> = (0..n * g.image_len()).map(|_| rng.random_range(-2.0..2.0)).collect();
         let gamma: Vec<f32> = (0..c).map(|_| rng.random_range(0.5..1.5)).collect();
         let beta: Vec<f32> = (0..c).map(|_| rng.random_range(-0.5..0.5)).collect();

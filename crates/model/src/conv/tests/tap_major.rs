@@ -22,6 +22,7 @@ fn tap_major_forward_and_input_gradient_equal_im2col() {
         stride: s,
         padding: 1,
         out_channels: co,
+        bf16: false,
     };
     assert!(tap_major::suits_shape(&g((128, 4, 4, 128, 1))) && tap_major::suits_shape(&g((256, 8, 8, 64, 1))));
     assert!(tap_major::suits_shape(&g((128, 16, 16, 256, 2))) && tap_major::suits_shape(&g((512, 4, 4, 512, 1))));

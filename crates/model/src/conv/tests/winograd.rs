@@ -16,7 +16,7 @@ fn max_rel(a: &[f32], b: &[f32]) -> f32 {
 }
 
 fn geometry((c, h, w, co): (usize, usize, usize, usize)) -> Geometry {
-    Geometry { channels: c, height: h, width: w, kernel: 3, stride: 1, padding: 1, out_channels: co }
+    Geometry { channels: c, height: h, width: w, kernel: 3, stride: 1, padding: 1, out_channels: co, bf16: false }
 }
 
 /// Forward (from the images and from `relu(BN(x))` of them, with the statistics after it) and
@@ -116,5 +116,51 @@ fn winograd_equals_im2col() {
         let dw_ref = im2col::weight_grad_taps(&g, &bn.apply_new(&x, true), &dy);
         let e = max_rel(&conv_weight_grad_taps_bn_relu(&g, &x, &bn, &dy), &dw_ref);
         assert!(e < 1e-5, "weight gradient from relu(BN(x)) {case}: {e}");
+    }
+}
+
+/// bf16 products (`vdpbf16ps`, where the CPU has AVX512-BF16): the forward, the input gradient
+/// through it and the weight gradient stay within bf16's rounding of the f32 kernel, every tile shape (4, 2
+/// and 1 vectors of output channels, row tails) and every output written; and they do round.
+#[test]
+fn winograd_bf16_products_follow_f32_within_bf16_rounding() {
+    if !crate::conv::shared::bf16_products() {
+        eprintln!("no AVX512-BF16 on this CPU: bf16 products are not used here");
+        return;
+    }
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+    for &(n, shape) in
+        &[(3, (64, 2, 2, 64)), (2, (32, 16, 16, 32)), (3, (16, 32, 32, 16)), (2, (256, 4, 6, 128)), (2, (48, 4, 6, 32))]
+    {
+        let g = geometry(shape);
+        let g16 = Geometry { bf16: true, ..g };
+        let case = format!("n{n} {shape:?}");
+        let (c, co) = (g.channels, g.out_channels);
+        let x: Vec<f32> = (0..n * g.image_len()).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let wt: Vec<f32> = (0..co * c * 9).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let taps = weight_to_taps(&wt, &g);
+        let weights = taps_to_direct(&taps, &g);
+        let run = |g: &Geometry| {
+            let mut slots = vec![MaybeUninit::new(f32::NAN); n * g.positions() * co];
+            winograd::forward_into_then(g, &x, None, &weights, &mut slots, &|_| ());
+            // SAFETY: every slot was initialised before the kernel wrote into it.
+            slots.iter().map(|v| unsafe { v.assume_init() }).collect::<Vec<f32>>()
+        };
+        let (y, y16) = (run(&g), run(&g16));
+        assert!(y16.iter().all(|v| v.is_finite()), "{case}: an output left unwritten");
+        let e = max_rel(&y16, &y);
+        // Two operands rounded to 8 significant bits, summed over 16·C products of either sign.
+        assert!(e > 0.0 && e < 2e-2, "forward {case}: {e}");
+        let dy: Vec<f32> = (0..n * g.positions() * co).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let e = max_rel(&conv_input_grad(&g16, &dy, &taps), &conv_input_grad(&g, &dy, &taps));
+        assert!(e < 2e-2, "input gradient {case}: {e}");
+        if winograd::handles_weight_grad(&g) {
+            // Summed over every tile of the batch (an odd count in some groups: a zero row pairs the last).
+            let e = max_rel(
+                &winograd::weight_grad_taps(&g16, &x, None, &dy),
+                &winograd::weight_grad_taps(&g, &x, None, &dy),
+            );
+            assert!(e > 0.0 && e < 2e-2, "weight gradient {case}: {e}");
+        }
     }
 }

@@ -36,7 +36,7 @@ use rayon::prelude::*;
 
 use crate::cpu::{add_into, ordered_zip_fold};
 
-use crate::conv::shared::{avx512, direct_to_taps, with_scratch, Geometry, RowAffine};
+use crate::conv::shared::{avx512, bf16_products, direct_to_taps, with_scratch, Geometry, RowAffine};
 
 #[cfg(target_arch = "x86_64")]
 mod avx512;
@@ -125,6 +125,8 @@ pub(crate) fn forward_into_then<T: Send>(
         assert!(bn.scale.len() == c && bn.shift.len() == c, "Winograd convolution: BatchNorm channels");
     }
     let u = transform_weights(weights, c, co);
+    // bf16 products: `U` once as row pairs, each group's `V` rounded as it is multiplied.
+    let u16 = (g.bf16 && bf16_products()).then(|| bf16_row_pairs(&u, c, co));
     let tiles_per_image = g.height / 2 * (g.width / 2);
     // Tiles per group: V and M in L2, but at least `min_group` (each group reads all of U), a
     // multiple of the products' tile and at least one.
@@ -136,6 +138,7 @@ pub(crate) fn forward_into_then<T: Send>(
         .zip(x.par_chunks(images * g.image_len()))
         .map(|(yc, xc)| {
             let tiles = xc.len() / g.image_len() * tiles_per_image;
+            let mut v16 = vec![0u32; if u16.is_some() { group * c / 2 } else { 0 }];
             with_scratch(XI * (plane_stride(group, c) + plane_stride(group, co)), |buf| {
                 let (v, m) = buf.split_at_mut(XI * plane_stride(group, c));
                 for first in (0..tiles).step_by(group) {
@@ -143,8 +146,12 @@ pub(crate) fn forward_into_then<T: Send>(
                     let (vs, ms) = (plane_stride(count, c), plane_stride(count, co));
                     let (v, m) = (&mut v[..XI * vs], &mut m[..XI * ms]);
                     transform_inputs(g, xc, input, first, count, v);
-                    for ((vx, ux), mx) in v.chunks_exact(vs).zip(u.chunks_exact(c * co)).zip(m.chunks_exact_mut(ms)) {
-                        product(&vx[..count * c], c, ux, co, &mut mx[..count * co]);
+                    for (xi, (vx, mx)) in v.chunks_exact(vs).zip(m.chunks_exact_mut(ms)).enumerate() {
+                        let (vx, mx) = (&vx[..count * c], &mut mx[..count * co]);
+                        match &u16 {
+                            Some(u16) => product_bf16(vx, c, &u16[xi * c * co / 2..][..c * co / 2], co, mx, &mut v16),
+                            None => product(vx, c, &u[xi * c * co..][..c * co], co, mx),
+                        }
                     }
                     transform_outputs(g, m, first, count, yc);
                 }
@@ -199,6 +206,63 @@ fn product(a: &[f32], c: usize, b: &[f32], co: usize, y: &mut [f32]) {
     unsafe { avx512::product(a, c, b, co, y) }
 }
 
+/// `b` (rows of `width`, row-major) in bf16 as the bf16 products read it: rows `2k` and
+/// `2k + 1` interleaved into `ceil(rows/2) × width` words, row `2k`'s value in the low half (a
+/// last odd row paired with zeros). Rounded to nearest, ties to even.
+fn bf16_row_pairs_into(b: &[f32], width: usize, out: &mut [u32]) {
+    let bf16 = |x: f32| {
+        let bits = x.to_bits();
+        bits.wrapping_add(0x7fff + ((bits >> 16) & 1)) >> 16
+    };
+    let rows = b.len() / width;
+    assert_eq!(out.len(), rows.div_ceil(2) * width, "bf16 row pairs: sizes");
+    for (k, o) in out.chunks_exact_mut(width).enumerate() {
+        let even = &b[2 * k * width..][..width];
+        match b.get((2 * k + 1) * width..(2 * k + 2) * width) {
+            Some(odd) => o.iter_mut().zip(even.iter().zip(odd)).for_each(|(o, (e, d))| *o = bf16(*e) | bf16(*d) << 16),
+            None => o.iter_mut().zip(even).for_each(|(o, e)| *o = bf16(*e)),
+        }
+    }
+}
+
+/// [`bf16_row_pairs_into`] of each of `U`'s 16 blocks (`c × co`, `c` even), on the pool.
+fn bf16_row_pairs(u: &[f32], c: usize, co: usize) -> Vec<u32> {
+    let mut out = vec![0u32; u.len() / 2];
+    out.par_chunks_mut(c * co / 2).zip(u.par_chunks(c * co)).for_each(|(o, blk)| bf16_row_pairs_into(blk, co, o));
+    out
+}
+
+/// [`product`] with bf16 operands and f32 sums: `a` rounded into `scratch` (channel pairs), then
+/// multiplied with `b16` ([`bf16_row_pairs`]) on `vdpbf16ps` tiles.
+fn product_bf16(a: &[f32], c: usize, b16: &[u32], co: usize, y: &mut [f32], scratch: &mut [u32]) {
+    let m = a.len() / c;
+    assert!(a.len() == m * c && 2 * b16.len() == c * co && y.len() == m * co, "Winograd bf16 product: sizes");
+    assert!(c.is_multiple_of(16) && co.is_multiple_of(16) && scratch.len() >= m * c / 2, "Winograd bf16 product");
+    let a16 = &mut scratch[..m * c / 2];
+    // SAFETY: the CPU has AVX512-BF16 (`bf16_products`, checked by the caller); the asserts bound
+    // every offset.
+    unsafe {
+        avx512::to_bf16_pairs(a, a16);
+        avx512::product_bf16(a16, c, b16, co, y)
+    }
+}
+
+/// [`transposed_product_add`] with bf16 operands and f32 sums: `a` and `b` rounded two rows at a
+/// time into `scratch` ([`bf16_row_pairs_into`]), then summed on `vdpbf16ps` tiles.
+fn transposed_product_add_bf16(a: &[f32], c: usize, b: &[f32], co: usize, u: &mut [f32], scratch: &mut Vec<u32>) {
+    let m = a.len() / c;
+    assert!(a.len() == m * c && b.len() == m * co && u.len() == c * co, "Winograd bf16 weight product: sizes");
+    assert!(co.is_multiple_of(16), "Winograd bf16 weight product: output channels");
+    let pairs = m.div_ceil(2);
+    scratch.resize(pairs * (c + co), 0);
+    let (a16, b16) = scratch.split_at_mut(pairs * c);
+    bf16_row_pairs_into(a, c, a16);
+    bf16_row_pairs_into(b, co, b16);
+    // SAFETY: the CPU has AVX512-BF16 (`bf16_products`, checked by the caller); the asserts and
+    // the pair counts bound every offset.
+    unsafe { avx512::transposed_product_add_bf16(a16, c, b16, co, u) }
+}
+
 /// A [`WeightGradKernel`](crate::conv::shared::WeightGradKernel): the weight gradient (taps
 /// `(C_out, 3, 3, C_in)`, as `conv::conv_weight_grad_taps`) of the convolution `g` of `x` (with `input`, of `relu(x · scale + shift)`) from the output gradient
 /// `dy`. The forward's transpose: with `Ŷ = A dY Aᵀ` the 4×4 image of a tile's 2×2 output
@@ -218,12 +282,14 @@ pub(crate) fn weight_grad_taps(g: &Geometry, x: &[f32], input: Option<&RowAffine
     let group = weight_grad_group(c, co);
     let images = group.div_ceil(tiles_per_image).clamp(1, n.max(1));
     let zero = || vec![0f32; XI * c * co];
+    let bf16 = g.bf16 && bf16_products();
     let du = ordered_zip_fold(
         (x, images * g.image_len()),
         (dy, images * out_len),
         zero,
         |mut du, _, xc, dyc| {
             let tiles = xc.len() / g.image_len() * tiles_per_image;
+            let mut pairs = Vec::new();
             with_scratch(XI * (plane_stride(group, c) + plane_stride(group, co)), |buf| {
                 let (v, d) = buf.split_at_mut(XI * plane_stride(group, c));
                 for first in (0..tiles).step_by(group) {
@@ -233,7 +299,12 @@ pub(crate) fn weight_grad_taps(g: &Geometry, x: &[f32], input: Option<&RowAffine
                     transform_inputs(g, xc, input, first, count, v);
                     transform_output_grads(g, dyc, first, count, d);
                     for ((vx, dx), ux) in v.chunks_exact(vs).zip(d.chunks_exact(ds)).zip(du.chunks_exact_mut(c * co)) {
-                        transposed_product_add(&vx[..count * c], c, &dx[..count * co], co, ux);
+                        let (vx, dx) = (&vx[..count * c], &dx[..count * co]);
+                        if bf16 {
+                            transposed_product_add_bf16(vx, c, dx, co, ux, &mut pairs);
+                        } else {
+                            transposed_product_add(vx, c, dx, co, ux);
+                        }
                     }
                 }
             });
@@ -351,6 +422,18 @@ mod avx512 {
     }
 
     pub(super) unsafe fn transposed_product_add(_: &[f32], _: usize, _: &[f32], _: usize, _: &mut [f32]) {
+        unreachable!("Winograd convolution without AVX-512")
+    }
+
+    pub(super) unsafe fn to_bf16_pairs(_: &[f32], _: &mut [u32]) {
+        unreachable!("Winograd convolution without AVX-512")
+    }
+
+    pub(super) unsafe fn product_bf16(_: &[u32], _: usize, _: &[u32], _: usize, _: &mut [f32]) {
+        unreachable!("Winograd convolution without AVX-512")
+    }
+
+    pub(super) unsafe fn transposed_product_add_bf16(_: &[u32], _: usize, _: &[u32], _: usize, _: &mut [f32]) {
         unreachable!("Winograd convolution without AVX-512")
     }
 
