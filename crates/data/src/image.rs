@@ -345,9 +345,10 @@ impl Images {
         }
     }
 
-    /// The same images without their labels: what pre-training reads. An unreadable file among
-    /// them may then stand in for by any next file, not only its class's
-    /// ([`ImageFiles::rgb`]), which a subset of a few images per class needs.
+    /// The same images without their labels: what pre-training reads. Under
+    /// [`Unreadable::skip`] an unreadable file among them is then replaced by the next readable
+    /// file of any class, not only of its own ([`ImageFiles::rgb`]): a subset may hold a single
+    /// image of a class.
     pub fn unlabelled(self) -> Images {
         match self {
             Images::Files(f) => Images::Files(ImageFiles { labels: Vec::new(), ..f }),

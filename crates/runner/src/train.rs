@@ -111,7 +111,7 @@ fn eval_bar(ctx: &RunContext, len: u64, epoch: usize) -> indicatif::ProgressBar 
 
 /// The data a run trains and evaluates on, loaded and checked before the run is recorded:
 /// the labelled training split (the k-NN bank), the test split, and the pre-training images
-/// (STL-10: train followed by unlabeled; `train.train_images` keeps the first ones).
+/// (STL-10: train followed by unlabeled; `train.train_images` keeps N of them, `Images::subset`).
 struct RunData {
     full_train: Images,
     train: Images,
@@ -121,14 +121,12 @@ struct RunData {
 impl RunData {
     fn load(config: &RunConfig, ctx: &RunContext) -> Result<Self> {
         let (d, root) = (&config.dataset, ctx.data_root.as_path());
-        let unreadable = || if ctx.skip_unreadable { Unreadable::skip() } else { Unreadable::default() };
-        let full_train = d.open(root, Split::Train, unreadable())?;
-        let test = d.open(root, Split::Test, unreadable())?;
-        let pretrain = if d.pretrain_splits() == [Split::Train] {
-            full_train.clone()
-        } else {
-            d.open_pretrain(root, unreadable())?
-        };
+        // One policy, and one list of skipped files, for every split.
+        let unreadable = if ctx.skip_unreadable { Unreadable::skip() } else { Unreadable::default() };
+        let full_train = d.open(root, Split::Train, unreadable.clone())?;
+        let test = d.open(root, Split::Test, unreadable.clone())?;
+        let pretrain =
+            if d.pretrain_splits() == [Split::Train] { full_train.clone() } else { d.open_pretrain(root, unreadable)? };
         let train = if config.train.train_images > 0 { pretrain.subset(config.train.train_images) } else { pretrain };
         let train = train.unlabelled();
         if train.len() < config.train.batch_size {
@@ -142,10 +140,9 @@ impl RunData {
 
     /// How many unreadable images were skipped so far, and the first of them (none: `None`).
     fn skipped_note(&self) -> Option<String> {
-        let mut skipped = self.train.skipped();
-        for other in [&self.full_train, &self.test] {
-            skipped.extend(other.skipped().into_iter().filter(|p| !skipped.contains(p)).collect::<Vec<_>>());
-        }
+        // The splits share one list (`load`); a decoded set has none, so ask each.
+        let skipped =
+            [&self.train, &self.full_train, &self.test].into_iter().map(Images::skipped).max_by_key(Vec::len)?;
         let first = skipped.first()?;
         Some(format!(
             "{} unreadable images skipped (--skip-unreadable; counted since this process started), the first {}",
@@ -334,7 +331,7 @@ impl<'a> Training<'a> {
         let bank_n =
             if config.eval.bank_images > 0 { config.eval.bank_images.min(full_train.len()) } else { full_train.len() };
         let test_n = if config.eval.test_images > 0 { config.eval.test_images.min(test.len()) } else { test.len() };
-        // The first images of a decoded set; spread over every class of one read from its files.
+        // The first images, or, where a split is stored class after class, spread over its classes.
         let bank_idx = full_train.subset_indices(bank_n);
         let test_idx = test.subset_indices(test_n);
 
