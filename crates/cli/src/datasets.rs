@@ -7,6 +7,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use infomax_data::{Dataset, DatasetSpec, Split};
 use infomax_runner::config::RunConfig;
+use infomax_runner::ExperimentFile;
 
 use crate::paths::Paths;
 
@@ -27,12 +28,17 @@ pub enum DatasetsCommand {
     /// reported, not failed). Exits non-zero when anything structural is wrong.
     Verify {
         /// cifar10, cifar100, stl10, tiny-imagenet, imagenet, imagenet100 (every image decoded,
-        /// the first that fail named), or the path of an image folder (its images are decoded
-        /// unless its cache is current, the first that fails is named, and its class counts and
-        /// non-image files are reported).
-        name: DatasetSpec,
+        /// the first that fail named), or an image folder: its path, or with --experiment one of
+        /// that file's `[datasets.NAME]` tables (its images are decoded unless its cache is
+        /// current, the first that fails is named, and its class counts and non-image files are
+        /// reported).
+        name: String,
         #[command(flatten)]
         size: ImageSize,
+        /// The experiment whose `[datasets.NAME]` tables NAME may name (a name as `reproduce`
+        /// takes it, builtin:NAME, or a path).
+        #[arg(long)]
+        experiment: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -52,13 +58,19 @@ pub enum DatasetsCommand {
     /// or, with --npy, the views a run trains on as one array for another framework.
     Preview(Box<PreviewArgs>),
     /// An image folder's per-channel mean and standard deviation over its training images at
-    /// their stored size, as the `mean` and `std` of its dataset table (the decoded images are
-    /// cached, so a second call is quick).
+    /// their stored size. They are cached with the folder's decoded images: a run on the folder
+    /// at that size that gives no `mean` and `std` normalises with them (and is refused once the
+    /// training images change, until they are measured again). Also printed as the `mean` and
+    /// `std` of a dataset table, for an experiment that states them.
     Stats {
-        /// The path of an image folder.
-        folder: DatasetSpec,
+        /// The path of an image folder, or with --experiment one of that file's
+        /// `[datasets.NAME]` tables.
+        folder: String,
         #[command(flatten)]
         size: ImageSize,
+        /// The experiment whose `[datasets.NAME]` tables the name may name.
+        #[arg(long)]
+        experiment: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -99,11 +111,39 @@ impl ImageSize {
     }
 }
 
+/// The experiment a dataset command's `--experiment` names, if any.
+fn load_experiment(paths: &Paths, name: Option<String>) -> Result<Option<ExperimentFile>> {
+    Ok(match name {
+        Some(e) => Some(paths.experiment(&e)?.load()?),
+        None => None,
+    })
+}
+
+/// The dataset a command's NAME means: one of `experiment`'s `[datasets.NAME]` tables, else a
+/// built-in dataset's name or an image folder's path (at `size`).
+fn dataset(name: &str, size: &ImageSize, experiment: Option<&ExperimentFile>) -> Result<DatasetSpec> {
+    if let Some(folder) = experiment.and_then(|file| file.datasets.get(name)) {
+        if let Some(side) = size.image_size {
+            bail!("--image-size {side}: `{name}` is a [datasets.{name}] table, which gives its own image_size");
+        }
+        return Ok(DatasetSpec::Folder(folder.clone()));
+    }
+    let spec = name.parse::<DatasetSpec>().map_err(|e| match experiment {
+        Some(file) if !file.datasets.is_empty() => {
+            let own = file.datasets.keys().cloned().collect::<Vec<_>>().join(", ");
+            anyhow::anyhow!("{e} (or one of {}'s [datasets] tables: {own})", file.path.display())
+        }
+        _ => e.into(),
+    })?;
+    size.apply(spec)
+}
+
 /// `datasets preview`'s arguments.
 #[derive(Args)]
 pub struct PreviewArgs {
-    /// A built-in dataset's name or the path of an image folder.
-    name: DatasetSpec,
+    /// A built-in dataset's name, the path of an image folder, or one of --experiment's
+    /// `[datasets.NAME]` tables.
+    name: String,
     #[command(flatten)]
     size: ImageSize,
     /// train, test or unlabeled.
@@ -226,8 +266,9 @@ pub fn run(cmd: DatasetsCommand, paths: &Paths) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        DatasetsCommand::Verify { name, size, json } => {
-            let r = infomax_data::verify::verify(&size.apply(name)?, root)?;
+        DatasetsCommand::Verify { name, size, experiment, json } => {
+            let experiment = load_experiment(paths, experiment)?;
+            let r = infomax_data::verify::verify(&dataset(&name, &size, experiment.as_ref())?, root)?;
             if json {
                 println!("{}", serde_json::to_string(&r)?);
             } else {
@@ -264,20 +305,28 @@ pub fn run(cmd: DatasetsCommand, paths: &Paths) -> Result<ExitCode> {
             fetch(name, root, url.as_deref(), keep_archive)?;
             Ok(ExitCode::SUCCESS)
         }
-        DatasetsCommand::Stats { folder, size, json } => {
-            let DatasetSpec::Folder(f) = size.apply(folder)? else {
-                bail!("stats: the path of an image folder expected; the built-in datasets' statistics are fixed")
+        DatasetsCommand::Stats { folder, size, experiment, json } => {
+            let experiment = load_experiment(paths, experiment)?;
+            let DatasetSpec::Folder(f) = dataset(&folder, &size, experiment.as_ref())? else {
+                bail!("stats: an image folder expected; the built-in datasets' statistics are fixed")
             };
-            let train = f.load(root, Split::Train)?;
-            let stats = infomax_data::folder::stats(&train);
+            let (stats, images, cached) = f.measure_stats(root)?;
             if json {
-                println!("{}", serde_json::to_string(&stats)?);
+                let out = serde_json::json!({
+                    "dataset": f.name(), "images": images, "image_size": f.image_size,
+                    "mean": stats.mean, "std": stats.std, "cached": cached,
+                });
+                println!("{out}");
             } else {
                 println!(
-                    "{}: {} training images at {}×{} px, per channel (R, G, B) in [0, 1]",
+                    "{}: {images} training images at {}×{} px, per channel (R, G, B) in [0, 1]",
                     f.name(),
-                    train.len(),
                     f.image_size,
+                    f.image_size
+                );
+                println!(
+                    "cached at {}: runs on this folder at {} px that give no `mean` and `std` use these",
+                    cached.display(),
                     f.image_size
                 );
                 let list = |v: [f32; 3]| v.map(|x| x.to_string()).join(", ");
@@ -310,13 +359,16 @@ pub fn run(cmd: DatasetsCommand, paths: &Paths) -> Result<ExitCode> {
                 first,
                 epochs,
             } = *args;
-            let name = size.apply(name)?;
+            let file = load_experiment(paths, experiment)?.map(|f| f.with_data_root(root));
+            let name = match dataset(&name, &size, file.as_ref())? {
+                DatasetSpec::Folder(f) => DatasetSpec::Folder(f.with_measured_stats(root)?),
+                builtin => builtin,
+            };
             let preset = crate::bench::preset(preset, &name)?;
             // The experiment's run configuration for this dataset, when one is named.
-            let config = match experiment {
+            let config = match file {
                 None => None,
-                Some(e) => {
-                    let file = paths.experiment(&e)?.load()?;
+                Some(file) => {
                     let mut overrides =
                         set.iter().map(|s| s.parse::<infomax_runner::Override>()).collect::<Result<Vec<_>, _>>()?;
                     let value = toml::Value::try_from(&name).context("the dataset as TOML")?;

@@ -75,7 +75,7 @@ pub fn run(args: ReproduceArgs, paths: &Paths) -> Result<ExitCode> {
         html,
     } = args;
     let device = infomax_runner::default_device();
-    let file = plan_args.entry(paths)?.load()?;
+    let file = plan_args.entry(paths)?.load()?.with_data_root(&paths.data_root());
     let mut overrides = plan_args.overrides()?;
     if let Some(choice) = device_choice {
         overrides.push(choice.override_text().parse::<Override>()?);

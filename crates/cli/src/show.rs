@@ -17,7 +17,7 @@ pub struct ShowArgs {
 
 pub fn run(args: ShowArgs, paths: &Paths) -> Result<ExitCode> {
     let ShowArgs { plan: args } = args;
-    let file = args.entry(paths)?.load()?;
+    let file = args.entry(paths)?.load()?.with_data_root(&paths.data_root());
     let overrides = args.overrides()?;
     let profile = &args.profile;
     let plan = infomax_runner::plan::plan(&file, profile, &overrides, &args.options(None))?;

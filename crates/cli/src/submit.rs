@@ -66,7 +66,7 @@ pub fn run(args: SubmitArgs, paths: &Paths) -> Result<ExitCode> {
     // and the tasks run that copy by its path: they plan what was submitted wherever they run.
     let entry = args.plan.entry(paths)?;
     let experiment_text = entry.text()?;
-    let file = ExperimentFile::parse(&entry.path(), &experiment_text)?;
+    let file = ExperimentFile::parse(&entry.path(), &experiment_text)?.with_data_root(&paths.data_root());
     // The whole plan, resolved here, so that a bad option fails now rather than in N queued tasks.
     let mut overrides = args.plan.set.iter().map(|s| s.parse::<Override>()).collect::<Result<Vec<_>, _>>()?;
     if let Some(d) = &args.device {

@@ -102,11 +102,14 @@ fn a_folder_of_real_images_is_measured_verified_and_trained() {
     assert!(out.status.success() && said.contains("on animals (files decoded per batch → 24 px views)"), "{said}");
 
     // The file names the folder by a `[datasets.NAME]` table of its own, training on 28-px crops
-    // of the 32-px images (evaluation centre-crops them likewise).
+    // of the 32-px images (evaluation centre-crops them likewise). The table gives no statistics:
+    // the run normalises with those `datasets stats` cached.
     let experiment = tmp.path().join("toy.toml");
-    let printed: toml::Table = toml::from_str(&table).unwrap();
-    let fields = toml::to_string(&printed["dataset"]).unwrap();
+    let fields = format!("folder = {path:?}\nimage_size = 32\n");
     write_experiment_with(&experiment, "\"animals\"", &format!("\n[datasets.animals]\n{fields}crop_size = 28\n"));
+    let out = infomax(&["datasets", "stats", "animals", "--experiment", experiment.to_str().unwrap(), "--json"]);
+    let said = text(&out);
+    assert!(out.status.success() && said.contains("\"images\":192") && said.contains("\"cached\""), "{said}");
     let db = tmp.path().join("results.sqlite");
     let (db_arg, html) = (db.to_str().unwrap(), tmp.path().join("html"));
     let args = ["reproduce", experiment.to_str().unwrap(), "--profile", "toy", "--db", db_arg, "--no-progress"];
@@ -124,6 +127,17 @@ fn a_folder_of_real_images_is_measured_verified_and_trained() {
     // The k-NN evaluations of the random and the trained encoder: bank 192, test the 48 val images.
     assert_eq!(scalar(&db, "SELECT group_concat(DISTINCT epoch) FROM evaluations"), "0,1");
     assert_eq!(scalar(&db, "SELECT group_concat(DISTINCT bank_size || '/' || test_size) FROM evaluations"), "192/48");
+
+    // A training image added since the statistics were measured: runs are refused until they are
+    // measured again.
+    std::fs::copy(folder.join("train/bird/0001.png"), folder.join("train/bird/extra.png")).unwrap();
+    let out = infomax(&[&args[..], &["--no-tensorboard"]].concat());
+    let said = text(&out);
+    assert!(
+        !out.status.success() && said.contains("other training images") && said.contains("datasets stats"),
+        "{said}"
+    );
+    assert_eq!(scalar(&db, "SELECT count(*) FROM runs"), "1", "no run row for the refused plan");
 }
 
 #[test]

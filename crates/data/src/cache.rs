@@ -42,6 +42,11 @@ impl Fingerprint {
         }
         Ok(Fingerprint(h.finalize().into()))
     }
+
+    /// The digest in hexadecimal, as records store it.
+    pub fn hex(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
 }
 
 /// The user's cache folder for infomax.
@@ -54,8 +59,12 @@ pub fn user_cache_dir() -> Option<PathBuf> {
 
 /// Where the cache `key` of the dataset folder `dir` may be, in order of preference.
 pub fn locations(dir: &Path, key: &str) -> Vec<PathBuf> {
-    let file = format!("{key}.v{VERSION}.bin");
-    let mut out = vec![dir.join(".infomax-cache").join(&file)];
+    locations_of(dir, &format!("{key}.v{VERSION}.bin"))
+}
+
+/// Where a cache file named `file` of the dataset folder `dir` may be, in order of preference.
+fn locations_of(dir: &Path, file: &str) -> Vec<PathBuf> {
+    let mut out = vec![dir.join(".infomax-cache").join(file)];
     if let Some(user) = user_cache_dir() {
         let abs = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
         let tag: String =
@@ -91,22 +100,45 @@ pub fn read(dir: &Path, key: &str, fp: &Fingerprint, count: usize, image_len: us
 pub fn write(dir: &Path, key: &str, fp: &Fingerprint, pixels: &[u8], labels: &[Label]) -> Result<PathBuf> {
     let count = labels.len();
     let image_len = pixels.len() / count.max(1);
+    write_first(locations(dir, key), |w| {
+        w.write_all(MAGIC)?;
+        w.write_all(&VERSION.to_le_bytes())?;
+        w.write_all(&fp.0)?;
+        w.write_all(&(count as u64).to_le_bytes())?;
+        w.write_all(&(image_len as u64).to_le_bytes())?;
+        for label in labels {
+            w.write_all(&label.to_le_bytes())?;
+        }
+        w.write_all(pixels)
+    })
+}
+
+/// A small record about the dataset folder `dir` (its statistics, as JSON) that is valid while
+/// the files it was measured on are, kept where its packed caches are: the first one found.
+pub fn read_record(dir: &Path, name: &str) -> Option<(PathBuf, Vec<u8>)> {
+    locations_of(dir, &format!("{name}.v{VERSION}.json"))
+        .into_iter()
+        .find_map(|path| std::fs::read(&path).ok().map(|bytes| (path, bytes)))
+}
+
+/// Write the record `name` of `dir` at the first location that accepts it; returns where it went.
+pub fn write_record(dir: &Path, name: &str, bytes: &[u8]) -> Result<PathBuf> {
+    write_first(locations_of(dir, &format!("{name}.v{VERSION}.json")), |w| w.write_all(bytes))
+}
+
+/// Write through a temporary file renamed into place at the first of `paths` that accepts it.
+fn write_first(
+    paths: Vec<PathBuf>,
+    fill: impl Fn(&mut std::io::BufWriter<&mut tempfile::NamedTempFile>) -> std::io::Result<()>,
+) -> Result<PathBuf> {
     let mut last_err = None;
-    for path in locations(dir, key) {
+    for path in paths {
         let attempt = (|| -> std::io::Result<()> {
             let parent = path.parent().expect("cache files sit in a folder");
             std::fs::create_dir_all(parent)?;
             let mut tmp = tempfile::NamedTempFile::new_in(parent)?;
             let mut w = std::io::BufWriter::new(&mut tmp);
-            w.write_all(MAGIC)?;
-            w.write_all(&VERSION.to_le_bytes())?;
-            w.write_all(&fp.0)?;
-            w.write_all(&(count as u64).to_le_bytes())?;
-            w.write_all(&(image_len as u64).to_le_bytes())?;
-            for label in labels {
-                w.write_all(&label.to_le_bytes())?;
-            }
-            w.write_all(pixels)?;
+            fill(&mut w)?;
             w.flush()?;
             drop(w);
             tmp.as_file().sync_all()?;

@@ -14,7 +14,7 @@
 //! that does not decode. Files of other types are not images of the dataset; `datasets verify`
 //! counts them so that nothing is left out unseen.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -110,10 +110,31 @@ pub struct Listing {
 }
 
 /// Per-channel statistics of a set of images in [0, 1].
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Stats {
     pub mean: [f32; 3],
     pub std: [f32; 3],
+}
+
+/// What a folder's cached statistics say of its training images as they are now.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CachedStats {
+    /// Measured on exactly these files at this image size.
+    Current(Stats),
+    /// Measured on other files (images were added, removed or changed since): the record's path.
+    Stale(PathBuf),
+    /// Never measured at this image size.
+    Missing,
+}
+
+/// The statistics record `datasets stats` caches: valid while the training files' fingerprint is.
+#[derive(Serialize, Deserialize)]
+struct StatsRecord {
+    image_size: usize,
+    images: usize,
+    fingerprint: String,
+    #[serde(flatten)]
+    stats: Stats,
 }
 
 impl FolderDataset {
@@ -340,6 +361,85 @@ impl FolderDataset {
     }
 }
 
+impl FolderDataset {
+    fn stats_record(&self) -> String {
+        format!("folder-stats-{}px", self.image_size)
+    }
+
+    fn train_fingerprint(&self, root: &Path) -> Result<Fingerprint> {
+        let listing = self.listing(root, Split::Train)?;
+        Fingerprint::of_files(listing.images.iter().map(|(p, l)| (p.as_path(), *l)))
+    }
+
+    /// Measure the training images' statistics at `image_size` and cache them, so that runs on
+    /// this folder that give no `mean` and `std` normalise with them. Returns the statistics, the
+    /// number of images and where the record went.
+    pub fn measure_stats(&self, root: &Path) -> Result<(Stats, usize, PathBuf)> {
+        let train = self.load(root, Split::Train)?;
+        let measured = stats(&train);
+        let record = StatsRecord {
+            image_size: self.image_size,
+            images: train.len(),
+            fingerprint: self.train_fingerprint(root)?.hex(),
+            stats: measured,
+        };
+        let json = serde_json::to_vec_pretty(&record).expect("a statistics record serialises");
+        let at = cache::write_record(&self.dir(root), &self.stats_record(), &json)?;
+        Ok((measured, train.len(), at))
+    }
+
+    /// The statistics `measure_stats` cached, checked against the training files as they are now.
+    pub fn cached_stats(&self, root: &Path) -> Result<CachedStats> {
+        let Some((path, bytes)) = cache::read_record(&self.dir(root), &self.stats_record()) else {
+            return Ok(CachedStats::Missing);
+        };
+        // An unreadable record is one never written whole: as good as none.
+        let Ok(record) = serde_json::from_slice::<StatsRecord>(&bytes) else { return Ok(CachedStats::Missing) };
+        if record.image_size == self.image_size && record.fingerprint == self.train_fingerprint(root)?.hex() {
+            Ok(CachedStats::Current(record.stats))
+        } else {
+            Ok(CachedStats::Stale(path))
+        }
+    }
+
+    /// This dataset with the cached statistics filled in where it gives neither `mean` nor
+    /// `std`; an error if they were measured on other files than `train/` holds now. Statistics
+    /// found are kept for the process (a grid resolves the same dataset for every cell).
+    pub fn with_measured_stats(mut self, root: &Path) -> Result<FolderDataset> {
+        if self.mean.is_some() || self.std.is_some() {
+            return Ok(self);
+        }
+        static FOUND: Mutex<BTreeMap<(PathBuf, usize), Stats>> = Mutex::new(BTreeMap::new());
+        let key = (self.dir(root), self.image_size);
+        let known = FOUND.lock().unwrap_or_else(|e| e.into_inner()).get(&key).copied();
+        let found = match known {
+            Some(found) => found,
+            None => {
+                let found = match self.cached_stats(root)? {
+                    CachedStats::Current(s) => s,
+                    CachedStats::Missing => return Ok(self),
+                    CachedStats::Stale(path) => {
+                        return Err(Error::Format {
+                            dataset: self.name(),
+                            path,
+                            what: format!(
+                                "these statistics were measured on other training images than train/ holds now: \
+                                 run `infomax datasets stats {} --image-size {}` again",
+                                key.0.display(),
+                                self.image_size
+                            ),
+                        })
+                    }
+                };
+                FOUND.lock().unwrap_or_else(|e| e.into_inner()).insert(key, found);
+                found
+            }
+        };
+        (self.mean, self.std) = (Some(found.mean), Some(found.std));
+        Ok(self)
+    }
+}
+
 /// One shared `&'static str` per distinct dataset name: image sets and errors carry names of
 /// that lifetime, and a folder's name is only known when its experiment is read.
 fn intern(name: String) -> &'static str {
@@ -559,6 +659,44 @@ pub(crate) mod tests {
         let s = stats(&set);
         assert_eq!(s.mean, [0.5, 1.0, 0.2]);
         assert_eq!(s.std, [0.5, 0.0, 0.0]);
+    }
+
+    #[test]
+    fn measured_statistics_are_cached_until_the_training_images_change() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        write_fixture(&root.join("pets"), 2, 2);
+        let folder = FolderDataset { image_size: 16, ..FolderDataset::at("pets") };
+        assert_eq!(folder.cached_stats(root).unwrap(), CachedStats::Missing);
+        assert_eq!(folder.clone().with_measured_stats(root).unwrap(), folder, "nothing cached: nothing filled");
+
+        let (measured, images, at) = folder.measure_stats(root).unwrap();
+        assert_eq!(images, 4);
+        assert!(at.starts_with(root.join("pets")), "{at:?}");
+        assert_eq!(measured, stats(&folder.load(root, Split::Train).unwrap()));
+        assert_eq!(folder.cached_stats(root).unwrap(), CachedStats::Current(measured));
+        // Another size is another measurement; statistics a dataset gives are its own.
+        let other = FolderDataset { image_size: 8, ..folder.clone() };
+        assert_eq!(other.cached_stats(root).unwrap(), CachedStats::Missing);
+        let given = FolderDataset { mean: Some([0.5; 3]), std: Some([0.25; 3]), ..folder.clone() };
+        assert_eq!(given.clone().with_measured_stats(root).unwrap(), given);
+        let filled = folder.clone().with_measured_stats(root).unwrap();
+        assert_eq!((filled.mean, filled.std), (Some(measured.mean), Some(measured.std)));
+
+        // A training image added since: the record is stale and a run is refused, naming it.
+        let img = image::RgbImage::from_pixel(8, 8, image::Rgb([1, 2, 3]));
+        img.save(root.join("pets/train/class_0/new.png")).unwrap();
+        assert_eq!(folder.cached_stats(root).unwrap(), CachedStats::Stale(at.clone()));
+        // (Each folder is looked up once per process: the refusal is shown on one not yet seen.)
+        write_fixture(&root.join("cats"), 2, 2);
+        let cats = FolderDataset { image_size: 16, ..FolderDataset::at("cats") };
+        let (_, _, cats_at) = cats.measure_stats(root).unwrap();
+        img.save(root.join("cats/train/class_1/new.png")).unwrap();
+        let err = cats.with_measured_stats(root).unwrap_err().to_string();
+        assert!(err.contains(cats_at.to_str().unwrap()) && err.contains("datasets stats"), "{err}");
+        // A record that is not whole is no record.
+        std::fs::write(&at, b"{").unwrap();
+        assert_eq!(folder.cached_stats(root).unwrap(), CachedStats::Missing);
     }
 
     #[test]

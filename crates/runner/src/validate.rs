@@ -71,7 +71,8 @@ fn check_dataset(s: &RunConfig) -> Check {
                 field,
                 format!(
                     "the folder's per-channel mean and std are needed for normalisation: run `infomax datasets \
-                     stats {path} --image-size {}` and add the `mean` and `std` it prints to the dataset table",
+                     stats {path} --image-size {}` once (runs then use the statistics it caches), or give \
+                     the `mean` and `std` it prints in the dataset table",
                     f.image_size
                 ),
             );

@@ -61,6 +61,9 @@ fn sets_path(table: &Table, path: &[String]) -> bool {
     }
 }
 
+/// Where `show` says a folder's statistics come from when the file does not write them.
+const CACHED_STATS: &str = "the statistics `datasets stats` cached";
+
 impl ExperimentFile {
     /// The single run of a file without a grid.
     pub fn resolve(&self, profile: &str, overrides: &[Override]) -> Result<RunConfig> {
@@ -83,19 +86,7 @@ impl ExperimentFile {
         overrides: &[Override],
     ) -> Result<RunConfig> {
         let layers = self.layers(profile, axes, cell)?;
-        let mut merged = Table::new();
-        for (_, table) in &layers {
-            replace_whole(&mut merged, table);
-            deep_merge(&mut merged, table);
-        }
-        for o in overrides {
-            set_path(&mut merged, &o.key, o.value.clone())
-                .map_err(|what| Error::Override { arg: o.raw.clone(), what })?;
-        }
-        // A name of one of the file's `[datasets.NAME]` tables stands for that table.
-        if let Some(folder) = merged.get("dataset").and_then(Value::as_str).and_then(|n| self.datasets.get(n)) {
-            merged.insert("dataset".into(), Value::try_from(folder).expect("a folder dataset serialises to TOML"));
-        }
+        let mut merged = self.merged(&layers, overrides)?;
         let fail = |field: &str, what: String| self.resolution_error(&layers, overrides, field, what);
         let pick = |key: &str, default: &str| -> Result<Value> {
             Ok(merged.get(key).cloned().unwrap_or_else(|| Value::String(default.into())))
@@ -107,6 +98,18 @@ impl ExperimentFile {
             let own = if own.is_empty() { String::new() } else { format!(" (this file's [datasets] tables: {own})") };
             fail("dataset", format!("{}{own}", e.to_string().lines().next().unwrap_or_default()))
         })?;
+        // Statistics cached by `datasets stats` stand in for a folder's missing `mean` and `std`,
+        // written into the run's dataset so that its identity and its record carry them.
+        let dataset = match (dataset, &self.data_root) {
+            (DatasetSpec::Folder(f), Some(root)) if f.mean.is_none() && f.std.is_none() => {
+                let f = f.with_measured_stats(root).map_err(|e| fail("dataset", e.to_string()))?;
+                if f.mean.is_some() {
+                    merged.insert("dataset".into(), Value::try_from(&f).expect("a folder dataset serialises to TOML"));
+                }
+                DatasetSpec::Folder(f)
+            }
+            (d, _) => d,
+        };
         let mut defaults = RunConfig::defaults(method, dataset);
         if let Some(preset) = merged.get("augment").and_then(|a| a.get("preset")) {
             let preset = Preset::deserialize(preset.clone()).map_err(|e| fail("augment.preset", e.to_string()))?;
@@ -140,6 +143,25 @@ impl ExperimentFile {
         let config = RunConfig::from_toml(full).map_err(|(field, what)| fail(&field, what))?;
         crate::validate::validate(&config).map_err(|(field, what)| fail(&field, what))?;
         Ok(config)
+    }
+
+    /// What the layers and the overrides write, merged (a `[datasets.NAME]` table's name
+    /// replaced by the table).
+    fn merged(&self, layers: &[(Vec<Seg>, &Table)], overrides: &[Override]) -> Result<Table> {
+        let mut merged = Table::new();
+        for (_, table) in layers {
+            replace_whole(&mut merged, table);
+            deep_merge(&mut merged, table);
+        }
+        for o in overrides {
+            set_path(&mut merged, &o.key, o.value.clone())
+                .map_err(|what| Error::Override { arg: o.raw.clone(), what })?;
+        }
+        // A name of one of the file's `[datasets.NAME]` tables stands for that table.
+        if let Some(folder) = merged.get("dataset").and_then(Value::as_str).and_then(|n| self.datasets.get(n)) {
+            merged.insert("dataset".into(), Value::try_from(folder).expect("a folder dataset serialises to TOML"));
+        }
+        Ok(merged)
     }
 
     /// The file's layers of a cell, lowest first, each with where it is written: `[base]`, the
@@ -203,6 +225,10 @@ impl ExperimentFile {
                 None => place,
             }
         };
+        // A folder's statistics the file does not write came from `datasets stats`' cache.
+        let written = self.merged(&layers, overrides)?;
+        let written_stats = written.get("dataset").and_then(Value::as_table).is_some_and(|d| d.contains_key("mean"));
+        let cached_stats = matches!(&config.dataset, DatasetSpec::Folder(f) if f.mean.is_some()) && !written_stats;
         let mut out = std::collections::BTreeMap::new();
         for field in config.fields().into_keys() {
             let path: Vec<String> = field.split('.').map(String::from).collect();
@@ -210,8 +236,12 @@ impl ExperimentFile {
                 "plan".to_string()
             } else if let Some(o) = overrides.iter().rev().find(|o| path.starts_with(&o.key)) {
                 format!("--set {}", o.raw)
+            } else if cached_stats && ["dataset.mean", "dataset.std"].contains(&&*field) {
+                CACHED_STATS.to_string()
             } else if let Some((anchor, _)) = layers.iter().rev().find(|(_, t)| sets_path(t, &path)) {
                 describe(anchor, &path)
+            } else if cached_stats && ["augment.mean", "augment.std"].contains(&&*field) {
+                CACHED_STATS.to_string()
             } else {
                 "default".to_string()
             };

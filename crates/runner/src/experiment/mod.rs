@@ -99,6 +99,9 @@ pub struct ExperimentFile {
     pub profiles: BTreeMap<String, Profile>,
     /// The file's own folder datasets (`[datasets.NAME]`), which `dataset = "NAME"` names.
     pub datasets: BTreeMap<String, FolderDataset>,
+    /// Where folder datasets are looked for when runs are resolved: a folder that gives no
+    /// `mean` and `std` takes the statistics `datasets stats` cached for it there.
+    data_root: Option<PathBuf>,
     text: String,
 }
 
@@ -118,6 +121,12 @@ impl ExperimentFile {
         }
     }
 
+    /// Resolve folder datasets under `root`, filling in the statistics cached for them.
+    pub fn with_data_root(mut self, root: &Path) -> Self {
+        self.data_root = Some(root.to_path_buf());
+        self
+    }
+
     pub fn parse(path: &Path, text: &str) -> Result<Self> {
         let raw: RawFile = toml::from_str(text)
             .map_err(|e| Error::Experiment { path: path.to_path_buf(), what: e.to_string().trim_end().to_string() })?;
@@ -131,6 +140,7 @@ impl ExperimentFile {
             references: Vec::new(),
             profiles: BTreeMap::new(),
             datasets: BTreeMap::new(),
+            data_root: None,
             text: text.to_string(),
         };
         for (name, value) in &raw.datasets {
