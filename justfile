@@ -13,20 +13,20 @@ test:
     INFOMAX_DATA="${INFOMAX_DATA:-$PWD/../shared/datasets}" cargo test --release --workspace
 
 # Training-step throughput and peak memory (ResNet-18 + 2048-2048 projector, VICReg, LARS) at the
-# issue's widths and batches, each convolution pass's GFLOP/s per width, and augmented views/s at 32 px (CIFAR) and 64 px (STL-10 from 96 px, Tiny-ImageNet) for both presets.
+# issue's widths and batches in f32 and bf16, each convolution pass's GFLOP/s per width, and augmented views/s at 32 px (CIFAR) and 64 px (STL-10 from 96 px, Tiny-ImageNet) for both presets.
 bench:
     cargo build --release -p infomax-cli
     for d in cifar10 stl10 tiny-imagenet; do for p in wmse fair; do {{bin}} bench augment --dataset $d --preset $p; done; done
-    for wb in "1.0 128" "1.0 256" "0.5 128" "0.5 256" "0.25 128" "0.25 256"; do set -- $wb; {{bin}} bench train-step --width $1 --batch $2 --steps 3 --projector 2048,2048; done
+    for p in f32 bf16; do for wb in "1.0 128" "1.0 256" "0.5 128" "0.5 256" "0.25 128" "0.25 256"; do set -- $wb; {{bin}} bench train-step --width $1 --batch $2 --steps 3 --projector 2048,2048 --precision $p; done; done
     for w in 1.0 0.5 0.25; do {{bin}} bench conv --width $w --batch 128; done
     for w in 1.0 0.25; do {{bin}} bench eval --width $w; done
 
-# The same training step in PyTorch (bench/torch_step.py) beside infomax's, on this machine, with
-# the ratios of the medians of three alternated rounds. Needs a Python with torch (never needed
+# The same training step in PyTorch (bench/torch_step.py) beside infomax's, on this machine, in
+# f32 and in bf16 (PyTorch's CPU autocast), with the ratios of the medians of three alternated rounds. Needs a Python with torch (never needed
 # otherwise): PYTHON=venv/bin/python just bench-torch
 bench-torch:
     cargo build --release -p infomax-cli
-    for wb in "1.0 128" "1.0 256" "0.5 128" "0.5 256" "0.25 128" "0.25 256"; do set -- $wb; "${PYTHON:-python3}" bench/torch_step.py --width $1 --batch $2 --steps 3 --rounds 3 --infomax {{bin}}; done
+    for p in f32 bf16; do for wb in "1.0 128" "1.0 256" "0.5 128" "0.5 256" "0.25 128" "0.25 256"; do set -- $wb; "${PYTHON:-python3}" bench/torch_step.py --width $1 --batch $2 --steps 3 --rounds 3 --precision $p --infomax {{bin}}; done; done
 
 # infomax with candle's CUDA backend, into target/cuda/release/infomax: CUDA 13.0 from NVIDIA's PyPI
 # wheels into ~/.cache/infomax/cuda-venv, no GPU needed to build (CUDA_COMPUTE_CAP, default 90).

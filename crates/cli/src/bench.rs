@@ -119,6 +119,10 @@ pub enum BenchCommand {
         /// Timed calls per pass; the fastest counts.
         #[arg(long, default_value_t = 10)]
         repetitions: usize,
+        /// f32, or bf16: the products of the kernels that have bf16 ones run on the CPU's
+        /// AVX512-BF16 where it has it (elsewhere the passes stay f32).
+        #[arg(long, default_value = "f32")]
+        precision: infomax_runner::config::Precision,
         /// Print one JSON object instead of text.
         #[arg(long)]
         json: bool,
@@ -156,6 +160,9 @@ pub fn run(cmd: BenchCommand, data_root: &std::path::Path) -> Result<ExitCode> {
                     r.threads,
                     infomax_runner::environment::describe_machine_for_bench(&device)
                 );
+                if let Some(share) = r.decode_share {
+                    println!("  decoding the files alone: {:.0} % of that time", 100.0 * share);
+                }
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -180,19 +187,21 @@ pub fn run(cmd: BenchCommand, data_root: &std::path::Path) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        BenchCommand::Conv { width, batch, conv, repetitions, json } => {
+        BenchCommand::Conv { width, batch, conv, repetitions, precision, json } => {
             let r = infomax_runner::bench::conv_passes(&infomax_runner::bench::ConvBench {
                 width,
                 batch,
                 conv,
                 repetitions,
+                precision,
             })?;
             if json {
                 println!("{}", serde_json::to_string(&r)?);
                 return Ok(ExitCode::SUCCESS);
             }
             println!(
-                "convolution passes, ResNet-18 width {width}, batch {batch}, {conv:?} kernels, GFLOP/s ({})",
+                "convolution passes, ResNet-18 width {width}, batch {batch}, {conv:?} kernels, {}, GFLOP/s ({})",
+                r.products,
                 infomax_runner::environment::describe_machine_for_bench(&device)
             );
             println!(

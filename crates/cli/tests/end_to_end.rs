@@ -500,6 +500,14 @@ fn bench_conv_prints_every_resnet18_shape_for_both_kernels() {
     }
     let o = infomax(&["bench", "conv", "--batch", "0"]);
     assert!(!o.status.success() && text(&o).contains("--batch"), "{}", text(&o));
+    // bf16 says which products ran: the CPU's own where it has AVX512-BF16, else f32.
+    let args = ["bench", "conv", "--width", "0.125", "--batch", "4", "--repetitions", "1", "--precision", "bf16"];
+    let o = infomax(&[&args[..], &["--json"]].concat());
+    assert!(o.status.success(), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let own = std::fs::read_to_string("/proc/cpuinfo").is_ok_and(|c| c.contains(" avx512_bf16"));
+    let expected = if own { "bf16 products (AVX512-BF16)" } else { "f32 products" };
+    assert_eq!(v["products"], expected);
 }
 
 /// A run on another dataset: a CIFAR-100 fixture in the official layout (random pixels, so the

@@ -279,6 +279,10 @@ pub struct AugmentResult {
     pub views_per_second: f64,
     pub threads: usize,
     pub views_per_second_per_thread: f64,
+    /// The share of that time that decoding the files to planar `[0, 1]` pixels takes alone
+    /// (timed over the same batches), the most a faster or cropping decoder could save; `None`
+    /// for synthetic images.
+    pub decode_share: Option<f64>,
 }
 
 /// Augment a batch with the preset at the dataset's crop size, batch after batch, as the training
@@ -339,6 +343,18 @@ pub fn augment_throughput(cfg: &AugmentBench) -> Result<AugmentResult> {
     }
     let seconds = started.elapsed().as_secs_f64();
     let views_per_second = (cfg.batches * cfg.batch * cfg.views) as f64 / seconds;
+    let decode_share = match &set {
+        Images::Files(files) => {
+            use rayon::prelude::*;
+            let started = Instant::now();
+            for _ in 0..cfg.batches {
+                let decoded = idx.par_iter().map(|&i| files.rgb(i)).collect::<infomax_data::Result<Vec<_>>>()?;
+                std::hint::black_box(decoded);
+            }
+            Some(started.elapsed().as_secs_f64() / seconds)
+        }
+        Images::Decoded(_) => None,
+    };
     Ok(AugmentResult {
         dataset: cfg.dataset.name().into(),
         preset: cfg.preset.name().into(),
@@ -348,6 +364,7 @@ pub fn augment_throughput(cfg: &AugmentBench) -> Result<AugmentResult> {
         views_per_second,
         threads,
         views_per_second_per_thread: views_per_second / threads as f64,
+        decode_share,
     })
 }
 
@@ -359,6 +376,7 @@ pub struct ConvBench {
     pub conv: ConvKernels,
     /// Timed calls per pass (the best counts).
     pub repetitions: usize,
+    pub precision: Precision,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -390,6 +408,8 @@ pub struct ConvBenchResult {
     /// Over the whole network (every shape times its count): FLOPs over seconds, per pass.
     pub network_forward_gflops: f64,
     pub network_backward_gflops: f64,
+    /// `f32 products`, or `bf16 products (AVX512-BF16)` where they ran on the CPU's own.
+    pub products: String,
 }
 
 pub fn conv_passes(cfg: &ConvBench) -> Result<ConvBenchResult> {
@@ -400,10 +420,11 @@ pub fn conv_passes(cfg: &ConvBench) -> Result<ConvBenchResult> {
     let resnet = infomax_model::ResNetConfig::resnet18(cfg.width);
     resnet.validate().map_err(|e| Error::Run { run: "bench".into(), what: e.to_string() })?;
     let imp = cfg.conv;
+    let bf16 = cfg.precision == Precision::Bf16 && infomax_model::conv::bf16_products() && imp == ConvKernels::Im2col;
     let gflops = |flops: f64, seconds: f64| flops / seconds / 1e9;
     let (mut rows, mut flops, mut bwd_flops, mut fwd_s, mut bwd_s) = (Vec::new(), 0.0, 0.0, 0.0, 0.0);
     for (shape, count) in ConvShape::resnet18(resnet.stage_widths(), cfg.batch, 32) {
-        let t = time_passes(shape, imp, cfg.repetitions)?;
+        let t = time_passes(shape, imp, cfg.repetitions, bf16)?;
         let f = shape.flops();
         flops += f * count as f64;
         bwd_flops += t.backward_passes as f64 * f * count as f64;
@@ -429,5 +450,6 @@ pub fn conv_passes(cfg: &ConvBench) -> Result<ConvBenchResult> {
         rows,
         network_forward_gflops: gflops(flops, fwd_s),
         network_backward_gflops: gflops(bwd_flops, bwd_s),
+        products: if bf16 { "bf16 products (AVX512-BF16)" } else { "f32 products" }.into(),
     })
 }

@@ -32,6 +32,12 @@ impl ConvPasses {
         Self(Geometry { channels, height, width, kernel, stride, padding, out_channels, bf16: false })
     }
 
+    /// The same passes with bf16 products where `on` and the CPU has them
+    /// ([`bf16_products`](super::bf16_products)), as a `train.precision = "bf16"` run's.
+    pub fn with_bf16(self, on: bool) -> Self {
+        Self(Geometry { bf16: on && super::bf16_products(), ..self.0 })
+    }
+
     /// `y = conv(x)`: `(n, out_h, out_w, C_out)` from `x` `(n, H, W, C_in)`.
     pub fn forward(&self, x: &[f32], weight: &[f32]) -> Vec<f32> {
         let g = &self.0;

@@ -36,14 +36,15 @@ impl ConvShape {
         (self.side + 2 * self.padding() - self.kernel) / self.stride + 1
     }
 
-    fn passes(&self) -> ConvPasses {
+    fn passes(&self, bf16: bool) -> ConvPasses {
         let side = (self.side, self.side);
         ConvPasses::new(self.channels, side, self.kernel, self.stride, self.padding(), self.out_channels)
+            .with_bf16(bf16)
     }
 
     /// The shortcut's passes.
-    fn shortcut_passes(&self) -> ConvPasses {
-        ConvPasses::new(self.channels, (self.side, self.side), 1, self.stride, 0, self.out_channels)
+    fn shortcut_passes(&self, bf16: bool) -> ConvPasses {
+        ConvPasses::new(self.channels, (self.side, self.side), 1, self.stride, 0, self.out_channels).with_bf16(bf16)
     }
 
     /// Floating-point operations of one pass (each pass is one multiply-add per weight tap and
@@ -97,7 +98,7 @@ pub(crate) struct PassSeconds {
 /// Times the forward and backward passes of `imp` on random data, each as a training step runs
 /// it (the input gradient where [`ConvShape::input_grad`], the shortcut beside it where
 /// [`ConvShape::shortcut`]).
-pub(crate) fn time_passes(shape: ConvShape, imp: ConvKernels, repetitions: usize) -> Result<PassSeconds> {
+pub(crate) fn time_passes(shape: ConvShape, imp: ConvKernels, repetitions: usize, bf16: bool) -> Result<PassSeconds> {
     let dev = Device::Cpu;
     let (side, out, k, pad) = (shape.side, shape.out_side(), shape.kernel, shape.padding());
     let best = |f: &mut dyn FnMut() -> Result<()>| -> Result<f64> {
@@ -115,7 +116,7 @@ pub(crate) fn time_passes(shape: ConvShape, imp: ConvKernels, repetitions: usize
     let values = |t: &Tensor| t.flatten_all()?.to_vec1::<f32>();
     match imp {
         ConvKernels::Im2col if shape.shortcut => {
-            let (conv, shortcut) = (shape.passes(), shape.shortcut_passes());
+            let (conv, shortcut) = (shape.passes(bf16), shape.shortcut_passes(bf16));
             let x = values(&Tensor::randn(0f32, 1.0, shape.batch * side * side * shape.channels, &dev)?)?;
             let dy = values(&Tensor::randn(0f32, 1.0, shape.batch * out * out * shape.out_channels, &dev)?)?;
             let dys = values(&Tensor::randn(0f32, 1.0, dy.len(), &dev)?)?;
@@ -142,7 +143,7 @@ pub(crate) fn time_passes(shape: ConvShape, imp: ConvKernels, repetitions: usize
             })
         }
         ConvKernels::Im2col => {
-            let conv = shape.passes();
+            let conv = shape.passes(bf16);
             let x = values(&Tensor::randn(0f32, 1.0, (shape.batch, side, side, shape.channels), &dev)?)?;
             let dy = values(&Tensor::randn(0f32, 1.0, (shape.batch, out, out, shape.out_channels), &dev)?)?;
             let w = values(&w)?;
@@ -214,7 +215,7 @@ mod tests {
         let stem = ConvShape { channels: 3, out_channels: 16, stride: 1, input_grad: false, shortcut: false, ..shape };
         let positive = |s: f64| s.is_finite() && s > 0.0;
         for (shape, imp) in [(shape, ConvKernels::Im2col), (stem, ConvKernels::Im2col), (shape, ConvKernels::Candle)] {
-            let t = time_passes(shape, imp, 1).unwrap();
+            let t = time_passes(shape, imp, 1, false).unwrap();
             assert!(positive(t.forward) && positive(t.backward), "{shape:?} {imp:?}: {t:?}");
             let apart = [t.input_grad, t.weight_grad];
             match imp {
