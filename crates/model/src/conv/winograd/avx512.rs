@@ -277,6 +277,32 @@ pub(super) unsafe fn to_bf16_pairs(a: &[f32], a16: &mut [u32]) {
     }
 }
 
+/// `super::bf16_row_pairs_into`'s pairs over the first `width / 16 * 16` columns: rows `2k` and
+/// `2k + 1` of `b` rounded to bf16 (nearest, ties to even) and interleaved, row `2k`'s value in
+/// each word's low half; a last odd row is paired with zeros. The caller fills the other columns.
+///
+/// # Safety
+/// The CPU has AVX512-BF16; `out.len() == rows.div_ceil(2) * width` for `rows = b.len() / width`.
+#[target_feature(enable = "avx512f,avx512bf16")]
+pub(super) unsafe fn bf16_row_pairs(b: &[f32], width: usize, out: &mut [u32]) {
+    let rows = b.len() / width;
+    let round = |p: *const f32| {
+        _mm512_cvtepu16_epi32(std::mem::transmute::<__m256bh, __m256i>(_mm512_cvtneps_pbh(_mm512_loadu_ps(p))))
+    };
+    for k in 0..rows.div_ceil(2) {
+        let (even, o) = (b.as_ptr().add(2 * k * width), out.as_mut_ptr().add(k * width));
+        let odd = (2 * k + 1 < rows).then(|| b.as_ptr().add((2 * k + 1) * width));
+        for j in (0..width / 16 * 16).step_by(16) {
+            let low = round(even.add(j));
+            let pair = match odd {
+                Some(odd) => _mm512_or_si512(low, _mm512_slli_epi32::<16>(round(odd.add(j)))),
+                None => low,
+            };
+            _mm512_storeu_si512(o.add(j).cast(), pair);
+        }
+    }
+}
+
 /// [`product`] with bf16 operands and f32 sums: `y (m × co) = a (m × c) · b (c × co)` where
 /// `a16` holds `a`'s rows as channel pairs ([`to_bf16_pairs`]) and `b16` `b`'s rows two at a
 /// time, `(c/2) × co` words of (row 2k, row 2k + 1) ([`super::bf16_row_pairs`]).

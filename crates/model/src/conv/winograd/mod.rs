@@ -209,17 +209,25 @@ fn product(a: &[f32], c: usize, b: &[f32], co: usize, y: &mut [f32]) {
 /// `b` (rows of `width`, row-major) in bf16 as the bf16 products read it: rows `2k` and
 /// `2k + 1` interleaved into `ceil(rows/2) × width` words, row `2k`'s value in the low half (a
 /// last odd row paired with zeros). Rounded to nearest, ties to even.
+/// The caller has checked [`bf16_products`]: the columns in whole vectors are rounded on the
+/// CPU's own conversion, the rest here.
 fn bf16_row_pairs_into(b: &[f32], width: usize, out: &mut [u32]) {
     let bf16 = |x: f32| {
         let bits = x.to_bits();
         bits.wrapping_add(0x7fff + ((bits >> 16) & 1)) >> 16
     };
     let rows = b.len() / width;
-    assert_eq!(out.len(), rows.div_ceil(2) * width, "bf16 row pairs: sizes");
+    assert!(b.len() == rows * width && out.len() == rows.div_ceil(2) * width, "bf16 row pairs: sizes");
+    // SAFETY: the CPU has AVX512-BF16 (the caller's `bf16_products`); the assert bounds the offsets.
+    unsafe { avx512::bf16_row_pairs(b, width, out) };
+    let done = width / 16 * 16;
     for (k, o) in out.chunks_exact_mut(width).enumerate() {
-        let even = &b[2 * k * width..][..width];
+        let even = &b[2 * k * width..][done..width];
+        let o = &mut o[done..];
         match b.get((2 * k + 1) * width..(2 * k + 2) * width) {
-            Some(odd) => o.iter_mut().zip(even.iter().zip(odd)).for_each(|(o, (e, d))| *o = bf16(*e) | bf16(*d) << 16),
+            Some(odd) => {
+                o.iter_mut().zip(even.iter().zip(&odd[done..])).for_each(|(o, (e, d))| *o = bf16(*e) | bf16(*d) << 16)
+            }
             None => o.iter_mut().zip(even).for_each(|(o, e)| *o = bf16(*e)),
         }
     }
@@ -462,6 +470,42 @@ mod tests {
                 let expected: f64 = (0..9).map(|t| g[a][t / 3] * k(t / 3, t % 3) * g[b][t % 3]).sum();
                 let got = u[((a * 4 + b) * c + i) * co + o] as f64;
                 assert!((got - expected).abs() < 1e-6, "U[{a}{b}] channel {i}→{o}: {got} vs {expected}");
+            }
+        }
+    }
+
+    /// Row pairs on the CPU's conversion are bf16's round-to-nearest-even of each value, paired
+    /// as the products read them: whole vectors and a tail of columns, an odd last row.
+    #[test]
+    fn bf16_row_pairs_round_to_nearest_even_and_pair_rows() {
+        if !bf16_products() {
+            eprintln!("no AVX512-BF16 on this CPU: bf16 products are not used here");
+            return;
+        }
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        // Exact ties (a bf16 value plus half an ulp) as well as random values.
+        let tie = |k: u32| f32::from_bits(0x3f80_0000 + (k << 16) + 0x8000);
+        for (rows, width) in [(4usize, 32usize), (5, 16), (3, 21), (1, 7), (6, 48)] {
+            let b: Vec<f32> = (0..rows * width)
+                .map(|i| if i % 5 == 0 { tie(i as u32 % 4) } else { rng.random_range(-3.0..3.0) })
+                .collect();
+            let mut out = vec![0u32; rows.div_ceil(2) * width];
+            bf16_row_pairs_into(&b, width, &mut out);
+            // The nearer of the two bf16 values around x (the even one on a tie), by distance.
+            let bf16 = |x: f32| {
+                let below = x.to_bits() >> 16;
+                let value = |b: u32| f32::from_bits(b << 16) as f64;
+                let (d_below, d_above) = ((x as f64 - value(below)).abs(), (value(below + 1) - x as f64).abs());
+                if d_below < d_above || (d_below == d_above && below.is_multiple_of(2)) {
+                    below
+                } else {
+                    below + 1
+                }
+            };
+            for (k, j) in (0..rows.div_ceil(2)).flat_map(|k| (0..width).map(move |j| (k, j))) {
+                let odd = if 2 * k + 1 < rows { bf16(b[(2 * k + 1) * width + j]) } else { 0 };
+                let expected = bf16(b[2 * k * width + j]) | odd << 16;
+                assert_eq!(out[k * width + j], expected, "rows {rows} width {width}: pair {k} column {j}");
             }
         }
     }
