@@ -11,7 +11,7 @@ use infomax_data::{Images, Split, Unreadable};
 use rand::seq::SliceRandom;
 
 use crate::checkpoint;
-use crate::config::{OptimizerKind, RunConfig};
+use crate::config::{OptimizerKind, Precision, RunConfig};
 use crate::eval::{extract_features, knn_cosine_weighted, knn_euclidean_majority};
 use crate::method::{Network, StepContext};
 use crate::optim::{Adam, Lars, LrSchedule, Optimizer, Sgd};
@@ -167,6 +167,12 @@ pub fn execute(config: &RunConfig, ctx: &RunContext, sweep: SweepPosition) -> Re
     let data = RunData::load(config, ctx)?;
     // A device that cannot be opened is bad input too: it fails before a run row exists.
     let device = crate::device::open(config.train.device, ctx.cuda_ordinal)?;
+    if config.train.precision == Precision::Bf16 && device.is_cpu() && !infomax_model::conv::bf16_products() {
+        tracing::warn!(
+            "train.precision = \"bf16\" on a CPU without AVX512-BF16: products are rounded to bf16 on f32 kernels, \
+             slower than f32; this checks bf16's numbers, it does not speed the run up"
+        );
+    }
     let ckpt_dir = checkpoint::dir_for(&ctx.checkpoints, &hash);
     let events_dir = ctx.tensorboard.as_ref().map(|root| crate::tensorboard::run_dir(root, config));
     let (run_id, resume) = match ctx.store.claim_run(config, &ctx.code_version, &ctx.machine)? {
