@@ -79,10 +79,16 @@ pub enum DatasetsCommand {
 /// A folder dataset's stored side, from the command line.
 #[derive(Args)]
 pub struct ImageSize {
-    /// Image folders: the side images are stored at (centre-cropped square, then resized)
-    /// [default: 64].
-    #[arg(long, value_name = "PIXELS")]
+    #[arg(long, value_name = "PIXELS", help = image_size_help())]
     image_size: Option<usize>,
+}
+
+/// `--image-size`'s help, with the default a folder dataset has.
+fn image_size_help() -> String {
+    format!(
+        "Image folders: the side images are stored at (centre-cropped square, then resized) [default: {}]",
+        infomax_data::folder::DEFAULT_IMAGE_SIZE
+    )
 }
 
 impl ImageSize {

@@ -28,6 +28,16 @@ fn chromium() -> Option<PathBuf> {
 /// Headless, offline (every host resolves to nothing, no proxy reachable, no background
 /// traffic), a fresh profile each call.
 fn browser(chrome: &Path, profile: &Path, extra: &[String], page: &Path) -> std::process::Output {
+    // A headless Chromium now and then exits non-zero on a loaded machine with nothing wrong in
+    // the page; a second start tells the browser's hiccup from a page it cannot load.
+    let first = browser_once(chrome, profile, extra, page);
+    if first.status.success() {
+        return first;
+    }
+    browser_once(chrome, &PathBuf::from(format!("{}-again", profile.display())), extra, page)
+}
+
+fn browser_once(chrome: &Path, profile: &Path, extra: &[String], page: &Path) -> std::process::Output {
     let mut cmd = Command::new(chrome);
     cmd.args([
         "--headless",
