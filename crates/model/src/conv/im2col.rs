@@ -11,7 +11,7 @@
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-use crate::conv::shared::{with_scratch, Geometry};
+use crate::conv::shared::{bf16, with_scratch, Geometry};
 use crate::cpu::{add_into, matmul, matmul_raw, ordered_zip_fold};
 
 /// GEMM rows a chunk aims for: tall enough for the micro-kernels to run near their peak.
@@ -103,9 +103,51 @@ impl Geometry {
     }
 }
 
+/// Whether this module computes every pass of `g` with bf16 products (`Geometry::bf16` on a
+/// CPU with them): the stride-2 convolutions and their 1×1 shortcuts from 32 input channels,
+/// where they beat the direct and tap-major kernels' f32 (width 1.0, bf16, GFLOP/s forward /
+/// backward: 194-206 / 189-205 → 278-346 / 277-323); at 16 channels, and for the stride-1
+/// convolutions Winograd leaves, those stay faster. See bench/README.md.
+pub(crate) fn takes_bf16(g: &Geometry) -> bool {
+    g.bf16
+        && crate::conv::shared::bf16_products()
+        && g.stride == 2
+        && g.channels >= 32
+        && g.rows().is_multiple_of(16)
+        && g.out_channels.is_multiple_of(16)
+}
+
+/// [`forward`] on bf16 products: each chunk's im2col matrix rounded into channel pairs and
+/// multiplied with the taps' transpose in row pairs.
+fn forward_bf16(g: &Geometry, x: &[f32], taps: &[f32]) -> Vec<f32> {
+    let n = x.len() / g.image_len();
+    let (rows, pos, co) = (g.rows(), g.positions(), g.out_channels);
+    let chunk = g.images_per_chunk(n, CHUNK_ROWS);
+    let t = crate::cpu::transposed(taps, co, rows);
+    let mut b16 = vec![0u32; rows / 2 * co];
+    bf16::row_pairs_into(&t, co, &mut b16);
+    let mut y = vec![0f32; n * pos * co];
+    y.par_chunks_mut(chunk * pos * co).zip(x.par_chunks(chunk * g.image_len())).for_each(|(yc, xc)| {
+        let m = yc.len() / co;
+        let mut scratch = vec![0u32; m * rows / 2];
+        if g.is_pointwise() {
+            bf16::product(xc, rows, &b16, co, yc, &mut scratch);
+        } else {
+            with_scratch(m * rows, |cols| {
+                g.im2col(xc, cols);
+                bf16::product(cols, rows, &b16, co, yc, &mut scratch);
+            });
+        }
+    });
+    y
+}
+
 /// `y = conv(x)` over channels-last images `x` (`n · image_len` floats) with the weight as
 /// taps (`weight_to_taps`); `y` is `(n, out_h, out_w, C_out)`.
 pub(crate) fn forward(g: &Geometry, x: &[f32], taps: &[f32]) -> Vec<f32> {
+    if takes_bf16(g) {
+        return forward_bf16(g, x, taps);
+    }
     let n = x.len() / g.image_len();
     let (rows, pos, co) = (g.rows(), g.positions(), g.out_channels);
     let chunk = g.images_per_chunk(n, CHUNK_ROWS);
@@ -152,6 +194,26 @@ pub(crate) fn input_grad_into(g: &Geometry, dy: &[f32], taps: &[f32], dx: &mut [
     let n = dx.len() / g.image_len();
     let (rows, pos, co) = (g.rows(), g.positions(), g.out_channels);
     let chunk = g.images_per_chunk(n, CHUNK_ROWS);
+    if takes_bf16(g) {
+        // dcols = dY · W' on bf16 products, then scattered back as in f32.
+        let mut b16 = vec![0u32; co.div_ceil(2) * rows];
+        bf16::row_pairs_into(taps, rows, &mut b16);
+        dx.par_chunks_mut(chunk * g.image_len()).zip(dy.par_chunks(chunk * pos * co)).for_each(|(dxc, dyc)| {
+            let m = dyc.len() / co;
+            let mut scratch = vec![0u32; m * co / 2];
+            with_scratch(m * rows, |dcols| {
+                bf16::product(dyc, co, &b16, rows, dcols, &mut scratch);
+                if !g.is_pointwise() {
+                    g.col2im(dcols, dxc, accumulate);
+                } else if accumulate {
+                    dxc.iter_mut().zip(dcols.iter()).for_each(|(d, v)| *d += v);
+                } else {
+                    dxc.copy_from_slice(dcols);
+                }
+            });
+        });
+        return;
+    }
     dx.par_chunks_mut(chunk * g.image_len()).zip(dy.par_chunks(chunk * pos * co)).for_each(|(dxc, dyc)| {
         let m = dyc.len() / co;
         if g.is_pointwise() {
@@ -177,6 +239,19 @@ pub(crate) fn weight_grad_taps(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> 
         || vec![0f32; co * rows],
         |mut acc, _, xc, dyc| {
             let m = dyc.len() / co;
+            if takes_bf16(g) {
+                // acc += dYᵀ · cols on bf16 products.
+                let mut scratch = Vec::new();
+                if g.is_pointwise() {
+                    bf16::transposed_product_add(dyc, co, xc, rows, &mut acc, &mut scratch);
+                } else {
+                    with_scratch(m * rows, |cols| {
+                        g.im2col(xc, cols);
+                        bf16::transposed_product_add(dyc, co, cols, rows, &mut acc, &mut scratch);
+                    });
+                }
+                return acc;
+            }
             // acc += dYᵀ · cols: dYᵀ is (co × m) with row stride 1 and column stride co.
             let accumulate = |acc: &mut [f32], rhs: &[f32]| {
                 matmul((co, rows, m), acc, true, dyc, (1, co), rhs, (rows, 1), Parallelism::None);

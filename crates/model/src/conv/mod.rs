@@ -8,9 +8,11 @@
 //! any shape), `direct` (AVX-512 tiles of output pixels along a row, up to 128 channels),
 //! `tap_major` (AVX-512, small planes of many channels, several images at once) and `winograd`
 //! (F(2×2, 3×3), the 3×3 stride-1 convolutions of 16-512 channels). Each imports only what all
-//! share (`shared`: the geometry, buffers, weight layouts, bordered copies, the BatchNorm map)
+//! share (`shared`: the geometry, buffers, weight layouts, bordered copies, the BatchNorm map,
+//! the bf16 products)
 //! and `crate::cpu`, never another family or this module. This module picks the kernel of each
-//! pass — Winograd where it handles the shape, else tap-major, else direct, else im2col — and
+//! pass — Winograd where it handles the shape, else tap-major, else direct, else im2col; in bf16,
+//! im2col on bf16 products ahead of tap-major and direct where it takes the shape — and
 //! calls a forward through one function type ([`ForwardKernel`]), a weight gradient through
 //! another ([`WeightGradKernel`]). [`ConvKernels::Candle`] keeps candle's own kernels on `(N, C, H,
 //! W)` selectable: the reference, and the path on GPUs, where `Im2col` has no kernel yet.
@@ -123,6 +125,9 @@ fn forward_kernel<T: Send>(g: &Geometry) -> Option<ForwardKernel<T>> {
     if winograd::handles_forward(g) {
         return Some(winograd::forward_into_then);
     }
+    if im2col::takes_bf16(g) {
+        return None;
+    }
     direct_or_tap_major_forward(g)
 }
 
@@ -136,6 +141,18 @@ fn direct_or_tap_major_forward<T: Send>(g: &Geometry) -> Option<ForwardKernel<T>
     } else {
         None
     }
+}
+
+/// Whether the direct kernels run a downsampling block's convolution `g` and shortcut `gs`
+/// together: where they take the pair and bf16 products do not go to im2col instead.
+fn direct_pair(g: &Geometry, gs: &Geometry) -> bool {
+    direct::handles_downsampling_pair(g, gs) && !im2col::takes_bf16(g)
+}
+
+/// Whether the direct kernels compute the stride-2 input gradient of `g` (not in bf16 where
+/// im2col takes it).
+fn direct_strided_input_grad(g: &Geometry) -> bool {
+    direct::handles_strided_input_grad(g) && !im2col::takes_bf16(g)
 }
 
 /// The kernel of the stride-1 input gradient of `g`, the forward of its flipped kernel
@@ -153,6 +170,8 @@ fn input_grad_kernel<T: Send>(g: &Geometry) -> Option<ForwardKernel<T>> {
 fn weight_grad_kernel(g: &Geometry) -> Option<WeightGradKernel> {
     if winograd::handles_weight_grad(g) {
         Some(winograd::weight_grad_taps)
+    } else if im2col::takes_bf16(g) {
+        None
     } else if tap_major::handles_weight_grad(g) {
         Some(tap_major::weight_grad_taps)
     } else if direct::handles_weight_grad(g) {
@@ -219,7 +238,7 @@ pub(crate) fn conv_forward_with_shortcut(
     gs: &Geometry,
     taps_s: &[f32],
 ) -> (Vec<f32>, Vec<f32>) {
-    if !direct::handles_downsampling_pair(g, gs) {
+    if !direct_pair(g, gs) {
         return (conv_forward(g, x, taps), conv_forward(gs, x, taps_s));
     }
     let n = x.len() / g.image_len();
@@ -252,7 +271,7 @@ pub(crate) fn conv_input_grad(g: &Geometry, dy: &[f32], taps: &[f32]) -> Vec<f32
             })
         };
     }
-    if g.kernel == 3 && g.stride == 2 && direct::handles_strided_input_grad(g) {
+    if g.kernel == 3 && g.stride == 2 && direct_strided_input_grad(g) {
         // SAFETY: the direct kernel writes every output.
         return unsafe { new_filled(len, |dx| direct::input_grad_stride2_into(g, dy, taps, dx, None)) };
     }
@@ -268,7 +287,7 @@ pub(crate) fn conv_input_grad_with_shortcut(
     (g, dy, taps): (&Geometry, &[f32], &[f32]),
     (gs, dys, taps_s): (&Geometry, &[f32], &[f32]),
 ) -> Vec<f32> {
-    if !direct::handles_downsampling_pair(g, gs) {
+    if !direct_pair(g, gs) {
         let mut dx = conv_input_grad(g, dy, taps);
         conv_input_grad_add(gs, dys, taps_s, &mut dx);
         return dx;
@@ -280,7 +299,7 @@ pub(crate) fn conv_input_grad_with_shortcut(
 
 /// Adds the input gradient of [`conv_forward`] onto `dx`.
 pub(crate) fn conv_input_grad_add(g: &Geometry, dy: &[f32], taps: &[f32], dx: &mut [f32]) {
-    if g.kernel == 1 && g.stride != 1 && direct::handles_strided_input_grad(g) {
+    if g.kernel == 1 && g.stride != 1 && direct_strided_input_grad(g) {
         return direct::input_grad_add(g, dy, taps, dx);
     }
     im2col::input_grad_into(g, dy, taps, dx, true);
@@ -310,7 +329,7 @@ pub(crate) fn conv_weight_grad_taps_with_shortcut(
     (gs, dys): (&Geometry, &[f32]),
     x: &[f32],
 ) -> (Vec<f32>, Vec<f32>) {
-    if !direct::handles_downsampling_pair(g, gs) {
+    if !direct_pair(g, gs) {
         return (conv_weight_grad_taps(g, x, dy), conv_weight_grad_taps(gs, x, dys));
     }
     direct::weight_grad_taps_pair(g, x, dy, gs, dys)

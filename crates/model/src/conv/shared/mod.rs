@@ -2,6 +2,7 @@
 //! buffers, run-time detection of AVX-512, the weight layouts the kernels read ([`taps`]), the
 //! zero-bordered copies of images that the padded direct and tap-major kernels read, the
 //! BatchNorm + ReLU map a kernel may apply to its input as it reads it ([`RowAffine`]), and the
+//! products with bf16 operands ([`bf16`]), the
 //! one function type of a forward kernel ([`ForwardKernel`]) and of a weight-gradient kernel
 //! ([`WeightGradKernel`]) through which `conv` calls them.
 //!
@@ -10,6 +11,7 @@
 
 use std::mem::MaybeUninit;
 
+pub(crate) mod bf16;
 mod row_affine;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod simd;
@@ -19,6 +21,18 @@ pub(crate) use row_affine::{normalised, RowAffine};
 pub(crate) use taps::{
     direct_to_taps, flipped, taps_to_direct, taps_to_direct_input_grad, taps_to_weight, weight_to_taps,
 };
+
+/// 16-lane vectors of one register tile of a product with `co` columns: 4 (64 columns) where
+/// they divide `co`, else 2, else 1.
+pub(crate) fn product_vectors(co: usize) -> usize {
+    if co.is_multiple_of(64) {
+        4
+    } else if co.is_multiple_of(32) {
+        2
+    } else {
+        1
+    }
+}
 
 /// Geometry of one convolution: input planes, square kernel, stride, padding, output channels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,6 +1,7 @@
 //! Tests of the kernel choice and of the kernels against each other: each family against the
 //! im2col reference and, through the dispatch, against candle's convolution.
 
+mod bf16;
 mod direct;
 mod tap_major;
 mod winograd;

@@ -36,7 +36,9 @@ use rayon::prelude::*;
 
 use crate::cpu::{add_into, ordered_zip_fold};
 
-use crate::conv::shared::{avx512, bf16_products, direct_to_taps, with_scratch, Geometry, RowAffine};
+use crate::conv::shared::{
+    avx512, bf16, bf16_products, direct_to_taps, product_vectors, with_scratch, Geometry, RowAffine,
+};
 
 #[cfg(target_arch = "x86_64")]
 mod avx512;
@@ -149,7 +151,7 @@ pub(crate) fn forward_into_then<T: Send>(
                     for (xi, (vx, mx)) in v.chunks_exact(vs).zip(m.chunks_exact_mut(ms)).enumerate() {
                         let (vx, mx) = (&vx[..count * c], &mut mx[..count * co]);
                         match &u16 {
-                            Some(u16) => product_bf16(vx, c, &u16[xi * c * co / 2..][..c * co / 2], co, mx, &mut v16),
+                            Some(u16) => bf16::product(vx, c, &u16[xi * c * co / 2..][..c * co / 2], co, mx, &mut v16),
                             None => product(vx, c, &u[xi * c * co..][..c * co], co, mx),
                         }
                     }
@@ -183,18 +185,6 @@ fn product_rows(co: usize) -> usize {
     24 / product_vectors(co)
 }
 
-/// 16-channel vectors of one tile of [`product`]: 4 (64 output channels) where they divide
-/// `co`, else 2, else 1.
-fn product_vectors(co: usize) -> usize {
-    if co.is_multiple_of(64) {
-        4
-    } else if co.is_multiple_of(32) {
-        2
-    } else {
-        1
-    }
-}
-
 /// `y (m × co) = a (m × c) · b (c × co)`, all row-major, on this thread: tiles of [`product_rows`]
 /// rows × [`product_vectors`] · 16 columns in registers over the inner dimension, `b`'s rows
 /// for the tile's columns from L1/L2. `co` a multiple of 16.
@@ -206,69 +196,11 @@ fn product(a: &[f32], c: usize, b: &[f32], co: usize, y: &mut [f32]) {
     unsafe { avx512::product(a, c, b, co, y) }
 }
 
-/// `b` (rows of `width`, row-major) in bf16 as the bf16 products read it: rows `2k` and
-/// `2k + 1` interleaved into `ceil(rows/2) × width` words, row `2k`'s value in the low half (a
-/// last odd row paired with zeros). Rounded to nearest, ties to even.
-/// The caller has checked [`bf16_products`]: the columns in whole vectors are rounded on the
-/// CPU's own conversion, the rest here.
-fn bf16_row_pairs_into(b: &[f32], width: usize, out: &mut [u32]) {
-    let bf16 = |x: f32| {
-        let bits = x.to_bits();
-        bits.wrapping_add(0x7fff + ((bits >> 16) & 1)) >> 16
-    };
-    let rows = b.len() / width;
-    assert!(b.len() == rows * width && out.len() == rows.div_ceil(2) * width, "bf16 row pairs: sizes");
-    // SAFETY: the CPU has AVX512-BF16 (the caller's `bf16_products`); the assert bounds the offsets.
-    unsafe { avx512::bf16_row_pairs(b, width, out) };
-    let done = width / 16 * 16;
-    for (k, o) in out.chunks_exact_mut(width).enumerate() {
-        let even = &b[2 * k * width..][done..width];
-        let o = &mut o[done..];
-        match b.get((2 * k + 1) * width..(2 * k + 2) * width) {
-            Some(odd) => {
-                o.iter_mut().zip(even.iter().zip(&odd[done..])).for_each(|(o, (e, d))| *o = bf16(*e) | bf16(*d) << 16)
-            }
-            None => o.iter_mut().zip(even).for_each(|(o, e)| *o = bf16(*e)),
-        }
-    }
-}
-
-/// [`bf16_row_pairs_into`] of each of `U`'s 16 blocks (`c × co`, `c` even), on the pool.
+/// [`bf16::row_pairs_into`] of each of `U`'s 16 blocks (`c × co`, `c` even), on the pool.
 fn bf16_row_pairs(u: &[f32], c: usize, co: usize) -> Vec<u32> {
     let mut out = vec![0u32; u.len() / 2];
-    out.par_chunks_mut(c * co / 2).zip(u.par_chunks(c * co)).for_each(|(o, blk)| bf16_row_pairs_into(blk, co, o));
+    out.par_chunks_mut(c * co / 2).zip(u.par_chunks(c * co)).for_each(|(o, blk)| bf16::row_pairs_into(blk, co, o));
     out
-}
-
-/// [`product`] with bf16 operands and f32 sums: `a` rounded into `scratch` (channel pairs), then
-/// multiplied with `b16` ([`bf16_row_pairs`]) on `vdpbf16ps` tiles.
-fn product_bf16(a: &[f32], c: usize, b16: &[u32], co: usize, y: &mut [f32], scratch: &mut [u32]) {
-    let m = a.len() / c;
-    assert!(a.len() == m * c && 2 * b16.len() == c * co && y.len() == m * co, "Winograd bf16 product: sizes");
-    assert!(c.is_multiple_of(16) && co.is_multiple_of(16) && scratch.len() >= m * c / 2, "Winograd bf16 product");
-    let a16 = &mut scratch[..m * c / 2];
-    // SAFETY: the CPU has AVX512-BF16 (`bf16_products`, checked by the caller); the asserts bound
-    // every offset.
-    unsafe {
-        avx512::to_bf16_pairs(a, a16);
-        avx512::product_bf16(a16, c, b16, co, y)
-    }
-}
-
-/// [`transposed_product_add`] with bf16 operands and f32 sums: `a` and `b` rounded two rows at a
-/// time into `scratch` ([`bf16_row_pairs_into`]), then summed on `vdpbf16ps` tiles.
-fn transposed_product_add_bf16(a: &[f32], c: usize, b: &[f32], co: usize, u: &mut [f32], scratch: &mut Vec<u32>) {
-    let m = a.len() / c;
-    assert!(a.len() == m * c && b.len() == m * co && u.len() == c * co, "Winograd bf16 weight product: sizes");
-    assert!(co.is_multiple_of(16), "Winograd bf16 weight product: output channels");
-    let pairs = m.div_ceil(2);
-    scratch.resize(pairs * (c + co), 0);
-    let (a16, b16) = scratch.split_at_mut(pairs * c);
-    bf16_row_pairs_into(a, c, a16);
-    bf16_row_pairs_into(b, co, b16);
-    // SAFETY: the CPU has AVX512-BF16 (`bf16_products`, checked by the caller); the asserts and
-    // the pair counts bound every offset.
-    unsafe { avx512::transposed_product_add_bf16(a16, c, b16, co, u) }
 }
 
 /// A [`WeightGradKernel`](crate::conv::shared::WeightGradKernel): the weight gradient (taps
@@ -290,7 +222,7 @@ pub(crate) fn weight_grad_taps(g: &Geometry, x: &[f32], input: Option<&RowAffine
     let group = weight_grad_group(c, co);
     let images = group.div_ceil(tiles_per_image).clamp(1, n.max(1));
     let zero = || vec![0f32; XI * c * co];
-    let bf16 = g.bf16 && bf16_products();
+    let on_bf16 = g.bf16 && bf16_products();
     let du = ordered_zip_fold(
         (x, images * g.image_len()),
         (dy, images * out_len),
@@ -308,8 +240,8 @@ pub(crate) fn weight_grad_taps(g: &Geometry, x: &[f32], input: Option<&RowAffine
                     transform_output_grads(g, dyc, first, count, d);
                     for ((vx, dx), ux) in v.chunks_exact(vs).zip(d.chunks_exact(ds)).zip(du.chunks_exact_mut(c * co)) {
                         let (vx, dx) = (&vx[..count * c], &dx[..count * co]);
-                        if bf16 {
-                            transposed_product_add_bf16(vx, c, dx, co, ux, &mut pairs);
+                        if on_bf16 {
+                            bf16::transposed_product_add(vx, c, dx, co, ux, &mut pairs);
                         } else {
                             transposed_product_add(vx, c, dx, co, ux);
                         }
@@ -433,18 +365,6 @@ mod avx512 {
         unreachable!("Winograd convolution without AVX-512")
     }
 
-    pub(super) unsafe fn to_bf16_pairs(_: &[f32], _: &mut [u32]) {
-        unreachable!("Winograd convolution without AVX-512")
-    }
-
-    pub(super) unsafe fn product_bf16(_: &[u32], _: usize, _: &[u32], _: usize, _: &mut [f32]) {
-        unreachable!("Winograd convolution without AVX-512")
-    }
-
-    pub(super) unsafe fn transposed_product_add_bf16(_: &[u32], _: usize, _: &[u32], _: usize, _: &mut [f32]) {
-        unreachable!("Winograd convolution without AVX-512")
-    }
-
     pub(super) unsafe fn transform_output_grads(_: &Geometry, _: &[f32], _: usize, _: usize, _: &mut [f32]) {
         unreachable!("Winograd convolution without AVX-512")
     }
@@ -470,42 +390,6 @@ mod tests {
                 let expected: f64 = (0..9).map(|t| g[a][t / 3] * k(t / 3, t % 3) * g[b][t % 3]).sum();
                 let got = u[((a * 4 + b) * c + i) * co + o] as f64;
                 assert!((got - expected).abs() < 1e-6, "U[{a}{b}] channel {i}→{o}: {got} vs {expected}");
-            }
-        }
-    }
-
-    /// Row pairs on the CPU's conversion are bf16's round-to-nearest-even of each value, paired
-    /// as the products read them: whole vectors and a tail of columns, an odd last row.
-    #[test]
-    fn bf16_row_pairs_round_to_nearest_even_and_pair_rows() {
-        if !bf16_products() {
-            eprintln!("no AVX512-BF16 on this CPU: bf16 products are not used here");
-            return;
-        }
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
-        // Exact ties (a bf16 value plus half an ulp) as well as random values.
-        let tie = |k: u32| f32::from_bits(0x3f80_0000 + (k << 16) + 0x8000);
-        for (rows, width) in [(4usize, 32usize), (5, 16), (3, 21), (1, 7), (6, 48)] {
-            let b: Vec<f32> = (0..rows * width)
-                .map(|i| if i % 5 == 0 { tie(i as u32 % 4) } else { rng.random_range(-3.0..3.0) })
-                .collect();
-            let mut out = vec![0u32; rows.div_ceil(2) * width];
-            bf16_row_pairs_into(&b, width, &mut out);
-            // The nearer of the two bf16 values around x (the even one on a tie), by distance.
-            let bf16 = |x: f32| {
-                let below = x.to_bits() >> 16;
-                let value = |b: u32| f32::from_bits(b << 16) as f64;
-                let (d_below, d_above) = ((x as f64 - value(below)).abs(), (value(below + 1) - x as f64).abs());
-                if d_below < d_above || (d_below == d_above && below.is_multiple_of(2)) {
-                    below
-                } else {
-                    below + 1
-                }
-            };
-            for (k, j) in (0..rows.div_ceil(2)).flat_map(|k| (0..width).map(move |j| (k, j))) {
-                let odd = if 2 * k + 1 < rows { bf16(b[(2 * k + 1) * width + j]) } else { 0 };
-                let expected = bf16(b[2 * k * width + j]) | odd << 16;
-                assert_eq!(out[k * width + j], expected, "rows {rows} width {width}: pair {k} column {j}");
             }
         }
     }
