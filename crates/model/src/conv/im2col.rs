@@ -118,7 +118,8 @@ pub(crate) fn takes_bf16(g: &Geometry) -> bool {
 }
 
 /// [`forward`] on bf16 products: each chunk's im2col matrix rounded into channel pairs and
-/// multiplied with the taps' transpose in row pairs.
+/// multiplied with the taps' transpose in row pairs. (Only strided convolutions come here, so
+/// there is always an im2col matrix to build.)
 fn forward_bf16(g: &Geometry, x: &[f32], taps: &[f32]) -> Vec<f32> {
     let n = x.len() / g.image_len();
     let (rows, pos, co) = (g.rows(), g.positions(), g.out_channels);
@@ -130,14 +131,10 @@ fn forward_bf16(g: &Geometry, x: &[f32], taps: &[f32]) -> Vec<f32> {
     y.par_chunks_mut(chunk * pos * co).zip(x.par_chunks(chunk * g.image_len())).for_each(|(yc, xc)| {
         let m = yc.len() / co;
         let mut scratch = vec![0u32; m * rows / 2];
-        if g.is_pointwise() {
-            bf16::product(xc, rows, &b16, co, yc, &mut scratch);
-        } else {
-            with_scratch(m * rows, |cols| {
-                g.im2col(xc, cols);
-                bf16::product(cols, rows, &b16, co, yc, &mut scratch);
-            });
-        }
+        with_scratch(m * rows, |cols| {
+            g.im2col(xc, cols);
+            bf16::product(cols, rows, &b16, co, yc, &mut scratch);
+        });
     });
     y
 }
@@ -203,13 +200,7 @@ pub(crate) fn input_grad_into(g: &Geometry, dy: &[f32], taps: &[f32], dx: &mut [
             let mut scratch = vec![0u32; m * co / 2];
             with_scratch(m * rows, |dcols| {
                 bf16::product(dyc, co, &b16, rows, dcols, &mut scratch);
-                if !g.is_pointwise() {
-                    g.col2im(dcols, dxc, accumulate);
-                } else if accumulate {
-                    dxc.iter_mut().zip(dcols.iter()).for_each(|(d, v)| *d += v);
-                } else {
-                    dxc.copy_from_slice(dcols);
-                }
+                g.col2im(dcols, dxc, accumulate);
             });
         });
         return;
@@ -241,15 +232,10 @@ pub(crate) fn weight_grad_taps(g: &Geometry, x: &[f32], dy: &[f32]) -> Vec<f32> 
             let m = dyc.len() / co;
             if takes_bf16(g) {
                 // acc += dYᵀ · cols on bf16 products.
-                let mut scratch = Vec::new();
-                if g.is_pointwise() {
-                    bf16::transposed_product_add(dyc, co, xc, rows, &mut acc, &mut scratch);
-                } else {
-                    with_scratch(m * rows, |cols| {
-                        g.im2col(xc, cols);
-                        bf16::transposed_product_add(dyc, co, cols, rows, &mut acc, &mut scratch);
-                    });
-                }
+                with_scratch(m * rows, |cols| {
+                    g.im2col(xc, cols);
+                    bf16::transposed_product_add(dyc, co, cols, rows, &mut acc, &mut Vec::new());
+                });
                 return acc;
             }
             // acc += dYᵀ · cols: dYᵀ is (co × m) with row stride 1 and column stride co.
