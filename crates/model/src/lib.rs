@@ -23,8 +23,8 @@ use candle_core::{DType, Tensor};
 /// it — operands cast to bfloat16, the product cast back to the input's type. Weights, BatchNorm
 /// and everything after the heads stay f32. On a CPU with AVX512-BF16 the convolutions run
 /// channels-last and the kernels that have bf16 products (Winograd's, and the im2col GEMMs that
-/// take the downsampling convolutions) multiply bf16 operands into f32 sums on `vdpbf16ps`; the
-/// other convolutions and the heads' products run in f32.
+/// take the downsampling convolutions) multiply bf16 operands into f32 sums on `vdpbf16ps`, as do
+/// the heads' linear layers (`linear::takes_bf16`); the other convolutions run in f32.
 /// candle's CPU kernels have no bf16 products, so on a CPU without them the operands and the
 /// product are rounded to bf16 and the product runs in f32: the numbers of a GPU's bf16 product
 /// (bf16 operands, f32 accumulation, a bf16 result). A run's `train.precision`: `f32` or `bf16`.

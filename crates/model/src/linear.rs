@@ -14,6 +14,7 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use gemm::Parallelism;
 
+use crate::conv::shared::bf16;
 use crate::cpu::{f32_slice, matmul_raw, transposed};
 
 /// The name the ops' errors carry.
@@ -23,8 +24,11 @@ const OP: &str = "linear";
 const TRANSPOSE_ROWS: usize = 64;
 
 /// `x Wᵀ [+ b]` for `x` `(N, in)`, `W` `(out, in)` and `b` `(out)`: the fused op on the CPU in
-/// f32, candle's `matmul` and `broadcast_add` elsewhere.
-pub fn linear_forward(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
+/// f32, candle's `matmul` and `broadcast_add` elsewhere. With `bf16` the fused op's three
+/// products take bf16 operands and f32 sums on the CPU's own instructions, where it has them
+/// ([`bf16_products`](crate::conv::bf16_products)) and both widths are multiples of 16; the
+/// bias, its gradient and every result stay f32.
+pub fn linear_forward(x: &Tensor, w: &Tensor, b: Option<&Tensor>, bf16: bool) -> Result<Tensor> {
     let fused = x.device().is_cpu() && x.rank() == 2 && [x, w].iter().all(|t| t.dtype() == DType::F32);
     if !fused || b.is_some_and(|b| b.dtype() != DType::F32 || b.rank() != 1) {
         let y = x.matmul(&w.t()?)?;
@@ -34,10 +38,18 @@ pub fn linear_forward(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tens
         };
     }
     let (x, w) = (x.contiguous()?, w.contiguous()?);
+    let (out, inputs) = w.dims2()?;
+    let op = Forward { bf16: bf16 && takes_bf16(inputs, out) };
     match b {
-        Some(b) => x.apply_op3(&w, &b.contiguous()?, Forward),
-        None => x.apply_op2(&w, Forward),
+        Some(b) => x.apply_op3(&w, &b.contiguous()?, op),
+        None => x.apply_op2(&w, op),
     }
+}
+
+/// Whether a layer of `inputs` and `out` features runs its products on bf16 instructions: the
+/// CPU has them, and both widths fill the kernels' 16-lane vectors.
+pub fn takes_bf16(inputs: usize, out: usize) -> bool {
+    inputs.is_multiple_of(16) && out.is_multiple_of(16) && crate::conv::bf16_products()
 }
 
 /// The shapes of one product: `n` rows, `k` inputs, `m` outputs, from `x` and `W`'s layouts.
@@ -84,12 +96,16 @@ fn product_into_new(
     out
 }
 
-/// `(x, W[, b]) → x Wᵀ [+ b]`.
+/// `(x, W[, b]) → x Wᵀ [+ b]`, the products in bf16 where `bf16` (its caller checked
+/// [`takes_bf16`]).
 #[derive(Debug, Clone, Copy)]
-struct Forward;
+struct Forward {
+    bf16: bool,
+}
 
 impl Forward {
     fn cpu(
+        self,
         xs: &CpuStorage,
         xl: &Layout,
         ws: &CpuStorage,
@@ -98,15 +114,13 @@ impl Forward {
     ) -> Result<(CpuStorage, Shape)> {
         let (n, k, m) = dims(xl, wl)?;
         let (x, w) = (f32_slice(OP, xs, xl, "input")?, f32_slice(OP, ws, wl, "weight")?);
-        // `W` read through its strides (`x·Wᵀ`, a column-major right operand) packs slowly:
-        // 256 × 2048 × 2048 at 117-122 GFLOP/s on two cores against 155-202 for `x·W` from a
-        // row-major `Wᵀ` (a GEMM probe). Transposing first (blocked, on the pool): the width-0.5
-        // batch-128 VICReg step 90.3 → 92.7 images/s (medians of six alternated runs); an
-        // element-by-element transpose (6.3 ms) had cost what it saved.
-        let mut y = if n >= TRANSPOSE_ROWS {
-            product_into_new((n, m, k), x, (k, 1), &transposed(w, m, k), (m, 1))
+        let mut y = if self.bf16 {
+            // `x · Wᵀ` with `Wᵀ`'s rows paired for the bf16 tiles.
+            let mut w16 = vec![0u32; k.div_ceil(2) * m];
+            bf16::row_pairs_into(&transposed(w, m, k), m, &mut w16);
+            bf16::product_on_pool(x, k, &w16, m)
         } else {
-            product_into_new((n, m, k), x, (k, 1), w, (1, k))
+            f32_product(x, w, (n, k, m))
         };
         if let Some(b) = b {
             if b.len() != m {
@@ -118,9 +132,24 @@ impl Forward {
     }
 
     /// `dx` and `dW` from `dy`.
-    fn grads(x: &Tensor, w: &Tensor, dy: &Tensor) -> Result<(Tensor, Tensor)> {
+    fn grads(self, x: &Tensor, w: &Tensor, dy: &Tensor) -> Result<(Tensor, Tensor)> {
         let dy = dy.contiguous()?;
-        Ok((dy.apply_op2_no_bwd(w, &InputGrad)?, dy.apply_op2_no_bwd(x, &WeightGrad)?))
+        let bf16 = self.bf16;
+        Ok((dy.apply_op2_no_bwd(w, &InputGrad { bf16 })?, dy.apply_op2_no_bwd(x, &WeightGrad { bf16 })?))
+    }
+}
+
+/// `x · Wᵀ` in f32 for `x` `(n, k)` and `W` `(m, k)`.
+fn f32_product(x: &[f32], w: &[f32], (n, k, m): (usize, usize, usize)) -> Vec<f32> {
+    // `W` read through its strides (`x·Wᵀ`, a column-major right operand) packs slowly:
+    // 256 × 2048 × 2048 at 117-122 GFLOP/s on two cores against 155-202 for `x·W` from a
+    // row-major `Wᵀ` (a GEMM probe). Transposing first (blocked, on the pool): the width-0.5
+    // batch-128 VICReg step 90.3 → 92.7 images/s (medians of six alternated runs); an
+    // element-by-element transpose (6.3 ms) had cost what it saved.
+    if n >= TRANSPOSE_ROWS {
+        product_into_new((n, m, k), x, (k, 1), &transposed(w, m, k), (m, 1))
+    } else {
+        product_into_new((n, m, k), x, (k, 1), w, (1, k))
     }
 }
 
@@ -130,11 +159,11 @@ impl CustomOp2 for Forward {
     }
 
     fn cpu_fwd(&self, xs: &CpuStorage, xl: &Layout, ws: &CpuStorage, wl: &Layout) -> Result<(CpuStorage, Shape)> {
-        Self::cpu(xs, xl, ws, wl, None)
+        self.cpu(xs, xl, ws, wl, None)
     }
 
     fn bwd(&self, x: &Tensor, w: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let (dx, dw) = Self::grads(x, w, dy)?;
+        let (dx, dw) = self.grads(x, w, dy)?;
         Ok((Some(dx), Some(dw)))
     }
 }
@@ -153,7 +182,7 @@ impl CustomOp3 for Forward {
         bs: &CpuStorage,
         bl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        Self::cpu(xs, xl, ws, wl, Some(f32_slice(OP, bs, bl, "bias")?))
+        self.cpu(xs, xl, ws, wl, Some(f32_slice(OP, bs, bl, "bias")?))
     }
 
     fn bwd(
@@ -164,14 +193,16 @@ impl CustomOp3 for Forward {
         _y: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let (dx, dw) = Self::grads(x, w, dy)?;
+        let (dx, dw) = self.grads(x, w, dy)?;
         let db = dy.contiguous()?.apply_op1_no_bwd(&ColumnSums)?;
         Ok((Some(dx), Some(dw), Some(db)))
     }
 }
 
-/// `(dy, W) → dy · W`.
-struct InputGrad;
+/// `(dy, W) → dy · W`, in bf16 where `bf16`.
+struct InputGrad {
+    bf16: bool,
+}
 
 impl CustomOp2 for InputGrad {
     fn name(&self) -> &'static str {
@@ -185,13 +216,21 @@ impl CustomOp2 for InputGrad {
             candle_core::bail!("{OP}: output gradient has {m} columns, the weight is {m2} × {k}");
         }
         let (dy, w) = (f32_slice(OP, ds, dl, "output gradient")?, f32_slice(OP, ws, wl, "weight")?);
-        let dx = product_into_new((n, k, m), dy, (m, 1), w, (k, 1));
+        let dx = if self.bf16 {
+            let mut w16 = vec![0u32; m.div_ceil(2) * k];
+            bf16::row_pairs_into(w, k, &mut w16);
+            bf16::product_on_pool(dy, m, &w16, k)
+        } else {
+            product_into_new((n, k, m), dy, (m, 1), w, (k, 1))
+        };
         Ok((CpuStorage::F32(dx), Shape::from((n, k))))
     }
 }
 
-/// `(dy, x) → dyᵀ · x`, the weight's gradient `(out, in)`.
-struct WeightGrad;
+/// `(dy, x) → dyᵀ · x`, the weight's gradient `(out, in)`, in bf16 where `bf16`.
+struct WeightGrad {
+    bf16: bool,
+}
 
 impl CustomOp2 for WeightGrad {
     fn name(&self) -> &'static str {
@@ -205,7 +244,11 @@ impl CustomOp2 for WeightGrad {
             candle_core::bail!("{OP}: output gradient has {n} rows, the input {n2}");
         }
         let (dy, x) = (f32_slice(OP, ds, dl, "output gradient")?, f32_slice(OP, xs, xl, "input")?);
-        let dw = product_into_new((m, k, n), dy, (1, m), x, (k, 1));
+        let dw = if self.bf16 {
+            bf16::transposed_product_on_pool(dy, m, x, k)
+        } else {
+            product_into_new((m, k, n), dy, (1, m), x, (k, 1))
+        };
         Ok((CpuStorage::F32(dw), Shape::from((m, k))))
     }
 }
@@ -253,7 +296,7 @@ mod tests {
                     None => y,
                 }
             };
-            let fused = linear_forward(x.as_tensor(), w.as_tensor(), b).unwrap();
+            let fused = linear_forward(x.as_tensor(), w.as_tensor(), b, false).unwrap();
             let case = format!("n{n} k{k} m{m} bias {bias}");
             assert!(max_rel(&fused, &reference) < 1e-6, "output {case}");
             let grads = |y: &Tensor| (y * &upstream).unwrap().sum_all().unwrap().backward().unwrap();
@@ -266,5 +309,50 @@ mod tests {
                 assert!(max_rel(a, r) < 1e-5, "gradient {:?} {case}: {}", v.dims(), max_rel(a, r));
             }
         }
+    }
+
+    /// With bf16 products the output and the three gradients are the f32 products of the
+    /// bf16-rounded operands (`x`, `W`, `dy`), up to the order of f32 sums: forward, `dx` and `dW`
+    /// on the bf16 tiles, bands of rows split unevenly over the pool, an odd batch.
+    #[test]
+    fn bf16_linear_is_the_product_of_rounded_operands() {
+        if !crate::conv::bf16_products() {
+            eprintln!("no AVX512-BF16 on this CPU: linear layers keep f32 products here");
+            return;
+        }
+        let dev = Device::Cpu;
+        let round = |t: &Tensor| t.to_dtype(DType::BF16).unwrap().to_dtype(DType::F32).unwrap();
+        for &(n, k, m, bias) in &[(5, 16, 32, true), (33, 48, 16, false), (70, 128, 64, true), (9, 32, 2048, true)] {
+            assert!(takes_bf16(k, m));
+            let x = Var::from_tensor(&crate::cpu::test_randn(0f32, 1.0, (n, k), &dev).unwrap()).unwrap();
+            let w = Var::from_tensor(&crate::cpu::test_randn(0f32, 1.0, (m, k), &dev).unwrap()).unwrap();
+            let b = Var::from_tensor(&crate::cpu::test_randn(0f32, 1.0, m, &dev).unwrap()).unwrap();
+            let dy = crate::cpu::test_randn(0f32, 1.0, (n, m), &dev).unwrap();
+            let b = bias.then_some(b.as_tensor());
+            let case = format!("n{n} k{k} m{m} bias {bias}");
+            let y = linear_forward(x.as_tensor(), w.as_tensor(), b, true).unwrap();
+            let (x16, w16, dy16) = (round(x.as_tensor()), round(w.as_tensor()), round(&dy));
+            let mut expected = x16.matmul(&w16.t().unwrap()).unwrap();
+            if let Some(b) = b {
+                expected = expected.broadcast_add(b).unwrap();
+            }
+            assert!(max_rel(&y, &expected) < 1e-5, "output {case}: {}", max_rel(&y, &expected));
+            // Rounded, the output differs from the f32 layer's: the bf16 kernels ran.
+            let f32_y = linear_forward(x.as_tensor(), w.as_tensor(), b, false).unwrap();
+            assert!(max_rel(&y, &f32_y) > 1e-4, "output {case}: f32 products");
+            let grads = (&y * &dy).unwrap().sum_all().unwrap().backward().unwrap();
+            let dx = dy16.matmul(&w16).unwrap();
+            let dw = dy16.t().unwrap().matmul(&x16).unwrap();
+            for (v, expected, what) in [(x.as_tensor(), &dx, "dx"), (w.as_tensor(), &dw, "dW")] {
+                let g = grads.get(v).expect("gradient");
+                assert_eq!(g.dims(), expected.dims(), "{what} {case}");
+                assert!(max_rel(g, expected) < 1e-5, "{what} {case}: {}", max_rel(g, expected));
+            }
+            if let Some(b) = b {
+                let db = grads.get(b).expect("bias gradient");
+                assert!(max_rel(db, &dy.sum(0).unwrap()) < 1e-6, "db {case}");
+            }
+        }
+        assert!(!takes_bf16(24, 32) && !takes_bf16(32, 40), "widths off the 16-lane vectors stay f32");
     }
 }

@@ -69,10 +69,13 @@ pub struct Mlp {
     precision: crate::Precision,
 }
 
-/// `x Wᵀ + b` with the product in `precision` (the bias added in f32).
+/// `x Wᵀ + b` with the product in `precision` (the bias added in f32): the fused op on the CPU in
+/// f32, and in bf16 where the CPU has bf16 products (`linear_forward` keeps a layer whose widths
+/// its kernels don't take in f32).
 fn linear_in(l: &Linear, x: &Tensor, precision: crate::Precision) -> Result<Tensor> {
-    if precision == crate::Precision::F32 {
-        return crate::linear::linear_forward(x, l.weight(), l.bias());
+    let bf16 = precision == crate::Precision::Bf16;
+    if !bf16 || (x.device().is_cpu() && crate::conv::bf16_products()) {
+        return crate::linear::linear_forward(x, l.weight(), l.bias(), bf16);
     }
     let y = precision.apply(x, l.weight(), |x, w| x.matmul(&w.t()?))?;
     match l.bias() {

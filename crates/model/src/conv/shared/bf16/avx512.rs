@@ -3,6 +3,7 @@
 //! `bf16` that call them check the sizes.
 
 use std::arch::x86_64::*;
+use std::ops::Range;
 
 /// `a16` (`m × c/2` pairs) = `a` (`m × c`, row-major f32) rounded to bf16 (to nearest, ties to
 /// even), consecutive channels paired in one 32-bit word, the even channel in its low half.
@@ -107,35 +108,44 @@ unsafe fn tile_bf16<const P: usize, const V: usize>(
     P
 }
 
-/// The transposed product with bf16 operands and f32 sums: `u (c × co) += aᵀ b` where `a16`
-/// and `b16` hold `a` (`m × c`) and `b` (`m × co`) two rows at a time, `(m/2) × c` and
-/// `(m/2) × co` words of (row 2j, row 2j + 1) ([`super::row_pairs_into`]).
+/// The transposed product with bf16 operands and f32 sums: rows `rows` of `u (c × co) += aᵀ b`,
+/// held in `u` from its row `rows.start`, where `a16` and `b16` hold `a` (`m × c`) and `b`
+/// (`m × co`) two rows at a time, `(m/2) × c` and `(m/2) × co` words of (row 2j, row 2j + 1)
+/// ([`super::row_pairs_into`]).
 ///
 /// # Safety
-/// The CPU has AVX512-BF16; the sizes as `super::transposed_product_add` checks them.
+/// The CPU has AVX512-BF16; the sizes as `super::transposed_product_add` checks them, `rows`
+/// within `0..c` and `u` `rows.len() × co` floats.
 #[target_feature(enable = "avx512f,avx512bf16")]
-pub(super) unsafe fn transposed_product_add_bf16(a16: &[u32], c: usize, b16: &[u32], co: usize, u: &mut [f32]) {
+pub(super) unsafe fn transposed_product_add_bf16(
+    a16: &[u32],
+    (c, rows): (usize, Range<usize>),
+    b16: &[u32],
+    co: usize,
+    u: &mut [f32],
+) {
     match super::product_vectors(co) {
-        4 => transposed_product_add_bf16_with::<4>(a16, c, b16, co, u),
-        2 => transposed_product_add_bf16_with::<2>(a16, c, b16, co, u),
-        _ => transposed_product_add_bf16_with::<1>(a16, c, b16, co, u),
+        4 => transposed_product_add_bf16_with::<4>(a16, (c, rows), b16, co, u),
+        2 => transposed_product_add_bf16_with::<2>(a16, (c, rows), b16, co, u),
+        _ => transposed_product_add_bf16_with::<1>(a16, (c, rows), b16, co, u),
     }
 }
 
 #[target_feature(enable = "avx512f,avx512bf16")]
 unsafe fn transposed_product_add_bf16_with<const V: usize>(
     a16: &[u32],
-    c: usize,
+    (c, rows): (usize, Range<usize>),
     b16: &[u32],
     co: usize,
     u: &mut [f32],
 ) {
     let pairs = a16.len() / c;
     for o in (0..co).step_by(16 * V) {
-        let mut i = 0;
-        while i < c {
-            let (ap, bp, up) = (a16.as_ptr().add(i), b16.as_ptr().add(o), u.as_mut_ptr().add(i * co + o));
-            i += match (V, c - i) {
+        let mut i = rows.start;
+        while i < rows.end {
+            let (ap, bp) = (a16.as_ptr().add(i), b16.as_ptr().add(o));
+            let up = u.as_mut_ptr().add((i - rows.start) * co + o);
+            i += match (V, rows.end - i) {
                 (4, 6..) => weight_tile_bf16::<6, 4>(ap, bp, up, (pairs, c, co)),
                 (2, 12..) => weight_tile_bf16::<12, 2>(ap, bp, up, (pairs, c, co)),
                 (1, 24..) => weight_tile_bf16::<24, 1>(ap, bp, up, (pairs, c, co)),

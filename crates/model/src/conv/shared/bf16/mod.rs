@@ -1,7 +1,7 @@
 //! Matrix products with bf16 operands and f32 sums on the CPU's own bf16 instructions
 //! (AVX512-BF16: `vcvtneps2bf16` to round, `vdpbf16ps` to multiply two pairs per lane), for the
-//! kernels that run a `train.precision = "bf16"` convolution: Winograd's 16 products and the
-//! im2col GEMMs of the others.
+//! kernels that run a `train.precision = "bf16"` convolution (Winograd's 16 products and the
+//! im2col GEMMs of the others) and for the heads' linear layers (`crate::linear`).
 //!
 //! Operands are rounded to bf16 (to nearest, ties to even) into 32-bit words holding two values
 //! of the reduction dimension: consecutive channels of a row ([`product`]'s left operand) or the
@@ -10,6 +10,8 @@
 
 #[cfg(target_arch = "x86_64")]
 mod avx512;
+
+use rayon::prelude::*;
 
 #[cfg(test)]
 use super::bf16_products;
@@ -71,7 +73,43 @@ pub(crate) fn transposed_product_add(a: &[f32], c: usize, b: &[f32], co: usize, 
     row_pairs_into(b, co, b16);
     // SAFETY: the CPU has AVX512-BF16 (`bf16_products`, checked by the caller); the asserts and
     // the pair counts bound every offset.
-    unsafe { avx512::transposed_product_add_bf16(a16, c, b16, co, u) }
+    unsafe { avx512::transposed_product_add_bf16(a16, (c, 0..c), b16, co, u) }
+}
+
+/// `y (m × co) = a (m × c) · b (c × co)` as [`product`] does it, in one band of rows of `a` per
+/// thread of rayon's pool: a layer's single large product (a head's, `m` its batch), where the
+/// convolutions' kernels call [`product`] from tasks of their own. One band per thread, so that
+/// `b16`, 8 MB for a 2048-wide layer, streams from memory once per thread.
+pub(crate) fn product_on_pool(a: &[f32], c: usize, b16: &[u32], co: usize) -> Vec<f32> {
+    let m = a.len() / c.max(1);
+    let band = m.div_ceil(rayon::current_num_threads()).max(1);
+    let mut y = vec![0f32; m * co];
+    y.par_chunks_mut(band * co).zip(a.par_chunks(band * c)).for_each(|(y, a)| {
+        let mut scratch = vec![0u32; a.len() / 2];
+        product(a, c, b16, co, y, &mut scratch)
+    });
+    y
+}
+
+/// `aᵀ b` (`c × co`) for `a` (`m × c`) and `b` (`m × co`), with bf16 operands and f32 sums, in
+/// one band of the result's rows per thread of rayon's pool (each sum over all `m` rows in
+/// order on one thread: the same bits at any thread count). `co` a multiple of 16.
+pub(crate) fn transposed_product_on_pool(a: &[f32], c: usize, b: &[f32], co: usize) -> Vec<f32> {
+    let m = a.len() / c.max(1);
+    assert!(a.len() == m * c && b.len() == m * co, "bf16 transposed product: sizes");
+    assert!(co.is_multiple_of(16), "bf16 transposed product: columns");
+    let pairs = m.div_ceil(2);
+    let (mut a16, mut b16) = (vec![0u32; pairs * c], vec![0u32; pairs * co]);
+    rayon::join(|| row_pairs_into(a, c, &mut a16), || row_pairs_into(b, co, &mut b16));
+    let band = c.div_ceil(rayon::current_num_threads()).max(1);
+    let mut u = vec![0f32; c * co];
+    u.par_chunks_mut(band * co).enumerate().for_each(|(i, u)| {
+        let rows = i * band..(i * band + u.len() / co);
+        // SAFETY: the CPU has AVX512-BF16 (`bf16_products`, checked by the caller); the asserts,
+        // the pair counts and `rows` (within `0..c`, `u` its rows) bound every offset.
+        unsafe { avx512::transposed_product_add_bf16(&a16, (c, rows), &b16, co, u) }
+    });
+    u
 }
 
 #[cfg(not(target_arch = "x86_64"))]
@@ -88,7 +126,13 @@ mod avx512 {
         unreachable!("bf16 products without AVX512-BF16")
     }
 
-    pub(super) unsafe fn transposed_product_add_bf16(_: &[u32], _: usize, _: &[u32], _: usize, _: &mut [f32]) {
+    pub(super) unsafe fn transposed_product_add_bf16(
+        _: &[u32],
+        _: (usize, std::ops::Range<usize>),
+        _: &[u32],
+        _: usize,
+        _: &mut [f32],
+    ) {
         unreachable!("bf16 products without AVX512-BF16")
     }
 }
