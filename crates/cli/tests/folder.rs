@@ -100,7 +100,7 @@ fn a_folder_of_real_images_is_measured_verified_and_trained() {
     let out = infomax(&["bench", "augment", "--dataset", path, "--image-size", "24", "--batch", "8", "--batches", "1"]);
     let said = text(&out);
     assert!(out.status.success() && said.contains("on animals (files decoded per batch → 24 px views)"), "{said}");
-    assert!(said.contains("decoding the files alone: "), "the decoder's share: {said}");
+    assert!(said.contains("decoding the files whole, alone: "), "the decoder's share: {said}");
 
     // The file names the folder by a `[datasets.NAME]` table of its own, training on 28-px crops
     // of the 32-px images (evaluation centre-crops them likewise). The table gives no statistics:

@@ -35,6 +35,21 @@ impl Rgb {
         Rgb { height, width, data: bytes.iter().map(|&b| b as f32 / 255.0).collect() }
     }
 
+    /// From interleaved RGB bytes (as image decoders write them), scaled to `[0, 1]`.
+    pub fn from_interleaved_u8(bytes: &[u8], height: usize, width: usize) -> Rgb {
+        let n = height * width;
+        assert_eq!(bytes.len(), 3 * n, "interleaved RGB needs 3·H·W bytes");
+        let mut data = vec![0f32; 3 * n];
+        let (r, gb) = data.split_at_mut(n);
+        let (g, b) = gb.split_at_mut(n);
+        for (i, px) in bytes.chunks_exact(3).enumerate() {
+            r[i] = px[0] as f32 / 255.0;
+            g[i] = px[1] as f32 / 255.0;
+            b[i] = px[2] as f32 / 255.0;
+        }
+        Rgb { height, width, data }
+    }
+
     fn plane_len(&self) -> usize {
         self.height * self.width
     }
@@ -513,40 +528,57 @@ impl Pipeline {
 
     /// One augmented view of `img` (values in `[0, 1]`, not normalised), all draws from `rng`.
     pub fn apply(&self, img: &Rgb, rng: &mut impl Rng) -> Rgb {
-        let crop = |x: &Rgb, rng: &mut _| {
-            let window = random_resized_crop_window(rng, x.height, x.width, self.crop_scale, self.crop_ratio);
-            let mut x = resized_crop_bicubic(x, window, self.size, self.size);
-            if Rng::random::<f32>(rng) < self.flip_p {
-                hflip(&mut x);
-            }
-            x
-        };
-        let colour = |x: &mut Rgb, rng: &mut _| {
-            if Rng::random::<f32>(rng) < self.color_jitter.p {
-                self.color_jitter.apply(x, rng);
-            }
-            if Rng::random::<f32>(rng) < self.grayscale_p {
-                to_grayscale(x);
-            }
-        };
+        if let Some(window) = self.first_window(img.height, img.width, rng) {
+            return self.apply_in_window(img, window, rng);
+        }
+        // Colour first: the jitter's contrast blends with the whole image's mean grey.
+        let mut x = img.clone();
+        self.colour(&mut x, rng);
+        let window = random_resized_crop_window(rng, x.height, x.width, self.crop_scale, self.crop_ratio);
+        self.resize_and_flip(&x, window, rng)
+    }
+
+    /// The crop window a crop-first pipeline draws before anything else, for an image of
+    /// `height × width`: what a decoder can be told before it decodes. `None` for a colour-first
+    /// pipeline, which draws nothing before colouring the whole image.
+    pub fn first_window(&self, height: usize, width: usize, rng: &mut impl Rng) -> Option<Window> {
         match self.order {
-            Order::ColourFirst => {
-                let mut x = img.clone();
-                colour(&mut x, rng);
-                crop(&x, rng)
-            }
-            Order::CropFirst => {
-                let mut x = crop(img, rng);
-                colour(&mut x, rng);
-                if self.blur_p > 0.0 && rng.random::<f32>() < self.blur_p {
-                    let sigma = rng.random_range(self.blur_sigma.0..=self.blur_sigma.1);
-                    gaussian_blur(&mut x, sigma);
-                }
-                if self.solarize_p > 0.0 && rng.random::<f32>() < self.solarize_p {
-                    solarize(&mut x);
-                }
-                x
-            }
+            Order::ColourFirst => None,
+            Order::CropFirst => Some(random_resized_crop_window(rng, height, width, self.crop_scale, self.crop_ratio)),
+        }
+    }
+
+    /// The rest of a crop-first [`apply`](Self::apply) once [`first_window`](Self::first_window)
+    /// drew `window` from `rng`: `img` holds at least the window's pixels, at `window`.
+    pub fn apply_in_window(&self, img: &Rgb, window: Window, rng: &mut impl Rng) -> Rgb {
+        let mut x = self.resize_and_flip(img, window, rng);
+        self.colour(&mut x, rng);
+        if self.blur_p > 0.0 && rng.random::<f32>() < self.blur_p {
+            let sigma = rng.random_range(self.blur_sigma.0..=self.blur_sigma.1);
+            gaussian_blur(&mut x, sigma);
+        }
+        if self.solarize_p > 0.0 && rng.random::<f32>() < self.solarize_p {
+            solarize(&mut x);
+        }
+        x
+    }
+
+    /// `window` of `img` resized to the view's side, then flipped with `flip_p`.
+    fn resize_and_flip(&self, img: &Rgb, window: Window, rng: &mut impl Rng) -> Rgb {
+        let mut x = resized_crop_bicubic(img, window, self.size, self.size);
+        if rng.random::<f32>() < self.flip_p {
+            hflip(&mut x);
+        }
+        x
+    }
+
+    /// Colour jitter with its probability, then greyscale with its own.
+    fn colour(&self, x: &mut Rgb, rng: &mut impl Rng) {
+        if rng.random::<f32>() < self.color_jitter.p {
+            self.color_jitter.apply(x, rng);
+        }
+        if rng.random::<f32>() < self.grayscale_p {
+            to_grayscale(x);
         }
     }
 }
@@ -615,6 +647,15 @@ impl Augment {
     /// View `v` of `img`, augmented and normalised, all draws from `rng`.
     pub fn view(&self, v: usize, img: &Rgb, rng: &mut impl Rng) -> Rgb {
         let mut x = self.pipeline(v).apply(img, rng);
+        normalise(&mut x, self.mean, self.std);
+        x
+    }
+
+    /// View `v` finished from the `window` its crop-first pipeline drew first from `rng`
+    /// ([`Pipeline::first_window`]), `img` holding at least the window: the same view as
+    /// [`view`](Self::view) of the whole image when `img` has the whole image's pixels there.
+    pub fn view_in_window(&self, v: usize, img: &Rgb, window: Window, rng: &mut impl Rng) -> Rgb {
+        let mut x = self.pipeline(v).apply_in_window(img, window, rng);
         normalise(&mut x, self.mean, self.std);
         x
     }

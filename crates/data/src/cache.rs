@@ -17,7 +17,7 @@ use crate::{Error, Label, Result};
 
 const MAGIC: &[u8; 8] = b"INFOMAXP";
 /// Bump when the decoded pixels of the same files would differ (decoder, layout).
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 const HEADER: usize = 8 + 4 + 32 + 8 + 8;
 
 /// A digest of the source files (path, label, size, modification time) in load order.

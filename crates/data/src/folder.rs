@@ -21,9 +21,9 @@ use std::sync::Mutex;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::augment::Rgb;
+use crate::augment::{Rgb, Window};
 use crate::cache::{self, Fingerprint};
-use crate::{Error, ImageSet, Label, Result, Split};
+use crate::{jpeg, Error, ImageSet, Label, Result, Split};
 
 /// File extensions read as images (any case), torchvision's common ones.
 pub const EXTENSIONS: [&str; 3] = ["jpg", "jpeg", "png"];
@@ -510,44 +510,76 @@ pub(crate) fn walk(dataset: &'static str, dir: &Path, out: &mut Vec<PathBuf>) ->
     inner(dataset, dir, out, &mut Vec::new())
 }
 
-/// Open and decode an image file, any error naming it.
-fn open(dataset: &'static str, path: &Path) -> Result<image::DynamicImage> {
-    image::ImageReader::open(path)
-        .map_err(|source| Error::Io { path: path.to_path_buf(), source })?
+/// A file's bytes, an error naming it.
+pub(crate) fn read(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })
+}
+
+/// An image file's pixels as interleaved RGB bytes, `(rgb, width, height)`: JPEGs on
+/// libjpeg-turbo (at `1 / scale(width, height)`, one of [`jpeg::SCALES`]), other formats (PNG,
+/// the JPEGs it leaves) whole on the `image` crate. Greyscale and alpha become RGB; any error
+/// names the file.
+fn decode_bytes(
+    dataset: &'static str,
+    path: &Path,
+    bytes: &[u8],
+    scale: impl Fn(usize, usize) -> usize,
+) -> Result<(Vec<u8>, usize, usize)> {
+    let bad = |what: String| Error::Format { dataset, path: path.to_path_buf(), what };
+    if let jpeg::Jpeg::Decodable(head) = jpeg::header(bytes).map_err(bad)? {
+        let decoded = jpeg::decode(bytes, None, scale(head.width, head.height)).map_err(bad)?;
+        return Ok((decoded.rgb, decoded.window.width, decoded.window.height));
+    }
+    let img = image::ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|source| Error::Io { path: path.to_path_buf(), source })?
         .decode()
-        .map_err(|e| Error::Format {
-            dataset,
-            path: path.to_path_buf(),
-            what: format!("not a readable image (JPEG or PNG): {e}"),
-        })
+        .map_err(|e| bad(format!("not a readable image (JPEG or PNG): {e}")))?
+        .into_rgb8();
+    let (width, height) = (img.width() as usize, img.height() as usize);
+    Ok((img.into_raw(), width, height))
 }
 
 /// Decode an image file at its own size into the augmentations' planar `[0, 1]` image: the
 /// streaming path, for images too many or too large to keep decoded.
 pub fn decode_rgb(dataset: &'static str, path: &Path) -> Result<Rgb> {
-    let rgb = open(dataset, path)?.into_rgb8();
-    let (width, height) = (rgb.width() as usize, rgb.height() as usize);
-    let n = width * height;
-    let mut data = vec![0f32; 3 * n];
-    let (r, gb) = data.split_at_mut(n);
-    let (g, b) = gb.split_at_mut(n);
-    for (i, px) in rgb.as_raw().chunks_exact(3).enumerate() {
-        r[i] = px[0] as f32 / 255.0;
-        g[i] = px[1] as f32 / 255.0;
-        b[i] = px[2] as f32 / 255.0;
-    }
-    Ok(Rgb { height, width, data })
+    rgb_of(dataset, path, &read(path)?)
+}
+
+/// [`decode_rgb`] of the file at `path` whose bytes are `bytes`.
+pub(crate) fn rgb_of(dataset: &'static str, path: &Path, bytes: &[u8]) -> Result<Rgb> {
+    let (rgb, width, height) = decode_bytes(dataset, path, bytes, |_, _| 1)?;
+    Ok(Rgb::from_interleaved_u8(&rgb, height, width))
+}
+
+/// `window` (full-size pixels) of the image file whose bytes are `bytes`, decoded at `1 / scale`
+/// ([`jpeg::decode`]): the decoded pixels, and where they sit in the scaled image.
+pub(crate) fn decode_window(
+    dataset: &'static str,
+    path: &Path,
+    bytes: &[u8],
+    window: Window,
+    scale: usize,
+) -> Result<(Rgb, Window)> {
+    let decoded = jpeg::decode(bytes, Some(window), scale).map_err(|what| Error::Format {
+        dataset,
+        path: path.to_path_buf(),
+        what,
+    })?;
+    let at = decoded.window;
+    Ok((Rgb::from_interleaved_u8(&decoded.rgb, at.height, at.width), at))
 }
 
 /// Decode an image file into planar RGB bytes of `side × side`: the centred square of its
 /// shorter side, resized with an antialiased bilinear filter; greyscale and alpha become RGB.
 pub fn decode_square(dataset: &'static str, path: &Path, side: usize) -> Result<Vec<u8>> {
-    let img = open(dataset, path)?;
+    // A JPEG is decoded as small as its shorter side allows, still at least `side`.
+    let largest = |w: usize, h: usize| jpeg::scale_for(&[Window { top: 0, left: 0, height: h, width: w }], side);
+    let (rgb, w, h) = decode_bytes(dataset, path, &read(path)?, largest)?;
+    let img = image::RgbImage::from_raw(w as u32, h as u32, rgb).expect("3·w·h bytes");
     let (w, h) = (img.width(), img.height());
     let s = w.min(h);
-    let square = img.crop_imm((w - s) / 2, (h - s) / 2, s, s).to_rgb8();
+    let square = image::imageops::crop_imm(&img, (w - s) / 2, (h - s) / 2, s, s).to_image();
     let square = if s as usize == side {
         square
     } else {

@@ -229,8 +229,14 @@ impl ImageFiles {
     /// Image `i` decoded, or, under [`Unreadable::skip`], the next file of its class (the next
     /// file, unlabelled) that decodes: its label stays true, so evaluation can skip too.
     pub fn rgb(&self, i: usize) -> crate::Result<crate::augment::Rgb> {
+        self.decoded(i, |path| crate::folder::decode_rgb(self.name, path))
+    }
+
+    /// `decode` of file `i`, or, under [`Unreadable::skip`], of the next file of its class (the
+    /// next file, unlabelled) it succeeds on, each failure logged and counted once.
+    pub fn decoded<T>(&self, i: usize, decode: impl Fn(&std::path::Path) -> crate::Result<T>) -> crate::Result<T> {
         let Some(skipped) = &self.unreadable.skip else {
-            return crate::folder::decode_rgb(self.name, &self.files[i]);
+            return decode(&self.files[i]);
         };
         // The files of `i`'s class (they are contiguous), from `i` on and wrapping round.
         let label = self.labels.get(i);
@@ -249,8 +255,8 @@ impl ImageFiles {
         let mut first_error = None;
         for k in 0..=MAX_SKIPS_IN_A_ROW.min(class - 1) {
             let path = &self.files[start + (i - start + k) % class];
-            match crate::folder::decode_rgb(self.name, path) {
-                Ok(img) => return Ok(img),
+            match decode(path) {
+                Ok(decoded) => return Ok(decoded),
                 Err(e) => {
                     let mut list = skipped.lock().unwrap_or_else(|e| e.into_inner());
                     if !list.contains(path) {

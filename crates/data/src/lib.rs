@@ -16,6 +16,7 @@ mod files;
 pub mod folder;
 pub mod image;
 pub mod imagenet;
+pub mod jpeg;
 mod pickle;
 pub mod preview;
 pub mod root;

@@ -279,9 +279,10 @@ pub struct AugmentResult {
     pub views_per_second: f64,
     pub threads: usize,
     pub views_per_second_per_thread: f64,
-    /// The share of that time that decoding the files to planar `[0, 1]` pixels takes alone
-    /// (timed over the same batches), the most a faster or cropping decoder could save; `None`
-    /// for synthetic images.
+    /// Decoding every file of the same batches whole to planar `[0, 1]` pixels (as evaluation
+    /// does), timed alone, as a share of the time the views took: the views decode only their
+    /// windows (`views::Source::views`), so this says what a whole decode would cost them.
+    /// `None` for synthetic images.
     pub decode_share: Option<f64>,
 }
 
