@@ -82,9 +82,9 @@ pub fn grid(
     };
     for (row, (&i, original)) in indices.iter().zip(&originals).enumerate() {
         put(row, 0, &planar_to_image(&stored_bytes(original), original.height, original.width));
-        for v in 0..views {
-            let view = crate::views::view_of(original, i, v, augment, seed, epoch);
-            put(row, 1 + v, &planar_to_image(&to_bytes(&view, augment), view.height, view.width));
+        // As training draws them: a JPEG's views from its windows alone.
+        for (v, view) in crate::views::Source::views(set, i, views, augment, seed, epoch)?.iter().enumerate() {
+            put(row, 1 + v, &planar_to_image(&to_bytes(view, augment), view.height, view.width));
         }
     }
     Ok(canvas)
