@@ -7,11 +7,15 @@ use crate::image::{ImageFiles, Images};
 use crate::seed::{rng_for, Purpose};
 use crate::{folder, jpeg, ImageSet, Result};
 
-/// View `v` of image `index` (already decoded as `img`) in epoch `epoch` of a run with `seed`:
-/// the one place that says which random stream draws a view.
+/// The random stream that draws view `v` of image `index` in epoch `epoch` of a run with `seed`:
+/// the one place that says which stream that is.
+fn view_stream(index: usize, v: usize, seed: u64, epoch: u64) -> rand_chacha::ChaCha8Rng {
+    rng_for(seed, Purpose::Augment, epoch, index as u64, v as u64)
+}
+
+/// View `v` of image `index` (already decoded as `img`) in epoch `epoch` of a run with `seed`.
 pub fn view_of(img: &Rgb, index: usize, v: usize, augment: &Augment, seed: u64, epoch: u64) -> Rgb {
-    let mut rng = rng_for(seed, Purpose::Augment, epoch, index as u64, v as u64);
-    augment.view(v, img, &mut rng)
+    augment.view(v, img, &mut view_stream(index, v, seed, epoch))
 }
 
 /// Images a batch reads by index: decoded in memory, or decoded from their files as needed.
@@ -84,8 +88,7 @@ fn file_views(
             return Ok((0..views).map(|v| view_of(&img, index, v, augment, seed, epoch)).collect());
         }
     };
-    let mut streams: Vec<_> =
-        (0..views).map(|v| rng_for(seed, Purpose::Augment, epoch, index as u64, v as u64)).collect();
+    let mut streams: Vec<_> = (0..views).map(|v| view_stream(index, v, seed, epoch)).collect();
     let windows: Vec<Window> = streams
         .iter_mut()
         .enumerate()
