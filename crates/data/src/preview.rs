@@ -10,6 +10,9 @@ use crate::{Error, Images, Result};
 /// Tiles are drawn at least this many pixels wide (small images are enlarged by an integer
 /// factor, nearest neighbour, so pixels stay visible as pixels).
 const MIN_TILE: usize = 96;
+/// A stored image larger than this (a photo) is shrunk to fit a tile of this side, so that a grid
+/// of 12-megapixel photos stays a picture one can open; `--raw` shows one at its own size.
+const MAX_STORED_TILE: usize = 512;
 const GAP: usize = 4;
 
 /// Undo the normalisation of a view and quantise it like `ToPILImage`.
@@ -68,14 +71,21 @@ pub fn grid(
 ) -> Result<image::RgbImage> {
     check_indices(set, indices, "preview")?;
     let originals: Vec<Rgb> = indices.iter().map(|&i| set.rgb(i)).collect::<Result<_>>()?;
-    let side = originals.iter().map(|o| o.height.max(o.width)).fold(augment.size(), usize::max);
+    let stored_side = originals.iter().map(|o| o.height.max(o.width)).max().unwrap_or(0).min(MAX_STORED_TILE);
+    let side = stored_side.max(augment.size());
     let tile = side * MIN_TILE.div_ceil(side);
     let cols = 1 + views;
     let (w, h) = (cols * tile + (cols + 1) * GAP, indices.len() * tile + (indices.len() + 1) * GAP);
     let mut canvas = image::RgbImage::from_pixel(w as u32, h as u32, image::Rgb([255, 255, 255]));
     let mut put = |row: usize, col: usize, img: &image::RgbImage| {
-        let scale = (tile / img.width().max(img.height()) as usize).max(1) as u32;
-        let big = image::imageops::resize(img, img.width() * scale, img.height() * scale, image::imageops::Nearest);
+        let longest = img.width().max(img.height()) as usize;
+        let big = if longest > tile {
+            let shrink = |n: u32| ((n as usize * tile / longest) as u32).max(1);
+            image::imageops::resize(img, shrink(img.width()), shrink(img.height()), image::imageops::Triangle)
+        } else {
+            let scale = (tile / longest) as u32;
+            image::imageops::resize(img, img.width() * scale, img.height() * scale, image::imageops::Nearest)
+        };
         let x = GAP + col * (tile + GAP) + (tile - big.width() as usize) / 2;
         let y = GAP + row * (tile + GAP) + (tile - big.height() as usize) / 2;
         image::imageops::replace(&mut canvas, &big, x as i64, y as i64);
@@ -156,6 +166,15 @@ mod tests {
             g.get_pixel(x as u32, y as u32).0,
             [bytes[20 * 32 + 10], bytes[1024 + 20 * 32 + 10], bytes[2048 + 20 * 32 + 10]]
         );
+        // A photo larger than the largest tile is shrunk into it; its views keep their side.
+        let photo =
+            ImageSet::new("synthetic", Split::Train, (900, 1200), vec![128u8; 3 * 900 * 1200], vec![0u8], vec![]);
+        let g = grid(&Images::from(photo), &[0], 1, &a, 0, 1).unwrap();
+        assert_eq!(
+            g.dimensions(),
+            (2 * MAX_STORED_TILE as u32 + 3 * GAP as u32, MAX_STORED_TILE as u32 + 2 * GAP as u32)
+        );
+
         let tmp = tempfile::tempdir().unwrap();
         let out = tmp.path().join("sub/p.png");
         save_png(&g, &out).unwrap();
