@@ -32,12 +32,11 @@ pub enum Jpeg {
     Other,
 }
 
-/// The pixels a decode produced: interleaved RGB bytes of `window`, a window of the image as
-/// scaled by `1 / scale` (its left edge possibly left of the one asked for: aligned to an iMCU).
+/// The pixels a decode produced: interleaved RGB bytes of `window`, a window of the image at the
+/// decode's scale (its left edge possibly left of the one asked for: aligned to an iMCU).
 #[derive(Debug, Clone)]
 pub struct Decoded {
     pub window: Window,
-    pub scale: usize,
     pub rgb: Vec<u8>,
 }
 
@@ -173,7 +172,7 @@ pub fn decode(bytes: &[u8], window: Option<Window>, scale: usize) -> Result<Deco
             if status != 0 {
                 return Err(format!("{UNREADABLE}: {}", last_error(h)));
             }
-            Ok(Decoded { window: out, scale, rgb })
+            Ok(Decoded { window: out, rgb })
         }
     })
 }
